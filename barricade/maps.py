@@ -1,0 +1,299 @@
+"""smtpf's key-value maps: text source, lookup order, route-map entries.
+
+A map file is smtpf's source format: ``key<whitespace>value`` per line,
+``#`` comment lines, keys case-insensitive, values case-sensitive.  The map
+location may be written ``text!/path`` or just ``/path``.
+
+Lookups try the most specific key first and stop at the first hit
+(``smtpf.md`` section 3a): IPv4 addresses drop one octet at a time, IPv6
+addresses (full uncompressed form) one 16-bit word at a time, domains one
+label at a time, mail addresses go address, domain, parent domains,
+``local@``.  The bare tag (``route:``) is the site default.
+
+Maps reload themselves when the file changes (checked at most every
+``CHECK_INTERVAL`` seconds) and on :meth:`KeyValueMap.reload`, which the
+service calls on SIGHUP.  A reload that fails keeps the old contents and
+logs why.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from twisted.logger import Logger
+
+log = Logger()
+
+CHECK_INTERVAL = 2.0
+
+
+class MapError(ValueError):
+    """A map file that cannot be read or parsed; the message names file and line."""
+
+
+def map_path(location: str) -> Path:
+    """Accept ``text!/path`` or a plain path; refuse smtpf's SQL/socket maps."""
+    method, sep, rest = location.partition("!")
+    if not sep:
+        return Path(location)
+    if method.lower() in ("text", "file"):
+        return Path(rest)
+    raise MapError(f"{location}: map type {method!r} is not supported; use a text file")
+
+
+def parse_map_text(text: str, source: str = "<map>") -> dict[str, str]:
+    entries: dict[str, str] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 1)
+        if len(parts) != 2 or ":" not in parts[0]:
+            raise MapError(f"{source}:{lineno}: expected 'tag:key value', got {raw.strip()!r}")
+        entries[parts[0].lower()] = parts[1].strip()
+    return entries
+
+
+class KeyValueMap:
+    """One text map file, parsed into a dict and kept fresh."""
+
+    def __init__(self, location: str, clock: Callable[[], float] = time.monotonic):
+        self.path = map_path(location)
+        self._clock = clock
+        self._entries: dict[str, str] = {}
+        self._mtime: float | None = None
+        self._checked = 0.0
+        self.load()
+
+    def load(self) -> None:
+        """Read the file now; raises :class:`MapError` on any problem."""
+        try:
+            stat = self.path.stat()
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise MapError(f"cannot read map {self.path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise MapError(f"map {self.path} is not UTF-8: {exc}") from None
+        self._entries = parse_map_text(text, str(self.path))
+        self._mtime = stat.st_mtime
+        self._checked = self._clock()
+        self.loaded()
+
+    def loaded(self) -> None:
+        """Hook for subclasses that derive structures from the entries."""
+
+    def reload(self) -> bool:
+        """Re-read; on error keep the old contents.  Returns success."""
+        try:
+            self.load()
+        except MapError as exc:
+            log.error("map reload failed, keeping the previous contents: {err}", err=str(exc))
+            return False
+        log.info("map {path} loaded: {n} entries", path=str(self.path), n=len(self._entries))
+        return True
+
+    def refresh(self) -> None:
+        """Reload if the file changed since the last look (rate limited)."""
+        now = self._clock()
+        if now - self._checked < CHECK_INTERVAL:
+            return
+        self._checked = now
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError:
+            return
+        if mtime != self._mtime:
+            self.reload()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> str | None:
+        return self._entries.get(key.lower())
+
+    def first(self, keys: Iterator[str]) -> tuple[str, str] | None:
+        """The first key that has an entry, with its value."""
+        self.refresh()
+        for key in keys:
+            value = self._entries.get(key.lower())
+            if value is not None:
+                return key.lower(), value
+        return None
+
+
+# --- key variants, most specific first ----------------------------------------
+
+
+def ip_keys(tag: str, ip: str) -> Iterator[str]:
+    """``tag:192.0.2.9`` → ``tag:192.0.2`` → ``tag:192.0`` → ``tag:192``."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv4Address):
+        parts = str(addr).split(".")
+    else:
+        parts = addr.exploded.split(":")
+    sep = "." if isinstance(addr, ipaddress.IPv4Address) else ":"
+    for n in range(len(parts), 0, -1):
+        yield f"{tag}:{sep.join(parts[:n])}"
+
+
+def domain_keys(tag: str, domain: str, bare: bool = True) -> Iterator[str]:
+    """``tag:a.b.c`` → ``tag:b.c`` → ``tag:c`` (→ ``tag:``)."""
+    labels = domain.strip(".").lower().split(".")
+    if domain.strip("."):
+        for i in range(len(labels)):
+            yield f"{tag}:{'.'.join(labels[i:])}"
+    if bare:
+        yield f"{tag}:"
+
+
+def mail_keys(tag: str, address: str, bare: bool = True) -> Iterator[str]:
+    """``tag:l@d`` → domain variants → ``tag:l@`` → ``tag:``."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    if domain:
+        yield f"{tag}:{local}@{domain}".lower()
+        yield from domain_keys(tag, domain, bare=False)
+    if local:
+        yield f"{tag}:{local}@".lower()
+    if bare:
+        yield f"{tag}:"
+
+
+def client_keys(tag: str, ip: str, name: str | None, bare: bool = True) -> Iterator[str]:
+    """Client lookups: the IP first, then the PTR name's domains."""
+    yield from ip_keys(tag, ip)
+    if ip:
+        yield f"{tag}:[{ip}]"
+    if name:
+        yield from domain_keys(tag, name, bare=False)
+    if bare:
+        yield f"{tag}:"
+
+
+# --- route map ------------------------------------------------------------------
+
+DEFAULT_SMTP_PORT = 25
+
+
+def parse_host_list(text: str, source: str) -> list[tuple[str, int]]:
+    """``host[:port], [v6]:port host2`` → ``[(host, port), ...]``."""
+    hosts = []
+    for item in text.replace(",", " ").split():
+        host, port = item, DEFAULT_SMTP_PORT
+        if item.startswith("["):
+            end = item.find("]")
+            if end < 0:
+                raise MapError(f"{source}: bad host {item!r}")
+            host, rest = item[1:end], item[end + 1 :]
+            if rest.startswith(":"):
+                port = _port(rest[1:], item, source)
+            elif rest:
+                raise MapError(f"{source}: bad host {item!r}")
+        elif item.count(":") == 1:
+            host, _, p = item.partition(":")
+            port = _port(p, item, source)
+        if not host:
+            raise MapError(f"{source}: bad host {item!r}")
+        hosts.append((host, port))
+    return hosts
+
+
+def _port(text: str, item: str, source: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise MapError(f"{source}: bad port in {item!r}")
+    return port
+
+
+@dataclass(frozen=True)
+class Route:
+    """A parsed route-map value."""
+
+    key: str
+    forward: tuple[tuple[str, int], ...] = ()
+    rcpt: tuple[tuple[str, int], ...] = ()
+    relay: bool = False
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def name(self) -> str:
+        """Routes sharing forward hosts share a downstream connection."""
+        return ",".join(f"{h}:{p}" for h, p in self.forward)
+
+
+def parse_route(key: str, value: str) -> Route:
+    forward: list[tuple[str, int]] = []
+    rcpt: list[tuple[str, int]] = []
+    relay = False
+    extra: dict[str, str] = {}
+    for param in value.split(";"):
+        param = param.strip()
+        if not param:
+            continue
+        name, colon, rest = param.partition(":")
+        word = name.strip()
+        if not colon:
+            if word == "RELAY":
+                relay = True
+                continue
+            raise MapError(f"{key}: unknown route parameter {word!r} (expected FORWARD:, RCPT: or RELAY)")
+        if word == "FORWARD":
+            forward += parse_host_list(rest, key)
+        elif word == "RCPT":
+            rcpt += parse_host_list(rest, key)
+        else:
+            raise MapError(f"{key}: unknown route parameter {word!r} (expected FORWARD:, RCPT: or RELAY)")
+    return Route(key, tuple(forward), tuple(rcpt), relay, extra)
+
+
+class RouteMap(KeyValueMap):
+    """The route map: where recipients go and who may relay."""
+
+    TAG = "route"
+    LOCAL_KEYS = ("route:local", "route:127.0.0.1", "route:::1")
+
+    def loaded(self) -> None:
+        routes = {}
+        for key, value in self._entries.items():
+            if not key.startswith("route:"):
+                continue
+            try:
+                routes[key] = parse_route(key, value)
+            except MapError as exc:
+                raise MapError(f"{self.path}: {exc}") from None
+        local = next((routes[k] for k in self.LOCAL_KEYS if k in routes and routes[k].forward), None)
+        if local is None:
+            raise MapError(f"{self.path}: route:local with a FORWARD: host is required")
+        self._routes = routes
+        self.local = local
+
+    def _lookup(self, keys: Iterator[str]) -> Route | None:
+        hit = self.first(keys)
+        return self._routes.get(hit[0]) if hit else None
+
+    def for_recipient(self, address: str) -> Route | None:
+        """The route of a recipient; unqualified addresses go to the local route."""
+        if "@" not in address:
+            return self.local
+        route = self._lookup(mail_keys(self.TAG, address, bare=True))
+        if route is not None and not route.forward:
+            return None  # a RELAY-only entry routes nothing
+        return route
+
+    def is_relay(self, ip: str, name: str | None = None) -> bool:
+        """May this client relay (by IP, then by PTR name)?"""
+        route = self._lookup(client_keys(self.TAG, ip, name, bare=False))
+        return bool(route and route.relay)

@@ -1,0 +1,1 @@
+"""Policy: verdicts, the per-phase pipeline, and the built-in checks."""

@@ -1,0 +1,44 @@
+"""Per-transaction limits every gateway enforces: recipients and hops."""
+
+from __future__ import annotations
+
+from barricade.options import Config
+from barricade.policy.pipeline import Check, Context
+from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
+
+
+class RcptLimit(Check):
+    """452 4.5.3 past ``message-rcpt-limit`` recipients (RFC 5321 4.5.3.1.8).
+
+    A temporary reply: well-behaved clients send the remaining recipients
+    in a second transaction.
+    """
+
+    name = "rcpt-limit"
+
+    def __init__(self, config: Config):
+        self.limit = config["message-rcpt-limit"]
+
+    async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
+        if len(ctx.rcpts) >= self.limit:
+            return tempfail(910, limit=self.limit)
+        return CONTINUE
+
+
+class HopLimit(Check):
+    """554 5.4.6 when a message has passed too many hops: a mail loop."""
+
+    name = "hop-limit"
+
+    def __init__(self, config: Config):
+        self.limit = config["message-hop-limit"]
+
+    async def headers(self, ctx: Context) -> Verdict:
+        count = sum(1 for name, _ in ctx.headers if name.lower() == "received")
+        if count > self.limit:
+            return reject(911, count=count)
+        return CONTINUE
+
+
+def builtin_checks(config: Config) -> list[Check]:
+    return [RcptLimit(config), HopLimit(config)]

@@ -1,0 +1,635 @@
+"""The reply catalogue: every status line Barricade originates, as data.
+
+Each entry carries smtpf's reply number where smtpf has one (``#NNN`` in
+its reply list), the SMTP code, the RFC 3463 enhanced status, a text
+template with named fields, and the SMTP event that emits it.  Entries
+numbered 900 and up are Barricade's own: the Network Prevent originated
+responses, the gateway limits (recipients, loops, size) and the protocol
+replies smtpf never numbered.
+
+Nothing else in the daemon writes a status line: code paths name an id and
+fill fields, so operators can reword any reply by id (``reply-file``) and
+metrics can label every reply with the id that produced it.
+
+An entry whose code is 0 takes its code and enhanced status from the
+downstream reply it relays (smtpf's #282, #299, #300 ...).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+
+@dataclass(frozen=True)
+class ReplySpec:
+    """One catalogue entry."""
+
+    id: int
+    code: int
+    status: str
+    template: str
+    event: str
+    doc: str = ""
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The placeholder names the template uses."""
+        return template_fields(self.template)
+
+
+def R(id: int, code: int, status: str, template: str, event: str, doc: str = "") -> ReplySpec:
+    return ReplySpec(id, code, status, template, event, doc)
+
+
+def template_fields(template: str) -> frozenset[str]:
+    return frozenset(f for _, f, _, _ in string.Formatter().parse(template) if f)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A rendered reply, ready to be encoded for one session."""
+
+    code: int
+    status: str
+    lines: tuple[str, ...]
+    id: int
+    extra: tuple[str, ...] = field(default=())
+
+    @property
+    def positive(self) -> bool:
+        return self.code < 400
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+    @property
+    def text(self) -> str:
+        """The first line's text, as logs and tests like to see it."""
+        return self.lines[0]
+
+    def encode(self, session_id: str = "") -> bytes:
+        """Format as wire bytes.
+
+        The reply id (and the session id, so a sender quoting the reply
+        gives the postmaster something to grep for) goes on the first line:
+        the last line of an EHLO reply is an extension keyword and must
+        stay one.  Extra lines (EHLO keywords, HELP text) carry no status.
+        """
+        prefix = f"{self.status} " if self.status else ""
+        tag = f" #{self.id}" + (f" {session_id}" if session_id else "")
+        texts = [prefix + self.lines[0] + tag]
+        texts.extend(prefix + line for line in self.lines[1:])
+        texts.extend(self.extra)
+        out = []
+        for i, text in enumerate(texts):
+            sep = " " if i == len(texts) - 1 else "-"
+            out.append(f"{self.code}{sep}{text}\r\n")
+        return "".join(out).encode("utf-8", "replace")
+
+
+class _Fields(dict):
+    """Format mapping that never raises: a missing field shows as '?'."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _clean(value: object) -> str:
+    """Fields often echo client input: never let CR/LF or controls through."""
+    return _UNSAFE.sub("?", str(value))
+
+
+class CatalogueError(ValueError):
+    """A reply override file names an unknown id or unknown fields."""
+
+
+class Catalogue:
+    """The catalogue with the operator's text overrides applied."""
+
+    def __init__(self, entries: Iterable[ReplySpec] = (), overrides: Mapping[int, str] | None = None):
+        self._specs: dict[int, ReplySpec] = {}
+        for spec in entries or ENTRIES:
+            if spec.id in self._specs:
+                raise CatalogueError(f"reply #{spec.id} defined twice")
+            self._specs[spec.id] = spec
+        self._texts: dict[int, str] = {}
+        for rid, text in (overrides or {}).items():
+            self.override(rid, text)
+
+    def override(self, rid: int, text: str) -> None:
+        spec = self._specs.get(rid)
+        if spec is None:
+            raise CatalogueError(f"reply #{rid} is not in the catalogue")
+        unknown = template_fields(text) - spec.fields
+        if unknown:
+            raise CatalogueError(
+                f"reply #{rid}: unknown field(s) {', '.join(sorted(unknown))}; "
+                f"this reply knows {', '.join(sorted(spec.fields)) or 'none'}"
+            )
+        self._texts[rid] = text
+
+    @classmethod
+    def from_file(cls, path: str | Path | None) -> "Catalogue":
+        """Load overrides: one ``NNN text`` per line, ``#`` comments."""
+        cat = cls()
+        if not path:
+            return cat
+        for lineno, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            num, _, text = line.partition(" ")
+            try:
+                rid = int(num.lstrip("#"))
+            except ValueError:
+                raise CatalogueError(f"{path}:{lineno}: expected 'NNN text', got {raw!r}") from None
+            try:
+                cat.override(rid, text.strip())
+            except CatalogueError as exc:
+                raise CatalogueError(f"{path}:{lineno}: {exc}") from None
+        return cat
+
+    def __contains__(self, rid: int) -> bool:
+        return rid in self._specs
+
+    def __iter__(self):
+        return iter(sorted(self._specs.values(), key=lambda s: s.id))
+
+    def spec(self, rid: int) -> ReplySpec:
+        return self._specs[rid]
+
+    def reply(
+        self,
+        rid: int,
+        *,
+        code: int | None = None,
+        status: str | None = None,
+        lines: Iterable[str] = (),
+        extra: Iterable[str] = (),
+        **fields: object,
+    ) -> Reply:
+        """Render entry ``rid``.
+
+        ``code``/``status`` are required for relayed entries (code 0) and
+        may override a fixed entry's enhanced status only when a check
+        needs a more specific one.  ``lines`` adds continuation lines
+        that share the status (multi-line banners).
+        """
+        spec = self._specs[rid]
+        rcode = code if code is not None else spec.code
+        if not rcode:
+            raise ValueError(f"reply #{rid} relays a code: pass code=")
+        rstatus = status if status is not None else spec.status
+        template = self._texts.get(rid, spec.template)
+        text = template.format_map(_Fields({k: _clean(v) for k, v in fields.items()}))
+        return Reply(
+            rcode,
+            rstatus,
+            (text, *(_clean(x) for x in lines)),
+            rid,
+            tuple(_clean(x) for x in extra),
+        )
+
+
+ENTRIES: tuple[ReplySpec, ...] = (
+    R(120, 550, '5.7.1', 'host {client_name} [{client_ip}] black listed', 'connect',
+      'There is a Connect: tag entry for either the client name or IP address with a right-hand-side value of REJECT. See access-map.'),
+    R(121, 550, '5.7.1', 'host {client_name} [{client_ip}] from RFC2606 reserved domain', 'connect',
+      'See rfc2606-special-domains.'),
+    R(122, 550, '5.7.1', 'host {client_name} [{client_ip}] from unknown TLD', 'connect',
+      'See reject-unknown-tld.'),
+    R(125, 550, '5.7.1', 'host {client_name} [{client_ip}] sender <{sender}> black listed', 'mail',
+      'There is a Connect:From: combo tag entry for either the client name and sender pair or client IP address and sender pair with a right-hand-side value of REJECT. See access-map.'),
+    R(127, 550, '5.7.1', 'sender <{sender}> black listed', 'mail',
+      'There is a From: tag entry for the sender address or their domain with a right-hand-side value of REJECT. See access-map.'),
+    R(128, 550, '5.7.1', 'sender <{sender}> from RFC2606 reserved domain', 'mail',
+      'See rfc2606-special-domains.'),
+    R(129, 550, '5.7.1', 'sender <{sender}> from unknown TLD', 'mail',
+      'See reject-unknown-tld.'),
+    R(131, 550, '5.7.1', 'routed address relaying denied', 'mail',
+      'See reject-percent-relay.'),
+    R(132, 550, '5.7.1', 'UUCP addressing denied', 'mail',
+      'See reject-uucp-route. smtpf currently does nothing special with UUCP paths, so disabling this option will have undefined results.'),
+    R(133, 550, '5.7.1', 'special case of at-sign in local-part denied', 'mail',
+      'See reject-quoted-at-sign.'),
+    R(135, 550, '5.7.1', 'host {client_name} [{client_ip}] recipient <{rcpt}> black listed', 'rcpt',
+      'There is a Connect:To: combo tag entry for either the client name and recipient pair or client IP address and recipient pair with a right-hand-side value of REJECT. See access-map.'),
+    R(137, 550, '5.7.1', 'sender <{sender}> recipient <{rcpt}> black listed', 'mail',
+      'There is a From:To: combo tag entry for a sender and recipient pair with a right-hand-side value of REJECT. See access-map.'),
+    R(139, 550, '5.7.1', 'recipient <{rcpt}> black listed', 'rcpt',
+      "There is a To: tag entry for sender's address with a right-hand-side value of REJECT. See access-map."),
+    R(140, 550, '5.7.1', 'recipient <{rcpt}> from RFC2606 reserved domain', 'rcpt',
+      'See rfc2606-special-domains.'),
+    R(141, 550, '5.7.1', 'recipient <{rcpt}> from unknown TLD', 'rcpt',
+      'See reject-unknown-tld.'),
+    R(149, 451, '4.4.0', 'avastd address error: {error} ({errno})', 'dot',
+      ''),
+    R(150, 451, '4.4.0', 'avastd open error: {error} ({errno})', 'dot',
+      ''),
+    R(151, 451, '4.4.0', 'avastd connect error: {error} ({errno})', 'dot',
+      ''),
+    R(153, 451, '4.4.0', 'avastd read error: {error} ({errno})', 'dot',
+      ''),
+    R(154, 451, '4.4.0', 'avastd buffer overflow', 'dot',
+      ''),
+    R(156, 451, '4.4.0', 'avastd write error: {error} ({errno})', 'dot',
+      ''),
+    R(158, 451, '4.4.0', 'avastd read error: {error} ({errno})', 'dot',
+      ''),
+    R(160, 451, '4.4.0', 'avastd read error: {error} ({errno})', 'dot',
+      'See avastd-socket and avastd-timeout.'),
+    R(162, 550, '5.7.1', '{text}', 'dot',
+      'The avastd daemon found a virus or suspicious content in the message. See avastd-policy.'),
+    R(178, 451, '4.4.0', 'clamd address error: {error} ({errno})', 'dot',
+      ''),
+    R(179, 451, '4.4.0', 'clamd open error: {error} ({errno})', 'dot',
+      ''),
+    R(180, 451, '4.4.0', 'clamd connect error: {error} ({errno})', 'dot',
+      ''),
+    R(181, 451, '4.4.0', 'clamd buffer overflow', 'dot',
+      ''),
+    R(183, 451, '4.4.0', 'clamd write error: {error} ({errno})', 'dot',
+      ''),
+    R(185, 451, '4.4.0', 'clamd write error: {error} ({errno})', 'dot',
+      ''),
+    R(186, 451, '4.4.0', 'clamd read error: {error} ({errno})', 'dot',
+      ''),
+    R(188, 451, '4.4.0', 'clamd session port "{port}" parse error', 'dot',
+      ''),
+    R(189, 451, '4.4.0', 'clamd address error: {error} ({errno})', 'dot',
+      ''),
+    R(190, 451, '4.4.0', 'clamd session open error: {error} ({errno})', 'dot',
+      ''),
+    R(191, 451, '4.4.0', 'clamd session connection error: {error} ({errno})', 'dot',
+      ''),
+    R(196, 451, '4.4.0', 'clamd session write error after {size} bytes', 'dot',
+      ''),
+    R(199, 451, '4.4.0', 'clamd session write error after {size} bytes', 'dot',
+      ''),
+    R(204, 451, '4.4.0', 'clamd session read error: {error} ({errno})', 'dot',
+      'See clamd-socket and clamd-timeout.'),
+    R(206, 451, '4.4.0', 'unexpected clamd result: {result}', 'dot',
+      'The clamd daemon returned an unexpected result. This may be due to unexpected changes in the clamd protocol between program updates or data corruption over the network (assuming clamd runs on a different machine).'),
+    R(208, 550, '5.7.1', '{text}', 'dot',
+      'The clamd daemon found a virus or suspicious content in the message. See clamd-policy.'),
+    R(224, 0, '', '{text}', 'dot',
+      'The CLI child process standard output and standard error are used for specifying a multiline response. See cli-content and cli-envelope.'),
+    R(244, 550, '5.7.1', 'recipient <{rcpt}> expired', 'rcpt',
+      ''),
+    R(245, 550, '5.7.1', 'recipient <{rcpt}> invalid', 'rcpt',
+      ''),
+    R(247, 221, '2.0.0', '{hostname} closing connection', 'any',
+      'The connected client sent an SMTP QUIT command. The server will now close the connection.'),
+    R(248, 500, '5.5.1', '{command} command unknown', 'any',
+      'An unknown command was sent.'),
+    R(249, 501, '5.5.2', '{command} missing argument', 'any',
+      'The specified command requires one or more arguments.'),
+    R(250, 502, '5.5.1', '{command} not implemented', 'any',
+      'The given command is specified in a known RFC, but not supported.'),
+    R(251, 503, '5.5.1', '{command} out of sequence', 'any',
+      'The specified command was sent out of order with respect to other commands expected before this command. For example HELO or EHLO must be issued and accepted before the first MAIL FROM:; a successful MAIL FROM: must be sent before any RCPT TO: commands; and there must be at least one successful RCPT TO: before the DATA command will be accepted. See RFC 2821 for details. Other SMTP command extensions may impose similar sequence restrictions, such as AUTH (RFC 2554) after EHLO and before MAIL FROM:.'),
+    R(252, 550, '5.7.1', 'client {client_name} [{client_ip}] is schizophrenic', 'helo',
+      'The client has sent HELO or EHLO more than once with different arguments each time.'),
+    R(253, 502, '5.5.1', 'EHLO not supported', 'helo',
+      'When the smtp-enable-esmtp option is off, we force the client to down grade to the older HELO command per RFC 2821.'),
+    R(254, 250, '', '{hostname} Hello {helo} [{client_ip}]', 'helo',
+      ''),
+    R(255, 550, '5.7.1', 'client {client_name} [{client_ip}] is schizophrenic', 'helo',
+      'The client has sent HELO or EHLO more than once with different arguments each time.'),
+    R(256, 250, '', '{hostname} Hello {helo} [{client_ip}]', 'helo',
+      ''),
+    R(259, 501, '5.5.1', 'AUTH cancelled', 'auth',
+      ''),
+    R(264, 501, '5.5.1', 'AUTH cancelled', 'auth',
+      ''),
+    R(267, 503, '5.5.1', 'already authenticated', 'auth',
+      'RFC 2554 states that once a client successfully authenticates, additional AUTH commands are rejected.'),
+    R(269, 504, '5.5.4', 'unknown AUTH mechanism', 'auth',
+      'smtpf only supports AUTH PLAIN and AUTH LOGIN mechanisms.'),
+    R(274, 235, '2.0.0', 'authenticated', 'auth',
+      'The client has successfully authenticated and their messages will be queued by the local route. See route-map documentation.'),
+    R(275, 535, '5.7.0', 'authentication failed', 'auth',
+      ''),
+    R(276, 458, '4.4.0', 'unable to queue messages for {domain}', 'etrn',
+      'SMTP ETRN commands are sent to the local route, which is responsible for queuing. See route-map documentation.'),
+    R(277, 0, '', '{text}', 'etrn',
+      'After an SMTP ETRN command, this is the response relayed from the one of local route servers.'),
+    R(279, 553, '5.5.2', 'rejected sender {sender} {reason}', 'mail',
+      'The SMTP MAIL FROM: address could not be correctly parsed according to the strict application of one or more RFC 2821 grammar rules. See rfc2821-line-length, rfc2821-local-length, rfc2821-domain-length, rfc2821-literal-plus, rfc2821-strict-dot.'),
+    R(280, 501, '5.5.2', 'syntax error', 'mail',
+      'The RFC 2821 grammar for the MAIL FROM: command does not allow for white space between the FROM: and the <address> argument. When they appear it is typically a virus or spamware sign. See rfc2821-extra-spaces.'),
+    R(282, 0, '', 'sender <{sender}> denied', 'mail',
+      'The forward host rejected or temporarily failed the sender.'),
+    R(283, 250, '2.1.0', 'sender <{sender}> accepted', 'mail',
+      ''),
+    R(284, 553, '5.5.2', 'rejected recipient {rcpt} {reason}', 'rcpt',
+      'The SMTP RCPT TO: address could not be correctly parsed according to the strict application of one or more RFC 2821 grammar rules. See rfc2821-line-length, rfc2821-local-length, rfc2821-domain-length, rfc2821-literal-plus, rfc2821-strict-dot.'),
+    R(285, 501, '5.5.2', 'syntax error', 'rcpt',
+      'The RFC 2821 grammar for the RCPT TO: command does not allow for white space between the TO: and the <address> argument. When they appear it is typically a virus or spamware sign. See rfc2821-extra-spaces.'),
+    R(286, 550, '5.7.1', 'null recipient invalid', 'rcpt',
+      'The SMTP client specified RCPT TO:<>'),
+    R(287, 451, '4.0.0', 'cannot forward mail for <{rcpt}> at this time', 'dot',
+      ''),
+    R(288, 550, '5.7.1', 'recipient <{rcpt}> relaying denied', 'rcpt',
+      'The SMTP client is attempting to relay mail for an unknown recipient domain. Domains that smtpf is responsible for is specified in the route-map. Either the domain has not yet been added, was removed, or the SMTP client is hoping that the server is an open relay.'),
+    R(290, 250, '2.1.5', 'recipient <{rcpt}> accepted', 'rcpt',
+      ''),
+    R(292, 550, '5.7.1', 'recipient <{rcpt}> unknown', 'rcpt',
+      'A call-ahead to a down stream host rejected the recipient. See route-map about RCPT: attribute.'),
+    R(293, 550, '5.7.1', 'recipient <{rcpt}> relaying denied', 'rcpt',
+      'The SMTP client is attempting to relay mail for an unknown recipient domain. Domains that smtpf is responsible for is specified in the route-map. Either the domain has not yet been added, was removed, or the SMTP client is hoping that the server is an open relay.'),
+    R(295, 451, '4.0.0', 'cannot forward mail for <{rcpt}> at this time', 'dot',
+      'We are responsible for this domain, but had a connection error with the forward host.'),
+    R(296, 550, '5.7.1', 'recipient <{rcpt}> relaying denied', 'rcpt',
+      'The SMTP client is attempting to relay mail for an unknown recipient domain. Domains that smtpf is responsible for is specified in the route-map. Either the domain has not yet been added, was removed, or the SMTP client is hoping that the server is an open relay.'),
+    R(297, 250, '2.1.5', 'recipient <{rcpt}> accepted', 'rcpt',
+      ''),
+    R(299, 0, '', '{text}', 'dot',
+      'See relay-reply option. The whole reply from the forward host is relayed to the client.'),
+    R(300, 0, '', 'recipient <{rcpt}> denied', 'rcpt',
+      'See relay-reply option. Only the reply codes from the forward host are relayed to the client with a standardise reason.'),
+    R(306, 554, '5.7.0', 'transaction failed', 'dot',
+      ''),
+    R(307, 451, '4.4.0', 'transaction aborted', 'dot',
+      ''),
+    R(321, 554, '5.5.2', 'content line too long ({length}); RFC 2821 section 4.5.3.1', 'dot',
+      'See rfc2821-line-length.'),
+    R(323, 501, '5.5.4', '{option} requires restart', 'admin',
+      'Some options cannot be changed during runtime. Modify the /etc/smtpf/smtpf.cf options file, then restart the smtpf process.'),
+    R(324, 214, '2.0.0', 'killing session {session}', 'admin',
+      ''),
+    R(325, 550, '5.0.0', 'session {session} killed', 'admin',
+      ''),
+    R(326, 504, '5.5.4', 'session {session} not found', 'admin',
+      'The session given to KILL was not found. It probably terminated before this command was entered or there is a typo in the session ID given.'),
+    R(329, 421, '4.7.1', 'client {client_name} [{client_ip}] too many concurrent connections, max={limit}', 'connect',
+      'See the access-map concerning the Concurrent-Connect: tag.'),
+    R(340, 550, '5.3.4', 'duplicate message rejected', 'dot',
+      ''),
+    R(357, 550, '5.7.1', 'DSN or MDN in response to an old message', 'dot',
+      'See the emew-ttl option.'),
+    R(358, 550, '5.7.1', 'DSN or MDN for message that did not originate here', 'dot',
+      'See the emew-secret and emew-dsn-policy options.'),
+    R(363, 421, '4.4.0', 'client {client_name} [{client_ip}] unknown', 'connect',
+      'The Four21 module is experimental and is only present at select test sites. See four21-unknown-ip option. This is a RFC 2821 conformance test. Check if the connecting client IP that has never been seen before. If it has not, then 421 the connection and observe if they send a clean QUIT (as specified in RFC 2821), pipeline, or disconnect. If the latter two occur, then the IP is auto-blacklisted.'),
+    R(364, 554, '5.4.0', 'client {client_name} [{client_ip}] "No soup for you!"', 'connect',
+      'The Four21 module is experimental and only present at select test sites. This response (a reference to the Sienfeld Soup Nazi episode) is the reply given if the client IP failed the 421 test and was subsequently auto-blacklisted. See four21-unknown-ip option.'),
+    R(367, 451, '4.4.0', 'fpscand address error: {error} ({errno})', 'dot',
+      ''),
+    R(368, 451, '4.4.0', 'fpscand open error: {error} ({errno})', 'dot',
+      ''),
+    R(369, 451, '4.4.0', 'fpscand connect error: {error} ({errno})', 'dot',
+      ''),
+    R(370, 451, '4.4.0', 'fpscand buffer overflow', 'dot',
+      ''),
+    R(372, 451, '4.4.0', 'fpscand write error: {error} ({errno})', 'dot',
+      ''),
+    R(373, 451, '4.4.0', 'fpscand read error: {error} ({errno})', 'dot',
+      'See fpscand-socket and fpscand-timeout.'),
+    R(376, 550, '5.7.1', '{text}', 'dot',
+      'The fpscand daemon found a virus or suspicious content in the message. See fpscand-policy.'),
+    R(388, 550, '5.7.1', '{client_name} [{client_ip}] failed grey listing', 'data',
+      ''),
+    R(415, 421, '4.4.3', 'PTR record lookup error for [{client_ip}]', 'connect',
+      ''),
+    R(416, 554, '5.7.1', 'reject [{client_ip}] missing PTR record', 'connect',
+      'See client-is-mx and client-ptr-required options.'),
+    R(418, 550, '5.7.1', 'reject IP in client name {client_name} [{client_ip}] (1)', 'connect',
+      'See client-is-mx and client-ip-in-ptr options.'),
+    R(420, 550, '5.7.1', '{client_name} [{client_ip}] sent pre-greeting traffic', 'any',
+      'See the access-map concerning the GreetPause: tag.'),
+    R(423, 501, '5.5.4', 'invalid HELO {helo}', 'helo',
+      'The HELO or EHLO argument contains include characters in the string. The set of valid characters are alpha-numerics, hyphen, underscore, square brackets, and dot. There is no option to turn this test off.'),
+    R(424, 550, '5.7.0', 'HELO {helo} does not match client {client_name} [{client_ip}]', 'helo',
+      'See helo-ip-mismatch option.'),
+    R(427, 550, '5.7.0', 'HELO {helo} from RFC2606 reserved domain', 'helo',
+      'See rfc2606-special-domains option.'),
+    R(428, 550, '5.7.0', 'HELO {helo} argument must be a FQDN or IP-domain literal', 'helo',
+      'See rfc2821-strict-helo option.'),
+    R(430, 550, '5.7.0', '{client_name} [{client_ip}] claims to be us "{helo}"', 'helo',
+      'See helo-claims-us option.'),
+    R(432, 550, '5.7.0', 'HELO {helo} equivalent to client IP-in-PTR', 'helo',
+      'See helo-is-ptr option.'),
+    R(434, 553, '5.1.8', 'sender <{sender}> from {domain} has no MX record', 'mail',
+      'See mail-require-mx option.'),
+    R(436, 451, '4.4.3', 'sender <{sender}> from {domain} MX lookup error', 'mail',
+      'See mail-require-mx option.'),
+    R(439, 553, '5.1.8', 'sender <{sender}> from {domain} MX invalid', 'mail',
+      'The MX list gathered from DNS is pruned to remove hosts that resolve to localhost, RFC 3330 reserved IP addresses that cannot be reached from the Internet, or have no A/AAAA record. This message is reported if the MX list is empty after pruning.'),
+    R(441, 550, '5.7.1', 'too many recipients for DSN or MDN', 'rcpt',
+      'See one-rcpt-per-null option.'),
+    R(443, 553, '5.1.8', 'sender <{sender}> from {domain} has no MX record', 'mail',
+      'See mail-require-mx option.'),
+    R(445, 553, '5.1.8', 'sender <{sender}> from {domain} MX invalid', 'mail',
+      'The MX list gathered from DNS is pruned to remove hosts that resolve to localhost, RFC 3330 reserved IP addresses that cannot be reached from the Internet, or have no A/AAAA record. This message is reported if the MX list is empty after pruning.'),
+    R(447, 451, '4.4.3', 'sender <{sender}> from {domain} MX lookup error', 'mail',
+      'See mail-require-mx option.'),
+    R(449, 550, '5.7.1', 'reject [{client_ip}] missing PTR record (2)', 'dot',
+      'See client-is-mx and client-ptr-required options.'),
+    R(450, 550, '5.7.1', 'reject IP in client name {client_name} [{client_ip}] (2)', 'dot',
+      'See client-is-mx and client-ip-in-ptr options.'),
+    R(452, 550, '5.7.1', 'too many recipients for DSN or MDN', 'rcpt',
+      'See one-rcpt-per-null option.'),
+    R(456, 554, '5.6.0', 'message headers must be US-ASCII, found 0x{octet}; RFC 2822 section 2.2', 'dot',
+      'See rfc2822-7bit-headers option.'),
+    R(462, 554, '5.6.0', 'missing RFC 2822 required headers', 'dot',
+      'See rfc2822-min-headers option.'),
+    R(475, 451, '4.7.1', '{who} has exceeded {limit} messages per {period}', 'rcpt',
+      'See the access-map concerning the Msg-Limit-Connect:, Msg-Limit-From:, Msg-Limit-To: tags.'),
+    R(481, 451, '4.4.2', 'internal network error for {host}', 'dot',
+      'An error occurred while sending an SMTP command to a forward host.'),
+    R(485, 451, '4.4.2', 'internal network error for {host}', 'dot',
+      'An error occurred while reading an SMTP reply from a forward host.'),
+    R(488, 451, '4.4.4', 'no answer from {domain} MX', 'mail',
+      'While attempting to perfom a call-back, there was no answer from any of the MX servers tried. See call-back option.'),
+    R(489, 553, '5.4.4', '{sender} does not exist', 'mail',
+      ''),
+    R(491, 451, '4.4.3', '{domain} MX lookup error', 'mail',
+      "While attempting to perfom a call-back, there was an error looking up the MX records of the sender's domain. See call-back option."),
+    R(493, 550, '5.4.4', 'no acceptable MX for {domain}', 'mail',
+      'While attempting to perfom a call-back, the MX list gathered from DNS was pruned to remove hosts that resolve to localhost, RFC 3330 reserved IP addresses that cannot be reached from the Internet, or have no A/AAAA record. This message is reported if the MX list is empty after pruning. See call-back option.'),
+    R(496, 451, '4.4.4', 'no answer from {domain} MX', 'mail',
+      'While attempting to perfom a call-back, there was no answer from any of the MX servers tried. See call-back option.'),
+    R(498, 451, '4.4.3', '{domain} {reason}', 'mail',
+      ''),
+    R(499, 553, '5.4.4', '{domain} {reason}', 'mail',
+      "While attempting to perfom a call-back, there was an error looking up the MX records of the sender's domain. See call-back option."),
+    R(501, 550, '5.4.4', 'no acceptable MX for {domain}', 'mail',
+      'While attempting to perfom a call-back, the MX list gathered from DNS was pruned to remove hosts that resolve to localhost, RFC 3330 reserved IP addresses that cannot be reached from the Internet, or have no A/AAAA record. This message is reported if the MX list is empty after pruning. See call-back option.'),
+    R(505, 550, '5.7.1', 'null-sender messages {count} for <{rcpt}> exceed {limit}/60s', 'mail',
+      'See the access-map concerning the Null-Rate-To: tag.'),
+    R(522, 421, '4.4.5', 'client {client_name} [{client_ip}] connections {count} exceed {limit}/60s', 'connect',
+      'See the access-map concerning the Rate-Connect: tag.'),
+    R(525, 550, '5.7.0', '{client_name} [{client_ip}] black listed by {list}', 'connect',
+      ''),
+    R(530, 550, '5.7.0', '{client_name} [{client_ip}] black listed by {list}', 'connect',
+      ''),
+    R(547, 250, '2.0.0', 'OK', 'any',
+      'Generic response that indicates the command was accepted.'),
+    R(548, 214, '2.0.0', 'end', 'any',
+      'Generic end of a multiline response.'),
+    R(507, 250, '2.0.0', 'proceed', 'rcpt',
+      'There is is a delayed rejection/drop response that will be reported when the RCPT TO: is sent. See smtp-delay-checks.'),
+    R(549, 421, '4.3.0', 'internal server error', 'any',
+      ''),
+    R(550, 451, '4.3.0', 'internal server error', 'any',
+      ''),
+    R(551, 421, '4.3.2', 'system resources exceeded', 'any',
+      'Some serious condition such as out-of-memory, no more disk space, or similar resource related issue has occured. The connected client will be dropped as it is not possible to proceed until the condition has been resolved by the destination postmaster.'),
+    R(552, 451, '4.7.0', 'try again later', 'any',
+      'This is a generic response, typicall issued by grey-listing during the grey-temp-fail-period, however other tests such as SIQ support may also issue this response.'),
+    R(553, 450, '4.4.5', 'try again later', 'data',
+      'This is an alternate response issued by grey-content after the grey-temp-fail-period when the hashed message content does not match previously saved message hash.'),
+    R(554, 250, '2.0.0', 'message {qid} accepted', 'dot',
+      'The message transaction has reached the final dot to end the message and was accepted for delivery.'),
+    R(555, 550, '5.7.1', 'message {qid} rejected', 'dot',
+      'The message transaction has reached the final dot to end the message and was NOT accepted for delivery.'),
+    R(572, 0, '', 'sender <{sender}> verification failed', 'mail',
+      "A call-back to the sender's MX failed to validate their address. See call-back option."),
+    R(617, 550, '5.7.1', 'message rejected, SIQ score {score} too low', 'dot',
+      'See siq-score-reject option.'),
+    R(625, 550, '5.3.4', '{client_name} [{client_ip}] ({size} bytes) exceeded max. message size of {limit} bytes', 'dot',
+      'See the access-map concerning the Length-Connect:, Length-From:, Length-To: tags.'),
+    R(631, 550, '5.3.3', 'pipelining not allowed', 'any',
+      'See the access-map concerning the CommandPause: tag.'),
+    R(632, 220, '', '{hostname} {esmtp}SMTP', 'connect',
+      'A stripped down single line welcome banner sent to only localhost, LAN, and relays.'),
+    R(633, 220, '', '{hostname} {esmtp}SMTP {banner}', 'connect',
+      'The first line of possible a multiline welcome banner.'),
+    R(640, 500, '5.5.2', 'RFC 2821 max. command line length exceeded ({length})', 'any',
+      'See rfc2821-command-length.'),
+    R(641, 500, '5.5.2', '{client_name} [{client_ip}] sent non-printable characters in SMTP command', 'any',
+      'SMTP commands and their arguments can only consist of printable ASCII characters.'),
+    R(643, 550, '5.3.3', 'pipelining not allowed', 'any',
+      'See the access-map concerning the Connect: tag.'),
+    R(666, 550, '5.7.1', '{text}', 'dot',
+      'See spamd-score-reject option.'),
+    R(678, 550, '5.7.1', 'message was already marked as spam by sender', 'mail',
+      'See spamd-reject-sender-marked-spam and spamd-score-reject options.'),
+    R(679, 550, '5.7.1', 'message was already marked as spam by sender', 'mail',
+      'See spamd-sender-marked-spam option.'),
+    R(693, 550, '5.7.1', '{text}', 'dot',
+      'See spamd-score-reject option.'),
+    R(701, 0, '', 'HELO {helo} from {client_name} [{client_ip}] SPF result {result}; {explanation}', 'helo',
+      'See spf-helo-policy option.'),
+    R(702, 0, '', 'sender <{sender}> via {helo} ({client_name} [{client_ip}]) SPF result {result}; {explanation}', 'mail',
+      'See spf-mail-policy option.'),
+    R(740, 550, '5.7.1', 'URI host {host} in non-existant domain', 'dot',
+      ''),
+    R(741, 550, '5.7.1', 'URI domain {domain} where NS {ns} contains IP {ip} in name', 'dot',
+      'See uri-ip-in-ns and uri-bl-policy options.'),
+    R(743, 550, '5.7.1', 'URI domain {domain} where NS {ns} in non-existant domain', 'dot',
+      'See uri-ns-nxdomain and uri-bl-policy options.'),
+    R(744, 550, '5.7.1', 'URI domain {domain} lookup timeout', 'dot',
+      'See uri-reject-on-timeout and uri-bl-policy options.'),
+    R(745, 550, '5.7.1', 'URI domain {domain} does not exist ({reason})', 'dot',
+      'See uri-reject-unknown and uri-bl-policy options.'),
+    R(746, 550, '5.7.1', 'URI host {host} contains IP {ip} in {name}', 'dot',
+      'See uri-ip-in-name and uri-bl-policy options.'),
+    R(748, 550, '5.7.1', 'URL host {host} is missing a PTR', 'dot',
+      'See uri-require-ptr and uri-bl-policy options.'),
+    R(750, 550, '5.7.1', 'URI host {host} in non-existant domain', 'dot',
+      ''),
+    R(751, 550, '5.7.1', 'URI domain {domain} where NS {ns} contains IP {ip} in name', 'dot',
+      'See uri-ip-in-ns and uri-bl-policy options.'),
+    R(753, 550, '5.7.1', 'URI domain {domain} where NS {ns} in non-existant domain', 'dot',
+      'See uri-ns-nxdomain and uri-bl-policy options.'),
+    R(754, 550, '5.7.1', 'URI host {host} contains IP {ip} in name', 'dot',
+      'See uri-ip-in-name and uri-bl-policy options.'),
+    R(756, 550, '5.7.1', 'URI domain {domain} lookup timeout', 'dot',
+      'See uri-reject-on-timeout and uri-bl-policy options.'),
+    R(757, 550, '5.7.1', 'URI domain {domain} does not exist', 'dot',
+      'See uri-reject-unknown and uri-bl-policy options.'),
+    R(758, 550, '5.7.1', 'URL host {host} resolves to IP {ip} in PTR {ptr}', 'dot',
+      'See uri-ip-in-ptr and uri-bl-policy options.'),
+    R(760, 550, '5.7.1', 'URL host {host} is missing a PTR', 'dot',
+      'See uri-require-ptr and uri-bl-policy options.'),
+    R(762, 550, '5.7.1', 'black listed URL domain {domain} by {list}', 'dot',
+      'See uri-bl, uri-dns-bl, and uri-bl-policy options.'),
+    R(763, 550, '5.7.1', 'rejected URL host {host}', 'dot',
+      'See the access-map concerning the Body: tag.'),
+    R(765, 550, '5.7.1', 'host is an IP in URL {url}', 'dot',
+      'See uri-require-domain and uri-bl-policy options.'),
+    R(766, 550, '5.7.1', 'broken URL "{url}": {reason}', 'dot',
+      'See uri-links-policy option.'),
+    R(768, 550, '5.7.1', 'rejected URL host {host}', 'dot',
+      'See the access-map concerning the Body: tag.'),
+    R(770, 550, '5.7.1', 'host is an IP in URL {url}', 'dot',
+      'See uri-require-domain and uri-bl-policy options.'),
+    R(771, 550, '5.7.1', 'broken URL "{url}": {reason}', 'dot',
+      'See uri-links-policy option.'),
+    R(773, 550, '5.7.1', 'black listed URL domain {domain} by {list}', 'dot',
+      ''),
+    R(774, 550, '5.7.1', 'black listed URL domain {domain} by {list}', 'dot',
+      'See uri-bl and uri-bl-policy options.'),
+    R(776, 550, '5.7.1', 'black listed URL host {host} by {list}', 'dot',
+      ''),
+    R(777, 550, '5.7.1', 'black listed URL host {host} by {list}', 'dot',
+      'See uri-dns-bl and uri-bl-policy options.'),
+    R(781, 550, '5.7.1', 'max. URI per message limit exceeded', 'dot',
+      'See uri-max-limit option.'),
+    R(788, 550, '5.7.1', 'rejected NS {ns}, {reason}', 'dot',
+      'See uri-bl-ns option. This option is experimental.'),
+    R(790, 550, '5.7.1', 'rejected client {client_name} [{client_ip}], {reason}', 'helo',
+      'See uri-bl-ptr option.'),
+    R(792, 550, '5.7.1', 'rejected HELO, {reason}', 'helo',
+      'See uri-bl-helo option.'),
+    R(794, 550, '5.7.1', 'rejected MAIL FROM, {reason}', 'mail',
+      'See uri-bl-mail option.'),
+    # ---- Barricade's own replies (900 and up) ----
+    R(900, 354, '', 'enter mail, end with "." on a line by itself', 'data',
+      'Intermediate reply to DATA, sent only after every downstream host answered 354.'),
+    R(901, 421, '4.4.1', 'forwarding agent unavailable', 'rcpt',
+      'No forward host of the route answered with a 220 greeting (Network Prevent). The connection is closed.'),
+    R(902, 421, '4.4.2', 'connection lost to forwarding agent', 'data',
+      'A downstream connection was lost while the message was being transferred; the transaction cannot be completed, so the connection is closed (Network Prevent).'),
+    R(903, 451, '4.4.2', 'connection lost to forwarding agent', 'rcpt',
+      'A downstream connection was lost before DATA; the client may retry the recipients (Network Prevent).'),
+    R(904, 421, '4.4.7', 'request timeout exceeded', 'any',
+      'A downstream host did not answer within smtp-command-timeout, smtp-connect-timeout or smtp-dot-timeout (Network Prevent). The connection is closed.'),
+    R(905, 421, '4.4.7', 'connection timeout exceeded', 'any',
+      'The client sent nothing for smtp-command-timeout (or smtp-data-line-timeout inside DATA). The connection is closed.'),
+    R(906, 501, '5.5.2', 'invalid transmission request', 'any',
+      'A command line longer than any extension allows (4096 octets). The connection is closed (Network Prevent).'),
+    R(907, 451, '4.3.0', 'processing error', 'any',
+      'A check or plugin failed unexpectedly or timed out; the error is logged (Network Prevent).'),
+    R(908, 421, '4.3.0', 'processing error, closing connection', 'any',
+      'An unrecoverable internal error (Network Prevent).'),
+    R(909, 421, '4.3.2', '{hostname} service shutting down, try again later', 'any',
+      'The daemon is stopping; sessions still open are closed.'),
+    R(910, 452, '4.5.3', 'too many recipients, max={limit}', 'rcpt',
+      'More RCPTs than message-rcpt-limit in one transaction; clients send the rest in a new transaction.'),
+    R(911, 554, '5.4.6', 'mail loop detected, {count} Received headers', 'dot',
+      'The message carries more than message-hop-limit Received: headers.'),
+    R(912, 552, '5.3.4', 'message too big, max. {limit} bytes', 'mail',
+      'The SIZE= parameter or the message exceeds message-size-limit.'),
+    R(913, 220, '2.0.0', 'ready to start TLS', 'starttls', ''),
+    R(914, 454, '4.7.0', 'TLS not available', 'starttls',
+      'STARTTLS when no certificate is configured, or the TLS layer failed to start.'),
+    R(915, 252, '2.5.0', 'cannot VRFY user; try RCPT to attempt delivery', 'vrfy',
+      'RFC 5321 section 3.5.3: a proxy cannot verify mailboxes without a transaction.'),
+    R(916, 214, '2.0.0', 'commands: {commands}', 'help', ''),
+    R(917, 501, '5.5.4', 'XCLIENT bad attribute {name}', 'xclient', ''),
+    R(918, 550, '5.7.0', 'XCLIENT not permitted', 'xclient',
+      'XCLIENT is allowed only with +smtp-xclient-enable, from localhost or a route-map RELAY client.'),
+    R(919, 555, '5.5.4', 'unsupported parameter {param}', 'mail',
+      'An ESMTP parameter of MAIL or RCPT that was not advertised.'),
+    R(920, 501, '5.5.4', 'invalid parameter {param}', 'mail', ''),
+    R(921, 554, '5.6.0', 'message contains bare CR or LF; RFC 5321 section 2.3.8', 'dot',
+      'With +rfc2821-strict-dot a message with a CR or LF outside CRLF is refused.'),
+    R(922, 421, '4.7.0', 'too many errors, closing connection', 'any',
+      'smtp-drop-after error replies were given in this session.'),
+    R(923, 554, '5.5.1', 'no valid recipients', 'data', ''),
+)

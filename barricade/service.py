@@ -1,0 +1,214 @@
+"""Build the running daemon from a resolved :class:`~barricade.options.Config`.
+
+:func:`build_context` does every check that can fail on bad configuration
+(maps, reply overrides, TLS files, interface syntax) so that start-up
+stops with one clear line; :class:`BarricadeService` then binds the
+listening sockets while still privileged and adopts them into the reactor,
+which is the shape the multi-process master needs as well.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import socket
+from pathlib import Path
+
+from twisted.application import service
+from twisted.internet import ssl
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from barricade.maps import KeyValueMap, MapError, RouteMap
+from barricade.metrics import Metrics, metrics_root
+from barricade.options import Config
+from barricade.policy.limits import builtin_checks
+from barricade.policy.pipeline import Pipeline
+from barricade.replies import Catalogue, CatalogueError
+from barricade.smtp.forward import Timeouts
+from barricade.smtp.proxy import ServerContext
+from barricade.smtp.server import SmtpServerFactory
+from barricade.smtp.session import SessionConfig
+
+log = Logger()
+
+
+class StartupError(Exception):
+    """Configuration that cannot work; the message is one line for the operator."""
+
+
+def parse_address(item: str, default_port: int, option: str) -> tuple[str, int]:
+    """``[::1]:25``, ``127.0.0.1:2525``, ``host``, ``:25`` → ``(host, port)``."""
+    host, port = item, default_port
+    if item.startswith("["):
+        end = item.find("]")
+        if end < 0:
+            raise StartupError(f"{option}: bad address {item!r}")
+        host, rest = item[1:end], item[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise StartupError(f"{option}: bad address {item!r}")
+            port = _port(rest[1:], item, option)
+    elif ":" in item:
+        if item.count(":") > 1:
+            raise StartupError(f"{option}: write IPv6 addresses as [addr]:port, got {item!r}")
+        host, _, p = item.partition(":")
+        port = _port(p, item, option)
+    return host or "0.0.0.0", port
+
+
+def _port(text: str, item: str, option: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise StartupError(f"{option}: bad port in {item!r}")
+    return int(text)
+
+
+def tls_context(config: Config):
+    cert, key = config["tls-server-cert"], config["tls-server-key"]
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise StartupError("tls-server-cert and tls-server-key must be set together")
+    try:
+        pem = Path(key).read_bytes() + b"\n" + Path(cert).read_bytes()
+        return ssl.PrivateCertificate.loadPEM(pem).options()
+    except OSError as exc:
+        raise StartupError(f"cannot read TLS file: {exc.filename}: {exc.strerror}") from None
+    except Exception as exc:  # OpenSSL errors come in many types
+        raise StartupError(f"bad TLS certificate or key ({cert}, {key}): {exc}") from None
+
+
+def read_banner(config: Config) -> tuple[str, ...]:
+    path = config["smtp-welcome-file"]
+    if not path:
+        return ()
+    try:
+        lines = [x.rstrip() for x in Path(path).read_text(encoding="utf-8").splitlines()]
+    except OSError as exc:
+        raise StartupError(f"smtp-welcome-file: cannot read {path}: {exc.strerror}") from None
+    return tuple(x for x in lines if x) or ()
+
+
+def build_context(config: Config, reactor=None) -> ServerContext:
+    """Everything the sessions share; raises :class:`StartupError`."""
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        catalogue = Catalogue.from_file(config["reply-file"] or None)
+    except (CatalogueError, OSError) as exc:
+        raise StartupError(f"reply-file: {exc}") from None
+    try:
+        routes = RouteMap(config["route-map"])
+        if config["access-map"]:
+            KeyValueMap(config["access-map"])
+    except MapError as exc:
+        raise StartupError(str(exc)) from None
+    for item in config["interfaces"]:
+        parse_address(item, 25, "interfaces")
+    if config["metrics-interface"]:
+        parse_address(config["metrics-interface"], 9025, "metrics-interface")
+    tls = tls_context(config)
+    hostname = config["interface-name"] or socket.getfqdn()
+    metrics = Metrics(catalogue)
+    pipeline = Pipeline(builtin_checks(config), reactor, config["check-timeout"], metrics)
+    return ServerContext(
+        config=config,
+        catalogue=catalogue,
+        routes=routes,
+        pipeline=pipeline,
+        metrics=metrics,
+        reactor=reactor,
+        hostname=hostname,
+        session_config=SessionConfig.from_config(config, hostname, tls is not None),
+        timeouts=Timeouts(
+            connect=config["smtp-connect-timeout"],
+            command=config["smtp-command-timeout"],
+            dot=config["smtp-dot-timeout"],
+        ),
+        banner=read_banner(config),
+        tls_context=tls,
+    )
+
+
+def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A listening, non-blocking socket (adoptable by any worker process)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        # One socket per family: [::]:25 must not also grab 0.0.0.0:25.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        why = "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StartupError(f"cannot listen on {host}:{port}: {why}") from None
+    sock.setblocking(False)
+    return sock
+
+
+class BarricadeService(service.Service):
+    name = "barricade"
+
+    def __init__(self, context: ServerContext):
+        self.context = context
+        self.sockets: list[socket.socket] = []
+        self.ports: list = []
+        self.metrics_port = None
+
+    @property
+    def config(self) -> Config:
+        return self.context.config
+
+    def privilegedStartService(self) -> None:
+        for item in self.config["interfaces"]:
+            host, port = parse_address(item, 25, "interfaces")
+            try:
+                self.sockets.append(bind(host, port))
+            except StartupError as exc:
+                self._fail(str(exc))
+        service.Service.privilegedStartService(self)
+
+    def _fail(self, why: str) -> None:
+        log.critical("barricade: {why}", why=why)
+        for sock in self.sockets:
+            sock.close()
+        raise SystemExit(f"barricade: {why}")
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        reactor = self.context.reactor
+        factory = SmtpServerFactory(self.context)
+        for sock in self.sockets:
+            self.ports.append(reactor.adoptStreamPort(sock.fileno(), sock.family, factory))
+            host, port = sock.getsockname()[:2]
+            log.info("barricade: listening on {host}:{port} as {name}", host=host, port=port,
+                     name=self.context.hostname)
+            sock.close()
+        self.sockets = []
+        if self.config["metrics-interface"]:
+            host, port = parse_address(self.config["metrics-interface"], 9025, "metrics-interface")
+            try:
+                self.metrics_port = reactor.listenTCP(
+                    port, Site(metrics_root(self.context.metrics.registry)), interface=host
+                )
+            except Exception as exc:
+                self._fail(f"metrics-interface {host}:{port}: {exc}")
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.reload))
+
+    def reload(self) -> None:
+        log.info("barricade: SIGHUP, reloading maps")
+        self.context.routes.reload()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        from twisted.internet import defer
+
+        ds = [defer.maybeDeferred(p.stopListening) for p in self.ports]
+        if self.metrics_port is not None:
+            ds.append(defer.maybeDeferred(self.metrics_port.stopListening))
+        self.ports = []
+        return defer.DeferredList(ds)

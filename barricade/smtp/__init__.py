@@ -1,0 +1,1 @@
+"""SMTP: the sans-IO session, its grammar, the Twisted server and relay client."""

@@ -1,0 +1,97 @@
+"""The DATA stream decoder: client bytes in, canonical message out.
+
+It is where SMTP smuggling (CVE-2023-51764 family) is stopped: only
+CRLF "." CRLF ends the message; a line ended by a bare LF, and a bare CR
+inside a line, are rewritten as CRLF line breaks (and counted, so
+``+rfc2821-strict-dot`` can refuse the message).  What leaves here is a
+sequence of CRLF-terminated, dot-unstuffed lines; the forwarder re-stuffs
+them, so the downstream MTA can never see an end-of-data the decoder did
+not see.
+
+Memory is bounded: a line with no end is passed on in ``SEGMENT``-sized
+pieces instead of being buffered whole.
+"""
+
+from __future__ import annotations
+
+SEGMENT = 65536
+
+
+class DataDecoder:
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.at_line_start = True
+        self.line_length = 0  # octets of the current (partial) line, CRLF excluded
+        self.longest_line = 0
+        self.bare = 0
+        self.size = 0
+        self.done = False
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+
+    def decode(self) -> bytes:
+        """Everything decodable now; sets ``done`` at the final dot.
+
+        Bytes after the final dot stay in ``buffer`` for the command parser.
+        """
+        out = bytearray()
+        buf = self.buffer
+        pos = 0
+        while not self.done:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                # Keep a trailing CR: it may be the first half of CRLF.
+                avail = len(buf) - pos - (1 if buf.endswith(b"\r") else 0)
+                if avail >= SEGMENT:
+                    self._segment(bytes(buf[pos : pos + avail]), out)
+                    pos += avail
+                break
+            line = bytes(buf[pos:nl])
+            pos = nl + 1
+            crlf = line.endswith(b"\r")
+            if crlf:
+                line = line[:-1]
+            if self.at_line_start and line == b"." and crlf:
+                self.done = True
+                break
+            if not crlf:
+                self.bare += 1
+            self._line(line, out)
+        del buf[:pos]
+        self.size += len(out)
+        return bytes(out)
+
+    def _segment(self, piece: bytes, out: bytearray) -> None:
+        """Part of a line without its end."""
+        if self.at_line_start and piece.startswith(b"."):
+            piece = piece[1:]
+        piece = self._bare_cr(piece, out, final=False)
+        out += piece
+        self.line_length += len(piece)
+        self.longest_line = max(self.longest_line, self.line_length)
+        self.at_line_start = False
+
+    def _line(self, line: bytes, out: bytearray) -> None:
+        if self.at_line_start and line.startswith(b"."):
+            line = line[1:]
+        line = self._bare_cr(line, out, final=True)
+        out += line
+        out += b"\r\n"
+        self.line_length += len(line)
+        self.longest_line = max(self.longest_line, self.line_length)
+        self.line_length = 0
+        self.at_line_start = True
+
+    def _bare_cr(self, line: bytes, out: bytearray, final: bool) -> bytes:
+        """Write the parts of ``line`` before each bare CR as full lines."""
+        if b"\r" not in line:
+            return line
+        parts = line.split(b"\r")
+        self.bare += len(parts) - 1
+        for part in parts[:-1]:
+            out += part
+            out += b"\r\n"
+            self.longest_line = max(self.longest_line, self.line_length + len(part))
+            self.line_length = 0
+        return parts[-1]

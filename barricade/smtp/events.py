@@ -1,0 +1,126 @@
+"""Events the sans-IO session emits, and what it knows about its client.
+
+Events are small immutable values (h11 style).  Command events wait for
+exactly one reply; :class:`DataChunk` needs none; :class:`Violation` is a
+refusal the session decided on its own (syntax, sequence, limits) and only
+has to be sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from barricade.replies import Reply
+from barricade.smtp.grammar import Path
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Who is on the other end, as the policy sees it (XCLIENT may change it)."""
+
+    ip: str
+    port: int
+    name: str = "unknown"  # PTR name once resolved
+    relay: bool = False  # route-map RELAY
+    localhost: bool = False
+    private: bool = False  # RFC 1918 / RFC 4193 / loopback
+    proto: str = "SMTP"
+
+    @property
+    def xclient_allowed(self) -> bool:
+        return self.localhost or self.relay
+
+
+class Event:
+    """Base class of everything :meth:`Session.next_event` returns."""
+
+
+class Command(Event):
+    """An event that must be answered with exactly one reply."""
+
+
+@dataclass(frozen=True)
+class Helo(Command):
+    verb: str  # "HELO" or "EHLO"
+    domain: str
+
+
+@dataclass(frozen=True)
+class Mail(Command):
+    path: Path
+
+
+@dataclass(frozen=True)
+class Rcpt(Command):
+    path: Path
+
+
+@dataclass(frozen=True)
+class Data(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Rset(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Noop(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Quit(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Help(Command):
+    topic: str = ""
+
+
+@dataclass(frozen=True)
+class Vrfy(Command):
+    argument: str
+
+
+@dataclass(frozen=True)
+class StartTls(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Xclient(Command):
+    attrs: dict[str, str | None] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class EndOfData(Command):
+    """The client's final dot.
+
+    ``violation`` is set when the message broke a protocol rule the session
+    enforces (oversize, over-long line, bare CR/LF with strict dot): the
+    message must not be delivered and that reply is the answer.
+    """
+
+    size: int
+    bare_newlines: int = 0
+    longest_line: int = 0
+    violation: Reply | None = None
+    drop: bool = False
+
+
+@dataclass(frozen=True)
+class Violation(Command):
+    """The session refuses on its own; send ``reply`` (and close if ``drop``)."""
+
+    reply: Reply
+    drop: bool = False
+
+
+@dataclass(frozen=True)
+class DataChunk(Event):
+    """Message bytes: CRLF line ends, dot-unstuffed, never the final dot."""
+
+    data: bytes

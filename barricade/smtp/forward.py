@@ -1,0 +1,363 @@
+"""The relay client: one live SMTP connection to a downstream MTA.
+
+Every command returns a Deferred that fires with that command's reply; the
+Deferreds wait in a FIFO, so commands may be pipelined and replies still
+pair up.  Each wait has a timeout; a lost connection or a timeout fails
+every waiting command with :class:`DownstreamError`, whose ``kind`` tells
+the proxy which catalogue reply applies (``connect`` → 421 4.4.1, ``lost``
+→ 4.4.2, ``timeout`` → 421 4.4.7).
+
+:class:`Downstream` adds the relay steps on top: EHLO (HELO fallback),
+MAIL, RCPT, DATA, the dot-stuffed body and the final dot.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from twisted.internet import defer, error, protocol
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+log = Logger()
+
+MAX_REPLY_LINE = 4096  # longer reply lines are cut, never buffered without bound
+MAX_REPLY_LINES = 100
+_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+
+
+class DownstreamError(Exception):
+    """The downstream host could not be reached, was lost, or timed out."""
+
+    def __init__(self, kind: str, host: str, detail: str = ""):
+        super().__init__(f"{kind} {host}: {detail}" if detail else f"{kind} {host}")
+        self.kind = kind  # "connect", "lost", "timeout", "protocol"
+        self.host = host
+
+
+@dataclass(frozen=True)
+class DownstreamReply:
+    code: int
+    lines: tuple[str, ...]
+
+    @property
+    def status(self) -> str:
+        """The enhanced status of the first line, or a class-only default."""
+        match = _STATUS.match(self.lines[0]) if self.lines else None
+        if match:
+            return f"{match.group(1)}.{match.group(2)}.{match.group(3)}"
+        return ""
+
+    @property
+    def text(self) -> str:
+        """The first line without its enhanced status."""
+        first = self.lines[0] if self.lines else ""
+        match = _STATUS.match(first)
+        return first[match.end() :].strip() if match else first
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 400
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.lines[0] if self.lines else ''}"
+
+
+class SmtpClientProtocol(protocol.Protocol):
+    """Reply parser plus a FIFO of waiting commands."""
+
+    def __init__(self, clock: IReactorTime, host: str):
+        self.clock = clock
+        self.host = host
+        self._buffer = bytearray()
+        self._lines: list[str] = []
+        self._waiting: deque[tuple[defer.Deferred, object]] = deque()
+        self.connected_d: defer.Deferred = defer.Deferred()
+        self.lost = False
+        self.lost_reason: str = ""
+
+    # -- transport events -----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass
+        d, self.connected_d = self.connected_d, None
+        d.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            nl = self._buffer.find(b"\n")
+            if nl < 0:
+                if len(self._buffer) > MAX_REPLY_LINE * 4:
+                    self._protocol_error("reply line too long")
+                return
+            raw = bytes(self._buffer[:nl]).rstrip(b"\r")
+            del self._buffer[: nl + 1]
+            if not self._reply_line(raw[:MAX_REPLY_LINE]):
+                return
+
+    def _reply_line(self, raw: bytes) -> bool:
+        text = raw.decode("utf-8", "replace")
+        if len(text) < 3 or not text[:3].isdigit() or (len(text) > 3 and text[3] not in " -"):
+            self._protocol_error(f"bad reply line {text[:60]!r}")
+            return False
+        if len(self._lines) < MAX_REPLY_LINES:
+            self._lines.append(text[4:])
+        if len(text) > 3 and text[3] == "-":
+            return True
+        reply = DownstreamReply(int(text[:3]), tuple(self._lines))
+        self._lines = []
+        if not self._waiting:
+            log.warn("unsolicited reply from {host}: {reply}", host=self.host, reply=str(reply))
+            if reply.code == 421:
+                self.transport.loseConnection()
+            return True
+        d, timer = self._waiting.popleft()
+        if timer is not None and timer.active():
+            timer.cancel()
+        d.callback(reply)
+        return True
+
+    def _protocol_error(self, why: str) -> None:
+        log.warn("downstream {host}: {why}", host=self.host, why=why)
+        self._fail_all(DownstreamError("protocol", self.host, why))
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason=protocol.connectionDone) -> None:
+        self.lost = True
+        self.lost_reason = reason.getErrorMessage() if reason else ""
+        self._fail_all(DownstreamError("lost", self.host, self.lost_reason))
+
+    def _fail_all(self, exc: DownstreamError) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for d, timer in waiting:
+            if timer is not None and timer.active():
+                timer.cancel()
+            d.errback(exc)
+
+    # -- commands -------------------------------------------------------------
+
+    def expect(self, timeout: float) -> defer.Deferred:
+        """Wait for the next reply (the greeting, or after :meth:`write`)."""
+        d: defer.Deferred = defer.Deferred()
+        if self.lost:
+            d.errback(DownstreamError("lost", self.host, self.lost_reason))
+            return d
+        timer = self.clock.callLater(timeout, self._timed_out, d) if timeout else None
+        self._waiting.append((d, timer))
+        return d
+
+    def _timed_out(self, d: defer.Deferred) -> None:
+        self._fail_all(DownstreamError("timeout", self.host))
+        self.transport.abortConnection()
+
+    def command(self, line: str | bytes, timeout: float) -> defer.Deferred:
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        d = self.expect(timeout)
+        if not self.lost:
+            self.transport.write(line + b"\r\n")
+        return d
+
+    def write(self, data: bytes) -> None:
+        if not self.lost:
+            self.transport.write(data)
+
+    def abort(self) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.abortConnection()
+
+
+class _ClientFactory(protocol.Factory):
+    def __init__(self, clock: IReactorTime, host: str):
+        self.clock = clock
+        self.host = host
+
+    def buildProtocol(self, addr) -> SmtpClientProtocol:
+        return SmtpClientProtocol(self.clock, self.host)
+
+
+def stuff(chunk: bytes, at_line_start: bool) -> bytes:
+    """Dot-stuff canonical (CRLF) message bytes for the wire."""
+    out = chunk.replace(b"\r\n.", b"\r\n..")
+    if at_line_start and out.startswith(b"."):
+        out = b"." + out
+    return out
+
+
+@dataclass
+class Timeouts:
+    connect: float = 60
+    command: float = 300
+    dot: float = 600
+
+
+class Downstream:
+    """One relay connection to a route's forward host."""
+
+    def __init__(self, proto: SmtpClientProtocol, host: str, timeouts: Timeouts,
+                 observe: Callable[[str, float], None] | None = None):
+        self.proto = proto
+        self.host = host
+        self.timeouts = timeouts
+        self.keywords: dict[str, str] = {}
+        self.in_transaction = False
+        self.recipients: list[str] = []
+        self._at_line_start = True
+        self._observe = observe or (lambda cmd, secs: None)
+
+    @property
+    def alive(self) -> bool:
+        return not self.proto.lost
+
+    @classmethod
+    async def open(
+        cls,
+        reactor,
+        hosts: Iterable[tuple[str, int]],
+        helo_name: str,
+        timeouts: Timeouts,
+        observe: Callable[[str, float], None] | None = None,
+    ) -> "Downstream":
+        """Connect to the first host that greets with 220, then EHLO."""
+        last: DownstreamError | None = None
+        for host, port in hosts:
+            name = f"{host}:{port}"
+            started = time.monotonic()
+            try:
+                endpoint = HostnameEndpoint(reactor, host, port, timeout=timeouts.connect)
+                proto = await endpoint.connect(_ClientFactory(reactor, name)).addTimeout(
+                    timeouts.connect, reactor
+                )
+            except (error.ConnectError, error.DNSLookupError, defer.TimeoutError, OSError) as exc:
+                last = DownstreamError("connect", name, str(exc) or type(exc).__name__)
+                log.warn("cannot connect to {host}: {err}", host=name, err=str(last))
+                continue
+            down = cls(proto, name, timeouts, observe)
+            try:
+                greeting = await down._timed("connect", proto.expect(timeouts.connect))
+                if greeting.code != 220:
+                    raise DownstreamError("connect", name, f"greeting {greeting}")
+                await down._ehlo(helo_name)
+            except DownstreamError as exc:
+                down.abort()
+                kind = "timeout" if exc.kind == "timeout" else "connect"
+                last = DownstreamError(kind, name, str(exc))
+                log.warn("downstream {host} unusable: {err}", host=name, err=str(exc))
+                continue
+            return down
+        raise last or DownstreamError("connect", "?", "no forward host")
+
+    async def _timed(self, name: str, d: defer.Deferred) -> DownstreamReply:
+        started = time.monotonic()
+        try:
+            return await d
+        finally:
+            self._observe(name, time.monotonic() - started)
+
+    async def command(self, name: str, line: str, timeout: float | None = None) -> DownstreamReply:
+        return await self._timed(name, self.proto.command(line, timeout or self.timeouts.command))
+
+    async def _ehlo(self, helo_name: str) -> None:
+        reply = await self.command("ehlo", f"EHLO {helo_name}")
+        if reply.code == 250:
+            for line in reply.lines[1:]:
+                word, _, rest = line.partition(" ")
+                self.keywords[word.upper()] = rest
+            return
+        reply = await self.command("helo", f"HELO {helo_name}")
+        if reply.code != 250:
+            raise DownstreamError("connect", self.host, f"HELO refused: {reply}")
+
+    def mail_line(self, sender: str, params: dict[str, str | None]) -> str:
+        line = f"MAIL FROM:<{sender}>"
+        body = params.get("BODY")
+        if body and body.upper() == "8BITMIME" and "8BITMIME" in self.keywords:
+            line += " BODY=8BITMIME"
+        if params.get("SIZE") and "SIZE" in self.keywords:
+            line += f" SIZE={params['SIZE']}"
+        return line
+
+    async def begin(self, sender: str, params: dict[str, str | None], rcpt: str) -> tuple[DownstreamReply, DownstreamReply | None]:
+        """MAIL then the first RCPT, pipelined when the host offers it."""
+        self.in_transaction = True
+        self.recipients = []
+        self._at_line_start = True
+        mail_line = self.mail_line(sender, params)
+        if "PIPELINING" in self.keywords:
+            mail_d = self.proto.command(mail_line, self.timeouts.command)
+            rcpt_d = self.proto.command(f"RCPT TO:<{rcpt}>", self.timeouts.command)
+            mail = await self._timed("mail", mail_d)
+            rcpt_reply = await self._timed("rcpt", rcpt_d)
+            if not mail.ok:
+                return mail, None
+        else:
+            mail = await self.command("mail", mail_line)
+            if not mail.ok:
+                return mail, None
+            rcpt_reply = await self.command("rcpt", f"RCPT TO:<{rcpt}>")
+        if rcpt_reply.ok:
+            self.recipients.append(rcpt)
+        return mail, rcpt_reply
+
+    async def rcpt(self, rcpt: str) -> DownstreamReply:
+        reply = await self.command("rcpt", f"RCPT TO:<{rcpt}>")
+        if reply.ok:
+            self.recipients.append(rcpt)
+        return reply
+
+    async def data(self) -> DownstreamReply:
+        return await self.command("data", "DATA")
+
+    def write(self, chunk: bytes) -> None:
+        if chunk:
+            self.proto.write(stuff(chunk, self._at_line_start))
+            self._at_line_start = chunk.endswith(b"\r\n")
+
+    async def dot(self) -> DownstreamReply:
+        end = b".\r\n" if self._at_line_start else b"\r\n.\r\n"
+        d = self.proto.expect(self.timeouts.dot)
+        self.proto.write(end)
+        try:
+            return await self._timed("dot", d)
+        finally:
+            self.end_transaction()
+
+    def end_transaction(self) -> None:
+        self.in_transaction = False
+        self.recipients = []
+
+    async def rset(self) -> bool:
+        """Abort the transaction; a connection that fails RSET is closed."""
+        if not self.in_transaction:
+            return True
+        self.end_transaction()
+        try:
+            reply = await self.command("rset", "RSET")
+        except DownstreamError:
+            return False
+        if not reply.ok:
+            self.abort()
+        return reply.ok
+
+    async def quit(self) -> None:
+        if not self.alive:
+            return
+        try:
+            await self.command("quit", "QUIT", timeout=min(self.timeouts.command, 10))
+        except DownstreamError:
+            pass
+        self.proto.transport.loseConnection()
+
+    def abort(self) -> None:
+        """Drop the connection: a transaction without its dot is discarded downstream."""
+        self.end_transaction()
+        self.proto.abort()

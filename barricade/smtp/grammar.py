@@ -1,0 +1,210 @@
+"""RFC 5321 grammar: command lines, paths, ESMTP parameters, HELO, XCLIENT.
+
+Pure functions; a failure raises :class:`GrammarError` naming the catalogue
+reply the session should send, so the grammar never formats a status line.
+The smtpf ``rfc2821-*`` strictness options arrive as a :class:`Strictness`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+COMMAND_LIMIT = 512  # RFC 5321 4.5.3.1.4, CRLF included
+COMMAND_HARD_LIMIT = 4096  # beyond this no extension is plausible: close
+TEXT_LINE_LIMIT = 1000  # RFC 5321 4.5.3.1.6, CRLF included
+LOCAL_LIMIT = 64
+DOMAIN_LIMIT = 255
+
+
+class GrammarError(ValueError):
+    """Bad syntax; ``reply_id`` and ``fields`` pick the catalogue reply."""
+
+    def __init__(self, reply_id: int, **fields: object):
+        super().__init__(f"#{reply_id} {fields}")
+        self.reply_id = reply_id
+        self.fields = fields
+
+
+@dataclass(frozen=True)
+class Strictness:
+    angle_brackets: bool = True
+    extra_spaces: bool = False
+    local_length: bool = False
+    domain_length: bool = False
+
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*\Z")
+_QUOTED = re.compile(r'"(?:[^"\\\r\n]|\\[\x20-\x7e])*"\Z')
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?\Z")
+_HELO_CHARS = re.compile(r"[A-Za-z0-9._:\[\]-]+\Z")
+_XTEXT = re.compile(rb"\+([0-9A-F]{2})")
+_PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+
+
+def split_command(line: str) -> tuple[str, str]:
+    """``"mail FROM:<a>"`` → ``("MAIL", "FROM:<a>")``."""
+    verb, _, arg = line.strip(" ").partition(" ")
+    return verb.upper(), arg.strip(" ")
+
+
+def valid_domain_literal(text: str) -> bool:
+    inner = text[1:-1]
+    if inner.lower().startswith("ipv6:"):
+        inner = inner[5:]
+        try:
+            ipaddress.IPv6Address(inner)
+            return True
+        except ValueError:
+            return False
+    try:
+        ipaddress.IPv4Address(inner)
+        return True
+    except ValueError:
+        return False
+
+
+def valid_domain(domain: str) -> bool:
+    if domain.startswith("[") and domain.endswith("]"):
+        return valid_domain_literal(domain)
+    return bool(_DOMAIN.match(domain))
+
+
+def valid_helo(arg: str) -> bool:
+    """smtpf's built-in test: only FQDN or address-literal characters."""
+    return bool(arg) and bool(_HELO_CHARS.match(arg))
+
+
+@dataclass(frozen=True)
+class Path:
+    """A parsed reverse- or forward-path."""
+
+    address: str  # "" for the null path
+    params: dict[str, str | None]
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2] if "@" in self.address else ""
+
+
+def parse_path(arg: str, keyword: str, strict: Strictness, *, mail: bool) -> Path:
+    """Parse ``FROM:<path> params`` (``keyword`` is ``FROM`` or ``TO``)."""
+    bad_id, extra_id = (279, 280) if mail else (284, 285)
+    field = "sender" if mail else "rcpt"
+    if arg[: len(keyword) + 1].upper() != keyword + ":":
+        raise GrammarError(extra_id)
+    rest = arg[len(keyword) + 1 :]
+    if rest[:1] == " ":
+        if strict.extra_spaces:
+            raise GrammarError(extra_id)
+        rest = rest.lstrip(" ")
+    if not rest:
+        raise GrammarError(249, command=("MAIL FROM:" if mail else "RCPT TO:"))
+    if rest.startswith("<"):
+        end = _closing_bracket(rest)
+        if end < 0:
+            raise GrammarError(bad_id, **{field: rest, "reason": "unbalanced angle brackets"})
+        inner, tail = rest[1:end], rest[end + 1 :]
+        if tail and not tail.startswith(" "):
+            raise GrammarError(bad_id, **{field: rest, "reason": "junk after address"})
+    else:
+        if strict.angle_brackets:
+            raise GrammarError(bad_id, **{field: rest.split(" ")[0], "reason": "angle brackets required"})
+        inner, _, tail = rest.partition(" ")
+        tail = " " + tail if tail else ""
+    address = _strip_source_route(inner)
+    if address:
+        _check_mailbox(address, strict, bad_id, field, mail)
+    elif not mail:
+        raise GrammarError(286)
+    return Path(address, parse_params(tail, bad_id, field, address))
+
+
+def _closing_bracket(text: str) -> int:
+    quoted = escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == ">" and not quoted:
+            return i
+    return -1
+
+
+def _strip_source_route(inner: str) -> str:
+    """RFC 5321 4.1.2: ``@a,@b:user@d`` — the route is obsolete, drop it."""
+    if inner.startswith("@") and ":" in inner:
+        return inner.split(":", 1)[1]
+    return inner
+
+
+def _check_mailbox(address: str, strict: Strictness, bad_id: int, field: str, mail: bool) -> None:
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    why = None
+    if not (_DOT_ATOM.match(local) or _QUOTED.match(local)):
+        why = "invalid local part"
+    elif at and not valid_domain(domain):
+        why = "invalid domain"
+    elif strict.local_length and len(local) > LOCAL_LIMIT:
+        why = f"local part longer than {LOCAL_LIMIT}"
+    elif strict.domain_length and len(domain) > DOMAIN_LIMIT:
+        why = f"domain longer than {DOMAIN_LIMIT}"
+    if why:
+        raise GrammarError(bad_id, **{field: f"<{address}>", "reason": why})
+
+
+def parse_params(tail: str, bad_id: int, field: str, address: str) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    for token in tail.split():
+        key, eq, value = token.partition("=")
+        if not _PARAM_KEY.match(key) or (eq and not value):
+            raise GrammarError(920, param=token)
+        params[key.upper()] = value if eq else None
+    return params
+
+
+def xtext_decode(value: str) -> str:
+    """RFC 3461 xtext (XCLIENT values)."""
+    return _XTEXT.sub(lambda m: bytes([int(m.group(1), 16)]), value.encode("ascii")).decode(
+        "utf-8", "replace"
+    )
+
+
+XCLIENT_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
+
+
+def parse_xclient(arg: str) -> dict[str, str | None]:
+    """``ADDR=1.2.3.4 NAME=[UNAVAILABLE]`` → dict; unavailable values → None."""
+    attrs: dict[str, str | None] = {}
+    if not arg:
+        raise GrammarError(249, command="XCLIENT")
+    for token in arg.split():
+        key, eq, value = token.partition("=")
+        key = key.upper()
+        if not eq or key not in XCLIENT_ATTRS:
+            raise GrammarError(917, name=token)
+        decoded = xtext_decode(value)
+        if decoded.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+            attrs[key] = None
+            continue
+        if key == "ADDR":
+            if decoded.upper().startswith("IPV6:"):
+                decoded = decoded[5:]
+            try:
+                decoded = str(ipaddress.ip_address(decoded))
+            except ValueError:
+                raise GrammarError(917, name=token) from None
+        elif key == "PORT" and not decoded.isdigit():
+            raise GrammarError(917, name=token)
+        elif key == "HELO" and not valid_helo(decoded):
+            raise GrammarError(917, name=token)
+        attrs[key] = decoded
+    return attrs

@@ -1,0 +1,86 @@
+"""Message helpers: the header block, our Received: header, queue ids."""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import os
+import time
+
+MAX_HEADER_BLOCK = 1 << 20  # past this the header block is cut: the rest counts as body
+
+_B32 = "0123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
+_counter = itertools.count()
+
+
+def _b32(n: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        n, r = divmod(n, 32)
+        out.append(_B32[r])
+    return "".join(reversed(out))
+
+
+def new_session_id() -> str:
+    """12 characters, unique per host: time, pid and a counter (smtpf style)."""
+    return _b32(int(time.time()), 7) + _b32(os.getpid() & 0x3FF, 2) + _b32(next(_counter) & 0x7FFF, 3)
+
+
+class HeaderCollector:
+    """Collect canonical bytes until the blank line that ends the headers."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Returns the bytes past the header block once it is complete."""
+        self.buffer += chunk
+        if self.buffer.startswith(b"\r\n"):
+            end = 0
+        else:
+            end = self.buffer.find(b"\r\n\r\n")
+            end = end + 2 if end >= 0 else -1
+        if end < 0:
+            if len(self.buffer) > MAX_HEADER_BLOCK:
+                end = len(self.buffer)
+            else:
+                return b""
+        self.done = True
+        rest = bytes(self.buffer[end:])
+        del self.buffer[end:]
+        return rest
+
+
+def parse_headers(block: bytes) -> list[tuple[str, str]]:
+    """Unfolded (name, value) pairs; lines that are not headers are skipped."""
+    headers: list[tuple[str, str]] = []
+    for line in block.decode("latin-1").split("\r\n"):
+        if not line:
+            continue
+        if line[0] in " \t" and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + " " + line.strip())
+            continue
+        name, colon, value = line.partition(":")
+        if colon and name and " " not in name:
+            headers.append((name, value.strip()))
+    return headers
+
+
+def received_header(
+    *, helo: str, client_name: str, client_ip: str, hostname: str, proto: str,
+    qid: str, rcpts: list[str], when: float | None = None,
+) -> bytes:
+    """Our trace header (RFC 5321 4.4), folded to stay under 78 columns."""
+    date = email.utils.formatdate(when, localtime=True)
+    lines = [
+        f"Received: from {helo or 'unknown'} ({client_name} [{client_ip}])",
+        f"\tby {hostname} (Barricade) with {proto} id {qid}",
+    ]
+    if len(rcpts) == 1:
+        lines.append(f"\tfor <{rcpts[0]}>; {date}")
+    else:
+        lines[-1] += ";"
+        lines.append(f"\t{date}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")

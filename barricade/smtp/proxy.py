@@ -1,0 +1,475 @@
+"""What the proxy does with each session event.
+
+The server adapter feeds events in; this module runs the phase's checks,
+routes recipients, drives the downstream connections and chooses the
+catalogue reply.  The rules that keep mail safe live here:
+
+* a RCPT gets 250 only when the downstream RCPT got 250;
+* the client gets 354 only when every downstream host said 354;
+* the final dot goes downstream only after the end-of-data checks pass,
+  and the client's reply to it is the downstream verdict;
+* when results differ between routes, the client gets a temporary failure:
+  a retry may duplicate mail for the routes that accepted, never lose it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from barricade.maps import Route, RouteMap
+from barricade.metrics import Metrics
+from barricade.options import Config
+from barricade.policy.pipeline import Context, Pipeline
+from barricade.policy.verdict import Action, Verdict
+from barricade.replies import Catalogue, Reply
+from barricade.smtp import events as ev
+from barricade.smtp.forward import Downstream, DownstreamError, DownstreamReply, Timeouts
+from barricade.smtp.message import HeaderCollector, parse_headers, received_header
+from barricade.smtp.session import SessionConfig
+
+log = Logger()
+
+
+@dataclass
+class ServerContext:
+    """Everything sessions of one listener share."""
+
+    config: Config
+    catalogue: Catalogue
+    routes: RouteMap
+    pipeline: Pipeline
+    metrics: Metrics
+    reactor: object
+    hostname: str
+    session_config: SessionConfig
+    timeouts: Timeouts
+    banner: tuple[str, ...] = ()
+    tls_context: object = None
+
+
+def classify(ip: str, port: int, name: str, routes: RouteMap, proto: str = "SMTP") -> ev.ClientInfo:
+    try:
+        addr = ipaddress.ip_address(ip)
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        loopback, private = addr.is_loopback, addr.is_private
+    except ValueError:
+        loopback = private = False
+    if loopback and name == "unknown":
+        name = "localhost"
+    return ev.ClientInfo(
+        ip=ip, port=port, name=name, relay=routes.is_relay(ip, name if name != "unknown" else None),
+        localhost=loopback, private=private, proto=proto,
+    )
+
+
+@dataclass
+class Outcome:
+    """The reply for one event, and what the adapter must do after sending it."""
+
+    reply: Reply
+    drop: bool = False
+    start_tls: bool = False
+
+
+class Proxy:
+    """One client session's policy and forwarding state."""
+
+    def __init__(self, server: ServerContext, client: ev.ClientInfo, session_id: str):
+        self.server = server
+        self.cfg = server.config
+        self.catalogue = server.catalogue
+        self.ctx = Context(session_id=session_id, client=client)
+        self.pool: dict[str, Downstream] = {}  # live connections, reused across transactions
+        self.txn: dict[str, Downstream] = {}  # those in the current transaction
+        self.broken = False  # a downstream with accepted recipients was lost
+        self.esmtp = False
+        self.messages = 0
+        self._headers: HeaderCollector | None = None
+        self._abort_reply: Outcome | None = None
+        self.fatal: Reply | None = None  # set when the session must end mid-DATA
+        self.on_fatal: Callable[[Reply], None] | None = None
+
+    # --- helpers ------------------------------------------------------------------
+
+    def reply(self, rid: int, **fields: object) -> Reply:
+        client = self.ctx.client
+        base = {
+            "hostname": self.server.hostname,
+            "client_name": client.name,
+            "client_ip": client.ip,
+            "helo": self.ctx.helo,
+            "sender": self.ctx.sender or "",
+        }
+        base.update(fields)
+        return self.catalogue.reply(rid, **base)
+
+    def verdict_outcome(self, verdict: Verdict) -> Outcome:
+        if verdict.reply_id is None or verdict.reply_id not in self.catalogue:
+            log.error("check {check} gave {action} without a catalogue reply id",
+                      check=verdict.check, action=verdict.action.value)
+            return Outcome(self.reply(907))
+        return Outcome(self.reply(verdict.reply_id, **verdict.fields),
+                       drop=verdict.action is Action.DROP)
+
+    def observe(self, command: str, seconds: float) -> None:
+        self.server.metrics.downstream(command, seconds)
+
+    def downstream_error(self, exc: DownstreamError) -> None:
+        self.server.metrics.downstream_errors.labels(exc.kind).inc()
+        log.warn("session {sid}: downstream {err}", sid=self.ctx.session_id, err=str(exc))
+
+    # --- connect --------------------------------------------------------------------
+
+    async def connect(self) -> Outcome:
+        verdict = await self.server.pipeline.run("connect", self.ctx)
+        if verdict.decisive:
+            return self.verdict_outcome(verdict)
+        return Outcome(self.greeting())
+
+    def greeting(self) -> Reply:
+        banner = self.server.banner or ("Barricade ready",)
+        esmtp = "E" if self.server.session_config.esmtp else ""
+        return self.reply(633, esmtp=esmtp, banner=banner[0], lines=banner[1:])
+
+    # --- commands -------------------------------------------------------------------
+
+    async def handle(self, event: ev.Command, session) -> Outcome:
+        if isinstance(event, ev.Violation):
+            return Outcome(event.reply, drop=event.drop)
+        handler = getattr(self, "on_" + type(event).__name__.lower())
+        return await handler(event, session)
+
+    async def on_helo(self, event: ev.Helo, session) -> Outcome:
+        await self.end_transaction()
+        self.ctx.helo = session.xclient_helo or event.domain
+        self.esmtp = event.verb == "EHLO"
+        verdict = await self.server.pipeline.run("helo", self.ctx)
+        if verdict.decisive:
+            return self.verdict_outcome(verdict)
+        if event.verb == "EHLO":
+            return Outcome(self.reply(254, extra=session.ehlo_keywords()))
+        return Outcome(self.reply(256))
+
+    async def on_mail(self, event: ev.Mail, session) -> Outcome:
+        self.ctx.reset_transaction()
+        self.broken = False
+        self.ctx.sender = event.path.address
+        self.ctx.mail_params = event.path.params
+        verdict = await self.server.pipeline.run("mail", self.ctx)
+        if verdict.decisive:
+            outcome = self.verdict_outcome(verdict)
+            self.ctx.reset_transaction()
+            return outcome
+        return Outcome(self.reply(283))
+
+    def route_for(self, rcpt: str) -> Route | None:
+        routes = self.server.routes
+        if self.ctx.client.relay:
+            return routes.local
+        return routes.for_recipient(rcpt)
+
+    async def on_rcpt(self, event: ev.Rcpt, session) -> Outcome:
+        rcpt = event.path.address
+        route = self.route_for(rcpt)
+        if route is None:
+            return Outcome(self.reply(288, rcpt=rcpt))
+        if self.broken:
+            return Outcome(self.reply(903, rcpt=rcpt))
+        verdict = await self.server.pipeline.run("rcpt", self.ctx, rcpt)
+        if verdict.decisive:
+            return self.verdict_outcome(Verdict(verdict.action, verdict.reply_id, {"rcpt": rcpt, **verdict.fields}))
+        try:
+            reply = await self._forward_rcpt(route, rcpt)
+        except DownstreamError as exc:
+            return self._rcpt_error(exc, route, rcpt)
+        if isinstance(reply, Outcome):
+            return reply
+        if reply.ok:
+            self.ctx.rcpts.append(rcpt)
+            return Outcome(self.reply(297 if self.ctx.client.relay else 290, rcpt=rcpt))
+        return Outcome(self.relayed(reply, 300, rcpt=rcpt))
+
+    async def _forward_rcpt(self, route: Route, rcpt: str) -> DownstreamReply | Outcome:
+        down = self.txn.get(route.name)
+        if down is not None:
+            return await down.rcpt(rcpt)
+        down = self.pool.get(route.name)
+        if down is None or not down.alive:
+            down = await Downstream.open(
+                self.server.reactor, route.forward, self.server.hostname,
+                self.server.timeouts, self.observe,
+            )
+            self.pool[route.name] = down
+        self.txn[route.name] = down
+        mail, rcpt_reply = await down.begin(self.ctx.sender or "", self.ctx.mail_params, rcpt)
+        if rcpt_reply is None:
+            del self.txn[route.name]
+            await down.rset()
+            status = mail.status or f"{mail.code // 100}.1.0"
+            return Outcome(self.catalogue.reply(
+                282, code=mail.code, status=status, sender=self.ctx.sender or "",
+            ))
+        return rcpt_reply
+
+    def _rcpt_error(self, exc: DownstreamError, route: Route, rcpt: str) -> Outcome:
+        self.downstream_error(exc)
+        down = self.txn.pop(route.name, None) or self.pool.get(route.name)
+        self.pool.pop(route.name, None)
+        if down is not None:
+            down.abort()
+            if down.recipients:
+                self.broken = True
+        if exc.kind == "timeout":
+            return Outcome(self.reply(904))
+        if exc.kind == "connect":
+            if self.txn:  # other routes carry this transaction: only this recipient waits
+                return Outcome(self.reply(295, rcpt=rcpt))
+            return Outcome(self.reply(901))
+        return Outcome(self.reply(903))
+
+    def relayed(self, reply: DownstreamReply, own_id: int, **fields: object) -> Reply:
+        """A downstream refusal, as the client sees it (relay-reply or not)."""
+        status = reply.status or f"{reply.code // 100}.0.0"
+        if self.cfg["relay-reply"]:
+            return self.catalogue.reply(299, code=reply.code, status=status, text=reply.text)
+        base = {"sender": self.ctx.sender or ""}
+        base.update(fields)
+        return self.catalogue.reply(own_id, code=reply.code, status=status, **base)
+
+    async def on_data(self, event: ev.Data, session) -> Outcome:
+        if self.broken:
+            await self.end_transaction()
+            return Outcome(self.reply(903))
+        verdict = await self.server.pipeline.run("data", self.ctx)
+        if verdict.decisive:
+            await self.end_transaction()
+            return self.verdict_outcome(verdict)
+        for name, down in list(self.txn.items()):
+            if not down.recipients:  # every RCPT of this route was refused
+                del self.txn[name]
+                await down.rset()
+        results = await self._all(lambda d: d.data())
+        if all(isinstance(r, DownstreamReply) and r.code == 354 for r in results):
+            self.messages += 1
+            self.ctx.qid = f"{self.ctx.session_id}{self.messages:02d}"
+            self._headers = HeaderCollector()
+            self._abort_reply = None
+            return Outcome(self.reply(900))
+        outcome = self._aggregate_failure(results, expect=354, lost=903)
+        await self.end_transaction(abort=True)
+        return outcome
+
+    async def _all(self, call) -> list[DownstreamReply | DownstreamError]:
+        downs = list(self.txn.values())
+        ds = [defer.ensureDeferred(call(d)) for d in downs]
+        results = await defer.DeferredList(ds, consumeErrors=True)
+        out: list[DownstreamReply | DownstreamError] = []
+        for ok, value in results:
+            if ok:
+                out.append(value)
+            elif value.check(DownstreamError):
+                self.downstream_error(value.value)
+                out.append(value.value)
+            else:
+                log.failure("downstream call failed", value)
+                out.append(DownstreamError("protocol", "?", value.getErrorMessage()))
+        return out
+
+    def _aggregate_failure(self, results: list, expect: int, lost: int) -> Outcome:
+        """One reply for several downstream results (``lost``: 903 before DATA, 902 after)."""
+        errors = [r for r in results if isinstance(r, DownstreamError)]
+        if any(e.kind == "timeout" for e in errors):
+            return Outcome(self.reply(904), drop=True)
+        if errors:
+            return Outcome(self.reply(lost), drop=lost == 902)
+        failed = [r for r in results if r.code != expect and not (expect == 250 and r.ok)]
+        if len(results) == 1 and failed:
+            return Outcome(self.relayed(failed[0], 306 if failed[0].code >= 500 else 307))
+        if failed and len(failed) == len(results) and all(r.code >= 500 for r in failed):
+            return Outcome(self.reply(306))
+        return Outcome(self.reply(307))
+
+    # --- message content ------------------------------------------------------------
+
+    async def chunk(self, chunk: ev.DataChunk) -> None:
+        if self._abort_reply is not None:
+            return
+        data = chunk.data
+        if self._headers is not None and not self._headers.done:
+            data = self._headers.feed(data)
+            if not self._headers.done:
+                return
+            await self._headers_complete()
+            if self._abort_reply is not None:
+                return
+        if data and self.server.pipeline.has("body"):
+            verdict = await self.server.pipeline.run("body", self.ctx, data)
+            if verdict.decisive:
+                self._abort(self.verdict_outcome(verdict))
+                return
+        self._write(data)
+
+    async def _headers_complete(self) -> None:
+        assert self._headers is not None
+        block = bytes(self._headers.buffer)
+        self.ctx.headers = parse_headers(block)
+        verdict = await self.server.pipeline.run("headers", self.ctx)
+        if verdict.decisive:
+            self._abort(self.verdict_outcome(verdict))
+            return
+        client = self.ctx.client
+        proto = ("ESMTP" if self.esmtp else "SMTP") + ("S" if self.ctx.tls else "")
+        trace = received_header(
+            helo=self.ctx.helo, client_name=client.name, client_ip=client.ip,
+            hostname=self.server.hostname, proto=proto, qid=self.ctx.qid, rcpts=self.ctx.rcpts,
+        )
+        self._write(trace + block)
+
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        for down in self.txn.values():
+            down.write(data)
+        lost = [d for d in self.txn.values() if not d.alive]
+        if lost and self.fatal is None:
+            for down in lost:
+                self.downstream_error(DownstreamError("lost", down.host, "during DATA"))
+            self.fatal = self.reply(902)
+            if self.on_fatal is not None:
+                self.on_fatal(self.fatal)
+
+    def _abort(self, outcome: Outcome) -> None:
+        """Refuse the message: close the downstream connections before any dot."""
+        self._abort_reply = outcome
+        for name in list(self.txn):
+            self.pool.pop(name, None)
+            self.txn.pop(name).abort()
+
+    async def on_endofdata(self, event: ev.EndOfData, session) -> Outcome:
+        try:
+            return await self._end_of_data(event)
+        finally:
+            self.ctx.reset_transaction()
+            self.txn.clear()
+            self._headers = None
+            self._abort_reply = None
+
+    async def _end_of_data(self, event: ev.EndOfData) -> Outcome:
+        if self._headers is not None and not self._headers.done:
+            self._headers.done = True
+            await self._headers_complete()
+        if event.violation is not None:
+            self._abort(Outcome(event.violation, drop=event.drop))
+        if self._abort_reply is not None:
+            self._outcome_metric("reject")
+            return self._abort_reply
+        verdict = await self.server.pipeline.run("end_of_data", self.ctx)
+        if verdict.decisive:
+            if verdict.action is Action.DISCARD:
+                self._abort(Outcome(self.reply(554, qid=self.ctx.qid)))
+                self._outcome_metric("discard")
+                return self._abort_reply
+            self._abort(self.verdict_outcome(verdict))
+            self._outcome_metric("reject")
+            return self._abort_reply
+        started = time.monotonic()
+        results = await self._all(lambda d: d.dot())
+        if all(isinstance(r, DownstreamReply) and r.ok for r in results):
+            log.info("session {sid}: message {qid} accepted by {n} host(s) in {t:.3f}s: {replies}",
+                     sid=self.ctx.session_id, qid=self.ctx.qid, n=len(results),
+                     t=time.monotonic() - started, replies="; ".join(map(str, results)))
+            self._outcome_metric("accept")
+            return Outcome(self.reply(554, qid=self.ctx.qid))
+        for name, down in list(self.txn.items()):
+            if not down.alive:
+                self.pool.pop(name, None)
+        log.warn("session {sid}: message {qid} not accepted: {replies}", sid=self.ctx.session_id,
+                 qid=self.ctx.qid, replies="; ".join(map(str, results)))
+        self._outcome_metric("downstream-fail")
+        return self._aggregate_failure(results, expect=250, lost=902)
+
+    def _outcome_metric(self, outcome: str) -> None:
+        self.server.metrics.messages.labels(outcome).inc()
+
+    # --- the rest -------------------------------------------------------------------
+
+    async def end_transaction(self, abort: bool = False) -> None:
+        """RSET (or drop) the downstream side of the current transaction."""
+        downs, self.txn = list(self.txn.items()), {}
+        for name, down in downs:
+            if abort or not await down.rset():
+                down.abort()
+                self.pool.pop(name, None)
+        self.ctx.reset_transaction()
+        self.broken = False
+
+    async def on_rset(self, event: ev.Rset, session) -> Outcome:
+        await self.end_transaction()
+        return Outcome(self.reply(547))
+
+    async def on_noop(self, event: ev.Noop, session) -> Outcome:
+        return Outcome(self.reply(547))
+
+    async def on_help(self, event: ev.Help, session) -> Outcome:
+        from barricade.smtp.session import HELP_COMMANDS
+
+        return Outcome(self.reply(916, commands=HELP_COMMANDS))
+
+    async def on_vrfy(self, event: ev.Vrfy, session) -> Outcome:
+        return Outcome(self.reply(915))
+
+    async def on_quit(self, event: ev.Quit, session) -> Outcome:
+        await self.close()
+        return Outcome(self.reply(247))
+
+    async def on_starttls(self, event: ev.StartTls, session) -> Outcome:
+        await self.end_transaction()
+        return Outcome(self.reply(913), start_tls=True)
+
+    async def on_xclient(self, event: ev.Xclient, session) -> Outcome:
+        await self.end_transaction()
+        old = self.ctx.client
+        attrs = event.attrs
+        ip = attrs.get("ADDR", old.ip) if "ADDR" in attrs else old.ip
+        name = attrs.get("NAME") if "NAME" in attrs else old.name
+        port = int(attrs["PORT"]) if attrs.get("PORT") else old.port
+        proto = (attrs.get("PROTO") or old.proto).upper()
+        client = classify(ip or old.ip, port, name or "unknown", self.server.routes, proto)
+        self.ctx.client = client
+        self.ctx.helo = attrs.get("HELO") or ""
+        session.restart(client, attrs.get("HELO"))
+        log.info("session {sid}: XCLIENT from {old} now {ip} ({name})",
+                 sid=self.ctx.session_id, old=old.ip, ip=client.ip, name=client.name)
+        outcome = await self.connect()
+        if outcome.reply.code != 220:
+            outcome.drop = True
+        return outcome
+
+    async def close(self) -> None:
+        """Session over: QUIT every downstream (aborting any open transaction)."""
+        downs = list(self.pool.values())
+        self.pool.clear()
+        for down in self.txn.values():
+            down.abort()
+        self.txn.clear()
+        await defer.DeferredList([defer.ensureDeferred(d.quit()) for d in downs if d.alive],
+                                 consumeErrors=True)
+
+    def lost(self) -> None:
+        """The client went away: abort without waiting (nothing may be delivered)."""
+        for down in self.txn.values():
+            down.abort()
+        for down in self.pool.values():
+            if down.alive and not down.in_transaction:
+                defer.ensureDeferred(down.quit())
+            else:
+                down.abort()
+        self.txn.clear()
+        self.pool.clear()

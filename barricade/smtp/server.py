@@ -1,0 +1,206 @@
+"""The Twisted adapter: sockets, timers and TLS around the sans-IO session.
+
+It moves bytes into :class:`~barricade.smtp.session.Session`, hands each
+event to the :class:`~barricade.smtp.proxy.Proxy`, writes the reply, and
+keeps exactly one command in flight.  It owns every client-side clock:
+``smtp-command-timeout`` between commands, ``smtp-data-line-timeout``
+inside DATA.  Whatever goes wrong inside a handler ends as a catalogue
+reply (#908) and a logged traceback, never as a traceback to the client.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer, protocol, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from barricade.replies import Reply
+from barricade.smtp import events as ev
+from barricade.smtp.message import new_session_id
+from barricade.smtp.proxy import Outcome, Proxy, ServerContext, classify
+from barricade.smtp.session import DATA, NEED_DATA, PAUSED, Session
+
+log = Logger()
+
+PAUSE_AT = 256 * 1024  # stop reading a client that pipelines this much ahead
+
+
+class SmtpServerProtocol(protocol.Protocol):
+    def __init__(self, server: ServerContext):
+        self.server = server
+        self.session: Session | None = None
+        self.proxy: Proxy | None = None
+        self.busy = True  # until the greeting is out
+        self.paused = False
+        self._timer = None
+        self._closed = False
+        self._pumping = False
+
+    # --- connection -----------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass
+        peer = self.transport.getPeer()
+        host = getattr(peer, "host", "0.0.0.0")
+        if host.startswith("::ffff:"):
+            host = host[7:]
+        sid = new_session_id()
+        client = classify(host, getattr(peer, "port", 0), "unknown", self.server.routes)
+        self.session = Session(self.server.session_config, client, self.server.catalogue, sid)
+        self.proxy = Proxy(self.server, client, sid)
+        self.proxy.on_fatal = self._fatal
+        self.server.metrics.sessions.inc()
+        self.server.metrics.sessions_active.inc()
+        log.info("session {sid}: start {ip}:{port}", sid=sid, ip=host, port=client.port)
+        self._arm(self.server.config["smtp-command-timeout"])
+        d = defer.ensureDeferred(self._greet())
+        d.addErrback(self._internal_error)
+
+    async def _greet(self) -> None:
+        outcome = await self.proxy.connect()
+        pause = self.server.config["smtp-greet-pause"]
+        if pause and outcome.reply.code == 220:
+            await task.deferLater(self.server.reactor, pause / 1000.0)
+        if self._closed:
+            return
+        self._send(self.session.greet(outcome.reply), outcome.reply)
+        self._ready()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._disarm()
+        if self.proxy is not None:
+            self.proxy.lost()
+        self.server.metrics.sessions_active.dec()
+        if self.session is not None:
+            log.info("session {sid}: end {ip} helo={helo} messages={n} errors={e}",
+                     sid=self.session.id, ip=self.session.client.ip, helo=self.session.helo_name,
+                     n=self.session.messages, e=self.session.errors)
+
+    # --- input ------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed or self.session is None:
+            return
+        self.session.receive_data(data)
+        if self.busy:
+            if not self.paused and self._buffered() > PAUSE_AT:
+                self.paused = True
+                self.transport.pauseProducing()
+            return
+        self._pump()
+
+    def _buffered(self) -> int:
+        s = self.session
+        return len(s._buffer) + (len(s._data.buffer) if s._data is not None else 0)
+
+    def _pump(self) -> None:
+        """Hand out events while none is in flight.
+
+        Handlers that finish synchronously re-enter through ``_ready``; the
+        guard turns that into another turn of this loop instead of
+        recursion, so a long pipelined burst cannot exhaust the stack.
+        """
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            self._pump_events()
+        finally:
+            self._pumping = False
+
+    def _pump_events(self) -> None:
+        session = self.session
+        while not self.busy and not self._closed and not session.closing:
+            event = session.next_event()
+            if event is NEED_DATA:
+                timeout = "smtp-data-line-timeout" if session.state == DATA else "smtp-command-timeout"
+                self._arm(self.server.config[timeout])
+                return
+            if event is PAUSED:
+                return
+            self.busy = True
+            self._disarm()
+            if isinstance(event, ev.DataChunk):
+                d = defer.ensureDeferred(self.proxy.chunk(event))
+                d.addCallbacks(lambda _: self._ready(), self._internal_error)
+            else:
+                d = defer.ensureDeferred(self.proxy.handle(event, session))
+                d.addCallbacks(self._respond, self._internal_error)
+
+    def _ready(self) -> None:
+        self.busy = False
+        if self.paused and not self._closed:
+            self.paused = False
+            self.transport.resumeProducing()
+        if not self._closed:
+            self._pump()
+
+    # --- output -----------------------------------------------------------------------
+
+    def _send(self, data: bytes, reply: Reply) -> None:
+        self.server.metrics.reply(reply)
+        self.transport.write(data)
+        if self.session.closing:
+            self._close()
+
+    def _respond(self, outcome: Outcome) -> None:
+        if self._closed:
+            return
+        self._send(self.session.respond(outcome.reply, drop=outcome.drop), outcome.reply)
+        if outcome.start_tls and not self._closed:
+            self.transport.startTLS(self.server.tls_context)
+            self.proxy.ctx.tls = True
+        self._ready()
+
+    def _close(self) -> None:
+        """Close after the last reply; downstream transactions are abandoned."""
+        if self.proxy is not None:
+            self.proxy.lost()
+        self._disarm()
+        self.transport.loseConnection()
+
+    def _fatal(self, reply: Reply) -> None:
+        """Proxy says the session cannot go on (downstream lost mid-DATA)."""
+        if not self._closed:
+            self._send(self.session.abort(reply), reply)
+
+    def _internal_error(self, failure: Failure) -> None:
+        log.failure("session {sid}: internal error", failure,
+                    sid=self.session.id if self.session else "-")
+        if self._closed or self.session is None:
+            return
+        reply = self.server.catalogue.reply(908)
+        self._send(self.session.abort(reply), reply)
+
+    # --- client timeouts ----------------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._timer = self.server.reactor.callLater(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        log.info("session {sid}: client timeout", sid=self.session.id)
+        reply = self.server.catalogue.reply(905)
+        self._send(self.session.abort(reply), reply)
+
+
+class SmtpServerFactory(protocol.Factory):
+    def __init__(self, server: ServerContext):
+        self.server = server
+
+    def buildProtocol(self, addr) -> SmtpServerProtocol:
+        return SmtpServerProtocol(self.server)

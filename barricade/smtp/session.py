@@ -1,0 +1,453 @@
+"""The SMTP server session as a sans-IO state machine.
+
+Bytes go in with :meth:`Session.receive_data`; :meth:`Session.next_event`
+hands out one event at a time; the caller answers each command event with
+:meth:`Session.respond`, which returns the bytes to write and applies the
+state change the reply implies (a 250 to MAIL sets the sender, a 354 to
+DATA enters DATA mode, ...).  Exactly one command is in flight: until it
+is answered ``next_event`` returns :data:`PAUSED`, so pipelined commands
+are answered strictly in order, whatever the checks behind them await.
+
+The session never touches a socket or a clock; the Twisted adapter in
+``server.py`` owns both.  Syntax, sequence and protocol-limit refusals are
+decided here and come out as :class:`~barricade.smtp.events.Violation`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from barricade.options import Config
+from barricade.replies import Catalogue, Reply
+from barricade.smtp import events as ev
+from barricade.smtp.data import DataDecoder
+from barricade.smtp.grammar import (
+    COMMAND_HARD_LIMIT,
+    COMMAND_LIMIT,
+    TEXT_LINE_LIMIT,
+    GrammarError,
+    Strictness,
+    parse_path,
+    parse_xclient,
+    split_command,
+    valid_helo,
+)
+
+
+class _Sentinel:
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA = _Sentinel("NEED_DATA")
+PAUSED = _Sentinel("PAUSED")
+
+GREETING, COMMAND, DATA, CLOSED = "greeting", "command", "data", "closed"
+
+NOT_IMPLEMENTED = {"AUTH", "ETRN", "TURN", "BDAT", "ATRN", "SEND", "SOML", "SAML", "EXPN"}
+HELP_COMMANDS = "HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS XCLIENT"
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """The options the protocol layer needs, resolved once per listener."""
+
+    hostname: str = "localhost"
+    esmtp: bool = True
+    pipelining: bool = True
+    eightbitmime: bool = False
+    xclient: bool = True
+    tls_available: bool = False
+    command_length: bool = False
+    line_length: int = 0
+    strict_dot: bool = False
+    strictness: Strictness = Strictness()
+    drop_after: int = 5
+    drop_unknown: bool = False
+    helo_schizo: int = 1
+    size_limit: int = 0
+
+    @classmethod
+    def from_config(cls, config: Config, hostname: str, tls_available: bool) -> "SessionConfig":
+        return cls(
+            hostname=hostname,
+            esmtp=config["smtp-enable-esmtp"],
+            pipelining=config["rfc2920-pipelining"],
+            eightbitmime=config["rfc1652-8bitmime"],
+            xclient=config["smtp-xclient-enable"],
+            tls_available=tls_available,
+            command_length=config["rfc2821-command-length"],
+            line_length=config["rfc2821-line-length"],
+            strict_dot=config["rfc2821-strict-dot"],
+            strictness=Strictness(
+                angle_brackets=config["rfc2821-angle-brackets"],
+                extra_spaces=config["rfc2821-extra-spaces"],
+                local_length=config["rfc2821-local-length"],
+                domain_length=config["rfc2821-domain-length"],
+            ),
+            drop_after=config["smtp-drop-after"],
+            drop_unknown=config["smtp-drop-unknown"],
+            helo_schizo=config["smtp-helo-schizo"],
+            size_limit=config["message-size-limit"],
+        )
+
+
+class Session:
+    """One SMTP server conversation."""
+
+    def __init__(self, config: SessionConfig, client: ev.ClientInfo, catalogue: Catalogue, session_id: str):
+        self.config = config
+        self.client = client
+        self.catalogue = catalogue
+        self.id = session_id
+        self.state = GREETING
+        self.closing = False
+        self.tls = False
+        self.errors = 0
+        self.helo: str | None = None
+        self.helo_verb: str | None = None
+        self.xclient_helo: str | None = None
+        self.sender: ev.Mail | None = None
+        self.rcpt_count = 0
+        self.messages = 0
+        self._buffer = bytearray()
+        self._pending: ev.Event | None = None
+        self._pipelined = False  # input arrived while a command was in flight
+        self._data: DataDecoder | None = None
+        self._early_data = False
+
+    # --- derived state ------------------------------------------------------------
+
+    @property
+    def esmtp(self) -> bool:
+        return self.helo_verb == "EHLO"
+
+    @property
+    def pipelining(self) -> bool:
+        """May the client pipeline now (RFC 2920: only after EHLO offered it)?"""
+        return self.esmtp and self.config.pipelining
+
+    @property
+    def helo_name(self) -> str:
+        """The HELO name the policy should believe (XCLIENT HELO= wins)."""
+        return self.xclient_helo or self.helo or ""
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.sender is not None
+
+    def ehlo_keywords(self) -> list[str]:
+        cfg = self.config
+        words = []
+        if cfg.pipelining:
+            words.append("PIPELINING")
+        words.append(f"SIZE {cfg.size_limit}" if cfg.size_limit else "SIZE")
+        if cfg.eightbitmime:
+            words.append("8BITMIME")
+        if cfg.tls_available and not self.tls:
+            words.append("STARTTLS")
+        if cfg.xclient and self.client.xclient_allowed:
+            words.append("XCLIENT NAME ADDR PORT PROTO HELO")
+        words.append("ENHANCEDSTATUSCODES")
+        return words
+
+    # --- input ------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        if self.state == CLOSED or not data:
+            return
+        if self._pending is not None:
+            self._pipelined = True
+        if self.state == DATA and self._data is not None:
+            self._data.feed(data)
+        else:
+            self._buffer += data
+
+    def _reply(self, rid: int, **fields: object) -> Reply:
+        base = {
+            "hostname": self.config.hostname,
+            "client_name": self.client.name,
+            "client_ip": self.client.ip,
+            "helo": self.helo_name,
+        }
+        base.update(fields)
+        return self.catalogue.reply(rid, **base)
+
+    def violation(self, rid: int, drop: bool = False, **fields: object) -> ev.Violation:
+        return ev.Violation(self._reply(rid, **fields), drop)
+
+    def _emit(self, event: ev.Event) -> ev.Event:
+        if isinstance(event, ev.Command):
+            self._pending = event
+            if self._buffer:
+                self._pipelined = True  # the next command was sent without waiting
+        return event
+
+    def next_event(self) -> ev.Event | _Sentinel:
+        if self.state == CLOSED or self.closing:
+            return PAUSED
+        if self._pending is not None:
+            return PAUSED
+        if self.state == GREETING:
+            return NEED_DATA
+        if self.state == DATA:
+            return self._next_data_event()
+        return self._next_command()
+
+    def _next_data_event(self) -> ev.Event | _Sentinel:
+        dec = self._data
+        assert dec is not None
+        if self._early_data:
+            self._early_data = False
+            return self._emit(self.violation(643, drop=True))
+        chunk = dec.decode()
+        limit = self.config.size_limit
+        if chunk and not (limit and dec.size > limit):
+            return ev.DataChunk(chunk)
+        if not dec.done:
+            return NEED_DATA
+        # Bytes after the dot are the next commands.
+        self._buffer = dec.buffer
+        violation, drop = None, False
+        if limit and dec.size > limit:
+            violation = self._reply(912, limit=limit)
+        elif self.config.strict_dot and dec.bare:
+            violation = self._reply(921)
+        elif self.config.line_length and dec.longest_line + 2 > TEXT_LINE_LIMIT:
+            violation = self._reply(321, length=dec.longest_line + 2)
+            drop = self.config.line_length >= 2
+        return self._emit(ev.EndOfData(dec.size, dec.bare, dec.longest_line, violation, drop))
+
+    def _next_command(self) -> ev.Event | _Sentinel:
+        buf = self._buffer
+        nl = buf.find(b"\n")
+        if nl < 0:
+            if len(buf) > COMMAND_HARD_LIMIT:
+                return self._emit(self.violation(906, drop=True))
+            return NEED_DATA
+        raw = bytes(buf[:nl])
+        del buf[: nl + 1]
+        pipelined, self._pipelined = self._pipelined, False
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if len(line) + 2 > COMMAND_HARD_LIMIT:
+            return self._emit(self.violation(906, drop=True))
+        if pipelined and not self.pipelining:
+            return self._emit(self.violation(631, drop=True))
+        if self.config.command_length and len(line) + 2 > COMMAND_LIMIT:
+            return self._emit(self.violation(640, length=len(line) + 2))
+        if any(b < 0x20 or b > 0x7E for b in line if b != 0x09):
+            return self._emit(self.violation(641))
+        verb, arg = split_command(line.decode("ascii"))
+        return self._emit(self._command(verb, arg))
+
+    def _command(self, verb: str, arg: str) -> ev.Event:
+        handler = _HANDLERS.get(verb)
+        if handler is not None:
+            return handler(self, arg)
+        if verb in NOT_IMPLEMENTED:
+            return self.violation(250, command=verb)
+        return self.violation(248, drop=self.config.drop_unknown, command=verb or '""')
+
+    # --- command handlers (syntax and sequence only; policy is the caller's) ----
+
+    def _helo(self, verb: str, arg: str) -> ev.Event:
+        if not arg:
+            return self.violation(249, command=verb)
+        domain = arg.split(" ")[0]
+        if not valid_helo(domain):
+            return self.violation(423, drop=True, helo=domain)
+        if verb == "EHLO" and not self.config.esmtp and not (self.client.relay or self.client.private):
+            return self.violation(253)
+        if self.helo is not None and domain.lower() != self.helo.lower() and self.config.helo_schizo:
+            drop = self.config.helo_schizo >= 2
+            return self.violation(255 if drop else 252, drop=drop)
+        return ev.Helo(verb, domain)
+
+    def _mail(self, arg: str) -> ev.Event:
+        if self.helo is None:
+            return self.violation(251, command="MAIL")
+        if self.sender is not None:
+            return self.violation(251, command="MAIL")
+        if not arg:
+            return self.violation(249, command="MAIL FROM:")
+        try:
+            path = parse_path(arg, "FROM", self.config.strictness, mail=True)
+        except GrammarError as exc:
+            return self.violation(exc.reply_id, **exc.fields)
+        for key, value in path.params.items():
+            if key == "SIZE":
+                if value is None or not value.isdigit():
+                    return self.violation(920, param=f"SIZE={value or ''}")
+                if self.config.size_limit and int(value) > self.config.size_limit:
+                    return self.violation(912, limit=self.config.size_limit)
+            elif key == "BODY":
+                body = (value or "").upper()
+                if body not in ("7BIT", "8BITMIME"):
+                    return self.violation(920, param=f"BODY={value or ''}")
+                if body == "8BITMIME" and not self.config.eightbitmime:
+                    return self.violation(919, param="BODY=8BITMIME")
+            elif key == "AUTH":
+                continue  # RFC 4954 5: a server not doing AUTH ignores it
+            else:
+                return self.violation(919, param=key)
+        return ev.Mail(path)
+
+    def _rcpt(self, arg: str) -> ev.Event:
+        if self.sender is None:
+            return self.violation(251, command="RCPT")
+        if not arg:
+            return self.violation(249, command="RCPT TO:")
+        try:
+            path = parse_path(arg, "TO", self.config.strictness, mail=False)
+        except GrammarError as exc:
+            return self.violation(exc.reply_id, **exc.fields)
+        if path.params:
+            return self.violation(919, param=next(iter(path.params)))
+        return ev.Rcpt(path)
+
+    def _data_cmd(self, arg: str) -> ev.Event:
+        if arg:
+            return self.violation(920, param=arg)
+        if self.sender is None:
+            return self.violation(251, command="DATA")
+        if not self.rcpt_count:
+            return self.violation(923)
+        return ev.Data()
+
+    def _starttls(self, arg: str) -> ev.Event:
+        if arg:
+            return self.violation(920, param=arg)
+        if self.tls:
+            return self.violation(251, command="STARTTLS")
+        if not self.config.tls_available:
+            return self.violation(914)
+        if not self.esmtp:
+            return self.violation(251, command="STARTTLS")
+        return ev.StartTls()
+
+    def _xclient(self, arg: str) -> ev.Event:
+        if not (self.config.xclient and self.client.xclient_allowed):
+            return self.violation(918)
+        if self.sender is not None:
+            return self.violation(251, command="XCLIENT")
+        try:
+            return ev.Xclient(parse_xclient(arg))
+        except GrammarError as exc:
+            return self.violation(exc.reply_id, **exc.fields)
+
+    def _vrfy(self, arg: str) -> ev.Event:
+        if not arg:
+            return self.violation(249, command="VRFY")
+        return ev.Vrfy(arg)
+
+    # --- output -------------------------------------------------------------------
+
+    def greet(self, reply: Reply) -> bytes:
+        """Send the banner (or a connect-phase refusal, which closes).
+
+        A client that spoke before the banner is an early talker: it gets
+        #420 instead, and the connection closes.
+        """
+        if self.state != GREETING:
+            raise RuntimeError("greet() called twice")
+        if self._buffer:
+            self.closing = True
+            self.state = CLOSED
+            return self._reply(420).encode(self.id)
+        self.state = COMMAND
+        if reply.code != 220:
+            self.closing = True
+        return reply.encode(self.id)
+
+    def abort(self, reply: Reply) -> bytes:
+        """An unsolicited closing reply (421), e.g. downstream lost mid-DATA."""
+        self._pending = None
+        self.closing = True
+        self.state = CLOSED
+        return reply.encode(self.id)
+
+    def respond(self, reply: Reply, drop: bool = False) -> bytes:
+        """Answer the command in flight and apply what the reply implies.
+
+        ``drop`` closes the connection after the reply (a DROP verdict).
+        """
+        pending, self._pending = self._pending, None
+        if pending is None:
+            raise RuntimeError("respond() without a command in flight")
+        if reply.code >= 400:
+            self.errors += 1
+        ok = reply.code < 400
+        if isinstance(pending, ev.Helo) and ok:
+            self.helo, self.helo_verb = pending.domain, pending.verb
+            self._reset()
+        elif isinstance(pending, ev.Mail) and ok:
+            self.sender = pending
+        elif isinstance(pending, ev.Rcpt) and ok:
+            self.rcpt_count += 1
+        elif isinstance(pending, ev.Data) and reply.code == 354:
+            self.state = DATA
+            self._data = DataDecoder()
+            if self._buffer or self._pipelined:
+                # RFC 2920 3.1: DATA ends a command group; the client had to wait.
+                self._early_data = True
+                self._data.feed(bytes(self._buffer))
+                self._buffer.clear()
+            self._pipelined = False
+        elif isinstance(pending, ev.EndOfData):
+            self.state = COMMAND
+            self._data = None
+            self.messages += ok
+            self._reset()
+        elif isinstance(pending, ev.Rset) and ok:
+            self._reset()
+        elif isinstance(pending, ev.StartTls) and reply.code == 220:
+            # RFC 3207 4.2: forget everything, including plaintext sent after STARTTLS.
+            self._buffer.clear()
+            self._pipelined = False
+            self.tls = True
+            self.helo = self.helo_verb = None
+            self._reset()
+        elif isinstance(pending, ev.Xclient) and reply.code == 220:
+            self.helo = self.helo_verb = None
+            self.errors = 0
+            self._reset()
+        if drop or isinstance(pending, ev.Quit) or reply.code == 421:
+            self.closing = True
+        if isinstance(pending, (ev.Violation, ev.EndOfData)) and pending.drop:
+            self.closing = True
+        out = reply.encode(self.id)
+        limit = self.config.drop_after
+        if limit and self.errors >= limit and not self.closing:
+            self.closing = True
+            out += self._reply(922).encode(self.id)
+        if self.closing:
+            self.state = CLOSED
+        return out
+
+    def restart(self, client: ev.ClientInfo, helo: str | None) -> None:
+        """XCLIENT accepted: the session continues as ``client``."""
+        self.client = client
+        self.xclient_helo = helo
+
+    def _reset(self) -> None:
+        self.sender = None
+        self.rcpt_count = 0
+
+
+_HANDLERS = {
+    "HELO": lambda s, a: s._helo("HELO", a),
+    "EHLO": lambda s, a: s._helo("EHLO", a),
+    "MAIL": Session._mail,
+    "RCPT": Session._rcpt,
+    "DATA": Session._data_cmd,
+    "RSET": lambda s, a: ev.Rset(),
+    "NOOP": lambda s, a: ev.Noop(),
+    "QUIT": lambda s, a: ev.Quit(),
+    "HELP": lambda s, a: ev.Help(a),
+    "VRFY": Session._vrfy,
+    "STARTTLS": Session._starttls,
+    "XCLIENT": Session._xclient,
+}
