@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from twisted.logger import Logger
 

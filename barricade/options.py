@@ -19,9 +19,10 @@ from __future__ import annotations
 import re
 import shlex
 import textwrap
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 
 class OptionError(ValueError):
@@ -100,7 +101,7 @@ class Option:
 class Config(Mapping[str, Any]):
     """Resolved option values: ``config["smtp-command-timeout"]``."""
 
-    def __init__(self, registry: "Registry", values: dict[str, Any]):
+    def __init__(self, registry: Registry, values: dict[str, Any]):
         self.registry = registry
         self._values = values
 
@@ -113,7 +114,7 @@ class Config(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values)
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         """A copy with values changed (keyword names use ``_`` for ``-``)."""
         values = dict(self._values)
         for key, value in changes.items():

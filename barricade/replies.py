@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class Catalogue:
         self._texts[rid] = text
 
     @classmethod
-    def from_file(cls, path: str | Path | None) -> "Catalogue":
+    def from_file(cls, path: str | Path | None) -> Catalogue:
         """Load overrides: one ``NNN text`` per line, ``#`` comments."""
         cat = cls()
         if not path:

@@ -11,8 +11,9 @@ reaches the client as a traceback.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from twisted.internet import defer, error, protocol
 from twisted.internet.endpoints import HostnameEndpoint
@@ -77,7 +77,6 @@ class SmtpClientProtocol(protocol.Protocol):
         self._buffer = bytearray()
         self._lines: list[str] = []
         self._waiting: deque[tuple[defer.Deferred, object]] = deque()
-        self.connected_d: defer.Deferred = defer.Deferred()
         self.lost = False
         self.lost_reason: str = ""
 
@@ -88,8 +87,6 @@ class SmtpClientProtocol(protocol.Protocol):
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass
-        d, self.connected_d = self.connected_d, None
-        d.callback(self)
 
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
@@ -226,12 +223,11 @@ class Downstream:
         helo_name: str,
         timeouts: Timeouts,
         observe: Callable[[str, float], None] | None = None,
-    ) -> "Downstream":
+    ) -> Downstream:
         """Connect to the first host that greets with 220, then EHLO."""
         last: DownstreamError | None = None
         for host, port in hosts:
             name = f"{host}:{port}"
-            started = time.monotonic()
             try:
                 endpoint = HostnameEndpoint(reactor, host, port, timeout=timeouts.connect)
                 proto = await endpoint.connect(_ClientFactory(reactor, name)).addTimeout(

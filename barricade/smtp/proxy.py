@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from twisted.internet import defer
 from twisted.logger import Logger

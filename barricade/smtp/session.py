@@ -71,7 +71,7 @@ class SessionConfig:
     size_limit: int = 0
 
     @classmethod
-    def from_config(cls, config: Config, hostname: str, tls_available: bool) -> "SessionConfig":
+    def from_config(cls, config: Config, hostname: str, tls_available: bool) -> SessionConfig:
         return cls(
             hostname=hostname,
             esmtp=config["smtp-enable-esmtp"],
