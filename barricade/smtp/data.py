@@ -73,7 +73,8 @@ class DataDecoder:
         self.at_line_start = False
 
     def _line(self, line: bytes, out: bytearray) -> None:
-        if self.at_line_start and line.startswith(b"."):
+        # A lone "." here ended in a bare LF: no stuffing to undo, keep it.
+        if self.at_line_start and line.startswith(b".") and len(line) > 1:
             line = line[1:]
         line = self._bare_cr(line, out, final=True)
         out += line
