@@ -81,7 +81,8 @@ class Sink:
     def messages(self) -> list[bytes]:
         """Delivered transactions (smtp-sink's dump files), oldest first."""
         files = sorted(self.dump.iterdir(), key=lambda p: p.stat().st_mtime_ns)
-        return [p.read_bytes() for p in files]
+        # smtp-sink opens the file at MAIL; one that stays empty saw no message.
+        return [data for data in (p.read_bytes() for p in files) if data]
 
     def bodies(self) -> list[bytes]:
         """The messages as delivered, without smtp-sink's own X- and Received lines.

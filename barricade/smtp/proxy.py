@@ -194,7 +194,7 @@ class Proxy:
         if reply.ok:
             self.ctx.rcpts.append(rcpt)
             return Outcome(self.reply(297 if self.ctx.client.relay else 290, rcpt=rcpt))
-        return Outcome(self.relayed(reply, 300, rcpt=rcpt))
+        return Outcome(self.rcpt_refused(reply, rcpt))
 
     async def _forward_rcpt(self, route: Route, rcpt: str) -> DownstreamReply | Outcome:
         down = self.txn.get(route.name)
@@ -234,14 +234,17 @@ class Proxy:
             return Outcome(self.reply(901))
         return Outcome(self.reply(903))
 
-    def relayed(self, reply: DownstreamReply, own_id: int, **fields: object) -> Reply:
-        """A downstream refusal, as the client sees it (relay-reply or not)."""
+    def passthrough(self, reply: DownstreamReply) -> Reply:
+        """#299: the downstream reply as it came (``+relay-reply``)."""
         status = reply.status or f"{reply.code // 100}.0.0"
+        return self.catalogue.reply(299, code=reply.code, status=status, text=reply.text)
+
+    def rcpt_refused(self, reply: DownstreamReply, rcpt: str) -> Reply:
+        """#300: the downstream code and enhanced status with our text (or #299)."""
         if self.cfg["relay-reply"]:
-            return self.catalogue.reply(299, code=reply.code, status=status, text=reply.text)
-        base = {"sender": self.ctx.sender or ""}
-        base.update(fields)
-        return self.catalogue.reply(own_id, code=reply.code, status=status, **base)
+            return self.passthrough(reply)
+        status = reply.status or f"{reply.code // 100}.1.0"
+        return self.catalogue.reply(300, code=reply.code, status=status, rcpt=rcpt)
 
     async def on_data(self, event: ev.Data, session) -> Outcome:
         if self.broken:
@@ -290,8 +293,8 @@ class Proxy:
         if errors:
             return Outcome(self.reply(lost), drop=lost == 902)
         failed = [r for r in results if r.code != expect and not (expect == 250 and r.ok)]
-        if len(results) == 1 and failed:
-            return Outcome(self.relayed(failed[0], 306 if failed[0].code >= 500 else 307))
+        if len(results) == 1 and failed and self.cfg["relay-reply"]:
+            return Outcome(self.passthrough(failed[0]))
         if failed and len(failed) == len(results) and all(r.code >= 500 for r in failed):
             return Outcome(self.reply(306))
         return Outcome(self.reply(307))
