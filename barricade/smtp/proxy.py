@@ -53,12 +53,22 @@ class ServerContext:
     tls_context: object = None
 
 
+# LAN address space (RFC 1918, RFC 4193, link-local, loopback).  Python's
+# ``is_private`` also covers documentation and benchmarking ranges, which
+# are outside clients as far as a mail gateway is concerned.
+LAN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16",
+    "::1/128", "fc00::/7", "fe80::/10",
+))
+
+
 def classify(ip: str, port: int, name: str, routes: RouteMap, proto: str = "SMTP") -> ev.ClientInfo:
     try:
         addr = ipaddress.ip_address(ip)
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
             addr = addr.ipv4_mapped
-        loopback, private = addr.is_loopback, addr.is_private
+        loopback = addr.is_loopback
+        private = any(addr in net for net in LAN_NETWORKS if net.version == addr.version)
     except ValueError:
         loopback = private = False
     if loopback and name == "unknown":
