@@ -1,0 +1,126 @@
+"""Start-up as an operator sees it: config errors are one clear line, help is the config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from barricade.options import REGISTRY
+from barricade.replies import render_markdown
+from tests.daemons import REPO, banner_ready, free_port, stop, wait_for
+from tests.smtpclient import Client
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
+
+
+def twistd(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([*TWISTD, "barricade", *args], capture_output=True, text=True,
+                          timeout=60, cwd=str(cwd), env=env)
+
+
+def last_line(run: subprocess.CompletedProcess) -> str:
+    return (run.stdout + run.stderr).strip().splitlines()[-1]
+
+
+def test_unknown_option_names_it(tmp_path):
+    run = twistd("--config", str(REPO / "conf/example.cf"), "smtp-comand-timeout=5")
+    assert run.returncode != 0
+    assert last_line(run).endswith("unknown option 'smtp-comand-timeout'")
+
+
+def test_bad_value_names_option_and_value():
+    run = twistd("smtp-command-timeout=soon")
+    assert run.returncode != 0
+    assert "option smtp-command-timeout: bad value 'soon'" in last_line(run)
+
+
+def test_bad_line_in_config_file_names_file_and_line(tmp_path):
+    cf = tmp_path / "bad.cf"
+    cf.write_text("# comment\n\n+rfc2920-pipelining\nrfc2821-line-length=lots\n")
+    run = twistd("--config", str(cf))
+    assert run.returncode != 0
+    assert f"{cf}:4: option rfc2821-line-length: bad value 'lots'" in last_line(run)
+
+
+def test_route_map_problems_stop_startup(tmp_path):
+    missing = tmp_path / "nope"
+    run = twistd(f"route-map={missing}", "metrics-interface=")
+    assert run.returncode != 0 and f"cannot read map {missing}" in last_line(run)
+    no_local = tmp_path / "routes"
+    no_local.write_text("route:example.com FORWARD: 127.0.0.1:25\n")
+    run = twistd(f"route-map={no_local}")
+    assert "route:local with a FORWARD: host is required" in last_line(run)
+    bad = tmp_path / "bad-routes"
+    bad.write_text("route:local FORWARD: 127.0.0.1:99999\n")
+    run = twistd(f"route-map={bad}")
+    assert "bad port in '127.0.0.1:99999'" in last_line(run)
+
+
+def test_reply_file_with_unknown_field_stops_startup(tmp_path):
+    routes = tmp_path / "routes"
+    routes.write_text("route:local FORWARD: 127.0.0.1:25\n")
+    replies = tmp_path / "replies"
+    replies.write_text("288 no relay for {recipient}\n")
+    run = twistd(f"route-map={routes}", f"reply-file={replies}")
+    assert run.returncode != 0
+    assert f"{replies}:1: reply #288: unknown field(s) recipient" in last_line(run)
+
+
+def test_port_in_use_is_one_clear_line(tmp_path):
+    import socket
+
+    routes = tmp_path / "routes"
+    routes.write_text("route:local FORWARD: 127.0.0.1:25\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        run = twistd(f"route-map={routes}", f"interfaces=127.0.0.1:{port}", "metrics-interface=",
+                     cwd=tmp_path)
+    assert run.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}: address in use" in run.stdout + run.stderr
+
+
+def test_help_writes_a_complete_config_that_reads_back(tmp_path):
+    run = twistd("help", "smtp-command-timeout=42")
+    assert run.returncode == 0
+    for opt in REGISTRY:
+        assert f"\n{opt.format(opt.default)}" in run.stdout or opt.name == "smtp-command-timeout"
+    assert "# default: smtp-command-timeout=300\nsmtp-command-timeout=42\n" in run.stdout
+    cf = tmp_path / "written.cf"
+    cf.write_text(run.stdout)
+    assert REGISTRY.parse([], cf)["smtp-command-timeout"] == 42
+
+
+def test_shipped_config_is_the_help_output():
+    shipped = (REPO / "conf/barricade.cf").read_text()
+    assert shipped == REGISTRY.render(), "regenerate: twistd -n barricade help > conf/barricade.cf"
+
+
+def test_reply_docs_are_current():
+    assert (REPO / "docs/replies.md").read_text() == render_markdown(), \
+        "regenerate: python -m barricade.replies > docs/replies.md"
+
+
+def test_example_config_starts(tmp_path):
+    """The quick start: the shipped example config (run from the project root) serves SMTP."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [*TWISTD, "--logfile", str(tmp_path / "log"), "barricade", "--config", "conf/example.cf",
+         f"interfaces=127.0.0.1:{port}", "metrics-interface="],
+        cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: banner_ready(port) or proc.poll() is not None, what="barricade")
+        assert proc.poll() is None, proc.stdout.read()
+        with Client(port) as c:
+            assert c.banner.text.startswith("barricade.example.com ESMTP")
+            c.ehlo()
+            c.cmd("MAIL FROM:<a@example.org>")
+            assert c.cmd("RCPT TO:<x@elsewhere.example>").id == 288
+    finally:
+        stop(proc)
