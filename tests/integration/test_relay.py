@@ -304,3 +304,31 @@ def test_smtp_source_through_proxy(sink, make_proxy):
     )
     assert run.returncode == 0, run.stderr
     assert len(sink.messages()) == 40
+
+
+def test_rset_is_relayed_and_a_refused_rset_drops_the_connection(make_sink, make_proxy):
+    sink = make_sink("-f", "RSET")
+    proxy = make_proxy(routes_to(sink))
+    with Client(proxy.port) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<a@example.org>")
+        assert c.cmd("RCPT TO:<b@example.com>").code == 250
+        assert c.cmd("RSET").id == 547
+        # The downstream refused our RSET, so that connection was closed: the next
+        # transaction must use a fresh one and still be delivered.
+        assert c.message("a@example.org", ["b@example.com"], b"Subject: after rset\r\n\r\nx\r\n").id == 554
+    assert len(sink.messages()) == 1
+    assert proxy.log_text().count("Starting factory <barricade.smtp.forward") == 2
+
+
+def test_8bitmime_is_passed_downstream_when_enabled(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "+rfc1652-8bitmime")
+    with Client(proxy.port) as c:
+        assert "8BITMIME" in c.ehlo().lines
+        assert c.cmd("MAIL FROM:<a@example.org> BODY=8BITMIME").code == 250
+        assert c.cmd("RCPT TO:<b@example.com>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send("Subject: caf\u00e9\r\n\r\nna\u00efve\r\n.\r\n".encode())
+        assert c.read().code == 250
+    assert b"X-Mail-Args: <a@example.org> BODY=8BITMIME" in sink.messages()[0]
+    assert "na\u00efve".encode() in sink.messages()[0]
