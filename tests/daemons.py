@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,6 +114,7 @@ class Proxy:
 
     def __init__(self, tmp: Path, route_map: str, *args: str, port: int | None = None):
         self.port = port or free_port()
+        self.metrics_port = free_port()
         self.tmp = tmp
         self.route_map = tmp / f"route-map-{self.port}"
         self.route_map.write_text(route_map)
@@ -121,7 +123,7 @@ class Proxy:
             f"interfaces=127.0.0.1:{self.port}",
             f"route-map={self.route_map}",
             "interface-name=barricade.test",
-            "metrics-interface=",
+            f"metrics-interface=127.0.0.1:{self.metrics_port}",
             *args,
         ]
         env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -134,6 +136,16 @@ class Proxy:
                  timeout=20, what="barricade")
         if self.proc.poll() is not None:
             raise RuntimeError(f"barricade failed to start: {self.proc.stdout.read().decode()}")
+
+    def metric(self, series: str) -> float | None:
+        """One sample from /metrics, e.g. ``barricade_sessions_total``."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == series:
+                return float(value)
+        return None
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""

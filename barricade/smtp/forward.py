@@ -13,6 +13,7 @@ MAIL, RCPT, DATA, the dot-stuffed body and the final dot.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections import deque
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from twisted.internet import defer, error, protocol
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -174,12 +175,25 @@ class SmtpClientProtocol(protocol.Protocol):
 
 
 class _ClientFactory(protocol.Factory):
+    noisy = False  # one connection per route per session: no start/stop log lines
+
     def __init__(self, clock: IReactorTime, host: str):
         self.clock = clock
         self.host = host
 
     def buildProtocol(self, addr) -> SmtpClientProtocol:
         return SmtpClientProtocol(self.clock, self.host)
+
+
+def _endpoint(reactor, host: str, port: int, timeout: float):
+    """An IP literal needs no resolver round trip (most route maps use them)."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if addr.version == 6:
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
 
 
 def stuff(chunk: bytes, at_line_start: bool) -> bytes:
@@ -229,10 +243,9 @@ class Downstream:
         for host, port in hosts:
             name = f"{host}:{port}"
             try:
-                endpoint = HostnameEndpoint(reactor, host, port, timeout=timeouts.connect)
-                proto = await endpoint.connect(_ClientFactory(reactor, name)).addTimeout(
-                    timeouts.connect, reactor
-                )
+                proto = await _endpoint(reactor, host, port, timeouts.connect).connect(
+                    _ClientFactory(reactor, name)
+                ).addTimeout(timeouts.connect, reactor)
             except (error.ConnectError, error.DNSLookupError, defer.TimeoutError, OSError) as exc:
                 last = DownstreamError("connect", name, str(exc) or type(exc).__name__)
                 log.warn("cannot connect to {host}: {err}", host=name, err=str(last))

@@ -54,7 +54,6 @@ class SmtpServerProtocol(protocol.Protocol):
         self.proxy.on_fatal = self._fatal
         self.server.metrics.sessions.inc()
         self.server.metrics.sessions_active.inc()
-        log.info("session {sid}: start {ip}:{port}", sid=sid, ip=host, port=client.port)
         self._arm(self.server.config["smtp-command-timeout"])
         d = defer.ensureDeferred(self._greet())
         d.addErrback(self._internal_error)
@@ -78,9 +77,10 @@ class SmtpServerProtocol(protocol.Protocol):
             self.proxy.lost()
         self.server.metrics.sessions_active.dec()
         if self.session is not None:
-            log.info("session {sid}: end {ip} helo={helo} messages={n} errors={e}",
-                     sid=self.session.id, ip=self.session.client.ip, helo=self.session.helo_name,
-                     n=self.session.messages, e=self.session.errors)
+            s = self.session
+            log.info("session {sid}: end {ip}:{port} name={name} helo={helo} messages={n} errors={e}",
+                     sid=s.id, ip=s.client.ip, port=s.client.port, name=s.client.name,
+                     helo=s.helo_name, n=s.messages, e=s.errors)
 
     # --- input ------------------------------------------------------------------------
 
@@ -124,8 +124,7 @@ class SmtpServerProtocol(protocol.Protocol):
                 return
             if event is PAUSED:
                 return
-            self.busy = True
-            self._disarm()
+            self.busy = True  # the idle timer keeps running; it ignores busy sessions
             if isinstance(event, ev.DataChunk):
                 d = defer.ensureDeferred(self.proxy.chunk(event))
                 d.addCallbacks(lambda _: self._ready(), self._internal_error)
@@ -181,7 +180,9 @@ class SmtpServerProtocol(protocol.Protocol):
     # --- client timeouts ----------------------------------------------------------------
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(seconds)  # cheaper than a new timer per command
+            return
         self._timer = self.server.reactor.callLater(seconds, self._timed_out)
 
     def _disarm(self) -> None:
@@ -192,6 +193,9 @@ class SmtpServerProtocol(protocol.Protocol):
     def _timed_out(self) -> None:
         self._timer = None
         if self._closed:
+            return
+        if self.busy:  # waiting on our side (checks, downstream): not the client's fault
+            self._arm(self.server.config["smtp-command-timeout"])
             return
         log.info("session {sid}: client timeout", sid=self.session.id)
         reply = self.server.catalogue.reply(905)
