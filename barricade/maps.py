@@ -45,7 +45,8 @@ def map_path(location: str) -> Path:
     raise MapError(f"{location}: map type {method!r} is not supported; use a text file")
 
 
-def parse_map_text(text: str, source: str = "<map>") -> dict[str, str]:
+def parse_map_text(text: str, source: str = "<map>", lines: dict[str, int] | None = None) -> dict[str, str]:
+    """Parse map source; ``lines``, when given, receives each key's line number."""
     entries: dict[str, str] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -54,7 +55,10 @@ def parse_map_text(text: str, source: str = "<map>") -> dict[str, str]:
         parts = line.split(None, 1)
         if len(parts) != 2 or ":" not in parts[0]:
             raise MapError(f"{source}:{lineno}: expected 'tag:key value', got {raw.strip()!r}")
-        entries[parts[0].lower()] = parts[1].strip()
+        key = parts[0].lower()
+        entries[key] = parts[1].strip()
+        if lines is not None:
+            lines[key] = lineno
     return entries
 
 
@@ -78,13 +82,21 @@ class KeyValueMap:
             raise MapError(f"cannot read map {self.path}: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
             raise MapError(f"map {self.path} is not UTF-8: {exc}") from None
-        self._entries = parse_map_text(text, str(self.path))
+        lines: dict[str, int] = {}
+        entries = parse_map_text(text, str(self.path), lines)
+        commit = self.derive(entries, lines)  # may raise: then nothing changes
+        self._entries = entries
         self._mtime = stat.st_mtime
         self._checked = self._clock()
-        self.loaded()
+        commit()
 
-    def loaded(self) -> None:
-        """Hook for subclasses that derive structures from the entries."""
+    def derive(self, entries: dict[str, str], lines: dict[str, int]) -> Callable[[], None]:
+        """Validate ``entries`` and return what installs derived structures.
+
+        Subclasses raise :class:`MapError` here, before anything is replaced,
+        so a bad reload leaves the map exactly as it was.
+        """
+        return lambda: None
 
     def reload(self) -> bool:
         """Re-read; on error keep the old contents.  Returns success."""
@@ -265,20 +277,24 @@ class RouteMap(KeyValueMap):
     TAG = "route"
     LOCAL_KEYS = ("route:local", "route:127.0.0.1", "route:::1")
 
-    def loaded(self) -> None:
+    def derive(self, entries: dict[str, str], lines: dict[str, int]) -> Callable[[], None]:
         routes = {}
-        for key, value in self._entries.items():
+        for key, value in entries.items():
             if not key.startswith("route:"):
                 continue
             try:
                 routes[key] = parse_route(key, value)
             except MapError as exc:
-                raise MapError(f"{self.path}: {exc}") from None
+                raise MapError(f"{self.path}:{lines.get(key, '?')}: {exc}") from None
         local = next((routes[k] for k in self.LOCAL_KEYS if k in routes and routes[k].forward), None)
         if local is None:
             raise MapError(f"{self.path}: route:local with a FORWARD: host is required")
-        self._routes = routes
-        self.local = local
+
+        def commit() -> None:
+            self._routes = routes
+            self.local = local
+
+        return commit
 
     def _lookup(self, keys: Iterator[str]) -> Route | None:
         hit = self.first(keys)

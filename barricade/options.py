@@ -17,7 +17,6 @@ with the default.
 from __future__ import annotations
 
 import re
-import shlex
 import textwrap
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -93,8 +92,8 @@ class Option:
             text = "; ".join(value)
         else:
             text = str(value)
-        if text and (" " in text or "#" in text) and self.kind != "list":
-            text = shlex.quote(text)
+        if text and (" " in text or "#" in text or text[0] in "\"'") and self.kind != "list":
+            text = f'"{text}"'  # the parser strips exactly one outer pair
         return f"{self.name}={text}"
 
 

@@ -46,7 +46,19 @@ def R(id: int, code: int, status: str, template: str, event: str, doc: str = "")
 
 
 def template_fields(template: str) -> frozenset[str]:
-    return frozenset(f for _, f, _, _ in string.Formatter().parse(template) if f)
+    """Named placeholders; raises CatalogueError for bad or positional ones."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise CatalogueError(f"bad template {template!r}: {exc}") from None
+    names = set()
+    for _, name, _, _ in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise CatalogueError(f"bad template {template!r}: fields must be named, like {{rcpt}}")
+        names.add(name)
+    return frozenset(names)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ class DataDecoder:
     def __init__(self) -> None:
         self.buffer = bytearray()
         self.at_line_start = True
+        # The final dot counts only after a CRLF: "<LF>.<CRLF>" is the classic
+        # smuggling sequence, and a bare CR/LF before the dot never qualifies.
+        self.after_crlf = True
         self.line_length = 0  # octets of the current (partial) line, CRLF excluded
         self.longest_line = 0
         self.bare = 0
@@ -52,12 +55,13 @@ class DataDecoder:
             crlf = line.endswith(b"\r")
             if crlf:
                 line = line[:-1]
-            if self.at_line_start and line == b"." and crlf:
+            if self.after_crlf and line == b"." and crlf:
                 self.done = True
                 break
             if not crlf:
                 self.bare += 1
             self._line(line, out)
+            self.after_crlf = crlf
         del buf[:pos]
         self.size += len(out)
         return bytes(out)
@@ -71,6 +75,7 @@ class DataDecoder:
         self.line_length += len(piece)
         self.longest_line = max(self.longest_line, self.line_length)
         self.at_line_start = False
+        self.after_crlf = False
 
     def _line(self, line: bytes, out: bytearray) -> None:
         # A lone "." here ended in a bare LF: no stuffing to undo, keep it.

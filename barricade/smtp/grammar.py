@@ -202,9 +202,13 @@ def parse_xclient(arg: str) -> dict[str, str | None]:
                 decoded = str(ipaddress.ip_address(decoded))
             except ValueError:
                 raise GrammarError(917, name=token) from None
-        elif key == "PORT" and not decoded.isdigit():
+        elif key == "PORT" and not (decoded.isascii() and decoded.isdigit() and int(decoded) < 65536):
             raise GrammarError(917, name=token)
-        elif key == "HELO" and not valid_helo(decoded):
+        elif key in ("HELO", "NAME") and not valid_helo(decoded):
+            raise GrammarError(917, name=token)
+        elif key == "PROTO" and decoded.upper() not in ("SMTP", "ESMTP"):
+            raise GrammarError(917, name=token)
+        elif not (decoded.isascii() and decoded.isprintable()):
             raise GrammarError(917, name=token)
         attrs[key] = decoded
     return attrs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import itertools
 import os
+import re
 import time
 
 MAX_HEADER_BLOCK = 1 << 20  # past this the header block is cut: the rest counts as body
@@ -68,12 +69,25 @@ def parse_headers(block: bytes) -> list[tuple[str, str]]:
     return headers
 
 
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
+def _token(value: str) -> str:
+    return _CONTROL.sub("?", value)
+
+
 def received_header(
     *, helo: str, client_name: str, client_ip: str, hostname: str, proto: str,
     qid: str, rcpts: list[str], when: float | None = None,
 ) -> bytes:
-    """Our trace header (RFC 5321 4.4), folded to stay under 78 columns."""
+    """Our trace header (RFC 5321 4.4), folded to stay under 78 columns.
+
+    Every field is cleaned of controls and spaces: client-supplied names
+    (HELO, PTR, XCLIENT) must never be able to inject a header line.
+    """
     date = email.utils.formatdate(when, localtime=True)
+    helo, client_name, client_ip = (_token(x) for x in (helo, client_name, client_ip))
+    rcpts = [_token(r) for r in rcpts]
     lines = [
         f"Received: from {helo or 'unknown'} ({client_name} [{client_ip}])",
         f"\tby {hostname} (Barricade) with {proto} id {qid}",

@@ -84,7 +84,7 @@ def test_smuggled_second_message_stays_inside_the_first(sink, make_proxy):
     """CVE-2023-51764 family: "\\n.\\n" must not end DATA, here or downstream."""
     proxy = make_proxy(routes_to(sink))
     smuggle = (b"Subject: outer\r\n\r\nhello\n.\nMAIL FROM:<ceo@example.com>\nRCPT TO:<b@example.com>\n"
-               b"DATA\nSubject: smuggled\n\nhi\n.\r\n")
+               b"DATA\nSubject: smuggled\n\nhi\n.\r\nQUIT\r\n\r\n.\r\n")
     with Client(proxy.port) as c:
         start(c)
         assert c.cmd("DATA").code == 354
@@ -94,7 +94,7 @@ def test_smuggled_second_message_stays_inside_the_first(sink, make_proxy):
         assert c.cmd("QUIT").code == 221
     [only] = sink.bodies()
     assert only.endswith(b"Subject: outer\n\nhello\n.\nMAIL FROM:<ceo@example.com>\nRCPT TO:<b@example.com>\n"
-                         b"DATA\nSubject: smuggled\n\nhi\n")
+                         b"DATA\nSubject: smuggled\n\nhi\n.\nQUIT\n\n")
     assert len(sink.messages()) == 1
 
 

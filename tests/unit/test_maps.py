@@ -484,9 +484,6 @@ def test_route_map_bad_value_is_an_error_naming_file_and_key(tmp_path, clock):
     assert "route:bad.example" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: MapError's contract is 'the message names file and line', but RouteMap.loaded "
-    "reports a bad route value as '<path>: <key>: ...' without the line number"))
 def test_route_map_bad_value_names_line(tmp_path, clock):
     path = write_map(tmp_path / "rm", "route:local FORWARD: l\n\nroute:bad.example FORWARD: h:0\n")
     with pytest.raises(MapError, match=re.escape(f"{path}:3:")):
@@ -563,11 +560,6 @@ def test_route_map_failed_reload_syntax_error_keeps_routes(tmp_path, clock):
     assert rm.local.forward == (("127.0.0.1", 26),)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: KeyValueMap.load assigns self._entries (and _mtime) before calling loaded(); when "
-    "RouteMap.loaded rejects the new file (no route:local, bad route value) the reload is "
-    "reported as failed but lookups already use the NEW entries against the OLD routes, so "
-    "routes that were only in the old file vanish"))
 def test_route_map_failed_reload_missing_local_keeps_routes(tmp_path, clock):
     path = write_map(tmp_path / "rm", BASIC_ROUTES, mtime=1_000_000)
     rm = RouteMap(str(path), clock=clock)

@@ -379,7 +379,7 @@ def test_override_unknown_field():
 
 
 def test_override_attribute_access_refused():
-    with pytest.raises(CatalogueError, match="unknown field"):
+    with pytest.raises(CatalogueError, match="fields must be named"):
         Catalogue(overrides={288: "{rcpt.__class__}"})
 
 
@@ -429,10 +429,6 @@ def test_override_file_bad_number_names_file_and_line(tmp_path, line):
         Catalogue.from_file(path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Catalogue.override validates with string.Formatter().parse, which raises a plain "
-    "ValueError for an unbalanced brace; from_file only wraps CatalogueError, so the error "
-    "is not a CatalogueError and does not name the file and line"))
 def test_override_file_unbalanced_brace_names_file_and_line(tmp_path):
     path = tmp_path / "replies"
     path.write_text("288 denied {rcpt\n", encoding="utf-8")
@@ -440,10 +436,6 @@ def test_override_file_unbalanced_brace_names_file_and_line(tmp_path):
         Catalogue.from_file(path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: template_fields drops empty field names, so an override with a positional '{}' "
-    "passes validation at start-up, then reply() raises ValueError ('Format string "
-    "contains positional fields') every time that reply is sent"))
 def test_override_positional_field_refused_at_load():
     with pytest.raises(CatalogueError):
         Catalogue(overrides={288: "recipient {} denied"})

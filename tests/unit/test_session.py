@@ -291,10 +291,11 @@ def test_long_data_line_policy():
 
 def test_bare_newlines_normalised_or_refused():
     s = _in_data(SessionConfig(hostname="mx.test"))
-    events, out = converse(s, b"a\nb\r\n.\nMAIL FROM:<evil@x.example>\n.\r\n")
+    events, out = converse(s, b"a\nb\r\n.\nMAIL FROM:<evil@x.example>\n.\r\n.\r\n")
     data = b"".join(e.data for e in events if isinstance(e, ev.DataChunk))
     # ".\n" is not the end; a lone dot is no stuffing, so it stays a "." line.
-    assert data == b"a\r\nb\r\n.\r\nMAIL FROM:<evil@x.example>\r\n"
+    # nor is "<LF>.<CRLF>": the dot ends DATA only after a real CRLF.
+    assert data == b"a\r\nb\r\n.\r\nMAIL FROM:<evil@x.example>\r\n.\r\n"
     eod = [e for e in events if isinstance(e, ev.EndOfData)][0]
     assert eod.bare_newlines == 3 and reply_ids(out) == [554]
     s = _in_data(SessionConfig(hostname="mx.test", strict_dot=True))

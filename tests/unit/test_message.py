@@ -1,0 +1,37 @@
+"""Header block collection, header parsing and our Received: header."""
+
+from barricade.smtp.message import HeaderCollector, new_session_id, parse_headers, received_header
+
+
+def test_header_collector_splits_at_blank_line_across_chunks():
+    hc = HeaderCollector()
+    assert hc.feed(b"Subject: a\r\nX-Long: b\r\n") == b"" and not hc.done
+    assert hc.feed(b"\tcontinued\r\n\r\nbody\r\n") == b"body\r\n" and hc.done
+    assert bytes(hc.buffer) == b"Subject: a\r\nX-Long: b\r\n\tcontinued\r\n\r\n"
+    assert parse_headers(bytes(hc.buffer)) == [("Subject", "a"), ("X-Long", "b continued")]
+
+
+def test_message_without_headers():
+    hc = HeaderCollector()
+    assert hc.feed(b"\r\nbody only\r\n") == b"body only\r\n" and hc.buffer == b"\r\n"
+
+
+def test_received_header_cannot_be_injected_into():
+    h = received_header(helo="evil\r\nX-Injected: yes", client_name="a b", client_ip="192.0.2.1",
+                        hostname="mx.test", proto="ESMTP", qid="Q1", rcpts=["x@y.example"], when=0)
+    lines = h.decode().split("\r\n")
+    assert lines[0] == "Received: from evil??X-Injected:?yes (a?b [192.0.2.1])"
+    assert lines[1] == "\tby mx.test (Barricade) with ESMTP id Q1"
+    assert lines[2].startswith("\tfor <x@y.example>; ") and lines[3] == ""
+    assert all(len(x) < 78 for x in lines)
+
+
+def test_received_header_without_single_recipient_has_no_for_clause():
+    h = received_header(helo="h.example", client_name="n.example", client_ip="192.0.2.1",
+                        hostname="mx.test", proto="ESMTPS", qid="Q1", rcpts=["a@b", "c@d"], when=0)
+    assert b"for <" not in h and b"with ESMTPS id Q1;\r\n\t" in h
+
+
+def test_session_ids_are_unique_and_short():
+    ids = {new_session_id() for _ in range(5000)}
+    assert len(ids) == 5000 and all(len(i) == 12 and i.isalnum() for i in ids)
