@@ -35,7 +35,10 @@ class HeaderCollector:
         self.done = False
 
     def feed(self, chunk: bytes) -> bytes:
-        """Returns the bytes past the header block once it is complete."""
+        """Once the block is complete, the rest: the blank line, then the body.
+
+        ``buffer`` then holds the header lines only, each with its CRLF.
+        """
         self.buffer += chunk
         if self.buffer.startswith(b"\r\n"):
             end = 0

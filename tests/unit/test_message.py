@@ -6,14 +6,14 @@ from barricade.smtp.message import HeaderCollector, new_session_id, parse_header
 def test_header_collector_splits_at_blank_line_across_chunks():
     hc = HeaderCollector()
     assert hc.feed(b"Subject: a\r\nX-Long: b\r\n") == b"" and not hc.done
-    assert hc.feed(b"\tcontinued\r\n\r\nbody\r\n") == b"body\r\n" and hc.done
-    assert bytes(hc.buffer) == b"Subject: a\r\nX-Long: b\r\n\tcontinued\r\n\r\n"
+    assert hc.feed(b"\tcontinued\r\n\r\nbody\r\n") == b"\r\nbody\r\n" and hc.done
+    assert bytes(hc.buffer) == b"Subject: a\r\nX-Long: b\r\n\tcontinued\r\n"
     assert parse_headers(bytes(hc.buffer)) == [("Subject", "a"), ("X-Long", "b continued")]
 
 
 def test_message_without_headers():
     hc = HeaderCollector()
-    assert hc.feed(b"\r\nbody only\r\n") == b"body only\r\n" and hc.buffer == b"\r\n"
+    assert hc.feed(b"\r\nbody only\r\n") == b"\r\nbody only\r\n" and hc.buffer == b""
 
 
 def test_received_header_cannot_be_injected_into():
