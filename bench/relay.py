@@ -176,7 +176,7 @@ class Sink:
 class Proxy:
     """``twistd -n barricade`` as an operator runs it, from this checkout."""
 
-    def __init__(self, workdir: Path, sink_port: int, deadline: Deadline):
+    def __init__(self, workdir: Path, sink_port: int, deadline: Deadline, reactor: str = ""):
         self.port = free_port()
         self.route_map = workdir / "route-map"
         self.route_map.write_text(
@@ -193,7 +193,8 @@ class Proxy:
             "smtp-drop-after=0",  # never hang up on the load generator
         ]
         cmd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-               "-n", "--pidfile=", "--logfile", str(self.log), "barricade", *self.args]
+               "-n", "--pidfile=", "--logfile", str(self.log),
+               *([f"--reactor={reactor}"] if reactor else []), "barricade", *self.args]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         with self.out.open("wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=env)
@@ -518,6 +519,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="idle connections for the memory figure")
     ap.add_argument("--time-limit", type=positive, default=600,
                     help="seconds after which everything is stopped and the run fails")
+    ap.add_argument("--reactor", default="",
+                    help="twistd reactor for the proxy (default: Barricade's asyncio reactor)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work directory (logs) even when nothing failed")
     ap.add_argument("--json", action="store_true",
@@ -585,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
     try:
         sink = Sink(workdir, deadline)
-        proxy = Proxy(workdir, sink.port, deadline)
+        proxy = Proxy(workdir, sink.port, deadline, args.reactor)
         rep.say(f"  sink   smtp-sink pid {sink.proc.pid} on {HOST}:{sink.port}")
         rep.say(f"  proxy  barricade pid {proxy.proc.pid} on {HOST}:{proxy.port} -> sink")
         rep.say(f"  work dir {workdir}")

@@ -38,9 +38,11 @@ class DataDecoder:
 
         Bytes after the final dot stay in ``buffer`` for the command parser.
         """
+        if self.done:
+            return b""
         out = bytearray()
         buf = self.buffer
-        pos = 0
+        pos = self._fast(out) if self.at_line_start and self.after_crlf else 0
         while not self.done:
             nl = buf.find(b"\n", pos)
             if nl < 0:
@@ -65,6 +67,36 @@ class DataDecoder:
         del buf[:pos]
         self.size += len(out)
         return bytes(out)
+
+    def _fast(self, out: bytearray) -> int:
+        """Decode the complete lines at the head of the buffer in one go.
+
+        Well-formed mail (every line ends in CRLF, no bare CR or LF) is the
+        common case; it needs no per-line loop.  Anything else is left to
+        the line-by-line path.  Returns how many bytes were consumed.
+        """
+        buf = self.buffer
+        end = buf.rfind(b"\r\n") + 2
+        if end < 2:
+            return 0
+        block = bytes(buf[:end])
+        crlfs = block.count(b"\r\n")
+        if block.count(b"\n") != crlfs or block.count(b"\r") != crlfs:
+            return 0  # bare CR or LF somewhere: take the careful path
+        if block.startswith(b".\r\n"):
+            self.done = True
+            return 3
+        eod = block.find(b"\r\n.\r\n")
+        consumed = end
+        if eod >= 0:
+            block, consumed = block[: eod + 2], eod + 5
+            self.done = True
+        if block.startswith(b"."):
+            block = block[1:]
+        block = block.replace(b"\r\n.", b"\r\n")  # undo the dot-stuffing
+        self.longest_line = max(self.longest_line, max(map(len, block.split(b"\r\n"))))
+        out += block
+        return consumed
 
     def _segment(self, piece: bytes, out: bytearray) -> None:
         """Part of a line without its end."""
