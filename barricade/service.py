@@ -157,6 +157,7 @@ class BarricadeService(service.Service):
         self.sockets: list[socket.socket] = []
         self.ports: list = []
         self.metrics_port = None
+        self.factory: SmtpServerFactory | None = None
 
     @property
     def config(self) -> Config:
@@ -180,7 +181,7 @@ class BarricadeService(service.Service):
     def startService(self) -> None:
         service.Service.startService(self)
         reactor = self.context.reactor
-        factory = SmtpServerFactory(self.context)
+        self.factory = factory = SmtpServerFactory(self.context)
         for sock in self.sockets:
             self.ports.append(reactor.adoptStreamPort(sock.fileno(), sock.family, factory))
             host, port = sock.getsockname()[:2]
@@ -208,6 +209,8 @@ class BarricadeService(service.Service):
         from twisted.internet import defer
 
         ds = [defer.maybeDeferred(p.stopListening) for p in self.ports]
+        if self.factory is not None:
+            self.factory.shutdown()
         if self.metrics_port is not None:
             ds.append(defer.maybeDeferred(self.metrics_port.stopListening))
         self.ports = []

@@ -35,6 +35,7 @@ class SmtpServerProtocol(protocol.Protocol):
         self._timer = None
         self._closed = False
         self._pumping = False
+        self.factory: SmtpServerFactory | None = None
 
     # --- connection -----------------------------------------------------------------
 
@@ -52,6 +53,8 @@ class SmtpServerProtocol(protocol.Protocol):
         self.session = Session(self.server.session_config, client, self.server.catalogue, sid)
         self.proxy = Proxy(self.server, client, sid)
         self.proxy.on_fatal = self._fatal
+        if self.factory is not None:
+            self.factory.sessions.add(self)
         self.server.metrics.sessions.inc()
         self.server.metrics.sessions_active.inc()
         self._arm(self.server.config["smtp-command-timeout"])
@@ -73,6 +76,8 @@ class SmtpServerProtocol(protocol.Protocol):
             return
         self._closed = True
         self._disarm()
+        if self.factory is not None:
+            self.factory.sessions.discard(self)
         if self.proxy is not None:
             self.proxy.lost()
         self.server.metrics.sessions_active.dec()
@@ -169,6 +174,17 @@ class SmtpServerProtocol(protocol.Protocol):
         if not self._closed:
             self._send(self.session.abort(reply), reply)
 
+    def shutdown(self) -> None:
+        """The daemon is stopping: tell the client (#909) and close.
+
+        A transaction without its final reply is simply abandoned: the
+        client got no 250 for it and will send it again.
+        """
+        if self._closed or self.session is None or self.session.state == "closed":
+            return
+        reply = self.server.catalogue.reply(909, hostname=self.server.hostname)
+        self._send(self.session.abort(reply), reply)
+
     def _internal_error(self, failure: Failure) -> None:
         log.failure("session {sid}: internal error", failure,
                     sid=self.session.id if self.session else "-")
@@ -205,6 +221,14 @@ class SmtpServerProtocol(protocol.Protocol):
 class SmtpServerFactory(protocol.Factory):
     def __init__(self, server: ServerContext):
         self.server = server
+        self.sessions: set[SmtpServerProtocol] = set()
 
     def buildProtocol(self, addr) -> SmtpServerProtocol:
-        return SmtpServerProtocol(self.server)
+        proto = SmtpServerProtocol(self.server)
+        proto.factory = self
+        return proto
+
+    def shutdown(self) -> None:
+        """Close every open session with #909."""
+        for proto in list(self.sessions):
+            proto.shutdown()

@@ -331,3 +331,30 @@ def test_8bitmime_is_passed_downstream_when_enabled(sink, make_proxy):
         assert c.read().code == 250
     assert b"X-Mail-Args: <a@example.org> BODY=8BITMIME" in sink.messages()[0]
     assert "na\u00efve".encode() in sink.messages()[0]
+
+
+def test_one_route_down_while_another_carries_the_transaction(sink, make_proxy):
+    dead = free_port()
+    proxy = make_proxy(routes_to(sink) + f"route:down.example FORWARD: 127.0.0.1:{dead}\n")
+    with Client(proxy.port) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<a@example.org>")
+        assert c.cmd("RCPT TO:<b@example.com>").code == 250
+        r = c.cmd("RCPT TO:<x@down.example>")
+        assert (r.code, r.status, r.id) == (451, "4.0.0", 295)
+        assert r.text.startswith("4.0.0 cannot forward mail for <x@down.example> at this time")
+        assert c.cmd("DATA").code == 354
+        c.send(b"Subject: partial\r\n\r\nx\r\n.\r\n")
+        assert c.read().code == 250
+    assert b"x@down.example" not in sink.messages()[0]
+
+
+def test_shutdown_tells_connected_clients(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink))
+    with Client(proxy.port) as c:
+        c.ehlo()
+        proxy.proc.terminate()
+        r = c.read()
+        assert (r.code, r.status, r.id) == (421, "4.3.2", 909)
+        assert c.closed()
+    assert proxy.proc.wait(10) in (0, -15)  # twistd re-raises SIGTERM to exit with it

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from barricade.replies import Catalogue
 from barricade.smtp import events as ev
+from barricade.smtp.grammar import Strictness
 from barricade.smtp.session import CLOSED, DATA, NEED_DATA, PAUSED, Session, SessionConfig
 
 CAT = Catalogue()
@@ -458,3 +459,17 @@ def test_message_survives_any_chunking(body, chunk):
         eod = eod or next((e for e in events if isinstance(e, ev.EndOfData)), None)
     assert eod is not None and eod.violation is None
     assert data == b"".join(line + b"\r\n" for line in body)
+
+
+def test_syntax_errors_in_mail_and_rcpt():
+    s = make(SessionConfig(hostname="mx.test", drop_after=0, strictness=Strictness(extra_spaces=True)))
+    ehlo(s)
+    _, out = converse(s, b"MAIL FROM: <a@b.example>\r\n")
+    assert out.startswith(b"501 5.5.2 syntax error #280")
+    _, out = converse(s, b"MAIL TO:<a@b.example>\r\n")
+    assert reply_ids(out) == [280]
+    converse(s, b"MAIL FROM:<a@b.example>\r\n")
+    _, out = converse(s, b"RCPT TO: <c@d.example>\r\n")
+    assert out.startswith(b"501 5.5.2 syntax error #285")
+    _, out = converse(s, b"RCPT FROM:<c@d.example>\r\n")
+    assert reply_ids(out) == [285]

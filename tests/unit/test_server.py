@@ -1,0 +1,150 @@
+"""The Twisted adapter and the proxy, in process: StringTransport and a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from barricade.options import REGISTRY
+from barricade.policy.pipeline import Check, Pipeline
+from barricade.policy.verdict import Action, Verdict
+from barricade.service import build_context
+from barricade.smtp.server import SmtpServerFactory
+
+
+class Raises(Check):
+    name = "raises"
+
+    async def helo(self, ctx):
+        raise RuntimeError("boom")
+
+
+class Hangs(Check):
+    name = "hangs"
+
+    async def mail(self, ctx):
+        await defer.Deferred()  # never fires
+
+
+class NoReplyId(Check):
+    name = "no-reply-id"
+
+    async def rcpt(self, ctx, rcpt):
+        return Verdict(Action.REJECT)
+
+
+class Drops(Check):
+    name = "drops"
+
+    async def connect(self, ctx):
+        return Verdict(Action.DROP, 551)
+
+
+class Session:
+    def __init__(self, tmp_path, checks=(), *args: str):
+        routes = tmp_path / "routes"
+        routes.write_text("route:local FORWARD: 127.0.0.1:25\nroute:example.com FORWARD: 127.0.0.1:25\n")
+        config = REGISTRY.parse([f"route-map={routes}", "interface-name=mx.test", "metrics-interface=",
+                                 "check-timeout=5", *args])
+        self.clock = MemoryReactorClock()
+        ctx = build_context(config, reactor=self.clock)
+        ctx.pipeline = Pipeline(checks, self.clock, 5, ctx.metrics)
+        self.ctx = ctx
+        self.proto = SmtpServerFactory(ctx).buildProtocol(None)
+        self.transport = StringTransport(peerAddress=_Peer())
+        self.proto.makeConnection(self.transport)
+
+    def output(self) -> bytes:
+        out = self.transport.value()
+        self.transport.clear()
+        return out
+
+    def send(self, data: bytes) -> bytes:
+        self.proto.dataReceived(data)
+        return self.output()
+
+
+class _Peer:
+    host, port = "192.0.2.10", 5555
+
+
+def test_greeting_and_ehlo(tmp_path):
+    s = Session(tmp_path)
+    assert s.output().startswith(b"220 mx.test ESMTP Barricade ready #633 ")
+    out = s.send(b"EHLO client.example\r\n")
+    assert out.startswith(b"250-mx.test Hello client.example [192.0.2.10] #254")
+
+
+def test_failing_check_is_a_temporary_failure_not_a_traceback(tmp_path):
+    s = Session(tmp_path, [Raises()])
+    s.output()
+    out = s.send(b"EHLO client.example\r\n")
+    assert out.startswith(b"451 4.3.0 processing error #907")
+    assert b"boom" not in out and not s.transport.disconnecting
+
+
+def test_check_timeout(tmp_path):
+    s = Session(tmp_path, [Hangs()])
+    s.output()
+    s.send(b"EHLO client.example\r\n")
+    assert s.send(b"MAIL FROM:<a@b.example>\r\n") == b""  # waiting on the check
+    s.clock.advance(5.1)
+    assert s.output().startswith(b"451 4.3.0 processing error #907")
+    out = s.send(b"NOOP\r\n")
+    assert out.startswith(b"250 2.0.0 OK #547")
+
+
+def test_verdict_without_reply_id_becomes_907(tmp_path):
+    s = Session(tmp_path, [NoReplyId()])
+    s.output()
+    s.send(b"EHLO client.example\r\n")
+    s.send(b"MAIL FROM:<a@b.example>\r\n")
+    assert s.send(b"RCPT TO:<x@example.com>\r\n").startswith(b"451 4.3.0 processing error #907")
+
+
+def test_drop_at_connect(tmp_path):
+    s = Session(tmp_path, [Drops()])
+    assert s.output().startswith(b"421 4.3.2 system resources exceeded #551")
+    assert s.transport.disconnecting
+
+
+def test_internal_error_closes_with_908(tmp_path, monkeypatch):
+    s = Session(tmp_path)
+    s.output()
+
+    async def broken(self, event, session):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(type(s.proto.proxy), "on_noop", broken)
+    out = s.send(b"NOOP\r\n")
+    assert out.startswith(b"421 4.3.0 processing error, closing connection #908")
+    assert s.transport.disconnecting
+
+
+def test_idle_client_times_out(tmp_path):
+    s = Session(tmp_path, (), "smtp-command-timeout=30")
+    s.output()
+    s.clock.advance(29)
+    assert s.output() == b""
+    s.send(b"NOOP\r\n")
+    s.clock.advance(29)
+    assert s.output() == b""  # the timer restarted with the command
+    s.clock.advance(2)
+    assert s.output().startswith(b"421 4.4.7 connection timeout exceeded #905")
+    assert s.transport.disconnecting
+
+
+@pytest.mark.parametrize("line", [b"\x00\xff" * 10, b"MAIL FROM:<\xe9@x>", b"\xef\xbb\xbfHELO x"])
+def test_binary_commands_get_641(tmp_path, line):
+    s = Session(tmp_path)
+    s.output()
+    assert s.send(line + b"\r\n").startswith(b"500 5.5.2 unknown [192.0.2.10] sent non-printable")
+
+
+def test_shutdown_notice(tmp_path):
+    s = Session(tmp_path)
+    s.output()
+    s.proto.shutdown()
+    assert s.output().startswith(b"421 4.3.2 mx.test service shutting down, try again later #909")
+    assert s.transport.disconnecting
