@@ -48,10 +48,28 @@ class Metrics:
             "barricade_checks", "Check and plugin hook results",
             ["check", "phase", "outcome"], registry=r,
         )
+        self.scanner_results = Counter(
+            "barricade_scanner_results", "Scanner results (clean, infected, spam, error, ...)",
+            ["scanner", "result"], registry=r,
+        )
+        self.scanner_seconds = Histogram(
+            "barricade_scanner_seconds", "Scan latency", ["scanner"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.scanner_wait_seconds = Histogram(
+            "barricade_scanner_wait_seconds", "Time waiting for a free scanner connection",
+            ["scanner"], buckets=LATENCY_BUCKETS, registry=r,
+        )
         self.check_seconds = Histogram(
             "barricade_check_seconds", "Check and plugin hook latency",
             ["check", "phase"], buckets=LATENCY_BUCKETS, registry=r,
         )
+
+    def scanner(self, name: str, outcome: str, seconds: float) -> None:
+        self.scanner_results.labels(name, outcome).inc()
+        self.scanner_seconds.labels(name).observe(seconds)
+
+    def scanner_wait(self, name: str, seconds: float) -> None:
+        self.scanner_wait_seconds.labels(name).observe(seconds)
 
     def reply(self, reply: Reply) -> None:
         event = self.catalogue.spec(reply.id).event if reply.id in self.catalogue else "relayed"

@@ -258,6 +258,11 @@ _add("reply-file", "", """File of reply text overrides, one 'NNN text' per line,
      braces, e.g. {rcpt}, must be ones the original text uses.""", section=S)
 _add("save-dir", "/tmp", """Directory for spooled message bodies that outgrow
      memory (when a content scanner needs the whole message).""", section=S)
+_add("spool-memory-limit", 1048576, """Octets of a spooled message kept in memory
+     before it moves to a temp file in save-dir.""", section=S, minimum=0)
+_add("plugins", [], """Plugins to run, by name (shipped: see the plugin sections
+     below) or as package.module:Class. Scanners also run when their socket
+     option is set, as in smtpf.""", section=S)
 
 # --- maps -------------------------------------------------------------------
 S = "maps"

@@ -153,9 +153,12 @@ class Catalogue:
         self._texts[rid] = text
 
     @classmethod
-    def from_file(cls, path: str | Path | None) -> Catalogue:
-        """Load overrides: one ``NNN text`` per line, ``#`` comments."""
-        cat = cls()
+    def from_file(cls, path: str | Path | None, extra: Iterable[ReplySpec] = ()) -> Catalogue:
+        """The catalogue (plus plugins' ``extra`` entries) with the file's overrides.
+
+        The file has one ``NNN text`` per line and ``#`` comments.
+        """
+        cat = cls((*ENTRIES, *extra))
         if not path:
             return cat
         for lineno, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
@@ -673,4 +676,6 @@ def render_markdown(catalogue: Catalogue | None = None) -> str:
 if __name__ == "__main__":
     import sys
 
-    sys.stdout.write(render_markdown())
+    from barricade.plugin import plugin_replies
+
+    sys.stdout.write(render_markdown(Catalogue((*ENTRIES, *plugin_replies()))))

@@ -15,13 +15,14 @@ import socket
 from pathlib import Path
 
 from twisted.application import service
-from twisted.internet import ssl
+from twisted.internet import defer, ssl
 from twisted.logger import Logger
 from twisted.web.server import Site
 
 from barricade.maps import KeyValueMap, MapError, RouteMap
 from barricade.metrics import Metrics, metrics_root
-from barricade.options import Config
+from barricade.options import Config, OptionError
+from barricade.plugin import Plugin, Services, enabled_plugins, plugin_replies
 from barricade.policy.limits import builtin_checks
 from barricade.policy.pipeline import Pipeline
 from barricade.replies import Catalogue, CatalogueError
@@ -94,13 +95,12 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     if reactor is None:
         from twisted.internet import reactor
     try:
-        catalogue = Catalogue.from_file(config["reply-file"] or None)
+        catalogue = Catalogue.from_file(config["reply-file"] or None, extra=plugin_replies())
     except (CatalogueError, OSError) as exc:
         raise StartupError(f"reply-file: {exc}") from None
     try:
         routes = RouteMap(config["route-map"])
-        if config["access-map"]:
-            KeyValueMap(config["access-map"])
+        access = KeyValueMap(config["access-map"]) if config["access-map"] else None
     except MapError as exc:
         raise StartupError(str(exc)) from None
     for item in config["interfaces"]:
@@ -110,7 +110,12 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     tls = tls_context(config)
     hostname = config["interface-name"] or socket.getfqdn()
     metrics = Metrics(catalogue)
-    pipeline = Pipeline(builtin_checks(config), reactor, config["check-timeout"], metrics)
+    services = Services(reactor=reactor, metrics=metrics, save_dir=config["save-dir"], access_map=access)
+    try:
+        plugins = enabled_plugins(config, services)
+    except OptionError as exc:
+        raise StartupError(str(exc)) from None
+    pipeline = Pipeline([*builtin_checks(config), *plugins], reactor, config["check-timeout"], metrics)
     return ServerContext(
         config=config,
         catalogue=catalogue,
@@ -197,6 +202,11 @@ class BarricadeService(service.Service):
                 )
             except Exception as exc:
                 self._fail(f"metrics-interface {host}:{port}: {exc}")
+        for check in self.context.pipeline.checks:
+            if isinstance(check, Plugin):
+                log.info("barricade: plugin {name} enabled", name=check.name)
+                defer.ensureDeferred(check.start()).addErrback(
+                    lambda f, n=check.name: log.failure("plugin {n} failed to start", f, n=n))
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.reload))
 
@@ -206,9 +216,9 @@ class BarricadeService(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
-        from twisted.internet import defer
-
         ds = [defer.maybeDeferred(p.stopListening) for p in self.ports]
+        ds += [defer.ensureDeferred(c.stop()) for c in self.context.pipeline.checks
+               if isinstance(c, Plugin)]
         if self.factory is not None:
             self.factory.shutdown()
         if self.metrics_port is not None:

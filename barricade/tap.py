@@ -21,6 +21,7 @@ if "twisted.internet.reactor" not in sys.modules:  # pragma: no branch
 
 from twisted.python import usage  # noqa: E402
 
+from barricade import plugin  # noqa: E402
 from barricade.options import REGISTRY, OptionError  # noqa: E402
 
 
@@ -46,6 +47,7 @@ class Options(usage.Options):
         actions = [a for a in self.args if a.lower() == "help"]
         settings = [a for a in self.args if a.lower() != "help"]
         try:
+            plugin.prepare(settings, self["config"])  # plugin options join the registry
             self.config = REGISTRY.parse(settings, self["config"])
         except OptionError as exc:
             raise usage.UsageError(str(exc)) from None

@@ -81,9 +81,15 @@ class Sink:
 
     def messages(self) -> list[bytes]:
         """Delivered transactions (smtp-sink's dump files), oldest first."""
-        files = sorted(self.dump.iterdir(), key=lambda p: p.stat().st_mtime_ns)
-        # smtp-sink opens the file at MAIL; one that stays empty saw no message.
-        return [data for data in (p.read_bytes() for p in files) if data]
+        found = []
+        for path in self.dump.iterdir():
+            try:  # smtp-sink removes the file of a transaction that ended without a message
+                stamp, data = path.stat().st_mtime_ns, path.read_bytes()
+            except FileNotFoundError:
+                continue
+            if data:  # opened at MAIL; still empty: no message (yet)
+                found.append((stamp, path.name, data))
+        return [data for _, _, data in sorted(found)]
 
     def bodies(self) -> list[bytes]:
         """The messages as delivered, without smtp-sink's own X- and Received lines.

@@ -24,6 +24,7 @@ from barricade.smtp.events import ClientInfo
 log = Logger()
 
 PHASES = ("connect", "helo", "mail", "rcpt", "data", "headers", "body", "end_of_data")
+ENVELOPE_PHASES = frozenset(("connect", "helo", "mail", "rcpt"))
 
 
 @dataclass
@@ -39,15 +40,50 @@ class Context:
     rcpts: list[str] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)
     qid: str = ""
-    white: bool = False  # an ACCEPT verdict white-listed this transaction
+    white_session: bool = False  # ACCEPT at connect/HELO: the whole session is trusted
+    white: bool = False  # ACCEPT later: this transaction is trusted
+    white_envelope: bool = False  # CONTENT: envelope checks skipped, content still checked
+    white_av: bool = False  # OK+AV: not even anti-virus runs
     notes: dict[str, Any] = field(default_factory=dict)  # checks share results here
+    header_block: bytes = b""  # the message's header lines as received (CRLF, unstuffed)
+    added_headers: list[tuple[str, str]] = field(default_factory=list)
+    subject_tag: str = ""
+    spool: Any = None  # barricade.spool.Spool when a check needs the whole message
 
     def reset_transaction(self) -> None:
         self.sender = None
         self.mail_params = {}
         self.rcpts = []
         self.headers = []
-        self.white = False
+        self.header_block = b""
+        self.added_headers = []
+        self.subject_tag = ""
+        self.white = self.white_envelope = self.white_av = False
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+        self.notes = {k: v for k, v in self.notes.items() if k.startswith("session.")}
+
+    def add_header(self, name: str, value: str) -> None:
+        """Add a header to the delivered message.
+
+        Honoured when asked for in a ``headers`` hook (cut-through) or in any
+        hook up to ``end_of_data`` when the message is spooled.
+        """
+        self.added_headers.append((name, value))
+
+    def tag_subject(self, tag: str) -> None:
+        """Prefix the Subject (e.g. ``[SPAM]``); needs a spooled message."""
+        self.subject_tag = tag
+
+    def header(self, name: str) -> str | None:
+        """The first header of that name, unfolded."""
+        low = name.lower()
+        return next((v for n, v in self.headers if n.lower() == low), None)
+
+    @property
+    def trusted(self) -> bool:
+        return self.white or self.white_session
 
 
 class Check:
@@ -57,6 +93,12 @@ class Check:
     #: True when the check needs the whole message before the dot goes
     #: downstream (content scanners); the proxy then spools the message.
     needs_message = False
+    #: Anti-virus checks run even for white-listed mail (unless OK+AV).
+    antivirus = False
+    #: Seconds each hook may take (0: the ``check-timeout`` option).
+    timeout: float = 0
+    #: The temp-fail reply when a hook raises or times out.
+    error_reply = 907
 
     async def connect(self, ctx: Context) -> Verdict:
         return CONTINUE
@@ -104,12 +146,22 @@ class Pipeline:
     async def run(self, phase: str, ctx: Context, *args: Any) -> Verdict:
         """The first decisive verdict of the phase, or CONTINUE/ACCEPT."""
         result = CONTINUE
+        envelope = phase in ENVELOPE_PHASES
         for check in self._hooks[phase]:
+            if ctx.trusted or (envelope and ctx.white_envelope):
+                if not check.antivirus or ctx.white_av:
+                    continue  # smtpf: a white-listed message skips all but anti-virus
             verdict = await self._one(check, phase, ctx, args)
             if verdict.action is Action.CONTINUE:
                 continue
-            if verdict.action in (Action.ACCEPT, Action.CONTENT):
-                ctx.white = True
+            if verdict.action is Action.ACCEPT:
+                if phase in ("connect", "helo"):
+                    ctx.white_session = True
+                else:
+                    ctx.white = True
+                return verdict
+            if verdict.action is Action.CONTENT:
+                ctx.white_envelope = True
                 return verdict
             if verdict.decisive:
                 return verdict
@@ -118,10 +170,11 @@ class Pipeline:
 
     async def _one(self, check: Check, phase: str, ctx: Context, args: tuple) -> Verdict:
         started = time.monotonic()
+        timeout = check.timeout or self.timeout
         outcome = "error"
         try:
             d = defer.ensureDeferred(getattr(check, phase)(ctx, *args))
-            verdict = await d.addTimeout(self.timeout, self.reactor)
+            verdict = await d.addTimeout(timeout, self.reactor)
             outcome = verdict.action.value
             if verdict.check:
                 return verdict
@@ -129,11 +182,18 @@ class Pipeline:
         except defer.TimeoutError:
             outcome = "timeout"
             log.error("check {check} timed out in {phase} after {t}s (session {sid})",
-                      check=check.name, phase=phase, t=self.timeout, sid=ctx.session_id)
-        except Exception:
+                      check=check.name, phase=phase, t=timeout, sid=ctx.session_id)
+        except Exception as exc:
+            handled = getattr(exc, "verdict", None)
+            if callable(handled):  # a check's own numbered failure (scanner I/O errors)
+                log.error("check {check} failed in {phase} (session {sid}): {err}",
+                          check=check.name, phase=phase, sid=ctx.session_id, err=str(exc))
+                outcome = "failed"
+                verdict = handled()
+                return Verdict(verdict.action, verdict.reply_id, verdict.fields, check=check.name)
             log.failure("check {check} failed in {phase} (session {sid})",
                         check=check.name, phase=phase, sid=ctx.session_id)
         finally:
             if self.metrics is not None:
                 self.metrics.check(check.name, phase, outcome, time.monotonic() - started)
-        return Verdict(Action.TEMPFAIL, 907, {}, check=check.name)
+        return Verdict(Action.TEMPFAIL, check.error_reply, {}, check=check.name)

@@ -101,3 +101,29 @@ def received_header(
         lines[-1] += ";"
         lines.append(f"\t{date}")
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
+
+
+def edit_headers(block: bytes, subject_tag: str, added: list[tuple[str, str]]) -> bytes:
+    """Apply a Subject tag and added headers to a raw header block.
+
+    Added headers go first (newest on top, like trace fields); the tag is
+    put in front of the Subject unless it is already there, and a message
+    without a Subject gets one.
+    """
+    out = bytearray()
+    for name, value in added:
+        out += f"{_token(name)}: {_CONTROL_CRLF.sub(' ', value)}\r\n".encode("utf-8", "replace")
+    if not subject_tag:
+        return bytes(out) + block
+    tag = subject_tag.encode("utf-8", "replace")
+    lines = block.split(b"\r\n")
+    for i, line in enumerate(lines):
+        if line[:8].lower() == b"subject:":
+            value = line[8:].lstrip()
+            if not value.startswith(tag):
+                lines[i] = b"Subject: " + tag + b" " + value
+            return bytes(out) + b"\r\n".join(lines)
+    return bytes(out) + b"Subject: " + tag + b"\r\n" + block
+
+
+_CONTROL_CRLF = re.compile(r"[\r\n]+")

@@ -30,8 +30,9 @@ from barricade.policy.verdict import Action, Verdict
 from barricade.replies import Catalogue, Reply
 from barricade.smtp import events as ev
 from barricade.smtp.forward import Downstream, DownstreamError, DownstreamReply, Timeouts
-from barricade.smtp.message import HeaderCollector, parse_headers, received_header
+from barricade.smtp.message import HeaderCollector, edit_headers, parse_headers, received_header
 from barricade.smtp.session import SessionConfig
+from barricade.spool import Spool
 
 log = Logger()
 
@@ -103,6 +104,7 @@ class Proxy:
         self.messages = 0
         self._headers: HeaderCollector | None = None
         self._abort_reply: Outcome | None = None
+        self.spooling = False
         self.fatal: Reply | None = None  # set when the session must end mid-DATA
         self.on_fatal: Callable[[Reply], None] | None = None
 
@@ -268,12 +270,22 @@ class Proxy:
             if not down.recipients:  # every RCPT of this route was refused
                 del self.txn[name]
                 await down.rset()
-        results = await self._all(lambda d: d.data())
+        self.spooling = self.server.pipeline.needs_message
+        if self.spooling:
+            # A scanner needs the whole message: DATA goes downstream at the dot,
+            # after the checks, as in smtpf's spool mode.
+            results = []
+        else:
+            results = await self._all(lambda d: d.data())
         if all(isinstance(r, DownstreamReply) and r.code == 354 for r in results):
             self.messages += 1
             self.ctx.qid = f"{self.ctx.session_id}{self.messages:02d}"
             self._headers = HeaderCollector()
             self._abort_reply = None
+            if self.spooling:
+                cfg = self.cfg
+                self.ctx.spool = Spool(cfg["save-dir"], cfg["spool-memory-limit"],
+                                       prefix=f"{self.ctx.qid}-")
             return Outcome(self.reply(900))
         outcome = self._aggregate_failure(results, expect=354, lost=903)
         await self.end_transaction(abort=True)
@@ -327,23 +339,40 @@ class Proxy:
             if verdict.decisive:
                 self._abort(self.verdict_outcome(verdict))
                 return
-        self._write(data)
+        self._emit(data)
+
+    def _emit(self, data: bytes) -> None:
+        """Message bytes go downstream now (cut-through) or to the spool."""
+        if self.ctx.spool is not None:
+            self.ctx.spool.write(data)
+        else:
+            self._write(data)
 
     async def _headers_complete(self) -> None:
         assert self._headers is not None
         block = bytes(self._headers.buffer)
+        self.ctx.header_block = block
         self.ctx.headers = parse_headers(block)
         verdict = await self.server.pipeline.run("headers", self.ctx)
         if verdict.decisive:
             self._abort(self.verdict_outcome(verdict))
             return
+        if self.ctx.spool is not None:
+            self.ctx.spool.write(block)  # trace and header changes are added at the dot
+        else:
+            self._write(self._trace() + self._header_block())
+
+    def _trace(self) -> bytes:
         client = self.ctx.client
         proto = ("ESMTP" if self.esmtp else "SMTP") + ("S" if self.ctx.tls else "")
-        trace = received_header(
+        return received_header(
             helo=self.ctx.helo, client_name=client.name, client_ip=client.ip,
             hostname=self.server.hostname, proto=proto, qid=self.ctx.qid, rcpts=self.ctx.rcpts,
         )
-        self._write(trace + block)
+
+    def _header_block(self) -> bytes:
+        """The header block as delivered: Subject tag and added headers applied."""
+        return edit_headers(self.ctx.header_block, self.ctx.subject_tag, self.ctx.added_headers)
 
     def _write(self, data: bytes) -> None:
         if not data:
@@ -393,7 +422,10 @@ class Proxy:
             self._outcome_metric("reject")
             return self._abort_reply
         started = time.monotonic()
-        results = await self._all(lambda d: d.dot())
+        if self.ctx.spool is not None:
+            results = await self._deliver_spooled()
+        else:
+            results = await self._all(lambda d: d.dot())
         if all(isinstance(r, DownstreamReply) and r.ok for r in results):
             log.info("session {sid}: message {qid} accepted by {n} host(s) in {t:.3f}s: {replies}",
                      sid=self.ctx.session_id, qid=self.ctx.qid, n=len(results),
@@ -407,6 +439,23 @@ class Proxy:
                  qid=self.ctx.qid, replies="; ".join(map(str, results)))
         self._outcome_metric("downstream-fail")
         return self._aggregate_failure(results, expect=250, lost=902)
+
+    async def _deliver_spooled(self) -> list[DownstreamReply | DownstreamError]:
+        """Spool mode: DATA, the edited message and the dot, to every route."""
+        spool = self.ctx.spool
+        head = self._trace() + self._header_block()
+        skip = len(self.ctx.header_block)  # the spool starts with the original header block
+
+        async def send(down: Downstream) -> DownstreamReply:
+            reply = await down.data()
+            if reply.code != 354:
+                return reply
+            down.write(head)
+            for piece in spool.chunks(start=skip):
+                down.write(piece)
+            return await down.dot()
+
+        return await self._all(send)
 
     def _outcome_metric(self, outcome: str) -> None:
         self.server.metrics.messages.labels(outcome).inc()

@@ -1,0 +1,402 @@
+"""The plugin interface: how scanners and third-party checks join Barricade.
+
+A plugin is a :class:`Plugin` subclass.  It declares its options (they join
+the option registry, ``help`` and ``conf/barricade.cf``) and any catalogue
+replies of its own, overrides the hooks it needs, and returns verdicts.
+Barricade finds plugins in three places, in this order:
+
+* the modules of the ``barricade.plugins`` package (the shipped scanners);
+* the ``barricade.plugins`` entry-point group (``pip install``-ed packages);
+* ``module:Class`` names listed in the ``plugins`` option.
+
+A plugin runs when its name is in ``plugins`` or when its :meth:`enabled`
+says so (the shipped scanners, like smtpf's, switch on when their socket
+option is set).  Enabled plugins run in ``order`` (then name) after the
+built-in checks.  ``docs/plugins.md`` is the guide for plugin authors.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import importlib
+import pkgutil
+import time
+from collections.abc import Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from twisted.internet import defer, error, protocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
+from twisted.logger import Logger
+
+from barricade.options import REGISTRY, Config, OptionError, Registry
+from barricade.policy.pipeline import Check
+from barricade.policy.verdict import Action, Verdict
+from barricade.replies import ReplySpec
+
+log = Logger()
+
+ENTRY_POINT_GROUP = "barricade.plugins"
+
+
+@dataclass(frozen=True)
+class PluginOption:
+    """One option a plugin adds to the registry (smtpf syntax, like the core's)."""
+
+    name: str
+    default: Any
+    help: str
+    kind: str | None = None
+    minimum: int | None = None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass
+class Services:
+    """What Barricade hands every plugin instance."""
+
+    reactor: Any
+    metrics: Any
+    save_dir: str = "/tmp"
+    access_map: Any = None  # barricade.maps.KeyValueMap or None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Plugin(Check):
+    """Base class of every plugin."""
+
+    #: The name used in ``plugins=`` and in logs and metrics.
+    name: ClassVar[str] = "plugin"
+    #: Position among plugins (smaller runs first); ties go by name.
+    order: ClassVar[int] = 500
+    #: Options this plugin adds; by convention prefixed with its name.
+    options: ClassVar[tuple[PluginOption, ...]] = ()
+    #: Catalogue replies this plugin adds (ids 1000 and up for third parties).
+    replies: ClassVar[tuple[ReplySpec, ...]] = ()
+
+    def __init__(self, config: Config, services: Services):
+        self.config = config
+        self.services = services
+
+    @classmethod
+    def enabled(cls, config: Config) -> bool:
+        """Run without being named in ``plugins``?  Scanners: when their socket is set."""
+        return False
+
+    async def start(self) -> None:
+        """Called once when the service starts (open pools, check the daemon)."""
+
+    async def stop(self) -> None:
+        """Called once when the service stops."""
+
+
+# --- discovery -----------------------------------------------------------------------
+
+_classes: dict[str, type[Plugin]] | None = None
+
+
+def _plugin_classes_in(module) -> Iterable[type[Plugin]]:
+    for value in vars(module).values():
+        if (isinstance(value, type) and issubclass(value, Plugin) and value is not Plugin
+                and value.__module__ == module.__name__ and not value.__name__.startswith("_")
+                and "name" in vars(value)):
+            yield value
+
+
+def discover() -> dict[str, type[Plugin]]:
+    """Every plugin class that can be found, by name (cached)."""
+    global _classes
+    if _classes is not None:
+        return _classes
+    found: dict[str, type[Plugin]] = {}
+    try:
+        import barricade.plugins as shipped
+
+        for info in pkgutil.iter_modules(shipped.__path__, shipped.__name__ + "."):
+            try:
+                module = importlib.import_module(info.name)
+            except Exception:
+                log.failure("cannot import plugin module {m}", m=info.name)
+                continue
+            for cls in _plugin_classes_in(module):
+                found.setdefault(cls.name, cls)
+    except ImportError:
+        pass
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in found:
+            continue
+        try:
+            cls = ep.load()
+        except Exception:
+            log.failure("cannot load plugin entry point {ep}", ep=str(ep))
+            continue
+        if isinstance(cls, type) and issubclass(cls, Plugin):
+            found[cls.name] = cls
+    _classes = found
+    return found
+
+
+def load_class(spec: str) -> type[Plugin]:
+    """``name`` (discovered) or ``package.module:Class``."""
+    classes = discover()
+    if spec in classes:
+        return classes[spec]
+    if ":" not in spec:
+        raise OptionError(f"plugins: unknown plugin {spec!r} (known: {', '.join(sorted(classes)) or 'none'})")
+    module_name, _, attr = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise OptionError(f"plugins: cannot load {spec!r}: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+        raise OptionError(f"plugins: {spec!r} is not a barricade.plugin.Plugin subclass")
+    return cls
+
+
+def register_options(classes: Iterable[type[Plugin]], registry: Registry = REGISTRY) -> None:
+    """Add the plugins' options to the registry (once per name)."""
+    for cls in classes:
+        for opt in cls.options:
+            if opt.name in registry:
+                continue
+            registry.add(opt.name, opt.default, opt.help, section=f"plugin {cls.name}",
+                         kind=opt.kind, minimum=opt.minimum, choices=opt.choices)
+
+
+def prepare(args: Iterable[str], config_file: str | None = None) -> None:
+    """Before options are parsed: register every plugin's options.
+
+    ``module:Class`` plugins named in the config file or on the command
+    line are loaded here too, so their options can be set alongside.
+    """
+    classes = list(discover().values())
+    lines = list(args)
+    if config_file:
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                lines = [x.strip() for x in f if x.strip() and not x.lstrip().startswith("#")] + lines
+        except OSError:
+            pass  # the option parser reports the unreadable file
+    for arg in lines:
+        name, sep, value = arg.partition("=")
+        if sep and name.strip().rstrip("+").lower() == "plugins":
+            for spec in value.replace(";", ",").split(","):
+                spec = spec.strip()
+                if ":" in spec:
+                    classes.append(load_class(spec))
+    register_options(classes)
+
+
+def enabled_plugins(config: Config, services: Services) -> list[Plugin]:
+    """Instances of the plugins this configuration runs, in order."""
+    named = [load_class(spec) for spec in config["plugins"]]
+    auto = [cls for cls in discover().values() if cls not in named and cls.enabled(config)]
+    classes = sorted(set(named) | set(auto), key=lambda c: (c.order, c.name))
+    register_options(classes)
+    return [cls(config, services) for cls in classes]
+
+
+def plugin_replies() -> list[ReplySpec]:
+    """Replies declared by discovered plugins (the catalogue adds them)."""
+    out = []
+    for cls in discover().values():
+        out.extend(cls.replies)
+    return out
+
+
+# --- scanner helpers -------------------------------------------------------------------
+
+
+class ScannerError(Exception):
+    """A scanner I/O failure; ``reply_id`` is the plugin's numbered 451."""
+
+    def __init__(self, reply_id: int, error: str, errno: int = 0):
+        super().__init__(f"{error} ({errno})")
+        self.reply_id = reply_id
+        self.error = error
+        self.errno = errno
+
+    def verdict(self) -> Verdict:
+        """The pipeline answers a raised ScannerError with this."""
+        return Verdict(Action.TEMPFAIL, self.reply_id, {"error": self.error, "errno": self.errno})
+
+
+class _Stream(protocol.Protocol):
+    """A byte stream with awaitable reads, for request/response scanner protocols."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.closed = False
+        self._waiter: defer.Deferred | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        self._wake()
+
+    def connectionLost(self, reason=protocol.connectionDone) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.callback(None)
+
+    def wait(self) -> defer.Deferred:
+        self._waiter = defer.Deferred()
+        return self._waiter
+
+
+class ScannerConnection:
+    """One connection to a scanner daemon, every wait under the plugin's timeout."""
+
+    def __init__(self, stream: _Stream, reactor, timeout: float, errors: dict[str, int]):
+        self.stream = stream
+        self.reactor = reactor
+        self.timeout = timeout
+        self.errors = errors
+
+    def write(self, data: bytes) -> None:
+        if self.stream.closed:
+            raise ScannerError(self.errors["write"], "connection closed", errno_mod.EPIPE)
+        self.stream.transport.write(data)
+
+    def close_write(self) -> None:
+        try:
+            self.stream.transport.loseWriteConnection()
+        except AttributeError:
+            pass
+
+    async def _more(self) -> bool:
+        if self.stream.closed:
+            return False
+        try:
+            await self.stream.wait().addTimeout(self.timeout, self.reactor)
+        except defer.TimeoutError:
+            raise ScannerError(self.errors["read"], "timed out", errno_mod.ETIMEDOUT) from None
+        return True
+
+    async def read_until(self, terminator: bytes, limit: int = 65536) -> bytes:
+        """Up to and without ``terminator``; EOF first returns what there is."""
+        while True:
+            i = self.stream.buffer.find(terminator)
+            if i >= 0:
+                out = bytes(self.stream.buffer[:i])
+                del self.stream.buffer[: i + len(terminator)]
+                return out
+            if len(self.stream.buffer) > limit:
+                raise ScannerError(self.errors["read"], "answer too long", errno_mod.EMSGSIZE)
+            if not await self._more():
+                out = bytes(self.stream.buffer)
+                self.stream.buffer.clear()
+                if not out:
+                    raise ScannerError(self.errors["read"], "connection closed", errno_mod.ECONNRESET)
+                return out
+
+    async def read_to_eof(self, limit: int = 1 << 20) -> bytes:
+        while await self._more():
+            if len(self.stream.buffer) > limit:
+                raise ScannerError(self.errors["read"], "answer too long", errno_mod.EMSGSIZE)
+        out = bytes(self.stream.buffer)
+        self.stream.buffer.clear()
+        return out
+
+    def close(self) -> None:
+        if not self.stream.closed and self.stream.transport is not None:
+            self.stream.transport.abortConnection()
+
+
+def parse_socket(value: str, default_port: int) -> tuple[str, str, int]:
+    """``/path`` (unix), ``host[:port]`` or ``[v6]:port`` → ``(kind, host_or_path, port)``."""
+    if value.startswith("/"):
+        return "unix", value, 0
+    host, port = value, default_port
+    if value.startswith("["):
+        end = value.find("]")
+        host, rest = value[1:end], value[end + 1 :]
+        if rest.startswith(":"):
+            port = int(rest[1:])
+    elif value.count(":") == 1:
+        host, _, p = value.partition(":")
+        port = int(p)
+    return ("tcp6" if ":" in host else "tcp"), host, port
+
+
+class ScannerPlugin(Plugin):
+    """Base for scanner daemons: socket option, timeout, capacity, metrics.
+
+    Subclasses set ``socket_option``, ``default_port``, ``errors`` (the
+    plugin's numbered 451 replies for ``address``, ``connect``, ``write``
+    and ``read`` failures) and implement the protocol with
+    :meth:`connection`.
+    """
+
+    socket_option: ClassVar[str] = ""
+    default_port: ClassVar[int] = 0
+    errors: ClassVar[dict[str, int]] = {}
+
+    @classmethod
+    def enabled(cls, config: Config) -> bool:
+        return bool(cls.socket_option and config[cls.socket_option])
+
+    def __init__(self, config: Config, services: Services):
+        super().__init__(config, services)
+        # smtpf bounds each wait on the daemon by <name>-timeout; a whole hook
+        # (connect, send, several reads) gets three of those before it is cut.
+        self.io_timeout = float(config.get(f"{self.name}-timeout", 120))
+        self.timeout = 3 * self.io_timeout
+        tokens = int(config.get(f"{self.name}-connections", 8) or 8)
+        self.capacity = defer.DeferredSemaphore(tokens)
+        try:
+            self.address = parse_socket(config[self.socket_option], self.default_port)
+        except (ValueError, IndexError):
+            raise OptionError(f"{self.socket_option}: bad socket {config[self.socket_option]!r}") from None
+
+    @asynccontextmanager
+    async def connection(self):
+        """Wait for capacity, connect, and always release both."""
+        metrics = self.services.metrics
+        started = time.monotonic()
+        try:
+            await self.capacity.acquire().addTimeout(self.io_timeout, self.services.reactor)
+        except defer.TimeoutError:
+            raise ScannerError(self.errors["connect"], "too many scans waiting", errno_mod.EAGAIN) from None
+        waited = time.monotonic() - started
+        if metrics is not None:
+            metrics.scanner_wait(self.name, waited)
+        conn = None
+        try:
+            conn = await self._connect()
+            yield conn
+        finally:
+            if conn is not None:
+                conn.close()
+            self.capacity.release()
+
+    async def _connect(self) -> ScannerConnection:
+        kind, host, port = self.address
+        reactor = self.services.reactor
+        timeout = self.io_timeout
+        if kind == "unix":
+            endpoint = UNIXClientEndpoint(reactor, host, timeout=timeout)
+        elif kind == "tcp6":
+            endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+        else:
+            endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+        try:
+            stream = await endpoint.connect(protocol.Factory.forProtocol(_Stream)).addTimeout(
+                timeout, reactor)
+        except defer.TimeoutError:
+            raise ScannerError(self.errors["connect"], "connect timed out", errno_mod.ETIMEDOUT) from None
+        except error.ConnectionRefusedError:
+            raise ScannerError(self.errors["connect"], "Connection refused", errno_mod.ECONNREFUSED) from None
+        except (error.ConnectError, OSError) as exc:
+            raise ScannerError(self.errors["connect"], str(exc) or type(exc).__name__,
+                               getattr(exc, "osError", 0) or errno_mod.EIO) from None
+        return ScannerConnection(stream, reactor, timeout, self.errors)
+
+    def result(self, outcome: str, seconds: float) -> None:
+        if self.services.metrics is not None:
+            self.services.metrics.scanner(self.name, outcome, seconds)
