@@ -1,0 +1,335 @@
+"""A test kit for Barricade and its plugins: real daemons on loopback.
+
+``Sink`` runs Postfix's smtp-sink as the downstream MTA (its dump files
+show what was delivered), ``Proxy`` runs ``twistd -n barricade`` the way
+an operator does, and ``Client`` speaks SMTP byte by byte.  The pytest
+fixtures ``sink``, ``make_sink`` and ``make_proxy`` start them in a temp
+directory on free ports and stop them by pid::
+
+    # conftest.py of a plugin package
+    from barricade.testing import make_proxy, make_sink, sink  # noqa: F401
+
+    def test_my_plugin(sink, make_proxy):
+        proxy = make_proxy(routes_to(sink), "plugins=mypkg.plugin:MyPlugin",
+                           pythonpath=[Path(__file__).parent.parent])
+        with Client(proxy.port) as c:
+            ...
+
+Needs smtp-sink (Debian: postfix) and pytest.
+"""
+
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+# Where the barricade package lives (a checkout or site-packages): the proxy
+# subprocess must import this very copy.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+REPO = PACKAGE_ROOT
+
+
+def lf(data: bytes) -> bytes:
+    """Message bytes as smtp-sink's dump shows them."""
+    return data.replace(b"\r\n", b"\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def banner_ready(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.settimeout(2)
+            return s.recv(512).startswith(b"220")
+    except OSError:
+        return False
+
+
+def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Sink:
+    """Postfix's smtp-sink; ``dump`` holds one file per delivered transaction."""
+
+    def __init__(self, tmp: Path, *args: str, port: int | None = None):
+        if shutil.which("smtp-sink") is None:
+            raise RuntimeError("smtp-sink not installed (apt-get install postfix)")
+        self.port = port or free_port()
+        # smtp-sink writes as "nobody": pytest's 0700 tmp dirs are out of its reach.
+        self.dump = Path(tempfile.mkdtemp(prefix=f"barricade-sink-{self.port}-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.dump, "nobody")
+        cmd = ["smtp-sink"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]
+        cmd += ["-d", f"{self.dump}/%H%M%S.", *args, f"127.0.0.1:{self.port}", "1000"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: banner_ready(self.port) or self.proc.poll() is not None, what="smtp-sink")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"smtp-sink failed: {self.proc.stderr.read().decode()}")
+
+    def messages(self) -> list[bytes]:
+        """Delivered transactions (smtp-sink's dump files), oldest first."""
+        found = []
+        for path in self.dump.iterdir():
+            try:  # smtp-sink removes the file of a transaction that ended without a message
+                stamp, data = path.stat().st_mtime_ns, path.read_bytes()
+            except FileNotFoundError:
+                continue
+            if data:  # opened at MAIL; still empty: no message (yet)
+                found.append((stamp, path.name, data))
+        return [data for _, _, data in sorted(found)]
+
+    def bodies(self) -> list[bytes]:
+        """The messages as delivered, without smtp-sink's own X- and Received lines.
+
+        smtp-sink stores lines with LF endings and adds one LF after the
+        message; both are undone here except the CRLF → LF conversion,
+        so compare with ``lf(expected)``.
+        """
+        out = []
+        for raw in self.messages():
+            lines = raw.split(b"\n")
+            # smtp-sink writes X-Client-*, X-Helo/Mail/Rcpt-Args, then its Received (3 lines).
+            i = 0
+            while i < len(lines) and lines[i].startswith(b"X-"):
+                i += 1
+            i += 3
+            body = b"\n".join(lines[i:])
+            out.append(body[:-1] if body.endswith(b"\n") else body)
+        return out
+
+    def stop(self) -> None:
+        stop(self.proc)
+        shutil.rmtree(self.dump, ignore_errors=True)
+
+
+class Proxy:
+    """``twistd -n barricade`` in a subprocess, the way an operator runs it."""
+
+    def __init__(self, tmp: Path, route_map: str, *args: str, port: int | None = None,
+                 pythonpath: list[str | Path] = ()):
+        self.port = port or free_port()
+        self.metrics_port = free_port()
+        self.tmp = tmp
+        self.route_map = tmp / f"route-map-{self.port}"
+        self.route_map.write_text(route_map)
+        self.log = tmp / f"barricade-{self.port}.log"
+        self.args = [
+            f"interfaces=127.0.0.1:{self.port}",
+            f"route-map={self.route_map}",
+            "interface-name=barricade.test",
+            f"metrics-interface=127.0.0.1:{self.metrics_port}",
+            *args,
+        ]
+        paths = [str(PACKAGE_ROOT), *map(str, pythonpath)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", "--logfile", str(self.log), "barricade", *self.args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(tmp),
+        )
+        wait_for(lambda: banner_ready(self.port) or self.proc.poll() is not None,
+                 timeout=20, what="barricade")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"barricade failed to start: {self.proc.stdout.read().decode()}")
+
+    def metric(self, series: str) -> float | None:
+        """One sample from /metrics, e.g. ``barricade_sessions_total``."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == series:
+                return float(value)
+        return None
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+# --- a raw SMTP client ---------------------------------------------------------------
+
+
+
+
+REPLY = re.compile(r"^(\d{3})([ -])(.*)$")
+
+
+class Reply:
+    def __init__(self, code: int, lines: list[str]):
+        self.code = code
+        self.lines = lines
+
+    @property
+    def text(self) -> str:
+        return self.lines[0] if self.lines else ""
+
+    @property
+    def status(self) -> str:
+        return self.text.split(" ", 1)[0]
+
+    @property
+    def id(self) -> int | None:
+        m = re.search(r"#(\d+)", self.text)
+        return int(m.group(1)) if m else None
+
+    def __repr__(self) -> str:
+        return f"<Reply {self.code} {self.lines}>"
+
+
+class Client:
+    def __init__(self, port: int, timeout: float = 10.0, greet: bool = True):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        self.banner = self.read() if greet else None
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read(self) -> Reply:
+        lines: list[str] = []
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"closed by server after {lines!r} (buffer {self.buf!r})")
+                self.buf += chunk
+            raw, self.buf = self.buf.split(b"\r\n", 1)
+            m = REPLY.match(raw.decode("utf-8", "replace"))
+            assert m, f"malformed reply line {raw!r}"
+            lines.append(m.group(3))
+            if m.group(2) == " ":
+                return Reply(int(m.group(1)), lines)
+
+    def cmd(self, line: str | bytes) -> Reply:
+        if isinstance(line, str):
+            line = line.encode()
+        self.send(line + b"\r\n")
+        return self.read()
+
+    def ehlo(self, name: str = "client.example.org") -> Reply:
+        return self.cmd(f"EHLO {name}")
+
+    def message(self, sender: str, rcpts: list[str], body: bytes) -> Reply:
+        """MAIL, RCPTs, DATA and the body; returns the reply to the dot."""
+        assert self.cmd(f"MAIL FROM:<{sender}>").code == 250
+        for r in rcpts:
+            reply = self.cmd(f"RCPT TO:<{r}>")
+            assert reply.code == 250, reply
+        assert self.cmd("DATA").code == 354
+        self.send(body + b".\r\n")
+        return self.read()
+
+    def closed(self) -> bool:
+        """True once the server has closed the connection (pending bytes are read)."""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- pytest fixtures -----------------------------------------------------------------
+
+
+
+
+
+
+@pytest.fixture
+def sink(tmp_path):
+    s = Sink(tmp_path)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def make_sink(tmp_path):
+    """Factory: ``make_sink("-f", "RCPT")`` for a sink that refuses RCPT."""
+    started = []
+
+    def make(*args: str, port: int | None = None) -> Sink:
+        s = Sink(tmp_path, *args, port=port)
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def make_proxy(tmp_path):
+    """Factory: ``make_proxy(route_map_text, "opt=value", ..., pythonpath=[...])``."""
+    started = []
+
+    def make(route_map: str, *args: str, pythonpath: list[str | Path] = ()) -> Proxy:
+        p = Proxy(tmp_path, route_map, *args, pythonpath=pythonpath)
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+def routes_to(*sinks: Sink, relay: bool = False) -> str:
+    """A route map: route:local and example.com to the first sink, example.N to sink N."""
+    first = sinks[0]
+    lines = [f"route:local FORWARD: 127.0.0.1:{first.port}",
+             f"route:example.com FORWARD: 127.0.0.1:{first.port}"]
+    for i, s in enumerate(sinks):
+        lines.append(f"route:example{i}.net FORWARD: 127.0.0.1:{s.port}")
+    if relay:
+        lines.append("route:127.0.0.1 RELAY")
+    return "\n".join(lines) + "\n"
