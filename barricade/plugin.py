@@ -198,12 +198,16 @@ def enabled_plugins(config: Config, services: Services) -> list[Plugin]:
     return [cls(config, services) for cls in classes]
 
 
-def plugin_replies() -> list[ReplySpec]:
-    """Replies declared by discovered plugins (the catalogue adds them)."""
-    out = []
-    for cls in discover().values():
-        out.extend(cls.replies)
-    return out
+def plugin_replies(config: Config | None = None) -> list[ReplySpec]:
+    """Replies declared by discovered plugins and those ``config`` names."""
+    classes = list(discover().values())
+    if config is not None:
+        classes += [load_class(spec) for spec in config["plugins"]]
+    out: dict[int, ReplySpec] = {}
+    for cls in classes:
+        for spec in cls.replies:
+            out.setdefault(spec.id, spec)
+    return list(out.values())
 
 
 # --- scanner helpers -------------------------------------------------------------------

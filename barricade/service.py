@@ -95,9 +95,11 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     if reactor is None:
         from twisted.internet import reactor
     try:
-        catalogue = Catalogue.from_file(config["reply-file"] or None, extra=plugin_replies())
+        catalogue = Catalogue.from_file(config["reply-file"] or None, extra=plugin_replies(config))
     except (CatalogueError, OSError) as exc:
         raise StartupError(f"reply-file: {exc}") from None
+    except OptionError as exc:
+        raise StartupError(str(exc)) from None
     try:
         routes = RouteMap(config["route-map"])
         access = KeyValueMap(config["access-map"]) if config["access-map"] else None
