@@ -26,6 +26,8 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
+from barricade.address import parse_hostport
+
 log = Logger()
 
 CHECK_INTERVAL = 2.0
@@ -201,33 +203,14 @@ def parse_host_list(text: str, source: str) -> list[tuple[str, int]]:
     """``host[:port], [v6]:port host2`` → ``[(host, port), ...]``."""
     hosts = []
     for item in text.replace(",", " ").split():
-        host, port = item, DEFAULT_SMTP_PORT
-        if item.startswith("["):
-            end = item.find("]")
-            if end < 0:
-                raise MapError(f"{source}: bad host {item!r}")
-            host, rest = item[1:end], item[end + 1 :]
-            if rest.startswith(":"):
-                port = _port(rest[1:], item, source)
-            elif rest:
-                raise MapError(f"{source}: bad host {item!r}")
-        elif item.count(":") == 1:
-            host, _, p = item.partition(":")
-            port = _port(p, item, source)
+        try:
+            host, port = parse_hostport(item, DEFAULT_SMTP_PORT)
+        except ValueError as exc:
+            raise MapError(f"{source}: {exc}") from None
         if not host:
             raise MapError(f"{source}: bad host {item!r}")
         hosts.append((host, port))
     return hosts
-
-
-def _port(text: str, item: str, source: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise MapError(f"{source}: bad port in {item!r}")
-    return port
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from twisted.internet import defer, error, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.logger import Logger
 
+from barricade.address import parse_hostport
 from barricade.options import REGISTRY, Config, OptionError, Registry
 from barricade.policy.pipeline import Check
 from barricade.policy.verdict import Action, Verdict
@@ -316,15 +317,7 @@ def parse_socket(value: str, default_port: int) -> tuple[str, str, int]:
     """``/path`` (unix), ``host[:port]`` or ``[v6]:port`` → ``(kind, host_or_path, port)``."""
     if value.startswith("/"):
         return "unix", value, 0
-    host, port = value, default_port
-    if value.startswith("["):
-        end = value.find("]")
-        host, rest = value[1:end], value[end + 1 :]
-        if rest.startswith(":"):
-            port = int(rest[1:])
-    elif value.count(":") == 1:
-        host, _, p = value.partition(":")
-        port = int(p)
+    host, port = parse_hostport(value, default_port)
     return ("tcp6" if ":" in host else "tcp"), host, port
 
 

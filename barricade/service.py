@@ -19,6 +19,7 @@ from twisted.internet import defer, ssl
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from barricade.address import parse_hostport
 from barricade.maps import KeyValueMap, MapError, RouteMap
 from barricade.metrics import Metrics, metrics_root
 from barricade.options import Config, OptionError
@@ -39,29 +40,14 @@ class StartupError(Exception):
 
 
 def parse_address(item: str, default_port: int, option: str) -> tuple[str, int]:
-    """``[::1]:25``, ``127.0.0.1:2525``, ``host``, ``:25`` → ``(host, port)``."""
-    host, port = item, default_port
-    if item.startswith("["):
-        end = item.find("]")
-        if end < 0:
-            raise StartupError(f"{option}: bad address {item!r}")
-        host, rest = item[1:end], item[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise StartupError(f"{option}: bad address {item!r}")
-            port = _port(rest[1:], item, option)
-    elif ":" in item:
-        if item.count(":") > 1:
-            raise StartupError(f"{option}: write IPv6 addresses as [addr]:port, got {item!r}")
-        host, _, p = item.partition(":")
-        port = _port(p, item, option)
+    """A listening address; an empty host means every IPv4 address."""
+    if item.count(":") > 1 and not item.startswith("["):
+        raise StartupError(f"{option}: write IPv6 addresses as [addr]:port, got {item!r}")
+    try:
+        host, port = parse_hostport(item, default_port)
+    except ValueError as exc:
+        raise StartupError(f"{option}: {exc}") from None
     return host or "0.0.0.0", port
-
-
-def _port(text: str, item: str, option: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) < 65536:
-        raise StartupError(f"{option}: bad port in {item!r}")
-    return int(text)
 
 
 def tls_context(config: Config):
