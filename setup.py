@@ -27,7 +27,6 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "ruff>=0.4"],
     },
-    entry_points={"barricade.plugins": []},
     include_package_data=True,
     zip_safe=False,
 )
