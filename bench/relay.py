@@ -176,21 +176,23 @@ class Sink:
 class Proxy:
     """``twistd -n barricade`` as an operator runs it, from this checkout."""
 
-    def __init__(self, workdir: Path, sink_port: int, deadline: Deadline, reactor: str = ""):
+    def __init__(self, workdir: Path, sink_port: int, deadline: Deadline, reactor: str = "",
+                 extra: tuple[str, ...] = (), tag: str = ""):
         self.port = free_port()
         self.route_map = workdir / "route-map"
         self.route_map.write_text(
             f"route:local FORWARD: {HOST}:{sink_port}\n"
             f"route:example.com FORWARD: {HOST}:{sink_port}\n"
         )
-        self.log = workdir / "barricade.log"
-        self.out = workdir / "barricade.out"
+        self.log = workdir / f"barricade{tag}.log"
+        self.out = workdir / f"barricade{tag}.out"
         self.args = [
             f"interfaces={HOST}:{self.port}",
             f"route-map={self.route_map}",
             "interface-name=bench.test",
             "metrics-interface=",  # no extra listener
             "smtp-drop-after=0",  # never hang up on the load generator
+            *extra,
         ]
         cmd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                "-n", "--pidfile=", "--logfile", str(self.log),

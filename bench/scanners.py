@@ -1,0 +1,130 @@
+"""Scanner benchmark: what does clamd cost on top of the relay?
+
+In one invocation, on loopback, for clean 4 KB and 100 KB messages:
+
+* smtp-source → smtp-sink directly (the physical reference);
+* smtp-source → Barricade → smtp-sink with no scanner;
+* smtp-source → Barricade (clamd INSTREAM on) → smtp-sink, with a real clamd.
+
+The three paths run interleaved, round by round, so a noisy machine hurts
+them alike; the figures worth quoting are the ratios printed at the end.
+Nothing is asserted about speed.
+
+    python bench/scanners.py [--sessions 20] [--messages 1000] [--rounds 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from relay import BenchError, Deadline, Proxy, Sink, run_source  # noqa: E402
+
+from tests.scanners import Clamd  # noqa: E402
+
+SIZES = (4096, 102400)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=20, help="smtp-source parallel sessions (-s)")
+    ap.add_argument("--messages", type=int, default=1000, help="messages per run (-m)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per size")
+    ap.add_argument("--time-limit", type=float, default=900, help="seconds before everything stops")
+    ap.add_argument("--json", action="store_true", help="figures as one JSON object on stdout")
+    return ap.parse_args(argv)
+
+
+def measure(paths: dict[str, int], sink: Sink, size: int, args: argparse.Namespace,
+            deadline: Deadline, say) -> dict[str, Any]:
+    """Interleaved runs of every path for one message size; medians and ratios."""
+    for port in paths.values():  # warm-up, not timed
+        _, rc, err = run_source(port, args.sessions, args.sessions, size, deadline)
+        if rc != 0:
+            raise BenchError(f"warm-up to port {port} exited {rc}: {err}")
+    rates: dict[str, list[float]] = {name: [] for name in paths}
+    for rnd in range(1, args.rounds + 1):
+        for name, port in paths.items():
+            before = sink.delivered()
+            seconds, rc, err = run_source(port, args.sessions, args.messages, size, deadline)
+            delivered = sink.wait_delivered(before + args.messages, deadline) - before
+            if rc != 0 or delivered != args.messages:
+                raise BenchError(f"{name} size {size}: smtp-source rc={rc}, delivered "
+                                 f"{delivered}/{args.messages}: {err}")
+            rate = args.messages / seconds
+            rates[name].append(rate)
+            say(f"  size {size:>6}  round {rnd}  {name:<7} {rate:9.1f} msg/s")
+    medians = {name: statistics.median(v) for name, v in rates.items()}
+    out: dict[str, Any] = {"median": medians, "runs": rates}
+    d, off, on = medians["direct"], medians["relay"], medians["clamd"]
+    out["ratio"] = {"relay/direct": off / d, "clamd/direct": on / d, "clamd/relay": on / off}
+    say(f"  size {size:>6}  median  direct {d:8.1f}  relay {off:8.1f}  clamd {on:8.1f} msg/s   "
+        f"clamd/relay {on / off:.3f}  clamd/direct {on / d:.4f}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = sys.stderr if args.json else sys.stdout
+
+    def say(line: str = "") -> None:
+        print(line, file=out, flush=True)
+
+    deadline = Deadline(args.time_limit)
+    workdir = Path(tempfile.mkdtemp(prefix="barricade-bench-scan-"))
+    workdir.chmod(0o755)  # smtp-sink runs as nobody with its cwd here
+    daemons: list[Any] = []
+    figures: dict[str, Any] = {"config": vars(args), "sizes": {}}
+    errors: list[str] = []
+    try:
+        sink = Sink(workdir, deadline)
+        daemons.append(sink)
+        clamd = Clamd()
+        daemons.append(clamd)
+        relay = Proxy(workdir, sink.port, deadline, tag="-relay")
+        daemons.append(relay)
+        scanning = Proxy(workdir, sink.port, deadline, tag="-clamd",
+                         extra=(f"clamd-socket=127.0.0.1:{clamd.port}", "clamd-max-size=0"))
+        daemons.append(scanning)
+        say(f"Scanner benchmark: smtp-source -s {args.sessions} -m {args.messages}, "
+            f"{args.rounds} interleaved rounds per size; clamd pid {clamd.pid}")
+        paths = {"direct": sink.port, "relay": relay.port, "clamd": scanning.port}
+        for size in SIZES:
+            figures["sizes"][str(size)] = measure(paths, sink, size, args, deadline, say)
+    except BenchError as exc:
+        errors.append(str(exc))
+        say(f"ERROR: {exc}")
+    except KeyboardInterrupt:
+        errors.append("interrupted")
+    finally:
+        for daemon in reversed(daemons):
+            daemon.stop()
+    figures["errors"] = errors
+    say()
+    say("Summary (ratios of median messages/s)")
+    for size, fig in figures["sizes"].items():
+        r = fig["ratio"]
+        say(f"  {int(size) // 1024:>3} KB  relay/direct {r['relay/direct']:.4f}   "
+            f"clamd/direct {r['clamd/direct']:.4f}   clamd/relay {r['clamd/relay']:.3f}")
+    if errors:
+        say(f"  errors: {errors}; logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

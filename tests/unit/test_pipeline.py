@@ -1,0 +1,125 @@
+"""The per-phase pipeline: order, white-listing, anti-virus, timeouts and failures."""
+
+from __future__ import annotations
+
+import pytest_twisted
+from twisted.internet import defer
+from twisted.internet.testing import MemoryReactorClock
+
+from barricade.plugin import ScannerError
+from barricade.policy.pipeline import Check, Context, Pipeline
+from barricade.policy.verdict import CONTINUE, Action, Verdict, reject
+from barricade.smtp.events import ClientInfo
+
+
+class Recorder(Check):
+    def __init__(self, name: str, verdict: Verdict = CONTINUE, antivirus: bool = False, log=None):
+        self.name = name
+        self.verdict = verdict
+        self.antivirus = antivirus
+        self.log = log if log is not None else []
+
+    async def connect(self, ctx):
+        self.log.append((self.name, "connect"))
+        return self.verdict
+
+    async def end_of_data(self, ctx):
+        self.log.append((self.name, "end_of_data"))
+        return self.verdict
+
+
+def ctx() -> Context:
+    return Context("SID", ClientInfo("192.0.2.1", 1))
+
+
+def run(pipeline: Pipeline, phase: str, context: Context, *args) -> Verdict:
+    d = defer.ensureDeferred(pipeline.run(phase, context, *args))
+    return pytest_twisted.blockon(d) if not d.called else d.result
+
+
+def test_checks_run_in_order_and_the_first_decisive_verdict_wins():
+    log: list = []
+    checks = [Recorder("a", log=log), Recorder("b", reject(120), log=log), Recorder("c", log=log)]
+    v = run(Pipeline(checks, MemoryReactorClock(), 5), "connect", ctx())
+    assert v.action is Action.REJECT and v.reply_id == 120 and v.check == "b"
+    assert log == [("a", "connect"), ("b", "connect")]
+
+
+def test_accept_at_connect_white_lists_the_session_but_antivirus_still_runs():
+    log: list = []
+    checks = [Recorder("white", Verdict(Action.ACCEPT), log=log), Recorder("policy", log=log),
+              Recorder("av", antivirus=True, log=log)]
+    p = Pipeline(checks, MemoryReactorClock(), 5)
+    c = ctx()
+    assert run(p, "connect", c).action is Action.ACCEPT and c.white_session
+    log.clear()
+    run(p, "end_of_data", c)
+    assert log == [("av", "end_of_data")]  # smtpf: anti-virus runs even for white-listed mail
+    c.white_av = True  # OK+AV
+    log.clear()
+    run(p, "end_of_data", c)
+    assert log == []
+
+
+def test_content_verdict_skips_envelope_checks_only():
+    log: list = []
+    content = Recorder("content", Verdict(Action.CONTENT), log=log)
+    p = Pipeline([content, Recorder("x", log=log)], MemoryReactorClock(), 5)
+    c = ctx()
+    run(p, "connect", c)
+    assert c.white_envelope and not c.trusted
+    content.verdict = CONTINUE
+    log.clear()
+    run(p, "end_of_data", c)
+    assert ("x", "end_of_data") in log
+
+
+def test_a_hanging_check_times_out_with_its_error_reply():
+    class Hangs(Check):
+        name = "hangs"
+        timeout = 2
+        error_reply = 186
+
+        async def connect(self, ctx):
+            await defer.Deferred()
+
+    clock = MemoryReactorClock()
+    d = defer.ensureDeferred(Pipeline([Hangs()], clock, 30).run("connect", ctx()))
+    assert not d.called
+    clock.advance(2.1)
+    v = d.result
+    assert (v.action, v.reply_id, v.check) == (Action.TEMPFAIL, 186, "hangs")
+
+
+def test_scanner_errors_become_their_numbered_tempfail():
+    class Broken(Check):
+        name = "broken"
+
+        async def connect(self, ctx):
+            raise ScannerError(180, "Connection refused", 111)
+
+    v = run(Pipeline([Broken()], MemoryReactorClock(), 5), "connect", ctx())
+    assert (v.action, v.reply_id, v.fields) == (Action.TEMPFAIL, 180,
+                                                {"error": "Connection refused", "errno": 111})
+
+
+def test_an_unexpected_exception_is_907():
+    class Bug(Check):
+        name = "bug"
+
+        async def connect(self, ctx):
+            return 1 / 0
+
+    v = run(Pipeline([Bug()], MemoryReactorClock(), 5), "connect", ctx())
+    assert (v.action, v.reply_id) == (Action.TEMPFAIL, 907)
+
+
+def test_transaction_reset_keeps_session_state():
+    c = ctx()
+    c.white_session = True
+    c.white = True
+    c.notes["session.rdns"] = "x"
+    c.notes["grey"] = "y"
+    c.add_header("X-A", "1")
+    c.reset_transaction()
+    assert c.white_session and not c.white and c.notes == {"session.rdns": "x"} and not c.added_headers
