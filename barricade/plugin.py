@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import errno as errno_mod
 import importlib
+import importlib.util
 import pkgutil
+import sys
 import time
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar
 
 from twisted.internet import defer, error, protocol
@@ -106,6 +109,22 @@ def _plugin_classes_in(module) -> Iterable[type[Plugin]]:
             yield value
 
 
+def _shipped_package():
+    """``barricade.plugins``: installed, or ``plugins/`` beside ``barricade/`` in a checkout."""
+    try:
+        return importlib.import_module("barricade.plugins")
+    except ImportError:
+        init = Path(__file__).resolve().parent.parent / "plugins" / "__init__.py"
+        if not init.exists():
+            raise
+        spec = importlib.util.spec_from_file_location(
+            "barricade.plugins", init, submodule_search_locations=[str(init.parent)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+
 def discover() -> dict[str, type[Plugin]]:
     """Every plugin class that can be found, by name (cached)."""
     global _classes
@@ -113,8 +132,7 @@ def discover() -> dict[str, type[Plugin]]:
         return _classes
     found: dict[str, type[Plugin]] = {}
     try:
-        import barricade.plugins as shipped
-
+        shipped = _shipped_package()
         for info in pkgutil.iter_modules(shipped.__path__, shipped.__name__ + "."):
             try:
                 module = importlib.import_module(info.name)
@@ -192,9 +210,11 @@ def prepare(args: Iterable[str], config_file: str | None = None) -> None:
 
 def enabled_plugins(config: Config, services: Services) -> list[Plugin]:
     """Instances of the plugins this configuration runs, in order."""
-    named = [load_class(spec) for spec in config["plugins"]]
-    auto = [cls for cls in discover().values() if cls not in named and cls.enabled(config)]
-    classes = sorted(set(named) | set(auto), key=lambda c: (c.order, c.name))
+    chosen = {cls.name: cls for cls in discover().values() if cls.enabled(config)}
+    for spec in config["plugins"]:  # named ones win; one instance per plugin name
+        cls = load_class(spec)
+        chosen[cls.name] = cls
+    classes = sorted(chosen.values(), key=lambda c: (c.order, c.name))
     register_options(classes)
     return [cls(config, services) for cls in classes]
 
@@ -336,7 +356,7 @@ class ScannerPlugin(Plugin):
 
     @classmethod
     def enabled(cls, config: Config) -> bool:
-        return bool(cls.socket_option and config[cls.socket_option])
+        return bool(cls.socket_option and config.get(cls.socket_option))
 
     def __init__(self, config: Config, services: Services):
         super().__init__(config, services)

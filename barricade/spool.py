@@ -77,7 +77,10 @@ class Spool:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()  # NamedTemporaryFile deletes itself
+            try:
+                self._file.close()  # NamedTemporaryFile deletes itself
+            except FileNotFoundError:
+                pass  # removed from save-dir behind our back
             self._file = None
         self._memory = bytearray()
         self.size = 0

@@ -249,24 +249,10 @@ def _line(value: object) -> bytes:
     return _CONTROLS.sub("?", str(value)).encode("utf-8", "replace") + b"\n"
 
 
-def data_qid(ctx: Context) -> str:
-    """The queue id the message will get.
-
-    The proxy numbers a message (session id + 2-digit count) only after the
-    DATA checks pass, so at the data hook ``ctx.qid`` still names the
-    previous message of the session (or is empty).  This mirrors that
-    numbering; should the proxy number the message before the data checks,
-    this becomes plain ``ctx.qid``.
-    """
-    sid, qid = ctx.session_id, ctx.qid
-    count = int(qid[len(sid):]) if qid.startswith(sid) and qid[len(sid):].isdigit() else 0
-    return f"{sid}{count + 1:02d}"
-
-
 def envelope_input(ctx: Context) -> bytes:
     """smtpf's envelope lines: ip, port, name, helo, mail, qid, then the recipients."""
     client = ctx.client
-    fields: list[object] = [client.ip, client.port, client.name, ctx.helo, ctx.sender or "", data_qid(ctx)]
+    fields: list[object] = [client.ip, client.port, client.name, ctx.helo, ctx.sender or "", ctx.qid]
     return b"".join(_line(x) for x in (*fields, *ctx.rcpts))
 
 
@@ -274,10 +260,7 @@ def content_head(ctx: Context, hostname: str) -> bytes:
     """The pseudo Return-Path and our Received header that precede the message."""
     sender = _CONTROLS.sub("?", ctx.sender or "")
     client = ctx.client
-    # Context does not yet say whether the client used EHLO (the proxy's own
-    # Received header knows); ESMTP is the usual case until it does.
-    esmtp = getattr(ctx, "esmtp", True)
-    proto = ("ESMTP" if esmtp else "SMTP") + ("S" if ctx.tls else "")
+    proto = ("ESMTP" if ctx.esmtp else "SMTP") + ("S" if ctx.tls else "")
     received = received_header(
         helo=ctx.helo, client_name=client.name, client_ip=client.ip, hostname=hostname,
         proto=proto, qid=ctx.qid, rcpts=ctx.rcpts,

@@ -34,6 +34,7 @@ class Context:
     session_id: str
     client: ClientInfo
     tls: bool = False
+    esmtp: bool = False  # the client said EHLO
     helo: str = ""
     sender: str | None = None
     mail_params: dict[str, str | None] = field(default_factory=dict)
@@ -47,6 +48,7 @@ class Context:
     notes: dict[str, Any] = field(default_factory=dict)  # checks share results here
     header_block: bytes = b""  # the message's header lines as received (CRLF, unstuffed)
     added_headers: list[tuple[str, str]] = field(default_factory=list)
+    removed_headers: set[str] = field(default_factory=set)  # lower-case names
     subject_tag: str = ""
     spool: Any = None  # barricade.spool.Spool when a check needs the whole message
 
@@ -57,6 +59,7 @@ class Context:
         self.headers = []
         self.header_block = b""
         self.added_headers = []
+        self.removed_headers = set()
         self.subject_tag = ""
         self.white = self.white_envelope = self.white_av = False
         if self.spool is not None:
@@ -71,6 +74,10 @@ class Context:
         hook up to ``end_of_data`` when the message is spooled.
         """
         self.added_headers.append((name, value))
+
+    def remove_header(self, name: str) -> None:
+        """Drop every field of that name from the delivered message (same rules as add)."""
+        self.removed_headers.add(name.lower())
 
     def tag_subject(self, tag: str) -> None:
         """Prefix the Subject (e.g. ``[SPAM]``); needs a spooled message."""

@@ -103,27 +103,43 @@ def received_header(
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
 
 
-def edit_headers(block: bytes, subject_tag: str, added: list[tuple[str, str]]) -> bytes:
-    """Apply a Subject tag and added headers to a raw header block.
+def edit_headers(block: bytes, subject_tag: str, added: list[tuple[str, str]],
+                 removed: set[str] | frozenset[str] = frozenset()) -> bytes:
+    """Apply removals, a Subject tag and added headers to a raw header block.
 
-    Added headers go first (newest on top, like trace fields); the tag is
-    put in front of the Subject unless it is already there, and a message
-    without a Subject gets one.
+    Added headers go first (newest on top, like trace fields); a value may
+    be folded (CRLF followed by a space or tab), any other CR/LF becomes a
+    space.  The tag is put in front of the Subject unless it is already
+    there, and a message without a Subject gets one.
     """
+    lines = block.split(b"\r\n")
+    if removed:
+        kept, dropping = [], False
+        for line in lines:
+            if line[:1] in (b" ", b"\t"):  # continuation of the previous field
+                if not dropping:
+                    kept.append(line)
+                continue
+            name = line.split(b":", 1)[0].strip().lower().decode("latin-1")
+            dropping = bool(line) and name in removed
+            if not dropping:
+                kept.append(line)
+        lines = kept
     out = bytearray()
     for name, value in added:
-        out += f"{_token(name)}: {_CONTROL_CRLF.sub(' ', value)}\r\n".encode("utf-8", "replace")
-    if not subject_tag:
-        return bytes(out) + block
-    tag = subject_tag.encode("utf-8", "replace")
-    lines = block.split(b"\r\n")
-    for i, line in enumerate(lines):
-        if line[:8].lower() == b"subject:":
-            value = line[8:].lstrip()
-            if not value.startswith(tag):
-                lines[i] = b"Subject: " + tag + b" " + value
-            return bytes(out) + b"\r\n".join(lines)
-    return bytes(out) + b"Subject: " + tag + b"\r\n" + block
+        out += f"{_token(name)}: {_BARE_BREAK.sub(' ', value)}\r\n".encode("utf-8", "replace")
+    if subject_tag:
+        tag = subject_tag.encode("utf-8", "replace")
+        for i, line in enumerate(lines):
+            if line[:8].lower() == b"subject:":
+                value = line[8:].lstrip()
+                if not value.startswith(tag):
+                    lines[i] = b"Subject: " + tag + b" " + value
+                break
+        else:
+            out += b"Subject: " + tag + b"\r\n"
+    return bytes(out) + b"\r\n".join(lines)
 
 
-_CONTROL_CRLF = re.compile(r"[\r\n]+")
+# A line break inside a header value is kept only as folding (CRLF + WSP).
+_BARE_BREAK = re.compile(r"\r\n(?![ \t])|\r(?!\n)|(?<!\r)\n")

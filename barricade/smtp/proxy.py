@@ -161,7 +161,7 @@ class Proxy:
     async def on_helo(self, event: ev.Helo, session) -> Outcome:
         await self.end_transaction()
         self.ctx.helo = session.xclient_helo or event.domain
-        self.esmtp = event.verb == "EHLO"
+        self.esmtp = self.ctx.esmtp = event.verb == "EHLO"
         verdict = await self.server.pipeline.run("helo", self.ctx)
         if verdict.decisive:
             return self.verdict_outcome(verdict)
@@ -262,6 +262,12 @@ class Proxy:
         if self.broken:
             await self.end_transaction()
             return Outcome(self.reply(903))
+        if not any(down.recipients for down in self.txn.values()):
+            # Never 354 without a downstream that accepted a recipient: the
+            # message could only be acknowledged and lost.
+            await self.end_transaction()
+            return Outcome(self.reply(923))
+        self.ctx.qid = f"{self.ctx.session_id}{self.messages + 1:02d}"
         verdict = await self.server.pipeline.run("data", self.ctx)
         if verdict.decisive:
             await self.end_transaction()
@@ -279,7 +285,6 @@ class Proxy:
             results = await self._all(lambda d: d.data())
         if all(isinstance(r, DownstreamReply) and r.code == 354 for r in results):
             self.messages += 1
-            self.ctx.qid = f"{self.ctx.session_id}{self.messages:02d}"
             self._headers = HeaderCollector()
             self._abort_reply = None
             if self.spooling:
@@ -372,7 +377,8 @@ class Proxy:
 
     def _header_block(self) -> bytes:
         """The header block as delivered: Subject tag and added headers applied."""
-        return edit_headers(self.ctx.header_block, self.ctx.subject_tag, self.ctx.added_headers)
+        return edit_headers(self.ctx.header_block, self.ctx.subject_tag, self.ctx.added_headers,
+                            self.ctx.removed_headers)
 
     def _write(self, data: bytes) -> None:
         if not data:
@@ -426,7 +432,7 @@ class Proxy:
             results = await self._deliver_spooled()
         else:
             results = await self._all(lambda d: d.dot())
-        if all(isinstance(r, DownstreamReply) and r.ok for r in results):
+        if results and all(isinstance(r, DownstreamReply) and r.ok for r in results):
             log.info("session {sid}: message {qid} accepted by {n} host(s) in {t:.3f}s: {replies}",
                      sid=self.ctx.session_id, qid=self.ctx.qid, n=len(results),
                      t=time.monotonic() - started, replies="; ".join(map(str, results)))

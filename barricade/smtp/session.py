@@ -396,6 +396,8 @@ class Session:
                 self._data.feed(bytes(self._buffer))
                 self._buffer.clear()
             self._pipelined = False
+        elif isinstance(pending, ev.Data):
+            self._reset()  # a refused DATA ends the transaction (the proxy dropped its routes)
         elif isinstance(pending, ev.EndOfData):
             self.state = COMMAND
             self._data = None

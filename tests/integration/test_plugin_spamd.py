@@ -91,7 +91,14 @@ def delivered(sink) -> bytes:
 
 
 def headers_of(message: bytes) -> list[bytes]:
-    return message.split(b"\n\n", 1)[0].split(b"\n")
+    """Header fields, folded lines joined back (the report header is folded)."""
+    fields: list[bytes] = []
+    for line in message.split(b"\n\n", 1)[0].split(b"\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += b"\n" + line
+        else:
+            fields.append(line)
+    return fields
 
 
 def scanner_results(proxy, result: str) -> float:

@@ -35,3 +35,16 @@ def test_received_header_without_single_recipient_has_no_for_clause():
 def test_session_ids_are_unique_and_short():
     ids = {new_session_id() for _ in range(5000)}
     assert len(ids) == 5000 and all(len(i) == 12 and i.isalnum() for i in ids)
+
+
+def test_edit_headers_removes_tags_and_adds():
+    from barricade.smtp.message import edit_headers
+
+    block = (b"X-Spam-Flag: YES\r\nSubject: hello\r\nX-Spam-Status: Yes,\r\n\tscore=9\r\n"
+             b"From: a@b.example\r\n")
+    out = edit_headers(block, "[SPAM]", [("X-Report", "line one\r\n  | line two\nbare")],
+                       {"x-spam-flag", "x-spam-status"})
+    assert out == (b"X-Report: line one\r\n  | line two bare\r\n"
+                   b"Subject: [SPAM] hello\r\nFrom: a@b.example\r\n")
+    assert edit_headers(b"From: a\r\n", "[T]", []) == b"Subject: [T]\r\nFrom: a\r\n"
+    assert edit_headers(b"Subject: [T] x\r\n", "[T]", []) == b"Subject: [T] x\r\n"

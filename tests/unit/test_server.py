@@ -6,6 +6,7 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from barricade import plugin
 from barricade.options import REGISTRY
 from barricade.policy.pipeline import Check, Pipeline
 from barricade.policy.verdict import Action, Verdict
@@ -45,6 +46,7 @@ class Session:
     def __init__(self, tmp_path, checks=(), *args: str):
         routes = tmp_path / "routes"
         routes.write_text("route:local FORWARD: 127.0.0.1:25\nroute:example.com FORWARD: 127.0.0.1:25\n")
+        plugin.prepare([])
         config = REGISTRY.parse([f"route-map={routes}", "interface-name=mx.test", "metrics-interface=",
                                  "check-timeout=5", *args])
         self.clock = MemoryReactorClock()
@@ -148,3 +150,45 @@ def test_shutdown_notice(tmp_path):
     s.proto.shutdown()
     assert s.output().startswith(b"421 4.3.2 mx.test service shutting down, try again later #909")
     assert s.transport.disconnecting
+
+
+class RefusesData(Check):
+    name = "refuses-data"
+
+    async def data(self, ctx):
+        return Verdict(Action.TEMPFAIL, 552)
+
+
+def test_refused_data_ends_the_transaction_and_a_second_data_is_not_accepted(tmp_path):
+    """Regression: a second DATA once got 354 and then 250 with nothing delivered."""
+    s = Session(tmp_path, [RefusesData()])
+    s.output()
+    s.send(b"EHLO client.example\r\n")
+    s.send(b"MAIL FROM:<a@b.example>\r\n")
+    s.proto.proxy.txn["fake"] = _FakeDownstream()  # a route that accepted the recipient
+    s.proto.session.rcpt_count = 1
+    assert s.send(b"DATA\r\n").startswith(b"451 4.7.0 try again later #552")
+    out = s.send(b"DATA\r\n")
+    assert out.startswith(b"503 5.5.1 DATA out of sequence #251")
+    assert s.send(b"MAIL FROM:<a@b.example>\r\n").startswith(b"250 2.1.0")
+
+
+def test_data_without_a_downstream_recipient_is_refused(tmp_path):
+    s = Session(tmp_path)
+    s.output()
+    s.send(b"EHLO client.example\r\n")
+    s.send(b"MAIL FROM:<a@b.example>\r\n")
+    s.proto.session.rcpt_count = 1  # the session believes in a recipient the proxy lost
+    assert s.send(b"DATA\r\n").startswith(b"554 5.5.1 no valid recipients #923")
+
+
+class _FakeDownstream:
+    recipients = ["x@example.com"]
+    alive = True
+    in_transaction = True
+
+    async def rset(self):
+        return True
+
+    def abort(self):
+        pass
