@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno as errno_mod
 import importlib
 import importlib.util
+import os
 import pkgutil
 import sys
 import time
@@ -403,15 +404,16 @@ class ScannerPlugin(Plugin):
         else:
             endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
         try:
-            stream = await endpoint.connect(protocol.Factory.forProtocol(_Stream)).addTimeout(
-                timeout, reactor)
+            factory = protocol.Factory.forProtocol(_Stream)
+            factory.noisy = False  # one connection per scan: no start/stop log lines
+            stream = await endpoint.connect(factory).addTimeout(timeout, reactor)
         except defer.TimeoutError:
             raise ScannerError(self.errors["connect"], "connect timed out", errno_mod.ETIMEDOUT) from None
         except error.ConnectionRefusedError:
             raise ScannerError(self.errors["connect"], "Connection refused", errno_mod.ECONNREFUSED) from None
         except (error.ConnectError, OSError) as exc:
-            raise ScannerError(self.errors["connect"], str(exc) or type(exc).__name__,
-                               getattr(exc, "osError", 0) or errno_mod.EIO) from None
+            code = getattr(exc, "osError", None) or getattr(exc, "errno", None) or errno_mod.EIO
+            raise ScannerError(self.errors["connect"], os.strerror(code), code) from None
         return ScannerConnection(stream, reactor, timeout, self.errors)
 
     def result(self, outcome: str, seconds: float) -> None:

@@ -541,3 +541,4 @@ class Proxy:
                 down.abort()
         self.txn.clear()
         self.pool.clear()
+        self.ctx.reset_transaction()  # frees what checks hold (scanner connections, spool)

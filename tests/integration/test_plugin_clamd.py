@@ -511,8 +511,6 @@ def test_connection_released_when_the_dot_never_reaches_clamd(fake, sink, make_p
     assert_delivered(sink, [lf(CLEAN)])
 
 
-@pytest.mark.xfail(strict=False, reason="core: Proxy.lost() does not reset the transaction, so the "
-                   "scan is only freed by its idle watchdog (clamd-timeout) or the GC")
 def test_connection_released_when_the_client_goes_away(fake, sink, make_proxy):
     f = fake("ok")
     proxy = make_proxy(routes_to(sink), tcp(f), "clamd-connections=1", "clamd-timeout=3")
