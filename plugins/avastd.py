@@ -1,0 +1,229 @@
+"""avastd: the avast! 4 virus scanning daemon, spoken the way smtpf speaks it.
+
+The daemon scans by path, so the message is spooled and its file name is
+sent (scanners.md §3.1, §3.3; smtpf ``src/avastd.c``)::
+
+    -> 220 Welcome to avast! Virus scanning daemon ...\\r\\n
+    <- SCAN /save-dir/<qid>-xxxx.tmp\\r\\n
+    -> 200 OK\\r\\n
+    -> <path>\\t[+]\\r\\n | <path>\\t[L]\\t<virus name>\\r\\n | <path>\\t[E]\\t<error>\\r\\n ...
+    -> \\r\\n                       (a blank line, or EOF, ends the list)
+    <- QUIT\\r\\n                   (then close without reading the 221)
+
+Like smtpf, only messages whose top-level Content-Type is
+``multipart/mixed`` are scanned, ``[E]`` lines are only logged, and each
+failure has its own numbered 451: #149 address, #150 open, #151 connect,
+#153 greeting, #154 request too long, #156 write, #158 SCAN reply,
+#160 result lines.  An infection is #162 under ``avastd-policy=reject``.
+
+Only the avast4 dialect works: avast 2014+ answers ``210 SCAN DATA``,
+which gives #158 for every scanned message, exactly as in smtpf.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import re
+import time
+from typing import ClassVar
+
+from twisted.internet import abstract, defer, error
+from twisted.logger import Logger
+
+from barricade.plugin import PluginOption, ScannerConnection, ScannerError, ScannerPlugin
+from barricade.policy.pipeline import Context
+from barricade.policy.verdict import CONTINUE, Action, Verdict, reject
+
+log = Logger()
+
+#: smtpf formats requests into a 512-byte line buffer (SMTP_REPLY_LINE_LENGTH);
+#: a request that does not fit is refused with #154 instead of being cut.
+LINE_BUFFER = 512
+#: sizeof(sockaddr_un.sun_path) on Linux: a longer Unix path cannot be addressed.
+UNIX_PATH_MAX = 108
+#: Errors of socket() itself: smtpf's "open error", not a connect error.
+OPEN_ERRNOS = frozenset((errno_mod.EMFILE, errno_mod.ENFILE, errno_mod.ENOBUFS, errno_mod.ENOMEM))
+
+_CODE = re.compile(rb"\s*([+-]?\d+)")
+
+
+def reply_code(line: bytes) -> int:
+    """The number a line starts with, read like C's strtol (0 when there is none)."""
+    m = _CODE.match(line)
+    return int(m.group(1)) if m else 0
+
+
+def is_multipart_mixed(ctx: Context) -> bool:
+    """smtpf scans only messages whose first Content-Type matches ``*multipart/mixed*``."""
+    value = ctx.header("Content-Type")
+    return value is not None and "multipart/mixed" in value.lower()
+
+
+class Avastd(ScannerPlugin):
+    """Scan multipart/mixed messages by path with an avast! 4 daemon."""
+
+    name = "avastd"
+    # smtpf's dot table: clamd, ctasd, avastd, fpscand, savdid, ... cli, spamd
+    # (smtpf.md §8); the shipped clamd is 100, cli 400, spamd 900.
+    order = 120
+    antivirus = True
+    needs_message = True
+    socket_option = "avastd-socket"
+    default_port = 5037
+    errors: ClassVar[dict[str, int]] = {
+        "address": 149, "open": 150, "connect": 151, "write": 156, "read": 160,
+    }
+    GREETING_ERROR = 153
+    OVERFLOW = 154
+    STATUS_ERROR = 158
+    INFECTED = 162
+
+    options = (
+        PluginOption("avastd-socket", "", """The unix domain socket or Internet host[:port] of
+            the avastd server (avast! 4 dialect). Specify the empty string to disable avastd
+            scan. The default avastd port is 5037."""),
+        PluginOption("avastd-timeout", 120, "The avastd I/O timeout in seconds.", minimum=1),
+        PluginOption("avastd-policy", "reject", """Policy to apply if message is infected.
+            Specify either none, reject, or discard.""", choices=("none", "reject", "discard")),
+        PluginOption("avastd-connections", 8, """Most avastd scans at once; further messages
+            wait (up to avastd-timeout) for a free connection.""", minimum=1),
+    )
+
+    async def end_of_data(self, ctx: Context) -> Verdict:
+        if not self.config[self.socket_option] or ctx.spool is None or not is_multipart_mixed(ctx):
+            self.result("skipped", 0.0)
+            return CONTINUE
+        started = time.monotonic()
+        try:
+            virus = await self.scan(ctx.spool.path(), ctx)
+        except ScannerError:
+            self.result("error", time.monotonic() - started)
+            raise
+        self.result("clean" if virus is None else "infected", time.monotonic() - started)
+        return CONTINUE if virus is None else self.infected(ctx, virus)
+
+    async def scan(self, path: str, ctx: Context) -> str | None:
+        """One avastd dialogue; the first virus name reported, or None when clean."""
+        async with self.connection() as conn:
+            greeting = await self.read_line(conn, self.GREETING_ERROR)
+            if reply_code(greeting) != 220:
+                self.unexpected(ctx, "greeting", greeting)
+                raise ScannerError(self.GREETING_ERROR, "unexpected greeting", 0)
+            request = b"SCAN " + os.fsencode(path) + b"\r\n"
+            if len(request) >= LINE_BUFFER:
+                raise ScannerError(self.OVERFLOW, "buffer overflow", errno_mod.ENAMETOOLONG)
+            conn.write(request)
+            status = await self.read_line(conn, self.STATUS_ERROR)
+            if reply_code(status) != 200:
+                self.unexpected(ctx, "SCAN reply", status)
+                raise ScannerError(self.STATUS_ERROR, "unexpected reply to SCAN", 0)
+            virus = await self.read_results(conn, ctx)
+            await self.quit(conn)
+        return virus
+
+    async def read_results(self, conn: ScannerConnection, ctx: Context) -> str | None:
+        """Result lines up to a blank line or EOF; only the first tab of a line counts."""
+        virus = None
+        while True:
+            line = await self.read_result_line(conn)
+            if not line:
+                return virus
+            tab = line.find(b"\t")
+            if tab < 0:
+                continue
+            marker = line[tab + 2 : tab + 3]
+            if marker == b"L" and virus is None:
+                virus = line[tab + 5 :].decode("utf-8", "replace")
+            elif marker == b"E":
+                log.error("session {sid}: #163 avastd error: {line}", sid=ctx.session_id,
+                          line=line.decode("utf-8", "replace"))
+
+    async def read_result_line(self, conn: ScannerConnection) -> bytes | None:
+        """The next result line; None at EOF, which smtpf takes as the end of the list."""
+        if conn.stream.closed and not conn.stream.buffer:
+            return None
+        try:
+            return await self.read_line(conn, self.errors["read"])
+        except ScannerError:
+            if conn.stream.closed and not conn.stream.buffer:
+                return None
+            raise
+
+    @staticmethod
+    async def read_line(conn: ScannerConnection, reply_id: int) -> bytes:
+        """One line without its LF and one CR; a failure becomes ``reply_id``.
+
+        smtpf reports each read with its own reply number, so the greeting,
+        the SCAN status and the result lines each map timeouts and EOF to theirs.
+        """
+        try:
+            line = await conn.read_until(b"\n")
+        except ScannerError as exc:
+            raise ScannerError(reply_id, exc.error, exc.errno) from None
+        return line[:-1] if line.endswith(b"\r") else line
+
+    @staticmethod
+    async def quit(conn: ScannerConnection) -> None:
+        """Send QUIT and close once it is written; the 221 is not waited for."""
+        if conn.stream.closed:
+            return
+        conn.write(b"QUIT\r\n")
+        # A plain close would abort the connection and drop the unsent QUIT;
+        # loseConnection flushes first, and its connectionLost is local.
+        conn.stream.transport.loseConnection()
+        try:
+            await conn.read_to_eof()
+        except ScannerError:
+            pass
+
+    def infected(self, ctx: Context, virus: str) -> Verdict:
+        """Apply avastd-policy to an infected message."""
+        text = f"message {ctx.qid} is INFECTED with {virus}"
+        policy = self.config["avastd-policy"]
+        if policy == "reject":
+            return reject(self.INFECTED, text=text)
+        log.error("session {sid}: #161 {text} (avastd-policy={policy})", sid=ctx.session_id,
+                  text=text, policy=policy)
+        if policy == "discard":
+            return Verdict(Action.DISCARD, None, {"text": text})
+        return CONTINUE
+
+    def unexpected(self, ctx: Context, what: str, line: bytes) -> None:
+        """The daemon's words go to the log, not to the SMTP client."""
+        log.error("session {sid}: avastd: unexpected {what}: {line!r}", sid=ctx.session_id,
+                  what=what, line=line[:200])
+
+    async def _connect(self) -> ScannerConnection:
+        """The base connect, with smtpf's address and open errors told apart."""
+        await self._check_address()
+        try:
+            return await super()._connect()
+        except ScannerError as exc:
+            if exc.errno in OPEN_ERRNOS:
+                raise ScannerError(self.errors["open"], os.strerror(exc.errno), exc.errno) from None
+            raise
+
+    async def _check_address(self) -> None:
+        """A Unix path too long for sun_path, or a host name that does not resolve: #149.
+
+        The name is checked before Twisted sees it: a label that IDNA cannot
+        encode makes its resolver's Deferred never fire.
+        """
+        kind, host, _ = self.address
+        address_error = self.errors["address"]
+        if kind == "unix":
+            if len(os.fsencode(host)) >= UNIX_PATH_MAX:
+                raise ScannerError(address_error, os.strerror(errno_mod.ENAMETOOLONG),
+                                   errno_mod.ENAMETOOLONG)
+            return
+        if kind != "tcp" or abstract.isIPAddress(host):
+            return
+        reactor = self.services.reactor
+        try:
+            host.encode("idna")
+            await reactor.resolve(host).addTimeout(self.io_timeout, reactor)
+        except (UnicodeError, error.DNSLookupError):
+            raise ScannerError(address_error, "host not found", 0) from None
+        except defer.TimeoutError:
+            raise ScannerError(address_error, "host lookup timed out", errno_mod.ETIMEDOUT) from None

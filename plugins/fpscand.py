@@ -1,0 +1,200 @@
+"""fpscand: the F-PROT Antivirus 6 scanning daemon, spoken the way smtpf speaks it.
+
+fpscand has no greeting and answers one line per request; the message is
+spooled and scanned by path (scanners.md §4; smtpf ``src/fpscand.c``)::
+
+    <- SCAN FILE /save-dir/<qid>-xxxx.tmp\\n
+    -> <code> <<text>> <object>\\n     e.g. 1 <infected: EICAR_Test_File> /save-dir/...
+
+The code is a bit field.  As in smtpf only bits 1 (virus) and 2
+(suspicious) block a message; the error bits 4, 16 and 32 are logged and
+the message passes (fail-open), and the connection is closed without QUIT.
+Only messages whose top-level Content-Type is ``multipart/mixed`` are
+scanned, and none larger than ``fpscand-max-size`` KB (0: no limit).
+
+Replies: #367 address, #368 open, #369 connect, #370 request too long,
+#372 write, #373 read (timeout, EOF, blank or unparsable line), and #376
+for an infection under ``fpscand-policy=reject``.  One deliberate
+difference: smtpf reads a line that does not start with a number as code
+0, "clean"; a daemon answering nonsense has not scanned anything, so
+Barricade gives #373 instead of passing the message unscanned.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import re
+import time
+from typing import ClassVar
+
+from twisted.internet import abstract, defer, error
+from twisted.logger import Logger
+
+from barricade.plugin import PluginOption, ScannerConnection, ScannerError, ScannerPlugin
+from barricade.policy.pipeline import Context
+from barricade.policy.verdict import CONTINUE, Action, Verdict, reject
+
+log = Logger()
+
+#: smtpf formats the request into a 512-byte line buffer; one that does not fit is #370.
+LINE_BUFFER = 512
+#: sizeof(sockaddr_un.sun_path) on Linux: a longer Unix path cannot be addressed.
+UNIX_PATH_MAX = 108
+#: Errors of socket() itself: smtpf's "open error", not a connect error.
+OPEN_ERRNOS = frozenset((errno_mod.EMFILE, errno_mod.ENFILE, errno_mod.ENOBUFS, errno_mod.ENOMEM))
+
+VIRUS, SUSPICIOUS = 0x01, 0x02
+INFECTED_BITS = VIRUS | SUSPICIOUS
+ERROR_BITS = 0x04 | 0x10 | 0x20  # interrupted, platform error, internal engine error
+
+_CODE = re.compile(rb"\s*([+-]?\d+)")
+
+
+def parse_result(line: bytes) -> tuple[int, str] | None:
+    """``(code, text)`` of a result line, as smtpf reads it; None when no number starts it.
+
+    The text is what follows ``"<code> "`` up to the line's last space: the
+    scanned object (the path) is cut off, so ``1 <infected: X> /p`` gives
+    ``<infected: X>``.
+    """
+    m = _CODE.match(line)
+    if m is None:
+        return None
+    cut = line.rfind(b" ")
+    text = line[m.end() + 1 : cut] if cut > m.end() else b""
+    return int(m.group(1)), text.decode("utf-8", "replace")
+
+
+def is_multipart_mixed(ctx: Context) -> bool:
+    """smtpf scans only messages whose first Content-Type matches ``*multipart/mixed*``."""
+    value = ctx.header("Content-Type")
+    return value is not None and "multipart/mixed" in value.lower()
+
+
+class Fpscand(ScannerPlugin):
+    """Scan multipart/mixed messages by path with F-PROT's fpscand."""
+
+    name = "fpscand"
+    # smtpf's dot table: clamd, ctasd, avastd, fpscand, savdid, ... cli, spamd
+    # (smtpf.md §8); the shipped clamd is 100, cli 400, spamd 900.
+    order = 130
+    antivirus = True
+    needs_message = True
+    socket_option = "fpscand-socket"
+    default_port = 10200
+    errors: ClassVar[dict[str, int]] = {
+        "address": 367, "open": 368, "connect": 369, "write": 372, "read": 373,
+    }
+    OVERFLOW = 370
+    INFECTED = 376
+
+    options = (
+        PluginOption("fpscand-socket", "", """The Internet host[:port] of the fpscand server.
+            Specify the empty string to disable fpscand scan. The default fpscand port is
+            10200."""),
+        PluginOption("fpscand-timeout", 120, "The fpscand I/O timeout in seconds.", minimum=1),
+        PluginOption("fpscand-policy", "reject", """Policy to apply if message is infected.
+            Specify either none, reject, or discard.""", choices=("none", "reject", "discard")),
+        PluginOption("fpscand-max-size", 0, """Messages larger than this many kilobytes are
+            not scanned by fpscand and pass. Specify 0 for no limit.""", minimum=0),
+        PluginOption("fpscand-connections", 8, """Most fpscand scans at once; further messages
+            wait (up to fpscand-timeout) for a free connection.""", minimum=1),
+    )
+
+    async def end_of_data(self, ctx: Context) -> Verdict:
+        if not self.wanted(ctx):
+            self.result("skipped", 0.0)
+            return CONTINUE
+        started = time.monotonic()
+        try:
+            code, text = await self.scan(ctx.spool.path(), ctx)
+        except ScannerError:
+            self.result("error", time.monotonic() - started)
+            raise
+        seconds = time.monotonic() - started
+        if code & INFECTED_BITS:
+            self.result("infected", seconds)
+            return self.infected(ctx, text)
+        if code & ERROR_BITS:
+            # smtpf passes the message; say so loudly, it was not scanned.
+            log.error("session {sid}: fpscand could not scan message {qid}: {code} {text}",
+                      sid=ctx.session_id, qid=ctx.qid, code=code, text=text)
+            self.result("error", seconds)
+        else:
+            self.result("clean", seconds)
+        return CONTINUE
+
+    def wanted(self, ctx: Context) -> bool:
+        """Scan only with a socket set, multipart/mixed, and within fpscand-max-size."""
+        if not self.config[self.socket_option] or ctx.spool is None or not is_multipart_mixed(ctx):
+            return False
+        limit = self.config["fpscand-max-size"] * 1024
+        if limit and ctx.spool.size > limit:
+            log.info("session {sid}: message {qid} of {size} bytes not scanned: fpscand-max-size",
+                     sid=ctx.session_id, qid=ctx.qid, size=ctx.spool.size)
+            return False
+        return True
+
+    async def scan(self, path: str, ctx: Context) -> tuple[int, str]:
+        """One request and its one result line."""
+        async with self.connection() as conn:
+            request = b"SCAN FILE " + os.fsencode(path) + b"\n"
+            if len(request) >= LINE_BUFFER:
+                raise ScannerError(self.OVERFLOW, "buffer overflow", errno_mod.ENAMETOOLONG)
+            conn.write(request)
+            line = await conn.read_until(b"\n")
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        result = parse_result(line) if line else None
+        if result is None:
+            log.error("session {sid}: fpscand: unexpected answer {line!r}", sid=ctx.session_id,
+                      line=line[:200])
+            raise ScannerError(self.errors["read"], "unexpected answer" if line else "empty answer", 0)
+        return result
+
+    def infected(self, ctx: Context, text: str) -> Verdict:
+        """Apply fpscand-policy to an infected message."""
+        message = f"message {ctx.qid} is {text}"
+        policy = self.config["fpscand-policy"]
+        if policy == "reject":
+            return reject(self.INFECTED, text=message)
+        log.error("session {sid}: #375 {text} (fpscand-policy={policy})", sid=ctx.session_id,
+                  text=message, policy=policy)
+        if policy == "discard":
+            return Verdict(Action.DISCARD, None, {"text": message})
+        return CONTINUE
+
+    async def _connect(self) -> ScannerConnection:
+        """The base connect, with smtpf's address and open errors told apart."""
+        await self._check_address()
+        try:
+            return await super()._connect()
+        except ScannerError as exc:
+            if exc.errno in OPEN_ERRNOS:
+                raise ScannerError(self.errors["open"], os.strerror(exc.errno), exc.errno) from None
+            raise
+
+    async def _check_address(self) -> None:
+        """A Unix path too long for sun_path, or a host name that does not resolve: #367.
+
+        The name is checked before Twisted sees it: a label that IDNA cannot
+        encode makes its resolver's Deferred never fire.
+        """
+        kind, host, _ = self.address
+        address_error = self.errors["address"]
+        if kind == "unix":
+            if len(os.fsencode(host)) >= UNIX_PATH_MAX:
+                raise ScannerError(address_error, os.strerror(errno_mod.ENAMETOOLONG),
+                                   errno_mod.ENAMETOOLONG)
+            return
+        if kind != "tcp" or abstract.isIPAddress(host):
+            return
+        reactor = self.services.reactor
+        try:
+            host.encode("idna")
+            await reactor.resolve(host).addTimeout(self.io_timeout, reactor)
+        except (UnicodeError, error.DNSLookupError):
+            raise ScannerError(address_error, "host not found", 0) from None
+        except defer.TimeoutError:
+            raise ScannerError(address_error, "host lookup timed out", errno_mod.ETIMEDOUT) from None

@@ -1,0 +1,415 @@
+"""avastd plugin, end to end: client → twistd barricade → smtp-sink, with FakeAvastd.
+
+FakeAvastd (tests/scanners.py) speaks the avast4 dialect byte for byte and
+really opens the file it is sent, so these tests prove the spool file
+exists and holds the message.  Every reply the plugin can give (#149–#162)
+is produced here over a real SMTP session, and the bytes the plugin sends
+to the daemon are checked exactly (scanners.md §3.1, §3.3).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from barricade.testing import PACKAGE_ROOT, Client, Proxy, Sink, lf, routes_to, wait_for
+from tests.scanners import CLEAN, MIME_EICAR, MIME_PATTERN, FakeAvastd, _Conn
+
+TIMEOUT = 1  # avastd-timeout for the stalling modes: each wait on the daemon
+SENDER, RCPT = "sender@example.org", "rcpt@example.com"
+
+_BOUNDARY = "=_barricade_clean_0001"
+#: multipart/mixed with nothing a scanner objects to; a line starting with a
+#: dot checks that the spooled message is delivered dot-unstuffed and intact.
+MIME_CLEAN = (
+    "From: Sender <sender@example.org>\r\n"
+    "To: Recipient <rcpt@example.com>\r\n"
+    "Subject: agenda attached\r\n"
+    "Message-ID: <mime-clean.1@example.org>\r\n"
+    "MIME-Version: 1.0\r\n"
+    f'Content-Type: multipart/mixed;\r\n\tboundary="{_BOUNDARY}"\r\n'
+    "\r\n"
+    f"--{_BOUNDARY}\r\n"
+    "Content-Type: text/plain; charset=us-ascii\r\n"
+    "\r\n"
+    "The agenda is attached.\r\n"
+    ".a line that starts with a dot\r\n"
+    f"--{_BOUNDARY}\r\n"
+    'Content-Type: text/plain; name="agenda.txt"\r\n'
+    'Content-Disposition: attachment; filename="agenda.txt"\r\n'
+    "\r\n"
+    "1. coffee\r\n2. more coffee\r\n"
+    f"--{_BOUNDARY}--\r\n"
+).encode("ascii")
+
+
+def _discovered() -> bool:
+    """Does the proxy (PYTHONPATH=checkout) discover the shipped avastd plugin by itself?
+
+    Asked in a subprocess with the proxy's PYTHONPATH, the way the proxy
+    asks.  Then avastd switches itself on when avastd-socket is set, as
+    installed; otherwise it is loaded by module path.  Never both: two
+    plugin classes would scan every message twice.
+    """
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from barricade.plugin import discover; sys.exit('avastd' not in discover())"],
+        env=dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT)), capture_output=True, cwd="/", timeout=30)
+    return probe.returncode == 0
+
+
+@functools.cache
+def plugin_args() -> tuple[str, ...]:
+    """What the proxy needs on its command line to run the plugin once."""
+    return () if _discovered() else ("plugins=plugins.avastd:Avastd",)
+
+
+def wire(message: bytes) -> bytes:
+    """Dot-stuffed as a client sends it (the samples end with CRLF)."""
+    return b"".join(b"." + x if x.startswith(b".") else x for x in message.splitlines(keepends=True))
+
+
+class Avastd(FakeAvastd):
+    """FakeAvastd plus two faults it lacks.
+
+    ``"hang-results"``: greet, answer SCAN with ``200 OK`` and one result
+    line, then stall (the wait for the rest of the list times out: #160).
+    ``"greet-close"``: send a greeting without its CRLF and close; smtpf's
+    line reader returns a partial line at EOF, so the 220 counts, and the
+    SCAN request then meets a closed connection (#156).
+    """
+
+    MODES = FakeAvastd.MODES + ("hang-results", "greet-close")
+
+    def serve(self, io: _Conn) -> None:
+        if self.mode == "greet-close":
+            io.send(self.GREETING.rstrip(b"\r\n"))
+            return
+        if self.mode == "hang-results":
+            io.send(self.GREETING)
+            path = io.readline().rstrip(b"\r\n").partition(b" ")[2]
+            io.send(b"200 OK\r\n" + path + b"\t[+]\r\n")
+            io.hang()
+        super().serve(io)
+
+
+@pytest.fixture
+def spool_dir(tmp_path) -> Path:
+    d = tmp_path / "spool"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def avastd():
+    """Factory: ``avastd("mode")`` starts a fake daemon, stopped after the test."""
+    started: list[Avastd] = []
+
+    def make(mode: str = "ok") -> Avastd:
+        fake = Avastd(mode)
+        started.append(fake)
+        return fake
+
+    yield make
+    for fake in started:
+        fake.stop()
+
+
+@pytest.fixture
+def start(sink, make_proxy, spool_dir):
+    """Factory: a proxy scanning with ``fake`` (or at ``socket``), extra options after."""
+
+    def make(fake: Avastd | None, *options: str, socket: str | None = None) -> Proxy:
+        where = socket if socket is not None else f"127.0.0.1:{fake.port}"
+        return make_proxy(routes_to(sink), *plugin_args(), f"avastd-socket={where}",
+                          f"save-dir={spool_dir}", *options)
+
+    return make
+
+
+def send(proxy: Proxy, message: bytes):
+    """One message in one session; the reply to the dot and the session id."""
+    with Client(proxy.port) as c:
+        assert c.ehlo().code == 250
+        reply = c.message(SENDER, [RCPT], wire(message))
+        assert c.cmd("QUIT").code == 221
+    return reply, reply.text.rsplit(" ", 1)[-1]
+
+
+def scan_request(spool_dir: Path, qid: str, raw: bytes) -> bytes:
+    """The one SCAN line the plugin sent, checked against the spool file naming."""
+    m = re.fullmatch(rb"SCAN (\S+)\r\n", raw.split(b"\r\n", 1)[0] + b"\r\n")
+    assert m, raw
+    path = Path(os.fsdecode(m.group(1)))
+    assert path.parent == spool_dir and path.name.startswith(f"{qid}-") and path.suffix == ".tmp"
+    return m.group(0)
+
+
+def delivered_body(sink: Sink) -> bytes:
+    """The one delivered message without our Received header (3 lines)."""
+    [body] = sink.bodies()
+    assert body.startswith(b"Received: from ")
+    return body.split(b"\n", 3)[3]
+
+
+def assert_reply(reply, code: int, status: str, rid: int, text: str | None = None) -> None:
+    assert (reply.code, reply.status, reply.id) == (code, status, rid), reply
+    if text is not None:
+        assert reply.text.startswith(f"{status} {text} #{rid} "), reply
+
+
+# --- verdicts ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("message, virus", [(MIME_EICAR, "EICAR Test-NOT virus!!!"),
+                                            (MIME_PATTERN, "Barricade Test-Pattern")])
+def test_infected_multipart_is_rejected_with_the_virus_name(avastd, start, sink, spool_dir,
+                                                            message, virus):
+    fake = avastd()
+    proxy = start(fake)
+    reply, sid = send(proxy, message)
+    qid = f"{sid}01"
+    assert_reply(reply, 550, "5.7.1", 162, f"message {qid} is INFECTED with {virus}")
+    [raw] = fake.received
+    # smtpf's dialogue: SCAN <path>, then QUIT once the list is read.
+    assert raw == scan_request(spool_dir, qid, raw) + b"QUIT\r\n"
+    assert sink.messages() == []
+    assert list(spool_dir.iterdir()) == []  # the spool file is gone with the transaction
+
+
+def test_clean_multipart_is_scanned_and_delivered_byte_exact(avastd, start, sink, spool_dir):
+    fake = avastd()
+    proxy = start(fake)
+    reply, sid = send(proxy, MIME_CLEAN)
+    assert_reply(reply, 250, "2.0.0", 554)
+    [raw] = fake.received
+    assert raw == scan_request(spool_dir, f"{sid}01", raw) + b"QUIT\r\n"
+    assert delivered_body(sink) == lf(MIME_CLEAN)
+
+
+def test_message_that_is_not_multipart_mixed_is_not_scanned(avastd, start, sink):
+    fake = avastd()
+    proxy = start(fake)
+    reply, _ = send(proxy, CLEAN)
+    assert_reply(reply, 250, "2.0.0", 554)
+    assert fake.connections == 0 and fake.received == []
+    assert delivered_body(sink) == lf(CLEAN)
+
+
+def test_each_message_of_a_session_is_scanned_on_its_own(avastd, start, sink, spool_dir):
+    fake = avastd()
+    proxy = start(fake)
+    with Client(proxy.port) as c:
+        c.ehlo()
+        first = c.message(SENDER, [RCPT], wire(MIME_EICAR))
+        second = c.message(SENDER, [RCPT], wire(MIME_CLEAN))
+        sid = first.text.rsplit(" ", 1)[-1]
+    assert_reply(first, 550, "5.7.1", 162, f"message {sid}01 is INFECTED with EICAR Test-NOT virus!!!")
+    assert_reply(second, 250, "2.0.0", 554)
+    one, two = fake.received
+    assert one == scan_request(spool_dir, f"{sid}01", one) + b"QUIT\r\n"
+    assert two == scan_request(spool_dir, f"{sid}02", two) + b"QUIT\r\n"
+    assert delivered_body(sink) == lf(MIME_CLEAN)
+
+
+def test_scan_error_lines_are_logged_and_the_message_passes(avastd, start, sink):
+    """``[E]`` results are only logged (smtpf #163), whatever the content."""
+    proxy = start(avastd("scan-error"))
+    reply, _ = send(proxy, MIME_EICAR)
+    assert_reply(reply, 250, "2.0.0", 554)
+    assert delivered_body(sink) == lf(MIME_EICAR)
+    wait_for(lambda: "#163 avastd error:" in proxy.log_text(), timeout=5, what="#163 in the log")
+    assert "The file is a decompression bomb" in proxy.log_text()
+
+
+def test_eof_instead_of_the_blank_line_ends_the_result_list(avastd, start, sink):
+    proxy = start(avastd("no-blank"))
+    reply, sid = send(proxy, MIME_EICAR)
+    assert_reply(reply, 550, "5.7.1", 162, f"message {sid}01 is INFECTED with EICAR Test-NOT virus!!!")
+    clean, _ = send(proxy, MIME_CLEAN)
+    assert_reply(clean, 250, "2.0.0", 554)
+
+
+def test_host_name_socket_is_resolved(avastd, start):
+    fake = avastd()
+    proxy = start(None, socket=f"localhost:{fake.port}")
+    reply, _ = send(proxy, MIME_EICAR)
+    assert reply.id == 162
+
+
+# --- policies ------------------------------------------------------------------------
+
+
+def test_policy_discard_accepts_and_drops_the_message(avastd, start, sink):
+    fake = avastd()
+    proxy = start(fake, "avastd-policy=discard")
+    reply, sid = send(proxy, MIME_EICAR)
+    assert_reply(reply, 250, "2.0.0", 554)
+    assert len(fake.received) == 1
+    assert sink.messages() == []
+    wait_for(lambda: f"#161 message {sid}01 is INFECTED with EICAR Test-NOT virus!!!"
+             in proxy.log_text(), timeout=5, what="#161 in the log")
+
+
+def test_policy_none_logs_and_delivers(avastd, start, sink):
+    fake = avastd()
+    proxy = start(fake, "avastd-policy=none")
+    reply, sid = send(proxy, MIME_EICAR)
+    assert_reply(reply, 250, "2.0.0", 554)
+    assert len(fake.received) == 1
+    assert delivered_body(sink) == lf(MIME_EICAR)
+    wait_for(lambda: f"#161 message {sid}01 is INFECTED" in proxy.log_text(), timeout=5,
+             what="#161 in the log")
+
+
+# --- daemon failures: each gives smtpf's numbered 451 at the dot -----------------------
+
+
+@pytest.mark.parametrize("mode, rid, text, sent", [
+    # nothing listens: connect error
+    ("refuse", 151, "avastd connect error: Connection refused (111)", None),
+    # no usable greeting: #153
+    ("close", 153, "avastd read error: connection closed", b""),
+    ("hang", 153, "avastd read error: timed out", b""),
+    ("garbage-greeting", 153, "avastd read error: unexpected greeting (0)", b""),
+    ("unavailable", 153, "avastd read error: unexpected greeting (0)", b""),
+    # the request meets a closed connection: #156
+    ("greet-close", 156, "avastd write error: connection closed", b""),
+    # no 200 to SCAN: #158 (avast 2014+ answers 210, which smtpf cannot parse either)
+    ("garbage", 158, "avastd read error: unexpected reply to SCAN (0)", "scan"),
+    ("engine-error", 158, "avastd read error: unexpected reply to SCAN (0)", "scan"),
+    ("avast2014", 158, "avastd read error: unexpected reply to SCAN (0)", "scan"),
+    ("hang-scan", 158, "avastd read error: timed out", "scan"),
+    ("close-scan", 158, "avastd read error: connection closed", "scan"),
+    # the result list stalls: #160
+    ("hang-results", 160, "avastd read error: timed out", "scan"),
+])
+def test_daemon_failure_gives_its_own_451(avastd, start, sink, spool_dir, mode, rid, text, sent):
+    fake = avastd(mode)
+    proxy = start(fake, f"avastd-timeout={TIMEOUT}")
+    started = time.monotonic()
+    reply, sid = send(proxy, MIME_EICAR)
+    assert_reply(reply, 451, "4.4.0", rid)
+    assert reply.text.startswith(f"4.4.0 {text}"), reply
+    assert time.monotonic() - started < 3 * TIMEOUT + 2
+    assert sink.messages() == []
+    if sent is None:
+        assert fake.received == []
+    elif sent == "scan":
+        fake.wait_received(lambda r: len(r) == 1 and r[0].endswith(b"\r\n"))
+        [raw] = fake.received
+        assert raw == scan_request(spool_dir, f"{sid}01", raw)  # no QUIT after a failure
+    else:
+        fake.wait_received(lambda r: len(r) == 1)
+        assert fake.received == [sent]
+
+
+@pytest.mark.parametrize("where, text", [
+    # longer than sun_path: no sockaddr can hold it
+    ("unix", "File name too long (36)"),
+    # a 70-octet label is no DNS name; it is refused before any lookup leaves the host
+    ("x" * 70 + ".example:5037", "host not found (0)"),
+])
+def test_unusable_socket_address_is_an_address_error(start, sink, tmp_path, where, text):
+    """smtpf's #149: the daemon's address cannot even be formed."""
+    if where == "unix":
+        where = str(tmp_path / ("d" * 60) / ("s" * 60) / "avastd.sock")
+    proxy = start(None, socket=where)
+    reply, _ = send(proxy, MIME_EICAR)
+    assert_reply(reply, 451, "4.4.0", 149, f"avastd address error: {text}")
+    assert sink.messages() == []
+
+
+def test_request_longer_than_smtpf_line_buffer_is_a_buffer_overflow(avastd, sink, make_proxy, tmp_path):
+    """``SCAN <path>\\r\\n`` must fit smtpf's 512-byte buffer (#154); checked after the greeting."""
+    deep = tmp_path / ("a" * 200) / ("b" * 200) / ("c" * 100)
+    deep.mkdir(parents=True)
+    fake = avastd()
+    proxy = make_proxy(routes_to(sink), *plugin_args(), f"avastd-socket=127.0.0.1:{fake.port}",
+                       f"save-dir={deep}")
+    reply, _ = send(proxy, MIME_EICAR)
+    assert_reply(reply, 451, "4.4.0", 154, "avastd buffer overflow")
+    fake.wait_received(lambda r: len(r) == 1)
+    assert fake.received == [b""]  # connected and greeted, nothing sent
+    assert sink.messages() == []
+
+
+def metric(proxy: Proxy, name: str, **labels: str) -> float | None:
+    """One sample from /metrics by name and labels, whatever order the labels come in."""
+    url = f"http://127.0.0.1:{proxy.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    for m in re.finditer(r"^(\w+)(?:\{(.*)\})? (\S+)$", text, re.MULTILINE):
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if m.group(1) == name and labels.items() <= found.items():
+            return float(m.group(3))
+    return None
+
+
+def _lowest_free_fd(pid: int) -> int:
+    used = {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+    fd = 0
+    while fd in used:
+        fd += 1
+    return fd
+
+
+def test_no_socket_left_is_an_open_error(avastd, start, sink, spool_dir):
+    """socket() failing (EMFILE) is smtpf's "open error" #150, not a connect error.
+
+    The spool goes to disk at once (spool-memory-limit=0) and a first
+    message warms every code path up; then, with the message in but before
+    the dot, the proxy's descriptor limit is lowered so that the next
+    descriptor it asks for, the scanner socket, is refused.
+    """
+    fake = avastd()
+    proxy = start(fake, "spool-memory-limit=0")
+    assert send(proxy, MIME_CLEAN)[0].id == 554
+    pid = proxy.proc.pid
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    with Client(proxy.port) as c:
+        c.ehlo()
+        assert c.cmd(f"MAIL FROM:<{SENDER}>").code == 250
+        assert c.cmd(f"RCPT TO:<{RCPT}>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(wire(MIME_EICAR))
+        wait_for(lambda: any(spool_dir.iterdir()), timeout=5, what="the spool file")
+        time.sleep(0.2)  # let the proxy settle before counting its descriptors
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (_lowest_free_fd(pid), limits[1]))
+        try:
+            c.send(b".\r\n")
+            reply = c.read()
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+    assert_reply(reply, 451, "4.4.0", 150, "avastd open error: Too many open files (24)")
+    assert len(fake.received) == 1  # only the warm-up message reached the daemon
+    assert len(sink.messages()) == 1
+
+
+# --- metrics -------------------------------------------------------------------------
+
+
+def test_scanner_metrics_count_each_outcome(avastd, start):
+    fake = avastd()
+    proxy = start(fake)
+    assert send(proxy, MIME_EICAR)[0].id == 162
+    assert send(proxy, MIME_CLEAN)[0].id == 554
+    assert send(proxy, CLEAN)[0].id == 554
+    fake.stop()  # the port is free now: connect is refused
+    assert send(proxy, MIME_CLEAN)[0].id == 151
+
+    def results(outcome: str) -> float | None:
+        return metric(proxy, "barricade_scanner_results_total", scanner="avastd", result=outcome)
+
+    assert [results(o) for o in ("infected", "clean", "skipped", "error")] == [1, 1, 1, 1]
+    assert metric(proxy, "barricade_scanner_seconds_count", scanner="avastd") == 4
+    assert metric(proxy, "barricade_replies_total", code="550", status="5.7.1", id="162") == 1
+    assert metric(proxy, "barricade_replies_total", code="451", status="4.4.0", id="151") == 1

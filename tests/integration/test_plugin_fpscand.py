@@ -1,0 +1,449 @@
+"""fpscand plugin, end to end: client → twistd barricade → smtp-sink, with FakeFpscand.
+
+FakeFpscand (tests/scanners.py) answers F-PROT 6's ``SCAN FILE`` protocol
+byte for byte and really opens the file it is sent.  Every reply the
+plugin can give (#367–#376) is produced here over a real SMTP session, and
+the one request line the plugin sends is checked exactly (scanners.md §4).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from barricade.plugin import ScannerConnection
+from barricade.testing import PACKAGE_ROOT, Client, Proxy, Sink, lf, routes_to, wait_for
+from plugins.fpscand import Fpscand, parse_result
+from tests.scanners import CLEAN, MIME_EICAR, MIME_PATTERN, FakeFpscand
+
+TIMEOUT = 1  # fpscand-timeout for the stalling modes
+SENDER, RCPT = "sender@example.org", "rcpt@example.com"
+
+_BOUNDARY = "=_barricade_clean_0001"
+#: multipart/mixed with nothing a scanner objects to; a line starting with a
+#: dot checks that the spooled message is delivered dot-unstuffed and intact.
+MIME_CLEAN = (
+    "From: Sender <sender@example.org>\r\n"
+    "To: Recipient <rcpt@example.com>\r\n"
+    "Subject: agenda attached\r\n"
+    "Message-ID: <mime-clean.1@example.org>\r\n"
+    "MIME-Version: 1.0\r\n"
+    f'Content-Type: multipart/mixed;\r\n\tboundary="{_BOUNDARY}"\r\n'
+    "\r\n"
+    f"--{_BOUNDARY}\r\n"
+    "Content-Type: text/plain; charset=us-ascii\r\n"
+    "\r\n"
+    "The agenda is attached.\r\n"
+    ".a line that starts with a dot\r\n"
+    f"--{_BOUNDARY}\r\n"
+    'Content-Type: text/plain; name="agenda.txt"\r\n'
+    'Content-Disposition: attachment; filename="agenda.txt"\r\n'
+    "\r\n"
+    "1. coffee\r\n2. more coffee\r\n"
+    f"--{_BOUNDARY}--\r\n"
+).encode("ascii")
+
+
+def _discovered() -> bool:
+    """Does the proxy (PYTHONPATH=checkout) discover the shipped fpscand plugin by itself?
+
+    Asked in a subprocess with the proxy's PYTHONPATH, the way the proxy
+    asks.  Then fpscand switches itself on when fpscand-socket is set, as
+    installed; otherwise it is loaded by module path.  Never both: two
+    plugin classes would scan every message twice.
+    """
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from barricade.plugin import discover; sys.exit('fpscand' not in discover())"],
+        env=dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT)), capture_output=True, cwd="/", timeout=30)
+    return probe.returncode == 0
+
+
+@functools.cache
+def plugin_args() -> tuple[str, ...]:
+    """What the proxy needs on its command line to run the plugin once."""
+    return () if _discovered() else ("plugins=plugins.fpscand:Fpscand",)
+
+
+class DroppedFpscand(Fpscand):
+    """Loaded into the proxy by one test: the daemon connection is gone before the request.
+
+    fpscand has no greeting, so the request is written the moment the
+    connection is up and a real daemon cannot make that write fail on cue.
+    This double closes its own side first, so the plugin's real write path
+    meets a closed connection (#372).  It runs before the plain plugin,
+    should discovery enable that one too.
+    """
+
+    order = Fpscand.order - 1
+
+    async def _connect(self) -> ScannerConnection:
+        conn = await super()._connect()
+        conn.stream.transport.loseConnection()
+        await conn.read_to_eof()
+        return conn
+
+
+def wire(message: bytes) -> bytes:
+    """Dot-stuffed as a client sends it (the samples end with CRLF)."""
+    return b"".join(b"." + x if x.startswith(b".") else x for x in message.splitlines(keepends=True))
+
+
+def padded(message: bytes, size: int) -> bytes:
+    """``message`` grown to exactly ``size`` bytes by a filler line in its first part."""
+    anchor = b"Please find the file attached.\r\n"
+    assert anchor in message and size >= len(message) + 3
+    filler = b"x" * (size - len(message) - 2) + b"\r\n"
+    out = message.replace(anchor, anchor + filler, 1)
+    assert len(out) == size
+    return out
+
+
+@pytest.fixture
+def spool_dir(tmp_path) -> Path:
+    d = tmp_path / "spool"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def fpscand():
+    """Factory: ``fpscand("mode")`` starts a fake daemon, stopped after the test."""
+    started: list[FakeFpscand] = []
+
+    def make(mode: str = "ok") -> FakeFpscand:
+        fake = FakeFpscand(mode)
+        started.append(fake)
+        return fake
+
+    yield make
+    for fake in started:
+        fake.stop()
+
+
+@pytest.fixture
+def start(sink, make_proxy, spool_dir):
+    """Factory: a proxy scanning with ``fake`` (or at ``socket``), extra options after."""
+
+    def make(fake: FakeFpscand | None, *options: str, socket: str | None = None,
+             plugins: tuple[str, ...] | None = None) -> Proxy:
+        where = socket if socket is not None else f"127.0.0.1:{fake.port}"
+        return make_proxy(routes_to(sink), *(plugin_args() if plugins is None else plugins),
+                          f"fpscand-socket={where}", f"save-dir={spool_dir}", *options)
+
+    return make
+
+
+def send(proxy: Proxy, message: bytes):
+    """One message in one session; the reply to the dot and the session id."""
+    with Client(proxy.port) as c:
+        assert c.ehlo().code == 250
+        reply = c.message(SENDER, [RCPT], wire(message))
+        assert c.cmd("QUIT").code == 221
+    return reply, reply.text.rsplit(" ", 1)[-1]
+
+
+def scan_request(spool_dir: Path, qid: str, raw: bytes) -> bytes:
+    """The one request the plugin sent, checked against the spool file naming."""
+    m = re.fullmatch(rb"SCAN FILE (\S+)\n", raw)
+    assert m, raw
+    path = Path(os.fsdecode(m.group(1)))
+    assert path.parent == spool_dir and path.name.startswith(f"{qid}-") and path.suffix == ".tmp"
+    return raw
+
+
+def delivered_body(sink: Sink) -> bytes:
+    """The one delivered message without our Received header (3 lines)."""
+    [body] = sink.bodies()
+    assert body.startswith(b"Received: from ")
+    return body.split(b"\n", 3)[3]
+
+
+def assert_reply(reply, code: int, status: str, rid: int, text: str | None = None) -> None:
+    assert (reply.code, reply.status, reply.id) == (code, status, rid), reply
+    if text is not None:
+        assert reply.text.startswith(f"{status} {text} #{rid} "), reply
+
+
+def metric(proxy: Proxy, name: str, **labels: str) -> float | None:
+    """One sample from /metrics by name and labels, whatever order the labels come in."""
+    url = f"http://127.0.0.1:{proxy.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    for m in re.finditer(r"^(\w+)(?:\{(.*)\})? (\S+)$", text, re.MULTILINE):
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if m.group(1) == name and labels.items() <= found.items():
+            return float(m.group(3))
+    return None
+
+
+# --- the result line, read as smtpf reads it ------------------------------------------
+
+
+@pytest.mark.parametrize("line, parsed", [
+    (b"0 <clean> /s/m.tmp", (0, "<clean>")),
+    (b"1 <infected: EICAR_Test_File> /s/m.tmp", (1, "<infected: EICAR_Test_File>")),
+    (b"1 <contains infected objects: EICAR_Test_File> /s/m.tmp",
+     (1, "<contains infected objects: EICAR_Test_File>")),
+    (b"16 <Stream is too long>", (16, "<Stream is too")),  # no object: cut at the last space anyway
+    (b"0", (0, "")),
+    (b"?? not a result", None),
+    (b"", None),
+])
+def test_parse_result(line, parsed):
+    assert parse_result(line) == parsed
+
+
+# --- verdicts ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("message, text", [
+    (MIME_EICAR, "<contains infected objects: EICAR_Test_File>"),
+    (MIME_PATTERN, "<infected: Barricade_Test_Pattern>"),
+])
+def test_infected_multipart_is_rejected_with_fpscand_text(fpscand, start, sink, spool_dir,
+                                                          message, text):
+    fake = fpscand()
+    proxy = start(fake)
+    reply, sid = send(proxy, message)
+    qid = f"{sid}01"
+    assert_reply(reply, 550, "5.7.1", 376, f"message {qid} is {text}")
+    [raw] = fake.received
+    assert raw == scan_request(spool_dir, qid, raw)  # one line, no QUIT
+    assert sink.messages() == []
+    assert list(spool_dir.iterdir()) == []
+
+
+def test_clean_multipart_is_scanned_and_delivered_byte_exact(fpscand, start, sink, spool_dir):
+    fake = fpscand()
+    proxy = start(fake)
+    reply, sid = send(proxy, MIME_CLEAN)
+    assert_reply(reply, 250, "2.0.0", 554)
+    [raw] = fake.received
+    assert raw == scan_request(spool_dir, f"{sid}01", raw)
+    assert delivered_body(sink) == lf(MIME_CLEAN)
+
+
+def test_message_that_is_not_multipart_mixed_is_not_scanned(fpscand, start, sink):
+    fake = fpscand()
+    proxy = start(fake)
+    reply, _ = send(proxy, CLEAN)
+    assert_reply(reply, 250, "2.0.0", 554)
+    assert fake.connections == 0 and fake.received == []
+    assert delivered_body(sink) == lf(CLEAN)
+
+
+def test_virus_bit_with_other_bits_still_counts(fpscand, start, sink):
+    """Code 9 (1+8: infected, some objects skipped): bits 1|2 decide."""
+    proxy = start(fpscand("code9"))
+    reply, sid = send(proxy, MIME_CLEAN)
+    assert_reply(reply, 550, "5.7.1", 376, f"message {sid}01 is <infected: EICAR_Test_File>")
+    assert sink.messages() == []
+
+
+@pytest.mark.parametrize("mode, outcome", [("code16", "error"), ("code32", "error"),
+                                           ("code64", "clean")])
+def test_scan_errors_and_unscanned_parts_pass_as_in_smtpf(fpscand, start, sink, mode, outcome):
+    """smtpf is fail-open for codes without bits 1|2; Barricade logs and counts them."""
+    proxy = start(fpscand(mode))
+    reply, _ = send(proxy, MIME_EICAR)
+    assert_reply(reply, 250, "2.0.0", 554)
+    assert delivered_body(sink) == lf(MIME_EICAR)
+    assert metric(proxy, "barricade_scanner_results_total", scanner="fpscand", result=outcome) == 1
+    if outcome == "error":
+        wait_for(lambda: "fpscand could not scan message" in proxy.log_text(), timeout=5,
+                 what="the log line")
+
+
+def test_host_name_socket_is_resolved(fpscand, start):
+    fake = fpscand()
+    proxy = start(None, socket=f"localhost:{fake.port}")
+    assert send(proxy, MIME_EICAR)[0].id == 376
+
+
+# --- fpscand-max-size ----------------------------------------------------------------
+
+
+def test_max_size_skips_larger_messages(fpscand, start, sink):
+    """fpscand-max-size is in KB: 1024 bytes are scanned, 1025 pass unscanned."""
+    fake = fpscand()
+    proxy = start(fake, "fpscand-max-size=1")
+    at_limit, over = padded(MIME_EICAR, 1024), padded(MIME_EICAR, 1025)
+    assert_reply(send(proxy, at_limit)[0], 550, "5.7.1", 376)
+    assert fake.connections == 1
+    assert_reply(send(proxy, over)[0], 250, "2.0.0", 554)
+    assert fake.connections == 1
+    assert delivered_body(sink) == lf(over)
+    assert metric(proxy, "barricade_scanner_results_total", scanner="fpscand", result="skipped") == 1
+
+
+def test_max_size_zero_means_no_limit(fpscand, start):
+    fake = fpscand()
+    proxy = start(fake, "fpscand-max-size=0")
+    assert send(proxy, padded(MIME_EICAR, 200_000))[0].id == 376
+    assert fake.connections == 1
+
+
+# --- policies ------------------------------------------------------------------------
+
+
+def test_policy_discard_accepts_and_drops_the_message(fpscand, start, sink):
+    fake = fpscand()
+    proxy = start(fake, "fpscand-policy=discard")
+    reply, sid = send(proxy, MIME_EICAR)
+    assert_reply(reply, 250, "2.0.0", 554)
+    assert len(fake.received) == 1
+    assert sink.messages() == []
+    wait_for(lambda: f"#375 message {sid}01 is <contains infected objects: EICAR_Test_File>"
+             in proxy.log_text(), timeout=5, what="#375 in the log")
+
+
+def test_policy_none_logs_and_delivers(fpscand, start, sink):
+    fake = fpscand()
+    proxy = start(fake, "fpscand-policy=none")
+    reply, sid = send(proxy, MIME_EICAR)
+    assert_reply(reply, 250, "2.0.0", 554)
+    assert len(fake.received) == 1
+    assert delivered_body(sink) == lf(MIME_EICAR)
+    wait_for(lambda: f"#375 message {sid}01 is" in proxy.log_text(), timeout=5,
+             what="#375 in the log")
+
+
+# --- daemon failures: each gives smtpf's numbered 451 at the dot -----------------------
+
+
+@pytest.mark.parametrize("mode, rid, text, sent", [
+    ("refuse", 369, "fpscand connect error: Connection refused (111)", None),
+    ("close", 373, "fpscand read error: connection closed", "any"),
+    ("hang", 373, "fpscand read error: timed out", "scan"),
+    ("close-scan", 373, "fpscand read error: connection closed", "scan"),
+    # smtpf's strtol would read this as code 0, clean; Barricade will not pass it unscanned
+    ("garbage", 373, "fpscand read error: unexpected answer (0)", "scan"),
+])
+def test_daemon_failure_gives_its_own_451(fpscand, start, sink, spool_dir, mode, rid, text, sent):
+    fake = fpscand(mode)
+    proxy = start(fake, f"fpscand-timeout={TIMEOUT}")
+    started = time.monotonic()
+    reply, sid = send(proxy, MIME_EICAR)
+    assert_reply(reply, 451, "4.4.0", rid)
+    assert reply.text.startswith(f"4.4.0 {text}"), reply
+    assert time.monotonic() - started < 3 * TIMEOUT + 2
+    assert sink.messages() == []
+    if sent is None:
+        assert fake.received == []
+    elif sent == "scan":
+        fake.wait_received(lambda r: len(r) == 1 and r[0].endswith(b"\n"))
+        [raw] = fake.received
+        assert raw == scan_request(spool_dir, f"{sid}01", raw)
+    else:  # "close" shuts the socket before reading whatever was sent
+        assert fake.connections == 1
+
+
+def test_connection_lost_before_the_request_is_a_write_error(fpscand, start, sink):
+    fake = fpscand("hang")
+    proxy = start(fake, plugins=("plugins=tests.integration.test_plugin_fpscand:DroppedFpscand",))
+    reply, _ = send(proxy, MIME_EICAR)
+    assert_reply(reply, 451, "4.4.0", 372, "fpscand write error: connection closed (32)")
+    fake.wait_received(lambda r: len(r) == 1)
+    assert fake.received == [b""]
+    assert sink.messages() == []
+
+
+@pytest.mark.parametrize("where, text", [
+    # longer than sun_path: no sockaddr can hold it
+    ("unix", "File name too long (36)"),
+    # a 70-octet label is no DNS name; it is refused before any lookup leaves the host
+    ("x" * 70 + ".example:5037", "host not found (0)"),
+])
+def test_unusable_socket_address_is_an_address_error(start, sink, tmp_path, where, text):
+    """smtpf's #367: the daemon's address cannot even be formed."""
+    if where == "unix":
+        where = str(tmp_path / ("d" * 60) / ("s" * 60) / "fpscand.sock")
+    proxy = start(None, socket=where)
+    reply, _ = send(proxy, MIME_EICAR)
+    assert_reply(reply, 451, "4.4.0", 367, f"fpscand address error: {text}")
+    assert sink.messages() == []
+
+
+def test_request_longer_than_smtpf_line_buffer_is_a_buffer_overflow(fpscand, sink, make_proxy,
+                                                                    tmp_path):
+    """``SCAN FILE <path>\\n`` must fit smtpf's 512-byte buffer (#370)."""
+    deep = tmp_path / ("a" * 200) / ("b" * 200) / ("c" * 100)
+    deep.mkdir(parents=True)
+    fake = fpscand()
+    proxy = make_proxy(routes_to(sink), *plugin_args(), f"fpscand-socket=127.0.0.1:{fake.port}",
+                       f"save-dir={deep}")
+    reply, _ = send(proxy, MIME_EICAR)
+    assert_reply(reply, 451, "4.4.0", 370, "fpscand buffer overflow")
+    fake.wait_received(lambda r: len(r) == 1)
+    assert fake.received == [b""]  # connected, nothing sent
+    assert sink.messages() == []
+
+
+def _lowest_free_fd(pid: int) -> int:
+    used = {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+    fd = 0
+    while fd in used:
+        fd += 1
+    return fd
+
+
+def test_no_socket_left_is_an_open_error(fpscand, start, sink, spool_dir):
+    """socket() failing (EMFILE) is smtpf's "open error" #368, not a connect error.
+
+    The spool goes to disk at once (spool-memory-limit=0) and a first
+    message warms every code path up; then, with the message in but before
+    the dot, the proxy's descriptor limit is lowered so that the next
+    descriptor it asks for, the scanner socket, is refused.
+    """
+    fake = fpscand()
+    proxy = start(fake, "spool-memory-limit=0")
+    assert send(proxy, MIME_CLEAN)[0].id == 554
+    pid = proxy.proc.pid
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    with Client(proxy.port) as c:
+        c.ehlo()
+        assert c.cmd(f"MAIL FROM:<{SENDER}>").code == 250
+        assert c.cmd(f"RCPT TO:<{RCPT}>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(wire(MIME_EICAR))
+        wait_for(lambda: any(spool_dir.iterdir()), timeout=5, what="the spool file")
+        time.sleep(0.2)  # let the proxy settle before counting its descriptors
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (_lowest_free_fd(pid), limits[1]))
+        try:
+            c.send(b".\r\n")
+            reply = c.read()
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+    assert_reply(reply, 451, "4.4.0", 368, "fpscand open error: Too many open files (24)")
+    assert len(fake.received) == 1  # only the warm-up message reached the daemon
+    assert len(sink.messages()) == 1
+
+
+# --- metrics -------------------------------------------------------------------------
+
+
+def test_scanner_metrics_count_each_outcome(fpscand, start):
+    fake = fpscand()
+    proxy = start(fake)
+    assert send(proxy, MIME_EICAR)[0].id == 376
+    assert send(proxy, MIME_CLEAN)[0].id == 554
+    assert send(proxy, CLEAN)[0].id == 554
+    fake.stop()  # the port is free now: connect is refused
+    assert send(proxy, MIME_CLEAN)[0].id == 369
+
+    def results(outcome: str) -> float | None:
+        return metric(proxy, "barricade_scanner_results_total", scanner="fpscand", result=outcome)
+
+    assert [results(o) for o in ("infected", "clean", "skipped", "error")] == [1, 1, 1, 1]
+    assert metric(proxy, "barricade_scanner_seconds_count", scanner="fpscand") == 4
+    assert metric(proxy, "barricade_replies_total", code="550", status="5.7.1", id="376") == 1
+    assert metric(proxy, "barricade_replies_total", code="451", status="4.4.0", id="369") == 1
