@@ -80,11 +80,9 @@ class DroppedFpscand(Fpscand):
     fpscand has no greeting, so the request is written the moment the
     connection is up and a real daemon cannot make that write fail on cue.
     This double closes its own side first, so the plugin's real write path
-    meets a closed connection (#372).  It runs before the plain plugin,
-    should discovery enable that one too.
+    meets a closed connection (#372).  Named in ``plugins=``, it takes the
+    place of the discovered fpscand (one instance per plugin name).
     """
-
-    order = Fpscand.order - 1
 
     async def _connect(self) -> ScannerConnection:
         conn = await super()._connect()
