@@ -31,7 +31,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
-from twisted.internet import defer, error, protocol
+from twisted.internet import abstract, defer, error, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.logger import Logger
 
@@ -44,6 +44,9 @@ from barricade.replies import ReplySpec
 log = Logger()
 
 ENTRY_POINT_GROUP = "barricade.plugins"
+UNIX_PATH_MAX = 108  # sun_path, NUL included
+# Failures to create the socket itself: smtpf's "open error", not "connect error".
+OPEN_ERRNOS = frozenset((errno_mod.EMFILE, errno_mod.ENFILE, errno_mod.ENOBUFS, errno_mod.ENOMEM))
 
 
 @dataclass(frozen=True)
@@ -329,6 +332,18 @@ class ScannerConnection:
         self.stream.buffer.clear()
         return out
 
+    async def finish(self, last: bytes = b"") -> None:
+        """Send ``last`` (a QUIT), close once written, and wait for the close."""
+        if self.stream.closed:
+            return
+        if last:
+            self.write(last)
+        self.stream.transport.loseConnection()  # unlike close(), flushes first
+        try:
+            await self.read_to_eof()
+        except ScannerError:
+            pass
+
     def close(self) -> None:
         if not self.stream.closed and self.stream.transport is not None:
             self.stream.transport.abortConnection()
@@ -393,7 +408,61 @@ class ScannerPlugin(Plugin):
                 conn.close()
             self.capacity.release()
 
+    def apply_policy(self, ctx, reply_id: int, virus: str, text: str | None = None,
+                     log_id: int | None = None) -> Verdict:
+        """``<name>-policy`` for an infected message: reject, discard or none.
+
+        ``text`` is the reply text (default: the virus name) and the log line;
+        the log line carries smtpf's number ``log_id`` when it has one, since
+        with discard and none no reply tells anybody.
+        """
+        policy = self.config.get(f"{self.name}-policy", "reject")
+        said = text if text is not None else f"message {ctx.qid} is INFECTED with {virus}"
+        tag = f"#{log_id} " if log_id else ""
+        log.warn("session {sid}: {name}: {tag}{said} ({name}-policy={policy})",
+                 sid=ctx.session_id, name=self.name, tag=tag, said=said, policy=policy)
+        reply = {"text": text if text is not None else virus}
+        if policy == "reject":
+            return Verdict(Action.REJECT, reply_id, reply)
+        if policy == "discard":
+            return Verdict(Action.DISCARD, reply_id, reply)
+        return Verdict()
+
+    async def _check_address(self) -> None:
+        """smtpf's address error: a unix path too long, or a host name that does not resolve.
+
+        The name is checked before Twisted sees it: a label that IDNA cannot
+        encode makes its resolver's Deferred never fire.
+        """
+        kind, host, _ = self.address
+        address_error = self.errors.get("address", self.errors["connect"])
+        if kind == "unix":
+            if len(os.fsencode(host)) >= UNIX_PATH_MAX:
+                raise ScannerError(address_error, os.strerror(errno_mod.ENAMETOOLONG),
+                                   errno_mod.ENAMETOOLONG)
+            return
+        if kind != "tcp" or abstract.isIPAddress(host):
+            return
+        reactor = self.services.reactor
+        try:
+            host.encode("idna")
+            await reactor.resolve(host).addTimeout(self.io_timeout, reactor)
+        except (UnicodeError, error.DNSLookupError):
+            raise ScannerError(address_error, "host not found", 0) from None
+        except defer.TimeoutError:
+            raise ScannerError(address_error, "host lookup timed out", errno_mod.ETIMEDOUT) from None
+
     async def _connect(self) -> ScannerConnection:
+        """Connect, telling smtpf's address, open and connect errors apart."""
+        await self._check_address()
+        try:
+            return await self._open_socket()
+        except ScannerError as exc:
+            if exc.errno in OPEN_ERRNOS and "open" in self.errors:
+                raise ScannerError(self.errors["open"], os.strerror(exc.errno), exc.errno) from None
+            raise
+
+    async def _open_socket(self) -> ScannerConnection:
         kind, host, port = self.address
         reactor = self.services.reactor
         timeout = self.io_timeout

@@ -28,12 +28,11 @@ import re
 import time
 from typing import ClassVar
 
-from twisted.internet import abstract, defer, error
 from twisted.logger import Logger
 
 from barricade.plugin import PluginOption, ScannerConnection, ScannerError, ScannerPlugin
 from barricade.policy.pipeline import Context
-from barricade.policy.verdict import CONTINUE, Action, Verdict, reject
+from barricade.policy.verdict import CONTINUE, Verdict
 
 log = Logger()
 
@@ -41,9 +40,7 @@ log = Logger()
 #: a request that does not fit is refused with #154 instead of being cut.
 LINE_BUFFER = 512
 #: sizeof(sockaddr_un.sun_path) on Linux: a longer Unix path cannot be addressed.
-UNIX_PATH_MAX = 108
 #: Errors of socket() itself: smtpf's "open error", not a connect error.
-OPEN_ERRNOS = frozenset((errno_mod.EMFILE, errno_mod.ENFILE, errno_mod.ENOBUFS, errno_mod.ENOMEM))
 
 _CODE = re.compile(rb"\s*([+-]?\d+)")
 
@@ -166,64 +163,13 @@ class Avastd(ScannerPlugin):
     @staticmethod
     async def quit(conn: ScannerConnection) -> None:
         """Send QUIT and close once it is written; the 221 is not waited for."""
-        if conn.stream.closed:
-            return
-        conn.write(b"QUIT\r\n")
-        # A plain close would abort the connection and drop the unsent QUIT;
-        # loseConnection flushes first, and its connectionLost is local.
-        conn.stream.transport.loseConnection()
-        try:
-            await conn.read_to_eof()
-        except ScannerError:
-            pass
+        await conn.finish(b"QUIT\r\n")
 
     def infected(self, ctx: Context, virus: str) -> Verdict:
         """Apply avastd-policy to an infected message."""
-        text = f"message {ctx.qid} is INFECTED with {virus}"
-        policy = self.config["avastd-policy"]
-        if policy == "reject":
-            return reject(self.INFECTED, text=text)
-        log.error("session {sid}: #161 {text} (avastd-policy={policy})", sid=ctx.session_id,
-                  text=text, policy=policy)
-        if policy == "discard":
-            return Verdict(Action.DISCARD, None, {"text": text})
-        return CONTINUE
+        return self.apply_policy(ctx, self.INFECTED, virus, f"message {ctx.qid} is INFECTED with {virus}", 161)
 
     def unexpected(self, ctx: Context, what: str, line: bytes) -> None:
         """The daemon's words go to the log, not to the SMTP client."""
         log.error("session {sid}: avastd: unexpected {what}: {line!r}", sid=ctx.session_id,
                   what=what, line=line[:200])
-
-    async def _connect(self) -> ScannerConnection:
-        """The base connect, with smtpf's address and open errors told apart."""
-        await self._check_address()
-        try:
-            return await super()._connect()
-        except ScannerError as exc:
-            if exc.errno in OPEN_ERRNOS:
-                raise ScannerError(self.errors["open"], os.strerror(exc.errno), exc.errno) from None
-            raise
-
-    async def _check_address(self) -> None:
-        """A Unix path too long for sun_path, or a host name that does not resolve: #149.
-
-        The name is checked before Twisted sees it: a label that IDNA cannot
-        encode makes its resolver's Deferred never fire.
-        """
-        kind, host, _ = self.address
-        address_error = self.errors["address"]
-        if kind == "unix":
-            if len(os.fsencode(host)) >= UNIX_PATH_MAX:
-                raise ScannerError(address_error, os.strerror(errno_mod.ENAMETOOLONG),
-                                   errno_mod.ENAMETOOLONG)
-            return
-        if kind != "tcp" or abstract.isIPAddress(host):
-            return
-        reactor = self.services.reactor
-        try:
-            host.encode("idna")
-            await reactor.resolve(host).addTimeout(self.io_timeout, reactor)
-        except (UnicodeError, error.DNSLookupError):
-            raise ScannerError(address_error, "host not found", 0) from None
-        except defer.TimeoutError:
-            raise ScannerError(address_error, "host lookup timed out", errno_mod.ETIMEDOUT) from None

@@ -369,10 +369,4 @@ class Clamd(ScannerPlugin):
 
     def _infected(self, ctx: Context, virus: str) -> Verdict:
         """``clamd-policy``: reject (550 #208), discard, or none (log only)."""
-        log.warn("clamd: message {qid} (session {sid}) is INFECTED with {virus}; policy {policy}",
-                 qid=ctx.qid, sid=ctx.session_id, virus=virus, policy=self.policy)
-        if self.policy == "reject":
-            return Verdict(Action.REJECT, 208, {"text": virus})
-        if self.policy == "discard":
-            return Verdict(Action.DISCARD, 208, {"text": virus})
-        return CONTINUE
+        return self.apply_policy(ctx, 208, virus)  # the reply is the virus name

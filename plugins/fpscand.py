@@ -28,21 +28,18 @@ import re
 import time
 from typing import ClassVar
 
-from twisted.internet import abstract, defer, error
 from twisted.logger import Logger
 
-from barricade.plugin import PluginOption, ScannerConnection, ScannerError, ScannerPlugin
+from barricade.plugin import PluginOption, ScannerError, ScannerPlugin
 from barricade.policy.pipeline import Context
-from barricade.policy.verdict import CONTINUE, Action, Verdict, reject
+from barricade.policy.verdict import CONTINUE, Verdict
 
 log = Logger()
 
 #: smtpf formats the request into a 512-byte line buffer; one that does not fit is #370.
 LINE_BUFFER = 512
 #: sizeof(sockaddr_un.sun_path) on Linux: a longer Unix path cannot be addressed.
-UNIX_PATH_MAX = 108
 #: Errors of socket() itself: smtpf's "open error", not a connect error.
-OPEN_ERRNOS = frozenset((errno_mod.EMFILE, errno_mod.ENFILE, errno_mod.ENOBUFS, errno_mod.ENOMEM))
 
 VIRUS, SUSPICIOUS = 0x01, 0x02
 INFECTED_BITS = VIRUS | SUSPICIOUS
@@ -155,46 +152,4 @@ class Fpscand(ScannerPlugin):
 
     def infected(self, ctx: Context, text: str) -> Verdict:
         """Apply fpscand-policy to an infected message."""
-        message = f"message {ctx.qid} is {text}"
-        policy = self.config["fpscand-policy"]
-        if policy == "reject":
-            return reject(self.INFECTED, text=message)
-        log.error("session {sid}: #375 {text} (fpscand-policy={policy})", sid=ctx.session_id,
-                  text=message, policy=policy)
-        if policy == "discard":
-            return Verdict(Action.DISCARD, None, {"text": message})
-        return CONTINUE
-
-    async def _connect(self) -> ScannerConnection:
-        """The base connect, with smtpf's address and open errors told apart."""
-        await self._check_address()
-        try:
-            return await super()._connect()
-        except ScannerError as exc:
-            if exc.errno in OPEN_ERRNOS:
-                raise ScannerError(self.errors["open"], os.strerror(exc.errno), exc.errno) from None
-            raise
-
-    async def _check_address(self) -> None:
-        """A Unix path too long for sun_path, or a host name that does not resolve: #367.
-
-        The name is checked before Twisted sees it: a label that IDNA cannot
-        encode makes its resolver's Deferred never fire.
-        """
-        kind, host, _ = self.address
-        address_error = self.errors["address"]
-        if kind == "unix":
-            if len(os.fsencode(host)) >= UNIX_PATH_MAX:
-                raise ScannerError(address_error, os.strerror(errno_mod.ENAMETOOLONG),
-                                   errno_mod.ENAMETOOLONG)
-            return
-        if kind != "tcp" or abstract.isIPAddress(host):
-            return
-        reactor = self.services.reactor
-        try:
-            host.encode("idna")
-            await reactor.resolve(host).addTimeout(self.io_timeout, reactor)
-        except (UnicodeError, error.DNSLookupError):
-            raise ScannerError(address_error, "host not found", 0) from None
-        except defer.TimeoutError:
-            raise ScannerError(address_error, "host lookup timed out", errno_mod.ETIMEDOUT) from None
+        return self.apply_policy(ctx, self.INFECTED, text, f"message {ctx.qid} is {text}", 375)

@@ -179,6 +179,7 @@ def test_infected_multipart_is_rejected_with_the_virus_name(avastd, start, sink,
     reply, sid = send(proxy, message)
     qid = f"{sid}01"
     assert_reply(reply, 550, "5.7.1", 162, f"message {qid} is INFECTED with {virus}")
+    fake.wait_received(lambda got: len(got) == 1 and got[0].endswith(b"QUIT\r\n"))
     [raw] = fake.received
     # smtpf's dialogue: SCAN <path>, then QUIT once the list is read.
     assert raw == scan_request(spool_dir, qid, raw) + b"QUIT\r\n"
@@ -191,6 +192,7 @@ def test_clean_multipart_is_scanned_and_delivered_byte_exact(avastd, start, sink
     proxy = start(fake)
     reply, sid = send(proxy, MIME_CLEAN)
     assert_reply(reply, 250, "2.0.0", 554)
+    fake.wait_received(lambda got: len(got) == 1 and got[0].endswith(b"QUIT\r\n"))
     [raw] = fake.received
     assert raw == scan_request(spool_dir, f"{sid}01", raw) + b"QUIT\r\n"
     assert delivered_body(sink) == lf(MIME_CLEAN)
@@ -215,6 +217,7 @@ def test_each_message_of_a_session_is_scanned_on_its_own(avastd, start, sink, sp
         sid = first.text.rsplit(" ", 1)[-1]
     assert_reply(first, 550, "5.7.1", 162, f"message {sid}01 is INFECTED with EICAR Test-NOT virus!!!")
     assert_reply(second, 250, "2.0.0", 554)
+    fake.wait_received(lambda got: len(got) == 2 and all(x.endswith(b"QUIT\r\n") for x in got))
     one, two = fake.received
     assert one == scan_request(spool_dir, f"{sid}01", one) + b"QUIT\r\n"
     assert two == scan_request(spool_dir, f"{sid}02", two) + b"QUIT\r\n"
