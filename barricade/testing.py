@@ -166,13 +166,21 @@ class Proxy:
         if self.proc.poll() is not None:
             raise RuntimeError(f"barricade failed to start: {self.proc.stdout.read().decode()}")
 
-    def metric(self, series: str) -> float | None:
-        """One sample from /metrics, e.g. ``barricade_sessions_total``."""
+    def metric(self, series: str, **labels: str) -> float | None:
+        """One sample from /metrics.
+
+        ``metric('barricade_sessions_total')``, or by name and labels in any
+        order: ``metric('barricade_replies_total', id="288", code="550")``
+        (the exposition sorts labels, which is easy to get wrong by hand).
+        """
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         text = urllib.request.urlopen(url, timeout=10).read().decode()
-        for line in text.splitlines():
-            name, _, value = line.rpartition(" ")
-            if name == series:
+        for m in re.finditer(r"^(\w+)(\{.*\})? (\S+)$", text, re.MULTILINE):
+            name, braces, value = m.group(1), m.group(2) or "", m.group(3)
+            if not labels and name + braces == series:
+                return float(value)
+            found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', braces))
+            if labels and name == series and labels.items() <= found.items():
                 return float(value)
         return None
 

@@ -228,7 +228,8 @@ class Clamd(ScannerPlugin):
     antivirus = True
     socket_option = "clamd-socket"
     default_port = 3310
-    errors: ClassVar[dict[str, int]] = {"address": 178, "connect": 180, "write": 185, "read": 186}
+    errors: ClassVar[dict[str, int]] = {"address": 178, "open": 179, "connect": 180, "write": 185,
+                                        "read": 186}
     options = (
         PluginOption("clamd-socket", "", """The clamd socket: host[:port] (port 3310) or
             /unix/path, scanned with INSTREAM while DATA arrives; or the token SCAN

@@ -657,3 +657,16 @@ def test_scan_mode_over_max_size_not_scanned(fake, sink, make_proxy, save_dir: P
     assert f.connections == 0
     assert_delivered(sink, [lf(body)])
     assert results(proxy, "skipped") == 1
+
+
+def test_unusable_unix_socket_path_is_an_address_error(sink, make_proxy):
+    """A socket path longer than sun_path can hold: smtpf's address error, #178."""
+    path = "/tmp/" + "x" * 120
+    proxy = make_proxy(routes_to(sink), *PLUGIN, f"clamd-socket={path}")
+    with Client(proxy.port) as c:
+        c.ehlo()
+        reply = c.message("a@example.org", ["b@example.com"], wire(CLEAN))
+    assert (reply.code, reply.status, reply.id) == (451, "4.4.0", 178)
+    assert "clamd address error: File name too long (36)" in reply.text
+    assert sink.messages() == []
+    assert proxy.metric("barricade_replies_total", id="178", code="451") == 1
