@@ -224,7 +224,7 @@ class Clamd(ScannerPlugin):
     name = "clamd"
     # smtpf's dot table runs save, reply, dupmsg, clamd, ctasd, avastd, fpscand ...
     # spamd (smtpf.md §8); orders are ten times the position in that table.
-    order = 40
+    order = 100
     antivirus = True
     socket_option = "clamd-socket"
     default_port = 3310
