@@ -223,7 +223,7 @@ class Clamd(ScannerPlugin):
 
     name = "clamd"
     # smtpf's dot table runs save, reply, dupmsg, clamd, ctasd, avastd, fpscand ...
-    # spamd (smtpf.md §8); orders are ten times the position in that table.
+    # spamd (smtpf.md §8): clamd 100, avastd 120, fpscand 130, cli 400, spamd 900.
     order = 100
     antivirus = True
     socket_option = "clamd-socket"
