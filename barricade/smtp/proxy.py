@@ -100,11 +100,9 @@ class Proxy:
         self.pool: dict[str, Downstream] = {}  # live connections, reused across transactions
         self.txn: dict[str, Downstream] = {}  # those in the current transaction
         self.broken = False  # a downstream with accepted recipients was lost
-        self.esmtp = False
         self.messages = 0
         self._headers: HeaderCollector | None = None
         self._abort_reply: Outcome | None = None
-        self.spooling = False
         self.fatal: Reply | None = None  # set when the session must end mid-DATA
         self.on_fatal: Callable[[Reply], None] | None = None
 
@@ -161,7 +159,7 @@ class Proxy:
     async def on_helo(self, event: ev.Helo, session) -> Outcome:
         await self.end_transaction()
         self.ctx.helo = session.xclient_helo or event.domain
-        self.esmtp = self.ctx.esmtp = event.verb == "EHLO"
+        self.ctx.esmtp = event.verb == "EHLO"
         verdict = await self.server.pipeline.run("helo", self.ctx)
         if verdict.decisive:
             return self.verdict_outcome(verdict)
@@ -276,8 +274,8 @@ class Proxy:
             if not down.recipients:  # every RCPT of this route was refused
                 del self.txn[name]
                 await down.rset()
-        self.spooling = self.server.pipeline.needs_message
-        if self.spooling:
+        spooling = self.server.pipeline.needs_message
+        if spooling:
             # A scanner needs the whole message: DATA goes downstream at the dot,
             # after the checks, as in smtpf's spool mode.
             results = []
@@ -287,7 +285,7 @@ class Proxy:
             self.messages += 1
             self._headers = HeaderCollector()
             self._abort_reply = None
-            if self.spooling:
+            if spooling:
                 cfg = self.cfg
                 self.ctx.spool = Spool(cfg["save-dir"], cfg["spool-memory-limit"],
                                        prefix=f"{self.ctx.qid}-")
@@ -369,7 +367,7 @@ class Proxy:
 
     def _trace(self) -> bytes:
         client = self.ctx.client
-        proto = ("ESMTP" if self.esmtp else "SMTP") + ("S" if self.ctx.tls else "")
+        proto = ("ESMTP" if self.ctx.esmtp else "SMTP") + ("S" if self.ctx.tls else "")
         return received_header(
             helo=self.ctx.helo, client_name=client.name, client_ip=client.ip,
             hostname=self.server.hostname, proto=proto, qid=self.ctx.qid, rcpts=self.ctx.rcpts,
