@@ -94,15 +94,11 @@ class SmtpServerProtocol(protocol.Protocol):
             return
         self.session.receive_data(data)
         if self.busy:
-            if not self.paused and self._buffered() > PAUSE_AT:
+            if not self.paused and self.session.buffered > PAUSE_AT:
                 self.paused = True
                 self.transport.pauseProducing()
             return
         self._pump()
-
-    def _buffered(self) -> int:
-        s = self.session
-        return len(s._buffer) + (len(s._data.buffer) if s._data is not None else 0)
 
     def _pump(self) -> None:
         """Hand out events while none is in flight.

@@ -139,6 +139,11 @@ class Session:
     def in_transaction(self) -> bool:
         return self.sender is not None
 
+    @property
+    def buffered(self) -> int:
+        """Input octets received but not yet handed out (for back-pressure)."""
+        return len(self._buffer) + (len(self._data.buffer) if self._data is not None else 0)
+
     def ehlo_keywords(self) -> list[str]:
         cfg = self.config
         words = []
