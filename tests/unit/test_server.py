@@ -192,3 +192,15 @@ class _FakeDownstream:
 
     def abort(self):
         pass
+
+
+def test_a_client_far_ahead_of_us_is_paused_then_resumed(tmp_path):
+    s = Session(tmp_path, [Hangs()])
+    s.output()
+    s.send(b"EHLO client.example\r\n")
+    s.send(b"MAIL FROM:<a@b.example>\r\n")  # in flight: the check hangs
+    s.proto.dataReceived(b"NOOP\r\n" * 50000)  # 300 KB pipelined behind it
+    assert s.transport.producerState == "paused"
+    s.clock.advance(5.1)  # the check times out; the queue drains
+    assert s.transport.producerState == "producing"
+    assert s.output().startswith(b"451 4.3.0 processing error #907")
