@@ -1,0 +1,182 @@
+"""The Store interface: shared state for grey-listing, limits and caches.
+
+Every limit and every grey-list decision must be the same whichever worker
+process or gateway a client reaches, so the state lives behind one small
+interface with two implementations: :class:`~barricade.state.memory.MemoryStore`
+(one process, the default) and :class:`~barricade.state.redis.RedisStore`
+(shared by workers and gateways).
+
+Each method is one atomic check-and-update: a caller never reads, decides
+and writes in separate steps, because two workers would race between them.
+Methods are asyncio coroutines (``redis.asyncio`` underneath); Twisted code
+bridges them with :func:`barricade.aio.aio`.
+
+Every failure (unreachable server, timeout, script error) raises the one
+:class:`StoreError`, so a check applies its documented policy (temp-fail or
+skip) without knowing which backend it talks to.  Durations are seconds
+(float); the stores keep milliseconds internally.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: A clock returning seconds since the epoch; injectable for exact tests.
+Clock = Callable[[], float]
+
+#: smtpf's sliding window: 10 buckets of 6 s (``RATE_INTERVALS``, ``RATE_TICK``).
+RATE_WINDOW = 60.0
+RATE_BUCKETS = 10
+
+
+class StoreError(Exception):
+    """The store could not answer in time or at all.
+
+    One type for every backend failure so that callers need a single
+    ``except`` to apply their temp-fail/skip policy.
+    """
+
+
+class Grey(enum.StrEnum):
+    """Outcome of one grey-list check-and-update."""
+
+    NEW = "new"  #: first seen: recorded now, temp-fail (smtpf #552)
+    EARLY = "early"  #: seen, but the temp-fail period has not passed: temp-fail again
+    PASS = "pass"  #: the first retry after the period: pass and report (X-Grey-Report)
+    KNOWN = "known"  #: a remembered pass (tuple or host short-cut): pass, TTL touched
+
+
+@dataclass(frozen=True, slots=True)
+class GreyStatus:
+    """What the grey-list says and the times a reply or report needs.
+
+    ``created`` is when the record was first written (epoch seconds; for the
+    X-Grey-Report ``at=``), ``now`` the store's time of this decision, so
+    ``age`` and ``remaining`` agree with the store's clock, not the caller's.
+    """
+
+    result: Grey
+    created: float
+    now: float
+    period: float
+
+    @property
+    def age(self) -> float:
+        return self.now - self.created
+
+    @property
+    def remaining(self) -> float:
+        """Seconds until a retry would pass (0 once passed)."""
+        if self.result in (Grey.PASS, Grey.KNOWN):
+            return 0.0
+        return max(0.0, self.created + self.period - self.now)
+
+    @property
+    def passed(self) -> bool:
+        return self.result in (Grey.PASS, Grey.KNOWN)
+
+
+class Store(ABC):
+    """Atomic shared-state operations; see the module docstring.
+
+    Keys are the caller's logical keys (e.g. ``"192.0.2.9,fred@sender.net,john@acme.org"``);
+    each store adds its own namespace, prefix and (Redis) hash tag.
+    """
+
+    @abstractmethod
+    async def grey(
+        self,
+        tuple_key: str,
+        *,
+        period: float,
+        temp_fail_ttl: float,
+        accept_ttl: float,
+        host: str | None = None,
+    ) -> GreyStatus:
+        """Grey-list check-and-update, smtpf's algorithm (smtpf.md §4).
+
+        A new tuple is recorded (kept ``temp_fail_ttl``) and reported NEW;
+        before ``created + period`` it is EARLY; at or after it (and before
+        ``created + temp_fail_ttl``) it is upgraded to a pass kept
+        ``accept_ttl`` and reported PASS; later hits are KNOWN and extend the
+        accept TTL.  With ``host`` (the ip/ptr part of the key) a first pass
+        also remembers the host for ``accept_ttl``, and a remembered host makes
+        any tuple KNOWN at once (the "retry-queue proven" short-cut).
+        """
+
+    @abstractmethod
+    async def rate(
+        self,
+        key: str,
+        *,
+        window: float = RATE_WINDOW,
+        buckets: int = RATE_BUCKETS,
+        increment: int = 1,
+    ) -> int:
+        """Count an event and return the events in the sliding ``window``.
+
+        The window is ``buckets`` buckets of ``window / buckets`` seconds (the
+        current event counts), so an event stops counting once ``buckets``
+        whole buckets have started after its own.  ``increment=0`` only reads.
+        """
+
+    @abstractmethod
+    async def acquire(self, key: str, *, limit: int, ttl: float) -> str | None:
+        """Take a concurrency lease if fewer than ``limit`` live ones exist.
+
+        Returns the lease id, or None when the limit is reached.  A lease
+        expires ``ttl`` seconds after its last acquire/refresh, so a killed
+        worker's connections stop counting by themselves.
+        """
+
+    @abstractmethod
+    async def refresh(self, key: str, lease: str, *, ttl: float) -> bool:
+        """Extend a live lease by ``ttl``; False if it had already expired."""
+
+    @abstractmethod
+    async def release(self, key: str, lease: str) -> None:
+        """Give a lease back (at session end); unknown leases are ignored."""
+
+    @abstractmethod
+    async def leases(self, key: str) -> int:
+        """The number of live leases (for admin and metrics)."""
+
+    @abstractmethod
+    async def msg_limit(self, key: str, *, period: float, increment: int = 1) -> int:
+        """Count towards a fixed-window limit and return the window's count.
+
+        smtpf's Msg-Limit: the window starts at the first count, lasts
+        ``period`` seconds and restarts with the first count after it ends.
+        ``increment=0`` only reads.
+        """
+
+    @abstractmethod
+    async def get(self, key: str) -> str | None:
+        """A cached value, or None if absent or expired."""
+
+    @abstractmethod
+    async def set(self, key: str, value: str, *, ttl: float) -> None:
+        """Cache ``value`` for ``ttl`` seconds (dupmsg, call-ahead results)."""
+
+    @abstractmethod
+    async def add(self, key: str, value: str, *, ttl: float) -> bool:
+        """Cache ``value`` only if the key is absent; True if it was added.
+
+        Duplicate-message memory needs "seen before?" and "remember it" in one
+        step, or two workers receiving the same message would both accept it.
+        """
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Forget a cached value."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the default has nothing to release."""
+
+
+def ms(seconds: float) -> int:
+    """Seconds to whole milliseconds, at least 1 so a TTL is never 0 (no TTL)."""
+    return max(1, int(round(seconds * 1000)))
