@@ -35,6 +35,7 @@ class SmtpServerProtocol(protocol.Protocol):
         self._timer = None
         self._closed = False
         self._pumping = False
+        self._close_when_idle = False
         self.factory: SmtpServerFactory | None = None
 
     # --- connection -----------------------------------------------------------------
@@ -156,6 +157,10 @@ class SmtpServerProtocol(protocol.Protocol):
         if outcome.start_tls and not self._closed:
             self.transport.startTLS(self.server.tls_context)
             self.proxy.ctx.tls = True
+        self.busy = False
+        if self._close_when_idle and not self._in_progress():
+            self.shutdown()
+            return
         self._ready()
 
     def _close(self) -> None:
@@ -170,16 +175,25 @@ class SmtpServerProtocol(protocol.Protocol):
         if not self._closed:
             self._send(self.session.abort(reply), reply)
 
-    def shutdown(self) -> None:
+    def shutdown(self, graceful: bool = False) -> None:
         """The daemon is stopping: tell the client (#909) and close.
 
-        A transaction without its final reply is simply abandoned: the
-        client got no 250 for it and will send it again.
+        ``graceful`` lets a transaction in progress finish first (its final
+        reply is sent, then #909).  Otherwise a transaction without its
+        final reply is abandoned: the client got no 250 for it and will send
+        it again.
         """
         if self._closed or self.session is None or self.session.state == "closed":
             return
+        if graceful and self._in_progress():
+            self._close_when_idle = True
+            return
         reply = self.server.catalogue.reply(909, hostname=self.server.hostname)
         self._send(self.session.abort(reply), reply)
+
+    def _in_progress(self) -> bool:
+        s = self.session
+        return self.busy or s.state == DATA or s.in_transaction
 
     def _internal_error(self, failure: Failure) -> None:
         log.failure("session {sid}: internal error", failure,
@@ -224,7 +238,22 @@ class SmtpServerFactory(protocol.Factory):
         proto.factory = self
         return proto
 
-    def shutdown(self) -> None:
-        """Close every open session with #909."""
+    def shutdown(self, graceful: bool = False) -> None:
+        """Close every open session with #909 (``graceful``: after its transaction)."""
         for proto in list(self.sessions):
-            proto.shutdown()
+            proto.shutdown(graceful)
+
+    def drained(self, timeout: float) -> defer.Deferred:
+        """Fires when no session is left, or after ``timeout`` seconds."""
+        d: defer.Deferred = defer.Deferred()
+        reactor = self.server.reactor
+
+        def poll() -> None:
+            if not self.sessions or reactor.seconds() >= deadline:
+                d.callback(len(self.sessions))
+            else:
+                reactor.callLater(0.1, poll)
+
+        deadline = reactor.seconds() + timeout
+        poll()
+        return d
