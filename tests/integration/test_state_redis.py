@@ -1,0 +1,217 @@
+"""RedisStore against a real redis-server: the shared Store scenarios (the
+same ones MemoryStore passes), then what only Redis can get wrong: keys
+without a TTL, keys outside one Cluster slot, hangs and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import time
+import uuid
+
+import pytest
+import pytest_twisted
+import redis
+from redis.crc import key_slot
+
+from barricade.aio import aio
+from barricade.state import StoreError
+from barricade.state.base import Grey
+from barricade.state.redis import RedisStore, tag
+from tests.state import SCENARIOS, FakeClock, RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield srv
+    srv.cleanup()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A prefix per test: tests never see each other's keys."""
+    return f"t{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+def raw(server):
+    """A plain synchronous client to inspect what the scripts wrote."""
+    client = redis.Redis(host="127.0.0.1", port=server.port, decode_responses=True)
+    yield client
+    client.close()
+
+
+def make_store(url: str, prefix: str, **kw) -> RedisStore:
+    kw.setdefault("timeout", 0.5)
+    kw.setdefault("connect_timeout", 0.3)
+    return RedisStore(url, prefix=prefix, **kw)
+
+
+async def closing(store: RedisStore, coro) -> None:
+    try:
+        await coro
+    finally:
+        await store.close()
+
+
+def assert_keys_sound(raw: redis.Redis, prefix: str) -> list[str]:
+    """Every key under ``prefix`` expires and carries a ``{tag}``."""
+    keys = list(raw.scan_iter(match=f"{prefix}*"))
+    for key in keys:
+        assert raw.pttl(key) > 0, f"{key} has no TTL"
+        assert key.count("{") == 1 and "}" in key.split("{", 1)[1], f"{key} has no hash tag"
+    return keys
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest_twisted.ensureDeferred
+async def test_scenario(name: str, server, raw, prefix) -> None:
+    clock = FakeClock()
+    store = make_store(server.url, prefix, clock=clock)
+    await aio(closing(store, SCENARIOS[name](store, clock)))
+    assert_keys_sound(raw, prefix)
+
+
+@pytest_twisted.ensureDeferred
+async def test_all_scenarios_leave_only_expiring_tagged_keys(server, raw, prefix) -> None:
+    """Run everything into one prefix, then check the whole key space it made."""
+
+    async def everything() -> None:
+        for name, fn in SCENARIOS.items():
+            clock = FakeClock()
+            store = make_store(server.url, f"{prefix}{name}:", clock=clock)
+            await closing(store, fn(store, clock))
+
+    await aio(everything())
+    keys = assert_keys_sound(raw, prefix)
+    kinds = {key[len(prefix):].split(":", 2)[1] for key in keys}
+    assert kinds == {"grey", "rate", "conc", "msg", "cache"}
+
+
+def test_grey_keys_share_one_cluster_slot() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0", prefix="bx:")
+    host = "pool1.example.com"
+    tuple_key = store.key("grey", host, f"{host},fred@example.com,john@acme.org")
+    assert tuple_key == "bx:grey:{pool1.example.com}:pool1.example.com,fred@example.com,john@acme.org"
+    assert key_slot(tuple_key.encode()) == key_slot(store.key("grey", host).encode())
+    # a brace would end the tag early: such names are hashed
+    assert tag("a{b}c").startswith("{") and "a{b" not in tag("a{b}c") and len(tag("a{b}c")) == 42
+    with pytest.raises(ValueError):
+        RedisStore("redis://127.0.0.1:1/0", prefix="{x}:")
+    with pytest.raises(ValueError):
+        RedisStore("http://127.0.0.1:1/")
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_clock_leases_expire_in_real_time(server, raw, prefix) -> None:
+    """Without an injected clock the scripts use Redis's TIME: a lease really expires."""
+    store = make_store(server.url, prefix)
+
+    async def scenario() -> None:
+        assert await store.acquire("ip", limit=2, ttl=0.3)
+        assert await store.acquire("ip", limit=2, ttl=0.3)
+        assert await store.acquire("ip", limit=2, ttl=0.3) is None
+        await asyncio.sleep(0.35)
+        assert await store.acquire("ip", limit=2, ttl=0.3)
+        status = await store.grey("t", period=600, temp_fail_ttl=900, accept_ttl=3600)
+        assert status.result is Grey.NEW and abs(status.created - time.time()) < 5
+        assert (await store.grey("t", period=600, temp_fail_ttl=900, accept_ttl=3600)).result is Grey.EARLY
+        assert await store.rate("ip") == 1
+        await store.set("c", "v", ttl=0.2)
+        assert await store.get("c") == "v"
+        await asyncio.sleep(0.25)
+        assert await store.get("c") is None
+
+    await aio(closing(store, scenario()))
+    assert_keys_sound(raw, prefix)
+
+
+@pytest_twisted.ensureDeferred
+async def test_unix_socket_url(server, prefix) -> None:
+    store = make_store(server.unix_url, prefix)
+
+    async def scenario() -> None:
+        await store.ping()
+        assert await store.rate("ip") == 1
+        assert await store.rate("ip") == 2
+
+    await aio(closing(store, scenario()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_concurrent_callers_wait_for_the_pool(server, prefix) -> None:
+    """More callers than connections wait their turn (BlockingConnectionPool), none fail."""
+    store = make_store(server.url, prefix, max_connections=4, timeout=5)
+
+    async def scenario() -> None:
+        counts = await asyncio.gather(*(store.rate("ip") for _ in range(200)))
+        assert sorted(counts) == list(range(1, 201))
+
+    await aio(closing(store, scenario()))
+
+
+async def expect_store_error(coro, within: float) -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreError):
+        await coro
+    assert time.monotonic() - started < within
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_stopped_then_restarted(tmp_path, prefix) -> None:
+    """Stopped: every operation fails fast with StoreError; restarted (empty, no
+    scripts loaded): the same Store works again, reloading its scripts."""
+    srv = RedisServer(tmp_path)
+    store = make_store(srv.url, prefix)
+    ops = itertools.cycle([
+        lambda: store.grey("t", period=1, temp_fail_ttl=10, accept_ttl=10),
+        lambda: store.rate("ip"),
+        lambda: store.acquire("ip", limit=2, ttl=10),
+        lambda: store.msg_limit("ip", period=10),
+        lambda: store.get("k"),
+    ])
+
+    async def scenario() -> None:
+        assert await store.rate("ip") == 1
+        lease = await store.acquire("ip", limit=2, ttl=10)
+        srv.stop()
+        for _ in range(5):
+            await expect_store_error(next(ops)(), within=1.5)
+        with pytest.raises(StoreError):
+            await store.release("ip", lease)
+        srv.start()
+        assert await store.rate("ip") == 1  # a fresh, empty Redis
+        assert await store.acquire("ip", limit=2, ttl=10)
+        assert (await store.grey("t", period=1, temp_fail_ttl=10, accept_ttl=10)).result is Grey.NEW
+
+    try:
+        await aio(closing(store, scenario()))
+    finally:
+        srv.cleanup()
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_hung_times_out(tmp_path, prefix) -> None:
+    """A Redis that accepts but never answers (SIGSTOP) costs at most the timeout."""
+    srv = RedisServer(tmp_path)
+    store = make_store(srv.url, prefix, timeout=0.4)
+
+    async def scenario() -> None:
+        assert await store.rate("ip") == 1
+        os.kill(srv.proc.pid, signal.SIGSTOP)
+        try:
+            await expect_store_error(store.rate("ip"), within=1.0)
+            await expect_store_error(store.acquire("ip", limit=1, ttl=5), within=1.0)
+        finally:
+            os.kill(srv.proc.pid, signal.SIGCONT)
+        assert await store.rate("ip") >= 2  # the timed-out increment may have landed
+
+    try:
+        await aio(closing(store, scenario()))
+    finally:
+        srv.cleanup()
