@@ -39,15 +39,33 @@ class RedisServer:
     socket), no persistence, stopped by pid.  ``stop()`` then ``start()``
     restarts it on the same port and socket, empty."""
 
-    def __init__(self, tmp: Path | None = None, port: int | None = None):
+    def __init__(self, tmp: Path | None = None, port: int | None = None, tls: bool = False):
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server not installed (apt-get install redis-server)")
         self.port = port or free_port()
         self.dir = Path(tmp or tempfile.mkdtemp(prefix=f"barricade-redis-{self.port}-"))
         self.socket = self.dir / "redis.sock"
         self.log = self.dir / "redis.log"
+        self.tls_port = free_port() if tls else None
+        self.cert = self.dir / "cert.pem"
+        if tls:
+            self._make_cert()
         self.proc: subprocess.Popen | None = None
         self.start()
+
+    def _make_cert(self) -> None:
+        """A self-signed certificate for 127.0.0.1 (the SAN is what Python checks)."""
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-keyout", str(self.dir / "key.pem"), "-out", str(self.cert),
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )
+
+    @property
+    def tls_url(self) -> str:
+        """rediss:// verifying the server against the test certificate."""
+        return f"rediss://127.0.0.1:{self.tls_port}/0?ssl_ca_certs={self.cert}"
 
     @property
     def url(self) -> str:
@@ -61,6 +79,9 @@ class RedisServer:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.dir), "--unixsocket", str(self.socket),
                 "--unixsocketperm", "700", "--logfile", str(self.log)]
+        if self.tls_port:
+            args += ["--tls-port", str(self.tls_port), "--tls-cert-file", str(self.cert),
+                     "--tls-key-file", str(self.dir / "key.pem"), "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         wait_for(self.ready, 10, f"redis-server on port {self.port}")
 

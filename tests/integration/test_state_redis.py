@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    srv = RedisServer(tmp_path_factory.mktemp("redis"), tls=True)
     yield srv
     srv.cleanup()
 
@@ -141,6 +141,41 @@ async def test_unix_socket_url(server, prefix) -> None:
         assert await store.rate("ip") == 2
 
     await aio(closing(store, scenario()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_url(server, prefix) -> None:
+    """rediss:// with the server certificate verified; unverified it is refused."""
+    store = make_store(server.tls_url, prefix)
+    untrusted = make_store(f"rediss://127.0.0.1:{server.tls_port}/0", prefix)
+
+    async def scenario() -> None:
+        assert await store.acquire("ip", limit=1, ttl=10)
+        assert await store.acquire("ip", limit=1, ttl=10) is None
+        with pytest.raises(StoreError):
+            await untrusted.ping()
+
+    await aio(closing(store, closing(untrusted, scenario())))
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_gateways_share_limits(server, prefix) -> None:
+    """Two Stores on one Redis (two workers or gateways) see one limit and one grey-list."""
+    one, two = make_store(server.url, prefix), make_store(server.url, prefix)
+
+    async def scenario() -> None:
+        assert await one.acquire("192.0.2.1", limit=2, ttl=10)
+        b = await two.acquire("192.0.2.1", limit=2, ttl=10)
+        assert b
+        assert await one.acquire("192.0.2.1", limit=2, ttl=10) is None
+        await one.release("192.0.2.1", b)  # whoever holds the lease id may release it
+        assert await two.acquire("192.0.2.1", limit=2, ttl=10)
+        assert [await one.rate("ip"), await two.rate("ip"), await one.rate("ip")] == [1, 2, 3]
+        grey = dict(period=600, temp_fail_ttl=900, accept_ttl=3600)
+        assert (await one.grey("t", **grey)).result is Grey.NEW
+        assert (await two.grey("t", **grey)).result is Grey.EARLY
+
+    await aio(closing(one, closing(two, scenario())))
 
 
 @pytest_twisted.ensureDeferred
