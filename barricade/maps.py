@@ -169,18 +169,33 @@ def domain_keys(tag: str, domain: str, bare: bool = True) -> Iterator[str]:
         yield f"{tag}:"
 
 
-def mail_keys(tag: str, address: str, bare: bool = True) -> Iterator[str]:
-    """``tag:l@d`` → domain variants → ``tag:l@`` → ``tag:``."""
+def mail_keys(tag: str, address: str, bare: bool = True, literal_plus: bool = True) -> Iterator[str]:
+    """``tag:l@d`` → domain variants → ``tag:l@`` → ``tag:``.
+
+    With ``literal_plus`` false (smtpf's ``-rfc2821-literal-plus``) a
+    ``+detail`` is not part of the mailbox: ``tag:l+d@dom`` is still tried
+    first (an entry for exactly that address), then ``tag:l@dom``, and the
+    local-part key is ``tag:l@``.
+    """
     local, at, domain = address.rpartition("@")
     if not at:
         local, domain = address, ""
+    base = local if literal_plus else strip_detail(local)
     if domain:
         yield f"{tag}:{local}@{domain}".lower()
+        if base != local:
+            yield f"{tag}:{base}@{domain}".lower()
         yield from domain_keys(tag, domain, bare=False)
-    if local:
-        yield f"{tag}:{local}@".lower()
+    if base:
+        yield f"{tag}:{base}@".lower()
     if bare:
         yield f"{tag}:"
+
+
+def strip_detail(local: str) -> str:
+    """``user+detail`` → ``user`` (a leading ``+`` is part of the name)."""
+    head, plus, _ = local.partition("+")
+    return head if plus and head else local
 
 
 def client_keys(tag: str, ip: str, name: str | None, bare: bool = True) -> Iterator[str]:

@@ -272,7 +272,12 @@ _add("route-map", "/etc/barricade/route-map", """Route map (smtpf format, text
      changes.""", section=S)
 _add("access-map", "", """Access map (smtpf format, text source): tags such as
      Connect:, From:, To: with OK, REJECT, ... Empty: no access map. Read and
-     checked for syntax at start-up.""", section=S)
+     checked for syntax at start-up; reloaded on SIGHUP and when it changes (a
+     bad line is logged with its number and the previous map stays).""", section=S)
+_add("rfc2821-literal-plus", False, """Treat '+' in a local part literally. When
+     off, the access map also tries an address without its +detail
+     (From:user@dom for user+detail@dom) and its local-part key is user@.""",
+     section=S)
 
 # --- SMTP protocol ------------------------------------------------------------
 S = "smtp"

@@ -193,6 +193,7 @@ class Catalogue:
         status: str | None = None,
         lines: Iterable[str] = (),
         extra: Iterable[str] = (),
+        custom_text: str | None = None,
         **fields: object,
     ) -> Reply:
         """Render entry ``rid``.
@@ -200,15 +201,21 @@ class Catalogue:
         ``code``/``status`` are required for relayed entries (code 0) and
         may override a fixed entry's enhanced status only when a check
         needs a more specific one.  ``lines`` adds continuation lines
-        that share the status (multi-line banners).
+        that share the status (multi-line banners).  ``custom_text`` is the
+        operator's own wording for this one reply (an access-map
+        ``REJECT:"..."``): it replaces the template, while the code, the
+        enhanced status and the id stay the entry's.
         """
         spec = self._specs[rid]
         rcode = code if code is not None else spec.code
         if not rcode:
             raise ValueError(f"reply #{rid} relays a code: pass code=")
         rstatus = status if status is not None else spec.status
-        template = self._texts.get(rid, spec.template)
-        text = template.format_map(_Fields({k: _clean(v) for k, v in fields.items()}))
+        if custom_text is not None:
+            text = _clean(custom_text)
+        else:
+            template = self._texts.get(rid, spec.template)
+            text = template.format_map(_Fields({k: _clean(v) for k, v in fields.items()}))
         return Reply(
             rcode,
             rstatus,
@@ -604,6 +611,24 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(794, 550, '5.7.1', 'rejected MAIL FROM, {reason}', 'mail',
       'See uri-bl-mail option.'),
     # ---- Barricade's own replies (900 and up) ----
+    R(814, 450, '4.7.1', 'host {client_name} [{client_ip}] sender <{sender}> temporary failure', 'mail',
+      'A Connect:From: combo tag entry for the client and sender pair has a right-hand-side value of TEMPFAIL. See access-map.'),
+    R(815, 450, '4.7.1', 'sender <{sender}> temporary failure', 'mail',
+      'A From: tag entry for the sender address or their domain has a right-hand-side value of TEMPFAIL. See access-map.'),
+    R(816, 450, '4.7.1', 'host {client_name} [{client_ip}] recipient <{rcpt}> temporary failure', 'rcpt',
+      'A Connect:To: combo tag entry for the client and recipient pair has a right-hand-side value of TEMPFAIL. See access-map.'),
+    R(817, 450, '4.7.1', 'sender <{sender}> recipient <{rcpt}> temporary failure', 'rcpt',
+      'A From:To: combo tag entry for the sender and recipient pair has a right-hand-side value of TEMPFAIL. See access-map.'),
+    R(818, 450, '4.7.1', 'recipient <{rcpt}> temporary failure', 'rcpt',
+      'A To: tag entry for the recipient address or their domain has a right-hand-side value of TEMPFAIL. See access-map.'),
+    R(853, 450, '4.7.1', 'host {client_name} [{client_ip}] temporary failure', 'connect',
+      'A Connect: tag entry for the client name or IP address has a right-hand-side value of TEMPFAIL; the connection is closed. See access-map.'),
+    R(854, 550, '5.7.1', 'host {client_name} [{client_ip}] black listed', 'connect',
+      'A Connect: tag entry for the client name or IP address has a right-hand-side value of IREJECT (a reject smtp-delay-checks does not postpone); the connection is closed. See access-map.'),
+    R(855, 550, '5.7.1', 'host {client_name} [{client_ip}] sender <{sender}> black listed', 'mail',
+      'A Connect:From: combo tag entry for the client and sender pair has a right-hand-side value of IREJECT. See access-map.'),
+    R(856, 550, '5.7.1', 'sender <{sender}> black listed', 'mail',
+      'A From: tag entry for the sender address or their domain has a right-hand-side value of IREJECT. See access-map.'),
     R(900, 354, '', 'enter mail, end with "." on a line by itself', 'data',
       'Intermediate reply to DATA, sent only after every downstream host answered 354.'),
     R(901, 421, '4.4.1', 'forwarding agent unavailable', 'rcpt',
@@ -647,6 +672,10 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(922, 421, '4.7.0', 'too many errors, closing connection', 'any',
       'smtp-drop-after error replies were given in this session.'),
     R(923, 554, '5.5.1', 'no valid recipients', 'data', ''),
+    R(930, 550, '5.7.1', 'HELO {helo} black listed', 'helo',
+      'A Helo: tag entry for the HELO/EHLO argument has a right-hand-side value of REJECT or IREJECT; the connection is closed. smtpf has no numbered reply for this. See access-map.'),
+    R(931, 450, '4.7.1', 'HELO {helo} temporary failure', 'helo',
+      'A Helo: tag entry for the HELO/EHLO argument has a right-hand-side value of TEMPFAIL; the connection is closed. See access-map.'),
 )
 
 

@@ -20,10 +20,11 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from barricade.address import parse_hostport
-from barricade.maps import KeyValueMap, MapError, RouteMap
+from barricade.maps import MapError, RouteMap
 from barricade.metrics import Metrics, metrics_root
 from barricade.options import Config, OptionError
 from barricade.plugin import Plugin, Services, enabled_plugins, plugin_replies
+from barricade.policy.access import AccessMap, access_maps
 from barricade.policy.limits import builtin_checks
 from barricade.policy.pipeline import Pipeline
 from barricade.replies import Catalogue, CatalogueError
@@ -88,7 +89,9 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         raise StartupError(str(exc)) from None
     try:
         routes = RouteMap(config["route-map"])
-        access = KeyValueMap(config["access-map"]) if config["access-map"] else None
+        access = None
+        if config["access-map"]:
+            access = AccessMap(config["access-map"], literal_plus=config["rfc2821-literal-plus"])
     except MapError as exc:
         raise StartupError(str(exc)) from None
     for item in config["interfaces"]:
@@ -103,7 +106,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         plugins = enabled_plugins(config, services)
     except OptionError as exc:
         raise StartupError(str(exc)) from None
-    pipeline = Pipeline([*builtin_checks(config), *plugins], reactor, config["check-timeout"], metrics)
+    pipeline = Pipeline([*builtin_checks(config, access), *plugins], reactor, config["check-timeout"], metrics)
     return ServerContext(
         config=config,
         catalogue=catalogue,
@@ -201,6 +204,8 @@ class BarricadeService(service.Service):
     def reload(self) -> None:
         log.info("barricade: SIGHUP, reloading maps")
         self.context.routes.reload()
+        for access in access_maps(self.context.pipeline.checks):
+            access.reload()
 
     def stopService(self):
         service.Service.stopService(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from barricade.options import Config
+from barricade.policy.access import AccessMap, access_checks
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
 
@@ -40,5 +41,10 @@ class HopLimit(Check):
         return CONTINUE
 
 
-def builtin_checks(config: Config) -> list[Check]:
-    return [RcptLimit(config), HopLimit(config)]
+def builtin_checks(config: Config, access_map: AccessMap | None = None) -> list[Check]:
+    """The built-in checks in smtpf's order (``smtpf.md`` section 8).
+
+    The recipient limit comes first: it is a protocol limit that a
+    white-listed recipient must not lift.
+    """
+    return [RcptLimit(config), *access_checks(config, access_map), HopLimit(config)]

@@ -1,0 +1,558 @@
+"""smtpf's access map: black and white lists for the envelope.
+
+The map is smtpf's ``key value`` text source (``smtpf.md`` section 3a).
+:class:`AccessMap` parses the values of the black/white-list tags
+(``Connect:``, ``Helo:``, ``From:``, ``To:``, the combos
+``Connect:…:From:…``, ``Connect:…:To:…``, ``From:…:To:…``, and ``Body:``)
+into pattern lists and actions when the file is loaded, so a bad line is
+reported with its file and line number at start-up or reload, and a failed
+reload keeps the previous map (:meth:`KeyValueMap.derive`).  Other tags
+(``Spamd:``, ``Rate-Connect:`` ...) stay plain values for their checks.
+
+A value is an optional list of ``pattern action`` pairs and a default
+action: ``[net/cidr]ACTION`` (IP lookups only), ``!glob!ACTION`` (``*``,
+``?``, ``\\`` escapes, anchored, case-insensitive) and ``/ERE/ACTION``
+(Python's ``re``, which accepts the POSIX ERE smtpf maps use).  An empty
+action after a pattern is SKIP.  An action word may carry a quoted
+argument: ``REJECT:"go away"`` keeps the reply's code, status and id and
+uses the operator's words in place of "black listed", as smtpf does.
+
+Lookups go from the most specific key to the least and stop at the first
+key whose value gives a result.  ``NEXT``, and a pattern list where no
+pattern matched and there is no default, resume at the next key; ``SKIP``
+(``DUNNO``) stops with no result.
+
+The checks below apply the results in smtpf's filter order (section 8):
+connect (``Connect:``), helo (``Helo:``), mail (``Connect:From:`` then
+``From:``), rcpt (``Connect:To:``, ``From:To:``, then ``To:``) and the
+message phases (DISCARD and PROTOCOL).  Words that need machinery Barricade
+does not have yet are parsed and logged, then the session continues:
+``SAVE``, ``TRAP``, ``TAG`` and the SPF words ``SPF-PASS``, ``POLICY-PASS``
+and ``POLICY-OK`` (no SPF result exists yet).  ``smtp-delay-checks`` is not
+implemented: REJECT verdicts carry the DELAY flag for it, IREJECT does not.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from barricade.maps import KeyValueMap, MapError, client_keys, domain_keys, ip_keys, mail_keys
+from barricade.options import Config
+from barricade.policy.pipeline import Check, Context
+from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
+
+log = Logger()
+
+# --- action words and where smtpf allows them (smtpf +access-word-tags) ----------
+
+CONNECT, HELO, FROM, TO = "connect", "helo", "from", "to"
+CONNECT_FROM, CONNECT_TO, FROM_TO, BODY = "connect:from", "connect:to", "from:to", "body"
+COMBOS = (CONNECT_FROM, CONNECT_TO, FROM_TO)
+FAMILIES = (CONNECT, HELO, FROM, TO, *COMBOS, BODY)
+
+_ENVELOPE = (CONNECT, HELO, FROM, TO, *COMBOS)
+WORD_FAMILIES: dict[str, tuple[str, ...]] = {
+    "OK": FAMILIES,
+    "OK+AV": _ENVELOPE,
+    "CONTENT": (CONNECT, HELO),
+    "PROTOCOL": (CONNECT, FROM, TO, *COMBOS),
+    "DISCARD": _ENVELOPE,
+    "REJECT": FAMILIES,
+    "IREJECT": (CONNECT, HELO, FROM, CONNECT_FROM),
+    "TEMPFAIL": _ENVELOPE,
+    "SAVE": FAMILIES,
+    "TRAP": FAMILIES,
+    "TAG": _ENVELOPE,
+    "SPF-PASS": (FROM, CONNECT_FROM),
+    "POLICY-PASS": (FROM, CONNECT_FROM),
+    "POLICY-OK": (FROM, CONNECT_FROM),
+    "SKIP": FAMILIES,
+    "DUNNO": FAMILIES,
+    "NEXT": FAMILIES,
+}
+#: Words parsed but not acted on yet: the check logs them and continues.
+LOGGED_ONLY = frozenset(("SAVE", "TRAP", "TAG", "SPF-PASS", "POLICY-PASS", "POLICY-OK"))
+
+
+@dataclass(frozen=True)
+class AccessAction:
+    """One action word with its optional argument (reply text, log text, path)."""
+
+    word: str
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class Pattern:
+    kind: str  # "cidr", "glob" or "regex"
+    source: str
+    match: Callable[[str], bool]
+    action: AccessAction
+
+
+@dataclass(frozen=True)
+class AccessValue:
+    """A parsed right-hand side: patterns tried in order, then the default."""
+
+    patterns: tuple[Pattern, ...]
+    default: AccessAction | None
+
+    def evaluate(self, hays: Iterable[str]) -> AccessAction | None:
+        """The action for the first pattern matching any hay, else the default."""
+        for hay in hays:
+            for pattern in self.patterns:
+                if pattern.match(hay):
+                    return pattern.action
+        return self.default
+
+
+@dataclass(frozen=True)
+class AccessHit:
+    """A lookup result: the key that decided, and its action."""
+
+    key: str
+    action: AccessAction
+
+    @property
+    def word(self) -> str:
+        return self.action.word
+
+
+# --- parsing ------------------------------------------------------------------------
+
+_TOKEN = re.compile(r'(?:"[^"]*"|[^\s"]+|")+')
+
+
+def family_of(key: str) -> str | None:
+    """Which black/white-list family a (lower-case) key belongs to, if any."""
+    tag, colon, rest = key.partition(":")
+    if not colon:
+        return None
+    if tag == CONNECT:
+        if ":from:" in rest:
+            return CONNECT_FROM
+        if ":to:" in rest:
+            return CONNECT_TO
+        return CONNECT
+    if tag == FROM:
+        return FROM_TO if ":to:" in rest else FROM
+    if tag in (HELO, TO, BODY):
+        return tag
+    return None
+
+
+def parse_action(token: str, family: str) -> AccessAction:
+    """``WORD`` or ``WORD:"text"``; words are matched case-insensitively."""
+    word, colon, arg = token.partition(":")
+    word = word.upper()
+    if word not in WORD_FAMILIES:
+        raise MapError(f"unknown action {token!r}")
+    if family not in WORD_FAMILIES[word]:
+        raise MapError(f"action {word} is not allowed on {family.title()}: entries")
+    if not colon:
+        return AccessAction(word)
+    if len(arg) >= 2 and arg[0] == arg[-1] == '"':
+        arg = arg[1:-1]
+    return AccessAction(word, arg)
+
+
+def _split_pattern(token: str, close: str) -> tuple[str, str]:
+    """``<open>body<close>action`` → (body, action); a backslash escapes ``close``."""
+    i = 1
+    while True:
+        i = token.find(close, i)
+        if i < 0:
+            raise MapError(f"pattern {token!r} has no closing {close!r}")
+        if token[i - 1] != "\\":
+            return token[1:i], token[i + 1:]
+        i += 1
+
+
+def glob_regex(glob: str) -> re.Pattern[str]:
+    """smtpf's TextMatch: ``*`` any run, ``?`` one character, ``\\x`` literal x."""
+    out, i = [], 0
+    while i < len(glob):
+        c = glob[i]
+        if c == "\\" and i + 1 < len(glob):
+            out.append(re.escape(glob[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if c == "*" else "." if c == "?" else re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        addr = ipaddress.ip_address(text.strip("[]").removeprefix("ipv6:").removeprefix("IPv6:"))
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return addr.ipv4_mapped
+    return addr
+
+
+def _cidr_matcher(body: str) -> Callable[[str], bool]:
+    try:
+        net = ipaddress.ip_network(body.replace("\\", ""), strict=False)
+    except ValueError:
+        raise MapError(f"bad network [{body}]") from None
+
+    def match(hay: str) -> bool:
+        addr = _ip(hay)
+        return addr is not None and addr.version == net.version and addr in net
+
+    return match
+
+
+def _pattern(token: str, family: str) -> Pattern:
+    kind, close = {"!": ("glob", "!"), "[": ("cidr", "]"), "/": ("regex", "/")}[token[0]]
+    body, action_text = _split_pattern(token, close)
+    action = parse_action(action_text, family) if action_text else AccessAction("SKIP")
+    if kind == "cidr":
+        matcher = _cidr_matcher(body)
+    elif kind == "glob":
+        matcher = glob_regex(body).fullmatch
+    else:
+        try:
+            matcher = re.compile(body).search
+        except re.error as exc:
+            raise MapError(f"bad regular expression /{body}/: {exc}") from None
+    return Pattern(kind, body, lambda hay, m=matcher: bool(m(hay)), action)
+
+
+def parse_value(value: str, family: str) -> AccessValue:
+    """Parse one right-hand side; raises :class:`MapError` (without the line)."""
+    tokens = _TOKEN.findall(value)
+    patterns: list[Pattern] = []
+    for n, token in enumerate(tokens):
+        if token[0] in "![/":
+            patterns.append(_pattern(token, family))
+            continue
+        if n != len(tokens) - 1:
+            raise MapError(f"text after the default action {token!r}: {' '.join(tokens[n + 1:])!r}")
+        return AccessValue(tuple(patterns), parse_action(token, family))
+    if not patterns:
+        raise MapError("empty value")
+    return AccessValue(tuple(patterns), None)
+
+
+# --- the map --------------------------------------------------------------------------
+
+
+class AccessMap(KeyValueMap):
+    """The access map, with parsed black/white-list values and smtpf's lookups."""
+
+    def __init__(self, location: str, literal_plus: bool = False,
+                 clock: Callable[[], float] = time.monotonic):
+        self.literal_plus = literal_plus
+        self._values: dict[str, AccessValue] = {}
+        super().__init__(location, clock)
+
+    def derive(self, entries: dict[str, str], lines: dict[str, int]) -> Callable[[], None]:
+        values: dict[str, AccessValue] = {}
+        for key, value in entries.items():
+            family = family_of(key)
+            if family is None:
+                continue
+            try:
+                values[key] = parse_value(value, family)
+            except MapError as exc:
+                raise MapError(f"{self.path}:{lines.get(key, '?')}: {key}: {exc}") from None
+
+        def commit() -> None:
+            self._values = values
+
+        return commit
+
+    # --- lookup machinery -----------------------------------------------------------
+
+    def lookup(self, keys: Iterable[str], hays: Iterable[str]) -> AccessHit | None:
+        """The first key whose value gives an action (NEXT resumes, SKIP stops)."""
+        self.refresh()
+        hays = [h for h in hays if h]
+        for key in keys:
+            key = key.lower()
+            value = self._values.get(key)
+            if value is None:
+                continue
+            action = value.evaluate(hays)
+            if action is None or action.word == "NEXT":
+                continue
+            if action.word in ("SKIP", "DUNNO"):
+                return None
+            return AccessHit(key, action)
+        return None
+
+    def _mail(self, tag: str, address: str, bare: bool = True) -> Iterator[str]:
+        return mail_keys(tag, address, bare=bare, literal_plus=self.literal_plus)
+
+    # --- the lookups of each tag ----------------------------------------------------
+
+    def connect(self, ip: str, name: str | None) -> AccessHit | None:
+        """``Connect:``: IP prefixes, ``[ip]``, the PTR name's domains, the bare tag."""
+        return self.lookup(client_keys(CONNECT, ip, name), (name or "", ip))
+
+    def helo(self, argument: str) -> AccessHit | None:
+        """``Helo:``: an address literal as an IP, else as a domain; then the bare tag."""
+        addr = _ip(argument) if argument.startswith("[") else None
+        if addr is not None:
+            keys = [*ip_keys(HELO, str(addr)), f"{HELO}:{argument}", f"{HELO}:"]
+            return self.lookup(keys, (str(addr),))
+        return self.lookup(domain_keys(HELO, argument), (argument,))
+
+    def sender(self, address: str) -> AccessHit | None:
+        return self.lookup(self._mail(FROM, address), (address,))
+
+    def recipient(self, address: str) -> AccessHit | None:
+        return self.lookup(self._mail(TO, address), (address,))
+
+    def _client_combo(self, ip: str, name: str | None, tag: str, address: str) -> Iterator[str]:
+        """``connect:<ip-variant>:<tag>:<mail-variant>``, every pair, IP variants first."""
+        for client in client_keys(CONNECT, ip, name, bare=False):
+            for mail in self._mail(tag, address, bare=False):
+                yield f"{client}:{mail}"
+
+    def connect_sender(self, ip: str, name: str | None, address: str) -> AccessHit | None:
+        return self.lookup(self._client_combo(ip, name, FROM, address), (address,))
+
+    def connect_recipient(self, ip: str, name: str | None, address: str) -> AccessHit | None:
+        return self.lookup(self._client_combo(ip, name, TO, address), (address,))
+
+    def sender_recipient(self, sender: str, rcpt: str) -> AccessHit | None:
+        keys = (f"{s}:{r}" for s in self._mail(FROM, sender, bare=False)
+                for r in self._mail(TO, rcpt, bare=False))
+        return self.lookup(keys, (rcpt,))
+
+    def body(self, item: str) -> AccessHit | None:
+        """``Body:`` for the content checks: an IP, a mail address or a domain (no default)."""
+        if _ip(item) is not None:
+            return self.lookup(ip_keys(BODY, str(_ip(item))), (item,))
+        if "@" in item:
+            return self.lookup(self._mail(BODY, item, bare=False), (item,))
+        return self.lookup(domain_keys(BODY, item, bare=False), (item,))
+
+
+# --- the checks -----------------------------------------------------------------------
+
+SESSION_DISCARD = "session.access.discard"
+SESSION_PROTOCOL = "session.access.protocol"
+SESSION_WHITE_AV = "session.access.white-av"
+SESSION_CONTENT = "session.access.content"
+DISCARD = "access.discard"
+PROTOCOL = "access.protocol"
+
+#: The fixed start of each reply, before smtpf's "black listed" / "temporary
+#: failure", so that a custom ``REJECT:"text"`` reads as smtpf's would.
+PREFIX = {
+    120: "host {client_name} [{client_ip}]", 853: "host {client_name} [{client_ip}]",
+    854: "host {client_name} [{client_ip}]",
+    930: "HELO {helo}", 931: "HELO {helo}",
+    125: "host {client_name} [{client_ip}] sender <{sender}>",
+    814: "host {client_name} [{client_ip}] sender <{sender}>",
+    855: "host {client_name} [{client_ip}] sender <{sender}>",
+    127: "sender <{sender}>", 815: "sender <{sender}>", 856: "sender <{sender}>",
+    135: "host {client_name} [{client_ip}] recipient <{rcpt}>",
+    816: "host {client_name} [{client_ip}] recipient <{rcpt}>",
+    137: "sender <{sender}> recipient <{rcpt}>", 817: "sender <{sender}> recipient <{rcpt}>",
+    139: "recipient <{rcpt}>", 818: "recipient <{rcpt}>",
+}
+
+
+@dataclass(frozen=True)
+class Replies:
+    """The reply ids of one tag for REJECT, IREJECT and TEMPFAIL."""
+
+    reject: int
+    ireject: int
+    tempfail: int
+
+
+class AccessCheck(Check):
+    """Common handling of one lookup's result."""
+
+    name = "access"
+    tag = ""
+
+    def __init__(self, access_map: AccessMap):
+        self.map = access_map
+
+    def apply(self, ctx: Context, hit: AccessHit | None, replies: Replies, *, drop: bool = False,
+              session: bool = False, rcpt: str = "") -> Verdict:
+        """Turn a hit into a verdict; ``drop`` for connect/HELO, ``session`` for their notes."""
+        if hit is None:
+            return CONTINUE
+        word, text = hit.word, hit.action.text
+        log.info("session {sid}: access {tag} {key} -> {word}{text}", sid=ctx.session_id,
+                 tag=self.tag, key=hit.key, word=word, text=f':"{text}"' if text else "")
+        if word == "OK":
+            return Verdict(Action.ACCEPT)
+        if word == "OK+AV":
+            ctx.white_av = True
+            if session:
+                ctx.notes[SESSION_WHITE_AV] = True
+            return Verdict(Action.ACCEPT)
+        if word == "CONTENT":
+            ctx.notes[SESSION_CONTENT] = True  # CONTENT is allowed on Connect:/Helo: only
+            return Verdict(Action.CONTENT)
+        if word == "DISCARD":
+            ctx.notes[SESSION_DISCARD if session else DISCARD] = True
+            return CONTINUE
+        if word == "PROTOCOL":
+            ctx.notes[SESSION_PROTOCOL if session else PROTOCOL] = True
+            return CONTINUE
+        if word in LOGGED_ONLY:
+            log.info("session {sid}: access {tag} {key}: {word} is not implemented yet; continuing",
+                     sid=ctx.session_id, tag=self.tag, key=hit.key, word=word)
+            return CONTINUE
+        rid, action, flags = {
+            "REJECT": (replies.reject, Action.REJECT, Flag.DELAY),
+            "IREJECT": (replies.ireject, Action.IREJECT, Flag.NONE),
+            "TEMPFAIL": (replies.tempfail, Action.TEMPFAIL, Flag.DELAY),
+        }[word]
+        if drop:  # connect and HELO: reply, then close, as smtpf does
+            action = Action.DROP
+            if flags:
+                flags |= Flag.SESSION
+        return Verdict(action, rid, self.fields(ctx, rid, text, rcpt), flags)
+
+    @staticmethod
+    def fields(ctx: Context, rid: int, text: str | None, rcpt: str) -> dict[str, object]:
+        if text is None:
+            return {}
+        prefix = PREFIX[rid].format(client_name=ctx.client.name, client_ip=ctx.client.ip,
+                                    helo=ctx.helo, sender=ctx.sender or "", rcpt=rcpt)
+        return {"custom_text": f"{prefix} {text}"}
+
+    @staticmethod
+    def client_name(ctx: Context) -> str | None:
+        name = ctx.client.name
+        return None if not name or name == "unknown" else name
+
+
+class AccessConnect(AccessCheck):
+    """``Connect:``: REJECT drops the connection (#120), OK white-lists the session."""
+
+    name = "access-connect"
+    tag = "Connect:"
+    replies = Replies(120, 854, 853)
+
+    async def connect(self, ctx: Context) -> Verdict:
+        hit = self.map.connect(ctx.client.ip, self.client_name(ctx))
+        return self.apply(ctx, hit, self.replies, drop=True, session=True)
+
+
+class AccessHelo(AccessCheck):
+    """``Helo:``: as Connect:, for the HELO/EHLO argument (#930, smtpf has no number)."""
+
+    name = "access-helo"
+    tag = "Helo:"
+    replies = Replies(930, 930, 931)
+
+    async def helo(self, ctx: Context) -> Verdict:
+        if not ctx.helo:
+            return CONTINUE
+        return self.apply(ctx, self.map.helo(ctx.helo), self.replies, drop=True, session=True)
+
+
+class AccessMail(AccessCheck):
+    """``Connect:From:`` (#125), else ``From:`` (#127)."""
+
+    name = "access-mail"
+    tag = "From:"
+    combo = Replies(125, 855, 814)
+    replies = Replies(127, 856, 815)
+
+    async def mail(self, ctx: Context) -> Verdict:
+        sender = ctx.sender or ""
+        hit = self.map.connect_sender(ctx.client.ip, self.client_name(ctx), sender) if sender else None
+        if hit is not None:
+            return self.apply(ctx, hit, self.combo)
+        return self.apply(ctx, self.map.sender(sender), self.replies)
+
+
+class AccessRcpt(AccessCheck):
+    """``Connect:To:`` (#135), else ``From:To:`` (#137), else ``To:`` (#139)."""
+
+    name = "access-rcpt"
+    tag = "To:"
+    connect_to = Replies(135, 135, 816)
+    from_to = Replies(137, 137, 817)
+    replies = Replies(139, 139, 818)
+
+    async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
+        hit = self.map.connect_recipient(ctx.client.ip, self.client_name(ctx), rcpt)
+        if hit is not None:
+            return self.apply(ctx, hit, self.connect_to, rcpt=rcpt)
+        if ctx.sender:
+            hit = self.map.sender_recipient(ctx.sender, rcpt)
+            if hit is not None:
+                return self.apply(ctx, hit, self.from_to, rcpt=rcpt)
+        return self.apply(ctx, self.map.recipient(rcpt), self.replies, rcpt=rcpt)
+
+
+class AccessMessage(AccessCheck):
+    """The message phases: PROTOCOL white-lists the content, DISCARD drops it at the dot."""
+
+    name = "access-message"
+
+    async def data(self, ctx: Context) -> Verdict:
+        if self._discard(ctx):
+            return CONTINUE
+        if ctx.notes.get(SESSION_PROTOCOL) or ctx.notes.get(PROTOCOL):
+            return Verdict(Action.ACCEPT)  # content checks skipped, anti-virus still runs
+        return CONTINUE
+
+    async def end_of_data(self, ctx: Context) -> Verdict:
+        if self._discard(ctx):
+            log.info("session {sid}: message {qid} discarded (access map DISCARD)",
+                     sid=ctx.session_id, qid=ctx.qid)
+            return Verdict(Action.DISCARD)
+        return CONTINUE
+
+    @staticmethod
+    def _discard(ctx: Context) -> bool:
+        return bool(ctx.notes.get(SESSION_DISCARD) or ctx.notes.get(DISCARD))
+
+
+class AccessSessionState(AccessCheck):
+    """Carry a ``Connect:``/``Helo:`` OK+AV or CONTENT over to every transaction.
+
+    :meth:`Context.reset_transaction` clears ``white_av`` and
+    ``white_envelope`` at each MAIL.  This check runs first in the mail
+    phase and sets them again; it is marked anti-virus so that it still runs
+    in a white-listed session, before any scanner looks at ``white_av``.
+    """
+
+    name = "access-session"
+    antivirus = True
+
+    async def mail(self, ctx: Context) -> Verdict:
+        if ctx.notes.get(SESSION_WHITE_AV):
+            ctx.white_av = True
+        if ctx.notes.get(SESSION_CONTENT):
+            ctx.white_envelope = True
+        return CONTINUE
+
+
+def access_checks(config: Config, access_map: AccessMap | None) -> list[Check]:
+    """The access-map checks, in smtpf's order, or none without a map."""
+    if access_map is None:
+        return []
+    return [AccessConnect(access_map), AccessHelo(access_map), AccessSessionState(access_map),
+            AccessMail(access_map), AccessRcpt(access_map), AccessMessage(access_map)]
+
+
+def access_maps(checks: Iterable[Check]) -> list[AccessMap]:
+    """The distinct access maps the pipeline's checks use (for SIGHUP)."""
+    found: dict[int, AccessMap] = {}
+    for check in checks:
+        if isinstance(check, AccessCheck):
+            found.setdefault(id(check.map), check.map)
+    return list(found.values())
