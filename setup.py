@@ -13,6 +13,7 @@ setup(
         "barricade",
         "barricade.smtp",
         "barricade.policy",
+        "barricade.state",
         "barricade.plugins",
         "twisted.plugins",
     ],
@@ -28,5 +29,6 @@ setup(
         "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "ruff>=0.4"],
     },
     include_package_data=True,
+    package_data={"barricade.state": ["lua/*.lua"]},
     zip_safe=False,
 )
