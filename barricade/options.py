@@ -256,6 +256,11 @@ _add("metrics-interface", "127.0.0.1:9025", """host:port of the Prometheus
 _add("reply-file", "", """File of reply text overrides, one 'NNN text' per line,
      where NNN is the reply number shown after '#' in every reply. Fields in
      braces, e.g. {rcpt}, must be ones the original text uses.""", section=S)
+_add("workers", 0, """Worker processes sharing the listening sockets; 0 means one
+     per CPU, 1 runs everything in one process. The master replaces a worker
+     that dies and serves /metrics for all of them.""", section=S, minimum=0)
+_add("shutdown-timeout", 30, """Seconds a stopping daemon lets sessions finish the
+     transaction they are in before closing them with #909.""", section=S, minimum=0)
 _add("save-dir", "/tmp", """Directory for spooled message bodies that outgrow
      memory (when a content scanner needs the whole message).""", section=S)
 _add("spool-memory-limit", 1048576, """Octets of a spooled message kept in memory

@@ -145,11 +145,29 @@ def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
+def bind_interfaces(config: Config) -> list[socket.socket]:
+    """Every ``interfaces`` socket, or SystemExit with one line naming the problem."""
+    sockets: list[socket.socket] = []
+    for item in config["interfaces"]:
+        host, port = parse_address(item, 25, "interfaces")
+        try:
+            sockets.append(bind(host, port))
+        except StartupError as exc:
+            for sock in sockets:
+                sock.close()
+            log.critical("barricade: {why}", why=str(exc))
+            raise SystemExit(f"barricade: {exc}") from None
+    return sockets
+
+
 class BarricadeService(service.Service):
     name = "barricade"
 
-    def __init__(self, context: ServerContext):
+    def __init__(self, context: ServerContext, inherited_fds: list[int] = (),
+                 serve_metrics: bool = True):
         self.context = context
+        self.inherited_fds = list(inherited_fds)  # a worker: the master bound them
+        self.serve_metrics = serve_metrics
         self.sockets: list[socket.socket] = []
         self.ports: list = []
         self.metrics_port = None
@@ -160,12 +178,10 @@ class BarricadeService(service.Service):
         return self.context.config
 
     def privilegedStartService(self) -> None:
-        for item in self.config["interfaces"]:
-            host, port = parse_address(item, 25, "interfaces")
-            try:
-                self.sockets.append(bind(host, port))
-            except StartupError as exc:
-                self._fail(str(exc))
+        if self.inherited_fds:
+            self.sockets = [socket.socket(fileno=fd) for fd in self.inherited_fds]
+        else:
+            self.sockets = bind_interfaces(self.config)
         service.Service.privilegedStartService(self)
 
     def _fail(self, why: str) -> None:
@@ -185,7 +201,7 @@ class BarricadeService(service.Service):
                      name=self.context.hostname)
             sock.close()
         self.sockets = []
-        if self.config["metrics-interface"]:
+        if self.config["metrics-interface"] and self.serve_metrics:
             host, port = parse_address(self.config["metrics-interface"], 9025, "metrics-interface")
             try:
                 self.metrics_port = reactor.listenTCP(
@@ -208,13 +224,21 @@ class BarricadeService(service.Service):
             access.reload()
 
     def stopService(self):
+        """Stop accepting; let transactions in progress finish; then close the rest."""
         service.Service.stopService(self)
-        ds = [defer.maybeDeferred(p.stopListening) for p in self.ports]
-        ds += [defer.ensureDeferred(c.stop()) for c in self.context.pipeline.checks
-               if isinstance(c, Plugin)]
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        ports, self.ports = self.ports, []
+        await defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
         if self.factory is not None:
+            self.factory.shutdown(graceful=True)
+            left = await self.factory.drained(self.config["shutdown-timeout"])
+            if left:
+                log.info("barricade: closing {n} sessions still open", n=left)
             self.factory.shutdown()
+        ds = [defer.ensureDeferred(c.stop()) for c in self.context.pipeline.checks
+              if isinstance(c, Plugin)]
         if self.metrics_port is not None:
             ds.append(defer.maybeDeferred(self.metrics_port.stopListening))
-        self.ports = []
-        return defer.DeferredList(ds)
+        await defer.DeferredList(ds)

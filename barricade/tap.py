@@ -66,8 +66,15 @@ class Options(usage.Options):
 def makeService(options: Options):
     from twisted.application import service as tservice
 
-    from barricade.service import BarricadeService
-
     top = tservice.MultiService()
-    BarricadeService(options.context).setServiceParent(top)
+    if options.config["workers"] == 1:
+        from barricade.service import BarricadeService
+
+        BarricadeService(options.context).setServiceParent(top)
+    else:
+        from barricade.workers import WorkerMaster
+
+        args = (["--config", options["config"]] if options["config"] else []) + [
+            a for a in options.args if a.lower() != "help"]
+        WorkerMaster(options.config, args).setServiceParent(top)
     return top

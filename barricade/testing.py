@@ -152,6 +152,7 @@ class Proxy:
             f"route-map={self.route_map}",
             "interface-name=barricade.test",
             f"metrics-interface=127.0.0.1:{self.metrics_port}",
+            "workers=1",  # one process unless a test asks for more
             *args,
         ]
         paths = [str(PACKAGE_ROOT), *map(str, pythonpath)]

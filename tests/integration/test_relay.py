@@ -358,3 +358,22 @@ def test_shutdown_tells_connected_clients(sink, make_proxy):
         assert (r.code, r.status, r.id) == (421, "4.3.2", 909)
         assert c.closed()
     assert proxy.proc.wait(10) in (0, -15)  # twistd re-raises SIGTERM to exit with it
+
+
+def test_stopping_lets_a_transaction_in_progress_finish(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "shutdown-timeout=10")
+    with Client(proxy.port) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<a@example.org>")
+        assert c.cmd("RCPT TO:<b@example.com>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
+        proxy.proc.terminate()
+        time.sleep(0.5)
+        c.send(b"second half\r\n.\r\n")
+        assert c.read().id == 554  # the message is delivered, not cut off
+        r = c.read()
+        assert (r.code, r.status, r.id) == (421, "4.3.2", 909)
+        assert c.closed()
+    assert sink.bodies()[0].endswith(b"first half\nsecond half\n")
+    assert proxy.proc.wait(10) in (0, -15)

@@ -1,0 +1,178 @@
+"""Several worker processes behind one set of listening sockets.
+
+The master binds every interface while still privileged, then starts
+``workers`` processes that inherit the listening sockets (``childFDs``)
+and accept from them: the kernel hands each new connection to one worker,
+and a worker that stalls or dies loses no queued connection (unlike
+SO_REUSEPORT, measured in the engineering notes).  The master
+
+* replaces a worker that dies (with a short back-off when one keeps dying);
+* forwards SIGHUP (reload maps) to every worker;
+* on stop, sends SIGTERM to the workers (they close open sessions with
+  #909) and waits for them, then SIGKILLs stragglers;
+* serves ``/metrics`` for all workers (prometheus-client multiprocess
+  mode), keeping the counters of workers that died.
+
+Each worker is ``python -m barricade.worker`` with the same option
+arguments as the master.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client.twisted import MetricsResource
+from twisted.application import service
+from twisted.internet import defer, error, protocol
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from barricade.options import Config
+from barricade.service import bind_interfaces, parse_address
+
+log = Logger()
+
+STOP_TIMEOUT = 15.0  # beyond shutdown-timeout, before a worker is killed
+RESTART_DELAY_MAX = 10.0
+
+
+class _WorkerProcess(protocol.ProcessProtocol):
+    """One worker: its output goes to our log, its end to the master."""
+
+    def __init__(self, master: WorkerMaster, slot: int):
+        self.master = master
+        self.slot = slot
+        self.started = time.monotonic()
+        self.pid: int | None = None  # kept: the transport forgets it at the end
+        self.ended: defer.Deferred = defer.Deferred()
+        self._partial = {1: b"", 2: b""}
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        buf = self._partial.get(fd, b"") + data
+        *lines, self._partial[fd] = buf.split(b"\n")
+        for line in lines:
+            if line:
+                log.info("worker {slot} [{pid}] {line}", slot=self.slot, pid=self.pid,
+                         line=line.decode("utf-8", "replace"))
+
+
+    def processEnded(self, reason) -> None:
+        self.master.worker_ended(self, reason)
+        self.ended.callback(None)
+
+
+class WorkerMaster(service.Service):
+    """Binds, spawns, supervises; serves the aggregated metrics."""
+
+    name = "barricade-master"
+
+    def __init__(self, config: Config, args: list[str], reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.args = args  # the option arguments, passed to every worker
+        self.reactor = reactor
+        self.count = config["workers"] or os.cpu_count() or 1
+        self.sockets: list[socket.socket] = []
+        self.workers: dict[int, _WorkerProcess] = {}
+        self.delays: dict[int, float] = {}
+        self.stopping = False
+        self.metrics_dir = ""
+        self.metrics_port = None
+        self.restarts = 0
+
+    def privilegedStartService(self) -> None:
+        self.sockets = bind_interfaces(self.config)
+        service.Service.privilegedStartService(self)
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        self.metrics_dir = tempfile.mkdtemp(prefix="barricade-metrics-")
+        for slot in range(self.count):
+            self.spawn(slot)
+        if self.config["metrics-interface"]:
+            host, port = parse_address(self.config["metrics-interface"], 9025, "metrics-interface")
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.metrics_dir)
+            root = Resource()
+            root.putChild(b"metrics", MetricsResource(registry=registry))
+            self.metrics_port = self.reactor.listenTCP(port, Site(root), interface=host)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+        log.info("barricade: master {pid} started {n} workers", pid=os.getpid(), n=self.count)
+
+    def spawn(self, slot: int) -> None:
+        fds = [sock.fileno() for sock in self.sockets]
+        child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
+        child_fds.update({fd: fd for fd in fds})
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.metrics_dir,
+                   PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        argv = [sys.executable, "-m", "barricade.worker", "--fds", ",".join(map(str, fds)),
+                "--slot", str(slot), "--", *self.args]
+        proc = _WorkerProcess(self, slot)
+        transport = self.reactor.spawnProcess(proc, sys.executable, argv, env=env, childFDs=child_fds)
+        proc.pid = transport.pid
+        self.workers[slot] = proc
+        log.info("barricade: worker {slot} started, pid {pid}", slot=slot, pid=proc.pid)
+
+    def worker_ended(self, proc: _WorkerProcess, reason) -> None:
+        pid = proc.pid
+        if pid is not None:
+            multiprocess.mark_process_dead(pid, self.metrics_dir)
+        if self.workers.get(proc.slot) is proc:
+            del self.workers[proc.slot]
+        if self.stopping:
+            return
+        status = reason.value.exitCode if isinstance(reason.value, error.ProcessTerminated) else 0
+        # A worker that dies right after starting is probably broken: back off.
+        lived = time.monotonic() - proc.started
+        delay = 0.0 if lived > 10 else min(RESTART_DELAY_MAX, self.delays.get(proc.slot, 0.5) * 2)
+        self.delays[proc.slot] = delay
+        self.restarts += 1
+        log.warn("barricade: worker {slot} (pid {pid}) ended ({why}); restarting in {d:.1f}s",
+                 slot=proc.slot, pid=pid, why=reason.getErrorMessage() or status, d=delay)
+        self.reactor.callLater(delay, self._respawn, proc.slot)
+
+    def _respawn(self, slot: int) -> None:
+        if not self.stopping and slot not in self.workers:
+            self.spawn(slot)
+
+    def signal_workers(self, signum: int) -> None:
+        for proc in list(self.workers.values()):
+            try:
+                proc.transport.signalProcess(signum)
+            except (error.ProcessExitedAlready, OSError):
+                pass
+
+    def reload(self) -> None:
+        log.info("barricade: SIGHUP, reloading every worker")
+        self.signal_workers(signal.SIGHUP)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self.stopping = True
+        ended = [proc.ended for proc in self.workers.values()]
+        self.signal_workers(signal.SIGTERM)
+        grace = self.config["shutdown-timeout"] + STOP_TIMEOUT
+        killer = self.reactor.callLater(grace, self.signal_workers, signal.SIGKILL)
+        d = defer.DeferredList(ended)
+
+        def done(_):
+            if killer.active():
+                killer.cancel()
+            for sock in self.sockets:
+                sock.close()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+        d.addBoth(done)
+        if self.metrics_port is not None:
+            d.addBoth(lambda _: self.metrics_port.stopListening())
+        return d
