@@ -192,6 +192,7 @@ class Proxy:
             "interface-name=bench.test",
             "metrics-interface=",  # no extra listener
             "smtp-drop-after=0",  # never hang up on the load generator
+            "workers=1",  # CPU and memory figures read one process; --workers overrides
             *extra,
         ]
         cmd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
@@ -521,6 +522,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="idle connections for the memory figure")
     ap.add_argument("--time-limit", type=positive, default=600,
                     help="seconds after which everything is stopped and the run fails")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="proxy worker processes (>1: CPU and memory figures cover the master only)")
     ap.add_argument("--reactor", default="",
                     help="twistd reactor for the proxy (default: Barricade's asyncio reactor)")
     ap.add_argument("--keep", action="store_true",
@@ -590,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
     try:
         sink = Sink(workdir, deadline)
-        proxy = Proxy(workdir, sink.port, deadline, args.reactor)
+        extra = (f"workers={args.workers}",) if args.workers != 1 else ()
+        proxy = Proxy(workdir, sink.port, deadline, args.reactor, extra=extra)
         rep.say(f"  sink   smtp-sink pid {sink.proc.pid} on {HOST}:{sink.port}")
         rep.say(f"  proxy  barricade pid {proxy.proc.pid} on {HOST}:{proxy.port} -> sink")
         rep.say(f"  work dir {workdir}")
