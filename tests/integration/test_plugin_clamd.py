@@ -563,8 +563,14 @@ def test_clamd_stream_max_length_exceeded(small_clamd, sink, make_proxy):
     """clamd's own limit (StreamMaxLength 64K) answers an ERROR line and hangs up: #206."""
     proxy = make_proxy(routes_to(sink), tcp(small_clamd), "clamd-max-size=0")
     reply = send(proxy.port, CLEAN + padding(300_000))
-    assert_reply(reply, 451, "4.4.0", 206,
-                 "unexpected clamd result: INSTREAM size limit exceeded. ERROR")
+    if reply.id == 185:
+        # clamd hangs up while we are still streaming; when its reset arrives
+        # before we read its ERROR line the kernel drops the line: then the
+        # message is refused as a write error instead.  Either way: 451.
+        assert_reply(reply, 451, "4.4.0", 185, "clamd write error: connection closed by clamd")
+    else:
+        assert_reply(reply, 451, "4.4.0", 206,
+                     "unexpected clamd result: INSTREAM size limit exceeded. ERROR")
     assert_nothing_delivered(sink)
     assert results(proxy, "error") == 1
 
