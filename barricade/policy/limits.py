@@ -16,6 +16,7 @@ class RcptLimit(Check):
     """
 
     name = "rcpt-limit"
+    always = True
 
     def __init__(self, config: Config):
         self.limit = config["message-rcpt-limit"]
@@ -30,6 +31,7 @@ class HopLimit(Check):
     """554 5.4.6 when a message has passed too many hops: a mail loop."""
 
     name = "hop-limit"
+    always = True
 
     def __init__(self, config: Config):
         self.limit = config["message-hop-limit"]

@@ -102,6 +102,8 @@ class Check:
     needs_message = False
     #: Anti-virus checks run even for white-listed mail (unless OK+AV).
     antivirus = False
+    #: Protocol limits (loops, recipient count) run for everybody, white-listed or not.
+    always = False
     #: Seconds each hook may take (0: the ``check-timeout`` option).
     timeout: float = 0
     #: The temp-fail reply when a hook raises or times out.
@@ -155,7 +157,7 @@ class Pipeline:
         result = CONTINUE
         envelope = phase in ENVELOPE_PHASES
         for check in self._hooks[phase]:
-            if ctx.trusted or (envelope and ctx.white_envelope):
+            if not check.always and (ctx.trusted or (envelope and ctx.white_envelope)):
                 if not check.antivirus or ctx.white_av:
                     continue  # smtpf: a white-listed message skips all but anti-virus
             verdict = await self._one(check, phase, ctx, args)

@@ -123,3 +123,14 @@ def test_transaction_reset_keeps_session_state():
     c.add_header("X-A", "1")
     c.reset_transaction()
     assert c.white_session and not c.white and c.notes == {"session.rdns": "x"} and not c.added_headers
+
+
+def test_protocol_limits_run_even_for_white_listed_mail():
+    from barricade.options import REGISTRY
+    from barricade.policy.limits import HopLimit
+
+    c = ctx()
+    c.white_session = c.white_av = True
+    c.headers = [("Received", "x")] * 30
+    v = run(Pipeline([HopLimit(REGISTRY.parse([]))], MemoryReactorClock(), 5), "headers", c)
+    assert (v.action, v.reply_id) == (Action.REJECT, 911)
