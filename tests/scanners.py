@@ -864,3 +864,71 @@ class FakeFpscand(_FakeServer):
         name, nested = virus
         what = b"contains infected objects" if nested else b"infected"
         return b"1 <" + what + b": " + self.VIRUS_NAMES[name] + b">"
+
+
+# --- shared by the scanner plugins' end-to-end tests -----------------------------------
+
+SENDER, RCPT = "sender@example.org", "rcpt@example.com"
+
+_BOUNDARY = "=_barricade_clean_0001"
+#: multipart/mixed with nothing a scanner objects to; a line starting with a
+#: dot checks that the spooled message is delivered dot-unstuffed and intact.
+MIME_CLEAN = (
+    "From: Sender <sender@example.org>\r\n"
+    "To: Recipient <rcpt@example.com>\r\n"
+    "Subject: agenda attached\r\n"
+    "Message-ID: <mime-clean.1@example.org>\r\n"
+    "MIME-Version: 1.0\r\n"
+    f'Content-Type: multipart/mixed;\r\n\tboundary="{_BOUNDARY}"\r\n'
+    "\r\n"
+    f"--{_BOUNDARY}\r\n"
+    "Content-Type: text/plain; charset=us-ascii\r\n"
+    "\r\n"
+    "The agenda is attached.\r\n"
+    ".a line that starts with a dot\r\n"
+    f"--{_BOUNDARY}\r\n"
+    'Content-Type: text/plain; name="agenda.txt"\r\n'
+    'Content-Disposition: attachment; filename="agenda.txt"\r\n'
+    "\r\n"
+    "1. coffee\r\n2. more coffee\r\n"
+    f"--{_BOUNDARY}--\r\n"
+).encode("ascii")
+
+
+
+def wire(message: bytes) -> bytes:
+    """Dot-stuffed as a client sends it (the samples end with CRLF)."""
+    return b"".join(b"." + x if x.startswith(b".") else x for x in message.splitlines(keepends=True))
+
+
+def send_message(proxy, message: bytes):
+    """One message in one session; the reply to the dot and the session id."""
+    from barricade.testing import Client
+
+    with Client(proxy.port) as c:
+        assert c.ehlo().code == 250
+        reply = c.message(SENDER, [RCPT], wire(message))
+        assert c.cmd("QUIT").code == 221
+    return reply, reply.text.rsplit(" ", 1)[-1]
+
+
+def delivered_body(sink) -> bytes:
+    """The one delivered message without our Received header (3 lines)."""
+    [body] = sink.bodies()
+    assert body.startswith(b"Received: from ")
+    return body.split(b"\n", 3)[3]
+
+
+def assert_reply(reply, code: int, status: str, rid: int, text: str | None = None) -> None:
+    assert (reply.code, reply.status, reply.id) == (code, status, rid), reply
+    if text is not None:
+        assert reply.text.startswith(f"{status} {text} #{rid} "), reply
+
+
+def lowest_free_fd(pid: int) -> int:
+    """The descriptor number a process gets next (to make its next open() fail)."""
+    used = {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+    fd = 0
+    while fd in used:
+        fd += 1
+    return fd

@@ -16,41 +16,28 @@ import resource
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from barricade.testing import PACKAGE_ROOT, Client, Proxy, Sink, lf, routes_to, wait_for
-from tests.scanners import CLEAN, MIME_EICAR, MIME_PATTERN, FakeAvastd, _Conn
+from barricade.testing import PACKAGE_ROOT, Client, Proxy, lf, routes_to, wait_for
+from tests.scanners import (
+    CLEAN,
+    MIME_CLEAN,
+    MIME_EICAR,
+    MIME_PATTERN,
+    RCPT,
+    SENDER,
+    FakeAvastd,
+    _Conn,
+    assert_reply,
+    delivered_body,
+    lowest_free_fd,
+    send_message,
+    wire,
+)
 
 TIMEOUT = 1  # avastd-timeout for the stalling modes: each wait on the daemon
-SENDER, RCPT = "sender@example.org", "rcpt@example.com"
-
-_BOUNDARY = "=_barricade_clean_0001"
-#: multipart/mixed with nothing a scanner objects to; a line starting with a
-#: dot checks that the spooled message is delivered dot-unstuffed and intact.
-MIME_CLEAN = (
-    "From: Sender <sender@example.org>\r\n"
-    "To: Recipient <rcpt@example.com>\r\n"
-    "Subject: agenda attached\r\n"
-    "Message-ID: <mime-clean.1@example.org>\r\n"
-    "MIME-Version: 1.0\r\n"
-    f'Content-Type: multipart/mixed;\r\n\tboundary="{_BOUNDARY}"\r\n'
-    "\r\n"
-    f"--{_BOUNDARY}\r\n"
-    "Content-Type: text/plain; charset=us-ascii\r\n"
-    "\r\n"
-    "The agenda is attached.\r\n"
-    ".a line that starts with a dot\r\n"
-    f"--{_BOUNDARY}\r\n"
-    'Content-Type: text/plain; name="agenda.txt"\r\n'
-    'Content-Disposition: attachment; filename="agenda.txt"\r\n'
-    "\r\n"
-    "1. coffee\r\n2. more coffee\r\n"
-    f"--{_BOUNDARY}--\r\n"
-).encode("ascii")
-
 
 def _discovered() -> bool:
     """Does the proxy (PYTHONPATH=checkout) discover the shipped avastd plugin by itself?
@@ -72,10 +59,6 @@ def plugin_args() -> tuple[str, ...]:
     """What the proxy needs on its command line to run the plugin once."""
     return () if _discovered() else ("plugins=plugins.avastd:Avastd",)
 
-
-def wire(message: bytes) -> bytes:
-    """Dot-stuffed as a client sends it (the samples end with CRLF)."""
-    return b"".join(b"." + x if x.startswith(b".") else x for x in message.splitlines(keepends=True))
 
 
 class Avastd(FakeAvastd):
@@ -136,14 +119,6 @@ def start(sink, make_proxy, spool_dir):
     return make
 
 
-def send(proxy: Proxy, message: bytes):
-    """One message in one session; the reply to the dot and the session id."""
-    with Client(proxy.port) as c:
-        assert c.ehlo().code == 250
-        reply = c.message(SENDER, [RCPT], wire(message))
-        assert c.cmd("QUIT").code == 221
-    return reply, reply.text.rsplit(" ", 1)[-1]
-
 
 def scan_request(spool_dir: Path, qid: str, raw: bytes) -> bytes:
     """The one SCAN line the plugin sent, checked against the spool file naming."""
@@ -154,17 +129,6 @@ def scan_request(spool_dir: Path, qid: str, raw: bytes) -> bytes:
     return m.group(0)
 
 
-def delivered_body(sink: Sink) -> bytes:
-    """The one delivered message without our Received header (3 lines)."""
-    [body] = sink.bodies()
-    assert body.startswith(b"Received: from ")
-    return body.split(b"\n", 3)[3]
-
-
-def assert_reply(reply, code: int, status: str, rid: int, text: str | None = None) -> None:
-    assert (reply.code, reply.status, reply.id) == (code, status, rid), reply
-    if text is not None:
-        assert reply.text.startswith(f"{status} {text} #{rid} "), reply
 
 
 # --- verdicts ------------------------------------------------------------------------
@@ -176,7 +140,7 @@ def test_infected_multipart_is_rejected_with_the_virus_name(avastd, start, sink,
                                                             message, virus):
     fake = avastd()
     proxy = start(fake)
-    reply, sid = send(proxy, message)
+    reply, sid = send_message(proxy, message)
     qid = f"{sid}01"
     assert_reply(reply, 550, "5.7.1", 162, f"message {qid} is INFECTED with {virus}")
     fake.wait_received(lambda got: len(got) == 1 and got[0].endswith(b"QUIT\r\n"))
@@ -190,7 +154,7 @@ def test_infected_multipart_is_rejected_with_the_virus_name(avastd, start, sink,
 def test_clean_multipart_is_scanned_and_delivered_byte_exact(avastd, start, sink, spool_dir):
     fake = avastd()
     proxy = start(fake)
-    reply, sid = send(proxy, MIME_CLEAN)
+    reply, sid = send_message(proxy, MIME_CLEAN)
     assert_reply(reply, 250, "2.0.0", 554)
     fake.wait_received(lambda got: len(got) == 1 and got[0].endswith(b"QUIT\r\n"))
     [raw] = fake.received
@@ -201,7 +165,7 @@ def test_clean_multipart_is_scanned_and_delivered_byte_exact(avastd, start, sink
 def test_message_that_is_not_multipart_mixed_is_not_scanned(avastd, start, sink):
     fake = avastd()
     proxy = start(fake)
-    reply, _ = send(proxy, CLEAN)
+    reply, _ = send_message(proxy, CLEAN)
     assert_reply(reply, 250, "2.0.0", 554)
     assert fake.connections == 0 and fake.received == []
     assert delivered_body(sink) == lf(CLEAN)
@@ -227,7 +191,7 @@ def test_each_message_of_a_session_is_scanned_on_its_own(avastd, start, sink, sp
 def test_scan_error_lines_are_logged_and_the_message_passes(avastd, start, sink):
     """``[E]`` results are only logged (smtpf #163), whatever the content."""
     proxy = start(avastd("scan-error"))
-    reply, _ = send(proxy, MIME_EICAR)
+    reply, _ = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 250, "2.0.0", 554)
     assert delivered_body(sink) == lf(MIME_EICAR)
     wait_for(lambda: "#163 avastd error:" in proxy.log_text(), timeout=5, what="#163 in the log")
@@ -236,16 +200,16 @@ def test_scan_error_lines_are_logged_and_the_message_passes(avastd, start, sink)
 
 def test_eof_instead_of_the_blank_line_ends_the_result_list(avastd, start, sink):
     proxy = start(avastd("no-blank"))
-    reply, sid = send(proxy, MIME_EICAR)
+    reply, sid = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 550, "5.7.1", 162, f"message {sid}01 is INFECTED with EICAR Test-NOT virus!!!")
-    clean, _ = send(proxy, MIME_CLEAN)
+    clean, _ = send_message(proxy, MIME_CLEAN)
     assert_reply(clean, 250, "2.0.0", 554)
 
 
 def test_host_name_socket_is_resolved(avastd, start):
     fake = avastd()
     proxy = start(None, socket=f"localhost:{fake.port}")
-    reply, _ = send(proxy, MIME_EICAR)
+    reply, _ = send_message(proxy, MIME_EICAR)
     assert reply.id == 162
 
 
@@ -255,7 +219,7 @@ def test_host_name_socket_is_resolved(avastd, start):
 def test_policy_discard_accepts_and_drops_the_message(avastd, start, sink):
     fake = avastd()
     proxy = start(fake, "avastd-policy=discard")
-    reply, sid = send(proxy, MIME_EICAR)
+    reply, sid = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 250, "2.0.0", 554)
     assert len(fake.received) == 1
     assert sink.messages() == []
@@ -266,7 +230,7 @@ def test_policy_discard_accepts_and_drops_the_message(avastd, start, sink):
 def test_policy_none_logs_and_delivers(avastd, start, sink):
     fake = avastd()
     proxy = start(fake, "avastd-policy=none")
-    reply, sid = send(proxy, MIME_EICAR)
+    reply, sid = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 250, "2.0.0", 554)
     assert len(fake.received) == 1
     assert delivered_body(sink) == lf(MIME_EICAR)
@@ -300,7 +264,7 @@ def test_daemon_failure_gives_its_own_451(avastd, start, sink, spool_dir, mode, 
     fake = avastd(mode)
     proxy = start(fake, f"avastd-timeout={TIMEOUT}")
     started = time.monotonic()
-    reply, sid = send(proxy, MIME_EICAR)
+    reply, sid = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 451, "4.4.0", rid)
     assert reply.text.startswith(f"4.4.0 {text}"), reply
     assert time.monotonic() - started < 3 * TIMEOUT + 2
@@ -327,7 +291,7 @@ def test_unusable_socket_address_is_an_address_error(start, sink, tmp_path, wher
     if where == "unix":
         where = str(tmp_path / ("d" * 60) / ("s" * 60) / "avastd.sock")
     proxy = start(None, socket=where)
-    reply, _ = send(proxy, MIME_EICAR)
+    reply, _ = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 451, "4.4.0", 149, f"avastd address error: {text}")
     assert sink.messages() == []
 
@@ -339,30 +303,13 @@ def test_request_longer_than_smtpf_line_buffer_is_a_buffer_overflow(avastd, sink
     fake = avastd()
     proxy = make_proxy(routes_to(sink), *plugin_args(), f"avastd-socket=127.0.0.1:{fake.port}",
                        f"save-dir={deep}")
-    reply, _ = send(proxy, MIME_EICAR)
+    reply, _ = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 451, "4.4.0", 154, "avastd buffer overflow")
     fake.wait_received(lambda r: len(r) == 1)
     assert fake.received == [b""]  # connected and greeted, nothing sent
     assert sink.messages() == []
 
 
-def metric(proxy: Proxy, name: str, **labels: str) -> float | None:
-    """One sample from /metrics by name and labels, whatever order the labels come in."""
-    url = f"http://127.0.0.1:{proxy.metrics_port}/metrics"
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    for m in re.finditer(r"^(\w+)(?:\{(.*)\})? (\S+)$", text, re.MULTILINE):
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        if m.group(1) == name and labels.items() <= found.items():
-            return float(m.group(3))
-    return None
-
-
-def _lowest_free_fd(pid: int) -> int:
-    used = {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
-    fd = 0
-    while fd in used:
-        fd += 1
-    return fd
 
 
 def test_no_socket_left_is_an_open_error(avastd, start, sink, spool_dir):
@@ -375,7 +322,7 @@ def test_no_socket_left_is_an_open_error(avastd, start, sink, spool_dir):
     """
     fake = avastd()
     proxy = start(fake, "spool-memory-limit=0")
-    assert send(proxy, MIME_CLEAN)[0].id == 554
+    assert send_message(proxy, MIME_CLEAN)[0].id == 554
     pid = proxy.proc.pid
     limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
     with Client(proxy.port) as c:
@@ -386,7 +333,7 @@ def test_no_socket_left_is_an_open_error(avastd, start, sink, spool_dir):
         c.send(wire(MIME_EICAR))
         wait_for(lambda: any(spool_dir.iterdir()), timeout=5, what="the spool file")
         time.sleep(0.2)  # let the proxy settle before counting its descriptors
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (_lowest_free_fd(pid), limits[1]))
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free_fd(pid), limits[1]))
         try:
             c.send(b".\r\n")
             reply = c.read()
@@ -403,16 +350,16 @@ def test_no_socket_left_is_an_open_error(avastd, start, sink, spool_dir):
 def test_scanner_metrics_count_each_outcome(avastd, start):
     fake = avastd()
     proxy = start(fake)
-    assert send(proxy, MIME_EICAR)[0].id == 162
-    assert send(proxy, MIME_CLEAN)[0].id == 554
-    assert send(proxy, CLEAN)[0].id == 554
+    assert send_message(proxy, MIME_EICAR)[0].id == 162
+    assert send_message(proxy, MIME_CLEAN)[0].id == 554
+    assert send_message(proxy, CLEAN)[0].id == 554
     fake.stop()  # the port is free now: connect is refused
-    assert send(proxy, MIME_CLEAN)[0].id == 151
+    assert send_message(proxy, MIME_CLEAN)[0].id == 151
 
     def results(outcome: str) -> float | None:
-        return metric(proxy, "barricade_scanner_results_total", scanner="avastd", result=outcome)
+        return proxy.metric("barricade_scanner_results_total", scanner="avastd", result=outcome)
 
     assert [results(o) for o in ("infected", "clean", "skipped", "error")] == [1, 1, 1, 1]
-    assert metric(proxy, "barricade_scanner_seconds_count", scanner="avastd") == 4
-    assert metric(proxy, "barricade_replies_total", code="550", status="5.7.1", id="162") == 1
-    assert metric(proxy, "barricade_replies_total", code="451", status="4.4.0", id="151") == 1
+    assert proxy.metric("barricade_scanner_seconds_count", scanner="avastd") == 4
+    assert proxy.metric("barricade_replies_total", code="550", status="5.7.1", id="162") == 1
+    assert proxy.metric("barricade_replies_total", code="451", status="4.4.0", id="151") == 1

@@ -15,43 +15,29 @@ import resource
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from barricade.plugin import ScannerConnection
-from barricade.testing import PACKAGE_ROOT, Client, Proxy, Sink, lf, routes_to, wait_for
+from barricade.testing import PACKAGE_ROOT, Client, Proxy, lf, routes_to, wait_for
 from plugins.fpscand import Fpscand, parse_result
-from tests.scanners import CLEAN, MIME_EICAR, MIME_PATTERN, FakeFpscand
+from tests.scanners import (
+    CLEAN,
+    MIME_CLEAN,
+    MIME_EICAR,
+    MIME_PATTERN,
+    RCPT,
+    SENDER,
+    FakeFpscand,
+    assert_reply,
+    delivered_body,
+    lowest_free_fd,
+    send_message,
+    wire,
+)
 
 TIMEOUT = 1  # fpscand-timeout for the stalling modes
-SENDER, RCPT = "sender@example.org", "rcpt@example.com"
-
-_BOUNDARY = "=_barricade_clean_0001"
-#: multipart/mixed with nothing a scanner objects to; a line starting with a
-#: dot checks that the spooled message is delivered dot-unstuffed and intact.
-MIME_CLEAN = (
-    "From: Sender <sender@example.org>\r\n"
-    "To: Recipient <rcpt@example.com>\r\n"
-    "Subject: agenda attached\r\n"
-    "Message-ID: <mime-clean.1@example.org>\r\n"
-    "MIME-Version: 1.0\r\n"
-    f'Content-Type: multipart/mixed;\r\n\tboundary="{_BOUNDARY}"\r\n'
-    "\r\n"
-    f"--{_BOUNDARY}\r\n"
-    "Content-Type: text/plain; charset=us-ascii\r\n"
-    "\r\n"
-    "The agenda is attached.\r\n"
-    ".a line that starts with a dot\r\n"
-    f"--{_BOUNDARY}\r\n"
-    'Content-Type: text/plain; name="agenda.txt"\r\n'
-    'Content-Disposition: attachment; filename="agenda.txt"\r\n'
-    "\r\n"
-    "1. coffee\r\n2. more coffee\r\n"
-    f"--{_BOUNDARY}--\r\n"
-).encode("ascii")
-
 
 def _discovered() -> bool:
     """Does the proxy (PYTHONPATH=checkout) discover the shipped fpscand plugin by itself?
@@ -90,10 +76,6 @@ class DroppedFpscand(Fpscand):
         await conn.read_to_eof()
         return conn
 
-
-def wire(message: bytes) -> bytes:
-    """Dot-stuffed as a client sends it (the samples end with CRLF)."""
-    return b"".join(b"." + x if x.startswith(b".") else x for x in message.splitlines(keepends=True))
 
 
 def padded(message: bytes, size: int) -> bytes:
@@ -141,14 +123,6 @@ def start(sink, make_proxy, spool_dir):
     return make
 
 
-def send(proxy: Proxy, message: bytes):
-    """One message in one session; the reply to the dot and the session id."""
-    with Client(proxy.port) as c:
-        assert c.ehlo().code == 250
-        reply = c.message(SENDER, [RCPT], wire(message))
-        assert c.cmd("QUIT").code == 221
-    return reply, reply.text.rsplit(" ", 1)[-1]
-
 
 def scan_request(spool_dir: Path, qid: str, raw: bytes) -> bytes:
     """The one request the plugin sent, checked against the spool file naming."""
@@ -159,28 +133,7 @@ def scan_request(spool_dir: Path, qid: str, raw: bytes) -> bytes:
     return raw
 
 
-def delivered_body(sink: Sink) -> bytes:
-    """The one delivered message without our Received header (3 lines)."""
-    [body] = sink.bodies()
-    assert body.startswith(b"Received: from ")
-    return body.split(b"\n", 3)[3]
 
-
-def assert_reply(reply, code: int, status: str, rid: int, text: str | None = None) -> None:
-    assert (reply.code, reply.status, reply.id) == (code, status, rid), reply
-    if text is not None:
-        assert reply.text.startswith(f"{status} {text} #{rid} "), reply
-
-
-def metric(proxy: Proxy, name: str, **labels: str) -> float | None:
-    """One sample from /metrics by name and labels, whatever order the labels come in."""
-    url = f"http://127.0.0.1:{proxy.metrics_port}/metrics"
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    for m in re.finditer(r"^(\w+)(?:\{(.*)\})? (\S+)$", text, re.MULTILINE):
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        if m.group(1) == name and labels.items() <= found.items():
-            return float(m.group(3))
-    return None
 
 
 # --- the result line, read as smtpf reads it ------------------------------------------
@@ -211,7 +164,7 @@ def test_infected_multipart_is_rejected_with_fpscand_text(fpscand, start, sink, 
                                                           message, text):
     fake = fpscand()
     proxy = start(fake)
-    reply, sid = send(proxy, message)
+    reply, sid = send_message(proxy, message)
     qid = f"{sid}01"
     assert_reply(reply, 550, "5.7.1", 376, f"message {qid} is {text}")
     [raw] = fake.received
@@ -223,7 +176,7 @@ def test_infected_multipart_is_rejected_with_fpscand_text(fpscand, start, sink, 
 def test_clean_multipart_is_scanned_and_delivered_byte_exact(fpscand, start, sink, spool_dir):
     fake = fpscand()
     proxy = start(fake)
-    reply, sid = send(proxy, MIME_CLEAN)
+    reply, sid = send_message(proxy, MIME_CLEAN)
     assert_reply(reply, 250, "2.0.0", 554)
     [raw] = fake.received
     assert raw == scan_request(spool_dir, f"{sid}01", raw)
@@ -233,7 +186,7 @@ def test_clean_multipart_is_scanned_and_delivered_byte_exact(fpscand, start, sin
 def test_message_that_is_not_multipart_mixed_is_not_scanned(fpscand, start, sink):
     fake = fpscand()
     proxy = start(fake)
-    reply, _ = send(proxy, CLEAN)
+    reply, _ = send_message(proxy, CLEAN)
     assert_reply(reply, 250, "2.0.0", 554)
     assert fake.connections == 0 and fake.received == []
     assert delivered_body(sink) == lf(CLEAN)
@@ -242,7 +195,7 @@ def test_message_that_is_not_multipart_mixed_is_not_scanned(fpscand, start, sink
 def test_virus_bit_with_other_bits_still_counts(fpscand, start, sink):
     """Code 9 (1+8: infected, some objects skipped): bits 1|2 decide."""
     proxy = start(fpscand("code9"))
-    reply, sid = send(proxy, MIME_CLEAN)
+    reply, sid = send_message(proxy, MIME_CLEAN)
     assert_reply(reply, 550, "5.7.1", 376, f"message {sid}01 is <infected: EICAR_Test_File>")
     assert sink.messages() == []
 
@@ -252,10 +205,10 @@ def test_virus_bit_with_other_bits_still_counts(fpscand, start, sink):
 def test_scan_errors_and_unscanned_parts_pass_as_in_smtpf(fpscand, start, sink, mode, outcome):
     """smtpf is fail-open for codes without bits 1|2; Barricade logs and counts them."""
     proxy = start(fpscand(mode))
-    reply, _ = send(proxy, MIME_EICAR)
+    reply, _ = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 250, "2.0.0", 554)
     assert delivered_body(sink) == lf(MIME_EICAR)
-    assert metric(proxy, "barricade_scanner_results_total", scanner="fpscand", result=outcome) == 1
+    assert proxy.metric("barricade_scanner_results_total", scanner="fpscand", result=outcome) == 1
     if outcome == "error":
         wait_for(lambda: "fpscand could not scan message" in proxy.log_text(), timeout=5,
                  what="the log line")
@@ -264,7 +217,7 @@ def test_scan_errors_and_unscanned_parts_pass_as_in_smtpf(fpscand, start, sink, 
 def test_host_name_socket_is_resolved(fpscand, start):
     fake = fpscand()
     proxy = start(None, socket=f"localhost:{fake.port}")
-    assert send(proxy, MIME_EICAR)[0].id == 376
+    assert send_message(proxy, MIME_EICAR)[0].id == 376
 
 
 # --- fpscand-max-size ----------------------------------------------------------------
@@ -275,18 +228,18 @@ def test_max_size_skips_larger_messages(fpscand, start, sink):
     fake = fpscand()
     proxy = start(fake, "fpscand-max-size=1")
     at_limit, over = padded(MIME_EICAR, 1024), padded(MIME_EICAR, 1025)
-    assert_reply(send(proxy, at_limit)[0], 550, "5.7.1", 376)
+    assert_reply(send_message(proxy, at_limit)[0], 550, "5.7.1", 376)
     assert fake.connections == 1
-    assert_reply(send(proxy, over)[0], 250, "2.0.0", 554)
+    assert_reply(send_message(proxy, over)[0], 250, "2.0.0", 554)
     assert fake.connections == 1
     assert delivered_body(sink) == lf(over)
-    assert metric(proxy, "barricade_scanner_results_total", scanner="fpscand", result="skipped") == 1
+    assert proxy.metric("barricade_scanner_results_total", scanner="fpscand", result="skipped") == 1
 
 
 def test_max_size_zero_means_no_limit(fpscand, start):
     fake = fpscand()
     proxy = start(fake, "fpscand-max-size=0")
-    assert send(proxy, padded(MIME_EICAR, 200_000))[0].id == 376
+    assert send_message(proxy, padded(MIME_EICAR, 200_000))[0].id == 376
     assert fake.connections == 1
 
 
@@ -296,7 +249,7 @@ def test_max_size_zero_means_no_limit(fpscand, start):
 def test_policy_discard_accepts_and_drops_the_message(fpscand, start, sink):
     fake = fpscand()
     proxy = start(fake, "fpscand-policy=discard")
-    reply, sid = send(proxy, MIME_EICAR)
+    reply, sid = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 250, "2.0.0", 554)
     assert len(fake.received) == 1
     assert sink.messages() == []
@@ -307,7 +260,7 @@ def test_policy_discard_accepts_and_drops_the_message(fpscand, start, sink):
 def test_policy_none_logs_and_delivers(fpscand, start, sink):
     fake = fpscand()
     proxy = start(fake, "fpscand-policy=none")
-    reply, sid = send(proxy, MIME_EICAR)
+    reply, sid = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 250, "2.0.0", 554)
     assert len(fake.received) == 1
     assert delivered_body(sink) == lf(MIME_EICAR)
@@ -330,7 +283,7 @@ def test_daemon_failure_gives_its_own_451(fpscand, start, sink, spool_dir, mode,
     fake = fpscand(mode)
     proxy = start(fake, f"fpscand-timeout={TIMEOUT}")
     started = time.monotonic()
-    reply, sid = send(proxy, MIME_EICAR)
+    reply, sid = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 451, "4.4.0", rid)
     assert reply.text.startswith(f"4.4.0 {text}"), reply
     assert time.monotonic() - started < 3 * TIMEOUT + 2
@@ -348,7 +301,7 @@ def test_daemon_failure_gives_its_own_451(fpscand, start, sink, spool_dir, mode,
 def test_connection_lost_before_the_request_is_a_write_error(fpscand, start, sink):
     fake = fpscand("hang")
     proxy = start(fake, plugins=("plugins=tests.integration.test_plugin_fpscand:DroppedFpscand",))
-    reply, _ = send(proxy, MIME_EICAR)
+    reply, _ = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 451, "4.4.0", 372, "fpscand write error: connection closed (32)")
     fake.wait_received(lambda r: len(r) == 1)
     assert fake.received == [b""]
@@ -366,7 +319,7 @@ def test_unusable_socket_address_is_an_address_error(start, sink, tmp_path, wher
     if where == "unix":
         where = str(tmp_path / ("d" * 60) / ("s" * 60) / "fpscand.sock")
     proxy = start(None, socket=where)
-    reply, _ = send(proxy, MIME_EICAR)
+    reply, _ = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 451, "4.4.0", 367, f"fpscand address error: {text}")
     assert sink.messages() == []
 
@@ -379,19 +332,12 @@ def test_request_longer_than_smtpf_line_buffer_is_a_buffer_overflow(fpscand, sin
     fake = fpscand()
     proxy = make_proxy(routes_to(sink), *plugin_args(), f"fpscand-socket=127.0.0.1:{fake.port}",
                        f"save-dir={deep}")
-    reply, _ = send(proxy, MIME_EICAR)
+    reply, _ = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 451, "4.4.0", 370, "fpscand buffer overflow")
     fake.wait_received(lambda r: len(r) == 1)
     assert fake.received == [b""]  # connected, nothing sent
     assert sink.messages() == []
 
-
-def _lowest_free_fd(pid: int) -> int:
-    used = {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
-    fd = 0
-    while fd in used:
-        fd += 1
-    return fd
 
 
 def test_no_socket_left_is_an_open_error(fpscand, start, sink, spool_dir):
@@ -404,7 +350,7 @@ def test_no_socket_left_is_an_open_error(fpscand, start, sink, spool_dir):
     """
     fake = fpscand()
     proxy = start(fake, "spool-memory-limit=0")
-    assert send(proxy, MIME_CLEAN)[0].id == 554
+    assert send_message(proxy, MIME_CLEAN)[0].id == 554
     pid = proxy.proc.pid
     limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
     with Client(proxy.port) as c:
@@ -415,7 +361,7 @@ def test_no_socket_left_is_an_open_error(fpscand, start, sink, spool_dir):
         c.send(wire(MIME_EICAR))
         wait_for(lambda: any(spool_dir.iterdir()), timeout=5, what="the spool file")
         time.sleep(0.2)  # let the proxy settle before counting its descriptors
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (_lowest_free_fd(pid), limits[1]))
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free_fd(pid), limits[1]))
         try:
             c.send(b".\r\n")
             reply = c.read()
@@ -432,16 +378,16 @@ def test_no_socket_left_is_an_open_error(fpscand, start, sink, spool_dir):
 def test_scanner_metrics_count_each_outcome(fpscand, start):
     fake = fpscand()
     proxy = start(fake)
-    assert send(proxy, MIME_EICAR)[0].id == 376
-    assert send(proxy, MIME_CLEAN)[0].id == 554
-    assert send(proxy, CLEAN)[0].id == 554
+    assert send_message(proxy, MIME_EICAR)[0].id == 376
+    assert send_message(proxy, MIME_CLEAN)[0].id == 554
+    assert send_message(proxy, CLEAN)[0].id == 554
     fake.stop()  # the port is free now: connect is refused
-    assert send(proxy, MIME_CLEAN)[0].id == 369
+    assert send_message(proxy, MIME_CLEAN)[0].id == 369
 
     def results(outcome: str) -> float | None:
-        return metric(proxy, "barricade_scanner_results_total", scanner="fpscand", result=outcome)
+        return proxy.metric("barricade_scanner_results_total", scanner="fpscand", result=outcome)
 
     assert [results(o) for o in ("infected", "clean", "skipped", "error")] == [1, 1, 1, 1]
-    assert metric(proxy, "barricade_scanner_seconds_count", scanner="fpscand") == 4
-    assert metric(proxy, "barricade_replies_total", code="550", status="5.7.1", id="376") == 1
-    assert metric(proxy, "barricade_replies_total", code="451", status="4.4.0", id="369") == 1
+    assert proxy.metric("barricade_scanner_seconds_count", scanner="fpscand") == 4
+    assert proxy.metric("barricade_replies_total", code="550", status="5.7.1", id="376") == 1
+    assert proxy.metric("barricade_replies_total", code="451", status="4.4.0", id="369") == 1
