@@ -63,6 +63,22 @@ class Metrics:
             "barricade_check_seconds", "Check and plugin hook latency",
             ["check", "phase"], buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.store_seconds = Histogram(
+            "barricade_store_seconds", "Shared-state store operation latency (failures included)",
+            ["operation"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.store_errors = Counter(
+            "barricade_store_errors", "Shared-state store operations that failed (StoreError)",
+            ["operation"], registry=r,
+        )
+        self.state_failures = Counter(
+            "barricade_state_failures", "Checks that met a store failure, by the policy applied",
+            ["check", "policy"], registry=r,
+        )
+        self.limit_hits = Counter(
+            "barricade_limit_hits", "Clients refused by a limit (rate-connect, concurrent-connect)",
+            ["limit"], registry=r,
+        )
 
     def scanner(self, name: str, outcome: str, seconds: float) -> None:
         self.scanner_results.labels(name, outcome).inc()
@@ -77,6 +93,11 @@ class Metrics:
 
     def downstream(self, command: str, seconds: float) -> None:
         self.downstream_seconds.labels(command).observe(seconds)
+
+    def store(self, operation: str, seconds: float, failed: bool) -> None:
+        self.store_seconds.labels(operation).observe(seconds)
+        if failed:
+            self.store_errors.labels(operation).inc()
 
     def check(self, name: str, phase: str, outcome: str, seconds: float) -> None:
         self.checks.labels(name, phase, outcome).inc()

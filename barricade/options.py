@@ -347,4 +347,21 @@ _add("message-hop-limit", 25, """A message with more Received: headers than
      this is a mail loop (#911, 554 5.4.6).""", section=S, minimum=1)
 _add("check-timeout", 30, """Seconds a single policy check or plugin hook may
      take before it counts as failed (#907).""", section=S, minimum=1)
+
+# --- shared state -----------------------------------------------------------------
+S = "state"
+_add("redis-url", "", """Where rate, concurrency and (later) grey-list state
+     lives: redis://host:port/db, rediss://... (TLS) or unix:///path?db=N.
+     Empty: in this process's memory, which is right for workers=1 only; with
+     several workers or gateways, point them all at one Redis.""", section=S)
+_add("redis-prefix", "barricade:", """Prefix of every Redis key, so that two
+     deployments can share one Redis. No braces.""", section=S)
+_add("redis-timeout", 1, """Seconds one Redis operation may take in all
+     (connection, retry, answer) before it counts as a store failure.""",
+     section=S, minimum=1)
+_add("state-failure", "tempfail", """What a limit check does when the store fails
+     (Redis down or slow): tempfail answers 421 4.3.0 (#549) and closes, skip
+     lets the client through. Either way a line is logged and
+     barricade_state_failures_total counts it.""", section=S,
+     choices=("tempfail", "skip"))
 del S

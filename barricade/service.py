@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from barricade.address import parse_hostport
+from barricade.aio import aio
 from barricade.maps import MapError, RouteMap
 from barricade.metrics import Metrics, metrics_root
 from barricade.options import Config, OptionError
@@ -32,6 +33,7 @@ from barricade.smtp.forward import Timeouts
 from barricade.smtp.proxy import ServerContext
 from barricade.smtp.server import SmtpServerFactory
 from barricade.smtp.session import SessionConfig
+from barricade.state.metered import store_from_config
 
 log = Logger()
 
@@ -101,12 +103,18 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     tls = tls_context(config)
     hostname = config["interface-name"] or socket.getfqdn()
     metrics = Metrics(catalogue)
-    services = Services(reactor=reactor, metrics=metrics, save_dir=config["save-dir"], access_map=access)
+    try:
+        store = store_from_config(config, metrics)  # one per process: workers build their own
+    except ValueError as exc:
+        raise StartupError(f"redis-url/redis-prefix: {exc}") from None
+    services = Services(reactor=reactor, metrics=metrics, save_dir=config["save-dir"], access_map=access,
+                        extra={"store": store})
     try:
         plugins = enabled_plugins(config, services)
     except OptionError as exc:
         raise StartupError(str(exc)) from None
-    pipeline = Pipeline([*builtin_checks(config, access), *plugins], reactor, config["check-timeout"], metrics)
+    checks = builtin_checks(config, access, store, metrics, reactor)
+    pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics)
     return ServerContext(
         config=config,
         catalogue=catalogue,
@@ -123,6 +131,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         ),
         banner=read_banner(config),
         tls_context=tls,
+        store=store,
     )
 
 
@@ -209,6 +218,9 @@ class BarricadeService(service.Service):
                 )
             except Exception as exc:
                 self._fail(f"metrics-interface {host}:{port}: {exc}")
+        store = self.context.store
+        if store is not None:
+            log.info("barricade: shared state in {kind}", kind=getattr(store, "kind", "memory"))
         for check in self.context.pipeline.checks:
             if isinstance(check, Plugin):
                 log.info("barricade: plugin {name} enabled", name=check.name)
@@ -242,3 +254,14 @@ class BarricadeService(service.Service):
         if self.metrics_port is not None:
             ds.append(defer.maybeDeferred(self.metrics_port.stopListening))
         await defer.DeferredList(ds)
+        await self._close_store()
+
+    async def _close_store(self) -> None:
+        """Give the store's connections back; sessions are closed by now."""
+        store = self.context.store
+        if store is None:
+            return
+        try:
+            await aio(store.close())
+        except Exception as exc:  # stopping anyway; a log line is all that is left to do
+            log.warn("barricade: closing the state store: {err}", err=repr(exc))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from barricade.options import Config
 from barricade.policy.access import AccessMap, access_checks
 from barricade.policy.pipeline import Check, Context
+from barricade.policy.state_limits import store_checks
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
 
 
@@ -43,10 +44,14 @@ class HopLimit(Check):
         return CONTINUE
 
 
-def builtin_checks(config: Config, access_map: AccessMap | None = None) -> list[Check]:
+def builtin_checks(config: Config, access_map: AccessMap | None = None, store=None,
+                   metrics=None, reactor=None) -> list[Check]:
     """The built-in checks in smtpf's order (``smtpf.md`` section 8).
 
     The recipient limit comes first: it is a protocol limit that a
-    white-listed recipient must not lift.
+    white-listed recipient must not lift.  ``Rate-Connect:`` and
+    ``Concurrent-Connect:`` (they need the map and the shared ``store``) run
+    before the access map's ``Connect:``, as smtpf's connect table has them.
     """
-    return [RcptLimit(config), *access_checks(config, access_map), HopLimit(config)]
+    return [RcptLimit(config), *store_checks(config, access_map, store, metrics, reactor),
+            *access_checks(config, access_map), HopLimit(config)]

@@ -2,7 +2,8 @@
 
 Checks (built-in ones and plugins alike) subclass :class:`Check` and
 override the hooks they need, Haraka style: ``connect``, ``helo``, ``mail``,
-``rcpt``, ``data``, ``headers``, ``body``, ``end_of_data``.  Each hook is
+``rcpt``, ``data``, ``headers``, ``body``, ``end_of_data``, and ``close``
+when the session ends (to give back what ``connect`` took, e.g. a lease).  Each hook is
 ``async`` and runs under ``check-timeout``; a hook that raises or times out
 counts as a temporary failure (#907), is logged with its name, and never
 reaches the client as a traceback.
@@ -23,7 +24,7 @@ from barricade.smtp.events import ClientInfo
 
 log = Logger()
 
-PHASES = ("connect", "helo", "mail", "rcpt", "data", "headers", "body", "end_of_data")
+PHASES = ("connect", "helo", "mail", "rcpt", "data", "headers", "body", "end_of_data", "close")
 ENVELOPE_PHASES = frozenset(("connect", "helo", "mail", "rcpt"))
 
 
@@ -133,6 +134,13 @@ class Check:
     async def end_of_data(self, ctx: Context) -> Verdict:
         return CONTINUE
 
+    async def close(self, ctx: Context) -> None:
+        """The session ended (QUIT, drop, timeout or the client went away).
+
+        Runs once per session for every check, white-listed or not; no reply
+        can be given any more.  Release here what ``connect`` acquired.
+        """
+
 
 class Pipeline:
     def __init__(self, checks: Iterable[Check], reactor, timeout: float, metrics=None):
@@ -176,6 +184,16 @@ class Pipeline:
                 return verdict
             result = verdict
         return result
+
+    async def close(self, ctx: Context) -> None:
+        """Run every ``close`` hook; a failure is logged and the others still run."""
+        for check in self._hooks["close"]:
+            timeout = check.timeout or self.timeout
+            try:
+                await defer.ensureDeferred(check.close(ctx)).addTimeout(timeout, self.reactor)
+            except Exception:
+                log.failure("check {check} failed in close (session {sid})",
+                            check=check.name, sid=ctx.session_id)
 
     async def _one(self, check: Check, phase: str, ctx: Context, args: tuple) -> Verdict:
         started = time.monotonic()

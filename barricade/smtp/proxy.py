@@ -52,6 +52,7 @@ class ServerContext:
     timeouts: Timeouts
     banner: tuple[str, ...] = ()
     tls_context: object = None
+    store: object = None  # barricade.state.Store: rate, concurrency, grey-list state
 
 
 # LAN address space (RFC 1918, RFC 4193, link-local, loopback).  Python's
@@ -104,6 +105,7 @@ class Proxy:
         self._headers: HeaderCollector | None = None
         self._abort_reply: Outcome | None = None
         self.fatal: Reply | None = None  # set when the session must end mid-DATA
+        self.ended = False  # the checks' close hooks have been called
         self.on_fatal: Callable[[Reply], None] | None = None
 
     # --- helpers ------------------------------------------------------------------
@@ -540,3 +542,8 @@ class Proxy:
         self.txn.clear()
         self.pool.clear()
         self.ctx.reset_transaction()  # frees what checks hold (scanner connections, spool)
+        if not self.ended:  # lost() runs at the close and again at connectionLost
+            self.ended = True
+            if self.server.pipeline.has("close"):
+                defer.ensureDeferred(self.server.pipeline.close(self.ctx)).addErrback(
+                    lambda f: log.failure("session {sid}: close hooks", f, sid=self.ctx.session_id))

@@ -1,0 +1,105 @@
+"""The store a running Barricade uses: built from the options, and measured.
+
+Checks never build a store themselves: :func:`store_from_config` builds one
+per process (in ``build_context``), so that every session of a worker shares
+one Redis connection pool, and wraps it in :class:`MeteredStore` so that every
+operation's latency and every failure is counted by operation whichever
+check made it (``barricade_store_seconds``, ``barricade_store_errors_total``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from barricade.options import Config
+from barricade.state.base import RATE_BUCKETS, RATE_WINDOW, GreyStatus, Store, StoreError
+from barricade.state.memory import MemoryStore
+
+T = TypeVar("T")
+
+
+class MeteredStore(Store):
+    """Delegates to ``inner``; observes each call in ``metrics.store()``."""
+
+    def __init__(self, inner: Store, metrics: Any):
+        self.inner = inner
+        self.metrics = metrics
+
+    @property
+    def kind(self) -> str:
+        """``memory`` or ``redis``, for the start-up log line."""
+        return "redis" if type(self.inner).__name__ == "RedisStore" else "memory"
+
+    async def _timed(self, operation: str, call: Awaitable[T]) -> T:
+        started = time.monotonic()
+        failed = True
+        try:
+            result = await call
+            failed = False
+            return result
+        except StoreError:
+            raise
+        except Exception as exc:  # a backend bug must still reach callers as StoreError
+            raise StoreError(f"{operation}: {exc!r}") from exc
+        finally:
+            if self.metrics is not None:
+                self.metrics.store(operation, time.monotonic() - started, failed)
+
+    async def grey(self, tuple_key: str, *, period: float, temp_fail_ttl: float,
+                   accept_ttl: float, host: str | None = None) -> GreyStatus:
+        return await self._timed("grey", self.inner.grey(
+            tuple_key, period=period, temp_fail_ttl=temp_fail_ttl, accept_ttl=accept_ttl, host=host))
+
+    async def rate(self, key: str, *, window: float = RATE_WINDOW, buckets: int = RATE_BUCKETS,
+                   increment: int = 1) -> int:
+        return await self._timed("rate", self.inner.rate(
+            key, window=window, buckets=buckets, increment=increment))
+
+    async def acquire(self, key: str, *, limit: int, ttl: float) -> str | None:
+        return await self._timed("acquire", self.inner.acquire(key, limit=limit, ttl=ttl))
+
+    async def refresh(self, key: str, lease: str, *, ttl: float) -> bool:
+        return await self._timed("refresh", self.inner.refresh(key, lease, ttl=ttl))
+
+    async def release(self, key: str, lease: str) -> None:
+        await self._timed("release", self.inner.release(key, lease))
+
+    async def leases(self, key: str) -> int:
+        return await self._timed("leases", self.inner.leases(key))
+
+    async def msg_limit(self, key: str, *, period: float, increment: int = 1) -> int:
+        return await self._timed("msg_limit", self.inner.msg_limit(key, period=period, increment=increment))
+
+    async def get(self, key: str) -> str | None:
+        return await self._timed("get", self.inner.get(key))
+
+    async def set(self, key: str, value: str, *, ttl: float) -> None:
+        await self._timed("set", self.inner.set(key, value, ttl=ttl))
+
+    async def add(self, key: str, value: str, *, ttl: float) -> bool:
+        return await self._timed("add", self.inner.add(key, value, ttl=ttl))
+
+    async def delete(self, key: str) -> None:
+        await self._timed("delete", self.inner.delete(key))
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def store_from_config(config: Config, metrics: Any = None) -> MeteredStore:
+    """The process's store: MemoryStore without ``redis-url``, else RedisStore.
+
+    Raises ValueError for a URL or prefix RedisStore refuses; nothing is
+    connected here (Redis may be down at start-up and come back later).
+    """
+    url = config["redis-url"].strip()
+    if not url:
+        return MeteredStore(MemoryStore(), metrics)
+    from barricade.state.redis import RedisStore  # redis-py only when asked for
+
+    timeout = float(config["redis-timeout"])
+    inner = RedisStore(url, prefix=config["redis-prefix"], timeout=timeout,
+                       connect_timeout=min(timeout, 0.5))
+    return MeteredStore(inner, metrics)
