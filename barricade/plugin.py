@@ -68,7 +68,8 @@ class Services:
     reactor: Any
     metrics: Any
     save_dir: str = "/tmp"
-    access_map: Any = None  # barricade.maps.KeyValueMap or None
+    access_map: Any = None  # barricade.policy.access.AccessMap or None
+    store: Any = None  # barricade.state.Store: shared state (memory or Redis)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -108,7 +108,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     except ValueError as exc:
         raise StartupError(f"redis-url/redis-prefix: {exc}") from None
     services = Services(reactor=reactor, metrics=metrics, save_dir=config["save-dir"], access_map=access,
-                        extra={"store": store})
+                        store=store)
     try:
         plugins = enabled_plugins(config, services)
     except OptionError as exc:
