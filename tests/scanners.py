@@ -263,6 +263,19 @@ def _ndb_hex(pattern: bytes) -> str:
     return binascii.hexlify(pattern).decode()
 
 
+def _await_ready(daemon, name: str, timeout: float) -> None:
+    """Wait for ``daemon._ready()``; a daemon that dies or stalls is stopped, with its log."""
+    try:
+        wait_for(lambda: daemon._ready() or daemon.proc.poll() is not None, timeout=timeout, what=name)
+    except TimeoutError:
+        daemon.stop()
+        raise RuntimeError(f"{name} not ready after {timeout} s; log:\n{_tail(daemon.log)}") from None
+    if daemon.proc.poll() is not None:
+        log = _tail(daemon.log)
+        daemon.stop()
+        raise RuntimeError(f"{name} exited with {daemon.proc.returncode}; log:\n{log}")
+
+
 class Clamd:
     """The real clamd with a two-signature test DB, on TCP and a Unix socket.
 
@@ -301,16 +314,7 @@ class Clamd:
         self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
-        try:
-            wait_for(lambda: self._ready() or self.proc.poll() is not None,
-                     timeout=timeout, what="clamd")
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"clamd not ready after {timeout} s; log:\n{_tail(self.log)}") from None
-        if self.proc.poll() is not None:
-            log = _tail(self.log)
-            self.stop()
-            raise RuntimeError(f"clamd exited with {self.proc.returncode}; log:\n{log}")
+        _await_ready(self, "clamd", timeout)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -399,16 +403,7 @@ class Spamd:
             cmd[1:1] = ["-u", "debian-spamd"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT, cwd=self.dir)
-        try:
-            wait_for(lambda: self._ready() or self.proc.poll() is not None,
-                     timeout=timeout, what="spamd")
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"spamd not ready after {timeout} s; log:\n{_tail(self.log)}") from None
-        if self.proc.poll() is not None:
-            log = _tail(self.log)
-            self.stop()
-            raise RuntimeError(f"spamd exited with {self.proc.returncode}; log:\n{log}")
+        _await_ready(self, "spamd", timeout)
         wait_for(self.pidfile.exists, timeout=5, what="spamd pidfile")
         self.pid = int(self.pidfile.read_text().split()[0])
 
