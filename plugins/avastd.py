@@ -51,11 +51,6 @@ def reply_code(line: bytes) -> int:
     return int(m.group(1)) if m else 0
 
 
-def is_multipart_mixed(ctx: Context) -> bool:
-    """smtpf scans only messages whose first Content-Type matches ``*multipart/mixed*``."""
-    value = ctx.header("Content-Type")
-    return value is not None and "multipart/mixed" in value.lower()
-
 
 class Avastd(ScannerPlugin):
     """Scan multipart/mixed messages by path with an avast! 4 daemon."""
@@ -88,7 +83,7 @@ class Avastd(ScannerPlugin):
     )
 
     async def end_of_data(self, ctx: Context) -> Verdict:
-        if not self.config[self.socket_option] or ctx.spool is None or not is_multipart_mixed(ctx):
+        if not self.config[self.socket_option] or ctx.spool is None or "multipart/mixed" not in ctx.content_type:
             self.result("skipped", 0.0)
             return CONTINUE
         started = time.monotonic()

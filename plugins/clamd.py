@@ -80,7 +80,7 @@ def has_attachments(ctx: Context) -> bool:
     smtpf looks for ``multipart/mixed`` only; any multipart type is taken
     here, since multipart/related or /signed carry attachments as well.
     """
-    return "multipart/" in (ctx.header("Content-Type") or "").lower()
+    return "multipart/" in ctx.content_type
 
 
 class Answer:

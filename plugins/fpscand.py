@@ -63,11 +63,6 @@ def parse_result(line: bytes) -> tuple[int, str] | None:
     return int(m.group(1)), text.decode("utf-8", "replace")
 
 
-def is_multipart_mixed(ctx: Context) -> bool:
-    """smtpf scans only messages whose first Content-Type matches ``*multipart/mixed*``."""
-    value = ctx.header("Content-Type")
-    return value is not None and "multipart/mixed" in value.lower()
-
 
 class Fpscand(ScannerPlugin):
     """Scan multipart/mixed messages by path with F-PROT's fpscand."""
@@ -124,7 +119,7 @@ class Fpscand(ScannerPlugin):
 
     def wanted(self, ctx: Context) -> bool:
         """Scan only with a socket set, multipart/mixed, and within fpscand-max-size."""
-        if not self.config[self.socket_option] or ctx.spool is None or not is_multipart_mixed(ctx):
+        if not self.config[self.socket_option] or ctx.spool is None or "multipart/mixed" not in ctx.content_type:
             return False
         limit = self.config["fpscand-max-size"] * 1024
         if limit and ctx.spool.size > limit:

@@ -90,6 +90,11 @@ class Context:
         return next((v for n, v in self.headers if n.lower() == low), None)
 
     @property
+    def content_type(self) -> str:
+        """The message's top-level Content-Type, lower-cased ("" when absent)."""
+        return (self.header("Content-Type") or "").lower()
+
+    @property
     def trusted(self) -> bool:
         return self.white or self.white_session
 
