@@ -323,6 +323,9 @@ _add("rfc2821-extra-spaces", False, """Refuse a space between FROM:/TO: and
      the address (#280/#285).""", section=S)
 _add("rfc2821-local-length", False, "Refuse local parts longer than 64 octets.", section=S)
 _add("rfc2821-domain-length", False, "Refuse domains longer than 255 octets.", section=S)
+_add("smtp-delay-checks", False, """Hold policy refusals (flagged DELAY: access-map
+     REJECT and TEMPFAIL, not IREJECT) from connect, HELO and MAIL until RCPT, where a
+     white-listed recipient overrides them; MAIL then gets #507.""", section=S)
 _add("smtp-drop-after", 5, """Close the connection after this many 4xx/5xx
      replies in one session (#922). 0 disables.""", section=S, minimum=0)
 _add("smtp-drop-unknown", False, """Close the connection after an unknown

@@ -26,7 +26,7 @@ from barricade.maps import Route, RouteMap
 from barricade.metrics import Metrics
 from barricade.options import Config
 from barricade.policy.pipeline import Context, Pipeline
-from barricade.policy.verdict import Action, Verdict
+from barricade.policy.verdict import Action, Flag, Verdict
 from barricade.replies import Catalogue, Reply
 from barricade.smtp import events as ev
 from barricade.smtp.forward import Downstream, DownstreamError, DownstreamReply, Timeouts
@@ -101,6 +101,8 @@ class Proxy:
         self.pool: dict[str, Downstream] = {}  # live connections, reused across transactions
         self.txn: dict[str, Downstream] = {}  # those in the current transaction
         self.broken = False  # a downstream with accepted recipients was lost
+        self.held: Outcome | None = None  # smtp-delay-checks: a MAIL refusal waiting for RCPT
+        self.held_session: Outcome | None = None  # ... a connect/HELO refusal
         self.messages = 0
         self._headers: HeaderCollector | None = None
         self._abort_reply: Outcome | None = None
@@ -140,10 +142,31 @@ class Proxy:
     # --- connect --------------------------------------------------------------------
 
     async def connect(self) -> Outcome:
+        self.held = self.held_session = None  # a new client (XCLIENT) starts clean
         verdict = await self.server.pipeline.run("connect", self.ctx)
-        if verdict.decisive:
+        if verdict.decisive and not self._hold(verdict, "connect"):
             return self.verdict_outcome(verdict)
         return Outcome(self.greeting())
+
+    def _hold(self, verdict: Verdict, phase: str) -> bool:
+        """``+smtp-delay-checks``: keep a policy refusal for the RCPT (smtpf §3a).
+
+        Only verdicts flagged DELAY are held (IREJECT and protocol errors
+        never are).  Connect and HELO refusals hold for the session, MAIL
+        refusals for the transaction.  At RCPT a white-listed recipient
+        overrides the held refusal, a black-listed one is refused on its own
+        account, any other gets the held reply.
+        """
+        if not self.cfg["smtp-delay-checks"] or Flag.DELAY not in verdict.flags:
+            return False
+        outcome = self.verdict_outcome(verdict)
+        if phase in ("connect", "helo") or Flag.SESSION in verdict.flags:
+            self.held_session = self.held_session or outcome
+        else:
+            self.held = self.held or outcome
+        log.info("session {sid}: {phase} refusal held until RCPT (smtp-delay-checks): {reply}",
+                 sid=self.ctx.session_id, phase=phase, reply=outcome.reply.text)
+        return True
 
     def greeting(self) -> Reply:
         banner = self.server.banner or ("Barricade ready",)
@@ -163,7 +186,7 @@ class Proxy:
         self.ctx.helo = session.xclient_helo or event.domain
         self.ctx.esmtp = event.verb == "EHLO"
         verdict = await self.server.pipeline.run("helo", self.ctx)
-        if verdict.decisive:
+        if verdict.decisive and not self._hold(verdict, "helo"):
             return self.verdict_outcome(verdict)
         if event.verb == "EHLO":
             return Outcome(self.reply(254, extra=session.ehlo_keywords()))
@@ -174,8 +197,11 @@ class Proxy:
         self.broken = False
         self.ctx.sender = event.path.address
         self.ctx.mail_params = event.path.params
+        self.held = None
         verdict = await self.server.pipeline.run("mail", self.ctx)
         if verdict.decisive:
+            if self._hold(verdict, "mail"):
+                return Outcome(self.reply(507))  # "250 2.0.0 proceed": the refusal waits
             outcome = self.verdict_outcome(verdict)
             self.ctx.reset_transaction()
             return outcome
@@ -197,6 +223,9 @@ class Proxy:
         verdict = await self.server.pipeline.run("rcpt", self.ctx, rcpt)
         if verdict.decisive:
             return self.verdict_outcome(Verdict(verdict.action, verdict.reply_id, {"rcpt": rcpt, **verdict.fields}))
+        held = self.held_session or self.held
+        if held is not None and verdict.action is not Action.ACCEPT:
+            return held  # smtpf: the held refusal, unless this recipient is white-listed
         try:
             reply = await self._forward_rcpt(route, rcpt)
         except DownstreamError as exc:
@@ -477,6 +506,7 @@ class Proxy:
                 self.pool.pop(name, None)
         self.ctx.reset_transaction()
         self.broken = False
+        self.held = None
 
     async def on_rset(self, event: ev.Rset, session) -> Outcome:
         await self.end_transaction()

@@ -19,20 +19,6 @@ BODY = b"Subject: access\r\n\r\nhello\r\n"
 OUTSIDE = "XCLIENT ADDR=192.0.2.1 NAME=mail.outside.example HELO=outside.example"
 
 
-@pytest.fixture
-def access(tmp_path, sink, make_proxy):
-    """Factory: a proxy with this access map text (and options)."""
-
-    def make(text: str, *args: str):
-        path = tmp_path / "access-map"
-        path.write_text(text)
-        proxy = make_proxy(routes_to(sink), f"access-map={path}", *args)
-        proxy.access_path = path
-        return proxy
-
-    return make
-
-
 def outside(c: Client, xclient: str = OUTSIDE):
     r = c.cmd(xclient)
     if r.code == 220:
