@@ -33,7 +33,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
+try:  # the daemons and the client work without pytest (the benchmarks use them)
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None
 
 # Where the barricade package lives (a checkout or site-packages): the proxy
 # subprocess must import this very copy.
@@ -71,6 +74,7 @@ def banner_ready(port: int) -> bool:
 
 
 def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """SIGTERM this one pid (never by name), then SIGKILL it if it does not go in time."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -290,46 +294,43 @@ class Client:
 
 # --- pytest fixtures -----------------------------------------------------------------
 
+if pytest is not None:
 
-
-
-
-
-@pytest.fixture
-def sink(tmp_path):
-    s = Sink(tmp_path)
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def make_sink(tmp_path):
-    """Factory: ``make_sink("-f", "RCPT")`` for a sink that refuses RCPT."""
-    started = []
-
-    def make(*args: str, port: int | None = None) -> Sink:
-        s = Sink(tmp_path, *args, port=port)
-        started.append(s)
-        return s
-
-    yield make
-    for s in started:
+    @pytest.fixture
+    def sink(tmp_path):
+        s = Sink(tmp_path)
+        yield s
         s.stop()
 
 
-@pytest.fixture
-def make_proxy(tmp_path):
-    """Factory: ``make_proxy(route_map_text, "opt=value", ..., pythonpath=[...])``."""
-    started = []
+    @pytest.fixture
+    def make_sink(tmp_path):
+        """Factory: ``make_sink("-f", "RCPT")`` for a sink that refuses RCPT."""
+        started = []
 
-    def make(route_map: str, *args: str, pythonpath: list[str | Path] = ()) -> Proxy:
-        p = Proxy(tmp_path, route_map, *args, pythonpath=pythonpath)
-        started.append(p)
-        return p
+        def make(*args: str, port: int | None = None) -> Sink:
+            s = Sink(tmp_path, *args, port=port)
+            started.append(s)
+            return s
 
-    yield make
-    for p in started:
-        p.stop()
+        yield make
+        for s in started:
+            s.stop()
+
+
+    @pytest.fixture
+    def make_proxy(tmp_path):
+        """Factory: ``make_proxy(route_map_text, "opt=value", ..., pythonpath=[...])``."""
+        started = []
+
+        def make(route_map: str, *args: str, pythonpath: list[str | Path] = ()) -> Proxy:
+            p = Proxy(tmp_path, route_map, *args, pythonpath=pythonpath)
+            started.append(p)
+            return p
+
+        yield make
+        for p in started:
+            p.stop()
 
 
 def routes_to(*sinks: Sink, relay: bool = False) -> str:

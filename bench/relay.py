@@ -46,6 +46,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from barricade.testing import banner_ready, free_port, stop  # noqa: E402
+
 HOST = "127.0.0.1"  # the only address this benchmark ever talks to
 SENDER = "a@example.org"
 RECIPIENT = "b@example.com"  # routed by route:example.com to the sink
@@ -80,12 +83,6 @@ class Deadline:
 # --- small helpers -----------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on now (the daemons bind it a moment later)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
 
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile: an observed value, no interpolation.
@@ -98,26 +95,6 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[rank - 1]
 
 
-def banner_ready(port: int) -> bool:
-    """True once something on ``port`` greets with 220 (the daemon is serving)."""
-    try:
-        with socket.create_connection((HOST, port), timeout=1) as s:
-            s.settimeout(2)
-            return s.recv(512).startswith(b"220")
-    except OSError:
-        return False
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """SIGTERM this one pid, then SIGKILL it if it does not go within ``grace``."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def make_message(size: int) -> bytes:
@@ -170,7 +147,7 @@ class Sink:
         return count
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        stop(self.proc)
 
 
 class Proxy:
@@ -241,7 +218,7 @@ class Proxy:
         return found
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        stop(self.proc)
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: Deadline, name: str,
