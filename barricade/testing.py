@@ -84,6 +84,16 @@ def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
             proc.wait()
 
 
+def mail_args(lines: list[bytes]) -> bytes:
+    """smtp-sink's record of the MAIL command of one dump file."""
+    for line in lines:
+        if line.startswith(b"X-Mail-Args: "):
+            return line[len(b"X-Mail-Args: "):]
+        if not line.startswith(b"X-"):
+            break
+    return b""
+
+
 class Sink:
     """Postfix's smtp-sink; ``dump`` holds one file per delivered transaction."""
 
@@ -116,16 +126,20 @@ class Sink:
                 found.append((stamp, path.name, data))
         return [data for _, _, data in sorted(found)]
 
-    def bodies(self) -> list[bytes]:
+    def bodies(self, sender: str | None = None) -> list[bytes]:
         """The messages as delivered, without smtp-sink's own X- and Received lines.
 
         smtp-sink stores lines with LF endings and adds one LF after the
         message; both are undone here except the CRLF → LF conversion,
-        so compare with ``lf(expected)``.
+        so compare with ``lf(expected)``. File times are as coarse as the
+        kernel's clock tick, so messages sent in quick succession may come
+        out of order: pick one by its envelope ``sender`` instead of by place.
         """
         out = []
         for raw in self.messages():
             lines = raw.split(b"\n")
+            if sender is not None and not mail_args(lines).startswith(f"<{sender}>".encode()):
+                continue
             # smtp-sink writes X-Client-*, X-Helo/Mail/Rcpt-Args, then its Received (3 lines).
             i = 0
             while i < len(lines) and lines[i].startswith(b"X-"):
