@@ -353,8 +353,12 @@ _add("check-timeout", 30, """Seconds a single policy check or plugin hook may
 
 # --- shared state -----------------------------------------------------------------
 S = "state"
-_add("redis-url", "", """Where rate, concurrency and (later) grey-list state
-     lives: redis://host:port/db, rediss://... (TLS) or unix:///path?db=N.
+_add("redis-url", "", """Where grey-list, rate, concurrency and message-limit
+     state lives: redis://host:port/db, rediss://... (TLS), unix:///path?db=N,
+     redis+sentinel://host:26379[,host:port...]/master-name[/db] (the master
+     Sentinel names, followed through fail-overs) or
+     redis+cluster://host:port[,host:port...] (a Redis Cluster; the hosts are
+     seeds). TLS options are query parameters (?ssl_ca_certs=/path/ca.pem).
      Empty: in this process's memory, which is right for workers=1 only; with
      several workers or gateways, point them all at one Redis.""", section=S)
 _add("redis-prefix", "barricade:", """Prefix of every Redis key, so that two

@@ -5,6 +5,7 @@ against the same expectations as the reference implementation)."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -39,17 +40,20 @@ class RedisServer:
     socket), no persistence, stopped by pid.  ``stop()`` then ``start()``
     restarts it on the same port and socket, empty."""
 
-    def __init__(self, tmp: Path | None = None, port: int | None = None, tls: bool = False):
+    def __init__(self, tmp: Path | None = None, port: int | None = None, tls: bool = False,
+                 args: tuple[str, ...] = ()):
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server not installed (apt-get install redis-server)")
         self.port = port or free_port()
         self.dir = Path(tmp or tempfile.mkdtemp(prefix=f"barricade-redis-{self.port}-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.socket = self.dir / "redis.sock"
         self.log = self.dir / "redis.log"
         self.tls_port = free_port() if tls else None
         self.cert = self.dir / "cert.pem"
         if tls:
             self._make_cert()
+        self.args = args
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -78,7 +82,7 @@ class RedisServer:
     def start(self) -> None:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.dir), "--unixsocket", str(self.socket),
-                "--unixsocketperm", "700", "--logfile", str(self.log)]
+                "--unixsocketperm", "700", "--logfile", str(self.log), *self.args]
         if self.tls_port:
             args += ["--tls-port", str(self.tls_port), "--tls-cert-file", str(self.cert),
                      "--tls-key-file", str(self.dir / "key.pem"), "--tls-auth-clients", "no"]
@@ -100,6 +104,112 @@ class RedisServer:
 
     def cleanup(self) -> None:
         self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    while True:
+        port = random.randint(20000, 50000)
+        if all(port_is_free(p) for p in (port, port + 10000)):
+            return port
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cli(port: int, *args: str, timeout: float = 20) -> str:
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True,
+                          check=True, timeout=timeout).stdout
+
+
+class RedisClusterServers:
+    """Three redis-server masters joined into a Redis Cluster (no replicas)."""
+
+    def __init__(self, tmp: Path, masters: int = 3):
+        self.nodes: list[RedisServer] = []
+        try:
+            for i in range(masters):
+                port = cluster_port()
+                self.nodes.append(RedisServer(tmp / f"node{i}", port=port, args=(
+                    "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                    "--cluster-node-timeout", "2000")))
+            cli(self.nodes[0].port, "--cluster", "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes), "--cluster-replicas", "0",
+                "--cluster-yes")
+            wait_for(self.ready, 20, "the Redis Cluster to reach state ok")
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def ready(self) -> bool:
+        return all("cluster_state:ok" in cli(n.port, "cluster", "info") for n in self.nodes)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+
+
+class RedisSentinelServers:
+    """A master, a replica and one Sentinel watching them as ``mymaster``.
+
+    Sentinel's timings are short (down after 1 s) so that a fail-over in a
+    test takes seconds, not minutes.
+    """
+
+    name = "mymaster"
+
+    def __init__(self, tmp: Path):
+        self.master = RedisServer(tmp / "master")
+        self.replica = RedisServer(tmp / "replica", args=(
+            "--replicaof", "127.0.0.1", str(self.master.port)))
+        self.port = free_port()
+        self.dir = tmp / "sentinel"
+        self.dir.mkdir()
+        conf = self.dir / "sentinel.conf"  # Sentinel rewrites it: it must be writable
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.name} 1000\n"
+            f"sentinel failover-timeout {self.name} 4000\n")
+        self.proc = subprocess.Popen(
+            ["redis-server", str(conf), "--sentinel", "--logfile", str(self.dir / "sentinel.log")],
+            stdin=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: self.master_port() == self.master.port, 20,
+                     "Sentinel to know the master")
+            wait_for(lambda: "slave0:" in cli(self.master.port, "info", "replication"), 20,
+                     "the replica to attach")
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def master_port(self) -> int | None:
+        try:
+            out = cli(self.port, "sentinel", "get-master-addr-by-name", self.name, timeout=5)
+        except (subprocess.SubprocessError, OSError):
+            return None
+        lines = out.split()
+        return int(lines[1]) if len(lines) == 2 else None
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.name}/0"
+
+    def cleanup(self) -> None:
+        stop(self.proc)
+        self.master.cleanup()
+        self.replica.cleanup()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

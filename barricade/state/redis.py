@@ -20,8 +20,9 @@ Design (peers.md §2.9, engineering.md §4):
   overall deadline per operation: a session never hangs on Redis; every
   failure is a :class:`StoreError`.
 
-URLs: ``redis://``, ``rediss://`` (TLS) and ``unix://``.  Sentinel and
-Cluster URLs are not supported yet.
+URLs: ``redis://``, ``rediss://`` (TLS), ``unix://``, ``redis+sentinel://``
+and ``redis+cluster://`` (see :mod:`barricade.state.urls`).  The hash tags
+above are what make the scripts run on a Cluster: each touches one slot.
 """
 
 from __future__ import annotations
@@ -34,9 +35,6 @@ from collections.abc import Awaitable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from barricade.state.base import (
@@ -49,6 +47,7 @@ from barricade.state.base import (
     StoreError,
     ms,
 )
+from barricade.state.urls import make_client
 
 T = TypeVar("T")
 
@@ -94,22 +93,12 @@ class RedisStore(Store):
     ):
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"Redis key prefix must not contain braces: {prefix!r}")
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"unsupported Redis URL (redis://, rediss:// or unix://): {url!r}")
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
         self._clock = clock
-        self._pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 1),
-            decode_responses=True,
-        )
-        self._redis = aioredis.Redis(connection_pool=self._pool)
+        self._redis, self._close = make_client(
+            url, timeout=timeout, connect_timeout=connect_timeout, max_connections=max_connections)
         self._scripts = {name: self._redis.register_script(load_script(name)) for name in SCRIPTS}
         self._ids = itertools.count(1)
         self._origin = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
@@ -143,8 +132,7 @@ class RedisStore(Store):
         await self._call("ping", self._redis.ping())
 
     async def close(self) -> None:
-        await self._redis.aclose()
-        await self._pool.disconnect()
+        await self._close()
 
     # -- grey-listing -----------------------------------------------------
 
