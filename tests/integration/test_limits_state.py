@@ -4,6 +4,8 @@ as an outside host with XCLIENT (localhost itself is exempt)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 
@@ -233,3 +235,88 @@ def test_redis_down_then_back(limited, own_redis, policy):
         return r2.id == 329
 
     wait_for(limits_again, timeout=10, what="limits working again after Redis restarted")
+
+
+# --- across processes and gateways ---------------------------------------------------------
+
+
+def children(pid: int) -> set[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    try:
+        with open(path) as f:
+            return {int(x) for x in f.read().split()}
+    except FileNotFoundError:
+        return set()
+
+
+def test_concurrency_two_holds_across_three_workers_and_a_second_gateway(limited, redis_server):
+    """Gateway A (3 workers) and gateway B (1 process) share one Redis and prefix:
+    the limit of 2 counts every session of the client, wherever it landed."""
+    shared = [f"redis-url={redis_server.url}", f"redis-prefix=t{uuid.uuid4().hex[:8]}:"]
+    a = limited("concurrent-connect:192.0.2.1 2\n", *shared, "workers=3")
+    b = limited("concurrent-connect:192.0.2.1 2\n", *shared)
+    wait_for(lambda: a.log_text().count("barricade: listening on") == 3, what="3 workers")
+    held = []
+    for port in (a.port, b.port):
+        c, r = arrive(port)
+        assert r.code == 220, r
+        held.append(c)
+    for port in [a.port] * 6 + [b.port] * 2:  # whichever worker of A, or B: refused
+        c, r = arrive(port)
+        expect(r, 421, "4.7.1", 329)
+        c.close()
+    held.pop().close()  # the session on B ends: its slot is free for a session on A
+    wait_for(lambda: _admitted(a.port, held), timeout=5, what="the slot freed on gateway B")
+    c, r = arrive(b.port)
+    expect(r, 421, "4.7.1", 329)
+    c.close()
+    for c in held:
+        c.close()
+    assert a.metric("barricade_limit_hits_total", limit="concurrent-connect") == 6
+    assert b.metric("barricade_limit_hits_total", limit="concurrent-connect") == 3
+
+
+def _admitted(port: int, held: list) -> bool:
+    """One more session from the client is admitted (and kept in ``held``)."""
+    c, r = arrive(port)
+    if r.code == 220:
+        held.append(c)
+        return True
+    c.close()
+    return False
+
+
+def test_killed_workers_leases_expire_within_the_ttl(limited, redis_server):
+    """kill -9 of the workers holding both slots: their leases stay counted
+    (nobody released them) until the lease TTL (2 × smtp-command-timeout)
+    passes, then the client is admitted again; replacement workers serve it."""
+    ttl = 2 * 3
+    proxy = limited("concurrent-connect:192.0.2.1 2\n", f"redis-url={redis_server.url}",
+                    f"redis-prefix=t{uuid.uuid4().hex[:8]}:", "workers=2",
+                    "smtp-command-timeout=3")
+    wait_for(lambda: len(children(proxy.proc.pid)) == 2, what="2 workers")
+    held = []
+    for _ in range(2):
+        c, r = arrive(proxy.port)
+        assert r.code == 220, r
+        held.append(c)
+    victims = children(proxy.proc.pid)
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    for c in held:
+        c.close()
+    wait_for(lambda: len(children(proxy.proc.pid)) == 2 and not children(proxy.proc.pid) & victims,
+             timeout=15, what="replacement workers")
+    still_counted = time.monotonic() - killed < ttl - 1
+    if still_counted:  # the dead sessions still hold their slots
+        c, r = arrive(proxy.port)
+        expect(r, 421, "4.7.1", 329)
+        c.close()
+    admitted: list = []
+    wait_for(lambda: _admitted(proxy.port, admitted), timeout=ttl + 5,
+             what="the dead workers' leases to expire")
+    assert time.monotonic() - killed < ttl + 5
+    served(admitted[0])
+    for c in admitted:
+        c.close()
