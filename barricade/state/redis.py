@@ -3,7 +3,7 @@
 Design (peers.md §2.9, engineering.md §4):
 
 * Every check-and-update is ONE Lua script (``lua/*.lua``, run with EVALSHA;
-  redis-py loads the script again on NOSCRIPT, e.g. after a Redis restart)
+  loaded again on NOSCRIPT, e.g. after a Redis restart)
   that also sets the key's TTL: no INCR-then-EXPIRE race (Haraka #1757), no
   key that lives for ever.
 * Keys are ``<prefix><kind>:{<tag>}[:<rest>]``: the prefix lets two
@@ -14,15 +14,15 @@ Design (peers.md §2.9, engineering.md §4):
   clock is injected, so gateways need not agree on the time; tests inject a
   clock to step to exact boundaries.  Records also carry their logical expiry,
   so an outcome never depends on when Redis happens to evict a key.
-* A ``BlockingConnectionPool`` (the plain pool raises past 100 in-flight
-  commands), socket and connect timeouts, one quick retry on a fresh
-  connection (a pooled connection is stale after a Redis restart), and an
-  overall deadline per operation: a session never hangs on Redis; every
-  failure is a :class:`StoreError`.
+* A connect timeout and an overall deadline per operation (a timed-out
+  operation drops its connection; the next one connects again): a session
+  never hangs on Redis; every failure is a :class:`StoreError`.
 
-URLs: ``redis://``, ``rediss://`` (TLS), ``unix://``, ``redis+sentinel://``
-and ``redis+cluster://`` (see :mod:`barricade.state.urls`).  The hash tags
-above are what make the scripts run on a Cluster: each touches one slot.
+URLs: ``redis://``, ``rediss://`` (TLS), ``unix://`` go to one pipelined
+connection (:mod:`barricade.state.resp`, chosen for its CPU cost);
+``redis+sentinel://`` and ``redis+cluster://`` to redis-py (see
+:mod:`barricade.state.clients`).  The hash tags above are what make the
+scripts run on a Cluster: each touches one slot.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ from barricade.state.base import (
     StoreError,
     ms,
 )
-from barricade.state.urls import make_client
+from barricade.state.clients import make_client
+from barricade.state.resp import RespConnectionError, RespError
 
 T = TypeVar("T")
 
@@ -76,9 +77,9 @@ def tag(value: str) -> str:
 class RedisStore(Store):
     """Store on Redis; see the module docstring.
 
-    ``timeout`` bounds each operation as a whole (connection wait, retry and
-    all), ``connect_timeout`` each connection attempt; ``max_connections`` is
-    the pool size (callers beyond it wait, within ``timeout``).
+    ``timeout`` bounds each operation as a whole (connecting included),
+    ``connect_timeout`` each connection attempt; ``max_connections`` is the
+    pool size of redis-py's Sentinel and Cluster clients.
     """
 
     def __init__(
@@ -97,9 +98,9 @@ class RedisStore(Store):
         self.prefix = prefix
         self.timeout = timeout
         self._clock = clock
-        self._redis, self._close = make_client(
-            url, timeout=timeout, connect_timeout=connect_timeout, max_connections=max_connections)
-        self._scripts = {name: self._redis.register_script(load_script(name)) for name in SCRIPTS}
+        self._backend = make_client(
+            url, {name: load_script(name) for name in SCRIPTS}, timeout=timeout,
+            connect_timeout=connect_timeout, max_connections=max_connections)
         self._ids = itertools.count(1)
         self._origin = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
 
@@ -120,19 +121,23 @@ class RedisStore(Store):
             async with asyncio.timeout(self.timeout):
                 return await op
         except TimeoutError as exc:
+            self._backend.abort()
             raise StoreError(f"redis {what}: no answer within {self.timeout:g}s ({self.url})") from exc
-        except (RedisError, OSError) as exc:
+        except (RedisError, RespError, RespConnectionError, OSError) as exc:
             raise StoreError(f"redis {what}: {exc} ({self.url})") from exc
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await self._call(name, self._scripts[name](keys=list(keys), args=list(args)))
+        return await self._call(name, self._backend.script(name, keys, args))
+
+    async def _command(self, *args: str | int) -> Any:
+        return await self._call(str(args[0]).lower(), self._backend.command(*args))
 
     async def ping(self) -> None:
         """Raise StoreError unless Redis answers (for startup and health checks)."""
-        await self._call("ping", self._redis.ping())
+        await self._command("PING")
 
     async def close(self) -> None:
-        await self._close()
+        await self._backend.close()
 
     # -- grey-listing -----------------------------------------------------
 
@@ -193,14 +198,15 @@ class RedisStore(Store):
     # -- key/value cache (single commands: each is atomic and sets its TTL) --
 
     async def get(self, key: str) -> str | None:
-        return await self._call("get", self._redis.get(self.key("cache", key)))
+        return await self._command("GET", self.key("cache", key))
 
     async def set(self, key: str, value: str, *, ttl: float) -> None:
-        await self._call("set", self._redis.set(self.key("cache", key), value, px=ms(ttl)))
+        await self._command("SET", self.key("cache", key), value, "PX", ms(ttl))
 
     async def add(self, key: str, value: str, *, ttl: float) -> bool:
-        added = await self._call("add", self._redis.set(self.key("cache", key), value, px=ms(ttl), nx=True))
-        return bool(added)
+        added = await self._call("add", self._backend.command(
+            "SET", self.key("cache", key), value, "PX", ms(ttl), "NX"))
+        return added is not None and added is not False
 
     async def delete(self, key: str) -> None:
-        await self._call("delete", self._redis.delete(self.key("cache", key)))
+        await self._call("delete", self._backend.command("DEL", self.key("cache", key)))

@@ -180,7 +180,7 @@ async def test_two_gateways_share_limits(server, prefix) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_many_concurrent_callers_wait_for_the_pool(server, prefix) -> None:
-    """More callers than connections wait their turn (BlockingConnectionPool), none fail."""
+    """200 callers at once share the one pipelined connection; none fails, none is lost."""
     store = make_store(server.url, prefix, max_connections=4, timeout=5)
 
     async def scenario() -> None:
@@ -248,5 +248,25 @@ async def test_redis_hung_times_out(tmp_path, prefix) -> None:
 
     try:
         await aio(closing(store, scenario()))
+    finally:
+        srv.cleanup()
+
+
+@pytest_twisted.ensureDeferred
+async def test_password_and_database_from_the_url(tmp_path, prefix) -> None:
+    """AUTH and SELECT happen on connect; a wrong password is a StoreError, not a hang."""
+    srv = RedisServer(tmp_path, args=("--requirepass", "s3cret"))
+    store = make_store(f"redis://:s3cret@127.0.0.1:{srv.port}/3", prefix)
+    wrong = make_store(f"redis://:nope@127.0.0.1:{srv.port}/3", prefix)
+
+    async def scenario() -> None:
+        assert await store.rate("ip") == 1
+        await expect_store_error(wrong.rate("ip"), within=1.5)
+
+    try:
+        await aio(closing(store, closing(wrong, scenario())))
+        raw = redis.Redis(port=srv.port, password="s3cret", db=3, decode_responses=True)
+        assert list(raw.scan_iter(match=f"{prefix}*")) == [f"{prefix}rate:{{ip}}"]
+        raw.close()
     finally:
         srv.cleanup()

@@ -6,9 +6,11 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 
-from barricade.state.urls import make_client, parse_hosts, parse_multi
+from barricade.state.clients import RespBackend, make_client, parse_hosts, parse_multi
+from barricade.state.resp import Endpoint, encode
 
 KW = dict(timeout=1.0, connect_timeout=0.5, max_connections=8)
+SCRIPTS = {"one": "return 1"}
 
 
 @pytest.mark.parametrize("netloc, default, hosts", [
@@ -37,18 +39,41 @@ def test_parse_multi_credentials_and_query() -> None:
 
 
 def test_each_scheme_gets_its_client() -> None:
-    plain, _ = make_client("redis://127.0.0.1:1/0", **KW)
-    assert plain.connection_pool.max_connections == 8
-    sentinel, _ = make_client("redis+sentinel://127.0.0.1:1/mymaster/2", **KW)
+    plain = make_client("redis://127.0.0.1:1/0", SCRIPTS, **KW)
+    assert isinstance(plain, RespBackend)
+    assert plain.scripts["one"] == ("e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "return 1")
+    sentinel = make_client("redis+sentinel://127.0.0.1:1/mymaster/2", SCRIPTS, **KW).client
     assert isinstance(sentinel.connection_pool, SentinelConnectionPool)
     assert sentinel.connection_pool.service_name == "mymaster"
     assert sentinel.connection_pool.connection_kwargs["db"] == 2
-    cluster, _ = make_client("redis+cluster://127.0.0.1:1,127.0.0.1:2", **KW)
+    cluster = make_client("redis+cluster://127.0.0.1:1,127.0.0.1:2", SCRIPTS, **KW).client
     assert isinstance(cluster, RedisCluster)
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("redis://127.0.0.1:6380/2", Endpoint(host="127.0.0.1", port=6380, db=2)),
+    ("redis://:s%40cret@h", Endpoint(host="h", password="s@cret")),
+    ("redis://user:pw@h:1?db=3", Endpoint(host="h", port=1, db=3, username="user", password="pw")),
+    ("unix:///run/redis.sock?db=4", Endpoint(path="/run/redis.sock", db=4)),
+])
+def test_single_server_endpoints(url, expected) -> None:
+    assert Endpoint.from_url(url) == expected
+
+
+def test_rediss_verifies_by_default() -> None:
+    import ssl
+    tls = Endpoint.from_url("rediss://h:1/0").tls
+    assert tls is not None and tls.verify_mode == ssl.CERT_REQUIRED and tls.check_hostname
+
+
+def test_resp_encoding() -> None:
+    assert encode(["SET", "k", "v\u00e9", "PX", 5]) == (
+        b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\xc3\xa9\r\n$2\r\nPX\r\n$1\r\n5\r\n")
 
 
 @pytest.mark.parametrize("url, message", [
     ("http://127.0.0.1/", "unsupported Redis URL"),
+    ("redis://127.0.0.1/x", "bad database"),
     ("redis+sentinel://127.0.0.1:1", "no master name"),
     ("redis+sentinel://127.0.0.1:1/m/x", "bad database"),
     ("redis+sentinel://127.0.0.1:1/m/0/extra", "bad database"),
@@ -56,4 +81,4 @@ def test_each_scheme_gets_its_client() -> None:
 ])
 def test_bad_urls(url, message) -> None:
     with pytest.raises(ValueError, match=message):
-        make_client(url, **KW)
+        make_client(url, SCRIPTS, **KW)

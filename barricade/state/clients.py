@@ -1,4 +1,4 @@
-"""``redis-url`` forms and the redis-py client each one needs.
+"""``redis-url`` forms and the client each one needs.
 
 One option names every deployment a postmaster meets:
 
@@ -17,14 +17,21 @@ apply to the data nodes; ``sentinel_password=`` in the query authenticates to th
 sentinels.  TLS options (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
 ``ssl_cert_reqs``) are query parameters, as redis-py takes them for ``rediss://``.
 
-Every client gets the same socket and connect timeouts, so the store's deadline holds
-whichever kind of deployment is behind the URL.
+A single server is spoken to by :class:`~barricade.state.resp.RespClient`
+(one pipelined connection, a fraction of redis-py's CPU per command: see
+that module); Sentinel and Cluster by redis-py, which knows their topology
+protocols.  Both sit behind :class:`Backend`, the two calls the store makes.
+Every client gets the same connect timeout, and the store puts its deadline
+around every call, so a slow Redis costs the same whatever is behind the URL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -32,6 +39,8 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+
+from barricade.state.resp import RespClient
 
 PLAIN = ("redis://", "rediss://", "unix://")
 SENTINEL = ("redis+sentinel", "rediss+sentinel")
@@ -95,32 +104,80 @@ def tls_kwargs(url: MultiHostUrl) -> dict:
     return {"ssl": True, **{k: v for k, v in url.query.items() if k in TLS_PARAMS}}
 
 
-#: A connected client and how to let go of it.
-Client = tuple[aioredis.Redis | RedisCluster, Callable[[], Awaitable[None]]]
+class Backend(ABC):
+    """The two things the store asks of Redis, whatever the deployment."""
+
+    @abstractmethod
+    async def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run the named Lua script (loaded again if Redis lost it)."""
+
+    @abstractmethod
+    async def command(self, *args: str | int) -> Any:
+        """One plain command (GET, SET, DEL, PING)."""
+
+    def abort(self) -> None:  # noqa: B027 - only the pipelined client needs it
+        """The caller's deadline passed: drop what is in flight."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Let go of every connection."""
 
 
-def make_client(url: str, *, timeout: float, connect_timeout: float,
-                max_connections: int) -> Client:
-    """The redis-py asyncio client for ``url`` (see the module docstring).
+class RespBackend(Backend):
+    """One server through :class:`RespClient`."""
+
+    def __init__(self, url: str, scripts: dict[str, str], connect_timeout: float):
+        self.client = RespClient(url, connect_timeout=connect_timeout)
+        self.scripts = {name: (hashlib.sha1(text.encode()).hexdigest(), text)
+                        for name, text in scripts.items()}
+
+    async def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        sha, text = self.scripts[name]
+        return await self.client.evalsha(sha, text, keys, args)
+
+    async def command(self, *args: str | int) -> Any:
+        return await self.client.execute(*args)
+
+    def abort(self) -> None:
+        self.client.abort()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class RedisPyBackend(Backend):
+    """Sentinel or Cluster through redis-py's asyncio clients."""
+
+    def __init__(self, client: aioredis.Redis | RedisCluster, scripts: dict[str, str],
+                 close: Callable[[], Awaitable[None]]):
+        self.client = client
+        self.scripts = {name: client.register_script(text) for name, text in scripts.items()}
+        self._close = close
+
+    async def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self.scripts[name](keys=list(keys), args=list(args))
+
+    async def command(self, *args: str | int) -> Any:
+        return await self.client.execute_command(*args)
+
+    async def close(self) -> None:
+        await self._close()
+
+
+def make_client(url: str, scripts: dict[str, str], *, timeout: float, connect_timeout: float,
+                max_connections: int) -> Backend:
+    """The backend for ``url`` (see the module docstring).
 
     No connection is made here: a store starts even while Redis is down,
     and its first operation reports the failure like any later one.
+    ``max_connections`` bounds redis-py's pools; the single-server client
+    needs one connection.
     """
     common = dict(socket_timeout=timeout, socket_connect_timeout=connect_timeout,
                   decode_responses=True)
     scheme = url.partition("://")[0]
     if url.startswith(PLAIN):
-        # Blocking: the plain pool raises past max_connections instead of waiting.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout,
-            retry=Retry(NoBackoff(), 1), **common)
-        client = aioredis.Redis(connection_pool=pool)
-
-        async def close_plain() -> None:
-            await client.aclose()
-            await pool.disconnect()
-
-        return client, close_plain
+        return RespBackend(url, scripts, connect_timeout)
     if scheme in SENTINEL:
         parsed = parse_multi(url)
         if not parsed.path:
@@ -141,7 +198,7 @@ def make_client(url: str, *, timeout: float, connect_timeout: float,
             for node in sentinel.sentinels:
                 await node.aclose()
 
-        return client, close_sentinel
+        return RedisPyBackend(client, scripts, close_sentinel)
     if scheme in CLUSTER:
         parsed = parse_multi(url)
         if parsed.path:
@@ -151,7 +208,7 @@ def make_client(url: str, *, timeout: float, connect_timeout: float,
             username=parsed.username, password=parsed.password,
             max_connections=max_connections, retry=Retry(NoBackoff(), 1),
             **tls_kwargs(parsed), **common)
-        return cluster, cluster.aclose
+        return RedisPyBackend(cluster, scripts, cluster.aclose)
     raise ValueError(
         f"unsupported Redis URL {url!r}: redis://, rediss://, unix://, "
         "redis+sentinel:// or redis+cluster://")

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Shared-state benchmark: what do Redis-backed limits and grey-listing cost?
+
+In one invocation, on loopback:
+
+* ``source``: smtp-source → smtp-sink directly (the physical reference every
+  benchmark here prints);
+* ``direct``: this script's load generator → smtp-sink;
+* ``off``:    generator → Barricade (no limits, no grey-listing) → smtp-sink;
+* ``on``:     generator → Barricade with ``redis-url`` on a real redis-server,
+  ``Rate-Connect:``, ``Concurrent-Connect:``, ``Msg-Limit-Connect:`` set
+  high enough never to refuse, and grey-listing on with every tuple passed
+  beforehand → smtp-sink.
+
+Limits and grey-listing exempt localhost, and smtp-source cannot present
+another address, so the generator opens each session with ``XCLIENT
+ADDR=192.0.2.N`` (N cycles over ``--clients`` addresses): every message pays
+the connect checks (rate count, lease acquire, lease release) and the
+grey-list lookup at DATA, one message per connection, like smtp-source's
+default.  The ``off`` path sends the same XCLIENT, so on/off isolates the
+state.  The paths run interleaved, round by round; the ratios of the
+medians are the figures to quote.  Nothing is asserted about speed.
+
+    python bench/state.py [--sessions 20] [--messages 2000] [--rounds 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from relay import HOST, BenchError, Deadline, Proxy, Sink, make_message, run_source  # noqa: E402
+
+from tests.state import RedisServer  # noqa: E402
+
+SENDER = "bench@example.org"
+RECIPIENT = "b@example.com"
+GREY_PERIOD = 1  # seconds; every tuple is passed before the timed runs
+
+
+async def expect(reader: asyncio.StreamReader, code: int, step: str) -> None:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise BenchError(f"{step}: connection closed")
+        if line[3:4] != b"-":
+            break
+    if int(line[:3]) != code:
+        raise BenchError(f"{step}: expected {code}, got {line.decode(errors='replace').strip()}")
+
+
+async def one_message(port: int, client: int | None, message: bytes, *,
+                      grey_ok: bool = False) -> bool:
+    """One connection, one message; True if accepted, False if grey-listed (when allowed)."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        await expect(reader, 220, "banner")
+        if client is not None:
+            writer.write(f"XCLIENT ADDR=192.0.2.{client} NAME=c{client}.bench.example\r\n".encode())
+            await expect(reader, 220, "XCLIENT")
+        writer.write(b"EHLO bench.client\r\n")
+        await expect(reader, 250, "EHLO")
+        writer.write(f"MAIL FROM:<{SENDER}>\r\n".encode())
+        await expect(reader, 250, "MAIL")
+        writer.write(f"RCPT TO:<{RECIPIENT}>\r\n".encode())
+        await expect(reader, 250, "RCPT")
+        writer.write(b"DATA\r\n")
+        try:
+            await expect(reader, 354, "DATA")
+        except BenchError:
+            if grey_ok:
+                return False
+            raise
+        writer.write(message + b".\r\n")
+        await expect(reader, 250, "end of data")
+        writer.write(b"QUIT\r\n")
+        await expect(reader, 221, "QUIT")
+        return True
+    finally:
+        writer.close()
+
+
+async def generate(port: int, sessions: int, messages: int, clients: int | None,
+                   message: bytes, timeout: float) -> float:
+    """``messages`` messages over ``sessions`` parallel connections; wall seconds."""
+    counter = iter(range(messages))
+
+    async def worker() -> None:
+        for n in counter:
+            await one_message(port, None if clients is None else 1 + n % clients, message)
+
+    start = time.monotonic()
+    async with asyncio.timeout(timeout):
+        await asyncio.gather(*(worker() for _ in range(sessions)))
+    return time.monotonic() - start
+
+
+async def pass_grey(port: int, clients: int, message: bytes) -> int:
+    """Grey-list every client's tuple, wait the period, retry: all known afterwards."""
+    listed = 0
+    for client in range(1, clients + 1):
+        if not await one_message(port, client, message, grey_ok=True):
+            listed += 1
+    await asyncio.sleep(GREY_PERIOD + 0.2)
+    for client in range(1, clients + 1):
+        await one_message(port, client, message)
+    return listed
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=20, help="parallel sessions")
+    ap.add_argument("--messages", type=int, default=2000, help="messages per run")
+    ap.add_argument("--size", type=int, default=4096, help="message size in bytes")
+    ap.add_argument("--clients", type=int, default=50, help="distinct client addresses")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    ap.add_argument("--time-limit", type=float, default=900, help="seconds before everything stops")
+    ap.add_argument("--json", action="store_true", help="figures as one JSON object on stdout")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = sys.stderr if args.json else sys.stdout
+
+    def say(line: str = "") -> None:
+        print(line, file=out, flush=True)
+
+    deadline = Deadline(args.time_limit)
+    workdir = Path(tempfile.mkdtemp(prefix="barricade-bench-state-"))
+    workdir.chmod(0o755)  # smtp-sink runs as nobody with its cwd here
+    daemons: list[Any] = []
+    figures: dict[str, Any] = {"config": vars(args)}
+    errors: list[str] = []
+    message = make_message(args.size)
+    try:
+        sink = Sink(workdir, deadline)
+        daemons.append(sink)
+        redis = RedisServer(workdir / "redis")
+        daemons.append(redis)
+        access = workdir / "access-map"
+        access.write_text("rate-connect: 1000000\nconcurrent-connect: 10000\n"
+                          "msg-limit-connect: 1000000/1h\n")
+        common = (f"access-map={access}",)
+        off = Proxy(workdir, sink.port, deadline, tag="-off", extra=common)
+        daemons.append(off)
+        on = Proxy(workdir, sink.port, deadline, tag="-on", extra=(
+            *common, f"redis-url={redis.url}", "grey-key=ip,mail,rcpt",
+            f"grey-temp-fail-period={GREY_PERIOD}"))
+        daemons.append(on)
+        listed = asyncio.run(pass_grey(on.port, args.clients, message))
+        say(f"State benchmark: {args.sessions} sessions x {args.messages} messages of "
+            f"{args.size} bytes, {args.clients} client addresses, {args.rounds} rounds; "
+            f"redis-server pid {redis.proc.pid}; {listed} tuples grey-listed then passed")
+        paths = {"source": None, "direct": sink.port, "off": off.port, "on": on.port}
+        rates: dict[str, list[float]] = {name: [] for name in paths}
+        for rnd in range(0, args.rounds + 1):  # round 0 warms up, untimed
+            for name, port in paths.items():
+                before = sink.delivered()
+                count = args.sessions if rnd == 0 else args.messages
+                if name == "source":
+                    seconds, rc, err = run_source(sink.port, args.sessions, count, args.size, deadline)
+                    if rc != 0:
+                        raise BenchError(f"smtp-source exited {rc}: {err}")
+                else:
+                    clients = None if name == "direct" else args.clients
+                    seconds = asyncio.run(generate(port, args.sessions, count, clients, message,
+                                                   deadline.remaining()))
+                delivered = sink.wait_delivered(before + count, deadline) - before
+                if delivered != count:
+                    raise BenchError(f"{name}: sink received {delivered} of {count}")
+                if rnd:
+                    rates[name].append(count / seconds)
+                    say(f"  round {rnd}  {name:<6} {count / seconds:9.1f} msg/s")
+            for proxy in (off, on):
+                proxy.check_alive()
+        medians = {name: statistics.median(v) for name, v in rates.items()}
+        figures["median"] = medians
+        figures["runs"] = rates
+        figures["ratio"] = {"off/direct": medians["off"] / medians["direct"],
+                            "on/direct": medians["on"] / medians["direct"],
+                            "on/off": medians["on"] / medians["off"],
+                            "direct/source": medians["direct"] / medians["source"]}
+        figures["state_cost"] = 1 - medians["on"] / medians["off"]
+    except (BenchError, TimeoutError, OSError) as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+        say(f"ERROR: {exc}")
+    except KeyboardInterrupt:
+        errors.append("interrupted")
+    finally:
+        for daemon in reversed(daemons):
+            daemon.stop()
+    figures["errors"] = errors
+    if "median" in figures:
+        m, r = figures["median"], figures["ratio"]
+        say()
+        say("Summary (median messages/s)")
+        say(f"  smtp-source -> smtp-sink      {m['source']:9.1f}")
+        say(f"  generator   -> smtp-sink      {m['direct']:9.1f}   "
+            f"(generator/smtp-source {r['direct/source']:.3f})")
+        say(f"  state off   (memory, no grey) {m['off']:9.1f}   off/direct {r['off/direct']:.4f}")
+        say(f"  state on    (Redis, limits,   {m['on']:9.1f}   on/direct  {r['on/direct']:.4f}")
+        say("               grey-list known)")
+        say(f"  on/off {r['on/off']:.3f}: shared state costs {100 * figures['state_cost']:.1f} % "
+            f"of throughput")
+    if errors:
+        say(f"  errors: {errors}; logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
