@@ -79,6 +79,14 @@ class Metrics:
             "barricade_limit_hits", "Clients refused by a limit (rate-connect, concurrent-connect)",
             ["limit"], registry=r,
         )
+        self.call_aheads = Counter(
+            "barricade_call_aheads", "Call-ahead outcomes (accept, reject, inconclusive, cached-*)",
+            ["result"], registry=r,
+        )
+        self.call_ahead_seconds = Histogram(
+            "barricade_call_ahead_seconds", "Duration of one call-ahead conversation",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
 
     def scanner(self, name: str, outcome: str, seconds: float) -> None:
         self.scanner_results.labels(name, outcome).inc()

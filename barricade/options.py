@@ -283,6 +283,12 @@ _add("rfc2821-literal-plus", False, """Treat '+' in a local part literally. When
      off, the access map also tries an address without its +detail
      (From:user@dom for user+detail@dom) and its local-part key is user@.""",
      section=S)
+_add("call-ahead-as-sender", False, """Call-ahead (route-map RCPT: hosts) with
+     the client's sender instead of MAIL FROM:<>.""", section=S)
+_add("call-ahead-command-timeout", 45, """Seconds a call-ahead waits for the
+     connection and for each reply; keep it below smtp-command-timeout. No
+     answer: the recipient is accepted and forwarded (not cached).""",
+     section=S, minimum=1)
 
 # --- SMTP protocol ------------------------------------------------------------
 S = "smtp"
@@ -371,4 +377,12 @@ _add("state-failure", "tempfail", """What a limit check does when the store fail
      lets the client through. Either way a line is logged and
      barricade_state_failures_total counts it.""", section=S,
      choices=("tempfail", "skip"))
+del S
+
+# --- cached results -----------------------------------------------------------------
+S = "cache"
+_add("cache-accept-ttl", 604800, """Seconds a positive cached result is kept,
+     extended each time it is used (call-ahead accepts).""", section=S, minimum=1)
+_add("cache-reject-ttl", 604800, """Seconds a negative cached result is kept
+     (call-ahead rejects).""", section=S, minimum=1)
 del S

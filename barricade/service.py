@@ -26,6 +26,7 @@ from barricade.metrics import Metrics, metrics_root
 from barricade.options import Config, OptionError
 from barricade.plugin import Plugin, Services, enabled_plugins, plugin_replies
 from barricade.policy.access import AccessMap, access_maps
+from barricade.policy.callahead import CallAhead
 from barricade.policy.limits import builtin_checks
 from barricade.policy.pipeline import Pipeline
 from barricade.replies import Catalogue, CatalogueError
@@ -132,6 +133,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         banner=read_banner(config),
         tls_context=tls,
         store=store,
+        call_ahead=CallAhead(config, store, hostname, metrics),
     )
 
 

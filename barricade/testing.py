@@ -97,7 +97,8 @@ def mail_args(lines: list[bytes]) -> bytes:
 class Sink:
     """Postfix's smtp-sink; ``dump`` holds one file per delivered transaction."""
 
-    def __init__(self, tmp: Path, *args: str, port: int | None = None):
+    def __init__(self, tmp: Path, *args: str, port: int | None = None, verbose: bool = False):
+        """``verbose``: smtp-sink's -v, every command it receives logged (see :meth:`commands`)."""
         if shutil.which("smtp-sink") is None:
             raise RuntimeError("smtp-sink not installed (apt-get install postfix)")
         self.port = port or free_port()
@@ -108,11 +109,20 @@ class Sink:
         cmd = ["smtp-sink"]
         if os.geteuid() == 0:
             cmd += ["-u", "nobody"]
-        cmd += ["-d", f"{self.dump}/%H%M%S.", *args, f"127.0.0.1:{self.port}", "1000"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cmd += ["-d", f"{self.dump}/%H%M%S.", *(["-v"] if verbose else []), *args,
+                f"127.0.0.1:{self.port}", "1000"]
+        self.log = self.dump.with_suffix(".log")
+        with self.log.open("wb") as err:  # a file: a chatty sink never blocks on a full pipe
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
         wait_for(lambda: banner_ready(self.port) or self.proc.poll() is not None, what="smtp-sink")
         if self.proc.poll() is not None:
-            raise RuntimeError(f"smtp-sink failed: {self.proc.stderr.read().decode()}")
+            raise RuntimeError(f"smtp-sink failed: {self.log.read_text(errors='replace')}")
+
+    def commands(self) -> list[str]:
+        """The SMTP commands received so far (needs ``verbose=True``)."""
+        found = re.findall(r"^smtp-sink: ((?:HELO|EHLO|MAIL|RCPT|DATA|QUIT|RSET)\b.*)$",
+                           self.log.read_text(errors="replace"), re.MULTILINE)
+        return found
 
     def messages(self) -> list[bytes]:
         """Delivered transactions (smtp-sink's dump files), oldest first."""
@@ -152,6 +162,7 @@ class Sink:
     def stop(self) -> None:
         stop(self.proc)
         shutil.rmtree(self.dump, ignore_errors=True)
+        self.log.unlink(missing_ok=True)
 
 
 class Proxy:

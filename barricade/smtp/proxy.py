@@ -53,6 +53,7 @@ class ServerContext:
     banner: tuple[str, ...] = ()
     tls_context: object = None
     store: object = None  # barricade.state.Store: rate, concurrency, grey-list state
+    call_ahead: object = None  # barricade.policy.callahead.CallAhead (route-map RCPT:)
 
 
 # LAN address space (RFC 1918, RFC 4193, link-local, loopback).  Python's
@@ -226,6 +227,9 @@ class Proxy:
         held = self.held_session or self.held
         if held is not None and verdict.action is not Action.ACCEPT:
             return held  # smtpf: the held refusal, unless this recipient is white-listed
+        if route.rcpt and not self.ctx.client.relay and self.server.call_ahead and await self.server.call_ahead.unknown(
+                route, rcpt, self.ctx.sender or "", self.ctx.session_id):
+            return Outcome(self.reply(292, rcpt=rcpt))
         try:
             reply = await self._forward_rcpt(route, rcpt)
         except DownstreamError as exc:
