@@ -30,5 +30,6 @@ setup(
     },
     include_package_data=True,
     package_data={"barricade.state": ["lua/*.lua"]},
+    entry_points={"console_scripts": ["barricade-check = barricade.explain:main"]},
     zip_safe=False,
 )

@@ -12,7 +12,7 @@ reaches the client as a traceback.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,15 +165,24 @@ class Pipeline:
     def needs_message(self) -> bool:
         return any(c.needs_message for c in self.checks)
 
-    async def run(self, phase: str, ctx: Context, *args: Any) -> Verdict:
-        """The first decisive verdict of the phase, or CONTINUE/ACCEPT."""
+    async def run(self, phase: str, ctx: Context, *args: Any,
+                  trace: Callable[[Check, Verdict | None], None] | None = None) -> Verdict:
+        """The first decisive verdict of the phase, or CONTINUE/ACCEPT.
+
+        ``trace`` (for ``barricade-check``) hears every check's verdict, or
+        None for a check that a white list skipped.
+        """
         result = CONTINUE
         envelope = phase in ENVELOPE_PHASES
         for check in self._hooks[phase]:
             if not check.always and (ctx.trusted or (envelope and ctx.white_envelope)):
                 if not check.antivirus or ctx.white_av:
+                    if trace is not None:
+                        trace(check, None)
                     continue  # smtpf: a white-listed message skips all but anti-virus
             verdict = await self._one(check, phase, ctx, args)
+            if trace is not None:
+                trace(check, verdict)
             if verdict.action is Action.CONTINUE:
                 continue
             if verdict.action is Action.ACCEPT:

@@ -1,0 +1,92 @@
+"""barricade-check: a postmaster asks why mail from a client would be refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from barricade.testing import PACKAGE_ROOT, free_port
+
+pytestmark = pytest.mark.integration
+
+ACCESS = """\
+connect:192.0.2 REJECT
+connect:198.51.100.7 OK
+from:spammer.example REJECT:"we do not want your mail"
+to:postmaster@example.com OK
+rate-connect: 30
+"""
+
+
+@pytest.fixture
+def check(tmp_path):
+    routes = tmp_path / "route-map"
+    routes.write_text("route:local FORWARD: 127.0.0.1:2526\n"
+                      "route:example.com FORWARD: 127.0.0.1:2526; RCPT: 127.0.0.1:2527\n")
+    access = tmp_path / "access-map"
+    access.write_text(ACCESS)
+    conf = tmp_path / "barricade.cf"
+    # A live Redis that is not there: the tool must not need it.
+    conf.write_text(f"route-map={routes}\naccess-map={access}\n"
+                    f"redis-url=redis://127.0.0.1:{free_port()}/0\n")
+
+    def run(*args: str) -> tuple[int, str]:
+        env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
+        proc = subprocess.run([sys.executable, "-m", "barricade.explain", "--config", str(conf),
+                               *args], capture_output=True, text=True, timeout=60, env=env)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    return run
+
+
+def test_a_black_listed_client_is_explained(check):
+    status, out = check("--client", "192.0.2.1", "--ptr", "mail.outside.example",
+                        "--helo", "mail.outside.example", "--mail", "a@example.org",
+                        "--rcpt", "john@example.com")
+    assert status == 1
+    assert "client 192.0.2.1 [mail.outside.example]: may not relay" in out
+    assert "access Connect: connect:192.0.2 -> REJECT" in out  # the map entry that fired
+    assert "=> 550 5.7.1 host mail.outside.example [192.0.2.1] black listed #120" in out
+    assert "helo:" not in out  # the session ends at connect
+
+
+def test_held_refusal_and_white_listed_postmaster(check):
+    status, out = check("--client", "203.0.113.5", "--helo", "x.example",
+                        "--mail", "fred@spammer.example", "--rcpt", "postmaster@example.com",
+                        "--rcpt", "john@example.com", "+smtp-delay-checks")
+    assert status == 1
+    assert ("=> held until RCPT (smtp-delay-checks): 550 5.7.1 sender <fred@spammer.example> "
+            "we do not want your mail #127") in out
+    post, john = out.split("rcpt postmaster@example.com:")[1].split("rcpt john@example.com:")
+    assert "access To: to:postmaster@example.com -> OK" in post
+    assert "forwarded to 127.0.0.1:2526 (route:example.com); call-ahead to 127.0.0.1:2527" in post
+    assert "#127  (the held refusal)" in john
+
+
+def test_accepted_mail_and_no_route(check):
+    status, out = check("--client", "203.0.113.5", "--mail", "fred@good.example",
+                        "--rcpt", "john@example.com")
+    assert status == 0
+    assert "rate-connect             pass" in out  # limits run against an empty store
+    assert "=> accepted by the checks" in out
+    status, out = check("--client", "203.0.113.5", "--mail", "fred@good.example",
+                        "--rcpt", "x@elsewhere.example")
+    assert status == 1
+    assert "=> 550 5.7.1 recipient <x@elsewhere.example> relaying denied #288" in out
+
+
+def test_white_listed_client_skips_the_rest(check):
+    status, out = check("--client", "198.51.100.7", "--mail", "fred@spammer.example",
+                        "--rcpt", "john@example.com")
+    assert status == 0
+    assert "access-connect           OK: white-listed, later checks skipped" in out
+    assert "access-mail              skipped (white-listed)" in out
+
+
+def test_configuration_errors_are_one_line(check):
+    status, out = check("--client", "203.0.113.5", "no-such-option=1")
+    assert status == 2
+    assert out.strip() == "barricade-check: unknown option 'no-such-option'"
