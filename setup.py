@@ -13,6 +13,7 @@ setup(
         "barricade",
         "barricade.smtp",
         "barricade.policy",
+        "barricade.data",  # the TLD list of reject-unknown-tld
         "barricade.state",
         "barricade.plugins",
         "twisted.plugins",
@@ -29,7 +30,7 @@ setup(
         "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "ruff>=0.4"],
     },
     include_package_data=True,
-    package_data={"barricade.state": ["lua/*.lua"]},
+    package_data={"barricade.data": ["*.txt"], "barricade.state": ["lua/*.lua"]},
     entry_points={"console_scripts": ["barricade-check = barricade.explain:main"]},
     zip_safe=False,
 )

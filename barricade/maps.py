@@ -307,6 +307,24 @@ class RouteMap(KeyValueMap):
             return None  # a RELAY-only entry routes nothing
         return route
 
+    def is_our_domain(self, domain: str) -> bool:
+        """smtpf's routeKnownDomain: a ``route:`` entry with FORWARD: for the domain.
+
+        Domains are looked up with their parents (``route:mx.example.com``,
+        ``route:example.com``, ``route:com``), an address literal once
+        (``route:[192.0.2.1]``); never the bare tag nor ``route:local``,
+        which are defaults, not domains we answer for.
+        """
+        domain = domain.strip().rstrip(".").lower()
+        if not domain:
+            return False
+        if domain.startswith("["):
+            keys: Iterator[str] = iter([f"{self.TAG}:{domain}"])
+        else:
+            keys = (k for k in domain_keys(self.TAG, domain, bare=False) if k != "route:local")
+        route = self._lookup(keys)
+        return bool(route and route.forward)
+
     def is_relay(self, ip: str, name: str | None = None) -> bool:
         """May this client relay (by IP, then by PTR name)?"""
         route = self._lookup(client_keys(self.TAG, ip, name, bare=False))

@@ -345,6 +345,40 @@ _add("tls-server-cert", "", """PEM certificate for STARTTLS; STARTTLS is offered
      only when it and tls-server-key are set.""", section=S)
 _add("tls-server-key", "", "PEM private key for STARTTLS.", section=S)
 
+# --- client, HELO, MAIL and RCPT tests (barricade.policy.client/helo/mail/rcpt) ----
+S = "envelope"
+_add("rfc2606-special-domains", True, """Refuse reserved names: .test, .example,
+     .invalid, .localhost, .localdomain, example.<tld>, and .local and .lan
+     (except in HELO), as the client's PTR name (#121, dropped), HELO (#427,
+     dropped), sender (#128) or recipient (#140) domain. LAN, localhost and
+     RELAY clients, white-listed sessions and names with an access-map entry
+     are exempt.""", section=S)
+_add("reject-unknown-tld", True, """Refuse a client PTR name (#122, dropped),
+     sender (#129) or recipient (#141) domain whose top-level domain is not in
+     IANA's list (shipped with Barricade; see tld-level-one-file). Address
+     literals and <postmaster@...> are exempt, and the same clients and
+     access-map entries as for rfc2606-special-domains.""", section=S)
+_add("tld-level-one-file", "", """File of white-space separated top-level
+     domains (without a leading dot; # starts a comment) that replaces the
+     built-in list for reject-unknown-tld. Read at start-up.""", section=S)
+_add("rfc2821-strict-helo", True, """The HELO/EHLO argument must be a FQDN (a
+     dot, not only at the end) or an address literal such as [192.0.2.1]; a
+     bare IP or a single label is refused (#428) and the client dropped.""",
+     section=S)
+_add("helo-claims-us", True, """Drop a client (#430) that says HELO with a
+     domain of the route map (a route:<domain> FORWARD: entry), our
+     interface-name, or the address of one of our interfaces, unless its own
+     PTR name is in a route-map domain. LAN, localhost and RELAY clients are
+     exempt.""", section=S)
+_add("reject-percent-relay", True, """Refuse a recipient with a '%' (#131):
+     the user%other@our.domain routing hack, for every client.""", section=S)
+_add("reject-uucp-route", True, """Refuse a recipient with a '!' (#132), a
+     UUCP path; Barricade does nothing special with them.""", section=S)
+_add("reject-quoted-at-sign", True, """Refuse a recipient whose quoted local
+     part contains '@' (#133), e.g. <"user@other"@our.domain>.""", section=S)
+_add("one-rcpt-per-null", True, """A null sender (MAIL FROM:<>, a DSN or MDN)
+     may have only one recipient; more are refused (#441).""", section=S)
+
 # --- limits -------------------------------------------------------------------
 S = "limits"
 _add("message-size-limit", 52428800, """Largest message in octets, advertised

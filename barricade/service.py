@@ -27,6 +27,7 @@ from barricade.options import Config, OptionError
 from barricade.plugin import Plugin, Services, enabled_plugins, plugin_replies
 from barricade.policy.access import AccessMap, access_maps
 from barricade.policy.callahead import CallAhead
+from barricade.policy.domains import TldFileError
 from barricade.policy.limits import builtin_checks
 from barricade.policy.pipeline import Pipeline
 from barricade.replies import Catalogue, CatalogueError
@@ -114,7 +115,10 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         plugins = enabled_plugins(config, services)
     except OptionError as exc:
         raise StartupError(str(exc)) from None
-    checks = builtin_checks(config, access, store, metrics, reactor)
+    try:
+        checks = builtin_checks(config, access, store, metrics, reactor, routes, hostname)
+    except TldFileError as exc:
+        raise StartupError(str(exc)) from None
     pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics)
     return ServerContext(
         config=config,

@@ -165,8 +165,20 @@ class Sink:
         self.log.unlink(missing_ok=True)
 
 
+#: Options every test proxy starts with, before the test's own (which win).
+#: Tests use the reserved names .example, .test and example.com/org/net
+#: throughout, as RFC 2606 asks, and XCLIENT to play outside clients: the
+#: reserved-domain and unknown-TLD tests (on by default, as in smtpf) would
+#: refuse them.  Tests about those options pass ``+rfc2606-special-domains``
+#: or ``+reject-unknown-tld``.
+TEST_DEFAULTS = ("-rfc2606-special-domains", "-reject-unknown-tld")
+
+
 class Proxy:
-    """``twistd -n barricade`` in a subprocess, the way an operator runs it."""
+    """``twistd -n barricade`` in a subprocess, the way an operator runs it.
+
+    Starts with :data:`TEST_DEFAULTS`, then ``args``.
+    """
 
     def __init__(self, tmp: Path, route_map: str, *args: str, port: int | None = None,
                  pythonpath: list[str | Path] = ()):
@@ -182,6 +194,7 @@ class Proxy:
             "interface-name=barricade.test",
             f"metrics-interface=127.0.0.1:{self.metrics_port}",
             "workers=1",  # one process unless a test asks for more
+            *TEST_DEFAULTS,
             *args,
         ]
         paths = [str(PACKAGE_ROOT), *map(str, pythonpath)]

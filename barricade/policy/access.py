@@ -347,6 +347,12 @@ SESSION_WHITE_AV = "session.access.white-av"
 SESSION_CONTENT = "session.access.content"
 DISCARD = "access.discard"
 PROTOCOL = "access.protocol"
+#: Whether the map had an entry for the client, the sender, the recipient
+#: (set by each lookup): smtpf tests reserved and unknown-TLD domains only
+#: when it had none (``barricade.policy.client``, ``mail``, ``rcpt``).
+CONNECT_HIT = "session.access.connect-hit"
+MAIL_HIT = "access.mail-hit"
+RCPT_HIT = "access.rcpt-hit"
 
 #: The fixed start of each reply, before smtpf's "black listed" / "temporary
 #: failure", so that a custom ``REJECT:"text"`` reads as smtpf's would.
@@ -445,6 +451,7 @@ class AccessConnect(AccessCheck):
 
     async def connect(self, ctx: Context) -> Verdict:
         hit = self.map.connect(ctx.client.ip, self.client_name(ctx))
+        ctx.notes[CONNECT_HIT] = hit is not None
         return self.apply(ctx, hit, self.replies, drop=True, session=True)
 
 
@@ -472,9 +479,12 @@ class AccessMail(AccessCheck):
     async def mail(self, ctx: Context) -> Verdict:
         sender = ctx.sender or ""
         hit = self.map.connect_sender(ctx.client.ip, self.client_name(ctx), sender) if sender else None
+        ctx.notes[MAIL_HIT] = hit is not None
         if hit is not None:
             return self.apply(ctx, hit, self.combo)
-        return self.apply(ctx, self.map.sender(sender), self.replies)
+        hit = self.map.sender(sender)
+        ctx.notes[MAIL_HIT] = hit is not None
+        return self.apply(ctx, hit, self.replies)
 
 
 class AccessRcpt(AccessCheck):
@@ -487,6 +497,7 @@ class AccessRcpt(AccessCheck):
     replies = Replies(139, 139, 818)
 
     async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
+        ctx.notes[RCPT_HIT] = True
         hit = self.map.connect_recipient(ctx.client.ip, self.client_name(ctx), rcpt)
         if hit is not None:
             return self.apply(ctx, hit, self.connect_to, rcpt=rcpt)
@@ -494,7 +505,9 @@ class AccessRcpt(AccessCheck):
             hit = self.map.sender_recipient(ctx.sender, rcpt)
             if hit is not None:
                 return self.apply(ctx, hit, self.from_to, rcpt=rcpt)
-        return self.apply(ctx, self.map.recipient(rcpt), self.replies, rcpt=rcpt)
+        hit = self.map.recipient(rcpt)
+        ctx.notes[RCPT_HIT] = hit is not None
+        return self.apply(ctx, hit, self.replies, rcpt=rcpt)
 
 
 class AccessMessage(AccessCheck):

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from barricade.maps import RouteMap
 from barricade.options import Config
 from barricade.policy.access import AccessMap, access_checks
+from barricade.policy.client import ClientTests
+from barricade.policy.domains import TopLevelDomains
+from barricade.policy.helo import HeloTests
+from barricade.policy.mail import MailTests
 from barricade.policy.pipeline import Check, Context
+from barricade.policy.rcpt import RcptAddress, RcptTests
 from barricade.policy.state_limits import store_checks
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
 
@@ -45,13 +51,23 @@ class HopLimit(Check):
 
 
 def builtin_checks(config: Config, access_map: AccessMap | None = None, store=None,
-                   metrics=None, reactor=None) -> list[Check]:
+                   metrics=None, reactor=None, routes: RouteMap | None = None,
+                   hostname: str = "") -> list[Check]:
     """The built-in checks in smtpf's order (``smtpf.md`` section 8).
 
     The recipient limit comes first: it is a protocol limit that a
     white-listed recipient must not lift.  ``Rate-Connect:`` and
     ``Concurrent-Connect:`` (they need the map and the shared ``store``) run
     before the access map's ``Connect:``, as smtpf's connect table has them.
+    The recipient-form tests (#131-#133) precede the access map's ``To:``, as
+    in smtpf's ``accessRcpt``; the client, HELO, sender and recipient tests
+    follow the access map's lookup of their phase (they skip what it listed).
+    Only the order within one phase matters: each check runs the hooks it has.
+    Raises :class:`~barricade.policy.domains.TldFileError` for a bad
+    ``tld-level-one-file``.
     """
+    tlds = TopLevelDomains.from_option(config["tld-level-one-file"])
     return [RcptLimit(config), *store_checks(config, access_map, store, metrics, reactor),
-            *access_checks(config, access_map), HopLimit(config)]
+            RcptAddress(config), *access_checks(config, access_map),
+            ClientTests(config, tlds), HeloTests(config, routes, hostname), MailTests(config, tlds),
+            RcptTests(config, tlds), HopLimit(config)]

@@ -29,9 +29,11 @@ def check(tmp_path):
     access = tmp_path / "access-map"
     access.write_text(ACCESS)
     conf = tmp_path / "barricade.cf"
-    # A live Redis that is not there: the tool must not need it.
+    # A live Redis that is not there: the tool must not need it.  The names
+    # here are RFC 2606 examples, which those checks would refuse first.
     conf.write_text(f"route-map={routes}\naccess-map={access}\n"
-                    f"redis-url=redis://127.0.0.1:{free_port()}/0\n")
+                    f"redis-url=redis://127.0.0.1:{free_port()}/0\n"
+                    "-rfc2606-special-domains\n-reject-unknown-tld\n")
 
     def run(*args: str) -> tuple[int, str]:
         env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
@@ -90,3 +92,11 @@ def test_configuration_errors_are_one_line(check):
     status, out = check("--client", "203.0.113.5", "no-such-option=1")
     assert status == 2
     assert out.strip() == "barricade-check: unknown option 'no-such-option'"
+
+
+def test_envelope_checks_are_explained_too(check):
+    status, out = check("--client", "203.0.113.5", "--helo", "mail.outside.example",
+                        "--mail", "fred@good.example", "--rcpt", "john@example.com",
+                        "+rfc2606-special-domains")
+    assert status == 1
+    assert "=> 550 5.7.0 HELO mail.outside.example from RFC2606 reserved domain #427" in out
