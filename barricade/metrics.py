@@ -79,6 +79,11 @@ class Metrics:
             "barricade_limit_hits", "Clients refused by a limit (rate-connect, concurrent-connect)",
             ["limit"], registry=r,
         )
+        self.grey = Counter(
+            "barricade_grey", "Grey-list decisions per message: new, early, pass, known, "
+            "exempt, mismatch (grey-content) and reject (an operator's reject record)",
+            ["outcome"], registry=r,
+        )
 
     def scanner(self, name: str, outcome: str, seconds: float) -> None:
         self.scanner_results.labels(name, outcome).inc()

@@ -15,6 +15,10 @@ directory on free ports and stop them by pid::
         with Client(proxy.port) as c:
             ...
 
+``Proxy`` starts with ``grey-key=`` (grey-listing off; it is on by default,
+as in smtpf, and would temp-fail every message from an XCLIENT outside
+client); a test of grey-listing passes its own ``grey-key=...``.
+
 Needs smtp-sink (Debian: postfix) and pytest.
 """
 
@@ -171,6 +175,7 @@ class Proxy:
             "interface-name=barricade.test",
             f"metrics-interface=127.0.0.1:{self.metrics_port}",
             "workers=1",  # one process unless a test asks for more
+            "grey-key=",  # grey-listing is on by default (smtpf's); tests that want it say so
             *args,
         ]
         paths = [str(PACKAGE_ROOT), *map(str, pythonpath)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from barricade.options import Config
 from barricade.policy.access import AccessMap, access_checks
+from barricade.policy.grey import grey_checks
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.state_limits import store_checks
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
@@ -52,6 +53,9 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     white-listed recipient must not lift.  ``Rate-Connect:`` and
     ``Concurrent-Connect:`` (they need the map and the shared ``store``) run
     before the access map's ``Connect:``, as smtpf's connect table has them.
+    Grey-listing follows the access map's message check, as in smtpf's data
+    table (access, call-back, grey).
     """
     return [RcptLimit(config), *store_checks(config, access_map, store, metrics, reactor),
-            *access_checks(config, access_map), HopLimit(config)]
+            *access_checks(config, access_map), *grey_checks(config, access_map, store, metrics),
+            HopLimit(config)]

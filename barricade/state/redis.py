@@ -156,14 +156,40 @@ class RedisStore(Store):
         temp_fail_ttl: float,
         accept_ttl: float,
         host: str | None = None,
+        hold: bool = False,
+        digest: str | None = None,
+        msgid: str = "",
     ) -> GreyStatus:
         if host is None:
             keys = [self.key("grey", tuple_key)]
         else:
             keys = [self.key("grey", host, tuple_key), self.key("grey", host)]
-        args = [self._now(), ms(period), ms(temp_fail_ttl), ms(accept_ttl)]
+        args = [self._now(), ms(period), ms(temp_fail_ttl), ms(accept_ttl), int(hold),
+                digest or "", msgid if digest else ""]
         outcome, created, now = await self._script("grey", keys, args)
         return GreyStatus(Grey(outcome), int(created) / 1000, int(now) / 1000, period)
+
+    async def grey_reject(self, *, ttl: float, host: str | None = None,
+                          tuple_key: str | None = None) -> None:
+        if tuple_key is not None:
+            key = self.key("grey", tuple_key) if host is None else self.key("grey", host, tuple_key)
+        elif host is not None:
+            key = self.key("grey", host)
+        else:
+            raise ValueError("grey_reject needs a host or a tuple_key")
+
+        async def write() -> None:
+            stamp = self._now()
+            if stamp < 0:  # the record's times are the server's, as in the scripts
+                secs, micros = await self._redis.time()
+                stamp = secs * 1000 + micros // 1000
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.hset(key, mapping={"state": "reject", "created": stamp, "expires": stamp + ms(ttl)})
+                pipe.pexpire(key, ms(ttl))
+                await pipe.execute()
+
+        await self._call("grey_reject", write())
 
     # -- sliding-window rate ---------------------------------------------
 
