@@ -357,7 +357,7 @@ _add("check-timeout", 30, """Seconds a single policy check or plugin hook may
 
 # --- shared state -----------------------------------------------------------------
 S = "state"
-_add("redis-url", "", """Where rate, concurrency and (later) grey-list state
+_add("redis-url", "", """Where rate, concurrency and grey-list state
      lives: redis://host:port/db, rediss://... (TLS) or unix:///path?db=N.
      Empty: in this process's memory, which is right for workers=1 only; with
      several workers or gateways, point them all at one Redis.""", section=S)
