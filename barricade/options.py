@@ -401,7 +401,9 @@ _add("grey-report-header", "X-Grey-Report", """Header added to a message that
 _add("grey-content", False, """Content grey-listing (smtpf compiles it out by
      default): the tuple's period starts with a message, and after it only a
      retry of that message (the MD5 of its decoded text, white space and HTML
-     <!...> constructs left out) passes; another one gets 450 4.4.5 (#553).
-     Decided at the final dot, so the message is sent before it is refused.""",
+     <!...> constructs left out) passes; another one gets 450 4.4.5 (#553)
+     and is remembered as the last message, which passes too when it comes
+     back. Decided at the final dot: a refused message has been sent, but its
+     dot never goes downstream.""",
      section=S)
 del S
