@@ -87,6 +87,11 @@ class Metrics:
             "barricade_call_ahead_seconds", "Duration of one call-ahead conversation",
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.grey = Counter(
+            "barricade_grey", "Grey-list decisions per message: new, early, pass, known, "
+            "exempt, mismatch (grey-content) and reject (an operator's reject record)",
+            ["outcome"], registry=r,
+        )
 
     def scanner(self, name: str, outcome: str, seconds: float) -> None:
         self.scanner_results.labels(name, outcome).inc()

@@ -80,7 +80,11 @@ class Option:
             raise OptionError(f"option {self.name}: bad value {text!r}: {exc}") from None
         if self.kind == "int" and self.minimum is not None and value < self.minimum:
             raise OptionError(f"option {self.name}: {value} is below the minimum {self.minimum}")
-        if self.choices and value not in self.choices:
+        if self.choices and self.kind == "list":
+            bad = [item for item in value if item.lower() not in self.choices]
+            if bad:
+                raise OptionError(f"option {self.name}: {', '.join(bad)} not among {', '.join(self.choices)}")
+        elif self.choices and value not in self.choices:
             raise OptionError(f"option {self.name}: {text!r} is not one of {', '.join(self.choices)}")
         return value
 
@@ -409,14 +413,47 @@ _add("redis-timeout", 1, """Seconds one Redis operation may take in all
 _add("state-failure", "tempfail", """What a limit check does when the store fails
      (Redis down or slow): tempfail answers 421 4.3.0 (#549) and closes, skip
      lets the client through. Either way a line is logged and
-     barricade_state_failures_total counts it.""", section=S,
+     barricade_state_failures_total counts it. At DATA (grey-listing) tempfail
+     answers 451 4.3.0 (#550) and the session goes on.""", section=S,
      choices=("tempfail", "skip"))
+
+# --- grey-listing (smtpf.md §2.H, §4) ----------------------------------------------
+S = "grey"
+_add("grey-key", ["ptr", "mail", "rcpt"], """What makes up the grey-list tuple,
+     a list of: ip; ptr (the client's PTR name minus its first label, or the
+     IP when it has none); ptrn (the PTR with each run of digits before its
+     domain turned into #); helo; helos (the HELO argument minus its first
+     label); mail and rcpt (local-part@domain, +detail removed). p0f is
+     accepted and adds nothing. The tuple is built in that order, whatever
+     the order here. Empty disables grey-listing. With rcpt, each recipient
+     has its tuple and the first one that passes lets the message through.
+     With ip, ptr or ptrn a first pass also white-lists the host for
+     cache-accept-ttl, and a temp-failed client is disconnected.""",
+     section=S, choices=("ip", "ptr", "ptrn", "p0f", "helo", "helos", "mail", "rcpt"))
+_add("grey-temp-fail-period", 600, """Seconds a new tuple is temp-failed at
+     DATA (451 4.7.0, #552) before a retry passes. Access-map Grey-Connect:
+     (client) replaces it, then the smallest Grey-To: of the recipients wins;
+     0 exempts.""", section=S, minimum=0)
+_add("grey-temp-fail-ttl", 90000, """Seconds a tuple that has not passed yet is
+     remembered: a retry later than this starts over.""", section=S, minimum=1)
+_add("grey-report-header", "X-Grey-Report", """Header added to a message that
+     passes grey-listing for the first time: age=seconds (hh:mm:ss), the key
+     and when the tuple was first seen. Empty adds none.""", section=S)
+_add("grey-content", False, """Content grey-listing (smtpf compiles it out by
+     default): the tuple's period starts with a message, and after it only a
+     retry of that message (the MD5 of its decoded text, white space and HTML
+     <!...> constructs left out) passes; another one gets 450 4.4.5 (#553)
+     and is remembered as the last message, which passes too when it comes
+     back. Decided at the final dot: a refused message has been sent, but its
+     dot never goes downstream.""",
+     section=S)
 del S
 
 # --- cached results -----------------------------------------------------------------
 S = "cache"
 _add("cache-accept-ttl", 604800, """Seconds a positive cached result is kept,
-     extended each time it is used (call-ahead accepts).""", section=S, minimum=1)
+     extended each time it is used: a grey-list pass and the host short-cut a
+     first pass writes, call-ahead accepts.""", section=S, minimum=1)
 _add("cache-reject-ttl", 604800, """Seconds a negative cached result is kept
      (call-ahead rejects).""", section=S, minimum=1)
 del S

@@ -15,6 +15,10 @@ directory on free ports and stop them by pid::
         with Client(proxy.port) as c:
             ...
 
+``Proxy`` starts with ``grey-key=`` (grey-listing off; it is on by default,
+as in smtpf, and would temp-fail every message from an XCLIENT outside
+client); a test of grey-listing passes its own ``grey-key=...``.
+
 Needs smtp-sink (Debian: postfix) and pytest.
 """
 
@@ -171,7 +175,9 @@ class Sink:
 #: reserved-domain and unknown-TLD tests (on by default, as in smtpf) would
 #: refuse them.  Tests about those options pass ``+rfc2606-special-domains``
 #: or ``+reject-unknown-tld``.
-TEST_DEFAULTS = ("-rfc2606-special-domains", "-reject-unknown-tld")
+#: Grey-listing is on by default too (smtpf's ``grey-key=ptr,mail,rcpt``):
+#: tests that want it set ``grey-key``.
+TEST_DEFAULTS = ("-rfc2606-special-domains", "-reject-unknown-tld", "grey-key=")
 
 
 class Proxy:

@@ -300,6 +300,57 @@ async def grey_tuples_are_independent(store: Store, clock: FakeClock) -> None:
 
 
 @scenario
+async def grey_reject_records(store: Store, clock: FakeClock) -> None:
+    """An operator's reject record refuses its host (or tuple), is not touched, and expires."""
+    host = "192.0.2.66"
+    clock.at(0)
+    await store.grey_reject(host=host, ttl=100)
+    refused = await store.grey(f"{host},a@x,b@y", host=host, **GREY)
+    assert refused.result is Grey.REJECT and not refused.passed
+    clock.at(100)
+    assert (await store.grey(f"{host},a@x,b@y", host=host, **GREY)).result is Grey.NEW
+    await store.grey_reject(tuple_key="a@x,c@y", ttl=50)
+    assert (await store.grey("a@x,c@y", **GREY)).result is Grey.REJECT
+    clock.at(149.999)
+    assert (await store.grey("a@x,c@y", **GREY)).result is Grey.REJECT
+    clock.at(150)
+    assert (await store.grey("a@x,c@y", **GREY)).result is Grey.NEW
+
+
+@scenario
+async def grey_content_hash_decides(store: Store, clock: FakeClock) -> None:
+    """grey-content: DATA holds (DUE), the dot's hash passes the same message only."""
+    key = "192.0.2.7,a@x,b@y"
+    clock.at(0)
+    assert (await store.grey(key, hold=True, **GREY)).result is Grey.NEW  # at DATA
+    assert (await store.grey(key, digest="h1", **GREY)).result is Grey.EARLY  # its dot
+    clock.at(300)
+    assert (await store.grey(key, hold=True, **GREY)).result is Grey.EARLY
+    clock.at(600)
+    due = await store.grey(key, hold=True, **GREY)
+    assert due.result is Grey.DUE and due.age == 600
+    assert (await store.grey(key, hold=True, **GREY)).result is Grey.DUE  # not upgraded
+    other = await store.grey(key, digest="h2", **GREY)
+    assert other.result is Grey.MISMATCH and other.remaining == 0 and not other.passed
+    assert (await store.grey(key, digest="h3", **GREY)).result is Grey.MISMATCH  # h3 is now last
+    assert (await store.grey(key, digest="h3", **GREY)).result is Grey.PASS  # the last seen passes
+    assert (await store.grey(key, digest="h9", **GREY)).result is Grey.KNOWN  # a pass is a pass
+
+
+@scenario
+async def grey_content_first_hash_and_msgid(store: Store, clock: FakeClock) -> None:
+    """The first hash passes after the period; a re-encoded retry with the same
+    Message-ID replaces the first hash once (smtpf's Exchange work-around)."""
+    clock.at(0)
+    assert (await store.grey("t1", digest="h1", msgid="<m1@x>", **GREY)).result is Grey.NEW
+    assert (await store.grey("t2", digest="h1", msgid="<m2@x>", **GREY)).result is Grey.NEW
+    clock.at(700)
+    assert (await store.grey("t1", digest="h1", **GREY)).result is Grey.PASS
+    assert (await store.grey("t2", digest="h2", msgid="<m2@x>", **GREY)).result is Grey.MISMATCH
+    assert (await store.grey("t2", digest="h2", msgid="<m2@x>", **GREY)).result is Grey.PASS
+
+
+@scenario
 async def rate_limit_boundary(store: Store, clock: FakeClock) -> None:
     """Counts include the current event; limit 3 lets 3 through and counts 4 on the 4th."""
     clock.at(0)

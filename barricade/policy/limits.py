@@ -7,6 +7,7 @@ from barricade.options import Config
 from barricade.policy.access import AccessMap, access_checks
 from barricade.policy.client import ClientTests
 from barricade.policy.domains import TopLevelDomains
+from barricade.policy.grey import grey_checks
 from barricade.policy.helo import HeloTests
 from barricade.policy.mail import MailTests
 from barricade.policy.pipeline import Check, Context
@@ -63,11 +64,14 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     in smtpf's ``accessRcpt``; the client, HELO, sender and recipient tests
     follow the access map's lookup of their phase (they skip what it listed).
     Only the order within one phase matters: each check runs the hooks it has.
-    Raises :class:`~barricade.policy.domains.TldFileError` for a bad
+    Grey-listing follows the access map's message check, as in smtpf's data
+    table (access, call-back, grey).  Raises
+    :class:`~barricade.policy.domains.TldFileError` for a bad
     ``tld-level-one-file``.
     """
     tlds = TopLevelDomains.from_option(config["tld-level-one-file"])
     return [RcptLimit(config), *store_checks(config, access_map, store, metrics, reactor),
             RcptAddress(config), *access_checks(config, access_map),
             ClientTests(config, tlds), HeloTests(config, routes, hostname), MailTests(config, tlds),
-            RcptTests(config, tlds), HopLimit(config)]
+            RcptTests(config, tlds), *grey_checks(config, access_map, store, metrics),
+            HopLimit(config)]

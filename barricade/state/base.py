@@ -47,6 +47,9 @@ class Grey(enum.StrEnum):
     EARLY = "early"  #: seen, but the temp-fail period has not passed: temp-fail again
     PASS = "pass"  #: the first retry after the period: pass and report (X-Grey-Report)
     KNOWN = "known"  #: a remembered pass (tuple or host short-cut): pass, TTL touched
+    DUE = "due"  #: grey-content at DATA: the period is over, the message hash decides at the dot
+    MISMATCH = "mismatch"  #: grey-content: another message after the period (smtpf #553)
+    REJECT = "reject"  #: a record an operator set to "reject" (smtpf's cached 5, #388)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,9 @@ class Store(ABC):
         temp_fail_ttl: float,
         accept_ttl: float,
         host: str | None = None,
+        hold: bool = False,
+        digest: str | None = None,
+        msgid: str = "",
     ) -> GreyStatus:
         """Grey-list check-and-update, smtpf's algorithm (smtpf.md §4).
 
@@ -104,7 +110,29 @@ class Store(ABC):
         ``accept_ttl`` and reported PASS; later hits are KNOWN and extend the
         accept TTL.  With ``host`` (the ip/ptr part of the key) a first pass
         also remembers the host for ``accept_ttl``, and a remembered host makes
-        any tuple KNOWN at once (the "retry-queue proven" short-cut).
+        any tuple KNOWN at once (the "retry-queue proven" short-cut).  A host
+        or tuple record in the state ``reject`` (written by an operator, as
+        smtpf's cached value 5) is REJECT and left as it is.
+
+        grey-content (smtpf.md §4.8) makes two calls per message.  At DATA
+        with ``hold``: a tuple past its period is DUE and not upgraded yet.
+        At the dot with the message's ``digest``: a tuple without a hash gets
+        this one as its first and last (and ``msgid``, the Message-ID, is
+        remembered with it; the TTL restarts at ``temp_fail_ttl``); past the
+        period a digest equal to the first or last passes, another one is
+        MISMATCH and becomes the last, except that the first retry with the
+        remembered ``msgid`` replaces the first hash instead (smtpf's work-around
+        for Exchange, which re-encodes a message between attempts).
+        """
+
+    @abstractmethod
+    async def grey_reject(self, *, ttl: float, host: str | None = None,
+                          tuple_key: str | None = None) -> None:
+        """Refuse a grey-list host (or one tuple of ``host``) for ``ttl`` seconds.
+
+        What smtpf's ``mcc PUT grey:<key> 5`` did: :meth:`grey` then answers
+        REJECT (#388) for it.  For the admin commands and for tests; nothing
+        in the SMTP path writes one.
         """
 
     @abstractmethod

@@ -33,8 +33,11 @@ class _Entry:
 
 @dataclass(slots=True)
 class _GreyRecord:
-    state: str  # "grey" or "pass"
+    state: str  # "grey", "pass" or "reject"
     created: int
+    first: str = ""  # grey-content: the first and the last message hash seen
+    last: str = ""
+    msgid: str = ""  # grey-content: the Message-ID that came with the first hash
 
 
 @dataclass(slots=True)
@@ -90,6 +93,9 @@ class MemoryStore(Store):
         temp_fail_ttl: float,
         accept_ttl: float,
         host: str | None = None,
+        hold: bool = False,
+        digest: str | None = None,
+        msgid: str = "",
     ) -> GreyStatus:
         now = self._now()
         period_ms, accept_ms = ms(period), ms(accept_ttl)
@@ -100,21 +106,51 @@ class MemoryStore(Store):
         if host is not None:
             record = self._get("grey-host", host, now)
             if record is not None:
+                if record.state == "reject":
+                    return status(Grey.REJECT, record.created)
                 self._put("grey-host", host, record, now + accept_ms)
                 return status(Grey.KNOWN, record.created)
+        entry = self._data.get(("grey", tuple_key))
         record = self._get("grey", tuple_key, now)
         if record is not None:
+            assert entry is not None
+            if record.state == "reject":
+                return status(Grey.REJECT, record.created)
             if record.state == "pass":
                 self._put("grey", tuple_key, record, now + accept_ms)
                 return status(Grey.KNOWN, record.created)
-            if record.created + period_ms <= now:
-                self._put("grey", tuple_key, _GreyRecord("pass", record.created), now + accept_ms)
-                if host is not None:
-                    self._put("grey-host", host, _GreyRecord("pass", now), now + accept_ms)
-                return status(Grey.PASS, record.created)
-            return status(Grey.EARLY, record.created)
-        self._put("grey", tuple_key, _GreyRecord("grey", now), now + ms(temp_fail_ttl))
+            if digest is not None and not record.first:
+                record.first = record.last = digest
+                record.msgid = msgid
+                entry.expires = now + ms(temp_fail_ttl)
+            if record.created + period_ms > now:
+                return status(Grey.EARLY, record.created)
+            if hold:
+                return status(Grey.DUE, record.created)
+            if digest is not None and digest not in (record.first, record.last):
+                if msgid and record.msgid == msgid:
+                    record.first, record.msgid = digest, ""
+                else:
+                    record.last = digest
+                return status(Grey.MISMATCH, record.created)
+            self._put("grey", tuple_key, _GreyRecord("pass", record.created), now + accept_ms)
+            if host is not None:
+                self._put("grey-host", host, _GreyRecord("pass", now), now + accept_ms)
+            return status(Grey.PASS, record.created)
+        fresh = _GreyRecord("grey", now)
+        if digest is not None:
+            fresh.first = fresh.last = digest
+            fresh.msgid = msgid
+        self._put("grey", tuple_key, fresh, now + ms(temp_fail_ttl))
         return status(Grey.NEW, now)
+
+    async def grey_reject(self, *, ttl: float, host: str | None = None,
+                          tuple_key: str | None = None) -> None:
+        now = self._now()
+        ns, key = ("grey", tuple_key) if tuple_key is not None else ("grey-host", host)
+        if key is None:
+            raise ValueError("grey_reject needs a host or a tuple_key")
+        self._put(ns, key, _GreyRecord("reject", now), now + ms(ttl))
 
     # -- sliding-window rate ---------------------------------------------
 

@@ -48,9 +48,15 @@ class MeteredStore(Store):
                 self.metrics.store(operation, time.monotonic() - started, failed)
 
     async def grey(self, tuple_key: str, *, period: float, temp_fail_ttl: float,
-                   accept_ttl: float, host: str | None = None) -> GreyStatus:
+                   accept_ttl: float, host: str | None = None, hold: bool = False,
+                   digest: str | None = None, msgid: str = "") -> GreyStatus:
         return await self._timed("grey", self.inner.grey(
-            tuple_key, period=period, temp_fail_ttl=temp_fail_ttl, accept_ttl=accept_ttl, host=host))
+            tuple_key, period=period, temp_fail_ttl=temp_fail_ttl, accept_ttl=accept_ttl, host=host,
+            hold=hold, digest=digest, msgid=msgid))
+
+    async def grey_reject(self, *, ttl: float, host: str | None = None,
+                          tuple_key: str | None = None) -> None:
+        await self._timed("grey_reject", self.inner.grey_reject(ttl=ttl, host=host, tuple_key=tuple_key))
 
     async def rate(self, key: str, *, window: float = RATE_WINDOW, buckets: int = RATE_BUCKETS,
                    increment: int = 1) -> int:

@@ -52,7 +52,7 @@ from barricade.state.resp import RespConnectionError, RespError
 
 T = TypeVar("T")
 
-SCRIPTS = ("grey", "rate", "acquire", "refresh", "release", "leases", "msg_limit")
+SCRIPTS = ("grey", "grey_reject", "rate", "acquire", "refresh", "release", "leases", "msg_limit")
 
 #: Tags longer than this are hashed: a tag is hashed by Redis for every command.
 MAX_TAG = 200
@@ -149,14 +149,29 @@ class RedisStore(Store):
         temp_fail_ttl: float,
         accept_ttl: float,
         host: str | None = None,
+        hold: bool = False,
+        digest: str | None = None,
+        msgid: str = "",
     ) -> GreyStatus:
         if host is None:
             keys = [self.key("grey", tuple_key)]
         else:
             keys = [self.key("grey", host, tuple_key), self.key("grey", host)]
-        args = [self._now(), ms(period), ms(temp_fail_ttl), ms(accept_ttl)]
+        args = [self._now(), ms(period), ms(temp_fail_ttl), ms(accept_ttl), int(hold),
+                digest or "", msgid if digest else ""]
         outcome, created, now = await self._script("grey", keys, args)
         return GreyStatus(Grey(outcome), int(created) / 1000, int(now) / 1000, period)
+
+    async def grey_reject(self, *, ttl: float, host: str | None = None,
+                          tuple_key: str | None = None) -> None:
+        if tuple_key is not None:
+            key = self.key("grey", tuple_key) if host is None else self.key("grey", host, tuple_key)
+        elif host is not None:
+            key = self.key("grey", host)
+        else:
+            raise ValueError("grey_reject needs a host or a tuple_key")
+
+        await self._script("grey_reject", [key], [self._now(), ms(ttl)])
 
     # -- sliding-window rate ---------------------------------------------
 

@@ -1,0 +1,412 @@
+"""Grey-listing at DATA, smtpf's algorithm (smtpf.md §2.H and §4).
+
+It runs in the DATA phase, after the access map's message check, so that
+every envelope test has had its chance and the recipients are known.
+
+* **Exempt:** ``grey-key`` empty; localhost, route-map RELAY clients and
+  white-listed sessions or envelopes (``OK``; ``CONTENT``, smtpf's
+  "grey" white list); a period of 0 after ``Grey-Connect:``/``Grey-To:``.
+  AUTH would be exempt too, but Barricade has no AUTH yet.
+* **Period:** ``grey-temp-fail-period``, replaced by the client's
+  ``Grey-Connect:`` (IP, ``[ip]``, PTR domains, the bare tag), then the
+  smallest ``Grey-To:`` among the recipients.
+* **Key:** ``grey-key`` words in smtpf's fixed order (:data:`WORDS`),
+  lower-cased and joined with commas.  With ``rcpt`` each recipient has its
+  tuple and the first that passes lets the message through; otherwise the
+  last tuple tried decides (its reply, its log line).
+* **Host short-cut:** when the key starts with ip/ptr/ptrn, the part up to
+  the first comma (the second with ``helos``) is the host; a first pass
+  white-lists it for ``cache-accept-ttl`` and a known host passes any tuple.
+* **Replies:** a temp-fail is ``451 4.7.0`` #552, logged as #387, and with a
+  host in the key the connection is then closed (smtpf: a client without a
+  retry queue stays connected and tries again; make it go).  A record an
+  operator set to reject (:meth:`Store.grey_reject`) gives ``550 5.7.1`` #388.
+  A first pass adds ``grey-report-header`` (``X-Grey-Report``).
+* **Store failure:** ``state-failure``; ``tempfail`` is ``451 4.3.0`` #550
+  here, not #549's 421 and close: the envelope was fine, and a client that
+  retries the message later will most likely find the store back.
+
+``grey-content`` (compiled out in smtpf; built here because it was asked
+for) starts the period with a message and then lets only that message
+through: at DATA a tuple past its period is only held (the report header is
+added), and at the final dot the MD5 of the message's decoded text decides
+(:func:`content_digest`).  A different message after the period gets
+``450 4.4.5`` #553 and becomes the "last" message, which also passes.  The
+dot is checked before it goes downstream, so a refused message is never
+delivered; it is still transferred.  It runs with the built-in checks, that
+is before the scanner plugins (smtpf checks it after clamd).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import re
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesFeedParser
+
+from twisted.logger import Logger
+
+from barricade.aio import aio
+from barricade.maps import KeyValueMap, client_keys, mail_keys, strip_detail
+from barricade.options import Config
+from barricade.policy.pipeline import Check, Context
+from barricade.policy.state_limits import StoreCheck
+from barricade.policy.verdict import CONTINUE, Verdict, drop, reject, tempfail
+from barricade.state import Store, StoreError
+from barricade.state.base import Grey, GreyStatus
+
+log = Logger()
+
+#: smtpf's tuple elements in the order its key is built (grey.h bit order).
+WORDS = ("ip", "ptr", "ptrn", "helo", "helos", "p0f", "mail", "rcpt")
+HOST_WORDS = frozenset(("ip", "ptr", "ptrn"))
+
+#: Labels under a two-letter country code that are registries, not domains
+#: (``co.uk``, ``com.au``): smtpf's TLD table keeps ``pcspecialist.co.uk`` whole.
+SECOND_LEVEL = frozenset((
+    "ac", "co", "com", "edu", "gen", "go", "gob", "gov", "ltd", "mil", "ne", "net", "nom",
+    "or", "org", "plc",
+))
+
+KEYS_NOTE = "grey.keys"  # the tuples left for the dot (grey-content)
+HASH_NOTE = "grey.hash"
+
+
+def suffix_labels(labels: list[str]) -> int:
+    """How many trailing labels are the public suffix: 2 for ``co.uk``, else 1."""
+    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in SECOND_LEVEL:
+        return 2
+    return 1
+
+
+def domain_suffix(name: str) -> str:
+    """smtpf's greyDomainSuffix: the name minus its first label.
+
+    The name stays whole when what is left would be only the public suffix
+    (``example.com``, ``pcspecialist.co.uk``); "" when it has no dot.
+    """
+    name = name.strip(".").lower()
+    labels = name.split(".")
+    if len(labels) < 2:
+        return ""
+    if len(labels) - 1 <= suffix_labels(labels):
+        return name
+    return ".".join(labels[1:])
+
+
+def ptr_numbers(name: str) -> str:
+    """smtpf's ``ptrn``: each run of digits before the registered domain becomes ``#``."""
+    name = name.strip(".").lower()
+    labels = name.split(".")
+    keep = min(len(labels), suffix_labels(labels) + 1)
+    head, tail = labels[:-keep], labels[-keep:]
+    return ".".join([*(re.sub(r"\d+", "#", label) for label in head), *tail])
+
+
+def mailbox(address: str) -> str:
+    """``local@domain`` with the +detail removed (``@`` for the null sender)."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    return f"{strip_detail(local)}@{domain}"
+
+
+@dataclass(frozen=True)
+class GreyKey:
+    """One tuple: the store key (``grey:`` is the stores' namespace) and its host part."""
+
+    tuple: str
+    host: str | None
+
+    @property
+    def name(self) -> str:
+        """As smtpf shows it in logs and the report header."""
+        return f"grey:{self.tuple}"
+
+
+def make_key(words: frozenset[str], *, ip: str, ptr: str | None, helo: str, sender: str,
+             rcpt: str | None) -> GreyKey:
+    """Build one tuple the way smtpf's greyMakeKey does.
+
+    ``ptr`` is the client's PTR name, or None when it has none (the IP is
+    used instead).  smtpf also falls back to the IP for forged, IP-in-PTR and
+    multi-domain PTRs and SPF fail/softfail senders; Barricade does not know
+    those yet.
+    """
+    parts: list[str] = []
+    for word in WORDS:
+        if word not in words:
+            continue
+        if word in ("ptr", "ptrn"):
+            value = ""
+            if ptr:
+                value = domain_suffix(ptr) if "ptr" in words else ""
+                value = value or ptr_numbers(ptr)
+            parts.append(value or ip)
+        elif word == "ip":
+            parts.append(ip)
+        elif word == "helo":
+            parts.append(helo)
+        elif word == "helos":
+            literal = helo.startswith("[")
+            parts.append((domain_suffix(helo) if not literal else "") or helo)
+        elif word == "mail":
+            parts.append(mailbox(sender))
+        elif word == "rcpt" and rcpt is not None:
+            parts.append(mailbox(rcpt))
+    key = ",".join(parts).lower()
+    host = None
+    if words & HOST_WORDS and "," in key:
+        cut = 2 if "helos" in words and key.count(",") >= 2 else 1
+        host = ",".join(key.split(",")[:cut])
+    return GreyKey(key, host)
+
+
+def report(status: GreyStatus, key: GreyKey) -> str:
+    """The X-Grey-Report value: ``age=73 (00:01:13) key=grey:… at="<when first seen>"``."""
+    age = max(0, int(status.age))
+    hours, rest = divmod(age, 3600)
+    minutes, seconds = divmod(rest, 60)
+    at = email.utils.formatdate(status.created, localtime=True)
+    return f'age={age} ({hours:02d}:{minutes:02d}:{seconds:02d}) key={key.name} at="{at}"'
+
+
+# --- content hash (grey-content) -------------------------------------------------------
+
+_HTML_DECL = re.compile(rb"<![^>]*>?")
+_SPACE = re.compile(rb"[ \t\n\v\f\r]+")
+
+
+def _part_text(part: Message) -> bytes:
+    """One leaf part as smtpf hashes it: decoded, white space and ``<!…>`` removed."""
+    ctype = part.get_content_type()
+    if ctype == "application/ms-tnef":
+        return b""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return b""
+    if ctype == "text/html":
+        payload = _HTML_DECL.sub(b"", payload)
+    return _SPACE.sub(b"", payload)
+
+
+def content_digest(message: Message) -> str:
+    """MD5 (hex) of every leaf part's decoded text (smtpf.md §4.8).
+
+    Transfer encodings and MIME boundaries do not count, so the same text
+    sent again hashes the same.  smtpf strips only ``<!…>`` in HTML (the
+    comments hash-busters hide in), and skips TNEF attachments.
+    """
+    digest = hashlib.md5(usedforsecurity=False)
+    for part in message.walk():
+        if not part.is_multipart():
+            digest.update(_part_text(part))
+    return digest.hexdigest()
+
+
+# --- the checks --------------------------------------------------------------------------
+
+
+class GreyList(StoreCheck):
+    """Grey-listing at DATA (#552, #388); see the module docstring."""
+
+    name = "grey"
+    tag = "grey-connect"
+
+    def __init__(self, config: Config, access_map: KeyValueMap | None, store: Store, metrics=None):
+        super().__init__(config, access_map, store, metrics)  # type: ignore[arg-type]
+        self.words = frozenset(w.lower() for w in config["grey-key"])
+        self.default_period = config["grey-temp-fail-period"]
+        self.temp_fail_ttl = config["grey-temp-fail-ttl"]
+        self.accept_ttl = config["cache-accept-ttl"]
+        self.header = config["grey-report-header"]
+        self.drops = bool(self.words & HOST_WORDS)
+
+    # --- what applies to this message ----------------------------------------------
+
+    def exempt(self, ctx: Context) -> str | None:
+        """Why this message is not grey-listed, or None (smtpf's usual suspects)."""
+        if not self.words:
+            return "disabled"
+        if ctx.client.localhost:
+            return "localhost"
+        if ctx.client.relay:
+            return "relay"
+        if ctx.trusted:
+            return "white-listed"
+        if ctx.white_envelope:
+            return "content"
+        return None
+
+    def _number(self, hit: tuple[str, str] | None) -> int | None:
+        if hit is None:
+            return None
+        key, value = hit
+        try:
+            return int(value.split()[0])
+        except (ValueError, IndexError):
+            log.warn("access map {key}: {value!r} is not a number of seconds; ignored",
+                     key=key, value=value)
+            return None
+
+    def period(self, ctx: Context) -> int:
+        """``grey-temp-fail-period``, then ``Grey-Connect:``, then the smallest ``Grey-To:``."""
+        period = self.default_period
+        if self.map is None:
+            return period
+        name = ctx.client.name if ctx.client.name not in ("", "unknown") else None
+        found = self._number(self.map.first(client_keys("grey-connect", ctx.client.ip, name)))
+        if found is not None:
+            period = found
+        literal_plus = getattr(self.map, "literal_plus", True)
+        for rcpt in ctx.rcpts:
+            found = self._number(self.map.first(mail_keys("grey-to", rcpt, literal_plus=literal_plus)))
+            if found is not None and found < period:
+                period = found
+        return period
+
+    def keys(self, ctx: Context) -> list[GreyKey]:
+        """The message's tuples: one per distinct recipient with ``rcpt``, else one."""
+        name = ctx.client.name if ctx.client.name not in ("", "unknown", "localhost") else None
+        common = dict(ip=ctx.client.ip, ptr=name, helo=ctx.helo, sender=ctx.sender or "")
+        rcpts = ctx.rcpts if "rcpt" in self.words else [None]
+        keys: list[GreyKey] = []
+        for rcpt in rcpts:
+            key = make_key(self.words, rcpt=rcpt, **common)
+            if key not in keys:
+                keys.append(key)
+        return keys
+
+    # --- store calls and outcomes ----------------------------------------------------
+
+    async def lookup(self, key: GreyKey, period: int, **content) -> GreyStatus:
+        return await aio(self.store.grey(key.tuple, period=period, temp_fail_ttl=self.temp_fail_ttl,
+                                         accept_ttl=self.accept_ttl, host=key.host, **content))
+
+    def count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.grey.labels(outcome).inc()
+
+    def failed(self, ctx: Context, exc: StoreError) -> Verdict:
+        """``state-failure`` as the other store checks apply it, but a 451 at DATA (#550)."""
+        verdict = super().failed(ctx, exc)
+        return tempfail(550) if verdict.decisive else verdict
+
+    def passed(self, ctx: Context, status: GreyStatus, key: GreyKey) -> Verdict:
+        self.count(status.result.value)
+        if status.result is Grey.PASS and self.header:
+            ctx.add_header(self.header, report(status, key))
+        return CONTINUE
+
+    def refused(self, ctx: Context, status: GreyStatus, key: GreyKey) -> Verdict:
+        """The last tuple's verdict when none passed."""
+        self.count(status.result.value)
+        if status.result is Grey.REJECT:
+            log.info("session {sid}: {key} failed grey listing (reject record)",
+                     sid=ctx.session_id, key=key.name)
+            return reject(388)
+        if status.result is Grey.MISMATCH:
+            log.info("session {sid}: #393 grey-content message mismatch {key}",
+                     sid=ctx.session_id, key=key.name)
+            return tempfail(553)
+        log.info("session {sid}: #387 grey listed {{{key}}} for {n} seconds", sid=ctx.session_id,
+                 key=key.name, n=int(status.remaining + 0.999))
+        return drop(552) if self.drops else tempfail(552)
+
+    # --- DATA ------------------------------------------------------------------------------
+
+    async def data(self, ctx: Context) -> Verdict:
+        reason = self.exempt(ctx)
+        period = self.period(ctx) if reason is None else 0
+        if reason is None and period <= 0:
+            reason = "period 0"
+        if reason is not None:
+            if reason != "disabled":
+                self.count("exempt")
+            return CONTINUE
+        keys = self.keys(ctx)
+        if not keys:
+            return CONTINUE
+        status: GreyStatus | None = None
+        try:
+            for key in keys:
+                status = await self.lookup(key, period, **self.data_mode())
+                if self.goes_on(status):
+                    return self.at_data(ctx, status, key, period)
+        except StoreError as exc:
+            return self.failed(ctx, exc)
+        assert status is not None
+        return self.refused(ctx, status, keys[-1])
+
+    def data_mode(self) -> dict:
+        return {}
+
+    def goes_on(self, status: GreyStatus) -> bool:
+        return status.passed
+
+    def at_data(self, ctx: Context, status: GreyStatus, key: GreyKey, period: int) -> Verdict:
+        return self.passed(ctx, status, key)
+
+
+class GreyContent(GreyList):
+    """``+grey-content``: DATA only holds; the message's hash decides at the dot (#553)."""
+
+    def data_mode(self) -> dict:
+        return {"hold": True}
+
+    def goes_on(self, status: GreyStatus) -> bool:
+        return status.result not in (Grey.EARLY, Grey.REJECT)
+
+    def at_data(self, ctx: Context, status: GreyStatus, key: GreyKey, period: int) -> Verdict:
+        if status.result is Grey.KNOWN:
+            return self.passed(ctx, status, key)
+        if status.result is Grey.DUE and self.header:
+            ctx.add_header(self.header, report(status, key))
+        ctx.notes[KEYS_NOTE] = (self.keys(ctx), period)
+        ctx.notes[HASH_NOTE] = BytesFeedParser()
+        return CONTINUE
+
+    async def body(self, ctx: Context, chunk: bytes) -> Verdict:
+        parser = self._parser(ctx)
+        if parser is not None:
+            parser.feed(chunk)
+        return CONTINUE
+
+    def _parser(self, ctx: Context) -> BytesFeedParser | None:
+        """The message parser, fed the header block the first time."""
+        parser = ctx.notes.get(HASH_NOTE)
+        if parser is not None and not ctx.notes.get("grey.fed"):
+            ctx.notes["grey.fed"] = True
+            parser.feed(ctx.header_block)
+        return parser
+
+    async def end_of_data(self, ctx: Context) -> Verdict:
+        pending = ctx.notes.pop(KEYS_NOTE, None)
+        parser = self._parser(ctx)
+        if pending is None or parser is None:
+            return CONTINUE
+        keys, period = pending
+        digest = content_digest(parser.close())
+        msgid = (ctx.header("Message-ID") or "").strip()
+        status: GreyStatus | None = None
+        try:
+            for key in keys:
+                status = await self.lookup(key, period, digest=digest, msgid=msgid)
+                if status.passed:
+                    self.count(status.result.value)
+                    return CONTINUE
+        except StoreError as exc:
+            return self.failed(ctx, exc)
+        assert status is not None
+        return self.refused(ctx, status, keys[-1])
+
+
+def grey_checks(config: Config, access_map: KeyValueMap | None, store: Store | None,
+                metrics=None) -> list[Check]:
+    """The grey-list check (content flavour with ``+grey-content``); none without a store."""
+    if store is None or not config["grey-key"]:
+        return []
+    cls = GreyContent if config["grey-content"] else GreyList
+    return [cls(config, access_map, store, metrics)]
