@@ -21,6 +21,7 @@ from twisted.web.server import Site
 
 from barricade.address import parse_hostport
 from barricade.aio import aio
+from barricade.dns import Resolver
 from barricade.maps import MapError, RouteMap
 from barricade.metrics import Metrics, metrics_root
 from barricade.options import Config, OptionError
@@ -107,13 +108,17 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         store = store_from_config(config, metrics)  # one per process: workers build their own
     except ValueError as exc:
         raise StartupError(f"redis-url/redis-prefix: {exc}") from None
-    services = Services(reactor=reactor, metrics=metrics, save_dir=config["save-dir"], access_map=access,
-                        store=store)
     try:
-        plugins = enabled_plugins(config, services)
+        resolver = Resolver.from_config(config, metrics)  # one per process, like the store
     except OptionError as exc:
         raise StartupError(str(exc)) from None
-    checks = builtin_checks(config, access, store, metrics, reactor)
+    services = Services(reactor=reactor, metrics=metrics, save_dir=config["save-dir"], access_map=access,
+                        store=store, resolver=resolver)
+    try:
+        plugins = enabled_plugins(config, services)
+        checks = builtin_checks(config, access, store, metrics, reactor, resolver)
+    except OptionError as exc:
+        raise StartupError(str(exc)) from None
     pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics)
     return ServerContext(
         config=config,
@@ -132,6 +137,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         banner=read_banner(config),
         tls_context=tls,
         store=store,
+        resolver=resolver,
     )
 
 

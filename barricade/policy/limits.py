@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from barricade.options import Config
 from barricade.policy.access import AccessMap, access_checks
+from barricade.policy.dnsbl import dns_checks
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.state_limits import store_checks
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
@@ -45,13 +46,16 @@ class HopLimit(Check):
 
 
 def builtin_checks(config: Config, access_map: AccessMap | None = None, store=None,
-                   metrics=None, reactor=None) -> list[Check]:
+                   metrics=None, reactor=None, resolver=None) -> list[Check]:
     """The built-in checks in smtpf's order (``smtpf.md`` section 8).
 
     The recipient limit comes first: it is a protocol limit that a
     white-listed recipient must not lift.  ``Rate-Connect:`` and
     ``Concurrent-Connect:`` (they need the map and the shared ``store``) run
-    before the access map's ``Connect:``, as smtpf's connect table has them.
+    before the access map's ``Connect:``, as smtpf's connect table has them;
+    the DNS lists (``dns-wl``, ``dns-gl``, ``dns-bl``, they need the
+    ``resolver``) come after it.
     """
     return [RcptLimit(config), *store_checks(config, access_map, store, metrics, reactor),
-            *access_checks(config, access_map), HopLimit(config)]
+            *access_checks(config, access_map), *dns_checks(config, resolver, metrics),
+            HopLimit(config)]
