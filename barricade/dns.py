@@ -370,6 +370,9 @@ class Resolver:
         resolver.lifetime = max_timeout
         resolver.timeout = min(ATTEMPT_TIMEOUT, max_timeout)
         resolver.rotate = rotate
+        # EDNS with the DNS Flag Day 2020 payload: SPF-sized TXT answers fit in
+        # one UDP reply instead of a truncated one and a retry over TCP.
+        resolver.use_edns(0, 0, 1232)
         self._resolver = resolver
         self.max_timeout = max_timeout
         self.cache = Cache(cache_size, clock)
