@@ -92,6 +92,24 @@ class Metrics:
             "exempt, mismatch (grey-content) and reject (an operator's reject record)",
             ["outcome"], registry=r,
         )
+        # DNS (barricade.dns): every lookup by record type and result
+        # (answer, nxdomain, nodata, timeout, servfail, refused, error, bad-name),
+        # cache hits included; latency of the queries that went to a server.
+        self.dns_lookups = Counter(
+            "barricade_dns_lookups", "DNS lookups by record type and result (cache hits included)",
+            ["type", "result"], registry=r,
+        )
+        self.dns_cache_hits = Counter(
+            "barricade_dns_cache_hits", "DNS lookups answered from the cache", ["type"], registry=r,
+        )
+        self.dns_seconds = Histogram(
+            "barricade_dns_seconds", "DNS query latency (queries sent to a server)",
+            ["type"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.dns_lists = Counter(
+            "barricade_dns_list_hits", "Clients and header IPs found in DNS lists (dns-bl, dns-wl, dns-gl, "
+            "dns-bl-headers)", ["check", "list"], registry=r,
+        )
 
     def scanner(self, name: str, outcome: str, seconds: float) -> None:
         self.scanner_results.labels(name, outcome).inc()
@@ -111,6 +129,13 @@ class Metrics:
         self.store_seconds.labels(operation).observe(seconds)
         if failed:
             self.store_errors.labels(operation).inc()
+
+    def dns(self, rdtype: str, result: str, seconds: float | None, cached: bool) -> None:
+        self.dns_lookups.labels(rdtype, result).inc()
+        if cached:
+            self.dns_cache_hits.labels(rdtype).inc()
+        elif seconds is not None:
+            self.dns_seconds.labels(rdtype).observe(seconds)
 
     def check(self, name: str, phase: str, outcome: str, seconds: float) -> None:
         self.checks.labels(name, phase, outcome).inc()

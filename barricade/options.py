@@ -456,4 +456,38 @@ _add("cache-accept-ttl", 604800, """Seconds a positive cached result is kept,
      first pass writes, call-ahead accepts.""", section=S, minimum=1)
 _add("cache-reject-ttl", 604800, """Seconds a negative cached result is kept
      (call-ahead rejects).""", section=S, minimum=1)
+
+# --- DNS and DNS lists (barricade/dns.py, barricade/policy/dnsbl.py) --------------
+S = "dns"
+_add("dns-servers", [], """Name servers to ask, as ip[:port] (IPv6 as [addr]:port),
+     in order. Empty: the nameserver lines of /etc/resolv.conf. Every check and
+     the client PTR lookup use them; answers are cached for their TTL.""", section=S)
+_add("dns-max-timeout", 45, """Seconds one DNS lookup may take in all (smtpf's
+     per-query maximum). A lookup that runs out is a temporary failure: the
+     client name stays unknown and a DNS list that does not answer is
+     skipped.""", section=S, minimum=1)
+_add("dns-round-robin", False, """Spread queries over the dns-servers instead of
+     asking the first one first (the others are asked when it fails).""",
+     section=S)
+_add("dns-cache-size", 10000, """Most answers (positive and negative) kept in each
+     process's DNS cache; 0 disables the cache.""", section=S, minimum=0)
+_add("dns-bl", [], """IP DNS black lists checked at connect, in order, e.g.
+     zen.spamhaus.org. A listed client gets 550 5.7.0 '... black listed by
+     <list>' (#525) and is dropped; with +smtp-delay-checks the refusal waits
+     for RCPT. Aggregate lists: suffix/mask ANDs the low 24 bits of the
+     127.x.y.z answer with mask; without /mask, suffix/0x00FFFFFE (any answer
+     but 127.0.0.0 and 127.0.0.1). localhost, route-map RELAY and white-listed
+     clients are not looked up; a list that times out is skipped.""", section=S)
+_add("dns-wl", [], """IP DNS white lists (suffix[/mask], as dns-bl), checked at
+     connect after the access map: a listed client skips every remaining test
+     except anti-virus, like Connect: OK.""", section=S)
+_add("dns-gl", [], """IP DNS 'grey' (partial white) lists (suffix[/mask]): a
+     listed client skips the tests before DATA, the content filters still run,
+     like Connect: CONTENT.""", section=S)
+_add("dns-bl-headers", [], """Message headers (e.g. Received; X-Originating-IP)
+     whose IP addresses are checked against dns-bl at the end of the headers;
+     a listed one rejects the message with 550 5.7.0 'IP [x] in header black
+     listed by <list>' (#873). Nothing is added to the message. LAN and
+     loopback addresses and clients exempt from dns-bl are not checked; at
+     most 20 distinct addresses per message.""", section=S)
 del S

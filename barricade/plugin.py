@@ -70,6 +70,7 @@ class Services:
     save_dir: str = "/tmp"
     access_map: Any = None  # barricade.policy.access.AccessMap or None
     store: Any = None  # barricade.state.Store: shared state (memory or Redis)
+    resolver: Any = None  # barricade.dns.Resolver: cached DNS (await aio(resolver.mx(domain)) ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

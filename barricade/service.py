@@ -21,6 +21,7 @@ from twisted.web.server import Site
 
 from barricade.address import parse_hostport
 from barricade.aio import aio
+from barricade.dns import Resolver
 from barricade.maps import MapError, RouteMap
 from barricade.metrics import Metrics, metrics_root
 from barricade.options import Config, OptionError
@@ -109,15 +110,19 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         store = store_from_config(config, metrics)  # one per process: workers build their own
     except ValueError as exc:
         raise StartupError(f"redis-url/redis-prefix: {exc}") from None
+    try:
+        resolver = Resolver.from_config(config, metrics)  # one per process, like the store
+    except OptionError as exc:
+        raise StartupError(str(exc)) from None
     services = Services(reactor=reactor, metrics=metrics, save_dir=config["save-dir"], access_map=access,
-                        store=store)
+                        store=store, resolver=resolver)
     try:
         plugins = enabled_plugins(config, services)
     except OptionError as exc:
         raise StartupError(str(exc)) from None
     try:
-        checks = builtin_checks(config, access, store, metrics, reactor, routes, hostname)
-    except TldFileError as exc:
+        checks = builtin_checks(config, access, store, metrics, reactor, routes, hostname, resolver)
+    except (TldFileError, OptionError) as exc:
         raise StartupError(str(exc)) from None
     pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics)
     return ServerContext(
@@ -138,6 +143,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         tls_context=tls,
         store=store,
         call_ahead=CallAhead(config, store, hostname, metrics),
+        resolver=resolver,
     )
 
 

@@ -1,8 +1,43 @@
-"""Shared fixtures: a real smtp-sink downstream and a real Barricade process."""
+"""Shared fixtures: a real smtp-sink downstream, a real nsd, and a real Barricade process."""
 
 import pytest
 
-from barricade.testing import make_proxy, make_sink, routes_to, sink  # noqa: F401
+from barricade.testing import Proxy, make_sink, routes_to, sink  # noqa: F401
+from tests.dns import Blackhole, Nsd
+
+
+@pytest.fixture(scope="session")
+def nsd(tmp_path_factory):
+    """nsd with the zones of tests/zones, for the whole run."""
+    server = Nsd(tmp_path_factory.mktemp("nsd"))
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def dns_blackhole():
+    """A name server that never answers (every lookup times out)."""
+    hole = Blackhole()
+    yield hole
+    hole.close()
+
+
+@pytest.fixture
+def make_proxy(tmp_path, nsd):
+    """The kit's make_proxy, asking the test nsd for DNS (never the system resolver).
+
+    A test's own ``dns-servers=...`` comes later and wins.
+    """
+    started = []
+
+    def make(route_map: str, *args: str, pythonpath=()) -> Proxy:
+        p = Proxy(tmp_path, route_map, f"dns-servers={nsd.server}", *args, pythonpath=pythonpath)
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
 
 
 @pytest.fixture

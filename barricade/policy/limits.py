@@ -6,6 +6,7 @@ from barricade.maps import RouteMap
 from barricade.options import Config
 from barricade.policy.access import AccessMap, access_checks
 from barricade.policy.client import ClientTests
+from barricade.policy.dnsbl import dns_checks
 from barricade.policy.domains import TopLevelDomains
 from barricade.policy.grey import grey_checks
 from barricade.policy.helo import HeloTests
@@ -53,13 +54,15 @@ class HopLimit(Check):
 
 def builtin_checks(config: Config, access_map: AccessMap | None = None, store=None,
                    metrics=None, reactor=None, routes: RouteMap | None = None,
-                   hostname: str = "") -> list[Check]:
+                   hostname: str = "", resolver=None) -> list[Check]:
     """The built-in checks in smtpf's order (``smtpf.md`` section 8).
 
     The recipient limit comes first: it is a protocol limit that a
     white-listed recipient must not lift.  ``Rate-Connect:`` and
     ``Concurrent-Connect:`` (they need the map and the shared ``store``) run
-    before the access map's ``Connect:``, as smtpf's connect table has them.
+    before the access map's ``Connect:``, as smtpf's connect table has them;
+    the DNS lists (``dns-wl``, ``dns-gl``, ``dns-bl``, they need the
+    ``resolver``) come after it.
     The recipient-form tests (#131-#133) precede the access map's ``To:``, as
     in smtpf's ``accessRcpt``; the client, HELO, sender and recipient tests
     follow the access map's lookup of their phase (they skip what it listed).
@@ -72,6 +75,7 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     tlds = TopLevelDomains.from_option(config["tld-level-one-file"])
     return [RcptLimit(config), *store_checks(config, access_map, store, metrics, reactor),
             RcptAddress(config), *access_checks(config, access_map),
+            *dns_checks(config, resolver, metrics),
             ClientTests(config, tlds), HeloTests(config, routes, hostname), MailTests(config, tlds),
             RcptTests(config, tlds), *grey_checks(config, access_map, store, metrics),
             HopLimit(config)]

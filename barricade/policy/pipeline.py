@@ -45,6 +45,7 @@ class Context:
     white_session: bool = False  # ACCEPT at connect/HELO: the whole session is trusted
     white: bool = False  # ACCEPT later: this transaction is trusted
     white_envelope: bool = False  # CONTENT: envelope checks skipped, content still checked
+    white_envelope_session: bool = False  # CONTENT at connect/HELO: so in every transaction
     white_av: bool = False  # OK+AV: not even anti-virus runs
     notes: dict[str, Any] = field(default_factory=dict)  # checks share results here
     header_block: bytes = b""  # the message's header lines as received (CRLF, unstuffed)
@@ -62,7 +63,8 @@ class Context:
         self.added_headers = []
         self.removed_headers = set()
         self.subject_tag = ""
-        self.white = self.white_envelope = self.white_av = False
+        self.white = self.white_av = False
+        self.white_envelope = self.white_envelope_session
         if self.spool is not None:
             self.spool.close()
             self.spool = None
@@ -193,6 +195,8 @@ class Pipeline:
                 return verdict
             if verdict.action is Action.CONTENT:
                 ctx.white_envelope = True
+                if phase in ("connect", "helo"):
+                    ctx.white_envelope_session = True
                 return verdict
             if verdict.decisive:
                 return verdict

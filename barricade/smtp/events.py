@@ -20,11 +20,14 @@ class ClientInfo:
 
     ip: str
     port: int
-    name: str = "unknown"  # PTR name once resolved
+    name: str = "unknown"  # the forward-confirmed PTR name (or XCLIENT NAME)
     relay: bool = False  # route-map RELAY
     localhost: bool = False
     private: bool = False  # RFC 1918 / RFC 4193 / loopback
     proto: str = "SMTP"
+    ptr: str = ""  # the first PTR name, confirmed or not ("" without a PTR)
+    forged: bool = False  # PTR names exist and none resolves back to ip
+    ptr_error: bool = False  # DNS failed temporarily: the name is unknown for now
 
     @property
     def xclient_allowed(self) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from barricade.maps import Route, RouteMap
 from barricade.metrics import Metrics
 from barricade.options import Config
+from barricade.policy.client_name import resolve_client
 from barricade.policy.pipeline import Context, Pipeline
 from barricade.policy.verdict import Action, Flag, Verdict
 from barricade.replies import Catalogue, Reply
@@ -54,6 +55,7 @@ class ServerContext:
     tls_context: object = None
     store: object = None  # barricade.state.Store: rate, concurrency, grey-list state
     call_ahead: object = None  # barricade.policy.callahead.CallAhead (route-map RCPT:)
+    resolver: object = None  # barricade.dns.Resolver; None: no DNS (client names stay unknown)
 
 
 # LAN address space (RFC 1918, RFC 4193, link-local, loopback).  Python's
@@ -142,8 +144,13 @@ class Proxy:
 
     # --- connect --------------------------------------------------------------------
 
-    async def connect(self) -> Outcome:
+    async def connect(self, lookup: bool = True) -> Outcome:
+        """The connect phase: the client's PTR name (``lookup``), then the checks."""
         self.held = self.held_session = None  # a new client (XCLIENT) starts clean
+        resolver = self.server.resolver
+        if lookup and resolver is not None and not self.ctx.client.localhost:
+            self.ctx.client = await resolve_client(resolver, self.ctx.client, self.server.routes,
+                                                   self.ctx.session_id, self.server.reactor)
         verdict = await self.server.pipeline.run("connect", self.ctx)
         if verdict.decisive and not self._hold(verdict, "connect"):
             return self.verdict_outcome(verdict)
@@ -540,16 +547,23 @@ class Proxy:
         old = self.ctx.client
         attrs = event.attrs
         ip = attrs.get("ADDR", old.ip) if "ADDR" in attrs else old.ip
-        name = attrs.get("NAME") if "NAME" in attrs else old.name
+        # A new ADDR without NAME: look its PTR up, as for a real connection.
+        lookup = "ADDR" in attrs and "NAME" not in attrs
+        name = attrs.get("NAME") if "NAME" in attrs else ("unknown" if lookup else old.name)
         port = int(attrs["PORT"]) if attrs.get("PORT") else old.port
         proto = (attrs.get("PROTO") or old.proto).upper()
         client = classify(ip or old.ip, port, name or "unknown", self.server.routes, proto)
+        if "NAME" in attrs:  # the upstream MTA's verified name (Postfix semantics)
+            client = replace(client, ptr=attrs["NAME"] or "")
+        elif not lookup:
+            client = replace(client, ptr=old.ptr, forged=old.forged, ptr_error=old.ptr_error)
         self.ctx.client = client
         self.ctx.helo = attrs.get("HELO") or ""
         session.restart(client, attrs.get("HELO"))
         log.info("session {sid}: XCLIENT from {old} now {ip} ({name})",
                  sid=self.ctx.session_id, old=old.ip, ip=client.ip, name=client.name)
-        outcome = await self.connect()
+        outcome = await self.connect(lookup=lookup)
+        session.client = self.ctx.client  # with the name DNS gave it
         if outcome.reply.code != 220:
             outcome.drop = True
         return outcome

@@ -64,6 +64,7 @@ class SmtpServerProtocol(protocol.Protocol):
 
     async def _greet(self) -> None:
         outcome = await self.proxy.connect()
+        self.session.client = self.proxy.ctx.client  # with the name DNS gave it
         pause = self.server.config["smtp-greet-pause"]
         if pause and outcome.reply.code == 220:
             await task.deferLater(self.server.reactor, pause / 1000.0)

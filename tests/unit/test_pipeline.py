@@ -74,6 +74,20 @@ def test_content_verdict_skips_envelope_checks_only():
     assert ("x", "end_of_data") in log
 
 
+def test_content_at_connect_holds_for_every_transaction():
+    """smtpf's CONTENT (Connect: CONTENT, dns-gl) at connect: each MAIL starts trusted
+    for the envelope again."""
+    p = Pipeline([Recorder("content", Verdict(Action.CONTENT))], MemoryReactorClock(), 5)
+    c = ctx()
+    run(p, "connect", c)
+    for _ in range(2):
+        c.reset_transaction()
+        assert c.white_envelope and not c.trusted
+    other = ctx()
+    other.reset_transaction()
+    assert not other.white_envelope and not other.white_envelope_session
+
+
 def test_a_hanging_check_times_out_with_its_error_reply():
     class Hangs(Check):
         name = "hangs"

@@ -52,6 +52,7 @@ class Session:
         self.clock = MemoryReactorClock()
         ctx = build_context(config, reactor=self.clock)
         ctx.pipeline = Pipeline(checks, self.clock, 5, ctx.metrics)
+        ctx.resolver = None  # no DNS in process: the client name stays unknown
         self.ctx = ctx
         self.proto = SmtpServerFactory(ctx).buildProtocol(None)
         self.transport = StringTransport(peerAddress=_Peer())
