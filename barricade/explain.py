@@ -12,7 +12,10 @@ matched, the limit that was hit), and the reply the client would get::
         --client 192.0.2.1 --ptr mail.example.net --helo mail.example.net \\
         --mail fred@example.net --rcpt john@example.com [name=value ...]
 
-Nothing is sent anywhere: recipients are routed but not forwarded (the
+Without ``--ptr`` the client's PTR is looked up (and forward-confirmed)
+with the configured ``dns-servers``, as the daemon does; DNS lists and
+other DNS checks ask DNS too.  Nothing else is sent anywhere: recipients
+are routed but not forwarded (the
 downstream's own answer is not known), call-aheads are not made, and
 state-based limits and grey-listing run against an empty in-memory store
 (a first contact), never against the live Redis.  The exit status is 0
@@ -84,7 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--config", "-c", help="config file in smtpf syntax")
     ap.add_argument("--client", required=True, metavar="IP", help="the client's IP address")
     ap.add_argument("--ptr", default="", metavar="NAME",
-                    help="the client's PTR name (default: unknown)")
+                    help="the client's PTR name (default: looked up in DNS)")
     ap.add_argument("--helo", default="", metavar="NAME", help="the HELO/EHLO argument")
     ap.add_argument("--mail", metavar="ADDRESS", help="the sender ('' for the null sender)")
     ap.add_argument("--rcpt", action="append", default=[], metavar="ADDRESS",
@@ -100,6 +103,7 @@ async def explain(args: argparse.Namespace, out: TextIO) -> int:
 
     from barricade import plugin
     from barricade.options import REGISTRY
+    from barricade.policy.client_name import resolve_client
     from barricade.service import build_context
     from barricade.smtp.proxy import Proxy, classify
 
@@ -109,11 +113,15 @@ async def explain(args: argparse.Namespace, out: TextIO) -> int:
     server = build_context(config, reactor)
     server.call_ahead = None  # nothing is sent anywhere
     client = classify(args.client, 0, args.ptr or "unknown", server.routes)
+    if not args.ptr and server.resolver is not None and not client.localhost:
+        client = await resolve_client(server.resolver, client, server.routes, "check", reactor)
     session = Proxy(server, client, "check")
     ctx = session.ctx
     tracer = Tracer()
     globalLogPublisher.addObserver(tracer.log)
     say = out.write
+    if getattr(client, "forged", False):
+        say(f"PTR {client.ptr} does not resolve back to {client.ip}: forged, name unknown\n")
     say(f"client {client.ip} [{client.name}]: "
         f"{'localhost, ' if client.localhost else ''}{'may relay' if client.relay else 'may not relay'}\n")
     held = False

@@ -22,7 +22,7 @@ rate-connect: 30
 
 
 @pytest.fixture
-def check(tmp_path):
+def check(tmp_path, nsd):
     routes = tmp_path / "route-map"
     routes.write_text("route:local FORWARD: 127.0.0.1:2526\n"
                       "route:example.com FORWARD: 127.0.0.1:2526; RCPT: 127.0.0.1:2527\n")
@@ -33,7 +33,8 @@ def check(tmp_path):
     # here are RFC 2606 examples, which those checks would refuse first.
     conf.write_text(f"route-map={routes}\naccess-map={access}\n"
                     f"redis-url=redis://127.0.0.1:{free_port()}/0\n"
-                    "-rfc2606-special-domains\n-reject-unknown-tld\n")
+                    "-rfc2606-special-domains\n-reject-unknown-tld\n"
+                    f"dns-servers={nsd.server}\ndns-max-timeout=5\n")
 
     def run(*args: str) -> tuple[int, str]:
         env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
@@ -100,3 +101,21 @@ def test_envelope_checks_are_explained_too(check):
                         "+rfc2606-special-domains")
     assert status == 1
     assert "=> 550 5.7.0 HELO mail.outside.example from RFC2606 reserved domain #427" in out
+
+
+def test_the_client_name_comes_from_dns(check):
+    status, out = check("--client", "198.51.100.10", "--mail", "fred@good.example",
+                        "--rcpt", "john@example.com")
+    assert status == 0
+    assert "client 198.51.100.10 [mail.clients.test]: may not relay" in out
+    status, out = check("--client", "198.51.100.11", "--mail", "fred@good.example",
+                        "--rcpt", "john@example.com")
+    assert "PTR liar.clients.test does not resolve back to 198.51.100.11: forged" in out
+    assert "client 198.51.100.11 [unknown]" in out
+
+
+def test_a_dns_black_list_hit_is_explained(check):
+    status, out = check("--client", "198.51.100.2", "--mail", "fred@good.example",
+                        "--rcpt", "john@example.com", "dns-bl=bl.test")
+    assert status == 1
+    assert "=> 550 5.7.0 listed.clients.test [198.51.100.2] black listed by bl.test #525" in out
