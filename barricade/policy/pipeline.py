@@ -219,7 +219,9 @@ class Pipeline:
         outcome = "error"
         try:
             d = defer.ensureDeferred(getattr(check, phase)(ctx, *args))
-            verdict = await d.addTimeout(timeout, self.reactor)
+            if not d.called:  # most checks never wait: no timer to arm and cancel for them
+                d.addTimeout(timeout, self.reactor)
+            verdict = await d
             outcome = verdict.action.value
             if verdict.check:
                 return verdict
