@@ -88,6 +88,16 @@ class Metrics:
             "barricade_call_ahead_seconds", "Duration of one call-ahead conversation",
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        # Call-back (barricade.policy.callback): smtpf's call-back-* counters as labels.
+        self.call_backs = Counter(
+            "barricade_call_backs", "Call-back outcomes: exempt, skip (accept-all MX cached), cache, "
+            "made (an MX answered), dumb (accept-all MX found), strict-greeting, accept, reject, tempfail",
+            ["result"], registry=r,
+        )
+        self.call_back_seconds = Histogram(
+            "barricade_call_back_seconds", "Duration of one call-back (MX lookup and MXes tried)",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
         self.grey = Counter(
             "barricade_grey", "Grey-list decisions per message: new, early, pass, known, "
             "exempt, mismatch (grey-content) and reject (an operator's reject record)",

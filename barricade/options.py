@@ -289,10 +289,10 @@ _add("rfc2821-literal-plus", False, """Treat '+' in a local part literally. When
      section=S)
 _add("call-ahead-as-sender", False, """Call-ahead (route-map RCPT: hosts) with
      the client's sender instead of MAIL FROM:<>.""", section=S)
-_add("call-ahead-command-timeout", 45, """Seconds a call-ahead waits for the
-     connection and for each reply; keep it below smtp-command-timeout. No
-     answer: the recipient is accepted and forwarded (not cached).""",
-     section=S, minimum=1)
+_add("call-ahead-command-timeout", 45, """Seconds a call-ahead (and a call-back)
+     waits for the connection and for each reply; keep it below
+     smtp-command-timeout. No answer: the recipient is accepted and forwarded
+     (not cached).""", section=S, minimum=1)
 
 # --- SMTP protocol ------------------------------------------------------------
 S = "smtp"
@@ -455,7 +455,9 @@ _add("cache-accept-ttl", 604800, """Seconds a positive cached result is kept,
      extended each time it is used: a grey-list pass and the host short-cut a
      first pass writes, call-ahead accepts.""", section=S, minimum=1)
 _add("cache-reject-ttl", 604800, """Seconds a negative cached result is kept
-     (call-ahead rejects).""", section=S, minimum=1)
+     (call-ahead rejects, call-back rejects).""", section=S, minimum=1)
+_add("cache-temp-fail-ttl", 7200, """Seconds a temporary result is kept
+     (call-back temp-fails: the sender's MX answered 4xx).""", section=S, minimum=1)
 
 # --- DNS and DNS lists (barricade/dns.py, barricade/policy/dnsbl.py) --------------
 S = "dns"
@@ -490,4 +492,39 @@ _add("dns-bl-headers", [], """Message headers (e.g. Received; X-Originating-IP)
      listed by <list>' (#873). Nothing is added to the message. LAN and
      loopback addresses and clients exempt from dns-bl are not checked; at
      most 20 distinct addresses per message.""", section=S)
+
+# --- call-back sender verification (barricade/policy/callback.py, smtpf.md §2.M) ---
+S = "call-back"
+_add("call-back", False, """At DATA, before the 354, ask the sender's MX whether
+     the sender exists: HELO interface-name, MAIL FROM:<postmaster@interface-name>,
+     RCPT TO:<sender>, then a made-up address of the same domain to find MXes
+     that accept everything. A 5xx refuses the message (550 5.7.0 #572), a 4xx
+     temp-fails it (451 4.7.0 #572); MX trouble has its own replies (#488
+     #489 #491 #493 #498 #499). Results are cached as sav:<sender> (and
+     sav:<domain> for accept-all MXes) for cache-accept-ttl,
+     cache-temp-fail-ttl or cache-reject-ttl. localhost, LAN, RELAY and
+     white-listed clients, CONTENT, the null sender and postmaster@ are not
+     verified. Large mail services dislike call-backs and may black-list
+     hosts that make many: use with care.""", section=S)
+_add("call-back-pass-grey", False, """A sender the call-back verified skips
+     grey-listing (discouraged: spammers use real senders too). A sender of
+     an MX that accepts everything is not verified and is grey-listed.""",
+     section=S)
+_add("call-back-strict-greeting", False, """The first word of the MX's 220
+     greeting must be a FQDN or an address literal (RFC 5321 4.2), else the
+     call-back fails with 550 5.7.0 #572.""", section=S)
+_add("call-back-timeout", 60, """Seconds a whole call-back may take: the MX
+     lookup and every MX tried, each step also bounded by
+     call-ahead-command-timeout. Past it the MX counts as not answering: 451
+     4.4.4 #488, not cached. Clients wait 2 minutes for the reply to DATA
+     (RFC 5321 4.5.3.2).""", section=S, minimum=1)
+_add("call-back-port", 25, """TCP port of the sender's MX hosts. Other than 25
+     only for tests, or to verify through a proxy that forwards to port 25.""",
+     section=S, minimum=1)
+_add("call-back-allow-networks", [], """Networks (CIDR, e.g. 10.0.0.0/8) an MX
+     address may be in and still be called. As in smtpf, MX addresses that
+     are loopback, LAN, link-local or reserved (documentation, benchmarking,
+     multicast ...) are left out, and a domain left with none gets 550 5.4.4
+     #493; list internal networks here when internal senders' MX have private
+     addresses (split-horizon DNS).""", section=S)
 del S

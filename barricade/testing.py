@@ -68,9 +68,9 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def banner_ready(port: int) -> bool:
+def banner_ready(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        with socket.create_connection((host, port), timeout=1) as s:
             s.settimeout(2)
             return s.recv(512).startswith(b"220")
     except OSError:
@@ -101,10 +101,16 @@ def mail_args(lines: list[bytes]) -> bytes:
 class Sink:
     """Postfix's smtp-sink; ``dump`` holds one file per delivered transaction."""
 
-    def __init__(self, tmp: Path, *args: str, port: int | None = None, verbose: bool = False):
-        """``verbose``: smtp-sink's -v, every command it receives logged (see :meth:`commands`)."""
+    def __init__(self, tmp: Path, *args: str, port: int | None = None, verbose: bool = False,
+                 host: str = "127.0.0.1"):
+        """``verbose``: smtp-sink's -v, every command it receives logged (see :meth:`commands`).
+
+        ``host``: another loopback address (127.0.0.0/8) to listen on, so that
+        several sinks can share a port number (call-back tests: an MX has no port).
+        """
         if shutil.which("smtp-sink") is None:
             raise RuntimeError("smtp-sink not installed (apt-get install postfix)")
+        self.host = host
         self.port = port or free_port()
         # smtp-sink writes as "nobody": pytest's 0700 tmp dirs are out of its reach.
         self.dump = Path(tempfile.mkdtemp(prefix=f"barricade-sink-{self.port}-"))
@@ -114,11 +120,12 @@ class Sink:
         if os.geteuid() == 0:
             cmd += ["-u", "nobody"]
         cmd += ["-d", f"{self.dump}/%H%M%S.", *(["-v"] if verbose else []), *args,
-                f"127.0.0.1:{self.port}", "1000"]
+                f"{host}:{self.port}", "1000"]
         self.log = self.dump.with_suffix(".log")
         with self.log.open("wb") as err:  # a file: a chatty sink never blocks on a full pipe
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        wait_for(lambda: banner_ready(self.port) or self.proc.poll() is not None, what="smtp-sink")
+        wait_for(lambda: banner_ready(self.port, host) or self.proc.poll() is not None,
+                 what="smtp-sink")
         if self.proc.poll() is not None:
             raise RuntimeError(f"smtp-sink failed: {self.log.read_text(errors='replace')}")
 
@@ -183,11 +190,13 @@ TEST_DEFAULTS = ("-rfc2606-special-domains", "-reject-unknown-tld", "grey-key=")
 class Proxy:
     """``twistd -n barricade`` in a subprocess, the way an operator runs it.
 
-    Starts with :data:`TEST_DEFAULTS`, then ``args``.
+    Starts with :data:`TEST_DEFAULTS`, then ``args``.  ``host`` is the
+    loopback address it listens on (metrics stay on 127.0.0.1).
     """
 
     def __init__(self, tmp: Path, route_map: str, *args: str, port: int | None = None,
-                 pythonpath: list[str | Path] = ()):
+                 pythonpath: list[str | Path] = (), host: str = "127.0.0.1"):
+        self.host = host
         self.port = port or free_port()
         self.metrics_port = free_port()
         self.tmp = tmp
@@ -195,7 +204,7 @@ class Proxy:
         self.route_map.write_text(route_map)
         self.log = tmp / f"barricade-{self.port}.log"
         self.args = [
-            f"interfaces=127.0.0.1:{self.port}",
+            f"interfaces={host}:{self.port}",
             f"route-map={self.route_map}",
             "interface-name=barricade.test",
             f"metrics-interface=127.0.0.1:{self.metrics_port}",
@@ -210,7 +219,7 @@ class Proxy:
              "-n", "--pidfile=", "--logfile", str(self.log), "barricade", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(tmp),
         )
-        wait_for(lambda: banner_ready(self.port) or self.proc.poll() is not None,
+        wait_for(lambda: banner_ready(self.port, host) or self.proc.poll() is not None,
                  timeout=20, what="barricade")
         if self.proc.poll() is not None:
             raise RuntimeError(f"barricade failed to start: {self.proc.stdout.read().decode()}")

@@ -5,8 +5,9 @@ every envelope test has had its chance and the recipients are known.
 
 * **Exempt:** ``grey-key`` empty; localhost, route-map RELAY clients and
   white-listed sessions or envelopes (``OK``; ``CONTENT``, smtpf's
-  "grey" white list); a period of 0 after ``Grey-Connect:``/``Grey-To:``.
-  AUTH would be exempt too, but Barricade has no AUTH yet.
+  "grey" white list); a period of 0 after ``Grey-Connect:``/``Grey-To:``;
+  a sender verified by call-back with ``+call-back-pass-grey``
+  (:data:`SKIP_NOTE`).  AUTH would be exempt too, but Barricade has no AUTH yet.
 * **Period:** ``grey-temp-fail-period``, replaced by the client's
   ``Grey-Connect:`` (IP, ``[ip]``, PTR domains, the bare tag), then the
   smallest ``Grey-To:`` among the recipients.
@@ -72,6 +73,9 @@ SECOND_LEVEL = frozenset((
 
 KEYS_NOTE = "grey.keys"  # the tuples left for the dot (grey-content)
 HASH_NOTE = "grey.hash"
+#: A check that ran before grey-listing vouches for this message (smtpf's
+#: SKIP_NEXT): the value is the reason, e.g. "call-back" (call-back-pass-grey).
+SKIP_NOTE = "grey.skip"
 
 
 def suffix_labels(labels: list[str]) -> int:
@@ -230,6 +234,8 @@ class GreyList(StoreCheck):
         """Why this message is not grey-listed, or None (smtpf's usual suspects)."""
         if not self.words:
             return "disabled"
+        if ctx.notes.get(SKIP_NOTE):
+            return str(ctx.notes[SKIP_NOTE])
         if ctx.client.localhost:
             return "localhost"
         if ctx.client.relay:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from barricade.maps import RouteMap
 from barricade.options import Config
 from barricade.policy.access import AccessMap, access_checks
+from barricade.policy.callback import callback_checks
 from barricade.policy.client import ClientTests
 from barricade.policy.dnsbl import dns_checks
 from barricade.policy.domains import TopLevelDomains
@@ -67,7 +68,8 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     in smtpf's ``accessRcpt``; the client, HELO, sender and recipient tests
     follow the access map's lookup of their phase (they skip what it listed).
     Only the order within one phase matters: each check runs the hooks it has.
-    Grey-listing follows the access map's message check, as in smtpf's data
+    The call-back (``+call-back``, it needs the ``resolver``) and then
+    grey-listing follow the access map's message check, as in smtpf's data
     table (access, call-back, grey).  Raises
     :class:`~barricade.policy.domains.TldFileError` for a bad
     ``tld-level-one-file``.
@@ -77,5 +79,6 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
             RcptAddress(config), *access_checks(config, access_map),
             *dns_checks(config, resolver, metrics),
             ClientTests(config, tlds), HeloTests(config, routes, hostname), MailTests(config, tlds),
-            RcptTests(config, tlds), *grey_checks(config, access_map, store, metrics),
+            RcptTests(config, tlds), *callback_checks(config, store, resolver, hostname, metrics),
+            *grey_checks(config, access_map, store, metrics),
             HopLimit(config)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_LINE = 4096  # RFC 5321 reply lines are 512 octets; allow generous servers
@@ -42,12 +43,17 @@ class ProbeReply:
 class ProbeResult:
     """The greeting, the reply to MAIL, and the reply to each RCPT in order.
 
-    ``rcpts`` is empty when MAIL was refused (nothing was asked).
+    ``rcpts`` is empty when MAIL was refused (nothing was asked).  It is
+    shorter than the addresses asked about when ``stop_on_reject`` stopped
+    early, or when the server went away after answering at least one RCPT:
+    ``error`` then says why, and the answers already given still count (some
+    servers drop the connection after a refused recipient).
     """
 
     greeting: ProbeReply
     mail: ProbeReply
     rcpts: tuple[ProbeReply, ...]
+    error: str = ""
 
 
 async def read_reply(reader: asyncio.StreamReader, timeout: float, step: str) -> ProbeReply:
@@ -75,8 +81,14 @@ async def read_reply(reader: asyncio.StreamReader, timeout: float, step: str) ->
 
 
 async def probe(host: str, port: int, *, helo: str, sender: str, rcpts: list[str],
-                timeout: float) -> ProbeResult:
-    """Ask ``host:port`` about ``rcpts`` as ``sender`` ("" for the null sender)."""
+                timeout: float, stop_on_reject: bool = False,
+                greeting_ok: Callable[[str], bool] | None = None) -> ProbeResult:
+    """Ask ``host:port`` about ``rcpts`` as ``sender`` ("" for the null sender).
+
+    ``stop_on_reject``: ask nothing more after a 5xx RCPT.  ``greeting_ok``:
+    a test of a 2xx greeting's text; when it fails the probe quits at once
+    and the result holds only the greeting (``mail`` is the greeting too).
+    """
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port, limit=MAX_LINE)
@@ -86,7 +98,8 @@ async def probe(host: str, port: int, *, helo: str, sender: str, rcpts: list[str
         raise ProbeError(f"connect: {exc.strerror or exc}") from None
     try:
         greeting = await read_reply(reader, timeout, "greeting")
-        if not greeting.accepted:
+        if not greeting.accepted or (greeting_ok is not None and not greeting_ok(greeting.text)):
+            writer.write(b"QUIT\r\n")
             return ProbeResult(greeting, greeting, ())
 
         async def ask(command: str, step: str) -> ProbeReply:
@@ -100,7 +113,14 @@ async def probe(host: str, port: int, *, helo: str, sender: str, rcpts: list[str
         answers: list[ProbeReply] = []
         if mail.accepted:
             for rcpt in rcpts:
-                answers.append(await ask(f"RCPT TO:<{rcpt}>", "RCPT"))
+                if answers and stop_on_reject and answers[-1].rejected:
+                    break
+                try:
+                    answers.append(await ask(f"RCPT TO:<{rcpt}>", "RCPT"))
+                except ProbeError as exc:
+                    if not answers:
+                        raise
+                    return ProbeResult(greeting, mail, tuple(answers), str(exc))
         writer.write(b"QUIT\r\n")  # courtesy; its answer is not waited for
         return ProbeResult(greeting, mail, tuple(answers))
     finally:

@@ -396,7 +396,7 @@ def test_render_includes_every_option_with_help():
     assert len(names) == len(set(names)) > 20
     for opt in REGISTRY:
         setting = [line for line in lines
-                   if re.match(rf"^([+-]{re.escape(opt.name)}|{re.escape(opt.name)}=)", line)]
+                   if re.match(rf"^([+-]{re.escape(opt.name)}$|{re.escape(opt.name)}=)", line)]
         assert len(setting) == 1, opt.name
         first_help_words = opt.help.split()[:3]
         assert " ".join(first_help_words) in text.replace("\n# ", " "), opt.name
