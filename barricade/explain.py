@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
 from barricade.policy.pipeline import Check
@@ -109,6 +109,7 @@ async def explain(args: argparse.Namespace, out: TextIO) -> int:
     server = build_context(config, reactor)
     server.call_ahead = None  # nothing is sent anywhere
     client = classify(args.client, 0, args.ptr or "unknown", server.routes)
+    client = replace(client, ptr=args.ptr)  # the PTR tests read it (no PTR without --ptr)
     session = Proxy(server, client, "check")
     ctx = session.ctx
     tracer = Tracer()
