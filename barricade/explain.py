@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
 from barricade.policy.pipeline import Check
@@ -113,7 +113,9 @@ async def explain(args: argparse.Namespace, out: TextIO) -> int:
     server = build_context(config, reactor)
     server.call_ahead = None  # nothing is sent anywhere
     client = classify(args.client, 0, args.ptr or "unknown", server.routes)
-    if not args.ptr and server.resolver is not None and not client.localhost:
+    if args.ptr:
+        client = replace(client, ptr=args.ptr)  # the PTR tests read it
+    elif server.resolver is not None and not client.localhost:
         client = await resolve_client(server.resolver, client, server.routes, "check", reactor)
     session = Proxy(server, client, "check")
     ctx = session.ctx

@@ -382,6 +382,35 @@ _add("reject-quoted-at-sign", True, """Refuse a recipient whose quoted local
      part contains '@' (#133), e.g. <"user@other"@our.domain>.""", section=S)
 _add("one-rcpt-per-null", True, """A null sender (MAIL FROM:<>, a DSN or MDN)
      may have only one recipient; more are refused (#441).""", section=S)
+# ... the ones that need DNS (barricade.policy.client/helo/mail, ip_in_ptr, mx)
+_add("client-ptr-required", False, """The client's address must have a PTR
+     record: without one the client gets 554 5.7.1 (#416) and is dropped; when
+     the PTR lookup fails (timeout, SERVFAIL) 421 4.4.3 (#415). A PTR that does
+     not resolve back passes. localhost, LAN, RELAY and white-listed clients are
+     exempt. See client-is-mx.""", section=S)
+_add("client-ip-in-ptr", False, """Refuse (#418, 550 5.7.1, dropped) a client
+     whose PTR name looks built from its IPv4 address (dynamic address space,
+     e.g. adsl-198-51-100-7.example or c6336407.pool.example), by smtpf's
+     pattern heuristic. Exempt and softened as for client-ptr-required.""", section=S)
+_add("client-is-mx", False, """Soften client-ptr-required, client-ip-in-ptr and
+     helo-is-ptr: instead of at connect (HELO), test them at MAIL (RCPT for
+     helo-is-ptr), and let the client through when it is an MX of the sender's
+     domain (for MAIL FROM:<>, of its HELO domain) or passes the sender's
+     SPF.""", section=S)
+_add("helo-ip-mismatch", False, """Drop a client (#424) whose HELO is an IP
+     address ([192.0.2.1], a bare IP, or a number as C reads it) other than its
+     own. HELO addresses in LAN space or 0.0.0.0/8 are allowed; LAN, localhost
+     and RELAY clients are exempt.""", section=S)
+_add("helo-is-ptr", False, """Drop a client (#432) whose HELO is its own PTR name
+     when that name looks built from its address (see client-ip-in-ptr). See
+     client-is-mx.""", section=S)
+_add("mail-require-mx", True, """The sender's domain must be able to take a
+     bounce: a domain that does not exist or has neither MX nor address is
+     refused (#434, 553 5.1.8), as is one whose exchangers are all unusable
+     (#439: a null MX, hosts without address or only loopback, LAN or reserved
+     ones); a failed lookup is 451 4.4.3 (#436). Not for MAIL FROM:<>, route-map
+     domains, address literals, or localhost, LAN, RELAY and white-listed
+     clients.""", section=S)
 
 # --- limits -------------------------------------------------------------------
 S = "limits"

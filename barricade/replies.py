@@ -425,7 +425,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(388, 550, '5.7.1', '{client_name} [{client_ip}] failed grey listing', 'data',
       'The grey-list record of the client (or of the tuple) was set to reject by the postmaster. See grey-key.'),
     R(415, 421, '4.4.3', 'PTR record lookup error for [{client_ip}]', 'connect',
-      ''),
+      'The PTR lookup of the client address failed (timeout, SERVFAIL). See client-ptr-required.'),
     R(416, 554, '5.7.1', 'reject [{client_ip}] missing PTR record', 'connect',
       'See client-is-mx and client-ptr-required options.'),
     R(418, 550, '5.7.1', 'reject IP in client name {client_name} [{client_ip}] (1)', 'connect',

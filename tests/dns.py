@@ -6,7 +6,7 @@ file is checked with ``nsd-checkzone`` first, so a typo fails loudly
 instead of turning into SERVFAIL).  ``servfail.test`` is configured without
 a zone file: nsd answers SERVFAIL for every name under it, which is how the
 tests get a temporary failure for one domain while everything else
-answers.  nsd is stopped by its pid.
+answers (``0.65.100.in-addr.arpa`` likewise for the PTRs of 100.65.0.x).  nsd is stopped by its pid.
 
 :class:`Blackhole` is a bound UDP socket and a listening TCP socket that
 never answer: a name server that times out.  (nsd cannot time out one zone
@@ -37,8 +37,9 @@ import dns.query
 from barricade.testing import free_port, stop, wait_for
 
 ZONES = Path(__file__).resolve().parent / "zones"
-#: Zones declared without a file: nsd answers SERVFAIL for them.
-SERVFAIL_ZONES = ("servfail.test",)
+#: Zones declared without a file: nsd answers SERVFAIL for them (100.65.0.x:
+#: client PTR lookups that fail).
+SERVFAIL_ZONES = ("servfail.test", "0.65.100.in-addr.arpa")
 
 
 def zone_names(zones: Path = ZONES) -> list[str]:

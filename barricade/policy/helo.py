@@ -5,15 +5,24 @@ smtpf's helo table runs, after the access map's ``Helo:`` lookup:
 1. the syntax test: only letters, digits, ``. : - _ [ ]`` (#423, dropped).
    The session applies it (``barricade.smtp.session``) before any check,
    for every client, since it is a grammar rule;
-2. ``helo-ip-mismatch`` (#424): an address-literal HELO must be the
-   client's address; goes first in :meth:`HeloTests.helo` (with the HELO's
-   A record, which tells whether the HELO names the client);
+2. ``helo-ip-mismatch`` (#424): a HELO that is an address must be the
+   client's address.  An address is an address literal (``[192.0.2.1]``,
+   ``[IPv6:2001:db8::1]``), a bare IP, or, as smtpf reads it with
+   ``strtol``, a whole number in octal, decimal or hexadecimal
+   (``3405803785``, ``0xcb007109``: 203.0.113.9).  A HELO address in
+   LAN space (RFC 1918, link-local) or in 0.0.0.0/8 is not refused (a NATed
+   host may well say its inside address).  A HELO *name* whose A records do
+   not include the client is not refused: smtpf only notes it.  This goes
+   first in :meth:`HeloTests.helo`;
 3. the tests of :class:`HeloTests`, in this order: a reserved domain (#427,
    ``rfc2606-special-domains``; ``.local`` and ``.lan`` are allowed here),
    not a FQDN nor an address literal (#428, ``rfc2821-strict-helo``), a
    name of ours (#430, ``helo-claims-us``);
-4. ``helo-is-ptr`` (#432): a separate check after this one, since with
-   ``client-is-mx`` it moves to RCPT.
+4. ``helo-is-ptr`` (#432, :class:`HeloIsPtr`): the HELO is the client's PTR
+   name and that name is built from the client's address
+   (:mod:`barricade.policy.ip_in_ptr`).  With ``client-is-mx`` it moves to
+   RCPT (after the recipient tests, as in smtpf), where a client that is an
+   MX of the sender's domain or passes its SPF goes on.
 
 Each refusal drops the client and is a policy refusal that
 ``smtp-delay-checks`` holds until RCPT.  Localhost, LAN and RELAY clients are
@@ -23,6 +32,8 @@ white-listed sessions never get here.
 
 from __future__ import annotations
 
+import ipaddress
+import string
 from collections.abc import Iterable
 
 from twisted.logger import Logger
@@ -31,6 +42,8 @@ from barricade.address import parse_hostport
 from barricade.maps import RouteMap
 from barricade.options import Config
 from barricade.policy.domains import client_name, literal_ip, reserved_domain, usual_suspect
+from barricade.policy.ip_in_ptr import client_ip_in_ptr
+from barricade.policy.mx import normal_ip, vouched_for
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
 from barricade.smtp.grammar import valid_domain_literal
@@ -39,6 +52,44 @@ log = Logger()
 
 POLICY_DROP = Flag.DELAY | Flag.SESSION
 WILDCARDS = frozenset(("", "0.0.0.0", "::", "::0"))
+
+#: A HELO address here is not held against the client (libsnert IS_IP_LAN | IS_IP_THIS_NET).
+HELO_LAN = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+    "fe80::/10", "fec0::/10", "fc00::/7",
+))
+_NUMBER_DIGITS = ((8, frozenset(string.octdigits)), (10, frozenset(string.digits)),
+                  (16, frozenset(string.hexdigits)))
+
+
+def helo_address(helo: str) -> str | None:
+    """The address a HELO argument stands for, or None when it is a name.
+
+    An address literal or a bare IP; otherwise a whole number as C's
+    ``strtol`` reads it, trying octal, then decimal, then hexadecimal (with
+    an optional ``0x``), taken modulo 2**32 as an IPv4 address.  So ``123``
+    is 0.0.0.83 and ``deadbeef`` is 222.173.190.239, as in smtpf.
+    """
+    ip = literal_ip(helo)
+    if ip is not None:
+        return ip
+    for base, digits in _NUMBER_DIGITS:
+        text = helo[2:] if base == 16 and helo[:2].lower() == "0x" else helo
+        if text and all(ch in digits for ch in text):
+            value = min(int(text, base), 2**63 - 1)  # strtol saturates at LONG_MAX
+            return str(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    return None
+
+
+def helo_ip_mismatch(helo: str, client_ip: str) -> bool:
+    """An address HELO that is not the client's (and not a LAN one)."""
+    ip = helo_address(helo)
+    if ip is None:
+        return False
+    addr = ipaddress.ip_address(ip)
+    if any(addr in net for net in HELO_LAN if net.version == addr.version):
+        return False
+    return addr != normal_ip(client_ip)
 
 
 def fqdn_or_literal(helo: str) -> bool:
@@ -72,7 +123,8 @@ def interface_ips(interfaces: Iterable[str]) -> frozenset[str]:
 
 
 class HeloTests(Check):
-    """#427 (reserved domain), #428 (not FQDN or literal), #430 (claims to be us)."""
+    """#424 (address not the client's), #427 (reserved domain), #428 (not FQDN or
+    literal), #430 (claims to be us)."""
 
     name = "helo-tests"
 
@@ -80,6 +132,7 @@ class HeloTests(Check):
         self.rfc2606 = config["rfc2606-special-domains"]
         self.strict = config["rfc2821-strict-helo"]
         self.claims_us = config["helo-claims-us"]
+        self.ip_mismatch = config["helo-ip-mismatch"]
         self.routes = routes
         names = {hostname, config["interface-name"]}
         self.our_names = frozenset(n.lower().rstrip(".") for n in names if n)
@@ -94,6 +147,8 @@ class HeloTests(Check):
                 log.info("session {sid}: {ip} HELO {helo} is not a FQDN (a host of ours, not refused)",
                          sid=ctx.session_id, ip=ctx.client.ip, helo=helo)
             return CONTINUE
+        if self.ip_mismatch and helo_ip_mismatch(helo, ctx.client.ip):
+            return Verdict(Action.DROP, 424, flags=POLICY_DROP)
         if self.rfc2606 and reserved_domain(helo, helo=True):
             return Verdict(Action.DROP, 427, flags=POLICY_DROP)
         if self.strict and not fqdn_or_literal(helo):
@@ -118,3 +173,28 @@ class HeloTests(Check):
         if name and self.routes is not None and self.routes.is_our_domain(name):
             return False  # one of our hosts (a backup MX, an outbound relay)
         return self.ours(helo)
+
+
+class HeloIsPtr(Check):
+    """#432: the HELO is the client's IP-in-PTR name (``helo-is-ptr``)."""
+
+    name = "helo-is-ptr"
+
+    def __init__(self, config: Config):
+        self.client_is_mx = config["client-is-mx"]
+
+    def test(self, ctx: Context) -> Verdict:
+        client = ctx.client
+        if usual_suspect(client) or not client.ptr or not ctx.helo:
+            return CONTINUE
+        if ctx.helo.lower().rstrip(".") != client.ptr or not client_ip_in_ptr(client):
+            return CONTINUE
+        return Verdict(Action.DROP, 432, flags=POLICY_DROP)
+
+    async def helo(self, ctx: Context) -> Verdict:
+        return CONTINUE if self.client_is_mx else self.test(ctx)
+
+    async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
+        if not self.client_is_mx or vouched_for(ctx.notes):
+            return CONTINUE
+        return self.test(ctx)

@@ -6,12 +6,12 @@ from barricade.maps import RouteMap
 from barricade.options import Config
 from barricade.policy.access import AccessMap, access_checks
 from barricade.policy.callback import callback_checks
-from barricade.policy.client import ClientTests
+from barricade.policy.client import ClientTests, client_ptr_checks
 from barricade.policy.dnsbl import dns_checks
 from barricade.policy.domains import TopLevelDomains
 from barricade.policy.grey import grey_checks
-from barricade.policy.helo import HeloTests
-from barricade.policy.mail import MailTests
+from barricade.policy.helo import HeloIsPtr, HeloTests
+from barricade.policy.mail import MailMxTests, MailTests
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.rcpt import RcptAddress, RcptTests
 from barricade.policy.state_limits import store_checks
@@ -67,6 +67,11 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     The recipient-form tests (#131-#133) precede the access map's ``To:``, as
     in smtpf's ``accessRcpt``; the client, HELO, sender and recipient tests
     follow the access map's lookup of their phase (they skip what it listed).
+    The PTR tests (``client-ptr-required``, ``client-ip-in-ptr``) run between
+    ``dns-gl`` and ``dns-bl``, or with ``client-is-mx`` at MAIL after the
+    sender's MX lookup (``mail-require-mx``, which notes whether the client is
+    an MX of the sender's domain); ``helo-is-ptr`` follows the HELO tests, or
+    with ``client-is-mx`` the recipient tests.
     Only the order within one phase matters: each check runs the hooks it has.
     The call-back (``+call-back``, it needs the ``resolver``) and then
     grey-listing follow the access map's message check, as in smtpf's data
@@ -75,10 +80,16 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     ``tld-level-one-file``.
     """
     tlds = TopLevelDomains.from_option(config["tld-level-one-file"])
+    dns = dns_checks(config, resolver, metrics)
+    white = [c for c in dns if c.name in ("dns-wl", "dns-gl")]
+    ptr_at_connect, ptr_at_mail = client_ptr_checks(config)
+    mx = [MailMxTests(config, resolver, routes)] if resolver is not None and (
+        config["mail-require-mx"] or config["client-is-mx"]) else []
+    helo_is_ptr = [HeloIsPtr(config)] if config["helo-is-ptr"] else []
     return [RcptLimit(config), *store_checks(config, access_map, store, metrics, reactor),
             RcptAddress(config), *access_checks(config, access_map),
-            *dns_checks(config, resolver, metrics),
+            *white, *ptr_at_connect, *[c for c in dns if c not in white],
             ClientTests(config, tlds), HeloTests(config, routes, hostname), MailTests(config, tlds),
-            RcptTests(config, tlds), *callback_checks(config, store, resolver, hostname, metrics),
-            *grey_checks(config, access_map, store, metrics),
-            HopLimit(config)]
+            *mx, *ptr_at_mail, RcptTests(config, tlds), *helo_is_ptr,
+            *callback_checks(config, store, resolver, hostname, metrics),
+            *grey_checks(config, access_map, store, metrics), HopLimit(config)]

@@ -15,8 +15,8 @@ Two checks, in smtpf's order around the access map's ``To:`` lookups:
   or MDN goes to one address).
 
 The null recipient ``RCPT TO:<>`` (#286) is a grammar error, refused by the
-session before any check.  ``helo-is-ptr`` with ``client-is-mx`` (DNS) will
-join :class:`RcptTests`.
+session before any check.  ``helo-is-ptr`` with ``client-is-mx`` follows
+:class:`RcptTests` at RCPT (:class:`barricade.policy.helo.HeloIsPtr`).
 """
 
 from __future__ import annotations
