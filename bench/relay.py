@@ -456,6 +456,21 @@ def memory(proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
 # --- driver --------------------------------------------------------------------------
 
 
+def finish(figures: dict[str, Any], errors: list[str], workdir: Path, as_json: bool,
+           say: Callable[[str], None]) -> int:
+    """The tail of the side benchmarks (scanners.py, state.py): keep the logs
+    when something failed, else remove the work directory; the JSON figures;
+    the exit status."""
+    figures["errors"] = errors
+    if errors:
+        say(f"  errors: {errors}; logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if as_json:
+        print(json.dumps(figures, indent=2))
+    return 1 if errors else 0
+
+
 @dataclass
 class Report:
     """Figures plus the human-readable lines; --json moves the lines to stderr."""

@@ -16,8 +16,6 @@ Nothing is asserted about speed.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -28,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from relay import BenchError, Deadline, Proxy, Sink, run_source  # noqa: E402
+from relay import BenchError, Deadline, Proxy, Sink, finish, run_source  # noqa: E402
 
 from tests.scanners import Clamd  # noqa: E402
 
@@ -110,20 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for daemon in reversed(daemons):
             daemon.stop()
-    figures["errors"] = errors
     say()
     say("Summary (ratios of median messages/s)")
     for size, fig in figures["sizes"].items():
         r = fig["ratio"]
         say(f"  {int(size) // 1024:>3} KB  relay/direct {r['relay/direct']:.4f}   "
             f"clamd/direct {r['clamd/direct']:.4f}   clamd/relay {r['clamd/relay']:.3f}")
-    if errors:
-        say(f"  errors: {errors}; logs kept in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    return 1 if errors else 0
+    return finish(figures, errors, workdir, args.json, say)
 
 
 if __name__ == "__main__":

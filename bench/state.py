@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -45,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from relay import HOST, BenchError, Deadline, Proxy, Sink, make_message, run_source  # noqa: E402
+from relay import HOST, BenchError, Deadline, Proxy, Sink, finish, make_message, run_source  # noqa: E402
 
 from tests.state import RedisServer  # noqa: E402
 
@@ -243,7 +241,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for daemon in reversed(daemons):
             daemon.stop()
-    figures["errors"] = errors
     if "median" in figures:
         m, r = figures["median"], figures["ratio"]
         say()
@@ -261,13 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             f"proxy mem {c['mem']:.2f} ms, redis-server {c['redis']:.3f} ms")
         say(f"  on/off {r['on/off']:.3f}: shared state costs {100 * figures['state_cost']:.1f} % "
             f"of throughput")
-    if errors:
-        say(f"  errors: {errors}; logs kept in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    return 1 if errors else 0
+    return finish(figures, errors, workdir, args.json, say)
 
 
 if __name__ == "__main__":
