@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from barricade.options import Config
 from barricade.policy.access import AccessMap, access_checks
+from barricade.policy.dupmsg import dupmsg_checks
+from barricade.policy.message_limits import message_limit_checks
 from barricade.policy.pipeline import Check, Context
-from barricade.policy.state_limits import store_checks
+from barricade.policy.state_limits import parse_failure_policy, store_checks
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
 
 
@@ -45,13 +47,25 @@ class HopLimit(Check):
 
 
 def builtin_checks(config: Config, access_map: AccessMap | None = None, store=None,
-                   metrics=None, reactor=None) -> list[Check]:
+                   metrics=None, reactor=None, reporter=None) -> list[Check]:
     """The built-in checks in smtpf's order (``smtpf.md`` section 8).
 
     The recipient limit comes first: it is a protocol limit that a
     white-listed recipient must not lift.  ``Rate-Connect:`` and
     ``Concurrent-Connect:`` (they need the map and the shared ``store``) run
     before the access map's ``Connect:``, as smtpf's connect table has them.
+    At RCPT, ``Msg-Limit-*`` and ``Length-To:`` come before the access map's
+    ``To:`` and ``Null-Rate-To:`` after it (smtpf.md §2.F); at the dot,
+    dupmsg comes first, then the size, then the access map's DISCARD.
+    ``reporter`` (:class:`barricade.report.Reporter`) mails limit reports.
+    Raises :class:`~barricade.options.OptionError` for a bad ``state-failure``.
     """
+    parse_failure_policy(config["state-failure"])
+    limits = message_limit_checks(config, access_map, store, metrics, reporter)
     return [RcptLimit(config), *store_checks(config, access_map, store, metrics, reactor),
-            *access_checks(config, access_map), HopLimit(config)]
+            *[limits[n] for n in ("msg-limit",) if n in limits],
+            *dupmsg_checks(config, store, metrics),
+            *[limits[n] for n in ("length",) if n in limits],
+            *access_checks(config, access_map),
+            *[limits[n] for n in ("null-rate-to",) if n in limits],
+            HopLimit(config)]
