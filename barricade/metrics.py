@@ -77,7 +77,9 @@ class Metrics:
             ["check", "policy"], registry=r,
         )
         self.limit_hits = Counter(
-            "barricade_limit_hits", "Clients refused by a limit (rate-connect, concurrent-connect)",
+            "barricade_limit_hits",
+            "Limit hits by check (rate-connect, concurrent-connect, rate-throttle, msg-limit, "
+            "null-rate-to, length, dupmsg)",
             ["limit"], registry=r,
         )
         self.call_aheads = Counter(

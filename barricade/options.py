@@ -423,6 +423,43 @@ _add("message-hop-limit", 25, """A message with more Received: headers than
      this is a mail loop (#911, 554 5.4.6).""", section=S, minimum=1)
 _add("check-timeout", 30, """Seconds a single policy check or plugin hook may
      take before it counts as failed (#907).""", section=S, minimum=1)
+# Rate, concurrency and message limits (smtpf.md 2.I; the access-map tags are in README "Limits").
+_add("rate-throttle", 20, """Connections per second, all clients together, at which
+     accepting pauses for one second (counted per worker process; metric
+     barricade_limit_hits_total{limit="rate-throttle"}). 0 disables.""", section=S, minimum=0)
+_add("rate-drop", True, """A client over its Rate-Connect: limit gets 421 (#522) and is
+     dropped. When off, the connection stays open in the sink state: NOOP and
+     QUIT are answered, any other command gets #251 and the connection
+     closes.""", section=S)
+_add("rate-421-delay", 15, """Seconds to wait before the Rate-Connect: 421, to deter
+     clients that reconnect at once ("woodpeckers"). The wait does not hold up
+     other sessions; it is capped below smtp-command-timeout.""", section=S, minimum=0)
+_add("concurrent-drop", True, """As rate-drop, for a client over its Concurrent-Connect:
+     limit (#329).""", section=S)
+_add("concurrent-421-delay", 15, """As rate-421-delay, before the Concurrent-Connect:
+     421.""", section=S, minimum=0)
+_add("msg-limit-report", "tempfail", """What a Msg-Limit-Connect:/-From:/-To: hit does:
+     tempfail (451 4.7.1, #475), tempfail-report (the same, and a report to
+     report-to the first time the limit is exceeded in its window),
+     report-only (the recipient is accepted; report once) or report-discard
+     (the recipient is accepted, the message is discarded at the dot and
+     never delivered; report once).""", section=S,
+     choices=("tempfail", "tempfail-report", "report-only", "report-discard"))
+_add("report-to", ["postmaster"], """Recipients of limit reports: addresses, or
+     'postmaster@' for the postmaster of the sender's domain. An address without
+     a domain goes to route:local. Reports are sent from <> through the route
+     map.""", section=S)
+_add("dupmsg-ttl", 90000, """Seconds a delivered message is remembered (by the MD5 of
+     its body, its Message-ID and its sender, with its first recipient; messages
+     without a Message-ID are not tracked) when the client may not have seen our
+     250 for it: it sent no further command before the session ended. A retry
+     of that message is then answered 250 and not delivered a second time (it
+     was delivered the first time). 0 disables duplicate tracking.""",
+     section=S, minimum=0)
+_add("dupmsg-track-all", False, """Remember every delivered message for dupmsg-ttl and
+     reject a copy (same body, Message-ID, sender and first recipient) arriving
+     again (550 5.3.4, #340); localhost, RELAY and white-listed clients are not
+     tracked. Grows the shared store on busy systems.""", section=S)
 
 # --- shared state -----------------------------------------------------------------
 S = "state"
@@ -439,12 +476,14 @@ _add("redis-prefix", "barricade:", """Prefix of every Redis key, so that two
 _add("redis-timeout", 1, """Seconds one Redis operation may take in all
      (connection, retry, answer) before it counts as a store failure.""",
      section=S, minimum=1)
-_add("state-failure", "tempfail", """What a limit check does when the store fails
-     (Redis down or slow): tempfail answers 421 4.3.0 (#549) and closes, skip
-     lets the client through. Either way a line is logged and
-     barricade_state_failures_total counts it. At DATA (grey-listing) tempfail
-     answers 451 4.3.0 (#550) and the session goes on.""", section=S,
-     choices=("tempfail", "skip"))
+_add("state-failure", ["tempfail"], """What a check does when the store fails (Redis
+     down or slow): tempfail or skip, for all families of checks, or per family
+     as family:policy, e.g. 'skip, rate:tempfail' (a bare word sets the default
+     for the families not named). Families: grey, rate, concurrent, msg-limit,
+     null-rate, dupmsg. tempfail answers 421 4.3.0 (#549, the connection
+     closes) at connect and 451 4.3.0 (#550) later; skip lets the client through
+     that check. Either way a line is logged and barricade_state_failures_total
+     counts it.""", section=S)
 
 # --- grey-listing (smtpf.md §2.H, §4) ----------------------------------------------
 S = "grey"

@@ -399,7 +399,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(329, 421, '4.7.1', 'client {client_name} [{client_ip}] too many concurrent connections, max={limit}', 'connect',
       'See the access-map concerning the Concurrent-Connect: tag.'),
     R(340, 550, '5.3.4', 'duplicate message rejected', 'dot',
-      ''),
+      'With +dupmsg-track-all, a message already delivered within dupmsg-ttl (same body, Message-ID, sender and first recipient).'),
     R(357, 550, '5.7.1', 'DSN or MDN in response to an old message', 'dot',
       'See the emew-ttl option.'),
     R(358, 550, '5.7.1', 'DSN or MDN for message that did not originate here', 'dot',
@@ -468,7 +468,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'See rfc2822-7bit-headers option.'),
     R(462, 554, '5.6.0', 'missing RFC 2822 required headers', 'dot',
       'See rfc2822-min-headers option.'),
-    R(475, 451, '4.7.1', '{who} has exceeded {limit} messages per {period}', 'rcpt',
+    R(475, 451, '4.7.1', '{who} has exceeded {limit} message{s} per {period}', 'rcpt',
       'See the access-map concerning the Msg-Limit-Connect:, Msg-Limit-From:, Msg-Limit-To: tags.'),
     R(481, 451, '4.4.2', 'internal network error for {host}', 'dot',
       'An error occurred while sending an SMTP command to a forward host.'),
@@ -490,7 +490,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'A call-back found that the sender\'s domain accepts no mail: it publishes a null MX (RFC 7505), so nothing can be returned to the sender. See call-back option.'),
     R(501, 550, '5.4.4', 'no acceptable MX for {domain}', 'mail',
       "The same call-back event as #493, numbered twice in smtpf 2.1.2's reply list (smtpf 2.6's MX code has only #493); Barricade answers #493."),
-    R(505, 550, '5.7.1', 'null-sender messages {count} for <{rcpt}> exceed {limit}/60s', 'mail',
+    R(505, 550, '5.7.1', 'null-sender messages {count} for <{rcpt}> exceed {limit}/60s', 'rcpt',
       'See the access-map concerning the Null-Rate-To: tag.'),
     R(522, 421, '4.4.5', 'client {client_name} [{client_ip}] connections {count} exceed {limit}/60s', 'connect',
       'See the access-map concerning the Rate-Connect: tag.'),
@@ -678,6 +678,8 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'A Helo: tag entry for the HELO/EHLO argument has a right-hand-side value of REJECT or IREJECT; the connection is closed. smtpf has no numbered reply for this. See access-map.'),
     R(931, 450, '4.7.1', 'HELO {helo} temporary failure', 'helo',
       'A Helo: tag entry for the HELO/EHLO argument has a right-hand-side value of TEMPFAIL; the connection is closed. See access-map.'),
+    R(950, 552, '5.3.4', '<{rcpt}> ({size} bytes) exceeded max. message size of {limit} bytes', 'rcpt',
+      'MAIL SIZE= is larger than the Length-Connect:, Length-From: or Length-To: limit for this recipient (smtpf numbers this reply 901). See the access-map.'),
 )
 
 

@@ -32,6 +32,7 @@ from barricade.policy.domains import TldFileError
 from barricade.policy.limits import builtin_checks
 from barricade.policy.pipeline import Pipeline
 from barricade.replies import Catalogue, CatalogueError
+from barricade.report import Reporter
 from barricade.smtp.forward import Timeouts
 from barricade.smtp.proxy import ServerContext
 from barricade.smtp.server import SmtpServerFactory
@@ -121,7 +122,8 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     except OptionError as exc:
         raise StartupError(str(exc)) from None
     try:
-        checks = builtin_checks(config, access, store, metrics, reactor, routes, hostname, resolver)
+        checks = builtin_checks(config, access, store, metrics, reactor, routes, hostname, resolver,
+                                reporter=Reporter(config, routes, reactor))
     except (TldFileError, OptionError) as exc:
         raise StartupError(str(exc)) from None
     pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics)
@@ -217,6 +219,7 @@ class BarricadeService(service.Service):
         self.factory = factory = SmtpServerFactory(self.context)
         for sock in self.sockets:
             self.ports.append(reactor.adoptStreamPort(sock.fileno(), sock.family, factory))
+            factory.ports.append(self.ports[-1])
             host, port = sock.getsockname()[:2]
             log.info("barricade: listening on {host}:{port} as {name}", host=host, port=port,
                      name=self.context.hostname)

@@ -218,6 +218,9 @@ class GreyList(StoreCheck):
 
     name = "grey"
     tag = "grey-connect"
+    family = "grey"  # state-failure=grey:skip|tempfail
+    failure_reply = 550  # at DATA a store failure is 451 4.3.0 and the session goes on
+    failure_drops = False
 
     def __init__(self, config: Config, access_map: KeyValueMap | None, store: Store, metrics=None):
         super().__init__(config, access_map, store, metrics)  # type: ignore[arg-type]
@@ -294,11 +297,6 @@ class GreyList(StoreCheck):
     def count(self, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.grey.labels(outcome).inc()
-
-    def failed(self, ctx: Context, exc: StoreError) -> Verdict:
-        """``state-failure`` as the other store checks apply it, but a 451 at DATA (#550)."""
-        verdict = super().failed(ctx, exc)
-        return tempfail(550) if verdict.decisive else verdict
 
     def passed(self, ctx: Context, status: GreyStatus, key: GreyKey) -> Verdict:
         self.count(status.result.value)

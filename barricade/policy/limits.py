@@ -9,12 +9,14 @@ from barricade.policy.callback import callback_checks
 from barricade.policy.client import ClientTests, client_ptr_checks
 from barricade.policy.dnsbl import dns_checks
 from barricade.policy.domains import TopLevelDomains
+from barricade.policy.dupmsg import dupmsg_checks
 from barricade.policy.grey import grey_checks
 from barricade.policy.helo import HeloIsPtr, HeloTests
 from barricade.policy.mail import MailMxTests, MailTests
+from barricade.policy.message_limits import message_limit_checks
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.rcpt import RcptAddress, RcptTests
-from barricade.policy.state_limits import store_checks
+from barricade.policy.state_limits import parse_failure_policy, store_checks
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
 
 
@@ -55,7 +57,7 @@ class HopLimit(Check):
 
 def builtin_checks(config: Config, access_map: AccessMap | None = None, store=None,
                    metrics=None, reactor=None, routes: RouteMap | None = None,
-                   hostname: str = "", resolver=None) -> list[Check]:
+                   hostname: str = "", resolver=None, reporter=None) -> list[Check]:
     """The built-in checks in smtpf's order (``smtpf.md`` section 8).
 
     The recipient limit comes first: it is a protocol limit that a
@@ -72,13 +74,21 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     sender's MX lookup (``mail-require-mx``, which notes whether the client is
     an MX of the sender's domain); ``helo-is-ptr`` follows the HELO tests, or
     with ``client-is-mx`` the recipient tests.
+    At RCPT, ``Msg-Limit-*`` and ``Length-To:`` come before the access map's
+    ``To:`` and ``Null-Rate-To:`` after the recipient tests (smtpf.md §2.F);
+    at the dot, dupmsg comes first, then the size, then the access map's
+    DISCARD.  ``reporter`` (:class:`barricade.report.Reporter`) mails limit
+    reports.
     Only the order within one phase matters: each check runs the hooks it has.
     The call-back (``+call-back``, it needs the ``resolver``) and then
     grey-listing follow the access map's message check, as in smtpf's data
     table (access, call-back, grey).  Raises
     :class:`~barricade.policy.domains.TldFileError` for a bad
-    ``tld-level-one-file``.
+    ``tld-level-one-file``, :class:`~barricade.options.OptionError` for a
+    bad ``state-failure``.
     """
+    parse_failure_policy(config["state-failure"])
+    limits = message_limit_checks(config, access_map, store, metrics, reporter)
     tlds = TopLevelDomains.from_option(config["tld-level-one-file"])
     dns = dns_checks(config, resolver, metrics)
     white = [c for c in dns if c.name in ("dns-wl", "dns-gl")]
@@ -87,9 +97,13 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
         config["mail-require-mx"] or config["client-is-mx"]) else []
     helo_is_ptr = [HeloIsPtr(config)] if config["helo-is-ptr"] else []
     return [RcptLimit(config), *store_checks(config, access_map, store, metrics, reactor),
+            *[limits[n] for n in ("msg-limit",) if n in limits],
+            *dupmsg_checks(config, store, metrics),
+            *[limits[n] for n in ("length",) if n in limits],
             RcptAddress(config), *access_checks(config, access_map),
             *white, *ptr_at_connect, *[c for c in dns if c not in white],
             ClientTests(config, tlds), HeloTests(config, routes, hostname), MailTests(config, tlds),
             *mx, *ptr_at_mail, RcptTests(config, tlds), *helo_is_ptr,
+            *[limits[n] for n in ("null-rate-to",) if n in limits],
             *callback_checks(config, store, resolver, hostname, metrics),
             *grey_checks(config, access_map, store, metrics), HopLimit(config)]

@@ -53,6 +53,12 @@ class Context:
     removed_headers: set[str] = field(default_factory=set)  # lower-case names
     subject_tag: str = ""
     spool: Any = None  # barricade.spool.Spool when a check needs the whole message
+    # Session-wide (kept by reset_transaction): the qid of the last message every
+    # downstream accepted, and whether the client has yet to send a command after
+    # our 250 for it.  A session that ends with ``delivery_unconfirmed`` set may
+    # have lost that reply (dupmsg remembers the message so a retry is not delivered twice).
+    delivered: str = ""
+    delivery_unconfirmed: bool = False
 
     def reset_transaction(self) -> None:
         self.sender = None

@@ -15,15 +15,23 @@ so with ``redis-url`` they hold across workers and gateways.
   session lives and released by the ``close`` hook when it ends; a killed
   worker's leases expire by themselves.  Over the limit: ``421 4.7.1`` #329.
 
-When the store fails, ``state-failure`` decides: ``tempfail`` answers #549
-(421, the connection closes) and ``skip`` lets the client in; both log a
-line and count ``barricade_state_failures_total``.  Like smtpf these run
-before the access map's ``Connect:``, and for everybody (``always``): a
-white list does not lift a flood limit.
+Either refusal waits ``rate-421-delay``/``concurrent-421-delay`` seconds
+first (a timer: other sessions go on), then drops the connection, or with
+``-rate-drop``/``-concurrent-drop`` leaves it in smtpf's sink state
+(:data:`~barricade.smtp.session.SINK`) until the client quits.
+
+When the store fails, ``state-failure`` decides, per family of checks
+(:func:`failure_policy`): ``tempfail`` answers #549 (421, the connection
+closes) here and #550 (451) in later phases, ``skip`` lets the client
+through; both log a line and count ``barricade_state_failures_total``.
+Like smtpf these run before the access map's ``Connect:``, and for
+everybody (``always``): a white list does not lift a flood limit.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from twisted.internet import task
@@ -31,13 +39,52 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from barricade.aio import aio
-from barricade.maps import KeyValueMap, client_keys
-from barricade.options import Config
+from barricade.maps import KeyValueMap, client_keys, mail_keys
+from barricade.options import Config, OptionError
 from barricade.policy.pipeline import Check, Context
-from barricade.policy.verdict import CONTINUE, Verdict, drop
+from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict, drop, tempfail
 from barricade.state import Store, StoreError
 
 log = Logger()
+
+# --- state-failure: temp-fail or skip, per family of checks ------------------------------
+
+#: The families of store-backed checks ``state-failure`` names (Length- needs no store).
+FAILURE_FAMILIES = ("grey", "rate", "concurrent", "msg-limit", "null-rate", "dupmsg")
+FAILURE_POLICIES = ("tempfail", "skip")
+
+
+def parse_failure_policy(value: str | Iterable[str]) -> dict[str, str]:
+    """``state-failure`` as ``{family: policy}`` for every family.
+
+    Items are ``policy`` (the default for the families not named; the last
+    one wins) or ``family:policy``, separated by commas, semicolons or
+    spaces: ``tempfail`` alone keeps its old meaning, all families.
+    Raises :class:`OptionError` naming the option.
+    """
+    items = re.split(r"[,;\s]+", value) if isinstance(value, str) else list(value)
+    default, chosen = "tempfail", {}
+    for item in (i.strip().lower() for i in items):
+        if not item:
+            continue
+        family, _, policy = item.rpartition(":")
+        if policy not in FAILURE_POLICIES:
+            raise OptionError(f"option state-failure: {item!r}: the policy must be tempfail or skip")
+        if family and family not in FAILURE_FAMILIES:
+            raise OptionError(f"option state-failure: {item!r}: unknown family {family!r} "
+                              f"(known: {', '.join(FAILURE_FAMILIES)})")
+        if family:
+            chosen[family] = policy
+        else:
+            default = policy
+    return {family: chosen.get(family, default) for family in FAILURE_FAMILIES}
+
+
+def failure_policy(config: Config, family: str) -> str:
+    """``tempfail`` or ``skip``: what a check of ``family`` does when the store fails."""
+    if family not in FAILURE_FAMILIES:
+        raise ValueError(f"state-failure has no family {family!r}")
+    return parse_failure_policy(config["state-failure"])[family]
 
 #: Where a session keeps its lease (``session.`` notes survive RSET/MAIL).
 LEASE_NOTE = "session.concurrent-connect.lease"
@@ -51,44 +98,88 @@ def client_key(ctx: Context) -> str:
 
 
 class StoreCheck(Check):
-    """A connect-phase limit read from the access map and counted in the store."""
+    """A limit read from the access map and counted in the store.
+
+    Subclasses name their ``state-failure`` ``family``; ``failure_reply``
+    and ``failure_drops`` say how ``tempfail`` answers in their phase
+    (421 and close at connect, 451 later).
+    """
 
     tag = ""
+    family = ""  # the state-failure family; "" for a check that keeps nothing in the store
     always = True  # runs before Connect: as in smtpf; a white list does not lift it
+    failure_reply = 549
+    failure_drops = True
 
-    def __init__(self, config: Config, access_map: KeyValueMap, store: Store, metrics=None):
+    def __init__(self, config: Config, access_map: KeyValueMap | None, store: Store, metrics=None):
         self.map = access_map
         self.store = store
         self.metrics = metrics
-        self.policy = config["state-failure"]
+        self.policy = failure_policy(config, self.family) if self.family else "tempfail"
+
+    def client_value(self, ctx: Context, tag: str | None = None) -> tuple[str, str] | None:
+        """The access-map entry for the client: IP, ``[ip]``, PTR domains, bare tag."""
+        name = ctx.client.name if ctx.client.name not in ("", "unknown") else None
+        return self.map.first(client_keys(tag or self.tag, ctx.client.ip, name))
+
+    def mail_value(self, tag: str, address: str) -> tuple[str, str] | None:
+        """The access-map entry for a mail address: address, domains, ``local@``, bare tag."""
+        literal_plus = getattr(self.map, "literal_plus", True)
+        return self.map.first(mail_keys(tag, address, literal_plus=literal_plus))
 
     def limit(self, ctx: Context) -> int:
         """The client's limit (0: none); a value that is not a number is logged and ignored."""
-        name = ctx.client.name if ctx.client.name not in ("", "unknown") else None
-        hit = self.map.first(client_keys(self.tag, ctx.client.ip, name))
+        hit = self.client_value(ctx)
         if hit is None:
             return 0
         key, value = hit
         try:
             return max(0, int(value.split()[0]))
         except (ValueError, IndexError):
-            log.warn("access map {key}: {value!r} is not a number; {tag} ignored",
-                     key=key, value=value, tag=self.tag)
+            self.bad_value(key, value)
             return 0
+
+    def bad_value(self, key: str, value: str) -> None:
+        log.warn("access map {key}: {value!r} is not a valid {tag} value; ignored",
+                 key=key, value=value, tag=key.partition(":")[0] + ":")
 
     def hit(self) -> None:
         if self.metrics is not None:
             self.metrics.limit_hits.labels(self.name).inc()
 
     def failed(self, ctx: Context, exc: StoreError) -> Verdict:
-        """Apply ``state-failure`` to a store failure."""
+        """Apply ``state-failure`` (this check's family) to a store failure."""
         log.error("session {sid}: {check}: store failed, {policy}: {err}", sid=ctx.session_id,
                   check=self.name, policy=self.policy, err=str(exc))
         if self.metrics is not None:
             self.metrics.state_failures.labels(self.name, self.policy).inc()
         if self.policy == "skip":
             return CONTINUE
-        return drop(549)
+        return drop(self.failure_reply) if self.failure_drops else tempfail(self.failure_reply)
+
+
+class Refusal:
+    """How a connect limit refuses: wait ``*-421-delay``, then 421 and drop, or sink.
+
+    The wait is a reactor timer, so other sessions go on; it is capped below
+    ``smtp-command-timeout`` (the client's patience for our greeting), and
+    the check's own timeout is extended by it so it never reads as a hung
+    check.  A client that leaves meanwhile gets nothing (the session is gone).
+    """
+
+    def __init__(self, config: Config, drop_option: str, delay_option: str, reactor=None):
+        self.drop = config[drop_option]
+        self.delay = float(min(config[delay_option], max(0, config["smtp-command-timeout"] - 1)))
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+
+    async def __call__(self, reply_id: int, **fields: object) -> Verdict:
+        if self.delay > 0:
+            await task.deferLater(self.reactor, self.delay)
+        if self.drop:
+            return drop(reply_id, **fields)
+        return Verdict(Action.TEMPFAIL, reply_id, fields, Flag.SINK)
 
 
 class RateConnect(StoreCheck):
@@ -96,6 +187,13 @@ class RateConnect(StoreCheck):
 
     name = "rate-connect"
     tag = "rate-connect"
+    family = "rate"
+
+    def __init__(self, config: Config, access_map: KeyValueMap, store: Store, metrics=None,
+                 reactor=None):
+        super().__init__(config, access_map, store, metrics)
+        self.refuse = Refusal(config, "rate-drop", "rate-421-delay", reactor)
+        self.timeout = config["check-timeout"] + self.refuse.delay
 
     async def connect(self, ctx: Context) -> Verdict:
         if ctx.client.localhost:
@@ -111,7 +209,7 @@ class RateConnect(StoreCheck):
             log.info("session {sid}: {ip} connections {n} exceed {limit}/60s", sid=ctx.session_id,
                      ip=ctx.client.ip, n=count, limit=limit)
             self.hit()
-            return drop(522, count=count, limit=limit)
+            return await self.refuse(522, count=count, limit=limit)
         return CONTINUE
 
 
@@ -129,12 +227,15 @@ class ConcurrentConnect(StoreCheck):
 
     name = "concurrent-connect"
     tag = "concurrent-connect"
+    family = "concurrent"
 
     def __init__(self, config: Config, access_map: KeyValueMap, store: Store, metrics=None,
                  reactor=None):
         super().__init__(config, access_map, store, metrics)
         self.reactor = reactor
         self.ttl = 2.0 * config["smtp-command-timeout"]
+        self.refuse = Refusal(config, "concurrent-drop", "concurrent-421-delay", reactor)
+        self.timeout = config["check-timeout"] + self.refuse.delay
 
     async def connect(self, ctx: Context) -> Verdict:
         await self._release(ctx)  # XCLIENT restarts the session as another client
@@ -152,7 +253,7 @@ class ConcurrentConnect(StoreCheck):
             log.info("session {sid}: {ip} too many concurrent connections, max={limit}",
                      sid=ctx.session_id, ip=ctx.client.ip, limit=limit)
             self.hit()
-            return drop(329, limit=limit)
+            return await self.refuse(329, limit=limit)
         ctx.notes[LEASE_NOTE] = self._keep(ctx, key, lease)
         if ctx.notes.get(CLOSED_NOTE):  # the client left while we waited for the store
             await self._release(ctx)
@@ -200,5 +301,5 @@ def store_checks(config: Config, access_map: KeyValueMap | None, store: Store | 
     """Rate, then concurrency (smtpf's connect table); none without a map or a store."""
     if access_map is None or store is None:
         return []
-    return [RateConnect(config, access_map, store, metrics),
+    return [RateConnect(config, access_map, store, metrics, reactor),
             ConcurrentConnect(config, access_map, store, metrics, reactor)]

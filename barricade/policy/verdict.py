@@ -27,6 +27,7 @@ class Flag(enum.Flag):
     NONE = 0
     DELAY = enum.auto()  # may be postponed to RCPT by smtp-delay-checks
     SESSION = enum.auto()  # holds for the rest of the session
+    SINK = enum.auto()  # connect refusal that keeps the connection: only NOOP and QUIT are served
 
 
 DECISIVE = {Action.TEMPFAIL, Action.REJECT, Action.IREJECT, Action.DISCARD, Action.DROP}

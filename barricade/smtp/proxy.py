@@ -91,6 +91,7 @@ class Outcome:
     reply: Reply
     drop: bool = False
     start_tls: bool = False
+    sink: bool = False  # a refused client stays connected in the sink state (Flag.SINK)
 
 
 class Proxy:
@@ -153,7 +154,9 @@ class Proxy:
                                                    self.ctx.session_id, self.server.reactor)
         verdict = await self.server.pipeline.run("connect", self.ctx)
         if verdict.decisive and not self._hold(verdict, "connect"):
-            return self.verdict_outcome(verdict)
+            outcome = self.verdict_outcome(verdict)
+            outcome.sink = Flag.SINK in verdict.flags and not outcome.drop
+            return outcome
         return Outcome(self.greeting())
 
     def _hold(self, verdict: Verdict, phase: str) -> bool:
@@ -184,6 +187,8 @@ class Proxy:
     # --- commands -------------------------------------------------------------------
 
     async def handle(self, event: ev.Command, session) -> Outcome:
+        # Another command: the client did read our reply to its last dot.
+        self.ctx.delivery_unconfirmed = False
         if isinstance(event, ev.Violation):
             return Outcome(event.reply, drop=event.drop)
         handler = getattr(self, "on_" + type(event).__name__.lower())
@@ -477,6 +482,8 @@ class Proxy:
                      sid=self.ctx.session_id, qid=self.ctx.qid, n=len(results),
                      t=time.monotonic() - started, replies="; ".join(map(str, results)))
             self._outcome_metric("accept")
+            self.ctx.delivered = self.ctx.qid
+            self.ctx.delivery_unconfirmed = True  # until the client's next command
             return Outcome(self.reply(554, qid=self.ctx.qid))
         for name, down in list(self.txn.items()):
             if not down.alive:
@@ -564,7 +571,7 @@ class Proxy:
                  sid=self.ctx.session_id, old=old.ip, ip=client.ip, name=client.name)
         outcome = await self.connect(lookup=lookup)
         session.client = self.ctx.client  # with the name DNS gave it
-        if outcome.reply.code != 220:
+        if outcome.reply.code != 220 and not outcome.sink:
             outcome.drop = True
         return outcome
 

@@ -23,6 +23,31 @@ from barricade.smtp.session import DATA, NEED_DATA, PAUSED, Session
 log = Logger()
 
 PAUSE_AT = 256 * 1024  # stop reading a client that pipelines this much ahead
+THROTTLE_PAUSE = 1.0  # seconds accept pauses when rate-throttle is reached (smtpf sleeps 1 s)
+
+
+class AcceptThrottle:
+    """smtpf's ``rate-throttle``: connections counted per wall-clock second.
+
+    The first connection of a new second counts 1; when a later one brings
+    the count to ``limit`` or more, :meth:`accept` says so, and the caller
+    pauses accepting for a second (smtpf's ``rateAccept`` sleeps with the
+    accept mutex held).  ``limit`` 0 disables; the count is kept anyway.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.second: int | None = None
+        self.count = 0
+
+    def accept(self, now: float) -> bool:
+        """Count one connection at ``now`` (epoch seconds); True: pause accepting."""
+        second = int(now)
+        if second != self.second:
+            self.second, self.count = second, 1
+            return False
+        self.count += 1
+        return 0 < self.limit <= self.count
 
 
 class SmtpServerProtocol(protocol.Protocol):
@@ -63,6 +88,11 @@ class SmtpServerProtocol(protocol.Protocol):
         d.addErrback(self._internal_error)
 
     async def _greet(self) -> None:
+        paused = self.factory.paused_until - self.server.reactor.seconds() if self.factory else 0
+        if paused > 0:  # accepted while rate-throttle pauses accept: wait like smtpf's accept
+            await task.deferLater(self.server.reactor, paused)
+            if self._closed:
+                return
         outcome = await self.proxy.connect()
         self.session.client = self.proxy.ctx.client  # with the name DNS gave it
         pause = self.server.config["smtp-greet-pause"]
@@ -70,7 +100,7 @@ class SmtpServerProtocol(protocol.Protocol):
             await task.deferLater(self.server.reactor, pause / 1000.0)
         if self._closed:
             return
-        self._send(self.session.greet(outcome.reply), outcome.reply)
+        self._send(self.session.greet(outcome.reply, sink=outcome.sink), outcome.reply)
         self._ready()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
@@ -154,7 +184,8 @@ class SmtpServerProtocol(protocol.Protocol):
     def _respond(self, outcome: Outcome) -> None:
         if self._closed:
             return
-        self._send(self.session.respond(outcome.reply, drop=outcome.drop), outcome.reply)
+        self._send(self.session.respond(outcome.reply, drop=outcome.drop, sink=outcome.sink),
+                   outcome.reply)
         if outcome.start_tls and not self._closed:
             self.transport.startTLS(self.server.tls_context)
             self.proxy.ctx.tls = True
@@ -233,11 +264,40 @@ class SmtpServerFactory(protocol.Factory):
     def __init__(self, server: ServerContext):
         self.server = server
         self.sessions: set[SmtpServerProtocol] = set()
+        self.ports: list = []  # the listening ports, paused by rate-throttle
+        self.throttle = AcceptThrottle(server.config["rate-throttle"])
+        self.paused_until = 0.0
 
     def buildProtocol(self, addr) -> SmtpServerProtocol:
+        reactor = self.server.reactor
+        if self.throttle.accept(reactor.seconds()):
+            self._pause()
         proto = SmtpServerProtocol(self.server)
         proto.factory = self
         return proto
+
+    def _pause(self) -> None:
+        """rate-throttle reached: stop accepting for a second (the reactor runs on).
+
+        Connections wait in the kernel's listen queue meanwhile; those this
+        process already accepted in the same burst wait for the pause to end
+        before their session starts.  Counted per worker process.
+        """
+        reactor = self.server.reactor
+        self.server.metrics.limit_hits.labels("rate-throttle").inc()
+        if self.paused_until > reactor.seconds():
+            return
+        log.warn("{n} connections exceed rate-throttle={limit} per second; accept paused {t:g}s",
+                 n=self.throttle.count, limit=self.throttle.limit, t=THROTTLE_PAUSE)
+        self.paused_until = reactor.seconds() + THROTTLE_PAUSE
+        for port in self.ports:
+            port.stopReading()
+        reactor.callLater(THROTTLE_PAUSE, self._resume)
+
+    def _resume(self) -> None:
+        for port in self.ports:
+            if getattr(port, "connected", False) and not getattr(port, "disconnecting", False):
+                port.startReading()
 
     def shutdown(self, graceful: bool = False) -> None:
         """Close every open session with #909 (``graceful``: after its transaction)."""

@@ -46,6 +46,11 @@ NEED_DATA = _Sentinel("NEED_DATA")
 PAUSED = _Sentinel("PAUSED")
 
 GREETING, COMMAND, DATA, CLOSED = "greeting", "command", "data", "closed"
+#: smtpf's "sink" state after a connect-time 421 that does not drop (``-rate-drop``,
+#: ``-concurrent-drop``): NOOP and QUIT are served, any other known command gets
+#: #251 "out of sequence" and the connection closes.
+SINK = "sink"
+SINK_COMMANDS = frozenset(("NOOP", "QUIT"))
 
 NOT_IMPLEMENTED = {"AUTH", "ETRN", "TURN", "BDAT", "ATRN", "SEND", "SOML", "SAML", "EXPN"}
 HELP_COMMANDS = "HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS XCLIENT"
@@ -250,6 +255,8 @@ class Session:
 
     def _command(self, verb: str, arg: str) -> ev.Event:
         handler = _HANDLERS.get(verb)
+        if self.state == SINK and verb not in SINK_COMMANDS and (handler or verb in NOT_IMPLEMENTED):
+            return self.violation(251, drop=True, command=verb)
         if handler is not None:
             return handler(self, arg)
         if verb in NOT_IMPLEMENTED:
@@ -350,11 +357,12 @@ class Session:
 
     # --- output -------------------------------------------------------------------
 
-    def greet(self, reply: Reply) -> bytes:
+    def greet(self, reply: Reply, sink: bool = False) -> bytes:
         """Send the banner (or a connect-phase refusal, which closes).
 
         A client that spoke before the banner is an early talker: it gets
-        #420 instead, and the connection closes.
+        #420 instead, and the connection closes.  With ``sink`` a refusal
+        keeps the connection in the :data:`SINK` state instead.
         """
         if self.state != GREETING:
             raise RuntimeError("greet() called twice")
@@ -364,7 +372,10 @@ class Session:
             return self._reply(420).encode(self.id)
         self.state = COMMAND
         if reply.code != 220:
-            self.closing = True
+            if sink:
+                self.state = SINK
+            else:
+                self.closing = True
         return reply.encode(self.id)
 
     def abort(self, reply: Reply) -> bytes:
@@ -374,10 +385,12 @@ class Session:
         self.state = CLOSED
         return reply.encode(self.id)
 
-    def respond(self, reply: Reply, drop: bool = False) -> bytes:
+    def respond(self, reply: Reply, drop: bool = False, sink: bool = False) -> bytes:
         """Answer the command in flight and apply what the reply implies.
 
-        ``drop`` closes the connection after the reply (a DROP verdict).
+        ``drop`` closes the connection after the reply (a DROP verdict);
+        ``sink`` (a refused XCLIENT) enters the :data:`SINK` state instead
+        of closing on a 421.
         """
         pending, self._pending = self._pending, None
         if pending is None:
@@ -421,7 +434,11 @@ class Session:
             self.helo = self.helo_verb = None
             self.errors = 0
             self._reset()
-        if drop or isinstance(pending, ev.Quit) or reply.code == 421:
+        if sink and not drop:
+            self.state = SINK
+            self.helo = self.helo_verb = None
+            self._reset()
+        elif drop or isinstance(pending, ev.Quit) or reply.code == 421:
             self.closing = True
         if isinstance(pending, (ev.Violation, ev.EndOfData)) and pending.drop:
             self.closing = True

@@ -42,7 +42,8 @@ def limited(tmp_path, sink, make_proxy):
     def make(text: str, *args: str):
         path = tmp_path / "access-map"
         path.write_text(text)
-        return make_proxy(routes_to(sink), f"access-map={path}", *args)
+        return make_proxy(routes_to(sink), f"access-map={path}", "rate-421-delay=0",
+                          "concurrent-421-delay=0", *args)
 
     return make
 

@@ -439,7 +439,8 @@ def test_builtin_order_per_phase(tmp_path, routes):
     assert names["connect"][-2:] == ["access-connect", "client-tests"]
     assert names["helo"] == ["access-helo", "helo-tests"]
     assert names["mail"] == ["access-session", "access-mail", "mail-tests"]
-    assert names["rcpt"] == ["rcpt-limit", "rcpt-address", "access-rcpt", "rcpt-tests"]
+    # Length-To: comes before the access map's To: (smtpf.md §2.F)
+    assert names["rcpt"] == ["rcpt-limit", "length", "rcpt-address", "access-rcpt", "rcpt-tests"]
 
 
 def test_white_listed_sessions_skip_all_but_the_routing_forms():

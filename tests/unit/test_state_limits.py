@@ -36,7 +36,9 @@ def ctx(ip: str = "192.0.2.1", name: str = "mail.outside.example", localhost: bo
 
 
 def config(*args: str):
-    return REGISTRY.parse(["smtp-command-timeout=30", *args])
+    """No 421 delay unless a test asks for one (the clock of these tests does not move)."""
+    return REGISTRY.parse(["smtp-command-timeout=30", "rate-421-delay=0", "concurrent-421-delay=0",
+                           *args])
 
 
 @pytest_twisted.ensureDeferred

@@ -1,0 +1,171 @@
+"""Duplicate-message memory (smtpf's ``dupmsg.c``; smtpf.md §2.B, §5).
+
+The problem: the downstream accepted a message, we sent the client 250, and
+the client never saw it (the connection died, or it read nothing more).  It
+then sends the message again, and the recipients get it twice.
+
+A message is known by the MD5 of its body (headers change between retries),
+its Message-ID and its envelope sender, together with its first accepted
+recipient (MTAs that split envelopes send the same message once per
+recipient): ``dupmsg:<md5>,<rcpt>``.  Two differences from smtpf, both so
+that nothing is taken for a duplicate that is not one (a duplicate is
+acknowledged and never delivered): a message without a Message-ID is not
+tracked (smtpf then goes by the body alone, and two messages with the same
+text, a monitoring probe or an automated notice, would be taken for one),
+and the envelope sender is part of the digest (a queue retry keeps it).  At the dot, before anything goes downstream, one
+:meth:`Store.add` asks "seen before?" and remembers the message as
+*pending* in the same atomic step, so two workers (or gateways) receiving
+the same message at once cannot both take it:
+
+* already known as **discard** — we delivered it and our 250 may have been
+  lost: the copy is answered ``250 message … accepted`` (#554) and not
+  delivered.  That 250 is true: the message was delivered, by us, in the
+  earlier session; this is what smtpf does, so the client drops it from its
+  queue instead of delivering a duplicate or retrying for days;
+* known as **reject** (``+dupmsg-track-all``): ``550 5.3.4 duplicate message
+  rejected`` (#340);
+* **pending** — another session is delivering this very message right now:
+  ``451 4.7.0 try again later`` (#552); nothing is lost, the client retries.
+
+When the transaction's fate is known (the client's next MAIL, or the end of
+the session) the pending record becomes:
+
+* **discard**, kept ``dupmsg-ttl`` seconds, if every downstream accepted the
+  message and the client sent no further command after our 250 (smtpf's
+  "I/O error sending the reply or reading the next command": we cannot know
+  that the client read it);
+* **reject**, kept ``dupmsg-ttl``, with ``+dupmsg-track-all`` for a delivered
+  message from anyone but localhost, RELAY and white-listed clients;
+* nothing otherwise: the record is deleted, so a message that was refused
+  or not delivered can always be sent again.
+
+A store failure at the dot follows ``state-failure`` for the family
+``dupmsg`` (tempfail: #550; skip: the message is not tracked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from barricade.aio import aio
+from barricade.options import Config
+from barricade.policy.pipeline import Context
+from barricade.policy.state_limits import StoreCheck
+from barricade.policy.verdict import CONTINUE, Action, Verdict, reject, tempfail
+from barricade.state import Store, StoreError
+
+log = Logger()
+
+DIGEST = "dupmsg.md5"  # this transaction's running MD5 of the body
+PENDING = "session.dupmsg.pending"  # the last message's record, until its fate is known
+
+
+@dataclass(frozen=True)
+class Pending:
+    key: str
+    qid: str
+    track: bool  # +dupmsg-track-all applies to this client
+
+
+def message_id(ctx: Context) -> str:
+    """The Message-ID as smtpf takes it: from ``<`` to the first space ("" if none)."""
+    value = ctx.header("Message-ID") or ""
+    start = value.find("<")
+    return value[start:].split()[0] if start >= 0 else ""
+
+
+class DuplicateMessage(StoreCheck):
+    """dupmsg: swallow the retry of a message whose 250 the client may not have seen."""
+
+    name = "dupmsg"
+    family = "dupmsg"
+    always = True  # smtpf tracks everyone's messages; only track-all spares the usual suspects
+    failure_reply = 550
+    failure_drops = False
+
+    def __init__(self, config: Config, store: Store, metrics=None):
+        super().__init__(config, None, store, metrics)
+        self.ttl = float(config["dupmsg-ttl"])
+        self.track_all = config["dupmsg-track-all"]
+        # A pending record lives until the dot's reply and the next command are settled.
+        self.pending_ttl = min(self.ttl, float(config["smtp-dot-timeout"] + config["smtp-command-timeout"]))
+
+    async def body(self, ctx: Context, chunk: bytes) -> Verdict:
+        digest = ctx.notes.get(DIGEST)
+        if digest is None:
+            digest = ctx.notes[DIGEST] = hashlib.md5(usedforsecurity=False)
+        digest.update(chunk)
+        return CONTINUE
+
+    def key(self, ctx: Context) -> str:
+        digest = ctx.notes.pop(DIGEST, None) or hashlib.md5(usedforsecurity=False)
+        digest.update(message_id(ctx).encode("utf-8", "surrogateescape"))
+        digest.update(b"\0" + (ctx.sender or "").lower().encode("utf-8", "surrogateescape"))
+        return f"dupmsg:{digest.hexdigest()},{ctx.rcpts[0].lower()}"
+
+    async def end_of_data(self, ctx: Context) -> Verdict:
+        await self._settle(ctx)  # the previous message, if no MAIL settled it
+        if not ctx.rcpts or not message_id(ctx):
+            return CONTINUE
+        key = self.key(ctx)
+        try:
+            added = await aio(self.store.add(key, f"pending {ctx.session_id}", ttl=self.pending_ttl))
+            known = None if added else await aio(self.store.get(key))
+        except StoreError as exc:
+            return self.failed(ctx, exc)
+        if added:
+            suspect = ctx.client.localhost or ctx.client.relay or ctx.trusted
+            ctx.notes[PENDING] = Pending(key, ctx.qid, self.track_all and not suspect)
+            return CONTINUE
+        word, _, session = (known or "").partition(" ")
+        if not word:
+            return CONTINUE  # expired between add and get: not a duplicate any more
+        self.hit()
+        log.info("session {sid}: message {qid} is a duplicate ({word}, first seen in session {first}): {key}",
+                 sid=ctx.session_id, qid=ctx.qid, word=word, first=session or "?", key=key)
+        if word == "discard":
+            return Verdict(Action.DISCARD)
+        if word == "reject":
+            return reject(340)
+        return tempfail(552)
+
+    async def mail(self, ctx: Context) -> Verdict:
+        await self._settle(ctx)
+        return CONTINUE
+
+    async def close(self, ctx: Context) -> None:
+        await self._settle(ctx)
+
+    async def _settle(self, ctx: Context) -> None:
+        """Turn the last message's pending record into discard, reject or nothing."""
+        pending: Pending | None = ctx.notes.pop(PENDING, None)
+        if pending is None:
+            return
+        delivered = ctx.delivered == pending.qid
+        if delivered and ctx.delivery_unconfirmed:
+            value = "discard"
+        elif delivered and pending.track:
+            value = "reject"
+        else:
+            value = None
+        try:
+            if value is None:
+                await aio(self.store.delete(pending.key))
+            else:
+                await aio(self.store.set(pending.key, f"{value} {ctx.session_id}", ttl=self.ttl))
+                log.info("session {sid}: message {qid} remembered for {ttl:g}s as {value}: {key}",
+                         sid=ctx.session_id, qid=pending.qid, ttl=self.ttl, value=value,
+                         key=pending.key)
+        except StoreError as exc:
+            log.error("session {sid}: dupmsg: store failed, message {qid} not remembered: {err}",
+                      sid=ctx.session_id, qid=pending.qid, err=str(exc))
+
+
+def dupmsg_checks(config: Config, store: Store | None, metrics=None) -> list[DuplicateMessage]:
+    """The dupmsg check, unless ``dupmsg-ttl=0`` or there is no store."""
+    if store is None or config["dupmsg-ttl"] <= 0:
+        return []
+    return [DuplicateMessage(config, store, metrics)]
