@@ -13,6 +13,7 @@ from barricade.policy.helo import HeloTests
 from barricade.policy.mail import MailTests
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.rcpt import RcptAddress, RcptTests
+from barricade.policy.spf import spf_checks, spf_engine
 from barricade.policy.state_limits import store_checks
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
 
@@ -68,14 +69,19 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     follow the access map's lookup of their phase (they skip what it listed).
     Only the order within one phase matters: each check runs the hooks it has.
     Grey-listing follows the access map's message check, as in smtpf's data
-    table (access, call-back, grey).  Raises
-    :class:`~barricade.policy.domains.TldFileError` for a bad
-    ``tld-level-one-file``.
+    table (access, call-back, grey).
+    SPF (it needs the ``resolver``) is computed at MAIL before the access
+    map's ``From:`` (whose SPF words read it), the HELO identity after the
+    HELO tests, and enforced at RCPT after the recipient tests (smtpf §2.F).
+    Raises :class:`~barricade.policy.domains.TldFileError` for a bad
+    ``tld-level-one-file``, OptionError for a bad ``spf-best-guess-txt``.
     """
     tlds = TopLevelDomains.from_option(config["tld-level-one-file"])
+    spf = spf_engine(config, resolver, hostname, metrics)
+    spf_mail, spf_helo, spf_rcpt = spf_checks(spf)
     return [RcptLimit(config), *store_checks(config, access_map, store, metrics, reactor),
-            RcptAddress(config), *access_checks(config, access_map),
+            RcptAddress(config), *spf_mail, *access_checks(config, access_map, spf),
             *dns_checks(config, resolver, metrics),
-            ClientTests(config, tlds), HeloTests(config, routes, hostname), MailTests(config, tlds),
-            RcptTests(config, tlds), *grey_checks(config, access_map, store, metrics),
-            HopLimit(config)]
+            ClientTests(config, tlds), HeloTests(config, routes, hostname), *spf_helo,
+            MailTests(config, tlds), RcptTests(config, tlds), *spf_rcpt,
+            *grey_checks(config, access_map, store, metrics), HopLimit(config)]
