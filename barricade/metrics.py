@@ -123,6 +123,12 @@ class Metrics:
             "barricade_dns_list_hits", "Clients and header IPs found in DNS lists (dns-bl, dns-wl, dns-gl, "
             "dns-bl-headers)", ["check", "list"], registry=r,
         )
+        # SPF (barricade.policy.spf): one per identity evaluated; scope helo or mail,
+        # result one of RFC 7208's seven (pass, fail, softfail, neutral, none, temperror, permerror).
+        self.spf_results = Counter(
+            "barricade_spf_results", "SPF results by identity (helo, mail) and result",
+            ["scope", "result"], registry=r,
+        )
 
     def scanner(self, name: str, outcome: str, seconds: float) -> None:
         self.scanner_results.labels(name, outcome).inc()

@@ -596,3 +596,36 @@ _add("call-back-allow-networks", [], """Networks (CIDR, e.g. 10.0.0.0/8) an MX
      #493; list internal networks here when internal senders' MX have private
      addresses (split-horizon DNS).""", section=S)
 del S
+
+# --- SPF (barricade/spf.py, barricade/policy/spf.py; smtpf.md §2.L) ---------------
+S = "spf"
+_SPF_WORDS = ("softfail-reject", "softfail-tag", "fail-reject", "fail-tag")
+_add("spf-helo-policy", [], """Check the HELO/EHLO name with SPF (RFC 7208, as
+     postmaster@helo) and act on a comma list of softfail-reject, softfail-tag,
+     fail-reject, fail-tag. A reject refuses every recipient with 550 5.7.1 'HELO
+     ... SPF result Fail; ...' (#701); a tag (it wins over reject) delivers with
+     the Subject tagged (spamd-subject-tag) and X-Spam-Flag/X-Spam-Reason added.
+     A HELO that passes lets a null sender through without the MAIL check. Empty:
+     the HELO is not checked.""", section=S, choices=_SPF_WORDS)
+_add("spf-mail-policy", ["fail-reject"], """Check the MAIL FROM domain with SPF (the
+     null sender: postmaster@helo) and act on a comma list of softfail-reject,
+     softfail-tag, fail-reject, fail-tag: 550 5.7.1 'sender <...> via helo (...)
+     SPF result Fail; ...' (#702), or a tagged Subject. Computed at MAIL, enforced
+     at RCPT, after the access map's recipient entries (a white-listed recipient
+     still gets the mail). None, Neutral and PermError pass. Localhost, route-map
+     RELAY and white-listed clients are not checked. Empty: MAIL FROM is checked
+     only when an access-map SPF-PASS, POLICY-PASS or POLICY-OK entry needs
+     it.""", section=S, choices=_SPF_WORDS)
+_add("spf-best-guess-txt", "", """When a domain's own SPF result is not Pass,
+     evaluate this record for it too (e.g. v=spf1 a/24 mx/24 ptr) and use Pass if
+     it gives one; otherwise keep the original result. Empty: no best guess.""",
+     section=S)
+_add("spf-received-spf-headers", True, """Add a Received-SPF header (RFC 7208 9.1)
+     for each identity checked (helo, mailfrom) to delivered messages.""", section=S)
+_add("spf-temp-error-dns", True, """A DNS failure (timeout, SERVFAIL) while
+     evaluating SPF gives TempError, as RFC 7208 says; a policy with a -reject
+     word then temp-fails the recipient with 451 4.4.3 (#701/#702). Off: such
+     failures are skipped and evaluation goes on (a broken include does not
+     match, a domain whose record cannot be fetched is Neutral), so TempError
+     never happens.""", section=S)
+del S, _SPF_WORDS

@@ -17,7 +17,10 @@ directory on free ports and stop them by pid::
 
 ``Proxy`` starts with ``grey-key=`` (grey-listing off; it is on by default,
 as in smtpf, and would temp-fail every message from an XCLIENT outside
-client); a test of grey-listing passes its own ``grey-key=...``.
+client); a test of grey-listing passes its own ``grey-key=...``.  It also
+starts with ``spf-mail-policy=`` (SPF off; smtpf's default checks every
+outside sender's domain, which would ask DNS about the tests' example
+domains); a test of SPF passes its own.
 
 Needs smtp-sink (Debian: postfix) and pytest.
 """
@@ -183,11 +186,13 @@ class Sink:
 #: refuse them.  Tests about those options pass ``+rfc2606-special-domains``
 #: or ``+reject-unknown-tld``.
 #: Grey-listing is on by default too (smtpf's ``grey-key=ptr,mail,rcpt``):
-#: tests that want it set ``grey-key``.
+#: tests that want it set ``grey-key``.  So is the SPF check of MAIL FROM
+#: (``spf-mail-policy=fail-reject``): tests that want it set ``spf-mail-policy``.
 #: ``mail-require-mx`` (on by default) would look up the MX of every sender
 #: domain, and the test name server knows only the ``tests/zones`` domains:
 #: tests about it pass ``+mail-require-mx``.
-TEST_DEFAULTS = ("-rfc2606-special-domains", "-reject-unknown-tld", "grey-key=", "-mail-require-mx")
+TEST_DEFAULTS = ("-rfc2606-special-domains", "-reject-unknown-tld", "grey-key=", "-mail-require-mx",
+                 "spf-mail-policy=")
 
 
 class Proxy:

@@ -25,11 +25,15 @@ pattern matched and there is no default, resume at the next key; ``SKIP``
 The checks below apply the results in smtpf's filter order (section 8):
 connect (``Connect:``), helo (``Helo:``), mail (``Connect:From:`` then
 ``From:``), rcpt (``Connect:To:``, ``From:To:``, then ``To:``) and the
-message phases (DISCARD and PROTOCOL).  Words that need machinery Barricade
-does not have yet are parsed and logged, then the session continues:
-``SAVE``, ``TRAP``, ``TAG`` and the SPF words ``SPF-PASS``, ``POLICY-PASS``
-and ``POLICY-OK`` (no SPF result exists yet).  ``smtp-delay-checks`` is not
-implemented: REJECT verdicts carry the DELAY flag for it, IREJECT does not.
+message phases (DISCARD and PROTOCOL).  The SPF words on ``From:`` and
+``Connect:From:`` white-list the sender only when the MAIL FROM identity's
+SPF result (:mod:`barricade.policy.spf`, computed on demand when
+``spf-mail-policy`` is empty) is Pass (``SPF-PASS``, ``POLICY-PASS``) or
+Pass or None (``POLICY-OK``); otherwise the lookup stops there with no
+result, as in smtpf.  Words that need machinery Barricade does not have yet
+are parsed and logged, then the session continues: ``SAVE``, ``TRAP`` and
+``TAG``.  REJECT and TEMPFAIL verdicts carry the DELAY flag for
+``smtp-delay-checks``, IREJECT does not.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -77,7 +82,9 @@ WORD_FAMILIES: dict[str, tuple[str, ...]] = {
     "NEXT": FAMILIES,
 }
 #: Words parsed but not acted on yet: the check logs them and continues.
-LOGGED_ONLY = frozenset(("SAVE", "TRAP", "TAG", "SPF-PASS", "POLICY-PASS", "POLICY-OK"))
+LOGGED_ONLY = frozenset(("SAVE", "TRAP", "TAG"))
+#: White-list words that depend on the sender's SPF result, and the results that white-list.
+SPF_WORDS = {"SPF-PASS": ("pass",), "POLICY-PASS": ("pass",), "POLICY-OK": ("pass", "none")}
 
 
 @dataclass(frozen=True)
@@ -469,22 +476,42 @@ class AccessHelo(AccessCheck):
 
 
 class AccessMail(AccessCheck):
-    """``Connect:From:`` (#125), else ``From:`` (#127)."""
+    """``Connect:From:`` (#125), else ``From:`` (#127); the SPF words need ``spf``
+    (a :class:`barricade.policy.spf.Spf`; without one they never white-list)."""
 
     name = "access-mail"
     tag = "From:"
     combo = Replies(125, 855, 814)
     replies = Replies(127, 856, 815)
 
+    def __init__(self, access_map: AccessMap, spf: Any = None):
+        super().__init__(access_map)
+        self.spf = spf
+        if spf is not None:  # an SPF word may make this check evaluate SPF itself
+            self.timeout = spf.timeout
+
     async def mail(self, ctx: Context) -> Verdict:
         sender = ctx.sender or ""
         hit = self.map.connect_sender(ctx.client.ip, self.client_name(ctx), sender) if sender else None
         ctx.notes[MAIL_HIT] = hit is not None
-        if hit is not None:
-            return self.apply(ctx, hit, self.combo)
-        hit = self.map.sender(sender)
-        ctx.notes[MAIL_HIT] = hit is not None
-        return self.apply(ctx, hit, self.replies)
+        replies = self.combo
+        if hit is None:
+            hit = self.map.sender(sender)
+            ctx.notes[MAIL_HIT] = hit is not None
+            replies = self.replies
+        if hit is not None and hit.word in SPF_WORDS:
+            return await self.spf_word(ctx, hit)
+        return self.apply(ctx, hit, replies)
+
+    async def spf_word(self, ctx: Context, hit: AccessHit) -> Verdict:
+        """SPF-PASS, POLICY-PASS, POLICY-OK: OK when the sender's SPF result allows it."""
+        result = await self.spf.mail_result(ctx) if self.spf is not None else None
+        spf = result.result if result is not None else "not checked"
+        white = result is not None and spf in SPF_WORDS[hit.word]
+        log.info("session {sid}: access {tag} {key} -> {word}: SPF {spf}: {what}", sid=ctx.session_id,
+                 tag=self.tag, key=hit.key, word=hit.word, spf=spf,
+                 what="white listed" if white else "no result, continuing")
+        return Verdict(Action.ACCEPT) if white else CONTINUE
 
 
 class AccessRcpt(AccessCheck):
@@ -554,12 +581,13 @@ class AccessSessionState(AccessCheck):
         return CONTINUE
 
 
-def access_checks(config: Config, access_map: AccessMap | None) -> list[Check]:
-    """The access-map checks, in smtpf's order, or none without a map."""
+def access_checks(config: Config, access_map: AccessMap | None, spf: Any = None) -> list[Check]:
+    """The access-map checks, in smtpf's order, or none without a map (``spf``: the SPF
+    engine the SPF words ask)."""
     if access_map is None:
         return []
     return [AccessConnect(access_map), AccessHelo(access_map), AccessSessionState(access_map),
-            AccessMail(access_map), AccessRcpt(access_map), AccessMessage(access_map)]
+            AccessMail(access_map, spf), AccessRcpt(access_map), AccessMessage(access_map)]
 
 
 def access_maps(checks: Iterable[Check]) -> list[AccessMap]:

@@ -16,6 +16,7 @@ from barricade.policy.mail import MailMxTests, MailTests
 from barricade.policy.message_limits import message_limit_checks
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.rcpt import RcptAddress, RcptTests
+from barricade.policy.spf import spf_checks, spf_engine
 from barricade.policy.state_limits import parse_failure_policy, store_checks
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
 
@@ -82,10 +83,14 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     Only the order within one phase matters: each check runs the hooks it has.
     The call-back (``+call-back``, it needs the ``resolver``) and then
     grey-listing follow the access map's message check, as in smtpf's data
-    table (access, call-back, grey).  Raises
-    :class:`~barricade.policy.domains.TldFileError` for a bad
+    table (access, call-back, grey).
+    SPF (it needs the ``resolver``) is computed at MAIL before the access
+    map's ``From:`` (whose SPF words read it) and so before ``mail-require-mx``
+    and ``client-is-mx`` (which read it too), the HELO identity after the
+    HELO tests, and enforced at RCPT after the recipient tests (smtpf §2.F).
+    Raises :class:`~barricade.policy.domains.TldFileError` for a bad
     ``tld-level-one-file``, :class:`~barricade.options.OptionError` for a
-    bad ``state-failure``.
+    bad ``state-failure`` or ``spf-best-guess-txt``.
     """
     parse_failure_policy(config["state-failure"])
     limits = message_limit_checks(config, access_map, store, metrics, reporter)
@@ -96,14 +101,16 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     mx = [MailMxTests(config, resolver, routes)] if resolver is not None and (
         config["mail-require-mx"] or config["client-is-mx"]) else []
     helo_is_ptr = [HeloIsPtr(config)] if config["helo-is-ptr"] else []
+    spf = spf_engine(config, resolver, hostname, metrics)
+    spf_mail, spf_helo, spf_rcpt = spf_checks(spf)
     return [RcptLimit(config), *store_checks(config, access_map, store, metrics, reactor),
             *[limits[n] for n in ("msg-limit",) if n in limits],
             *dupmsg_checks(config, store, metrics),
             *[limits[n] for n in ("length",) if n in limits],
-            RcptAddress(config), *access_checks(config, access_map),
+            RcptAddress(config), *spf_mail, *access_checks(config, access_map, spf),
             *white, *ptr_at_connect, *[c for c in dns if c not in white],
-            ClientTests(config, tlds), HeloTests(config, routes, hostname), MailTests(config, tlds),
-            *mx, *ptr_at_mail, RcptTests(config, tlds), *helo_is_ptr,
-            *[limits[n] for n in ("null-rate-to",) if n in limits],
+            ClientTests(config, tlds), HeloTests(config, routes, hostname), *spf_helo,
+            MailTests(config, tlds), *mx, *ptr_at_mail, RcptTests(config, tlds), *helo_is_ptr,
+            *spf_rcpt, *[limits[n] for n in ("null-rate-to",) if n in limits],
             *callback_checks(config, store, resolver, hostname, metrics),
             *grey_checks(config, access_map, store, metrics), HopLimit(config)]

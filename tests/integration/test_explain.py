@@ -30,11 +30,12 @@ def check(tmp_path, nsd):
     access.write_text(ACCESS)
     conf = tmp_path / "barricade.cf"
     # A live Redis that is not there: the tool must not need it.  The names
-    # here are RFC 2606 examples, which those checks would refuse first, and
-    # mail-require-mx would ask the system's name server about them.
+    # here are RFC 2606 examples, which those checks would refuse first;
+    # mail-require-mx and SPF (on by default) would ask DNS about them.
     conf.write_text(f"route-map={routes}\naccess-map={access}\n"
                     f"redis-url=redis://127.0.0.1:{free_port()}/0\n"
                     "-rfc2606-special-domains\n-reject-unknown-tld\n-mail-require-mx\n"
+                    "spf-mail-policy=\n"
                     f"dns-servers={nsd.server}\ndns-max-timeout=5\n")
 
     def run(*args: str) -> tuple[int, str]:

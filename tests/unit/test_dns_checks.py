@@ -351,7 +351,9 @@ def test_order_without_client_is_mx():
     assert names(checks, "connect")[-5:] == ["dns-wl", "dns-gl", "client-ptr", "dns-bl", "client-tests"]
     assert names(checks, "helo")[-2:] == ["helo-tests", "helo-is-ptr"]
     assert names(checks, "mail")[-2:] == ["mail-tests", "mail-require-mx"]
-    assert names(checks, "rcpt")[-2:] == ["rcpt-tests", "helo-is-ptr"]
+    # smtpf.md §2.F: rcpt tests, helo-is-ptr, then SPF enforcement
+    assert names(checks, "rcpt")[-3:] == ["rcpt-tests", "helo-is-ptr", "spf-policy"]
+    assert names(checks, "mail").index("spf") < names(checks, "mail").index("mail-require-mx")
 
 
 def test_order_with_client_is_mx():
@@ -359,7 +361,7 @@ def test_order_with_client_is_mx():
     checks = builtin_checks(cfg, resolver=Resolver([("127.0.0.1", 53)]))
     assert "client-ptr" not in names(checks, "connect")
     assert names(checks, "mail")[-3:] == ["mail-tests", "mail-require-mx", "client-is-mx"]
-    assert names(checks, "rcpt")[-2:] == ["rcpt-tests", "helo-is-ptr"]
+    assert names(checks, "rcpt")[-3:] == ["rcpt-tests", "helo-is-ptr", "spf-policy"]
 
 
 def test_defaults_are_smtpfs():
