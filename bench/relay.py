@@ -169,6 +169,7 @@ class Proxy:
             "interface-name=bench.test",
             "metrics-interface=",  # no extra listener
             "smtp-drop-after=0",  # never hang up on the load generator
+            "rate-throttle=0",  # smtpf's default (20/s) would pause accepting: measure the proxy
             "workers=1",  # CPU and memory figures read one process; --workers overrides
             *extra,
         ]
