@@ -1,9 +1,13 @@
-"""Shared fixtures: a real smtp-sink downstream, a real nsd, and a real Barricade process."""
+"""Shared fixtures: a real smtp-sink downstream, a real nsd, a real redis-server,
+and a real Barricade process."""
+
+import uuid
 
 import pytest
 
 from barricade.testing import Proxy, make_sink, routes_to, sink  # noqa: F401
 from tests.dns import Blackhole, Nsd
+from tests.state import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +56,21 @@ def access(tmp_path, sink, make_proxy):  # noqa: F811
         return proxy
 
     return make
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One redis-server for the run; tests keep apart by key prefix (see ``backend``)."""
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield srv
+    srv.cleanup()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request) -> list[str]:
+    """The options selecting each store (a fresh key prefix per test on Redis):
+    a test taking it runs once on MemoryStore and once on Redis."""
+    if request.param == "memory":
+        return []
+    srv = request.getfixturevalue("redis_server")
+    return [f"redis-url={srv.url}", f"redis-prefix=t{uuid.uuid4().hex[:8]}:"]

@@ -19,22 +19,6 @@ pytestmark = pytest.mark.integration
 OUTSIDE = "XCLIENT ADDR=192.0.2.1 NAME=mail.outside.example"
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    srv = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield srv
-    srv.cleanup()
-
-
-@pytest.fixture(params=["memory", "redis"])
-def backend(request) -> list[str]:
-    """The options selecting each store (a fresh key prefix per test on Redis)."""
-    if request.param == "memory":
-        return []
-    srv = request.getfixturevalue("redis_server")
-    return [f"redis-url={srv.url}", f"redis-prefix=t{uuid.uuid4().hex[:8]}:"]
-
-
 @pytest.fixture
 def limited(tmp_path, sink, make_proxy):
     """Factory: a proxy with this access map text and options."""
