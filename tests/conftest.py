@@ -74,3 +74,9 @@ def backend(request) -> list[str]:
         return []
     srv = request.getfixturevalue("redis_server")
     return [f"redis-url={srv.url}", f"redis-prefix=t{uuid.uuid4().hex[:8]}:"]
+
+
+@pytest.fixture
+def limited(access):
+    """``access`` without the connect limits' 421 delays (15 s by default)."""
+    return lambda text, *args: access(text, "rate-421-delay=0", "concurrent-421-delay=0", *args)

@@ -11,25 +11,12 @@ import uuid
 
 import pytest
 
-from barricade.testing import Client, routes_to, wait_for
+from barricade.testing import Client, wait_for
 from tests.state import RedisServer
 
 pytestmark = pytest.mark.integration
 
 OUTSIDE = "XCLIENT ADDR=192.0.2.1 NAME=mail.outside.example"
-
-
-@pytest.fixture
-def limited(tmp_path, sink, make_proxy):
-    """Factory: a proxy with this access map text and options."""
-
-    def make(text: str, *args: str):
-        path = tmp_path / "access-map"
-        path.write_text(text)
-        return make_proxy(routes_to(sink), f"access-map={path}", "rate-421-delay=0",
-                          "concurrent-421-delay=0", *args)
-
-    return make
 
 
 def expect(r, code: int, status: str, rid: int) -> None:
