@@ -224,10 +224,14 @@ class Pipeline:
         timeout = check.timeout or self.timeout
         outcome = "error"
         try:
-            d = defer.ensureDeferred(getattr(check, phase)(ctx, *args))
-            if not d.called:  # most checks never wait: no timer to arm and cancel for them
-                d.addTimeout(timeout, self.reactor)
-            verdict = await d
+            coro = getattr(check, phase)(ctx, *args)
+            try:  # most checks never wait: run them to the end here, no Deferred, no timer
+                awaited = coro.send(None)
+            except StopIteration as done:
+                verdict = done.value
+            else:
+                d = defer.ensureDeferred(_resume(coro, awaited))
+                verdict = await d.addTimeout(timeout, self.reactor)
             outcome = verdict.action.value
             if verdict.check:
                 return verdict
@@ -250,3 +254,27 @@ class Pipeline:
             if self.metrics is not None:
                 self.metrics.check(check.name, phase, outcome, time.monotonic() - started)
         return Verdict(Action.TEMPFAIL, check.error_reply, {}, check=check.name)
+
+
+async def _resume(coro: Any, awaited: Any) -> Any:
+    """Drive a check's coroutine on from its first ``await``.
+
+    :meth:`Pipeline._one` starts every hook itself, so that the many that
+    finish without waiting cost no Deferred; one that does wait has yielded
+    what it awaits (a Deferred), and is continued here, under Twisted.
+    A cancellation (the check's timeout) reaches the coroutine as the
+    exception of what it awaits.
+    """
+    while True:
+        try:
+            value = await awaited
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes back into the check
+            try:
+                awaited = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                awaited = coro.send(value)
+            except StopIteration as done:
+                return done.value
