@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 from prometheus_client.twisted import MetricsResource
 from twisted.application import service
 from twisted.internet import defer, error, protocol
@@ -88,6 +88,14 @@ class WorkerMaster(service.Service):
         self.metrics_dir = ""
         self.metrics_port = None
         self.restarts = 0
+        # The master's own series, served with the workers' sums: the workers'
+        # files cannot count the workers themselves.
+        self.registry = CollectorRegistry()
+        self.restart_counter = Counter(
+            "barricade_worker_restarts", "Worker processes that ended and were replaced",
+            registry=self.registry)
+        workers = Gauge("barricade_workers", "Worker processes running", registry=self.registry)
+        workers.set_function(lambda: len(self.workers))
 
     def privilegedStartService(self) -> None:
         self.sockets = bind_interfaces(self.config)
@@ -100,10 +108,9 @@ class WorkerMaster(service.Service):
             self.spawn(slot)
         if self.config["metrics-interface"]:
             host, port = parse_address(self.config["metrics-interface"], 9025, "metrics-interface")
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=self.metrics_dir)
+            multiprocess.MultiProcessCollector(self.registry, path=self.metrics_dir)
             root = Resource()
-            root.putChild(b"metrics", MetricsResource(registry=registry))
+            root.putChild(b"metrics", MetricsResource(registry=self.registry))
             self.metrics_port = self.reactor.listenTCP(port, Site(root), interface=host)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
@@ -137,6 +144,7 @@ class WorkerMaster(service.Service):
         delay = 0.0 if lived > 10 else min(RESTART_DELAY_MAX, self.delays.get(proc.slot, 0.5) * 2)
         self.delays[proc.slot] = delay
         self.restarts += 1
+        self.restart_counter.inc()
         log.warn("barricade: worker {slot} (pid {pid}) ended ({why}); restarting in {d:.1f}s",
                  slot=proc.slot, pid=pid, why=reason.getErrorMessage() or status, d=delay)
         self.reactor.callLater(delay, self._respawn, proc.slot)

@@ -41,6 +41,8 @@ def test_workers_share_the_socket_replace_the_dead_and_report_together(sink, mak
     accepted = proxy.metric("barricade_messages_total", outcome="accept")
     assert accepted == 24
     assert proxy.metric("barricade_replies_total", id="554") == 24
+    assert proxy.metric("barricade_worker_restarts_total") == 1
+    assert proxy.metric("barricade_workers") == 3
     assert "worker 0" in proxy.log_text() and "ended" in proxy.log_text()
 
 
