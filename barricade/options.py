@@ -266,7 +266,13 @@ _add("workers", 0, """Worker processes sharing the listening sockets; 0 means on
 _add("shutdown-timeout", 30, """Seconds a stopping daemon lets sessions finish the
      transaction they are in before closing them with #909.""", section=S, minimum=0)
 _add("save-dir", "/tmp", """Directory for spooled message bodies that outgrow
-     memory (when a content scanner needs the whole message).""", section=S)
+     memory (when a content scanner needs the whole message), and for the
+     copies the access map's SAVE word keeps.""", section=S)
+_add("trap-dir", "/tmp", """Directory where the access map's TRAP word keeps the
+     messages it blocks, one file <queue id>.msg each (TRAP:"/dir" names
+     another). SAVE copies go to save-dir (SAVE:"/dir"). The default, as in
+     smtpf, is /tmp: point both at a persistent directory to keep them.""",
+     section=S)
 _add("spool-memory-limit", 1048576, """Octets of a spooled message kept in memory
      before it moves to a temp file in save-dir.""", section=S, minimum=0)
 _add("plugins", [], """Plugins to run, by name (shipped: see the plugin sections

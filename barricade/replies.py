@@ -678,6 +678,8 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'A Helo: tag entry for the HELO/EHLO argument has a right-hand-side value of REJECT or IREJECT; the connection is closed. smtpf has no numbered reply for this. See access-map.'),
     R(931, 450, '4.7.1', 'HELO {helo} temporary failure', 'helo',
       'A Helo: tag entry for the HELO/EHLO argument has a right-hand-side value of TEMPFAIL; the connection is closed. See access-map.'),
+    R(932, 550, '5.7.0', 'this message was blocked', 'dot',
+      'An access-map entry for the client, HELO, sender or a recipient has a right-hand-side value of TRAP: the message is kept in trap-dir and not delivered. smtpf gives this reply without a number. See access-map.'),
     R(950, 552, '5.3.4', '<{rcpt}> ({size} bytes) exceeded max. message size of {limit} bytes', 'rcpt',
       'MAIL SIZE= is larger than the Length-Connect:, Length-From: or Length-To: limit for this recipient (smtpf numbers this reply 901). See the access-map.'),
 )

@@ -30,16 +30,37 @@ message phases (DISCARD and PROTOCOL).  The SPF words on ``From:`` and
 SPF result (:mod:`barricade.policy.spf`, computed on demand when
 ``spf-mail-policy`` is empty) is Pass (``SPF-PASS``, ``POLICY-PASS``) or
 Pass or None (``POLICY-OK``); otherwise the lookup stops there with no
-result, as in smtpf.  Words that need machinery Barricade does not have yet
-are parsed and logged, then the session continues: ``SAVE``, ``TRAP`` and
-``TAG``.  REJECT and TEMPFAIL verdicts carry the DELAY flag for
+result, as in smtpf.  REJECT and TEMPFAIL verdicts carry the DELAY flag for
 ``smtp-delay-checks``, IREJECT does not.
+
+Like DISCARD, the words that act on the message are noted when the entry
+is found (for the session on ``Connect:``/``Helo:``, else for the
+transaction) and applied to the whole message, whatever recipient asked:
+
+* ``TAG`` stands for the refusal the entry would give (REJECT's reply):
+  the message is delivered with the Subject tagged (``spamd-subject-tag``)
+  and ``X-Spam-Flag: YES`` / ``X-Spam-Reason: <that reply's text>``, added
+  at the end of the headers (:mod:`barricade.policy.tagging`, shared with
+  SPF's ``*-tag``), so cut-through delivery still works.
+* ``SAVE[:"dir"]`` keeps a copy in ``save-dir`` (or dir) and delivers;
+  ``TRAP[:"dir"]`` keeps it in ``trap-dir`` (or dir), closes the downstream
+  connections before the final dot, as DISCARD does, and answers
+  ``550 5.7.0 this message was blocked`` (#932).  The copy is written while
+  the message streams (no spooling needed), as the client sent it: its
+  header block and body, CRLF line ends, dots unstuffed, without
+  Barricade's Received: or added headers.  It is one file per message,
+  ``<queue id>.msg``, made visible only at the dot (a transfer that is cut
+  off leaves nothing).  A copy that cannot be written is logged; the
+  message is still delivered (SAVE) or refused (TRAP).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -50,6 +71,7 @@ from twisted.logger import Logger
 from barricade.maps import KeyValueMap, MapError, client_keys, domain_keys, ip_keys, mail_keys
 from barricade.options import Config
 from barricade.policy.pipeline import Check, Context
+from barricade.policy.tagging import subject_tag, tag_message
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
 
 log = Logger()
@@ -81,8 +103,6 @@ WORD_FAMILIES: dict[str, tuple[str, ...]] = {
     "DUNNO": FAMILIES,
     "NEXT": FAMILIES,
 }
-#: Words parsed but not acted on yet: the check logs them and continues.
-LOGGED_ONLY = frozenset(("SAVE", "TRAP", "TAG"))
 #: White-list words that depend on the sender's SPF result, and the results that white-list.
 SPF_WORDS = {"SPF-PASS": ("pass",), "POLICY-PASS": ("pass",), "POLICY-OK": ("pass", "none")}
 
@@ -354,6 +374,14 @@ SESSION_WHITE_AV = "session.access.white-av"
 SESSION_CONTENT = "session.access.content"
 DISCARD = "access.discard"
 PROTOCOL = "access.protocol"
+#: TAG: the X-Spam-Reason text; SAVE/TRAP: a list of (word, directory or None).
+SESSION_TAG = "session.access.tag"
+TAG = "access.tag"
+SESSION_COPIES = "session.access.copies"
+COPIES = "access.copies"
+_COPY = "access.copy"  # the open copy of the message: (temp file or None, targets)
+#: smtpf's "550 5.7.0 this message was blocked" (TRAP).
+TRAPPED = 932
 #: Whether the map had an entry for the client, the sender, the recipient
 #: (set by each lookup): smtpf tests reserved and unknown-TLD domains only
 #: when it had none (``barricade.policy.client``, ``mail``, ``rcpt``).
@@ -420,9 +448,12 @@ class AccessCheck(Check):
         if word == "PROTOCOL":
             ctx.notes[SESSION_PROTOCOL if session else PROTOCOL] = True
             return CONTINUE
-        if word in LOGGED_ONLY:
-            log.info("session {sid}: access {tag} {key}: {word} is not implemented yet; continuing",
-                     sid=ctx.session_id, tag=self.tag, key=hit.key, word=word)
+        if word == "TAG":  # the refusal this entry stands for becomes the X-Spam-Reason
+            reason = self.fields(ctx, replies.reject, text or "black listed", rcpt)["custom_text"]
+            ctx.notes.setdefault(SESSION_TAG if session else TAG, reason)
+            return CONTINUE
+        if word in ("SAVE", "TRAP"):
+            ctx.notes.setdefault(SESSION_COPIES if session else COPIES, []).append((word, text))
             return CONTINUE
         rid, action, flags = {
             "REJECT": (replies.reject, Action.REJECT, Flag.DELAY),
@@ -538,9 +569,21 @@ class AccessRcpt(AccessCheck):
 
 
 class AccessMessage(AccessCheck):
-    """The message phases: PROTOCOL white-lists the content, DISCARD drops it at the dot."""
+    """The message phases: PROTOCOL white-lists the content, TAG tags the message at the
+    end of the headers, DISCARD drops it at the dot."""
 
     name = "access-message"
+
+    def __init__(self, access_map: AccessMap, subject_tag: str = "[SPAM]"):
+        super().__init__(access_map)
+        self.subject_tag = subject_tag
+
+    async def headers(self, ctx: Context) -> Verdict:
+        reason = ctx.notes.get(SESSION_TAG) or ctx.notes.get(TAG)
+        if reason and tag_message(ctx, self.subject_tag, reason):
+            log.info("session {sid}: message {qid} tagged (access map TAG): {reason}",
+                     sid=ctx.session_id, qid=ctx.qid, reason=reason)
+        return CONTINUE
 
     async def data(self, ctx: Context) -> Verdict:
         if self._discard(ctx):
@@ -559,6 +602,88 @@ class AccessMessage(AccessCheck):
     @staticmethod
     def _discard(ctx: Context) -> bool:
         return bool(ctx.notes.get(SESSION_DISCARD) or ctx.notes.get(DISCARD))
+
+
+class AccessCopy(AccessCheck):
+    """SAVE and TRAP: copy the message as it streams, file it at the dot, refuse a TRAP.
+
+    Marked ``always``: a copy asked for is kept even when a later entry
+    white-lists the transaction, and a trapped message is never delivered.
+    """
+
+    name = "access-copy"
+    always = True
+
+    def __init__(self, access_map: AccessMap, save_dir: str, trap_dir: str):
+        super().__init__(access_map)
+        self.dirs = {"SAVE": save_dir, "TRAP": trap_dir}
+
+    def targets(self, ctx: Context) -> list[tuple[str, str]]:
+        """(word, directory) pairs asked for this message, without repeats."""
+        asked = [*ctx.notes.get(SESSION_COPIES, ()), *ctx.notes.get(COPIES, ())]
+        out = [(word, path or self.dirs[word]) for word, path in asked]
+        return list(dict.fromkeys(out))
+
+    async def headers(self, ctx: Context) -> Verdict:
+        targets = self.targets(ctx)
+        if not targets:
+            return CONTINUE
+        copy = None
+        try:
+            copy = tempfile.NamedTemporaryFile(prefix=f".{ctx.qid}-", suffix=".tmp", dir=targets[0][1])
+            copy.write(ctx.header_block)
+        except OSError as exc:
+            log.error("session {sid}: message {qid}: cannot write the access-map copy in {dir}: {err}",
+                      sid=ctx.session_id, qid=ctx.qid, dir=targets[0][1], err=str(exc))
+            copy = None
+        ctx.notes[_COPY] = (copy, targets)
+        return CONTINUE
+
+    async def body(self, ctx: Context, chunk: bytes) -> Verdict:
+        copy = ctx.notes.get(_COPY)
+        if copy is not None and copy[0] is not None:
+            try:
+                copy[0].write(chunk)
+            except OSError as exc:
+                log.error("session {sid}: message {qid}: access-map copy failed: {err}",
+                          sid=ctx.session_id, qid=ctx.qid, err=str(exc))
+                copy[0].close()
+                ctx.notes[_COPY] = (None, copy[1])
+        return CONTINUE
+
+    async def end_of_data(self, ctx: Context) -> Verdict:
+        copy = ctx.notes.pop(_COPY, None)
+        if copy is None:
+            return CONTINUE
+        temp, targets = copy
+        if temp is not None:
+            try:
+                temp.flush()
+                for word, directory in targets:
+                    self.file(ctx, temp.name, word, directory)
+            finally:
+                temp.close()  # removes the temp file
+        if any(word == "TRAP" for word, _ in targets):
+            log.info("session {sid}: message {qid} trapped (access map TRAP)",
+                     sid=ctx.session_id, qid=ctx.qid)
+            return Verdict(Action.REJECT, TRAPPED)
+        return CONTINUE
+
+    @staticmethod
+    def file(ctx: Context, temp: str, word: str, directory: str) -> None:
+        """Give the finished copy its name, ``<directory>/<qid>.msg``."""
+        final = os.path.join(directory, f"{ctx.qid}.msg")
+        try:
+            try:
+                os.link(temp, final)
+            except OSError:  # another file system, or the name is taken
+                shutil.copyfile(temp, final)
+        except OSError as exc:
+            log.error("session {sid}: message {qid}: cannot {word} to {path}: {err}",
+                      sid=ctx.session_id, qid=ctx.qid, word=word, path=final, err=str(exc))
+            return
+        log.info("session {sid}: message {qid}: {word} copy in {path}",
+                 sid=ctx.session_id, qid=ctx.qid, word=word, path=final)
 
 
 class AccessSessionState(AccessCheck):
@@ -587,7 +712,9 @@ def access_checks(config: Config, access_map: AccessMap | None, spf: Any = None)
     if access_map is None:
         return []
     return [AccessConnect(access_map), AccessHelo(access_map), AccessSessionState(access_map),
-            AccessMail(access_map, spf), AccessRcpt(access_map), AccessMessage(access_map)]
+            AccessMail(access_map, spf), AccessRcpt(access_map),
+            AccessCopy(access_map, config["save-dir"], config["trap-dir"]),
+            AccessMessage(access_map, subject_tag(config))]
 
 
 def access_maps(checks: Iterable[Check]) -> list[AccessMap]:

@@ -56,6 +56,7 @@ from twisted.logger import Logger
 from barricade.aio import aio
 from barricade.options import Config, OptionError
 from barricade.policy.pipeline import Check, Context
+from barricade.policy.tagging import subject_tag, tag_message
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
 from barricade.spf import (
     DEFAULT_BUDGET,
@@ -121,7 +122,7 @@ class Spf:
         self.received_headers = config["spf-received-spf-headers"]
         self.hostname = hostname or "unknown"
         self.metrics = metrics
-        self.subject_tag = config.get("spamd-subject-tag", "[SPAM]") or "[SPAM]"
+        self.subject_tag = subject_tag(config)
         guess = config["spf-best-guess-txt"].strip()
         self.best_guess: Record | None = None
         if guess:
@@ -370,9 +371,7 @@ class SpfPolicy(Check):
     async def headers(self, ctx: Context) -> Verdict:
         reason_text = ctx.notes.get(TAG_NOTE)
         if reason_text:
-            ctx.tag_subject(self.spf.subject_tag)
-            ctx.add_header("X-Spam-Flag", "YES")
-            ctx.add_header("X-Spam-Reason", reason_text)
+            tag_message(ctx, self.spf.subject_tag, reason_text)
         return CONTINUE
 
 
