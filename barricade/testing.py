@@ -62,6 +62,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_started(proc: subprocess.Popen, ready, timeout: float = 10.0, what: str = "daemon") -> bool:
+    """Wait until ``ready()`` or the process exits; True if it is up.
+
+    A daemon that neither comes up nor exits in time is stopped before the
+    TimeoutError, so a failed start never leaves a process behind (the
+    caller's clean-up does not run when its constructor raises).
+    """
+    try:
+        wait_for(lambda: ready() or proc.poll() is not None, timeout=timeout, what=what)
+    except TimeoutError:
+        stop(proc)
+        raise
+    return proc.poll() is None
+
+
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -127,9 +142,7 @@ class Sink:
         self.log = self.dump.with_suffix(".log")
         with self.log.open("wb") as err:  # a file: a chatty sink never blocks on a full pipe
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        wait_for(lambda: banner_ready(self.port, host) or self.proc.poll() is not None,
-                 what="smtp-sink")
-        if self.proc.poll() is not None:
+        if not wait_started(self.proc, lambda: banner_ready(self.port, host), what="smtp-sink"):
             raise RuntimeError(f"smtp-sink failed: {self.log.read_text(errors='replace')}")
 
     def commands(self) -> list[str]:
@@ -227,9 +240,7 @@ class Proxy:
              "-n", "--pidfile=", "--logfile", str(self.log), "barricade", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(tmp),
         )
-        wait_for(lambda: banner_ready(self.port, host) or self.proc.poll() is not None,
-                 timeout=20, what="barricade")
-        if self.proc.poll() is not None:
+        if not wait_started(self.proc, lambda: banner_ready(self.port, host), 20, "barricade"):
             raise RuntimeError(f"barricade failed to start: {self.proc.stdout.read().decode()}")
 
     def metric(self, series: str, **labels: str) -> float | None:

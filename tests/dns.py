@@ -34,7 +34,7 @@ import dns.exception
 import dns.message
 import dns.query
 
-from barricade.testing import free_port, stop, wait_for
+from barricade.testing import free_port, stop, wait_started
 
 ZONES = Path(__file__).resolve().parent / "zones"
 #: Zones declared without a file: nsd answers SERVFAIL for them (100.65.0.x:
@@ -63,8 +63,7 @@ class Nsd:
         nsd = shutil.which("nsd") or "/usr/sbin/nsd"
         self.proc = subprocess.Popen([nsd, "-d", "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(lambda: self.ready() or self.proc.poll() is not None, what="nsd")
-        if self.proc.poll() is not None:
+        if not wait_started(self.proc, self.ready, what="nsd"):
             raise RuntimeError(f"nsd failed: {self.proc.stderr.read().decode()} {self.log_text()}")
 
     def _check_zones(self) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from barricade.state.base import Grey, Store
-from barricade.testing import free_port, stop, wait_for
+from barricade.testing import free_port, stop, wait_for, wait_started
 
 
 class FakeClock:
@@ -87,7 +87,8 @@ class RedisServer:
             args += ["--tls-port", str(self.tls_port), "--tls-cert-file", str(self.cert),
                      "--tls-key-file", str(self.dir / "key.pem"), "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
-        wait_for(self.ready, 10, f"redis-server on port {self.port}")
+        if not wait_started(self.proc, self.ready, 10, f"redis-server on port {self.port}"):
+            raise RuntimeError(f"redis-server exited ({self.proc.returncode}); see {self.log}")
 
     def ready(self) -> bool:
         try:
