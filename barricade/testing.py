@@ -145,6 +145,19 @@ class Sink:
         if not wait_started(self.proc, lambda: banner_ready(self.port, host), what="smtp-sink"):
             raise RuntimeError(f"smtp-sink failed: {self.log.read_text(errors='replace')}")
 
+    def assert_nothing_from(self, sender: str | None = None, timeout: float = 5.0) -> None:
+        """Nothing (from ``sender``) was delivered.
+
+        A message refused at the dot has already streamed into smtp-sink's
+        dump file; the file goes when smtp-sink sees the connection drop
+        without a dot, so wait for that instead of racing it.
+        """
+        try:
+            wait_for(lambda: self.bodies(sender) == [], timeout=timeout,
+                     what="smtp-sink to drop the refused message")
+        except TimeoutError:
+            assert self.bodies(sender) == []
+
     def commands(self) -> list[str]:
         """The SMTP commands received so far (needs ``verbose=True``)."""
         found = re.findall(r"^smtp-sink: ((?:HELO|EHLO|MAIL|RCPT|DATA|QUIT|RSET)\b.*)$",

@@ -200,15 +200,6 @@ def send(port: int, body: bytes, client: Client | None = None):
             c.close()
 
 
-def assert_nothing_delivered(sink) -> None:
-    """No message reached the sink.
-
-    An aborted transaction leaves a partial dump file until smtp-sink sees
-    the connection drop and removes it, so wait for that instead of racing it.
-    """
-    wait_for(lambda: sink.messages() == [], timeout=5, what="smtp-sink to drop the aborted message")
-
-
 def delivered(sink) -> list[bytes]:
     """Delivered messages without our 3-line Received header (LF line ends)."""
     return [parts[3] for b in sink.bodies() if len(parts := b.split(b"\n", 3)) == 4]
@@ -250,7 +241,7 @@ def test_eicar_attachment_rejected_over_tcp(clamd, sink, make_proxy):
     proxy = make_proxy(routes_to(sink), tcp(clamd))
     reply = send(proxy.port, MIME_EICAR)
     assert_reply(reply, 550, "5.7.1", 208, CLAMD_EICAR_NAME)
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
     assert results(proxy, "infected") == 1
     assert "INFECTED with Test.EICAR.HDB.UNOFFICIAL (clamd-policy=reject)" in proxy.log_text()
 
@@ -259,7 +250,7 @@ def test_pattern_rejected_over_unix_socket(clamd, sink, make_proxy):
     proxy = make_proxy(routes_to(sink), f"clamd-socket={clamd.socket_path}")
     reply = send(proxy.port, MIME_PATTERN)
     assert_reply(reply, 550, "5.7.1", 208, CLAMD_PATTERN_NAME)
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
 
 
 def test_clean_mail_delivered_byte_exact(clamd, sink, make_proxy):
@@ -281,7 +272,7 @@ def test_policy_discard_accepts_and_drops(clamd, sink, make_proxy):
     reply = send(proxy.port, MIME_EICAR)
     assert (reply.code, reply.status, reply.id) == (250, "2.0.0", 554)
     time.sleep(0.2)
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
     assert results(proxy, "infected") == 1
     assert "(clamd-policy=discard)" in proxy.log_text()
 
@@ -354,7 +345,7 @@ def test_clamd_down_is_451_at_the_dot(sink, make_proxy):
         assert_reply(reply, 451, "4.4.0", 180, "clamd connect error: Connection refused (111)")
         # The session goes on; the next message fails the same way.
         assert_reply(send(proxy.port, CLEAN, c), 451, "4.4.0", 180)
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
     assert results(proxy, "error") == 2
 
 
@@ -397,7 +388,7 @@ def test_hang_up_before_the_end_is_a_write_error(fake, sink, make_proxy):
         time.sleep(0.3)
         c.send(b"body\r\n.\r\n")
         assert_reply(c.read(), 451, "4.4.0", 185, "clamd write error: connection closed by clamd (32)")
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
 
 
 def test_timeout_is_a_read_error(fake, sink, make_proxy):
@@ -407,7 +398,7 @@ def test_timeout_is_a_read_error(fake, sink, make_proxy):
     reply = send(proxy.port, CLEAN)
     assert_reply(reply, 451, "4.4.0", 186, "clamd read error: timed out (110)")
     assert 0.9 < time.monotonic() - started < 5
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
     assert results(proxy, "error") == 1
 
 
@@ -416,7 +407,7 @@ def test_close_without_answer_is_a_read_error(fake, sink, make_proxy):
     proxy = make_proxy(routes_to(sink), tcp(f))
     reply = send(proxy.port, CLEAN)
     assert_reply(reply, 451, "4.4.0", 186, "clamd read error: connection closed (104)")
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
 
 
 def test_endless_answer_is_a_read_error(fake, sink, make_proxy):
@@ -424,7 +415,7 @@ def test_endless_answer_is_a_read_error(fake, sink, make_proxy):
     proxy = make_proxy(routes_to(sink), tcp(f))
     reply = send(proxy.port, CLEAN)
     assert_reply(reply, 451, "4.4.0", 186, "clamd read error: answer too long (90)")
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
 
 
 def test_missing_unix_socket_is_a_connect_error(sink, make_proxy, tmp_path):
@@ -433,7 +424,7 @@ def test_missing_unix_socket_is_a_connect_error(sink, make_proxy, tmp_path):
     assert_reply(reply, 451, "4.4.0", 180)
     assert reply.text.startswith("4.4.0 clamd connect error: ")
     assert "No such file or directory" in reply.text and "(2) #180 " in reply.text
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
 
 
 def test_bad_socket_option_stops_start_up(sink, make_proxy):
@@ -446,7 +437,7 @@ def test_garbage_answer_is_unexpected(fake, sink, make_proxy):
     proxy = make_proxy(routes_to(sink), tcp(f))
     reply = send(proxy.port, CLEAN)
     assert_reply(reply, 451, "4.4.0", 206, "unexpected clamd result: ?? this is not a reply line ??")
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
     assert results(proxy, "error") == 1
 
 
@@ -457,7 +448,7 @@ def test_error_answer_is_unexpected_not_clean(fake, sink, make_proxy):
     reply = send(proxy.port, CLEAN)
     assert_reply(reply, 451, "4.4.0", 206,
                  "unexpected clamd result: stream: Can't allocate memory ERROR")
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
 
 
 def test_no_free_connection_waits_then_451(fake, sink, make_proxy):
@@ -480,7 +471,7 @@ def test_no_free_connection_waits_then_451(fake, sink, make_proxy):
         a.send(b".\r\n")
         assert_reply(a.read(), 451, "4.4.0", 186)
     assert f.connections == 1
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
 
 
 def test_idle_client_gives_the_stream_up(fake, sink, make_proxy):
@@ -496,7 +487,7 @@ def test_idle_client_gives_the_stream_up(fake, sink, make_proxy):
         time.sleep(1.6)
         c.send(b"body\r\n.\r\n")
         assert_reply(c.read(), 451, "4.4.0", 185, "clamd write error: no message data for 1s (110)")
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
 
 
 def test_connection_released_when_the_dot_never_reaches_clamd(fake, sink, make_proxy):
@@ -551,7 +542,7 @@ def test_over_clamd_max_size_virus_in_the_scanned_part_still_rejected(clamd, sin
     body = MIME_PATTERN[:400] + b"The marker: BARRICADE-TEST-VIRUS-PATTERN\r\n" + padding(20_000)
     assert len(body.partition(b"PATTERN\r\n")[0]) < 1024
     assert_reply(send(proxy.port, body), 550, "5.7.1", 208, CLAMD_PATTERN_NAME)
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
 
 
 def test_clamd_max_size_zero_sends_everything(fake, sink, make_proxy):
@@ -575,7 +566,7 @@ def test_clamd_stream_max_length_exceeded(small_clamd, sink, make_proxy):
     else:
         assert_reply(reply, 451, "4.4.0", 206,
                      "unexpected clamd result: INSTREAM size limit exceeded. ERROR")
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
     assert results(proxy, "error") == 1
 
 
@@ -655,7 +646,7 @@ def test_scan_mode_failures(fake, sink, make_proxy, save_dir: Path):
     down = free_port()
     proxy = make_proxy(routes_to(sink), f"clamd-socket=SCAN:127.0.0.1:{down}", f"save-dir={save_dir}")
     assert_reply(send(proxy.port, CLEAN), 451, "4.4.0", 180)
-    assert_nothing_delivered(sink)
+    sink.assert_nothing_from()
 
 
 def test_scan_mode_over_max_size_not_scanned(fake, sink, make_proxy, save_dir: Path):
