@@ -50,7 +50,7 @@ from email.parser import BytesFeedParser
 from twisted.logger import Logger
 
 from barricade.aio import aio
-from barricade.maps import KeyValueMap, client_keys, mail_keys, strip_detail
+from barricade.maps import KeyValueMap, strip_detail
 from barricade.options import Config
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.state_limits import StoreCheck
@@ -249,29 +249,16 @@ class GreyList(StoreCheck):
             return "content"
         return None
 
-    def _number(self, hit: tuple[str, str] | None) -> int | None:
-        if hit is None:
-            return None
-        key, value = hit
-        try:
-            return int(value.split()[0])
-        except (ValueError, IndexError):
-            log.warn("access map {key}: {value!r} is not a number of seconds; ignored",
-                     key=key, value=value)
-            return None
-
     def period(self, ctx: Context) -> int:
         """``grey-temp-fail-period``, then ``Grey-Connect:``, then the smallest ``Grey-To:``."""
         period = self.default_period
         if self.map is None:
             return period
-        name = ctx.client.name if ctx.client.name not in ("", "unknown") else None
-        found = self._number(self.map.first(client_keys("grey-connect", ctx.client.ip, name)))
+        found = self.number(self.client_value(ctx))  # Grey-Connect:
         if found is not None:
             period = found
-        literal_plus = getattr(self.map, "literal_plus", True)
         for rcpt in ctx.rcpts:
-            found = self._number(self.map.first(mail_keys("grey-to", rcpt, literal_plus=literal_plus)))
+            found = self.number(self.mail_value("grey-to", rcpt))
             if found is not None and found < period:
                 period = found
         return period

@@ -236,16 +236,10 @@ class NullRateTo(StoreCheck):
         if ctx.sender or ctx.client.localhost or ctx.client.relay:
             return CONTINUE
         hit = self.mail_value(self.tag, rcpt)
-        if hit is None:
+        limit = self.number(hit)
+        if limit is None or limit < 0:
             return CONTINUE
-        key, value = hit
-        try:
-            limit = int(value.split()[0])
-        except (ValueError, IndexError):
-            self.bad_value(key, value)
-            return CONTINUE
-        if limit < 0:
-            return CONTINUE
+        key = hit[0]
         try:
             count = await aio(self.store.rate(f"null:{key}"))
         except StoreError as exc:

@@ -127,17 +127,21 @@ class StoreCheck(Check):
         literal_plus = getattr(self.map, "literal_plus", True)
         return self.map.first(mail_keys(tag, address, literal_plus=literal_plus))
 
-    def limit(self, ctx: Context) -> int:
-        """The client's limit (0: none); a value that is not a number is logged and ignored."""
-        hit = self.client_value(ctx)
+    def number(self, hit: tuple[str, str] | None) -> int | None:
+        """The entry's value as a whole number; None without an entry or when
+        the value is not a number (that is logged and the entry ignored)."""
         if hit is None:
-            return 0
+            return None
         key, value = hit
         try:
-            return max(0, int(value.split()[0]))
+            return int(value.split()[0])
         except (ValueError, IndexError):
             self.bad_value(key, value)
-            return 0
+            return None
+
+    def limit(self, ctx: Context) -> int:
+        """The client's limit (0: none); a value that is not a number is logged and ignored."""
+        return max(0, self.number(self.client_value(ctx)) or 0)
 
     def bad_value(self, key: str, value: str) -> None:
         log.warn("access map {key}: {value!r} is not a valid {tag} value; ignored",
