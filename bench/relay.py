@@ -457,6 +457,20 @@ def memory(proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
 # --- driver --------------------------------------------------------------------------
 
 
+def begin(as_json: bool, name: str,
+          time_limit: float) -> tuple[Callable[[str], None], Deadline, Path]:
+    """The start of the side benchmarks (scanners.py, state.py): where the
+    text goes (stderr with --json), the overall deadline, the work directory."""
+    out = sys.stderr if as_json else sys.stdout
+
+    def say(line: str = "") -> None:
+        print(line, file=out, flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"barricade-bench-{name}-"))
+    workdir.chmod(0o755)  # smtp-sink runs as nobody with its cwd here
+    return say, Deadline(time_limit), workdir
+
+
 def finish(figures: dict[str, Any], errors: list[str], workdir: Path, as_json: bool,
            say: Callable[[str], None]) -> int:
     """The tail of the side benchmarks (scanners.py, state.py): keep the logs

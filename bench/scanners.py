@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from relay import BenchError, Deadline, Proxy, Sink, finish, run_source  # noqa: E402
+from relay import BenchError, Deadline, Proxy, Sink, begin, finish, run_source  # noqa: E402
 
 from tests.scanners import Clamd  # noqa: E402
 
@@ -74,14 +73,7 @@ def measure(paths: dict[str, int], sink: Sink, size: int, args: argparse.Namespa
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = sys.stderr if args.json else sys.stdout
-
-    def say(line: str = "") -> None:
-        print(line, file=out, flush=True)
-
-    deadline = Deadline(args.time_limit)
-    workdir = Path(tempfile.mkdtemp(prefix="barricade-bench-scan-"))
-    workdir.chmod(0o755)  # smtp-sink runs as nobody with its cwd here
+    say, deadline, workdir = begin(args.json, "scan", args.time_limit)
     daemons: list[Any] = []
     figures: dict[str, Any] = {"config": vars(args), "sizes": {}}
     errors: list[str] = []

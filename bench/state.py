@@ -34,7 +34,6 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from relay import HOST, BenchError, Deadline, Proxy, Sink, finish, make_message, run_source  # noqa: E402
+from relay import HOST, BenchError, Proxy, Sink, begin, finish, make_message, run_source  # noqa: E402
 
 from tests.state import RedisServer  # noqa: E402
 
@@ -143,14 +142,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = sys.stderr if args.json else sys.stdout
-
-    def say(line: str = "") -> None:
-        print(line, file=out, flush=True)
-
-    deadline = Deadline(args.time_limit)
-    workdir = Path(tempfile.mkdtemp(prefix="barricade-bench-state-"))
-    workdir.chmod(0o755)  # smtp-sink runs as nobody with its cwd here
+    say, deadline, workdir = begin(args.json, "state", args.time_limit)
     daemons: list[Any] = []
     figures: dict[str, Any] = {"config": vars(args)}
     errors: list[str] = []
