@@ -22,6 +22,7 @@ import email.policy
 import errno
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
+from barricade.testing import Client
 from tests.daemons import free_port, stop, wait_for
 
 # --------------------------------------------------------------------------
@@ -898,8 +900,6 @@ def wire(message: bytes) -> bytes:
 
 def send_message(proxy, message: bytes):
     """One message in one session; the reply to the dot and the session id."""
-    from barricade.testing import Client
-
     with Client(proxy.port) as c:
         assert c.ehlo().code == 250
         reply = c.message(SENDER, [RCPT], wire(message))
@@ -927,3 +927,48 @@ def lowest_free_fd(pid: int) -> int:
     while fd in used:
         fd += 1
     return fd
+
+
+def reply_when_no_socket_is_left(proxy, spool_dir: Path):
+    """The reply to a message whose scan finds no descriptor left (EMFILE).
+
+    The spool goes to disk at once (the proxy runs with
+    spool-memory-limit=0) and a first message warms every code path up;
+    then, with the message in but before the dot, the proxy's descriptor
+    limit is lowered so that the next descriptor it asks for, the scanner
+    socket, is refused.
+    """
+    assert send_message(proxy, MIME_CLEAN)[0].id == 554
+    pid = proxy.proc.pid
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    with Client(proxy.port) as c:
+        c.ehlo()
+        assert c.cmd(f"MAIL FROM:<{SENDER}>").code == 250
+        assert c.cmd(f"RCPT TO:<{RCPT}>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(wire(MIME_EICAR))
+        wait_for(lambda: any(spool_dir.iterdir()), timeout=5, what="the spool file")
+        time.sleep(0.2)  # let the proxy settle before counting its descriptors
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free_fd(pid), limits[1]))
+        try:
+            c.send(b".\r\n")
+            return c.read()
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+
+
+def assert_scanner_metrics(proxy, fake, scanner: str, infected: int, unreachable: int) -> None:
+    """One message per outcome (infected, clean, skipped, error), each counted once."""
+    assert send_message(proxy, MIME_EICAR)[0].id == infected
+    assert send_message(proxy, MIME_CLEAN)[0].id == 554
+    assert send_message(proxy, CLEAN)[0].id == 554
+    fake.stop()  # the port is free now: connect is refused
+    assert send_message(proxy, MIME_CLEAN)[0].id == unreachable
+
+    def results(outcome: str) -> float | None:
+        return proxy.metric("barricade_scanner_results_total", scanner=scanner, result=outcome)
+
+    assert [results(o) for o in ("infected", "clean", "skipped", "error")] == [1, 1, 1, 1]
+    assert proxy.metric("barricade_scanner_seconds_count", scanner=scanner) == 4
+    assert proxy.metric("barricade_replies_total", code="550", status="5.7.1", id=str(infected)) == 1
+    assert proxy.metric("barricade_replies_total", code="451", status="4.4.0", id=str(unreachable)) == 1

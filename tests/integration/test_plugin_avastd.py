@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -31,8 +30,9 @@ from tests.scanners import (
     FakeAvastd,
     _Conn,
     assert_reply,
+    assert_scanner_metrics,
     delivered_body,
-    lowest_free_fd,
+    reply_when_no_socket_is_left,
     send_message,
     wire,
 )
@@ -313,32 +313,10 @@ def test_request_longer_than_smtpf_line_buffer_is_a_buffer_overflow(avastd, sink
 
 
 def test_no_socket_left_is_an_open_error(avastd, start, sink, spool_dir):
-    """socket() failing (EMFILE) is smtpf's "open error" #150, not a connect error.
-
-    The spool goes to disk at once (spool-memory-limit=0) and a first
-    message warms every code path up; then, with the message in but before
-    the dot, the proxy's descriptor limit is lowered so that the next
-    descriptor it asks for, the scanner socket, is refused.
-    """
+    """socket() failing (EMFILE) is smtpf's "open error" #150, not a connect error."""
     fake = avastd()
     proxy = start(fake, "spool-memory-limit=0")
-    assert send_message(proxy, MIME_CLEAN)[0].id == 554
-    pid = proxy.proc.pid
-    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-    with Client(proxy.port) as c:
-        c.ehlo()
-        assert c.cmd(f"MAIL FROM:<{SENDER}>").code == 250
-        assert c.cmd(f"RCPT TO:<{RCPT}>").code == 250
-        assert c.cmd("DATA").code == 354
-        c.send(wire(MIME_EICAR))
-        wait_for(lambda: any(spool_dir.iterdir()), timeout=5, what="the spool file")
-        time.sleep(0.2)  # let the proxy settle before counting its descriptors
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free_fd(pid), limits[1]))
-        try:
-            c.send(b".\r\n")
-            reply = c.read()
-        finally:
-            resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+    reply = reply_when_no_socket_is_left(proxy, spool_dir)
     assert_reply(reply, 451, "4.4.0", 150, "avastd open error: Too many open files (24)")
     assert len(fake.received) == 1  # only the warm-up message reached the daemon
     assert len(sink.messages()) == 1
@@ -349,17 +327,4 @@ def test_no_socket_left_is_an_open_error(avastd, start, sink, spool_dir):
 
 def test_scanner_metrics_count_each_outcome(avastd, start):
     fake = avastd()
-    proxy = start(fake)
-    assert send_message(proxy, MIME_EICAR)[0].id == 162
-    assert send_message(proxy, MIME_CLEAN)[0].id == 554
-    assert send_message(proxy, CLEAN)[0].id == 554
-    fake.stop()  # the port is free now: connect is refused
-    assert send_message(proxy, MIME_CLEAN)[0].id == 151
-
-    def results(outcome: str) -> float | None:
-        return proxy.metric("barricade_scanner_results_total", scanner="avastd", result=outcome)
-
-    assert [results(o) for o in ("infected", "clean", "skipped", "error")] == [1, 1, 1, 1]
-    assert proxy.metric("barricade_scanner_seconds_count", scanner="avastd") == 4
-    assert proxy.metric("barricade_replies_total", code="550", status="5.7.1", id="162") == 1
-    assert proxy.metric("barricade_replies_total", code="451", status="4.4.0", id="151") == 1
+    assert_scanner_metrics(start(fake), fake, "avastd", infected=162, unreachable=151)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -20,21 +19,19 @@ from pathlib import Path
 import pytest
 
 from barricade.plugin import ScannerConnection
-from barricade.testing import PACKAGE_ROOT, Client, Proxy, lf, routes_to, wait_for
+from barricade.testing import PACKAGE_ROOT, Proxy, lf, routes_to, wait_for
 from plugins.fpscand import Fpscand, parse_result
 from tests.scanners import (
     CLEAN,
     MIME_CLEAN,
     MIME_EICAR,
     MIME_PATTERN,
-    RCPT,
-    SENDER,
     FakeFpscand,
     assert_reply,
+    assert_scanner_metrics,
     delivered_body,
-    lowest_free_fd,
+    reply_when_no_socket_is_left,
     send_message,
-    wire,
 )
 
 TIMEOUT = 1  # fpscand-timeout for the stalling modes
@@ -341,32 +338,10 @@ def test_request_longer_than_smtpf_line_buffer_is_a_buffer_overflow(fpscand, sin
 
 
 def test_no_socket_left_is_an_open_error(fpscand, start, sink, spool_dir):
-    """socket() failing (EMFILE) is smtpf's "open error" #368, not a connect error.
-
-    The spool goes to disk at once (spool-memory-limit=0) and a first
-    message warms every code path up; then, with the message in but before
-    the dot, the proxy's descriptor limit is lowered so that the next
-    descriptor it asks for, the scanner socket, is refused.
-    """
+    """socket() failing (EMFILE) is smtpf's "open error" #368, not a connect error."""
     fake = fpscand()
     proxy = start(fake, "spool-memory-limit=0")
-    assert send_message(proxy, MIME_CLEAN)[0].id == 554
-    pid = proxy.proc.pid
-    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-    with Client(proxy.port) as c:
-        c.ehlo()
-        assert c.cmd(f"MAIL FROM:<{SENDER}>").code == 250
-        assert c.cmd(f"RCPT TO:<{RCPT}>").code == 250
-        assert c.cmd("DATA").code == 354
-        c.send(wire(MIME_EICAR))
-        wait_for(lambda: any(spool_dir.iterdir()), timeout=5, what="the spool file")
-        time.sleep(0.2)  # let the proxy settle before counting its descriptors
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free_fd(pid), limits[1]))
-        try:
-            c.send(b".\r\n")
-            reply = c.read()
-        finally:
-            resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+    reply = reply_when_no_socket_is_left(proxy, spool_dir)
     assert_reply(reply, 451, "4.4.0", 368, "fpscand open error: Too many open files (24)")
     assert len(fake.received) == 1  # only the warm-up message reached the daemon
     assert len(sink.messages()) == 1
@@ -377,17 +352,4 @@ def test_no_socket_left_is_an_open_error(fpscand, start, sink, spool_dir):
 
 def test_scanner_metrics_count_each_outcome(fpscand, start):
     fake = fpscand()
-    proxy = start(fake)
-    assert send_message(proxy, MIME_EICAR)[0].id == 376
-    assert send_message(proxy, MIME_CLEAN)[0].id == 554
-    assert send_message(proxy, CLEAN)[0].id == 554
-    fake.stop()  # the port is free now: connect is refused
-    assert send_message(proxy, MIME_CLEAN)[0].id == 369
-
-    def results(outcome: str) -> float | None:
-        return proxy.metric("barricade_scanner_results_total", scanner="fpscand", result=outcome)
-
-    assert [results(o) for o in ("infected", "clean", "skipped", "error")] == [1, 1, 1, 1]
-    assert proxy.metric("barricade_scanner_seconds_count", scanner="fpscand") == 4
-    assert proxy.metric("barricade_replies_total", code="550", status="5.7.1", id="376") == 1
-    assert proxy.metric("barricade_replies_total", code="451", status="4.4.0", id="369") == 1
+    assert_scanner_metrics(start(fake), fake, "fpscand", infected=376, unreachable=369)
