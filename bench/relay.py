@@ -198,9 +198,7 @@ class Proxy:
     def cpu_seconds(self) -> float:
         """utime + stime of the proxy process, to tell CPU-bound from latency-bound."""
         self.check_alive()
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # fields after "(comm)"; state is [0]
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.proc.pid)
 
     def log_problems(self) -> list[str]:
         """Error-level, critical and traceback lines from the proxy log.
@@ -220,6 +218,13 @@ class Proxy:
 
     def stop(self) -> None:
         stop(self.proc)
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of a process in seconds, from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # fields after "(comm)"; state is [0]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: Deadline, name: str,

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -42,20 +41,23 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from relay import HOST, BenchError, Proxy, Sink, begin, finish, make_message, run_source  # noqa: E402
+from relay import (  # noqa: E402
+    HOST,
+    BenchError,
+    Proxy,
+    Sink,
+    begin,
+    finish,
+    make_message,
+    process_cpu,
+    run_source,
+)
 
 from tests.state import RedisServer  # noqa: E402
 
 SENDER = "bench@example.org"
 RECIPIENT = "b@example.com"
 GREY_PERIOD = 1  # seconds; every tuple is passed before the timed runs
-
-
-def process_cpu(pid: int) -> float:
-    """utime + stime of a process in seconds (/proc/PID/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def expect(reader: asyncio.StreamReader, code: int, step: str) -> None:
