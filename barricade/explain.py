@@ -173,8 +173,8 @@ async def explain(args: argparse.Namespace, out: TextIO) -> int:
             if verdict.decisive:
                 refused = True
                 continue
-            held_reply = session.held_session or session.held
-            if held_reply is not None and verdict.action is not Action.ACCEPT:
+            held_reply = session.held_for(verdict)
+            if held_reply is not None:
                 say(f"  => {wire(held_reply.reply)}  (the held refusal)\n")
                 refused = True
             else:

@@ -220,6 +220,12 @@ class Proxy:
             return outcome
         return Outcome(self.reply(283))
 
+    def held_for(self, verdict: Verdict) -> Outcome | None:
+        """The refusal ``smtp-delay-checks`` held for this RCPT, unless its
+        own checks white-listed the recipient (smtpf §3a)."""
+        held = self.held_session or self.held
+        return held if verdict.action is not Action.ACCEPT else None
+
     def route_for(self, rcpt: str) -> Route | None:
         routes = self.server.routes
         if self.ctx.client.relay:
@@ -236,9 +242,9 @@ class Proxy:
         verdict = await self.server.pipeline.run("rcpt", self.ctx, rcpt)
         if verdict.decisive:
             return self.verdict_outcome(Verdict(verdict.action, verdict.reply_id, {"rcpt": rcpt, **verdict.fields}))
-        held = self.held_session or self.held
-        if held is not None and verdict.action is not Action.ACCEPT:
-            return held  # smtpf: the held refusal, unless this recipient is white-listed
+        held = self.held_for(verdict)
+        if held is not None:
+            return held
         if route.rcpt and not self.ctx.client.relay and self.server.call_ahead and await self.server.call_ahead.unknown(
                 route, rcpt, self.ctx.sender or "", self.ctx.session_id):
             return Outcome(self.reply(292, rcpt=rcpt))
