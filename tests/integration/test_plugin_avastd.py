@@ -147,7 +147,7 @@ def test_infected_multipart_is_rejected_with_the_virus_name(avastd, start, sink,
     [raw] = fake.received
     # smtpf's dialogue: SCAN <path>, then QUIT once the list is read.
     assert raw == scan_request(spool_dir, qid, raw) + b"QUIT\r\n"
-    assert sink.messages() == []
+    sink.assert_nothing_from()
     assert list(spool_dir.iterdir()) == []  # the spool file is gone with the transaction
 
 
@@ -222,7 +222,7 @@ def test_policy_discard_accepts_and_drops_the_message(avastd, start, sink):
     reply, sid = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 250, "2.0.0", 554)
     assert len(fake.received) == 1
-    assert sink.messages() == []
+    sink.assert_nothing_from()
     wait_for(lambda: f"#161 message {sid}01 is INFECTED with EICAR Test-NOT virus!!!"
              in proxy.log_text(), timeout=5, what="#161 in the log")
 
@@ -268,7 +268,7 @@ def test_daemon_failure_gives_its_own_451(avastd, start, sink, spool_dir, mode, 
     assert_reply(reply, 451, "4.4.0", rid)
     assert reply.text.startswith(f"4.4.0 {text}"), reply
     assert time.monotonic() - started < 3 * TIMEOUT + 2
-    assert sink.messages() == []
+    sink.assert_nothing_from()
     if sent is None:
         assert fake.received == []
     elif sent == "scan":
@@ -293,7 +293,7 @@ def test_unusable_socket_address_is_an_address_error(start, sink, tmp_path, wher
     proxy = start(None, socket=where)
     reply, _ = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 451, "4.4.0", 149, f"avastd address error: {text}")
-    assert sink.messages() == []
+    sink.assert_nothing_from()
 
 
 def test_request_longer_than_smtpf_line_buffer_is_a_buffer_overflow(avastd, sink, make_proxy, tmp_path):
@@ -307,7 +307,7 @@ def test_request_longer_than_smtpf_line_buffer_is_a_buffer_overflow(avastd, sink
     assert_reply(reply, 451, "4.4.0", 154, "avastd buffer overflow")
     fake.wait_received(lambda r: len(r) == 1)
     assert fake.received == [b""]  # connected and greeted, nothing sent
-    assert sink.messages() == []
+    sink.assert_nothing_from()
 
 
 

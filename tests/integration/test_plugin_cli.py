@@ -118,7 +118,7 @@ def test_envelope_exit_4_is_451_with_the_program_text(tmp_path, sink, make_proxy
         # The session goes on.
         assert c.cmd("RSET").code == 250
         assert c.cmd("MAIL FROM:<a@example.org>").code == 250
-    assert sink.messages() == []
+    sink.assert_nothing_from()
 
 
 def test_envelope_exit_5_is_550_with_stdout_and_stderr_lines(tmp_path, sink, make_proxy):
@@ -137,7 +137,7 @@ exit 5
     assert (data.code, data.status, data.id) == (550, "5.7.0", 224)
     assert data.lines[0].startswith("5.7.0 first line of the verdict #224 ")
     assert data.lines[1:] == ["5.7.0 second line, from stderr", "5.7.0 third line"]
-    assert sink.messages() == []
+    sink.assert_nothing_from()
 
 
 def test_envelope_exit_5_without_output_says_message_rejected(tmp_path, sink, make_proxy):
@@ -160,7 +160,7 @@ def test_envelope_exit_6_discards_after_a_250(tmp_path, sink, make_proxy):
         assert (dot.code, dot.status, dot.id) == (250, "2.0.0", 554)
         assert c.cmd("QUIT").code == 221
     time.sleep(0.3)
-    assert sink.messages() == []
+    sink.assert_nothing_from()
     assert "into the bin" in proxy.log_text()
 
 
@@ -172,7 +172,7 @@ def test_envelope_exit_7_replies_and_drops_the_connection(tmp_path, sink, make_p
         assert (data.code, data.status, data.id) == (550, "5.7.0", 224)
         assert data.text.startswith("5.7.0 go away #224")
         assert c.closed()
-    assert sink.messages() == []
+    sink.assert_nothing_from()
 
 
 def test_envelope_timeout_kills_the_program_and_tempfails(tmp_path, sink, make_proxy):
@@ -305,7 +305,7 @@ def test_content_exit_4_and_5_refuse_the_message_with_its_text(tmp_path, sink, m
     dot = send(proxy, b"X-Exit: %d\r\nSubject: no\r\n\r\nbody\r\n" % code)
     assert (dot.code, dot.status, dot.id) == reply
     assert dot.text.startswith(f"{reply[1]} content verdict {code} #224")
-    assert sink.messages() == []
+    sink.assert_nothing_from()
 
 
 def test_content_exit_6_discards(tmp_path, sink, make_proxy):
@@ -313,7 +313,7 @@ def test_content_exit_6_discards(tmp_path, sink, make_proxy):
     dot = send(proxy, b"X-Exit: 6\r\nSubject: bin\r\n\r\nbody\r\n")
     assert (dot.code, dot.status, dot.id) == (250, "2.0.0", 554)
     time.sleep(0.3)
-    assert sink.messages() == []
+    sink.assert_nothing_from()
 
 
 def test_content_exit_7_drops(tmp_path, sink, make_proxy):
@@ -323,7 +323,7 @@ def test_content_exit_7_drops(tmp_path, sink, make_proxy):
         dot = c.message("a@example.org", ["b@example.com"], wire(b"X-Exit: 7\r\n\r\nbody\r\n"))
         assert (dot.code, dot.status, dot.id) == (550, "5.7.0", 224)
         assert c.closed()
-    assert sink.messages() == []
+    sink.assert_nothing_from()
 
 
 def test_content_timeout_tempfails_and_kills(tmp_path, sink, make_proxy):
@@ -333,7 +333,7 @@ def test_content_timeout_tempfails_and_kills(tmp_path, sink, make_proxy):
     dot = send(proxy, MESSAGE)
     assert (dot.code, dot.status, dot.id) == (451, "4.3.0", 907)
     assert_gone(int(pidfile.read_text()))
-    assert sink.messages() == []
+    sink.assert_nothing_from()
 
 
 def test_a_large_message_is_streamed_to_the_program(tmp_path, sink, make_proxy):
@@ -371,7 +371,8 @@ def test_envelope_discard_skips_the_content_program(tmp_path, sink, make_proxy):
     dot = send(proxy, MESSAGE)
     assert (dot.code, dot.status, dot.id) == (250, "2.0.0", 554)
     time.sleep(0.3)
-    assert sink.messages() == [] and not ran.exists()
+    sink.assert_nothing_from()
+    assert not ran.exists()
 
 
 def test_both_programs_pass_and_the_mail_arrives(tmp_path, sink, make_proxy):
