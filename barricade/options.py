@@ -457,10 +457,13 @@ _add("report-to", ["postmaster"], """Recipients of limit reports: addresses, or
      map.""", section=S)
 _add("dupmsg-ttl", 90000, """Seconds a delivered message is remembered (by the MD5 of
      its body, its Message-ID and its sender, with its first recipient; messages
-     without a Message-ID are not tracked) when the client may not have seen our
-     250 for it: it sent no further command before the session ended. A retry
-     of that message is then answered 250 and not delivered a second time (it
-     was delivered the first time). 0 disables duplicate tracking.""",
+     without a Message-ID are not tracked) when the client provably never saw
+     our 250 for it: it left while the final dot was downstream, and the
+     downstream then accepted the message. A retry of that message is answered
+     250 and not delivered a second time (it was delivered the first time). A
+     client that read our 250 is never answered so: closing without QUIT
+     proves nothing, and a copy sent again is delivered again. 0 disables
+     duplicate tracking.""",
      section=S, minimum=0)
 _add("dupmsg-track-all", False, """Remember every delivered message for dupmsg-ttl and
      reject a copy (same body, Message-ID, sender and first recipient) arriving
@@ -488,7 +491,8 @@ _add("state-failure", ["tempfail"], """What a check does when the store fails (R
      for the families not named). Families: grey, rate, concurrent, msg-limit,
      null-rate, dupmsg. tempfail answers 421 4.3.0 (#549, the connection
      closes) at connect and 451 4.3.0 (#550) later; skip lets the client through
-     that check. Either way a line is logged and barricade_state_failures_total
+     that check. dupmsg skips unless named (dupmsg:tempfail answers #960): it
+     only saves a duplicate and must not cost every message of an outage. Either way a line is logged and barricade_state_failures_total
      counts it.""", section=S)
 
 # --- grey-listing (smtpf.md §2.H, §4) ----------------------------------------------

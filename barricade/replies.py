@@ -682,6 +682,8 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'An access-map entry for the client, HELO, sender or a recipient has a right-hand-side value of TRAP: the message is kept in trap-dir and not delivered. smtpf gives this reply without a number. See access-map.'),
     R(950, 552, '5.3.4', '<{rcpt}> ({size} bytes) exceeded max. message size of {limit} bytes', 'rcpt',
       'MAIL SIZE= is larger than the Length-Connect:, Length-From: or Length-To: limit for this recipient (smtpf numbers this reply 901). See the access-map.'),
+    R(960, 451, '4.3.0', 'duplicate-message store unavailable, try again later', 'dot',
+      'state-failure=dupmsg:tempfail and the shared-state store could not be asked whether the message was delivered before. By default dupmsg skips instead (the message is delivered untracked).'),
 )
 
 

@@ -164,6 +164,14 @@ class Sink:
                            self.log.read_text(errors="replace"), re.MULTILINE)
         return found
 
+    def dots(self) -> int:
+        """How many final dots arrived so far (needs ``verbose=True``).
+
+        smtp-sink logs the dot when it arrives, before any ``-W .:delay``
+        holds its reply back: a test can wait for the dot to be downstream.
+        """
+        return len(re.findall(r"^smtp-sink: \.$", self.log.read_text(errors="replace"), re.MULTILINE))
+
     def messages(self) -> list[bytes]:
         """Delivered transactions (smtp-sink's dump files), oldest first."""
         found = []

@@ -1,29 +1,31 @@
-"""Duplicate-message memory (smtpf's ``dupmsg.c``; smtpf.md §2.B, §5).
+"""Duplicate-message memory: don't deliver twice what the client never saw acknowledged.
 
-The problem: the downstream accepted a message, we sent the client 250, and
-the client never saw it (the connection died, or it read nothing more).  It
-then sends the message again, and the recipients get it twice.
+The problem: the downstream accepted a message, but the client never read
+our 250 for it, so it sends the message again and the recipients get it
+twice.  The one case where we *know* the reply was lost is a client that
+left while the final dot was downstream (its own end-of-data timeout ran
+out while a slow MTA or scanner worked): the proxy lets that dot finish, and
+when the downstream accepted, the message was delivered and never
+acknowledged.  A client that read our 250 and then closed without QUIT (an
+MTA closing a cached connection) is not such a case: a later copy of the
+same message is a new message (``postsuper -r``, a monitoring probe, a user
+sending again) and is delivered.  A duplicate is better than a loss; a 250
+followed by no delivery is never a side effect of this check.
 
 A message is known by the MD5 of its body (headers change between retries),
 its Message-ID and its envelope sender, together with its first accepted
 recipient (MTAs that split envelopes send the same message once per
-recipient): ``dupmsg:<md5>,<rcpt>``.  Two differences from smtpf, both so
-that nothing is taken for a duplicate that is not one (a duplicate is
-acknowledged and never delivered): a message without a Message-ID is not
-tracked (smtpf then goes by the body alone, and two messages with the same
-text, a monitoring probe or an automated notice, would be taken for one),
-and the envelope sender is part of the digest (a queue retry keeps it).  At the dot, before anything goes downstream, one
+recipient): ``dupmsg:<md5>,<rcpt>``.  A message without a Message-ID is not
+tracked.  At the dot, before anything goes downstream, one
 :meth:`Store.add` asks "seen before?" and remembers the message as
 *pending* in the same atomic step, so two workers (or gateways) receiving
 the same message at once cannot both take it:
 
-* already known as **discard** — we delivered it and our 250 may have been
-  lost: the copy is answered ``250 message … accepted`` (#554) and not
-  delivered.  That 250 is true: the message was delivered, by us, in the
-  earlier session; this is what smtpf does, so the client drops it from its
-  queue instead of delivering a duplicate or retrying for days;
-* known as **reject** (``+dupmsg-track-all``): ``550 5.3.4 duplicate message
-  rejected`` (#340);
+* known as **discard** — delivered by us, and the client left before our
+  250 could be written: the copy is answered ``250 message … accepted``
+  (#554) and not delivered.  That 250 is true: the message was delivered;
+* known as **reject** (``+dupmsg-track-all``, an operator's policy):
+  ``550 5.3.4 duplicate message rejected`` (#340), so the sender learns it;
 * **pending** — another session is delivering this very message right now:
   ``451 4.7.0 try again later`` (#552); nothing is lost, the client retries.
 
@@ -31,16 +33,15 @@ When the transaction's fate is known (the client's next MAIL, or the end of
 the session) the pending record becomes:
 
 * **discard**, kept ``dupmsg-ttl`` seconds, if every downstream accepted the
-  message and the client sent no further command after our 250 (smtpf's
-  "I/O error sending the reply or reading the next command": we cannot know
-  that the client read it);
+  message after the client had gone (``Context.reply_lost``);
 * **reject**, kept ``dupmsg-ttl``, with ``+dupmsg-track-all`` for a delivered
   message from anyone but localhost, RELAY and white-listed clients;
-* nothing otherwise: the record is deleted, so a message that was refused
-  or not delivered can always be sent again.
+* nothing otherwise: the record is deleted, so a message that was refused,
+  not delivered, or delivered and acknowledged can always be sent again.
 
-A store failure at the dot follows ``state-failure`` for the family
-``dupmsg`` (tempfail: #550; skip: the message is not tracked).
+dupmsg is an optimisation, not a policy: a store failure at the dot lets
+the message through (``state-failure`` family ``dupmsg``, ``skip`` unless
+the operator names ``dupmsg:tempfail``, which answers #960).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class DuplicateMessage(StoreCheck):
     name = "dupmsg"
     family = "dupmsg"
     always = True  # smtpf tracks everyone's messages; only track-all spares the usual suspects
-    failure_reply = 550
+    failure_reply = 960
     failure_drops = False
 
     def __init__(self, config: Config, store: Store, metrics=None):
@@ -145,7 +146,7 @@ class DuplicateMessage(StoreCheck):
         if pending is None:
             return
         delivered = ctx.delivered == pending.qid
-        if delivered and ctx.delivery_unconfirmed:
+        if delivered and ctx.reply_lost:
             value = "discard"
         elif delivered and pending.track:
             value = "reject"

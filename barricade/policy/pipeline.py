@@ -54,11 +54,11 @@ class Context:
     subject_tag: str = ""
     spool: Any = None  # barricade.spool.Spool when a check needs the whole message
     # Session-wide (kept by reset_transaction): the qid of the last message every
-    # downstream accepted, and whether the client has yet to send a command after
-    # our 250 for it.  A session that ends with ``delivery_unconfirmed`` set may
-    # have lost that reply (dupmsg remembers the message so a retry is not delivered twice).
+    # downstream accepted, and whether the client was provably gone before our 250
+    # for it could be written (it left while the dot was downstream).  Only then
+    # does dupmsg take a later copy for a retry of a delivered message.
     delivered: str = ""
-    delivery_unconfirmed: bool = False
+    reply_lost: bool = False
 
     def reset_transaction(self) -> None:
         self.sender = None

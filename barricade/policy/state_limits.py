@@ -63,7 +63,8 @@ def parse_failure_policy(value: str | Iterable[str]) -> dict[str, str]:
     Raises :class:`OptionError` naming the option.
     """
     items = re.split(r"[,;\s]+", value) if isinstance(value, str) else list(value)
-    default, chosen = "tempfail", {}
+    # dupmsg only saves a duplicate: it skips unless named, whatever the default.
+    default, chosen = "tempfail", {"dupmsg": "skip"}
     for item in (i.strip().lower() for i in items):
         if not item:
             continue

@@ -112,6 +112,11 @@ class Proxy:
         self._abort_reply: Outcome | None = None
         self.fatal: Reply | None = None  # set when the session must end mid-DATA
         self.ended = False  # the checks' close hooks have been called
+        # The final dot is downstream and its replies are awaited: a client that
+        # leaves now does not abort it (the message may be delivered already),
+        # the session ends when the replies are in (see lost()).
+        self.dot_in_flight = False
+        self.client_gone = False
         self.on_fatal: Callable[[Reply], None] | None = None
 
     # --- helpers ------------------------------------------------------------------
@@ -187,8 +192,6 @@ class Proxy:
     # --- commands -------------------------------------------------------------------
 
     async def handle(self, event: ev.Command, session) -> Outcome:
-        # Another command: the client did read our reply to its last dot.
-        self.ctx.delivery_unconfirmed = False
         if isinstance(event, ev.Violation):
             return Outcome(event.reply, drop=event.drop)
         handler = getattr(self, "on_" + type(event).__name__.lower())
@@ -452,13 +455,23 @@ class Proxy:
             self.txn.pop(name).abort()
 
     async def on_endofdata(self, event: ev.EndOfData, session) -> Outcome:
+        qid = self.ctx.qid
         try:
             return await self._end_of_data(event)
         finally:
+            self.dot_in_flight = False
             self.ctx.reset_transaction()
             self.txn.clear()
             self._headers = None
             self._abort_reply = None
+            if self.client_gone:
+                # The client left while the dot was downstream: whatever the
+                # downstream said, the client never read our reply.
+                self.ctx.reply_lost = self.ctx.delivered == qid
+                if self.ctx.reply_lost:
+                    log.warn("session {sid}: message {qid} was accepted downstream after the client "
+                             "left; it never saw our 250", sid=self.ctx.session_id, qid=qid)
+                self.lost()
 
     async def _end_of_data(self, event: ev.EndOfData) -> Outcome:
         if self._headers is not None and not self._headers.done:
@@ -479,6 +492,7 @@ class Proxy:
             self._outcome_metric("reject")
             return self._abort_reply
         started = time.monotonic()
+        self.dot_in_flight = True
         if self.ctx.spool is not None:
             results = await self._deliver_spooled()
         else:
@@ -489,7 +503,6 @@ class Proxy:
                      t=time.monotonic() - started, replies="; ".join(map(str, results)))
             self._outcome_metric("accept")
             self.ctx.delivered = self.ctx.qid
-            self.ctx.delivery_unconfirmed = True  # until the client's next command
             return Outcome(self.reply(554, qid=self.ctx.qid))
         for name, down in list(self.txn.items()):
             if not down.alive:
@@ -592,7 +605,15 @@ class Proxy:
                                  consumeErrors=True)
 
     def lost(self) -> None:
-        """The client went away: abort without waiting (nothing may be delivered)."""
+        """The client went away: abort without waiting (nothing may be delivered).
+
+        Unless the final dot is already downstream: aborting then would not
+        undo a delivery, only hide it.  That transaction runs to its replies,
+        and on_endofdata calls this again to finish the session.
+        """
+        if self.dot_in_flight:
+            self.client_gone = True
+            return
         for down in self.txn.values():
             down.abort()
         for down in self.pool.values():

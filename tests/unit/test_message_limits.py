@@ -82,11 +82,13 @@ def test_size_refuses_garbage(text):
 # --- state-failure per family ----------------------------------------------------------------
 
 
-def test_failure_policy_one_word_means_every_family():
+def test_failure_policy_one_word_means_every_family_but_dupmsg():
     for word in ("tempfail", "skip"):
         config = REGISTRY.parse([f"state-failure={word}"])
-        assert {failure_policy(config, f) for f in FAILURE_FAMILIES} == {word}
+        assert {failure_policy(config, f) for f in FAILURE_FAMILIES if f != "dupmsg"} == {word}
+        assert failure_policy(config, "dupmsg") == "skip"  # fails open unless named
     assert failure_policy(REGISTRY.parse([]), "grey") == "tempfail"  # the default
+    assert failure_policy(REGISTRY.parse(["state-failure=dupmsg:tempfail"]), "dupmsg") == "tempfail"
 
 
 def test_failure_policy_per_family_and_default_word():
@@ -250,7 +252,7 @@ async def deliver(check: DuplicateMessage, c: Context, body: bytes = b"\r\nhello
 
 
 @pytest_twisted.ensureDeferred
-async def test_dupmsg_lost_reply_confirmed_reply_and_track_all():
+async def test_dupmsg_lost_reply_read_reply_and_track_all():
     store = MemoryStore()
     check = DuplicateMessage(config(), store)
     first = message_ctx()
@@ -259,7 +261,7 @@ async def test_dupmsg_lost_reply_confirmed_reply_and_track_all():
     assert key.endswith(",rcpt@example.com") and (await store.get(key)).startswith("pending ")
     retry = message_ctx()
     assert (await deliver(check, retry)).reply_id == 552  # being delivered right now: 451
-    first.delivered, first.delivery_unconfirmed = "Q1", True  # accepted, then the client vanished
+    first.delivered, first.reply_lost = "Q1", True  # the client left before the 250, then accepted
     await check.close(first)
     assert (await store.get(key)).startswith("discard ")
     assert (await deliver(check, message_ctx())).action is Action.DISCARD
@@ -271,9 +273,12 @@ async def test_dupmsg_lost_reply_confirmed_reply_and_track_all():
     assert (await deliver(check, other)).action is Action.CONTINUE  # another Message-ID
     other_key = other.notes[PENDING].key
     assert other_key != key
-    other.delivered = "Q1"  # accepted, and the client went on (QUIT): forgotten
-    await check.close(other)
+    other.delivered = "Q1"  # accepted, and the 250 was written: forgotten at the close
+    await check.close(other)  # (with or without QUIT: closing proves nothing)
     assert await store.get(other_key) is None
+    resent = message_ctx(msgid="<2@example.org>")  # sent again later: a new message, delivered
+    assert (await deliver(check, resent)).action is Action.CONTINUE
+    await check.close(resent)
     refused = message_ctx(body=b"\r\nother body\r\n")
     await deliver(check, refused, b"\r\nother body\r\n")
     pending_key = refused.notes[PENDING].key
@@ -304,18 +309,20 @@ async def test_dupmsg_leaves_messages_without_message_id_alone():
         c.headers = [("Subject", "no id")]
         assert (await deliver(check, c)).action is Action.CONTINUE
         assert PENDING not in c.notes
-        c.delivered, c.delivery_unconfirmed = "Q1", True
+        c.delivered, c.reply_lost = "Q1", True
         await check.close(c)
 
 
 @pytest_twisted.ensureDeferred
-async def test_dupmsg_store_failure_follows_its_family():
-    failing = DuplicateMessage(config(), FailingStore())
-    assert (await deliver(failing, message_ctx())).reply_id == 550
-    skip = DuplicateMessage(config("state-failure=tempfail,dupmsg:skip"), FailingStore())
-    c = message_ctx()
-    assert (await deliver(skip, c)).action is Action.CONTINUE
-    assert PENDING not in c.notes
+async def test_dupmsg_store_failure_skips_unless_named():
+    for setting in ("state-failure=tempfail", "state-failure=tempfail,dupmsg:skip"):
+        skip = DuplicateMessage(config(setting), FailingStore())
+        c = message_ctx()
+        assert (await deliver(skip, c)).action is Action.CONTINUE  # fails open
+        assert PENDING not in c.notes
+    failing = DuplicateMessage(config("state-failure=skip,dupmsg:tempfail"), FailingStore())
+    verdict = await deliver(failing, message_ctx())
+    assert (verdict.action, verdict.reply_id) == (Action.TEMPFAIL, 960)
 
 
 # --- reports ------------------------------------------------------------------------------------
