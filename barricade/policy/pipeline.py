@@ -19,8 +19,8 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from barricade.client import ClientInfo
 from barricade.policy.verdict import CONTINUE, Action, Verdict
-from barricade.smtp.events import ClientInfo
 
 log = Logger()
 
