@@ -98,6 +98,13 @@ def in_kinds(addr: IpAddress, kinds: Kind) -> bool:
     return any(kind & kinds and net.version == addr.version and addr in net for net, kind in NETWORKS)
 
 
+def unmap(addr: IpAddress) -> IpAddress:
+    """The one address form: IPv4-mapped IPv6 (``::ffff:192.0.2.1``) is IPv4."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
 def parse_ip(text: str) -> IpAddress:
     """An address as written anywhere (``[1.2.3.4]``, ``IPv6:…``, ``::ffff:1.2.3.4``).
 
@@ -107,10 +114,7 @@ def parse_ip(text: str) -> IpAddress:
     text = text.strip().strip("[]")
     if text[:5].lower() == "ipv6:":
         text = text[5:]
-    addr = ipaddress.ip_address(text)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
+    return unmap(ipaddress.ip_address(text))
 
 
 def normal_ip(text: str) -> IpAddress | None:
