@@ -1,7 +1,8 @@
 """Documents generated from the code, for ``scripts/regen``.
 
 ``python -m barricade.regen replies`` prints the reply catalogue (with the
-replies the installed plugins declare) as ``docs/replies.md``.  It lives
+replies the installed plugins declare) as ``docs/replies.md``; ``order``
+prints the check order table as ``docs/check-order.md``.  It lives
 here, above the catalogue and the plugins, so that ``replies.py`` needs to
 import neither.
 """
@@ -18,7 +19,13 @@ def replies() -> str:
     return render_markdown(Catalogue((*ENTRIES, *plugin_replies())))
 
 
-DOCUMENTS = {"replies": replies}
+def order() -> str:
+    from barricade.policy.order import render_markdown
+
+    return render_markdown()
+
+
+DOCUMENTS = {"replies": replies, "order": order}
 
 
 def main(argv: list[str] | None = None) -> int:

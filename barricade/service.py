@@ -30,6 +30,8 @@ from barricade.policy.access import AccessMap, access_maps
 from barricade.policy.callahead import CallAhead
 from barricade.policy.domains import TldFileError
 from barricade.policy.limits import builtin_checks
+from barricade.policy.order import ORDER, OrderError
+from barricade.policy.order import validate as validate_order
 from barricade.policy.pipeline import Pipeline
 from barricade.replies import Catalogue, CatalogueError
 from barricade.report import Reporter
@@ -126,7 +128,11 @@ def build_context(config: Config, reactor=None) -> ServerContext:
                                 reporter=Reporter(config, routes, reactor))
     except (TldFileError, OptionError) as exc:
         raise StartupError(str(exc)) from None
-    pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics)
+    try:
+        validate_order([*checks, *plugins])
+    except OrderError as exc:
+        raise StartupError(str(exc)) from None
+    pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics, order=ORDER)
     return ServerContext(
         config=config,
         catalogue=catalogue,

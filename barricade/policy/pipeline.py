@@ -12,7 +12,7 @@ reaches the client as a traceback.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from barricade.client import ClientInfo
+from barricade.policy.order import arrange
 from barricade.policy.verdict import CONTINUE, Action, Verdict
 
 log = Logger()
@@ -122,6 +123,10 @@ class Check:
     timeout: float = 0
     #: The temp-fail reply when a hook raises or times out.
     error_reply = 907
+    #: Run just before / just after the check of this name, in every phase where
+    #: the order table lists it (``barricade.policy.order``); "" for no place.
+    before: str = ""
+    after: str = ""
 
     async def connect(self, ctx: Context) -> Verdict:
         return CONTINUE
@@ -156,15 +161,30 @@ class Check:
 
 
 class Pipeline:
-    def __init__(self, checks: Iterable[Check], reactor, timeout: float, metrics=None):
+    """The checks of every phase, in order.
+
+    ``order`` is a per-phase order table (:data:`barricade.policy.order.ORDER`,
+    which also places plugins by ``before``/``after``); without one the
+    checks run in the order given.
+    """
+
+    def __init__(self, checks: Iterable[Check], reactor, timeout: float, metrics=None,
+                 order: Mapping[str, Sequence[tuple[str, str]]] | None = None):
         self.checks = list(checks)
         self.reactor = reactor
         self.timeout = timeout
         self.metrics = metrics
-        self._hooks = {
+        hooks = {
             phase: [c for c in self.checks if getattr(type(c), phase) is not getattr(Check, phase)]
             for phase in PHASES
         }
+        if order is not None:
+            hooks = {phase: arrange(phase, found, order) for phase, found in hooks.items()}
+        self._hooks = hooks
+
+    def order(self, phase: str) -> list[str]:
+        """The names of the checks that run in ``phase``, in order."""
+        return [c.name for c in self._hooks[phase]]
 
     def has(self, phase: str) -> bool:
         return bool(self._hooks[phase])
