@@ -38,8 +38,8 @@ from twisted.logger import Logger
 from barricade.address import parse_hostport
 from barricade.options import REGISTRY, Config, OptionError, Registry
 from barricade.policy.pipeline import Check
-from barricade.policy.verdict import Action, Verdict
-from barricade.replies import ReplySpec
+from barricade.policy.verdict import Action, CheckError, Verdict
+from barricade.replies import ENTRIES, ReplySpec, check_reply
 
 log = Logger()
 
@@ -226,32 +226,42 @@ def enabled_plugins(config: Config, services: Services) -> list[Plugin]:
 
 
 def plugin_replies(config: Config | None = None) -> list[ReplySpec]:
-    """Replies declared by discovered plugins and those ``config`` names."""
+    """Replies declared by discovered plugins and those ``config`` names.
+
+    Raises OptionError (a one-line start-up error) when two plugins declare
+    one id differently, a plugin reuses a core id, or an entry's code and
+    enhanced status do not fit together.
+    """
     classes = list(discover().values())
     if config is not None:
         classes += [load_class(spec) for spec in config["plugins"]]
-    out: dict[int, ReplySpec] = {}
+    core = {spec.id for spec in ENTRIES}
+    out: dict[int, tuple[ReplySpec, str]] = {}
     for cls in classes:
         for spec in cls.replies:
-            out.setdefault(spec.id, spec)
-    return list(out.values())
+            problem = check_reply(spec)
+            if problem:
+                raise OptionError(f"plugin {cls.name}: {problem}")
+            if spec.id in core:
+                raise OptionError(f"plugin {cls.name}: reply #{spec.id} is already the core catalogue's")
+            seen = out.get(spec.id)
+            if seen is None:
+                out[spec.id] = (spec, cls.name)
+            elif seen[0] != spec:
+                raise OptionError(f"plugins {seen[1]} and {cls.name} both declare reply #{spec.id}")
+    return [spec for spec, _ in out.values()]
 
 
 # --- scanner helpers -------------------------------------------------------------------
 
 
-class ScannerError(Exception):
-    """A scanner I/O failure; ``reply_id`` is the plugin's numbered 451."""
+class ScannerError(CheckError):
+    """A scanner I/O failure; ``reply_id`` is the plugin's numbered 451 (fields error, errno)."""
 
     def __init__(self, reply_id: int, error: str, errno: int = 0):
-        super().__init__(f"{error} ({errno})")
-        self.reply_id = reply_id
+        super().__init__(reply_id, f"{error} ({errno})", error=error, errno=errno)
         self.error = error
         self.errno = errno
-
-    def verdict(self) -> Verdict:
-        """The pipeline answers a raised ScannerError with this."""
-        return Verdict(Action.TEMPFAIL, self.reply_id, {"error": self.error, "errno": self.errno})
 
 
 class _Stream(protocol.Protocol):

@@ -17,6 +17,7 @@ downstream reply it relays (smtpf's #282, #299, #300 ...).
 
 from __future__ import annotations
 
+import enum
 import re
 import string
 from collections.abc import Iterable, Mapping
@@ -707,3 +708,68 @@ def render_markdown(catalogue: Catalogue | None = None) -> str:
                    f"| `{text}` | {doc} |")
     return "\n".join(out) + "\n"
 
+
+
+class ReplyId(enum.IntEnum):
+    """Catalogue entries by name, for code: ``ReplyId.MESSAGE_ACCEPTED`` is #554.
+
+    The number stays the entry's id (in the reply text, ``reply-file`` and
+    metrics); the name says what the reply is where code chooses it.  Every
+    name is checked against the catalogue at start-up.
+    """
+
+    GREETING = 633
+    EHLO = 254
+    HELO = 256
+    CLOSING = 247
+    OK = 547
+    SENDER_ACCEPTED = 283
+    SENDER_REFUSED_DOWNSTREAM = 282
+    HELD_PROCEED = 507
+    RELAYING_DENIED = 288
+    RECIPIENT_UNKNOWN = 292
+    RECIPIENT_ACCEPTED = 290
+    RECIPIENT_ACCEPTED_RELAY = 297
+    RECIPIENT_REFUSED_DOWNSTREAM = 300
+    ROUTE_UNAVAILABLE = 295
+    DOWNSTREAM_REPLY = 299
+    ALL_ROUTES_REFUSED = 306
+    ROUTES_DISAGREE = 307
+    MESSAGE_ACCEPTED = 554
+    ENTER_MAIL = 900
+    NO_FORWARDER = 901
+    LOST_DURING_DATA = 902
+    LOST_DOWNSTREAM = 903
+    DOWNSTREAM_TIMEOUT = 904
+    CLIENT_TIMEOUT = 905
+    PROCESSING_ERROR = 907
+    INTERNAL_ERROR = 908
+    SHUTTING_DOWN = 909
+    START_TLS = 913
+    VRFY = 915
+    HELP = 916
+    NO_VALID_RECIPIENTS = 923
+
+
+def check_reply(spec: ReplySpec) -> str | None:
+    """What is wrong with an entry's code and enhanced status (None: nothing).
+
+    The code is 0 (relayed) or 2xx-5xx, and an enhanced status, when given,
+    is of the code's class (no 550 with 4.7.1).
+    """
+    if spec.code and not 200 <= spec.code < 600:
+        return f"reply #{spec.id}: code {spec.code} is not an SMTP reply code"
+    if spec.code and spec.status and spec.status[0] != str(spec.code)[0]:
+        return f"reply #{spec.id}: enhanced status {spec.status} does not fit code {spec.code}"
+    return None
+
+
+def check_catalogue(catalogue: Catalogue) -> None:
+    """Start-up: every named reply exists and every entry is well formed; raises CatalogueError."""
+    for rid in ReplyId:
+        if rid not in catalogue:
+            raise CatalogueError(f"reply #{int(rid)} ({rid.name}) is not in the catalogue")
+    for spec in catalogue:
+        problem = check_reply(spec)
+        if problem:
+            raise CatalogueError(problem)

@@ -33,7 +33,7 @@ from barricade.policy.limits import builtin_checks
 from barricade.policy.order import ORDER, OrderError
 from barricade.policy.order import validate as validate_order
 from barricade.policy.pipeline import Pipeline
-from barricade.replies import Catalogue, CatalogueError
+from barricade.replies import Catalogue, CatalogueError, check_catalogue
 from barricade.report import Reporter
 from barricade.smtp.forward import Timeouts
 from barricade.smtp.proxy import ServerContext
@@ -94,6 +94,10 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     except (CatalogueError, OSError) as exc:
         raise StartupError(f"reply-file: {exc}") from None
     except OptionError as exc:
+        raise StartupError(str(exc)) from None
+    try:
+        check_catalogue(catalogue)
+    except CatalogueError as exc:
         raise StartupError(str(exc)) from None
     try:
         routes = RouteMap(config["route-map"])

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: Reply ids: a downstream timed out (#904), every route refused (#306),
-#: the routes disagree (#307), the downstream reply relayed as it came (#299).
-TIMEOUT, ALL_REFUSED, MIXED, PASSTHROUGH = 904, 306, 307, 299
+from barricade.replies import ReplyId as R
+
+TIMEOUT, ALL_REFUSED, MIXED, PASSTHROUGH = (R.DOWNSTREAM_TIMEOUT, R.ALL_ROUTES_REFUSED,
+                                           R.ROUTES_DISAGREE, R.DOWNSTREAM_REPLY)
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,16 @@ def succeeded(results: Sequence[Any], expect: int) -> bool:
 def combine(results: Sequence[Any], expect: int, lost: int, relay_reply: bool = False) -> Combined:
     """One reply for results that did not all succeed.
 
-    ``lost`` is the reply when a connection went away: #903 before DATA (the
-    client may retry at once), #902 after it (the transfer is broken and the
-    session is closed).  A timeout always closes (#904).
+    ``lost`` is the reply when a connection went away: LOST_DOWNSTREAM
+    before DATA (the client may retry at once), LOST_DURING_DATA after it
+    (the transfer is broken and the session is closed).  A timeout always
+    closes (DOWNSTREAM_TIMEOUT).
     """
     errors = [r for r in results if isinstance(r, Exception)]
     if any(getattr(e, "kind", "") == "timeout" for e in errors):
         return Combined(TIMEOUT, drop=True)
     if errors:
-        return Combined(lost, drop=lost == 902)
+        return Combined(lost, drop=lost == R.LOST_DURING_DATA)
     failed = [r for r in results if not _ok(r, expect)]
     if len(results) == 1 and failed and relay_reply:
         return Combined(PASSTHROUGH, relayed=failed[0])

@@ -24,6 +24,7 @@ from barricade.decide.aggregate import Combined, combine, succeeded
 from barricade.decide.outcome import Downstream, Outcome
 from barricade.policy.verdict import Action, Flag, Verdict
 from barricade.replies import Catalogue, Reply
+from barricade.replies import ReplyId as R
 
 if TYPE_CHECKING:
     from barricade.maps import Route, RouteMap
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 
 #: The phases whose refusals hold for the whole session under smtp-delay-checks.
 SESSION_PHASES = ("connect", "helo")
+#: The fields every reply of a session is rendered with.
+STANDARD_FIELDS = frozenset(("hostname", "client_name", "client_ip", "helo", "sender", "code", "status"))
+#: The reply code classes each decisive action may use.
+CODE_CLASS = {Action.REJECT: ("5",), Action.TEMPFAIL: ("4",), Action.DROP: ("4", "5"),
+              Action.DISCARD: ("2",)}
 
 
 class _Quiet:
@@ -47,7 +53,8 @@ class Rules:
 
     def __init__(self, catalogue: Catalogue, routes: RouteMap, hostname: str, *,
                  delay_checks: bool = False, relay_reply: bool = False,
-                 banner: Sequence[str] = (), esmtp: bool = True, log: Any = None):
+                 banner: Sequence[str] = (), esmtp: bool = True, subject_tag: str = "[SPAM]",
+                 log: Any = None):
         self.catalogue = catalogue
         self.routes = routes
         self.hostname = hostname
@@ -55,6 +62,7 @@ class Rules:
         self.relay_reply = relay_reply
         self.banner = tuple(banner) or ("Barricade ready",)
         self.esmtp = esmtp
+        self.subject_tag = subject_tag
         self.log = log or _Quiet()
         self.held: Outcome | None = None  # smtp-delay-checks: a MAIL refusal waiting for RCPT
         self.held_session: Outcome | None = None  # ... a connect/HELO refusal
@@ -73,7 +81,7 @@ class Rules:
             "sender": ctx.sender or "",
         }
         base.update(fields)
-        return self.catalogue.reply(rid, **base)
+        return self.catalogue.reply(int(rid), **base)
 
     def say(self, ctx: Context, rid: int, **fields: object) -> Outcome:
         return Outcome(self.reply(ctx, rid, **fields))
@@ -81,16 +89,28 @@ class Rules:
     def verdict_outcome(self, ctx: Context, verdict: Verdict) -> Outcome:
         """A decisive verdict's reply; a verdict without a known reply id is #907."""
         if verdict.reply_id is None or verdict.reply_id not in self.catalogue:
-            self.log.error("check {check} gave {action} without a catalogue reply id",
-                           check=verdict.check, action=verdict.action.value)
-            return Outcome(self.reply(ctx, 907))
-        return Outcome(self.reply(ctx, verdict.reply_id, **verdict.fields),
-                       drop=verdict.action is Action.DROP)
+            self.log.error("check {check} gave {action} with reply {rid}, which is not in the "
+                           "catalogue (session {sid}): answered #907", check=verdict.check,
+                           action=verdict.action.value, rid=verdict.reply_id, sid=ctx.session_id)
+            return Outcome(self.reply(ctx, R.PROCESSING_ERROR))
+        missing = self.catalogue.spec(verdict.reply_id).fields - STANDARD_FIELDS - set(verdict.fields)
+        if missing:
+            self.log.warn("check {check}: reply #{rid} rendered without field(s) {missing} "
+                          "(session {sid})", check=verdict.check, rid=verdict.reply_id,
+                          missing=", ".join(sorted(missing)), sid=ctx.session_id)
+        reply = self.reply(ctx, verdict.reply_id, **verdict.fields)
+        expected = CODE_CLASS.get(verdict.action)
+        if expected and str(reply.code)[0] not in expected:
+            self.log.error("check {check} gave {action} with reply #{rid} ({code}): {action} needs a "
+                           "{want}xx reply (session {sid})", check=verdict.check,
+                           action=verdict.action.value, rid=verdict.reply_id, code=reply.code,
+                           want="/".join(expected), sid=ctx.session_id)
+        return Outcome(reply, drop=verdict.action is Action.DROP)
 
     def passthrough(self, reply: Any) -> Reply:
         """#299: the downstream reply as it came (``+relay-reply``)."""
         status = reply.status or f"{reply.code // 100}.0.0"
-        return self.catalogue.reply(299, code=reply.code, status=status, text=reply.text)
+        return self.catalogue.reply(R.DOWNSTREAM_REPLY, code=reply.code, status=status, text=reply.text)
 
     # --- smtp-delay-checks ----------------------------------------------------------------
 
@@ -129,7 +149,7 @@ class Rules:
 
     def greeting(self, ctx: Context) -> Reply:
         esmtp = "E" if self.esmtp else ""
-        return self.reply(ctx, 633, esmtp=esmtp, banner=self.banner[0], lines=self.banner[1:])
+        return self.reply(ctx, R.GREETING, esmtp=esmtp, banner=self.banner[0], lines=self.banner[1:])
 
     def refusal(self, ctx: Context, phase: str, verdict: Verdict) -> Outcome | None:
         """The refusal a connect, HELO or MAIL verdict gives now.
@@ -154,8 +174,8 @@ class Rules:
         if outcome is not None:
             return outcome
         if ehlo:
-            return Outcome(self.reply(ctx, 254, extra=list(keywords)))
-        return self.say(ctx, 256)
+            return Outcome(self.reply(ctx, R.EHLO, extra=list(keywords)))
+        return self.say(ctx, R.HELO)
 
     def new_transaction(self) -> None:
         """MAIL: what a former transaction held or broke is forgotten."""
@@ -166,10 +186,10 @@ class Rules:
         if verdict.decisive:
             outcome = self.refusal(ctx, "mail", verdict)
             if outcome is None:
-                return self.say(ctx, 507)  # "250 2.0.0 proceed": the refusal waits
+                return self.say(ctx, R.HELD_PROCEED)  # "250 2.0.0 proceed": the refusal waits
             ctx.reset_transaction()
             return outcome
-        return self.say(ctx, 283)
+        return self.say(ctx, R.SENDER_ACCEPTED)
 
     # --- RCPT ----------------------------------------------------------------------------
 
@@ -183,9 +203,9 @@ class Rules:
         """Routing comes first: no route (and no relaying) is #288, a broken transaction #903."""
         route = self.route_for(ctx, rcpt)
         if route is None:
-            return self.say(ctx, 288, rcpt=rcpt)
+            return self.say(ctx, R.RELAYING_DENIED, rcpt=rcpt)
         if self.broken:
-            return self.say(ctx, 903, rcpt=rcpt)
+            return self.say(ctx, R.LOST_DOWNSTREAM, rcpt=rcpt)
         return route
 
     def rcpt(self, ctx: Context, verdict: Verdict, rcpt: str, route: Route) -> Outcome:
@@ -203,22 +223,23 @@ class Rules:
         return bool(route.rcpt) and not ctx.client.relay
 
     def unknown_recipient(self, ctx: Context, rcpt: str) -> Outcome:
-        return self.say(ctx, 292, rcpt=rcpt)
+        return self.say(ctx, R.RECIPIENT_UNKNOWN, rcpt=rcpt)
 
     def mail_refused(self, ctx: Context, mail: Any) -> Outcome:
         """#282: the downstream refused the relayed MAIL FROM (its code and status, our text)."""
         status = mail.status or f"{mail.code // 100}.1.0"
-        return Outcome(self.catalogue.reply(282, code=mail.code, status=status, sender=ctx.sender or ""))
+        return Outcome(self.catalogue.reply(R.SENDER_REFUSED_DOWNSTREAM, code=mail.code, status=status, sender=ctx.sender or ""))
 
     def relayed_rcpt(self, ctx: Context, reply: Any, rcpt: str) -> Outcome:
         """The downstream's answer to a relayed RCPT: 250 only after its 250."""
         if reply.ok:
             ctx.rcpts.append(rcpt)
-            return self.say(ctx, 297 if ctx.client.relay else 290, rcpt=rcpt)
+            rid = R.RECIPIENT_ACCEPTED_RELAY if ctx.client.relay else R.RECIPIENT_ACCEPTED
+            return self.say(ctx, rid, rcpt=rcpt)
         if self.relay_reply:
             return Outcome(self.passthrough(reply))
         status = reply.status or f"{reply.code // 100}.1.0"
-        return Outcome(self.catalogue.reply(300, code=reply.code, status=status, rcpt=rcpt))
+        return Outcome(self.catalogue.reply(R.RECIPIENT_REFUSED_DOWNSTREAM, code=reply.code, status=status, rcpt=rcpt))
 
     def rcpt_lost(self, ctx: Context, kind: str, rcpt: str, had_recipients: bool,
                   other_routes: bool) -> Outcome:
@@ -226,21 +247,21 @@ class Rules:
         if had_recipients:
             self.broken = True
         if kind == "timeout":
-            return self.say(ctx, 904)
+            return self.say(ctx, R.DOWNSTREAM_TIMEOUT)
         if kind == "connect":
             if other_routes:  # other routes carry this transaction: only this recipient waits
-                return self.say(ctx, 295, rcpt=rcpt)
-            return self.say(ctx, 901)
-        return self.say(ctx, 903)
+                return self.say(ctx, R.ROUTE_UNAVAILABLE, rcpt=rcpt)
+            return self.say(ctx, R.NO_FORWARDER)
+        return self.say(ctx, R.LOST_DOWNSTREAM)
 
     # --- DATA and the dot ------------------------------------------------------------------
 
     def before_data_checks(self, ctx: Context, recipients: bool) -> Outcome | None:
         """Never 354 without a downstream that accepted a recipient (#923), nor after a loss (#903)."""
         if self.broken:
-            return Outcome(self.reply(ctx, 903), downstream=Downstream.END)
+            return Outcome(self.reply(ctx, R.LOST_DOWNSTREAM), downstream=Downstream.END)
         if not recipients:
-            return Outcome(self.reply(ctx, 923), downstream=Downstream.END)
+            return Outcome(self.reply(ctx, R.NO_VALID_RECIPIENTS), downstream=Downstream.END)
         return None
 
     def data(self, ctx: Context, verdict: Verdict) -> Outcome | None:
@@ -255,8 +276,8 @@ class Rules:
     def data_started(self, ctx: Context, results: Sequence[Any]) -> Outcome:
         """354 only when every downstream said 354 (none asked yet when spooling)."""
         if not results or succeeded(results, 354):
-            return self.say(ctx, 900)
-        outcome = self._combined(ctx, combine(results, 354, 903, self.relay_reply))
+            return self.say(ctx, R.ENTER_MAIL)
+        outcome = self._combined(ctx, combine(results, 354, R.LOST_DOWNSTREAM, self.relay_reply))
         outcome.downstream = Downstream.ABORT
         return outcome
 
@@ -269,12 +290,32 @@ class Rules:
             return outcome
         return None
 
+    def apply_tags(self, ctx: Context) -> None:
+        """Mark the message for the TAG verdicts so far (the first reason wins).
+
+        The reason is the verdict's ``reason`` field, or the text of its reply.
+        """
+        for verdict in (*ctx.session_tags, *ctx.tags):
+            reason = verdict.fields.get("reason")
+            if not reason and verdict.reply_id is not None and verdict.reply_id in self.catalogue:
+                reason = self.reply(ctx, verdict.reply_id, **verdict.fields).text
+            ctx.tag(self.subject_tag, str(reason or f"tagged by {verdict.check}"))
+        ctx.tags = []
+
+    def late_tags(self, ctx: Context) -> None:
+        """TAG verdicts that came after the headers went downstream (cut-through): logged."""
+        for verdict in ctx.tags:
+            self.log.warn("session {sid}: check {check} tagged message {qid} after its headers went "
+                          "downstream; tagging in body or end_of_data needs a spooled message",
+                          sid=ctx.session_id, check=verdict.check, qid=ctx.qid)
+        ctx.tags = []
+
     def end_of_data(self, ctx: Context, verdict: Verdict) -> Outcome | None:
         """The end-of-data checks: DISCARD is a 250 with nothing delivered; None: send the dot."""
         if not verdict.decisive:
             return None
         if verdict.action is Action.DISCARD:
-            outcome = self.say(ctx, 554, qid=ctx.qid)
+            outcome = self.say(ctx, R.MESSAGE_ACCEPTED, qid=ctx.qid)
             outcome.message = "discard"
         else:
             outcome = self.verdict_outcome(ctx, verdict)
@@ -288,10 +329,10 @@ class Rules:
         ``Outcome.message`` is "accept" exactly when the message was delivered.
         """
         if succeeded(results, 250):
-            outcome = self.say(ctx, 554, qid=ctx.qid)
+            outcome = self.say(ctx, R.MESSAGE_ACCEPTED, qid=ctx.qid)
             outcome.message = "accept"
             return outcome
-        outcome = self._combined(ctx, combine(results, 250, 902, self.relay_reply))
+        outcome = self._combined(ctx, combine(results, 250, R.LOST_DURING_DATA, self.relay_reply))
         outcome.message = "downstream-fail"
         return outcome
 
@@ -323,4 +364,5 @@ class Rules:
 
 
 #: Replies of the commands no check looks at.
-SIMPLE = {"rset": 547, "noop": 547, "help": 916, "vrfy": 915, "quit": 247, "starttls": 913}
+SIMPLE = {"rset": R.OK, "noop": R.OK, "help": R.HELP, "vrfy": R.VRFY, "quit": R.CLOSING,
+          "starttls": R.START_TLS}

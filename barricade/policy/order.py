@@ -68,7 +68,6 @@ ORDER: dict[str, tuple[tuple[str, str], ...]] = {
         ("access-copy", "copies and traps see the message as received"),
         ("access-message", "the access map's message check"),
         ("dns-bl-headers", "addresses in headers looked up in the DNS lists"),
-        ("spf-policy", "SPF tagging"),
         ("hop-limit", "the Received: count"),
     ),
     "body": (

@@ -11,6 +11,7 @@ reaches the client as a traceback.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,12 +22,25 @@ from twisted.logger import Logger
 
 from barricade.client import ClientInfo
 from barricade.policy.order import arrange
-from barricade.policy.verdict import CONTINUE, Action, Verdict
+from barricade.policy.verdict import CONTINUE, Action, CheckError, Verdict
 
 log = Logger()
 
 PHASES = ("connect", "helo", "mail", "rcpt", "data", "headers", "body", "end_of_data", "close")
 ENVELOPE_PHASES = frozenset(("connect", "helo", "mail", "rcpt"))
+#: Phases whose ACCEPT, CONTENT and TAG hold for the whole session.
+SESSION_PHASES = frozenset(("connect", "helo"))
+#: Transaction note: set once the message has been tagged.
+TAGGED = "tag.done"
+
+
+class Trust(enum.IntEnum):
+    """How far a white list lets a session or transaction through (one value per scope)."""
+
+    NONE = 0
+    CONTENT = 1  # CONTENT: envelope checks skipped, content still checked
+    WHITE = 2  # OK: every check skipped but anti-virus and protocol limits
+    FULL = 3  # OK+AV: not even anti-virus
 
 
 @dataclass
@@ -43,12 +57,14 @@ class Context:
     rcpts: list[str] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)
     qid: str = ""
-    white_session: bool = False  # ACCEPT at connect/HELO: the whole session is trusted
-    white: bool = False  # ACCEPT later: this transaction is trusted
-    white_envelope: bool = False  # CONTENT: envelope checks skipped, content still checked
-    white_envelope_session: bool = False  # CONTENT at connect/HELO: so in every transaction
-    white_av: bool = False  # OK+AV: not even anti-virus runs
-    notes: dict[str, Any] = field(default_factory=dict)  # checks share results here
+    trust: Trust = Trust.NONE  # this transaction's white list (ACCEPT/CONTENT after HELO)
+    session_trust: Trust = Trust.NONE  # the session's (ACCEPT/CONTENT at connect or HELO)
+    #: Checks share results here, for this transaction (keys starting "session."
+    #: are kept for the session too: the older spelling of ``session_notes``).
+    notes: dict[str, Any] = field(default_factory=dict)
+    session_notes: dict[str, Any] = field(default_factory=dict)  # kept for the whole session
+    tags: list[Verdict] = field(default_factory=list)  # TAG verdicts of this transaction
+    session_tags: list[Verdict] = field(default_factory=list)  # TAG at connect/HELO
     header_block: bytes = b""  # the message's header lines as received (CRLF, unstuffed)
     added_headers: list[tuple[str, str]] = field(default_factory=list)
     removed_headers: set[str] = field(default_factory=set)  # lower-case names
@@ -70,8 +86,8 @@ class Context:
         self.added_headers = []
         self.removed_headers = set()
         self.subject_tag = ""
-        self.white = self.white_av = False
-        self.white_envelope = self.white_envelope_session
+        self.trust = Trust.NONE
+        self.tags = []
         if self.spool is not None:
             self.spool.close()
             self.spool = None
@@ -90,8 +106,26 @@ class Context:
         self.removed_headers.add(name.lower())
 
     def tag_subject(self, tag: str) -> None:
-        """Prefix the Subject (e.g. ``[SPAM]``); needs a spooled message."""
+        """Prefix the Subject (e.g. ``[SPAM]``).
+
+        Same rules as :meth:`add_header`: in a ``headers`` hook or earlier, or
+        up to ``end_of_data`` when the message is spooled.
+        """
         self.subject_tag = tag
+
+    def tag(self, subject: str, reason: str) -> bool:
+        """Mark the message: Subject prefix, X-Spam-Flag and X-Spam-Reason; False if already.
+
+        The first reason wins: a message is tagged once, however many checks
+        wanted to.  Checks usually return a TAG verdict instead (``tag()``).
+        """
+        if self.notes.get(TAGGED):
+            return False
+        self.notes[TAGGED] = True
+        self.tag_subject(subject)
+        self.add_header("X-Spam-Flag", "YES")
+        self.add_header("X-Spam-Reason", reason)
+        return True
 
     def header(self, name: str) -> str | None:
         """The first header of that name, unfolded."""
@@ -104,8 +138,63 @@ class Context:
         return (self.header("Content-Type") or "").lower()
 
     @property
+    def trust_level(self) -> Trust:
+        """The white list in force: the session's or the transaction's, whichever is more."""
+        return max(self.trust, self.session_trust)
+
+    def white_list(self, level: Trust, phase: str) -> None:
+        """Raise the trust of the phase's scope (connect and HELO: the session's)."""
+        if phase in SESSION_PHASES:
+            self.session_trust = max(self.session_trust, level)
+        else:
+            self.trust = max(self.trust, level)
+
+    @property
     def trusted(self) -> bool:
-        return self.white or self.white_session
+        """White-listed (OK): every check but anti-virus and protocol limits is skipped."""
+        return self.trust_level >= Trust.WHITE
+
+    # The five flags trust replaced, for checks written against them.
+
+    @property
+    def white_session(self) -> bool:
+        return self.session_trust >= Trust.WHITE
+
+    @white_session.setter
+    def white_session(self, on: bool) -> None:
+        self.session_trust = max(self.session_trust, Trust.WHITE) if on else Trust.NONE
+
+    @property
+    def white(self) -> bool:
+        return self.trust >= Trust.WHITE
+
+    @white.setter
+    def white(self, on: bool) -> None:
+        self.trust = max(self.trust, Trust.WHITE) if on else min(self.trust, Trust.CONTENT)
+
+    @property
+    def white_envelope(self) -> bool:
+        return self.trust_level >= Trust.CONTENT
+
+    @white_envelope.setter
+    def white_envelope(self, on: bool) -> None:
+        self.trust = max(self.trust, Trust.CONTENT) if on else Trust.NONE
+
+    @property
+    def white_envelope_session(self) -> bool:
+        return self.session_trust >= Trust.CONTENT
+
+    @white_envelope_session.setter
+    def white_envelope_session(self, on: bool) -> None:
+        self.session_trust = max(self.session_trust, Trust.CONTENT) if on else Trust.NONE
+
+    @property
+    def white_av(self) -> bool:
+        return self.trust_level >= Trust.FULL
+
+    @white_av.setter
+    def white_av(self, on: bool) -> None:
+        self.trust = Trust.FULL if on else min(self.trust, Trust.WHITE)
 
 
 class Check:
@@ -203,8 +292,9 @@ class Pipeline:
         result = CONTINUE
         envelope = phase in ENVELOPE_PHASES
         for check in self._hooks[phase]:
-            if not check.always and (ctx.trusted or (envelope and ctx.white_envelope)):
-                if not check.antivirus or ctx.white_av:
+            trust = ctx.trust_level
+            if not check.always and (trust >= Trust.WHITE or (envelope and trust >= Trust.CONTENT)):
+                if not check.antivirus or trust >= Trust.FULL:
                     if trace is not None:
                         trace(check, None)
                     continue  # smtpf: a white-listed message skips all but anti-virus
@@ -214,16 +304,13 @@ class Pipeline:
             if verdict.action is Action.CONTINUE:
                 continue
             if verdict.action is Action.ACCEPT:
-                if phase in ("connect", "helo"):
-                    ctx.white_session = True
-                else:
-                    ctx.white = True
+                ctx.white_list(Trust.WHITE, phase)
                 return verdict
             if verdict.action is Action.CONTENT:
-                ctx.white_envelope = True
-                if phase in ("connect", "helo"):
-                    ctx.white_envelope_session = True
+                ctx.white_list(Trust.CONTENT, phase)
                 return verdict
+            if verdict.action is Action.TAG:  # applied to the headers by the conductor
+                (ctx.session_tags if phase in SESSION_PHASES else ctx.tags).append(verdict)
             if verdict.decisive:
                 return verdict
             result = verdict
@@ -252,6 +339,11 @@ class Pipeline:
             else:
                 d = defer.ensureDeferred(_resume(coro, awaited))
                 verdict = await d.addTimeout(timeout, self.reactor)
+            if not isinstance(verdict, Verdict):
+                log.error("check {check} returned {value!r} from its {phase} hook, not a Verdict "
+                          "(session {sid})", check=check.name, value=verdict, phase=phase,
+                          sid=ctx.session_id)
+                return Verdict(Action.TEMPFAIL, check.error_reply, {}, check=check.name)
             outcome = verdict.action.value
             if verdict.check:
                 return verdict
@@ -261,8 +353,10 @@ class Pipeline:
             log.error("check {check} timed out in {phase} after {t}s (session {sid})",
                       check=check.name, phase=phase, t=timeout, sid=ctx.session_id)
         except Exception as exc:
+            # CheckError (ScannerError ...) carries its reply; older checks raise
+            # exceptions with a ``verdict()`` of their own.
             handled = getattr(exc, "verdict", None)
-            if callable(handled):  # a check's own numbered failure (scanner I/O errors)
+            if isinstance(exc, CheckError) or callable(handled):
                 log.error("check {check} failed in {phase} (session {sid}): {err}",
                           check=check.name, phase=phase, sid=ctx.session_id, err=str(exc))
                 outcome = "failed"

@@ -27,8 +27,9 @@ from barricade.metrics import Metrics
 from barricade.options import Config
 from barricade.policy.client_name import resolve_client
 from barricade.policy.pipeline import Context, Pipeline
+from barricade.policy.tagging import subject_tag
 from barricade.policy.verdict import Verdict
-from barricade.replies import Catalogue, Reply
+from barricade.replies import Catalogue, Reply, ReplyId
 from barricade.smtp import events as ev
 from barricade.smtp.forward import Downstream, DownstreamError, DownstreamReply, Timeouts
 from barricade.smtp.message import HeaderCollector, edit_headers, parse_headers, received_header
@@ -81,7 +82,8 @@ class Proxy:
         self.rules = Rules(
             server.catalogue, server.routes, server.hostname,
             delay_checks=self.cfg["smtp-delay-checks"], relay_reply=self.cfg["relay-reply"],
-            banner=server.banner, esmtp=server.session_config.esmtp, log=log,
+            banner=server.banner, esmtp=server.session_config.esmtp,
+            subject_tag=subject_tag(self.cfg), log=log,
         )
         self.pool: dict[str, Downstream] = {}  # live connections, reused across transactions
         self.txn: dict[str, Downstream] = {}  # those in the current transaction
@@ -282,6 +284,7 @@ class Proxy:
         if refused is not None:
             self._abort(refused)
             return
+        self.rules.apply_tags(self.ctx)
         if self.ctx.spool is not None:
             self.ctx.spool.write(block)  # trace and header changes are added at the dot
         else:
@@ -309,7 +312,7 @@ class Proxy:
         if lost and self.fatal is None:
             for down in lost:
                 self.downstream_error(DownstreamError("lost", down.host, "during DATA"))
-            self.fatal = self.reply(902)
+            self.fatal = self.reply(ReplyId.LOST_DURING_DATA)
             if self.on_fatal is not None:
                 self.on_fatal(self.fatal)
 
@@ -343,6 +346,10 @@ class Proxy:
             self._abort(refused)
             self._outcome_metric(refused.message)
             return refused
+        if self.ctx.spool is not None:
+            self.rules.apply_tags(self.ctx)
+        else:
+            self.rules.late_tags(self.ctx)
         started = time.monotonic()
         if self.ctx.spool is not None:
             results = await self._deliver_spooled()

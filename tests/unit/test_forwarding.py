@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from barricade import plugin
 from barricade.options import REGISTRY
 from barricade.policy.pipeline import Check, Pipeline
-from barricade.policy.verdict import Action, Flag, Verdict
+from barricade.policy.verdict import Action, Flag, Verdict, tag
 from barricade.service import build_context
 from barricade.smtp import proxy as proxy_mod
 from barricade.smtp.forward import DownstreamError, DownstreamReply
@@ -311,3 +311,20 @@ def test_without_delay_checks_the_mail_refusal_is_immediate(tmp_path, monkeypatc
     c = Client(tmp_path, monkeypatch, [HoldMail()])
     c.send(b"EHLO client.example\r\n")
     assert c.send(b"MAIL FROM:<fred@sender.example>\r\n").startswith(b"550 5.7.1 sender <fred@sender.example>")
+
+
+class TagsAtRcpt(Check):
+    name = "tags-at-rcpt"
+
+    async def rcpt(self, ctx, rcpt):
+        return tag(reason="suspicious sender")
+
+
+def test_a_tag_verdict_marks_the_message_before_its_headers_go_downstream(tmp_path, monkeypatch):
+    c = Client(tmp_path, monkeypatch, [TagsAtRcpt()], auto={"127.0.0.2": {**OK, "dot": reply(250)}})
+    c.envelope("john@a.example")
+    c.send(b"DATA\r\n")
+    assert c.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n").startswith(b"250 ")
+    written = c.hosts["127.0.0.2"].written
+    assert b"Subject: [SPAM] hi\r\n" in written
+    assert b"X-Spam-Flag: YES\r\n" in written and b"X-Spam-Reason: suspicious sender\r\n" in written
