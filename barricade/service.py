@@ -122,7 +122,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     except OptionError as exc:
         raise StartupError(str(exc)) from None
     services = Services(reactor=reactor, metrics=metrics, save_dir=config["save-dir"], access_map=access,
-                        store=store, resolver=resolver)
+                        store=store, resolver=resolver, max_threads=config["plugin-threads"])
     try:
         plugins = enabled_plugins(config, services)
     except OptionError as exc:
@@ -136,7 +136,8 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         validate_order([*checks, *plugins])
     except OrderError as exc:
         raise StartupError(str(exc)) from None
-    pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics, order=ORDER)
+    pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics, order=ORDER,
+                        stall=config["event-loop-stall"] / 1000)
     return ServerContext(
         config=config,
         catalogue=catalogue,

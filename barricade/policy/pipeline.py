@@ -4,9 +4,11 @@ Checks (built-in ones and plugins alike) subclass :class:`Check` and
 override the hooks they need, Haraka style: ``connect``, ``helo``, ``mail``,
 ``rcpt``, ``data``, ``headers``, ``body``, ``end_of_data``, and ``close``
 when the session ends (to give back what ``connect`` took, e.g. a lease).  Each hook is
-``async`` and runs under ``check-timeout``; a hook that raises or times out
-counts as a temporary failure (#907), is logged with its name, and never
-reaches the client as a traceback.
+``async`` and runs under ``check-timeout``; a hook that raises
+:class:`~barricade.policy.verdict.CheckError` gets the reply it carries, one
+that raises anything else or times out counts as a temporary failure (#907);
+either is logged with its name and never reaches the client as a traceback.
+The order of the checks in a phase comes from :mod:`barricade.policy.order`.
 """
 
 from __future__ import annotations
@@ -258,11 +260,12 @@ class Pipeline:
     """
 
     def __init__(self, checks: Iterable[Check], reactor, timeout: float, metrics=None,
-                 order: Mapping[str, Sequence[tuple[str, str]]] | None = None):
+                 order: Mapping[str, Sequence[tuple[str, str]]] | None = None, stall: float = 0.5):
         self.checks = list(checks)
         self.reactor = reactor
         self.timeout = timeout
         self.metrics = metrics
+        self.stall = stall  # seconds one step of a hook may hold the event loop (0: not watched)
         hooks = {
             phase: [c for c in self.checks if getattr(type(c), phase) is not getattr(Check, phase)]
             for phase in PHASES
@@ -326,18 +329,27 @@ class Pipeline:
                 log.failure("check {check} failed in close (session {sid})",
                             check=check.name, sid=ctx.session_id)
 
+    def _watch(self, check: Check, phase: str, ctx: Context, t0: float) -> None:
+        if self.stall:
+            _stalled(self, check, phase, ctx, t0)
+
     async def _one(self, check: Check, phase: str, ctx: Context, args: tuple) -> Verdict:
         started = time.monotonic()
         timeout = check.timeout or self.timeout
         outcome = "error"
         try:
             coro = getattr(check, phase)(ctx, *args)
+            waits = False
             try:  # most checks never wait: run them to the end here, no Deferred, no timer
                 awaited = coro.send(None)
+                waits = True
             except StopIteration as done:
                 verdict = done.value
-            else:
-                d = defer.ensureDeferred(_resume(coro, awaited))
+            finally:
+                self._watch(check, phase, ctx, started)
+            if waits:
+                watch = (lambda t0: self._watch(check, phase, ctx, t0)) if self.stall else None
+                d = defer.ensureDeferred(_resume(coro, awaited, watch))
                 verdict = await d.addTimeout(timeout, self.reactor)
             if not isinstance(verdict, Verdict):
                 log.error("check {check} returned {value!r} from its {phase} hook, not a Verdict "
@@ -370,25 +382,42 @@ class Pipeline:
         return Verdict(Action.TEMPFAIL, check.error_reply, {}, check=check.name)
 
 
-async def _resume(coro: Any, awaited: Any) -> Any:
+def _stalled(pipeline: Pipeline, check: Check, phase: str, ctx: Context, t0: float) -> None:
+    seconds = time.monotonic() - t0
+    if seconds >= pipeline.stall:
+        log.warn("check {check} kept the event loop busy {t:.3f}s in its {phase} hook (session {sid}): "
+                 "every session of this worker waited; run blocking work with Plugin.blocking()",
+                 check=check.name, t=seconds, phase=phase, sid=ctx.session_id)
+
+
+async def _resume(coro: Any, awaited: Any, watch: Callable[[float], None] | None = None) -> Any:
     """Drive a check's coroutine on from its first ``await``.
 
     :meth:`Pipeline._one` starts every hook itself, so that the many that
     finish without waiting cost no Deferred; one that does wait has yielded
     what it awaits (a Deferred), and is continued here, under Twisted.
     A cancellation (the check's timeout) reaches the coroutine as the
-    exception of what it awaits.
+    exception of what it awaits.  ``watch`` hears when each step started
+    (the event-loop stall watchdog).
     """
     while True:
         try:
             value = await awaited
         except BaseException as exc:  # noqa: BLE001 - every outcome goes back into the check
+            t0 = time.monotonic()
             try:
                 awaited = coro.throw(exc)
             except StopIteration as done:
                 return done.value
+            finally:
+                if watch is not None:
+                    watch(t0)
         else:
+            t0 = time.monotonic()
             try:
                 awaited = coro.send(value)
             except StopIteration as done:
                 return done.value
+            finally:
+                if watch is not None:
+                    watch(t0)
