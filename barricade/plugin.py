@@ -432,6 +432,32 @@ def parse_socket(value: str, default_port: int) -> tuple[str, str, int]:
     return ("tcp6" if ":" in host else "tcp"), host, port
 
 
+def scanner_options(name: str, socket_help: str, *, policy: bool = True, max_size: int | None = None,
+                    connections: int = 8, timeout: int = 120) -> tuple[PluginOption, ...]:
+    """The options every scanner daemon plugin has, worded once.
+
+    ``<name>-socket`` (described by ``socket_help``), ``-timeout``,
+    ``-policy`` (unless ``policy`` is False), ``-max-size`` (when a default
+    is given) and ``-connections``.
+    """
+    opts = [
+        PluginOption(f"{name}-socket", "", socket_help),
+        PluginOption(f"{name}-timeout", timeout, f"""Seconds to wait for {name}: the connect and
+            each wait for its answer.""", minimum=1),
+    ]
+    if policy:
+        opts.append(PluginOption(f"{name}-policy", "reject", """What to do with an infected
+            message: none (log it and deliver), reject (550) or discard (accept and drop).""",
+                                 choices=("none", "reject", "discard")))
+    if max_size is not None:
+        opts.append(PluginOption(f"{name}-max-size", max_size, f"""Messages larger than this many
+            kilobytes are not passed to {name} and pass; 0 for no limit.""", minimum=0))
+    opts.append(PluginOption(f"{name}-connections", connections, f"""Most {name} scans at once
+        (per worker); further scans wait (up to {name}-timeout) for a free connection.""",
+                             minimum=1))
+    return tuple(opts)
+
+
 class ScannerPlugin(Plugin):
     """Base for scanner daemons: socket option, timeout, capacity, metrics.
 

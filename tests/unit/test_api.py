@@ -145,3 +145,15 @@ def test_a_hook_that_stalls_the_loop_is_logged_with_check_hook_and_session():
         globalLogPublisher.removeObserver(observer)
     assert any(line.startswith("check sleeper kept the event loop busy") and "in its helo hook (session S9)"
                in line for line in said), said
+
+
+def test_the_scanners_standard_options_are_generated_once():
+    from barricade import plugin
+
+    plugin.prepare([])
+    classes = plugin.discover()
+    for name in ("clamd", "avastd", "fpscand", "spamd"):
+        options = {o.name: o for o in classes[name].options}
+        assert {f"{name}-socket", f"{name}-timeout", f"{name}-connections"} <= set(options)
+        assert options[f"{name}-connections"].help == plugin.scanner_options(name, "")[-1].help
+    assert classes["clamd"].options[2] == plugin.scanner_options("clamd", "")[2]  # clamd-policy
