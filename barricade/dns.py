@@ -41,6 +41,7 @@ import dns.rdatatype
 import dns.resolver
 
 from barricade.address import parse_hostport
+from barricade.client import parse_ip
 from barricade.options import Config, OptionError
 
 #: Per-attempt timeout: a silent server is given up for the next one (or a
@@ -145,12 +146,7 @@ class ClientName:
 # --- names ------------------------------------------------------------------------
 
 
-def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An address; IPv4-mapped IPv6 (``::ffff:192.0.2.1``) becomes IPv4. Raises ValueError."""
-    addr = ipaddress.ip_address(ip.strip().strip("[]"))
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
+_address = parse_ip  # an address; IPv4-mapped IPv6 becomes IPv4. Raises ValueError.
 
 
 def reverse_ip(ip: str) -> str:

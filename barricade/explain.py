@@ -4,7 +4,8 @@ The question every postmaster gets when mail bounces.  Given a client IP
 (and optionally its PTR name), a HELO, a sender and recipients, it runs the
 configured checks of the connect, HELO, MAIL and RCPT phases in the
 daemon's own order, with the daemon's own code (the pipeline, the maps,
-the reply catalogue, smtp-delay-checks), and prints for each phase every
+the reply catalogue, and the decision rules of :mod:`barricade.decide`:
+smtp-delay-checks, routing), and prints for each phase every
 check's verdict, what it logged about its decision (the map key that
 matched, the limit that was hit), and the reply the client would get::
 
@@ -30,6 +31,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
+from barricade.decide.outcome import Downstream, Outcome
 from barricade.policy.pipeline import Check
 from barricade.policy.verdict import Action, Verdict
 
@@ -118,7 +120,7 @@ async def explain(args: argparse.Namespace, out: TextIO) -> int:
     elif server.resolver is not None and not client.localhost:
         client = await resolve_client(server.resolver, client, server.routes, "check", reactor)
     session = Proxy(server, client, "check")
-    ctx = session.ctx
+    ctx, rules = session.ctx, session.rules
     tracer = Tracer()
     globalLogPublisher.addObserver(tracer.log)
     say = out.write
@@ -138,15 +140,16 @@ async def explain(args: argparse.Namespace, out: TextIO) -> int:
             say(f"  {line.check:<24} {describe(line.verdict)}\n")
             for text in line.said:
                 say(f"      {text}\n")
-        if not verdict.decisive:
+        if not verdict.decisive or name == "rcpt":
             return verdict
-        reply = session.verdict_outcome(verdict).reply
-        if name in ("connect", "helo", "mail") and session._hold(verdict, name):
+        refusal = rules.refusal(ctx, name, verdict)
+        if refusal is None:
             tracer.take()  # the hold's own log line: said here, not by the next check
             held = True
+            reply = rules.verdict_outcome(ctx, verdict).reply
             say(f"  => held until RCPT (smtp-delay-checks): {wire(reply)}\n")
             return Verdict()
-        say(f"  => {wire(reply)}\n")
+        say(f"  => {wire(refusal.reply)}\n")
         return verdict
 
     try:
@@ -163,24 +166,22 @@ async def explain(args: argparse.Namespace, out: TextIO) -> int:
         if (await phase("mail")).decisive:
             return 1
         for rcpt in args.rcpt:
-            route = session.route_for(rcpt)
-            if route is None:  # routing comes first: no checks run for such a recipient
+            route = rules.before_rcpt_checks(ctx, rcpt)
+            if isinstance(route, Outcome):  # routing comes first: no checks run for such a recipient
                 say(f"\nrcpt {rcpt}:\n  no route, and the client may not relay\n"
-                    f"  => {wire(session.reply(288, rcpt=rcpt))}\n")
+                    f"  => {wire(route.reply)}\n")
                 refused = True
                 continue
             verdict = await phase("rcpt", rcpt)
-            if verdict.decisive:
-                refused = True
-                continue
-            held_reply = session.held_for(verdict)
-            if held_reply is not None:
-                say(f"  => {wire(held_reply.reply)}  (the held refusal)\n")
+            outcome = rules.rcpt(ctx, verdict, rcpt, route)
+            if outcome.downstream is not Downstream.RELAY:
+                held_note = "" if verdict.decisive else "  (the held refusal)"
+                say(f"  => {wire(outcome.reply)}{held_note}\n")
                 refused = True
             else:
                 hosts = ", ".join(f"{h}:{p}" for h, p in route.forward)
                 ahead = (f"; call-ahead to {', '.join(f'{h}:{p}' for h, p in route.rcpt)} first"
-                         if route.rcpt and not client.relay else "")
+                         if rules.call_ahead_for(ctx, route) else "")
                 say(f"  => accepted by the checks; forwarded to {hosts} ({route.key}){ahead}: "
                     "the downstream's answer is the client's\n")
                 ctx.rcpts.append(rcpt)

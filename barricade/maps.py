@@ -27,6 +27,7 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from barricade.address import parse_hostport
+from barricade.client import unmap
 
 log = Logger()
 
@@ -145,11 +146,9 @@ class KeyValueMap:
 def ip_keys(tag: str, ip: str) -> Iterator[str]:
     """``tag:192.0.2.9`` → ``tag:192.0.2`` → ``tag:192.0`` → ``tag:192``."""
     try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+        addr = unmap(ipaddress.ip_address(ip.split("%", 1)[0]))
     except ValueError:
         return
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
     if isinstance(addr, ipaddress.IPv4Address):
         parts = str(addr).split(".")
     else:

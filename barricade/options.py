@@ -429,6 +429,13 @@ _add("message-hop-limit", 25, """A message with more Received: headers than
      this is a mail loop (#911, 554 5.4.6).""", section=S, minimum=1)
 _add("check-timeout", 30, """Seconds a single policy check or plugin hook may
      take before it counts as failed (#907).""", section=S, minimum=1)
+_add("plugin-threads", 4, """Threads (per worker process) of the pool in which plugins
+     run blocking work (Plugin.blocking); further calls wait for a free thread.""",
+     section=S, minimum=1)
+_add("event-loop-stall", 500, """Milliseconds a check or plugin hook may keep the event
+     loop busy in one step (between two awaits) before it is logged with its name,
+     hook and session: blocking code there stalls every session of the worker.
+     0: never logged.""", section=S, minimum=0)
 # Rate, concurrency and message limits (smtpf.md 2.I; the access-map tags are in README "Limits").
 _add("rate-throttle", 20, """Connections per second, all clients together, at which
      accepting pauses for one second (counted per worker process; metric

@@ -11,8 +11,10 @@ Barricade finds plugins in three places, in this order:
 
 A plugin runs when its name is in ``plugins`` or when its :meth:`enabled`
 says so (the shipped scanners, like smtpf's, switch on when their socket
-option is set).  Enabled plugins run in ``order`` (then name) after the
-built-in checks.  ``docs/plugins.md`` is the guide for plugin authors.
+option is set).  A plugin with ``before``/``after`` runs at that place in the
+check order table (:mod:`barricade.policy.order`); the others run in
+``order`` (then name) after the built-in checks.  Plugin authors import from
+:mod:`barricade.api`; ``docs/plugins.md`` is their guide.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import errno as errno_mod
 import importlib
 import importlib.util
+import inspect
 import os
 import pkgutil
 import sys
@@ -31,15 +34,17 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
-from twisted.internet import abstract, defer, error, protocol
+from twisted.internet import abstract, defer, error, protocol, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from barricade.address import parse_hostport
+from barricade.aio import aio
 from barricade.options import REGISTRY, Config, OptionError, Registry
 from barricade.policy.pipeline import Check
-from barricade.policy.verdict import Action, Verdict
-from barricade.replies import ReplySpec
+from barricade.policy.verdict import Action, CheckError, Verdict
+from barricade.replies import ENTRIES, ReplySpec, check_reply
 
 log = Logger()
 
@@ -72,6 +77,43 @@ class Services:
     store: Any = None  # barricade.state.Store: shared state (memory or Redis)
     resolver: Any = None  # barricade.dns.Resolver: cached DNS (await aio(resolver.mx(domain)) ...)
     extra: dict[str, Any] = field(default_factory=dict)
+    max_threads: int = 4  # the plugin-threads option: Plugin.blocking's pool
+    _pool: Any = field(default=None, repr=False)
+
+    def thread_pool(self) -> ThreadPool:
+        """The bounded pool blocking plugin work runs in; started on first use, stopped at shutdown."""
+        if self._pool is None:
+            self._pool = ThreadPool(minthreads=0, maxthreads=max(1, self.max_threads),
+                                    name="barricade-plugins")
+            self._pool.start()
+            add_trigger = getattr(self.reactor, "addSystemEventTrigger", None)
+            if add_trigger is not None:
+                add_trigger("during", "shutdown", self._pool.stop)
+        return self._pool
+
+
+class Direct:
+    """A shared service whose coroutines a hook awaits directly: ``await self.dns.mx(domain)``.
+
+    The resolver and the store are asyncio code; a hook runs under Twisted.
+    Each call that returns a coroutine comes back as a Deferred (through
+    :func:`barricade.aio.aio`), so plugins need not know which side a
+    service lives on.
+    """
+
+    def __init__(self, target: Any):
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kw: Any) -> Any:
+            result = value(*args, **kw)
+            return aio(result) if inspect.iscoroutine(result) else result
+
+        return call
 
 
 class Plugin(Check):
@@ -100,6 +142,27 @@ class Plugin(Check):
 
     async def stop(self) -> None:
         """Called once when the service stops."""
+
+    @property
+    def dns(self) -> Direct | None:
+        """The cached resolver (``barricade.dns.Resolver``), awaited directly; None without DNS."""
+        return Direct(self.services.resolver) if self.services.resolver is not None else None
+
+    @property
+    def state(self) -> Direct | None:
+        """The shared store (``barricade.state.Store``), awaited directly; None without one."""
+        return Direct(self.services.store) if self.services.store is not None else None
+
+    def blocking(self, func: Any, *args: Any, **kw: Any) -> defer.Deferred:
+        """Run blocking code (a library without async, a file scan) in the bounded thread pool.
+
+        ``await self.blocking(func, *args)``.  A hook must never block the
+        event loop: every session of the worker would wait.  The pool has
+        ``plugin-threads`` threads; further calls queue for a free one, and
+        the hook's timeout still applies to the wait.
+        """
+        return threads.deferToThreadPool(self.services.reactor, self.services.thread_pool(),
+                                         func, *args, **kw)
 
 
 # --- discovery -----------------------------------------------------------------------
@@ -226,32 +289,42 @@ def enabled_plugins(config: Config, services: Services) -> list[Plugin]:
 
 
 def plugin_replies(config: Config | None = None) -> list[ReplySpec]:
-    """Replies declared by discovered plugins and those ``config`` names."""
+    """Replies declared by discovered plugins and those ``config`` names.
+
+    Raises OptionError (a one-line start-up error) when two plugins declare
+    one id differently, a plugin reuses a core id, or an entry's code and
+    enhanced status do not fit together.
+    """
     classes = list(discover().values())
     if config is not None:
         classes += [load_class(spec) for spec in config["plugins"]]
-    out: dict[int, ReplySpec] = {}
+    core = {spec.id for spec in ENTRIES}
+    out: dict[int, tuple[ReplySpec, str]] = {}
     for cls in classes:
         for spec in cls.replies:
-            out.setdefault(spec.id, spec)
-    return list(out.values())
+            problem = check_reply(spec)
+            if problem:
+                raise OptionError(f"plugin {cls.name}: {problem}")
+            if spec.id in core:
+                raise OptionError(f"plugin {cls.name}: reply #{spec.id} is already the core catalogue's")
+            seen = out.get(spec.id)
+            if seen is None:
+                out[spec.id] = (spec, cls.name)
+            elif seen[0] != spec:
+                raise OptionError(f"plugins {seen[1]} and {cls.name} both declare reply #{spec.id}")
+    return [spec for spec, _ in out.values()]
 
 
 # --- scanner helpers -------------------------------------------------------------------
 
 
-class ScannerError(Exception):
-    """A scanner I/O failure; ``reply_id`` is the plugin's numbered 451."""
+class ScannerError(CheckError):
+    """A scanner I/O failure; ``reply_id`` is the plugin's numbered 451 (fields error, errno)."""
 
     def __init__(self, reply_id: int, error: str, errno: int = 0):
-        super().__init__(f"{error} ({errno})")
-        self.reply_id = reply_id
+        super().__init__(reply_id, f"{error} ({errno})", error=error, errno=errno)
         self.error = error
         self.errno = errno
-
-    def verdict(self) -> Verdict:
-        """The pipeline answers a raised ScannerError with this."""
-        return Verdict(Action.TEMPFAIL, self.reply_id, {"error": self.error, "errno": self.errno})
 
 
 class _Stream(protocol.Protocol):
@@ -357,6 +430,32 @@ def parse_socket(value: str, default_port: int) -> tuple[str, str, int]:
         return "unix", value, 0
     host, port = parse_hostport(value, default_port)
     return ("tcp6" if ":" in host else "tcp"), host, port
+
+
+def scanner_options(name: str, socket_help: str, *, policy: bool = True, max_size: int | None = None,
+                    connections: int = 8, timeout: int = 120) -> tuple[PluginOption, ...]:
+    """The options every scanner daemon plugin has, worded once.
+
+    ``<name>-socket`` (described by ``socket_help``), ``-timeout``,
+    ``-policy`` (unless ``policy`` is False), ``-max-size`` (when a default
+    is given) and ``-connections``.
+    """
+    opts = [
+        PluginOption(f"{name}-socket", "", socket_help),
+        PluginOption(f"{name}-timeout", timeout, f"""Seconds to wait for {name}: the connect and
+            each wait for its answer.""", minimum=1),
+    ]
+    if policy:
+        opts.append(PluginOption(f"{name}-policy", "reject", """What to do with an infected
+            message: none (log it and deliver), reject (550) or discard (accept and drop).""",
+                                 choices=("none", "reject", "discard")))
+    if max_size is not None:
+        opts.append(PluginOption(f"{name}-max-size", max_size, f"""Messages larger than this many
+            kilobytes are not passed to {name} and pass; 0 for no limit.""", minimum=0))
+    opts.append(PluginOption(f"{name}-connections", connections, f"""Most {name} scans at once
+        (per worker); further scans wait (up to {name}-timeout) for a free connection.""",
+                             minimum=1))
+    return tuple(opts)
 
 
 class ScannerPlugin(Plugin):

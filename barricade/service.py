@@ -30,8 +30,10 @@ from barricade.policy.access import AccessMap, access_maps
 from barricade.policy.callahead import CallAhead
 from barricade.policy.domains import TldFileError
 from barricade.policy.limits import builtin_checks
+from barricade.policy.order import ORDER, OrderError
+from barricade.policy.order import validate as validate_order
 from barricade.policy.pipeline import Pipeline
-from barricade.replies import Catalogue, CatalogueError
+from barricade.replies import Catalogue, CatalogueError, check_catalogue
 from barricade.report import Reporter
 from barricade.smtp.forward import Timeouts
 from barricade.smtp.proxy import ServerContext
@@ -94,6 +96,10 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     except OptionError as exc:
         raise StartupError(str(exc)) from None
     try:
+        check_catalogue(catalogue)
+    except CatalogueError as exc:
+        raise StartupError(str(exc)) from None
+    try:
         routes = RouteMap(config["route-map"])
         access = None
         if config["access-map"]:
@@ -116,7 +122,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     except OptionError as exc:
         raise StartupError(str(exc)) from None
     services = Services(reactor=reactor, metrics=metrics, save_dir=config["save-dir"], access_map=access,
-                        store=store, resolver=resolver)
+                        store=store, resolver=resolver, max_threads=config["plugin-threads"])
     try:
         plugins = enabled_plugins(config, services)
     except OptionError as exc:
@@ -126,7 +132,12 @@ def build_context(config: Config, reactor=None) -> ServerContext:
                                 reporter=Reporter(config, routes, reactor))
     except (TldFileError, OptionError) as exc:
         raise StartupError(str(exc)) from None
-    pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics)
+    try:
+        validate_order([*checks, *plugins])
+    except OrderError as exc:
+        raise StartupError(str(exc)) from None
+    pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics, order=ORDER,
+                        stall=config["event-loop-stall"] / 1000)
     return ServerContext(
         config=config,
         catalogue=catalogue,

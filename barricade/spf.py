@@ -38,6 +38,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from barricade.client import parse_ip
 from barricade.dns import MxRecord, Status
 
 NONE, NEUTRAL, PASS, FAIL, SOFTFAIL, TEMPERROR, PERMERROR = (
@@ -245,10 +246,7 @@ def parse_record(text: str) -> Record:
 
 def address(ip: str) -> IpAddress:
     """The client address; IPv4-mapped IPv6 is IPv4 (RFC 7208 5). Raises ValueError."""
-    addr = ipaddress.ip_address(ip.strip().strip("[]").removeprefix("IPv6:").removeprefix("ipv6:"))
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
+    return parse_ip(ip)
 
 
 def split_sender(sender: str, helo: str) -> tuple[str, str]:

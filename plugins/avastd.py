@@ -30,7 +30,7 @@ from typing import ClassVar
 
 from twisted.logger import Logger
 
-from barricade.plugin import PluginOption, ScannerConnection, ScannerError, ScannerPlugin
+from barricade.plugin import ScannerConnection, ScannerError, ScannerPlugin, scanner_options
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import CONTINUE, Verdict
 
@@ -71,16 +71,9 @@ class Avastd(ScannerPlugin):
     STATUS_ERROR = 158
     INFECTED = 162
 
-    options = (
-        PluginOption("avastd-socket", "", """The unix domain socket or Internet host[:port] of
-            the avastd server (avast! 4 dialect). Specify the empty string to disable avastd
-            scan. The default avastd port is 5037."""),
-        PluginOption("avastd-timeout", 120, "The avastd I/O timeout in seconds.", minimum=1),
-        PluginOption("avastd-policy", "reject", """Policy to apply if message is infected.
-            Specify either none, reject, or discard.""", choices=("none", "reject", "discard")),
-        PluginOption("avastd-connections", 8, """Most avastd scans at once; further messages
-            wait (up to avastd-timeout) for a free connection.""", minimum=1),
-    )
+    options = scanner_options("avastd", """The unix domain socket or Internet host[:port] of
+        the avastd server (avast! 4 dialect). Specify the empty string to disable avastd
+        scan. The default avastd port is 5037.""")
 
     async def end_of_data(self, ctx: Context) -> Verdict:
         if not self.config[self.socket_option] or ctx.spool is None or "multipart/mixed" not in ctx.content_type:

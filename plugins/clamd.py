@@ -42,7 +42,14 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from barricade.options import Config
-from barricade.plugin import PluginOption, ScannerConnection, ScannerError, ScannerPlugin, Services
+from barricade.plugin import (
+    PluginOption,
+    ScannerConnection,
+    ScannerError,
+    ScannerPlugin,
+    Services,
+    scanner_options,
+)
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import CONTINUE, Action, Verdict
 
@@ -231,24 +238,16 @@ class Clamd(ScannerPlugin):
     errors: ClassVar[dict[str, int]] = {"address": 178, "open": 179, "connect": 180, "write": 185,
                                         "read": 186}
     options = (
-        PluginOption("clamd-socket", "", """The clamd socket: host[:port] (port 3310) or
+        *scanner_options("clamd", """The clamd socket: host[:port] (port 3310) or
             /unix/path, scanned with INSTREAM while DATA arrives; or the token SCAN
             (clamd on this host at 127.0.0.1:3310 reads the spooled message by path;
             SCAN:socket names another clamd socket). Empty disables clamd."""),
-        PluginOption("clamd-timeout", 120, """Seconds to wait for clamd: the connect and
-            each wait for an answer. An INSTREAM scan idle for this long is given up.""",
-                     minimum=1),
         PluginOption("clamd-max-size", 10000, """Kilobytes of a message sent to clamd (0:
             all). Only the first part of a bigger message is scanned; if no virus is found
             there it is delivered as not wholly scanned. Keep it below clamd's
             StreamMaxLength.""", minimum=0),
-        PluginOption("clamd-policy", "reject", """What to do with an infected message: none
-            (log it and deliver), reject (550) or discard (accept and drop).""",
-                     choices=("none", "reject", "discard")),
         PluginOption("clamd-scan-all", True, """Scan every message. When off, only messages
             with attachments (a top-level multipart Content-Type) are scanned."""),
-        PluginOption("clamd-connections", 8, """Concurrent clamd connections; more scans
-            wait (up to clamd-timeout) for a free one.""", minimum=1),
     )
 
     def __init__(self, config: Config, services: Services):

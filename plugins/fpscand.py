@@ -30,7 +30,7 @@ from typing import ClassVar
 
 from twisted.logger import Logger
 
-from barricade.plugin import PluginOption, ScannerError, ScannerPlugin
+from barricade.plugin import ScannerError, ScannerPlugin, scanner_options
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import CONTINUE, Verdict
 
@@ -81,18 +81,9 @@ class Fpscand(ScannerPlugin):
     OVERFLOW = 370
     INFECTED = 376
 
-    options = (
-        PluginOption("fpscand-socket", "", """The Internet host[:port] of the fpscand server.
-            Specify the empty string to disable fpscand scan. The default fpscand port is
-            10200."""),
-        PluginOption("fpscand-timeout", 120, "The fpscand I/O timeout in seconds.", minimum=1),
-        PluginOption("fpscand-policy", "reject", """Policy to apply if message is infected.
-            Specify either none, reject, or discard.""", choices=("none", "reject", "discard")),
-        PluginOption("fpscand-max-size", 0, """Messages larger than this many kilobytes are
-            not scanned by fpscand and pass. Specify 0 for no limit.""", minimum=0),
-        PluginOption("fpscand-connections", 8, """Most fpscand scans at once; further messages
-            wait (up to fpscand-timeout) for a free connection.""", minimum=1),
-    )
+    options = scanner_options("fpscand", """The Internet host[:port] of the fpscand server.
+        Specify the empty string to disable fpscand scan. The default fpscand port is
+        10200.""", max_size=0)
 
     async def end_of_data(self, ctx: Context) -> Verdict:
         if not self.wanted(ctx):

@@ -36,7 +36,7 @@ from twisted.logger import Logger
 
 from barricade.maps import mail_keys
 from barricade.options import Config, OptionError
-from barricade.plugin import PluginOption, ScannerError, ScannerPlugin, Services
+from barricade.plugin import PluginOption, ScannerError, ScannerPlugin, Services, scanner_options
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
 
@@ -206,12 +206,9 @@ class Spamd(ScannerPlugin):
         "write": PROCESSING_ERROR, "read": PROCESSING_ERROR,
     }
     options = (
-        PluginOption("spamd-socket", "", """The unix domain socket or Internet host[:port]
-            of the spamd server. Empty disables spamd. The default spamd port is 783."""),
-        PluginOption("spamd-timeout", 120, """The spamd I/O timeout in seconds (each connect
-            and each wait for spamd's answer).""", kind="int", minimum=1),
-        PluginOption("spamd-max-size", 0, """Messages larger than this many kilobytes are
-            not passed to spamd; 0 for unlimited.""", kind="int", minimum=0),
+        *scanner_options("spamd", """The unix domain socket or Internet host[:port]
+            of the spamd server. Empty disables spamd. The default spamd port is 783.""",
+                         policy=False, max_size=0),
         PluginOption("spamd-command", "CHECK", """The SPAMD protocol command used to check
             the message: CHECK, SYMBOLS, REPORT or REPORT_IFSPAM. The others put spamd's
             rule list or report in spamd-report-header.""", choices=COMMANDS),
@@ -236,8 +233,6 @@ class Spamd(ScannerPlugin):
             header, added for commands other than CHECK. Empty string to disable."""),
         PluginOption("spamd-level-character", "x", """The character repeated once per whole
             point of score in the level header."""),
-        PluginOption("spamd-connections", 8, """At most this many spamd connections at once;
-            further scans wait (up to spamd-timeout).""", kind="int", minimum=1),
     )
 
     def __init__(self, config: Config, services: Services):

@@ -68,6 +68,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from barricade.client import normal_ip
 from barricade.maps import KeyValueMap, MapError, client_keys, domain_keys, ip_keys, mail_keys
 from barricade.options import Config
 from barricade.policy.pipeline import Check, Context
@@ -215,14 +216,7 @@ def glob_regex(glob: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
 
 
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        addr = ipaddress.ip_address(text.strip("[]").removeprefix("ipv6:").removeprefix("IPv6:"))
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        return addr.ipv4_mapped
-    return addr
+_ip = normal_ip
 
 
 def _cidr_matcher(body: str) -> Callable[[str], bool]:

@@ -75,6 +75,7 @@ from dataclasses import dataclass
 from twisted.logger import Logger
 
 from barricade.aio import aio
+from barricade.client import unmap
 from barricade.dns import Resolver, Status
 from barricade.options import Config, OptionError
 from barricade.policy.domains import usual_suspect
@@ -201,11 +202,9 @@ def callable_address(address: str, allowed: Sequence[Network] = ()) -> bool:
     be turned against our own networks.  ``allowed`` networks are let through.
     """
     try:
-        addr = ipaddress.ip_address(address)
+        addr = unmap(ipaddress.ip_address(address))
     except ValueError:
         return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
     if any(addr in net for net in allowed if net.version == addr.version):
         return True
     return addr.is_global and not addr.is_multicast

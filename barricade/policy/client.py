@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
+from barricade.client import ClientInfo
 from barricade.options import Config
 from barricade.policy.access import CONNECT_HIT
 from barricade.policy.domains import (
@@ -52,7 +53,6 @@ from barricade.policy.ip_in_ptr import client_ip_in_ptr
 from barricade.policy.mx import vouched_for
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
-from barricade.smtp.events import ClientInfo
 
 log = Logger()
 

@@ -25,9 +25,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from barricade.aio import aio
+from barricade.client import ClientInfo
 from barricade.dns import ClientName, Resolver
 from barricade.maps import RouteMap
-from barricade.smtp.events import ClientInfo
 
 log = Logger()
 

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from twisted.logger import Logger
 
 from barricade.aio import aio
+from barricade.client import Kind, in_kinds, unmap
 from barricade.dns import DnsList, Listing, Resolver, parse_lists
 from barricade.options import Config
 from barricade.policy.pipeline import Check, Context
@@ -46,10 +47,8 @@ log = Logger()
 #: Most distinct addresses dns-bl-headers looks up in one message.
 MAX_HEADER_IPS = 20
 
-_LAN = tuple(ipaddress.ip_network(n) for n in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16",
-    "0.0.0.0/8", "::1/128", "::/128", "fc00::/7", "fe80::/10",
-))
+#: Header addresses that name no outside host: never looked up.
+_LAN = Kind.LAN | Kind.LOOPBACK | Kind.LINK_LOCAL | Kind.THIS_NET | Kind.UNSPECIFIED
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)")
 _IPV6_LITERAL = re.compile(r"ipv6:", re.IGNORECASE)
 _IPV6 = re.compile(r"(?<![0-9A-Za-z:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Za-z:.])")
@@ -62,12 +61,10 @@ def header_ips(value: str) -> Iterator[str]:
                    + [(m.start(), m.group()) for m in _IPV6.finditer(value)])
     for _, text in found:
         try:
-            addr = ipaddress.ip_address(text)
+            addr = unmap(ipaddress.ip_address(text))
         except ValueError:
             continue
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        if addr.is_multicast or any(addr in net for net in _LAN if net.version == addr.version):
+        if addr.is_multicast or in_kinds(addr, _LAN):
             continue
         yield str(addr)
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
-from barricade.smtp.events import ClientInfo
+from barricade.client import ClientInfo, unmap
 
 #: Reserved top-level names: RFC 2606 / 6761, plus names in private use.
 RESERVED_TLDS = frozenset(("test", "example", "invalid", "localhost", "localdomain", "local", "lan"))
@@ -165,9 +165,6 @@ def literal_ip(text: str) -> str | None:
     if inner[:5].lower() == "ipv6:":
         inner = inner[5:]
     try:
-        addr = ipaddress.ip_address(inner)
+        return str(unmap(ipaddress.ip_address(inner)))
     except ValueError:
         return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return str(addr)

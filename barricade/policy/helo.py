@@ -39,11 +39,12 @@ from collections.abc import Iterable
 from twisted.logger import Logger
 
 from barricade.address import parse_hostport
+from barricade.client import Kind, in_kinds, normal_ip
 from barricade.maps import RouteMap
 from barricade.options import Config
 from barricade.policy.domains import client_name, literal_ip, reserved_domain, usual_suspect
 from barricade.policy.ip_in_ptr import client_ip_in_ptr
-from barricade.policy.mx import normal_ip, vouched_for
+from barricade.policy.mx import vouched_for
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
 from barricade.smtp.grammar import valid_domain_literal
@@ -54,10 +55,7 @@ POLICY_DROP = Flag.DELAY | Flag.SESSION
 WILDCARDS = frozenset(("", "0.0.0.0", "::", "::0"))
 
 #: A HELO address here is not held against the client (libsnert IS_IP_LAN | IS_IP_THIS_NET).
-HELO_LAN = tuple(ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
-    "fe80::/10", "fec0::/10", "fc00::/7",
-))
+HELO_LAN = Kind.THIS_NET | Kind.LAN | Kind.LINK_LOCAL | Kind.SITE_LOCAL
 _NUMBER_DIGITS = ((8, frozenset(string.octdigits)), (10, frozenset(string.digits)),
                   (16, frozenset(string.hexdigits)))
 
@@ -87,7 +85,7 @@ def helo_ip_mismatch(helo: str, client_ip: str) -> bool:
     if ip is None:
         return False
     addr = ipaddress.ip_address(ip)
-    if any(addr in net for net in HELO_LAN if net.version == addr.version):
+    if in_kinds(addr, HELO_LAN):
         return False
     return addr != normal_ip(client_ip)
 

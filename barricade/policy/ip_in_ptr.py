@@ -44,7 +44,7 @@ from __future__ import annotations
 import ipaddress
 import string
 
-from barricade.smtp.events import ClientInfo
+from barricade.client import ClientInfo, normal_ip
 
 _PUNCT = frozenset(string.punctuation)
 _HEX = frozenset(string.hexdigits)
@@ -127,14 +127,9 @@ def ip_in_name(name: str, ip: str) -> int:
     ``name`` is compared in lower case without a trailing dot; an IPv6 or
     unparsable ``ip`` and an empty name give 0.
     """
-    try:
-        addr = ipaddress.ip_address(ip.strip().strip("[]"))
-    except ValueError:
+    addr = normal_ip(ip)
+    if not isinstance(addr, ipaddress.IPv4Address):
         return 0
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is None:
-            return 0
-        addr = addr.ipv4_mapped
     name = name.strip().rstrip(".").lower()
     if not name:
         return 0

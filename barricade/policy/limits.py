@@ -59,35 +59,11 @@ class HopLimit(Check):
 def builtin_checks(config: Config, access_map: AccessMap | None = None, store=None,
                    metrics=None, reactor=None, routes: RouteMap | None = None,
                    hostname: str = "", resolver=None, reporter=None) -> list[Check]:
-    """The built-in checks in smtpf's order (``smtpf.md`` section 8).
+    """The configured built-in checks.
 
-    The recipient limit comes first: it is a protocol limit that a
-    white-listed recipient must not lift.  ``Rate-Connect:`` and
-    ``Concurrent-Connect:`` (they need the map and the shared ``store``) run
-    before the access map's ``Connect:``, as smtpf's connect table has them;
-    the DNS lists (``dns-wl``, ``dns-gl``, ``dns-bl``, they need the
-    ``resolver``) come after it.
-    The recipient-form tests (#131-#133) precede the access map's ``To:``, as
-    in smtpf's ``accessRcpt``; the client, HELO, sender and recipient tests
-    follow the access map's lookup of their phase (they skip what it listed).
-    The PTR tests (``client-ptr-required``, ``client-ip-in-ptr``) run between
-    ``dns-gl`` and ``dns-bl``, or with ``client-is-mx`` at MAIL after the
-    sender's MX lookup (``mail-require-mx``, which notes whether the client is
-    an MX of the sender's domain); ``helo-is-ptr`` follows the HELO tests, or
-    with ``client-is-mx`` the recipient tests.
-    At RCPT, ``Msg-Limit-*`` and ``Length-To:`` come before the access map's
-    ``To:`` and ``Null-Rate-To:`` after the recipient tests (smtpf.md §2.F);
-    at the dot, dupmsg comes first, then the size, then the access map's
-    DISCARD.  ``reporter`` (:class:`barricade.report.Reporter`) mails limit
-    reports.
-    Only the order within one phase matters: each check runs the hooks it has.
-    The call-back (``+call-back``, it needs the ``resolver``) and then
-    grey-listing follow the access map's message check, as in smtpf's data
-    table (access, call-back, grey).
-    SPF (it needs the ``resolver``) is computed at MAIL before the access
-    map's ``From:`` (whose SPF words read it) and so before ``mail-require-mx``
-    and ``client-is-mx`` (which read it too), the HELO identity after the
-    HELO tests, and enforced at RCPT after the recipient tests (smtpf §2.F).
+    The order they run in is not this list's: it is the per-phase table of
+    :mod:`barricade.policy.order` (the pipeline arranges them by name).
+    ``reporter`` (:class:`barricade.report.Reporter`) mails limit reports.
     Raises :class:`~barricade.policy.domains.TldFileError` for a bad
     ``tld-level-one-file``, :class:`~barricade.options.OptionError` for a
     bad ``state-failure`` or ``spf-best-guess-txt``.

@@ -18,48 +18,20 @@ once, each bounded by ``dns-max-timeout``).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from dataclasses import dataclass
 
+from barricade.client import UNROUTABLE, in_kinds, normal_ip  # noqa: F401 - normal_ip: its old home
 from barricade.dns import Resolver, Status
 
 #: Most MX hosts whose addresses are looked up (lowest preferences first).
 MAX_HOSTS = 10
 
-#: Addresses that cannot be reached from the Internet (libsnert IS_IP_RESTRICTED | IS_IP_LAN).
-UNROUTABLE = tuple(ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8",  # "this" network
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918 LANs
-    "127.0.0.0/8",  # loopback
-    "169.254.0.0/16",  # link-local
-    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",  # documentation (TEST-NET-1..3)
-    "198.18.0.0/15",  # benchmarking
-    "224.0.0.0/4",  # multicast
-    "240.0.0.0/4",  # class E and the broadcast address
-    "::/8",  # unspecified, loopback, IPv4-compatible
-    "fc00::/7", "fe80::/10", "fec0::/10",  # unique local, link-local, site-local
-    "2001:db8::/32",  # documentation
-    "ff00::/8",  # multicast
-))
-
-
-def normal_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An address, IPv4-mapped IPv6 as IPv4; None when ``text`` is not one."""
-    try:
-        addr = ipaddress.ip_address(text.strip().strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
-
-
 def routable(ip: str) -> bool:
-    """Can mail be delivered to this address from the Internet?"""
+    """Can mail be delivered to this address from the Internet (libsnert IS_IP_RESTRICTED | IS_IP_LAN)?"""
     addr = normal_ip(ip)
     if addr is None:
         return False
-    return not any(addr in net for net in UNROUTABLE if net.version == addr.version)
+    return not in_kinds(addr, UNROUTABLE)
 
 
 @dataclass(frozen=True)

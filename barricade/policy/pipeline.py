@@ -4,28 +4,45 @@ Checks (built-in ones and plugins alike) subclass :class:`Check` and
 override the hooks they need, Haraka style: ``connect``, ``helo``, ``mail``,
 ``rcpt``, ``data``, ``headers``, ``body``, ``end_of_data``, and ``close``
 when the session ends (to give back what ``connect`` took, e.g. a lease).  Each hook is
-``async`` and runs under ``check-timeout``; a hook that raises or times out
-counts as a temporary failure (#907), is logged with its name, and never
-reaches the client as a traceback.
+``async`` and runs under ``check-timeout``; a hook that raises
+:class:`~barricade.policy.verdict.CheckError` gets the reply it carries, one
+that raises anything else or times out counts as a temporary failure (#907);
+either is logged with its name and never reaches the client as a traceback.
+The order of the checks in a phase comes from :mod:`barricade.policy.order`.
 """
 
 from __future__ import annotations
 
+import enum
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from barricade.policy.verdict import CONTINUE, Action, Verdict
-from barricade.smtp.events import ClientInfo
+from barricade.client import ClientInfo
+from barricade.policy.order import arrange
+from barricade.policy.verdict import CONTINUE, Action, CheckError, Verdict
 
 log = Logger()
 
 PHASES = ("connect", "helo", "mail", "rcpt", "data", "headers", "body", "end_of_data", "close")
 ENVELOPE_PHASES = frozenset(("connect", "helo", "mail", "rcpt"))
+#: Phases whose ACCEPT, CONTENT and TAG hold for the whole session.
+SESSION_PHASES = frozenset(("connect", "helo"))
+#: Transaction note: set once the message has been tagged.
+TAGGED = "tag.done"
+
+
+class Trust(enum.IntEnum):
+    """How far a white list lets a session or transaction through (one value per scope)."""
+
+    NONE = 0
+    CONTENT = 1  # CONTENT: envelope checks skipped, content still checked
+    WHITE = 2  # OK: every check skipped but anti-virus and protocol limits
+    FULL = 3  # OK+AV: not even anti-virus
 
 
 @dataclass
@@ -42,12 +59,14 @@ class Context:
     rcpts: list[str] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)
     qid: str = ""
-    white_session: bool = False  # ACCEPT at connect/HELO: the whole session is trusted
-    white: bool = False  # ACCEPT later: this transaction is trusted
-    white_envelope: bool = False  # CONTENT: envelope checks skipped, content still checked
-    white_envelope_session: bool = False  # CONTENT at connect/HELO: so in every transaction
-    white_av: bool = False  # OK+AV: not even anti-virus runs
-    notes: dict[str, Any] = field(default_factory=dict)  # checks share results here
+    trust: Trust = Trust.NONE  # this transaction's white list (ACCEPT/CONTENT after HELO)
+    session_trust: Trust = Trust.NONE  # the session's (ACCEPT/CONTENT at connect or HELO)
+    #: Checks share results here, for this transaction (keys starting "session."
+    #: are kept for the session too: the older spelling of ``session_notes``).
+    notes: dict[str, Any] = field(default_factory=dict)
+    session_notes: dict[str, Any] = field(default_factory=dict)  # kept for the whole session
+    tags: list[Verdict] = field(default_factory=list)  # TAG verdicts of this transaction
+    session_tags: list[Verdict] = field(default_factory=list)  # TAG at connect/HELO
     header_block: bytes = b""  # the message's header lines as received (CRLF, unstuffed)
     added_headers: list[tuple[str, str]] = field(default_factory=list)
     removed_headers: set[str] = field(default_factory=set)  # lower-case names
@@ -69,8 +88,8 @@ class Context:
         self.added_headers = []
         self.removed_headers = set()
         self.subject_tag = ""
-        self.white = self.white_av = False
-        self.white_envelope = self.white_envelope_session
+        self.trust = Trust.NONE
+        self.tags = []
         if self.spool is not None:
             self.spool.close()
             self.spool = None
@@ -89,8 +108,26 @@ class Context:
         self.removed_headers.add(name.lower())
 
     def tag_subject(self, tag: str) -> None:
-        """Prefix the Subject (e.g. ``[SPAM]``); needs a spooled message."""
+        """Prefix the Subject (e.g. ``[SPAM]``).
+
+        Same rules as :meth:`add_header`: in a ``headers`` hook or earlier, or
+        up to ``end_of_data`` when the message is spooled.
+        """
         self.subject_tag = tag
+
+    def tag(self, subject: str, reason: str) -> bool:
+        """Mark the message: Subject prefix, X-Spam-Flag and X-Spam-Reason; False if already.
+
+        The first reason wins: a message is tagged once, however many checks
+        wanted to.  Checks usually return a TAG verdict instead (``tag()``).
+        """
+        if self.notes.get(TAGGED):
+            return False
+        self.notes[TAGGED] = True
+        self.tag_subject(subject)
+        self.add_header("X-Spam-Flag", "YES")
+        self.add_header("X-Spam-Reason", reason)
+        return True
 
     def header(self, name: str) -> str | None:
         """The first header of that name, unfolded."""
@@ -103,8 +140,63 @@ class Context:
         return (self.header("Content-Type") or "").lower()
 
     @property
+    def trust_level(self) -> Trust:
+        """The white list in force: the session's or the transaction's, whichever is more."""
+        return max(self.trust, self.session_trust)
+
+    def white_list(self, level: Trust, phase: str) -> None:
+        """Raise the trust of the phase's scope (connect and HELO: the session's)."""
+        if phase in SESSION_PHASES:
+            self.session_trust = max(self.session_trust, level)
+        else:
+            self.trust = max(self.trust, level)
+
+    @property
     def trusted(self) -> bool:
-        return self.white or self.white_session
+        """White-listed (OK): every check but anti-virus and protocol limits is skipped."""
+        return self.trust_level >= Trust.WHITE
+
+    # The five flags trust replaced, for checks written against them.
+
+    @property
+    def white_session(self) -> bool:
+        return self.session_trust >= Trust.WHITE
+
+    @white_session.setter
+    def white_session(self, on: bool) -> None:
+        self.session_trust = max(self.session_trust, Trust.WHITE) if on else Trust.NONE
+
+    @property
+    def white(self) -> bool:
+        return self.trust >= Trust.WHITE
+
+    @white.setter
+    def white(self, on: bool) -> None:
+        self.trust = max(self.trust, Trust.WHITE) if on else min(self.trust, Trust.CONTENT)
+
+    @property
+    def white_envelope(self) -> bool:
+        return self.trust_level >= Trust.CONTENT
+
+    @white_envelope.setter
+    def white_envelope(self, on: bool) -> None:
+        self.trust = max(self.trust, Trust.CONTENT) if on else Trust.NONE
+
+    @property
+    def white_envelope_session(self) -> bool:
+        return self.session_trust >= Trust.CONTENT
+
+    @white_envelope_session.setter
+    def white_envelope_session(self, on: bool) -> None:
+        self.session_trust = max(self.session_trust, Trust.CONTENT) if on else Trust.NONE
+
+    @property
+    def white_av(self) -> bool:
+        return self.trust_level >= Trust.FULL
+
+    @white_av.setter
+    def white_av(self, on: bool) -> None:
+        self.trust = Trust.FULL if on else min(self.trust, Trust.WHITE)
 
 
 class Check:
@@ -122,6 +214,10 @@ class Check:
     timeout: float = 0
     #: The temp-fail reply when a hook raises or times out.
     error_reply = 907
+    #: Run just before / just after the check of this name, in every phase where
+    #: the order table lists it (``barricade.policy.order``); "" for no place.
+    before: str = ""
+    after: str = ""
 
     async def connect(self, ctx: Context) -> Verdict:
         return CONTINUE
@@ -156,15 +252,31 @@ class Check:
 
 
 class Pipeline:
-    def __init__(self, checks: Iterable[Check], reactor, timeout: float, metrics=None):
+    """The checks of every phase, in order.
+
+    ``order`` is a per-phase order table (:data:`barricade.policy.order.ORDER`,
+    which also places plugins by ``before``/``after``); without one the
+    checks run in the order given.
+    """
+
+    def __init__(self, checks: Iterable[Check], reactor, timeout: float, metrics=None,
+                 order: Mapping[str, Sequence[tuple[str, str]]] | None = None, stall: float = 0.5):
         self.checks = list(checks)
         self.reactor = reactor
         self.timeout = timeout
         self.metrics = metrics
-        self._hooks = {
+        self.stall = stall  # seconds one step of a hook may hold the event loop (0: not watched)
+        hooks = {
             phase: [c for c in self.checks if getattr(type(c), phase) is not getattr(Check, phase)]
             for phase in PHASES
         }
+        if order is not None:
+            hooks = {phase: arrange(phase, found, order) for phase, found in hooks.items()}
+        self._hooks = hooks
+
+    def order(self, phase: str) -> list[str]:
+        """The names of the checks that run in ``phase``, in order."""
+        return [c.name for c in self._hooks[phase]]
 
     def has(self, phase: str) -> bool:
         return bool(self._hooks[phase])
@@ -183,8 +295,9 @@ class Pipeline:
         result = CONTINUE
         envelope = phase in ENVELOPE_PHASES
         for check in self._hooks[phase]:
-            if not check.always and (ctx.trusted or (envelope and ctx.white_envelope)):
-                if not check.antivirus or ctx.white_av:
+            trust = ctx.trust_level
+            if not check.always and (trust >= Trust.WHITE or (envelope and trust >= Trust.CONTENT)):
+                if not check.antivirus or trust >= Trust.FULL:
                     if trace is not None:
                         trace(check, None)
                     continue  # smtpf: a white-listed message skips all but anti-virus
@@ -194,16 +307,13 @@ class Pipeline:
             if verdict.action is Action.CONTINUE:
                 continue
             if verdict.action is Action.ACCEPT:
-                if phase in ("connect", "helo"):
-                    ctx.white_session = True
-                else:
-                    ctx.white = True
+                ctx.white_list(Trust.WHITE, phase)
                 return verdict
             if verdict.action is Action.CONTENT:
-                ctx.white_envelope = True
-                if phase in ("connect", "helo"):
-                    ctx.white_envelope_session = True
+                ctx.white_list(Trust.CONTENT, phase)
                 return verdict
+            if verdict.action is Action.TAG:  # applied to the headers by the conductor
+                (ctx.session_tags if phase in SESSION_PHASES else ctx.tags).append(verdict)
             if verdict.decisive:
                 return verdict
             result = verdict
@@ -219,19 +329,33 @@ class Pipeline:
                 log.failure("check {check} failed in close (session {sid})",
                             check=check.name, sid=ctx.session_id)
 
+    def _watch(self, check: Check, phase: str, ctx: Context, t0: float) -> None:
+        if self.stall:
+            _stalled(self, check, phase, ctx, t0)
+
     async def _one(self, check: Check, phase: str, ctx: Context, args: tuple) -> Verdict:
         started = time.monotonic()
         timeout = check.timeout or self.timeout
         outcome = "error"
         try:
             coro = getattr(check, phase)(ctx, *args)
+            waits = False
             try:  # most checks never wait: run them to the end here, no Deferred, no timer
                 awaited = coro.send(None)
+                waits = True
             except StopIteration as done:
                 verdict = done.value
-            else:
-                d = defer.ensureDeferred(_resume(coro, awaited))
+            finally:
+                self._watch(check, phase, ctx, started)
+            if waits:
+                watch = (lambda t0: self._watch(check, phase, ctx, t0)) if self.stall else None
+                d = defer.ensureDeferred(_resume(coro, awaited, watch))
                 verdict = await d.addTimeout(timeout, self.reactor)
+            if not isinstance(verdict, Verdict):
+                log.error("check {check} returned {value!r} from its {phase} hook, not a Verdict "
+                          "(session {sid})", check=check.name, value=verdict, phase=phase,
+                          sid=ctx.session_id)
+                return Verdict(Action.TEMPFAIL, check.error_reply, {}, check=check.name)
             outcome = verdict.action.value
             if verdict.check:
                 return verdict
@@ -241,8 +365,10 @@ class Pipeline:
             log.error("check {check} timed out in {phase} after {t}s (session {sid})",
                       check=check.name, phase=phase, t=timeout, sid=ctx.session_id)
         except Exception as exc:
+            # CheckError (ScannerError ...) carries its reply; older checks raise
+            # exceptions with a ``verdict()`` of their own.
             handled = getattr(exc, "verdict", None)
-            if callable(handled):  # a check's own numbered failure (scanner I/O errors)
+            if isinstance(exc, CheckError) or callable(handled):
                 log.error("check {check} failed in {phase} (session {sid}): {err}",
                           check=check.name, phase=phase, sid=ctx.session_id, err=str(exc))
                 outcome = "failed"
@@ -256,25 +382,42 @@ class Pipeline:
         return Verdict(Action.TEMPFAIL, check.error_reply, {}, check=check.name)
 
 
-async def _resume(coro: Any, awaited: Any) -> Any:
+def _stalled(pipeline: Pipeline, check: Check, phase: str, ctx: Context, t0: float) -> None:
+    seconds = time.monotonic() - t0
+    if seconds >= pipeline.stall:
+        log.warn("check {check} kept the event loop busy {t:.3f}s in its {phase} hook (session {sid}): "
+                 "every session of this worker waited; run blocking work with Plugin.blocking()",
+                 check=check.name, t=seconds, phase=phase, sid=ctx.session_id)
+
+
+async def _resume(coro: Any, awaited: Any, watch: Callable[[float], None] | None = None) -> Any:
     """Drive a check's coroutine on from its first ``await``.
 
     :meth:`Pipeline._one` starts every hook itself, so that the many that
     finish without waiting cost no Deferred; one that does wait has yielded
     what it awaits (a Deferred), and is continued here, under Twisted.
     A cancellation (the check's timeout) reaches the coroutine as the
-    exception of what it awaits.
+    exception of what it awaits.  ``watch`` hears when each step started
+    (the event-loop stall watchdog).
     """
     while True:
         try:
             value = await awaited
         except BaseException as exc:  # noqa: BLE001 - every outcome goes back into the check
+            t0 = time.monotonic()
             try:
                 awaited = coro.throw(exc)
             except StopIteration as done:
                 return done.value
+            finally:
+                if watch is not None:
+                    watch(t0)
         else:
+            t0 = time.monotonic()
             try:
                 awaited = coro.send(value)
             except StopIteration as done:
                 return done.value
+            finally:
+                if watch is not None:
+                    watch(t0)

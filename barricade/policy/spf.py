@@ -56,8 +56,8 @@ from twisted.logger import Logger
 from barricade.aio import aio
 from barricade.options import Config, OptionError
 from barricade.policy.pipeline import Check, Context
-from barricade.policy.tagging import subject_tag, tag_message
-from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
+from barricade.policy.tagging import subject_tag
+from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict, tag
 from barricade.spf import (
     DEFAULT_BUDGET,
     FAIL,
@@ -193,17 +193,22 @@ class Spf:
 
     def decide(self, ctx: Context) -> Verdict:
         """smtpf's spfRcpt: the HELO policy, then (unless HELO passed a DSN) the MAIL policy."""
+        tagged: Verdict | None = None  # a HELO tag: the MAIL policy may still refuse
         helo = ctx.notes.get(HELO_NOTE) if self.helo_policy.active else None
         if helo is not None and ctx.notes.get(_HELO_KEY) == (ctx.client.ip, ctx.helo.lower()):
             verdict = self._apply(ctx, self.helo_policy, helo, 701)
-            if verdict.action is not Action.CONTINUE:
+            if verdict.action is Action.TAG:
+                tagged = verdict
+            elif verdict.action is not Action.CONTINUE:
                 return verdict
             if helo.result == PASS and not ctx.sender:
-                return CONTINUE
+                return tagged or CONTINUE
         mail = ctx.notes.get(MAIL_NOTE) if self.mail_policy.active else None
         if mail is not None:
-            return self._apply(ctx, self.mail_policy, mail, 702)
-        return CONTINUE
+            verdict = self._apply(ctx, self.mail_policy, mail, 702)
+            if verdict.decisive or tagged is None:
+                return verdict
+        return tagged or CONTINUE
 
     def _apply(self, ctx: Context, policy: Policy, result: SpfResult, rid: int) -> Verdict:
         action = policy.action(result.result)
@@ -215,10 +220,10 @@ class Spf:
                   "explanation": reason(result, ctx.client.ip)}
         if action == "tag":
             if TAG_NOTE not in ctx.notes:
-                ctx.notes[TAG_NOTE] = tag_reason(ctx, rid, fields)
+                ctx.notes[TAG_NOTE] = True
                 log.info("session {sid}: SPF {result}: message will be tagged", sid=ctx.session_id,
                          result=result.result)
-            return CONTINUE
+            return tag(reason=tag_reason(ctx, rid, fields))
         if action == "tempfail":
             code, status, verb = 451, "4.4.3", Action.TEMPFAIL
         else:
@@ -356,7 +361,7 @@ class SpfHelo(Check):
 
 
 class SpfPolicy(Check):
-    """At RCPT: refuse (#701/#702) or decide to tag; at the end of the headers: tag."""
+    """At RCPT: refuse (#701/#702) or tag (a TAG verdict, applied to the headers)."""
 
     name = "spf-policy"
 
@@ -367,12 +372,6 @@ class SpfPolicy(Check):
         if self.spf.exempt(ctx):
             return CONTINUE
         return self.spf.decide(ctx)
-
-    async def headers(self, ctx: Context) -> Verdict:
-        reason_text = ctx.notes.get(TAG_NOTE)
-        if reason_text:
-            tag_message(ctx, self.spf.subject_tag, reason_text)
-        return CONTINUE
 
 
 async def _together(coros: list) -> None:

@@ -1,22 +1,23 @@
 """Tagging a message instead of refusing it (smtpf's TAG).
 
-SPF's ``*-tag`` policy words and the access map's ``TAG`` word both deliver
-a message they would have refused, marked: the Subject gets the
+SPF's ``*-tag`` policy words, the access map's ``TAG`` word and any check
+that returns a TAG verdict (:func:`barricade.policy.verdict.tag`) deliver a
+message they would have refused, marked: the Subject gets the
 ``spamd-subject-tag`` prefix and the headers ``X-Spam-Flag: YES`` and
-``X-Spam-Reason: <the refusal's text>`` are added.  Checks call
-:func:`tag_message` from their ``headers`` hook, which runs before any of
-the message goes downstream, so tagging works in cut-through mode as well
-as in spool mode.  The first reason wins: a message is tagged once, with
+``X-Spam-Reason: <the refusal's text>`` are added.  A TAG verdict from any
+phase up to ``headers`` is applied when the header block is complete,
+before any of the message goes downstream, so it works in cut-through mode
+as well as in spool mode; from ``body`` or ``end_of_data`` it needs a
+spooled message.  The first reason wins: a message is tagged once, with
 one ``X-Spam-Reason``, however many checks wanted to tag it.
 """
 
 from __future__ import annotations
 
 from barricade.options import Config
-from barricade.policy.pipeline import Context
+from barricade.policy.pipeline import TAGGED, Context
 
-#: Transaction note: set once the message has been tagged.
-TAGGED = "tag.done"
+__all__ = ["TAGGED", "subject_tag", "tag_message"]
 
 
 def subject_tag(config: Config) -> str:
@@ -26,10 +27,4 @@ def subject_tag(config: Config) -> str:
 
 def tag_message(ctx: Context, tag: str, reason: str) -> bool:
     """Tag the Subject and add X-Spam-Flag/X-Spam-Reason; False if already tagged."""
-    if ctx.notes.get(TAGGED):
-        return False
-    ctx.notes[TAGGED] = True
-    ctx.tag_subject(tag)
-    ctx.add_header("X-Spam-Flag", "YES")
-    ctx.add_header("X-Spam-Reason", reason)
-    return True
+    return ctx.tag(tag, reason)

@@ -1,8 +1,10 @@
 """The one result type of every check and plugin hook.
 
 A check answers with a :class:`Verdict`: an action, and for anything but
-CONTINUE/ACCEPT the catalogue reply that explains it.  The pipeline turns
-the first decisive verdict of a phase into the client's reply.
+CONTINUE/ACCEPT/CONTENT the catalogue reply that explains it.  The
+pipeline turns the first decisive verdict of a phase into the client's
+reply.  A check that cannot decide (its scanner is down) raises
+:class:`CheckError`, which carries the reply the client gets instead.
 """
 
 from __future__ import annotations
@@ -17,20 +19,22 @@ class Action(enum.Enum):
     CONTENT = "content"  # white-listed for envelope checks, content still scanned
     TEMPFAIL = "tempfail"  # 4xx
     REJECT = "reject"  # 5xx
-    IREJECT = "ireject"  # 5xx that smtp-delay-checks may not postpone
     DISCARD = "discard"  # accept and throw away
     DROP = "drop"  # reply, then close the connection
-    TAG = "tag"  # deliver, marked
+    TAG = "tag"  # deliver, marked (Subject prefix, X-Spam-Flag/X-Spam-Reason); the phase goes on
+    #: smtpf's IREJECT is a REJECT without the DELAY flag (smtp-delay-checks never holds it);
+    #: kept as a name for REJECT so that older plugins still load.
+    IREJECT = "reject"
 
 
 class Flag(enum.Flag):
     NONE = 0
-    DELAY = enum.auto()  # may be postponed to RCPT by smtp-delay-checks
+    DELAY = enum.auto()  # may be postponed to RCPT by smtp-delay-checks (without it: smtpf's IREJECT)
     SESSION = enum.auto()  # holds for the rest of the session
     SINK = enum.auto()  # connect refusal that keeps the connection: only NOOP and QUIT are served
 
 
-DECISIVE = {Action.TEMPFAIL, Action.REJECT, Action.IREJECT, Action.DISCARD, Action.DROP}
+DECISIVE = {Action.TEMPFAIL, Action.REJECT, Action.DISCARD, Action.DROP}
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,16 @@ CONTINUE = Verdict()
 
 
 def reject(reply_id: int, **fields: object) -> Verdict:
+    """A permanent refusal that smtp-delay-checks never holds (smtpf's IREJECT)."""
     return Verdict(Action.REJECT, reply_id, fields)
+
+
+ireject = reject
+
+
+def delayable_reject(reply_id: int, **fields: object) -> Verdict:
+    """A permanent policy refusal that ``+smtp-delay-checks`` may hold until RCPT."""
+    return Verdict(Action.REJECT, reply_id, fields, Flag.DELAY)
 
 
 def tempfail(reply_id: int, **fields: object) -> Verdict:
@@ -59,3 +72,32 @@ def tempfail(reply_id: int, **fields: object) -> Verdict:
 
 def drop(reply_id: int, **fields: object) -> Verdict:
     return Verdict(Action.DROP, reply_id, fields)
+
+
+def tag(reply_id: int | None = None, *, reason: str = "", **fields: object) -> Verdict:
+    """Deliver the message marked instead of refusing it.
+
+    The X-Spam-Reason is ``reason``, or the text of catalogue reply
+    ``reply_id`` rendered with ``fields``.  The first tag of a message wins.
+    """
+    if reason:
+        fields = {**fields, "reason": reason}
+    return Verdict(Action.TAG, reply_id, fields)
+
+
+class CheckError(Exception):
+    """A check could not decide; the client gets ``reply_id`` (a 4xx by default).
+
+    The pipeline logs the message with the check's name and phase and turns
+    the error into :meth:`verdict`; anything else a hook raises is #907.
+    """
+
+    def __init__(self, reply_id: int, message: str = "", action: Action = Action.TEMPFAIL,
+                 **fields: object):
+        super().__init__(message or f"reply #{reply_id}")
+        self.reply_id = reply_id
+        self.action = action
+        self.fields = fields
+
+    def verdict(self) -> Verdict:
+        return Verdict(self.action, self.reply_id, dict(self.fields))

@@ -10,28 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from barricade.client import ClientInfo  # noqa: F401 - re-exported: its old home
 from barricade.replies import Reply
 from barricade.smtp.grammar import Path
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    """Who is on the other end, as the policy sees it (XCLIENT may change it)."""
-
-    ip: str
-    port: int
-    name: str = "unknown"  # the forward-confirmed PTR name (or XCLIENT NAME)
-    relay: bool = False  # route-map RELAY
-    localhost: bool = False
-    private: bool = False  # RFC 1918 / RFC 4193 / loopback
-    proto: str = "SMTP"
-    ptr: str = ""  # the first PTR name, confirmed or not ("" without a PTR)
-    forged: bool = False  # PTR names exist and none resolves back to ip
-    ptr_error: bool = False  # DNS failed temporarily: the name is unknown for now
-
-    @property
-    def xclient_allowed(self) -> bool:
-        return self.localhost or self.relay
 
 
 class Event:

@@ -1,34 +1,35 @@
-"""What the proxy does with each session event.
+"""The conductor: carries out, for one client session, what the decision layer decides.
 
-The server adapter feeds events in; this module runs the phase's checks,
-routes recipients, drives the downstream connections and chooses the
-catalogue reply.  The rules that keep mail safe live here:
-
-* a RCPT gets 250 only when the downstream RCPT got 250;
-* the client gets 354 only when every downstream host said 354;
-* the final dot goes downstream only after the end-of-data checks pass,
-  and the client's reply to it is the downstream verdict;
-* when results differ between routes, the client gets a temporary failure:
-  a retry may duplicate mail for the routes that accepted, never lose it.
+The server adapter feeds events in; :class:`Proxy` runs the phase's checks,
+hands the verdict to :class:`~barricade.decide.rules.Rules` (which chooses
+the reply, holds refusals, routes recipients and combines the downstream
+results: the rules that keep mail safe live there), and does the I/O the
+decision asks for: it opens, relays to and closes the downstream
+connections, and streams or spools the message.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from barricade import client as clients
+from barricade.decide.identity import xclient_identity
+from barricade.decide.outcome import Downstream as Act
+from barricade.decide.outcome import Outcome
+from barricade.decide.rules import Rules
 from barricade.maps import Route, RouteMap
 from barricade.metrics import Metrics
 from barricade.options import Config
 from barricade.policy.client_name import resolve_client
 from barricade.policy.pipeline import Context, Pipeline
-from barricade.policy.verdict import Action, Flag, Verdict
-from barricade.replies import Catalogue, Reply
+from barricade.policy.tagging import subject_tag
+from barricade.policy.verdict import Verdict
+from barricade.replies import Catalogue, Reply, ReplyId
 from barricade.smtp import events as ev
 from barricade.smtp.forward import Downstream, DownstreamError, DownstreamReply, Timeouts
 from barricade.smtp.message import HeaderCollector, edit_headers, parse_headers, received_header
@@ -58,55 +59,34 @@ class ServerContext:
     resolver: object = None  # barricade.dns.Resolver; None: no DNS (client names stay unknown)
 
 
-# LAN address space (RFC 1918, RFC 4193, link-local, loopback).  Python's
-# ``is_private`` also covers documentation and benchmarking ranges, which
-# are outside clients as far as a mail gateway is concerned.
-LAN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16",
-    "::1/128", "fc00::/7", "fe80::/10",
-))
+#: The LAN networks of the client identity (kept under its old name).
+LAN_NETWORKS = tuple(net for net, kind in clients.NETWORKS if kind & clients.PRIVATE)
 
 
 def classify(ip: str, port: int, name: str, routes: RouteMap, proto: str = "SMTP") -> ev.ClientInfo:
-    try:
-        addr = ipaddress.ip_address(ip)
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        loopback = addr.is_loopback
-        private = any(addr in net for net in LAN_NETWORKS if net.version == addr.version)
-    except ValueError:
-        loopback = private = False
-    if loopback and name == "unknown":
-        name = "localhost"
-    return ev.ClientInfo(
-        ip=ip, port=port, name=name, relay=routes.is_relay(ip, name if name != "unknown" else None),
-        localhost=loopback, private=private, proto=proto,
-    )
+    """A new client's identity, with the route map's RELAY answer."""
+    return clients.classify(ip, port, name, routes.is_relay, proto)
 
 
-@dataclass
-class Outcome:
-    """The reply for one event, and what the adapter must do after sending it."""
-
-    reply: Reply
-    drop: bool = False
-    start_tls: bool = False
-    sink: bool = False  # a refused client stays connected in the sink state (Flag.SINK)
+__all__ = ["LAN_NETWORKS", "Outcome", "Proxy", "ServerContext", "classify"]
 
 
 class Proxy:
-    """One client session's policy and forwarding state."""
+    """One client session's conductor: checks, decisions, downstream connections."""
 
     def __init__(self, server: ServerContext, client: ev.ClientInfo, session_id: str):
         self.server = server
         self.cfg = server.config
         self.catalogue = server.catalogue
         self.ctx = Context(session_id=session_id, client=client)
+        self.rules = Rules(
+            server.catalogue, server.routes, server.hostname,
+            delay_checks=self.cfg["smtp-delay-checks"], relay_reply=self.cfg["relay-reply"],
+            banner=server.banner, esmtp=server.session_config.esmtp,
+            subject_tag=subject_tag(self.cfg), log=log,
+        )
         self.pool: dict[str, Downstream] = {}  # live connections, reused across transactions
         self.txn: dict[str, Downstream] = {}  # those in the current transaction
-        self.broken = False  # a downstream with accepted recipients was lost
-        self.held: Outcome | None = None  # smtp-delay-checks: a MAIL refusal waiting for RCPT
-        self.held_session: Outcome | None = None  # ... a connect/HELO refusal
         self.messages = 0
         self._headers: HeaderCollector | None = None
         self._abort_reply: Outcome | None = None
@@ -122,24 +102,10 @@ class Proxy:
     # --- helpers ------------------------------------------------------------------
 
     def reply(self, rid: int, **fields: object) -> Reply:
-        client = self.ctx.client
-        base = {
-            "hostname": self.server.hostname,
-            "client_name": client.name,
-            "client_ip": client.ip,
-            "helo": self.ctx.helo,
-            "sender": self.ctx.sender or "",
-        }
-        base.update(fields)
-        return self.catalogue.reply(rid, **base)
+        return self.rules.reply(self.ctx, rid, **fields)
 
     def verdict_outcome(self, verdict: Verdict) -> Outcome:
-        if verdict.reply_id is None or verdict.reply_id not in self.catalogue:
-            log.error("check {check} gave {action} without a catalogue reply id",
-                      check=verdict.check, action=verdict.action.value)
-            return Outcome(self.reply(907))
-        return Outcome(self.reply(verdict.reply_id, **verdict.fields),
-                       drop=verdict.action is Action.DROP)
+        return self.rules.verdict_outcome(self.ctx, verdict)
 
     def observe(self, command: str, seconds: float) -> None:
         self.server.metrics.downstream(command, seconds)
@@ -148,46 +114,19 @@ class Proxy:
         self.server.metrics.downstream_errors.labels(exc.kind).inc()
         log.warn("session {sid}: downstream {err}", sid=self.ctx.session_id, err=str(exc))
 
+    async def run(self, phase: str, *args: object) -> Verdict:
+        return await self.server.pipeline.run(phase, self.ctx, *args)
+
     # --- connect --------------------------------------------------------------------
 
     async def connect(self, lookup: bool = True) -> Outcome:
         """The connect phase: the client's PTR name (``lookup``), then the checks."""
-        self.held = self.held_session = None  # a new client (XCLIENT) starts clean
+        self.rules.new_client()
         resolver = self.server.resolver
         if lookup and resolver is not None and not self.ctx.client.localhost:
             self.ctx.client = await resolve_client(resolver, self.ctx.client, self.server.routes,
                                                    self.ctx.session_id, self.server.reactor)
-        verdict = await self.server.pipeline.run("connect", self.ctx)
-        if verdict.decisive and not self._hold(verdict, "connect"):
-            outcome = self.verdict_outcome(verdict)
-            outcome.sink = Flag.SINK in verdict.flags and not outcome.drop
-            return outcome
-        return Outcome(self.greeting())
-
-    def _hold(self, verdict: Verdict, phase: str) -> bool:
-        """``+smtp-delay-checks``: keep a policy refusal for the RCPT (smtpf §3a).
-
-        Only verdicts flagged DELAY are held (IREJECT and protocol errors
-        never are).  Connect and HELO refusals hold for the session, MAIL
-        refusals for the transaction.  At RCPT a white-listed recipient
-        overrides the held refusal, a black-listed one is refused on its own
-        account, any other gets the held reply.
-        """
-        if not self.cfg["smtp-delay-checks"] or Flag.DELAY not in verdict.flags:
-            return False
-        outcome = self.verdict_outcome(verdict)
-        if phase in ("connect", "helo") or Flag.SESSION in verdict.flags:
-            self.held_session = self.held_session or outcome
-        else:
-            self.held = self.held or outcome
-        log.info("session {sid}: {phase} refusal held until RCPT (smtp-delay-checks): {reply}",
-                 sid=self.ctx.session_id, phase=phase, reply=outcome.reply.text)
-        return True
-
-    def greeting(self) -> Reply:
-        banner = self.server.banner or ("Barricade ready",)
-        esmtp = "E" if self.server.session_config.esmtp else ""
-        return self.reply(633, esmtp=esmtp, banner=banner[0], lines=banner[1:])
+        return self.rules.connect(self.ctx, await self.run("connect"))
 
     # --- commands -------------------------------------------------------------------
 
@@ -201,66 +140,36 @@ class Proxy:
         await self.end_transaction()
         self.ctx.helo = session.xclient_helo or event.domain
         self.ctx.esmtp = event.verb == "EHLO"
-        verdict = await self.server.pipeline.run("helo", self.ctx)
-        if verdict.decisive and not self._hold(verdict, "helo"):
-            return self.verdict_outcome(verdict)
-        if event.verb == "EHLO":
-            return Outcome(self.reply(254, extra=session.ehlo_keywords()))
-        return Outcome(self.reply(256))
+        verdict = await self.run("helo")
+        ehlo = event.verb == "EHLO"
+        return self.rules.helo(self.ctx, verdict, ehlo, session.ehlo_keywords() if ehlo else ())
 
     async def on_mail(self, event: ev.Mail, session) -> Outcome:
         self.ctx.reset_transaction()
-        self.broken = False
+        self.rules.new_transaction()
         self.ctx.sender = event.path.address
         self.ctx.mail_params = event.path.params
-        self.held = None
-        verdict = await self.server.pipeline.run("mail", self.ctx)
-        if verdict.decisive:
-            if self._hold(verdict, "mail"):
-                return Outcome(self.reply(507))  # "250 2.0.0 proceed": the refusal waits
-            outcome = self.verdict_outcome(verdict)
-            self.ctx.reset_transaction()
-            return outcome
-        return Outcome(self.reply(283))
-
-    def held_for(self, verdict: Verdict) -> Outcome | None:
-        """The refusal ``smtp-delay-checks`` held for this RCPT, unless its
-        own checks white-listed the recipient (smtpf §3a)."""
-        held = self.held_session or self.held
-        return held if verdict.action is not Action.ACCEPT else None
-
-    def route_for(self, rcpt: str) -> Route | None:
-        routes = self.server.routes
-        if self.ctx.client.relay:
-            return routes.local
-        return routes.for_recipient(rcpt)
+        return self.rules.mail(self.ctx, await self.run("mail"))
 
     async def on_rcpt(self, event: ev.Rcpt, session) -> Outcome:
         rcpt = event.path.address
-        route = self.route_for(rcpt)
-        if route is None:
-            return Outcome(self.reply(288, rcpt=rcpt))
-        if self.broken:
-            return Outcome(self.reply(903, rcpt=rcpt))
-        verdict = await self.server.pipeline.run("rcpt", self.ctx, rcpt)
-        if verdict.decisive:
-            return self.verdict_outcome(Verdict(verdict.action, verdict.reply_id, {"rcpt": rcpt, **verdict.fields}))
-        held = self.held_for(verdict)
-        if held is not None:
-            return held
-        if route.rcpt and not self.ctx.client.relay and self.server.call_ahead and await self.server.call_ahead.unknown(
+        route = self.rules.before_rcpt_checks(self.ctx, rcpt)
+        if isinstance(route, Outcome):
+            return route
+        outcome = self.rules.rcpt(self.ctx, await self.run("rcpt", rcpt), rcpt, route)
+        if outcome.downstream is not Act.RELAY:
+            return outcome
+        call_ahead = self.server.call_ahead
+        if call_ahead and self.rules.call_ahead_for(self.ctx, route) and await call_ahead.unknown(
                 route, rcpt, self.ctx.sender or "", self.ctx.session_id):
-            return Outcome(self.reply(292, rcpt=rcpt))
+            return self.rules.unknown_recipient(self.ctx, rcpt)
         try:
             reply = await self._forward_rcpt(route, rcpt)
         except DownstreamError as exc:
             return self._rcpt_error(exc, route, rcpt)
         if isinstance(reply, Outcome):
             return reply
-        if reply.ok:
-            self.ctx.rcpts.append(rcpt)
-            return Outcome(self.reply(297 if self.ctx.client.relay else 290, rcpt=rcpt))
-        return Outcome(self.rcpt_refused(reply, rcpt))
+        return self.rules.relayed_rcpt(self.ctx, reply, rcpt)
 
     async def _forward_rcpt(self, route: Route, rcpt: str) -> DownstreamReply | Outcome:
         down = self.txn.get(route.name)
@@ -278,54 +187,30 @@ class Proxy:
         if rcpt_reply is None:
             del self.txn[route.name]
             await down.rset()
-            status = mail.status or f"{mail.code // 100}.1.0"
-            return Outcome(self.catalogue.reply(
-                282, code=mail.code, status=status, sender=self.ctx.sender or "",
-            ))
+            return self.rules.mail_refused(self.ctx, mail)
         return rcpt_reply
 
     def _rcpt_error(self, exc: DownstreamError, route: Route, rcpt: str) -> Outcome:
         self.downstream_error(exc)
         down = self.txn.pop(route.name, None) or self.pool.get(route.name)
         self.pool.pop(route.name, None)
+        had_recipients = False
         if down is not None:
             down.abort()
-            if down.recipients:
-                self.broken = True
-        if exc.kind == "timeout":
-            return Outcome(self.reply(904))
-        if exc.kind == "connect":
-            if self.txn:  # other routes carry this transaction: only this recipient waits
-                return Outcome(self.reply(295, rcpt=rcpt))
-            return Outcome(self.reply(901))
-        return Outcome(self.reply(903))
-
-    def passthrough(self, reply: DownstreamReply) -> Reply:
-        """#299: the downstream reply as it came (``+relay-reply``)."""
-        status = reply.status or f"{reply.code // 100}.0.0"
-        return self.catalogue.reply(299, code=reply.code, status=status, text=reply.text)
-
-    def rcpt_refused(self, reply: DownstreamReply, rcpt: str) -> Reply:
-        """#300: the downstream code and enhanced status with our text (or #299)."""
-        if self.cfg["relay-reply"]:
-            return self.passthrough(reply)
-        status = reply.status or f"{reply.code // 100}.1.0"
-        return self.catalogue.reply(300, code=reply.code, status=status, rcpt=rcpt)
+            had_recipients = bool(down.recipients)
+        return self.rules.rcpt_lost(self.ctx, exc.kind, rcpt, had_recipients, bool(self.txn))
 
     async def on_data(self, event: ev.Data, session) -> Outcome:
-        if self.broken:
+        refused = self.rules.before_data_checks(
+            self.ctx, any(down.recipients for down in self.txn.values()))
+        if refused is not None:
             await self.end_transaction()
-            return Outcome(self.reply(903))
-        if not any(down.recipients for down in self.txn.values()):
-            # Never 354 without a downstream that accepted a recipient: the
-            # message could only be acknowledged and lost.
-            await self.end_transaction()
-            return Outcome(self.reply(923))
+            return refused
         self.ctx.qid = f"{self.ctx.session_id}{self.messages + 1:02d}"
-        verdict = await self.server.pipeline.run("data", self.ctx)
-        if verdict.decisive:
+        refused = self.rules.data(self.ctx, await self.run("data"))
+        if refused is not None:
             await self.end_transaction()
-            return self.verdict_outcome(verdict)
+            return refused
         for name, down in list(self.txn.items()):
             if not down.recipients:  # every RCPT of this route was refused
                 del self.txn[name]
@@ -337,17 +222,17 @@ class Proxy:
             results = []
         else:
             results = await self._all(lambda d: d.data())
-        if all(isinstance(r, DownstreamReply) and r.code == 354 for r in results):
-            self.messages += 1
-            self._headers = HeaderCollector()
-            self._abort_reply = None
-            if spooling:
-                cfg = self.cfg
-                self.ctx.spool = Spool(cfg["save-dir"], cfg["spool-memory-limit"],
-                                       prefix=f"{self.ctx.qid}-")
-            return Outcome(self.reply(900))
-        outcome = self._aggregate_failure(results, expect=354, lost=903)
-        await self.end_transaction(abort=True)
+        outcome = self.rules.data_started(self.ctx, results)
+        if outcome.downstream is Act.ABORT:
+            await self.end_transaction(abort=True)
+            return outcome
+        self.messages += 1
+        self._headers = HeaderCollector()
+        self._abort_reply = None
+        if spooling:
+            cfg = self.cfg
+            self.ctx.spool = Spool(cfg["save-dir"], cfg["spool-memory-limit"],
+                                   prefix=f"{self.ctx.qid}-")
         return outcome
 
     async def _all(self, call) -> list[DownstreamReply | DownstreamError]:
@@ -366,20 +251,6 @@ class Proxy:
                 out.append(DownstreamError("protocol", "?", value.getErrorMessage()))
         return out
 
-    def _aggregate_failure(self, results: list, expect: int, lost: int) -> Outcome:
-        """One reply for several downstream results (``lost``: 903 before DATA, 902 after)."""
-        errors = [r for r in results if isinstance(r, DownstreamError)]
-        if any(e.kind == "timeout" for e in errors):
-            return Outcome(self.reply(904), drop=True)
-        if errors:
-            return Outcome(self.reply(lost), drop=lost == 902)
-        failed = [r for r in results if r.code != expect and not (expect == 250 and r.ok)]
-        if len(results) == 1 and failed and self.cfg["relay-reply"]:
-            return Outcome(self.passthrough(failed[0]))
-        if failed and len(failed) == len(results) and all(r.code >= 500 for r in failed):
-            return Outcome(self.reply(306))
-        return Outcome(self.reply(307))
-
     # --- message content ------------------------------------------------------------
 
     async def chunk(self, chunk: ev.DataChunk) -> None:
@@ -394,9 +265,9 @@ class Proxy:
             if self._abort_reply is not None:
                 return
         if data and self.server.pipeline.has("body"):
-            verdict = await self.server.pipeline.run("body", self.ctx, data)
-            if verdict.decisive:
-                self._abort(self.verdict_outcome(verdict))
+            refused = self.rules.content(self.ctx, await self.run("body", data))
+            if refused is not None:
+                self._abort(refused)
                 return
         self._emit(data)
 
@@ -412,10 +283,11 @@ class Proxy:
         block = bytes(self._headers.buffer)
         self.ctx.header_block = block
         self.ctx.headers = parse_headers(block)
-        verdict = await self.server.pipeline.run("headers", self.ctx)
-        if verdict.decisive:
-            self._abort(self.verdict_outcome(verdict))
+        refused = self.rules.content(self.ctx, await self.run("headers"))
+        if refused is not None:
+            self._abort(refused)
             return
+        self.rules.apply_tags(self.ctx)
         if self.ctx.spool is not None:
             self.ctx.spool.write(block)  # trace and header changes are added at the dot
         else:
@@ -443,7 +315,7 @@ class Proxy:
         if lost and self.fatal is None:
             for down in lost:
                 self.downstream_error(DownstreamError("lost", down.host, "during DATA"))
-            self.fatal = self.reply(902)
+            self.fatal = self.reply(ReplyId.LOST_DURING_DATA)
             if self.on_fatal is not None:
                 self.on_fatal(self.fatal)
 
@@ -478,39 +350,40 @@ class Proxy:
             self._headers.done = True
             await self._headers_complete()
         if event.violation is not None:
-            self._abort(Outcome(event.violation, drop=event.drop))
+            self._abort(Outcome(event.violation, drop=event.drop, message="reject"))
         if self._abort_reply is not None:
-            self._outcome_metric("reject")
+            self._outcome_metric(self._abort_reply.message or "reject")
             return self._abort_reply
-        verdict = await self.server.pipeline.run("end_of_data", self.ctx)
-        if verdict.decisive:
-            if verdict.action is Action.DISCARD:
-                self._abort(Outcome(self.reply(554, qid=self.ctx.qid)))
-                self._outcome_metric("discard")
-                return self._abort_reply
-            self._abort(self.verdict_outcome(verdict))
-            self._outcome_metric("reject")
-            return self._abort_reply
+        refused = self.rules.end_of_data(self.ctx, await self.run("end_of_data"))
+        if refused is not None:
+            self._abort(refused)
+            self._outcome_metric(refused.message)
+            return refused
+        if self.ctx.spool is not None:
+            self.rules.apply_tags(self.ctx)
+        else:
+            self.rules.late_tags(self.ctx)
         started = time.monotonic()
         self.dot_in_flight = True
         if self.ctx.spool is not None:
             results = await self._deliver_spooled()
         else:
             results = await self._all(lambda d: d.dot())
-        if results and all(isinstance(r, DownstreamReply) and r.ok for r in results):
+        outcome = self.rules.delivered(self.ctx, results)
+        if outcome.message == "accept":
+            self.ctx.delivered = self.ctx.qid
             log.info("session {sid}: message {qid} accepted by {n} host(s) in {t:.3f}s: {replies}",
                      sid=self.ctx.session_id, qid=self.ctx.qid, n=len(results),
                      t=time.monotonic() - started, replies="; ".join(map(str, results)))
             self._outcome_metric("accept")
-            self.ctx.delivered = self.ctx.qid
-            return Outcome(self.reply(554, qid=self.ctx.qid))
+            return outcome
         for name, down in list(self.txn.items()):
             if not down.alive:
                 self.pool.pop(name, None)
         log.warn("session {sid}: message {qid} not accepted: {replies}", sid=self.ctx.session_id,
                  qid=self.ctx.qid, replies="; ".join(map(str, results)))
-        self._outcome_metric("downstream-fail")
-        return self._aggregate_failure(results, expect=250, lost=902)
+        self._outcome_metric(outcome.message)
+        return outcome
 
     async def _deliver_spooled(self) -> list[DownstreamReply | DownstreamError]:
         """Spool mode: DATA, the edited message and the dot, to every route."""
@@ -541,57 +414,42 @@ class Proxy:
             if abort or not await down.rset():
                 down.abort()
                 self.pool.pop(name, None)
-        self.ctx.reset_transaction()
-        self.broken = False
-        self.held = None
+        self.rules.transaction_ended(self.ctx)
 
     async def on_rset(self, event: ev.Rset, session) -> Outcome:
         await self.end_transaction()
-        return Outcome(self.reply(547))
+        return self.rules.simple(self.ctx, "rset")
 
     async def on_noop(self, event: ev.Noop, session) -> Outcome:
-        return Outcome(self.reply(547))
+        return self.rules.simple(self.ctx, "noop")
 
     async def on_help(self, event: ev.Help, session) -> Outcome:
         from barricade.smtp.session import HELP_COMMANDS
 
-        return Outcome(self.reply(916, commands=HELP_COMMANDS))
+        return self.rules.simple(self.ctx, "help", commands=HELP_COMMANDS)
 
     async def on_vrfy(self, event: ev.Vrfy, session) -> Outcome:
-        return Outcome(self.reply(915))
+        return self.rules.simple(self.ctx, "vrfy")
 
     async def on_quit(self, event: ev.Quit, session) -> Outcome:
         await self.close()
-        return Outcome(self.reply(247))
+        return self.rules.simple(self.ctx, "quit")
 
     async def on_starttls(self, event: ev.StartTls, session) -> Outcome:
         await self.end_transaction()
-        return Outcome(self.reply(913), start_tls=True)
+        return self.rules.simple(self.ctx, "starttls")
 
     async def on_xclient(self, event: ev.Xclient, session) -> Outcome:
         await self.end_transaction()
         old = self.ctx.client
-        attrs = event.attrs
-        ip = attrs.get("ADDR", old.ip) if "ADDR" in attrs else old.ip
-        # A new ADDR without NAME: look its PTR up, as for a real connection.
-        lookup = "ADDR" in attrs and "NAME" not in attrs
-        name = attrs.get("NAME") if "NAME" in attrs else ("unknown" if lookup else old.name)
-        port = int(attrs["PORT"]) if attrs.get("PORT") else old.port
-        proto = (attrs.get("PROTO") or old.proto).upper()
-        client = classify(ip or old.ip, port, name or "unknown", self.server.routes, proto)
-        if "NAME" in attrs:  # the upstream MTA's verified name (Postfix semantics)
-            client = replace(client, ptr=attrs["NAME"] or "")
-        elif not lookup:
-            client = replace(client, ptr=old.ptr, forged=old.forged, ptr_error=old.ptr_error)
+        client, lookup = xclient_identity(old, event.attrs, self.server.routes.is_relay)
         self.ctx.client = client
-        self.ctx.helo = attrs.get("HELO") or ""
-        session.restart(client, attrs.get("HELO"))
+        self.ctx.helo = event.attrs.get("HELO") or ""
+        session.restart(client, event.attrs.get("HELO"))
         log.info("session {sid}: XCLIENT from {old} now {ip} ({name})",
                  sid=self.ctx.session_id, old=old.ip, ip=client.ip, name=client.name)
-        outcome = await self.connect(lookup=lookup)
+        outcome = self.rules.xclient(self.ctx, await self.connect(lookup=lookup))
         session.client = self.ctx.client  # with the name DNS gave it
-        if outcome.reply.code != 220 and not outcome.sink:
-            outcome.drop = True
         return outcome
 
     async def close(self) -> None:

@@ -106,7 +106,7 @@ def test_shipped_config_is_the_help_output():
 def test_reply_docs_are_current():
     catalogue = Catalogue((*ENTRIES, *plugin.plugin_replies()))
     assert (REPO / "docs/replies.md").read_text() == render_markdown(catalogue), \
-        "regenerate: python -m barricade.replies > docs/replies.md"
+        "regenerate: scripts/regen"
 
 
 def test_example_config_starts(tmp_path):

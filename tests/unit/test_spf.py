@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from barricade.decide.rules import Rules
 from barricade.dns import Resolver
 from barricade.options import REGISTRY, OptionError
 from barricade.policy.access import AccessMail, AccessMap
@@ -35,6 +36,7 @@ from barricade.policy.spf import (
     received_spf,
 )
 from barricade.policy.verdict import Action, Flag
+from barricade.replies import Catalogue
 from barricade.smtp.events import ClientInfo
 from barricade.spf import (
     FAIL,
@@ -463,8 +465,10 @@ def test_a_helo_result_for_another_helo_is_not_used():
 def test_tag_decides_once_and_reject_still_wins_for_the_other_identity():
     spf = engine("spf-helo-policy=fail-tag", "spf-mail-policy=fail-reject")
     ctx = ctx_with(result("fail", "h.example"), result("pass"))
-    assert spf.decide(ctx).action is Action.CONTINUE
-    assert ctx.notes[TAG_NOTE].startswith("HELO h.example from mail.outside.example [192.0.2.1] SPF result Fail;")
+    verdict = spf.decide(ctx)
+    assert verdict.action is Action.TAG
+    assert verdict.fields["reason"].startswith("HELO h.example from mail.outside.example [192.0.2.1] SPF result Fail;")
+    assert TAG_NOTE in ctx.notes  # said once in the log
     ctx.notes[MAIL_NOTE] = result("fail")
     assert spf.decide(ctx).reply_id == 702
 
@@ -473,11 +477,13 @@ def test_temperror_is_ignored_by_a_tag_only_policy():
     assert engine("spf-mail-policy=fail-tag").decide(ctx_with(mail=result("temperror"))).action is Action.CONTINUE
 
 
-def test_tagging_happens_at_the_headers():
+def test_tagging_is_a_tag_verdict_applied_at_the_headers():
     spf = engine("spf-mail-policy=fail-tag")  # spamd-subject-tag, when the spamd plugin's options are known
     ctx = ctx_with(mail=result("fail"))
-    assert done(SpfPolicy(spf).rcpt(ctx, "b@example.com")).action is Action.CONTINUE
-    done(SpfPolicy(spf).headers(ctx))
+    verdict = done(SpfPolicy(spf).rcpt(ctx, "b@example.com"))
+    assert verdict.action is Action.TAG and not verdict.decisive
+    ctx.tags.append(verdict)  # what the pipeline does with it
+    Rules(Catalogue(), None, "mx.test", subject_tag=spf.subject_tag).apply_tags(ctx)
     assert ctx.subject_tag == "[SPAM]"
     assert [n for n, _ in ctx.added_headers] == ["X-Spam-Flag", "X-Spam-Reason"]
 

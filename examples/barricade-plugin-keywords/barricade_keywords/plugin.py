@@ -8,11 +8,8 @@
 
 from __future__ import annotations
 
+from barricade.api import CONTINUE, Context, Plugin, PluginOption, ReplySpec, Verdict, reject
 from barricade.options import Config
-from barricade.plugin import Plugin, PluginOption
-from barricade.policy.pipeline import Context
-from barricade.policy.verdict import CONTINUE, Verdict, reject
-from barricade.replies import ReplySpec
 
 
 class KeywordFilter(Plugin):

@@ -1,0 +1,160 @@
+"""The decision layer on its own: verdicts and downstream results in, decisions out."""
+
+from __future__ import annotations
+
+import pytest
+
+from barricade.client import ClientInfo
+from barricade.decide.aggregate import combine, succeeded
+from barricade.decide.identity import xclient_identity
+from barricade.decide.outcome import Downstream
+from barricade.decide.rules import Rules
+from barricade.policy.pipeline import Context
+from barricade.policy.verdict import Action, Flag, Verdict
+from barricade.replies import Catalogue
+from barricade.smtp.forward import DownstreamError, DownstreamReply
+
+CATALOGUE = Catalogue()
+
+
+def ok(code: int = 250) -> DownstreamReply:
+    return DownstreamReply(code, ("ok",))
+
+
+def no(code: int = 550) -> DownstreamReply:
+    return DownstreamReply(code, ("5.7.1 no" if code >= 500 else "4.7.1 later",))
+
+
+class Routes:
+    """The route map's answers the rules ask for."""
+
+    local = object()
+
+    def for_recipient(self, rcpt):
+        return None if rcpt.endswith("@elsewhere.example") else self.local
+
+    def is_relay(self, ip, name):
+        return ip == "10.0.0.1"
+
+
+def rules(**kw) -> Rules:
+    return Rules(CATALOGUE, Routes(), "mx.test", **kw)
+
+
+def context() -> Context:
+    return Context(session_id="S1", client=ClientInfo("192.0.2.1", 25))
+
+
+@pytest.mark.parametrize("results, expect, lost, rid, drop", [
+    ([ok(), no()], 250, 902, 307, False),  # mixed: temporary
+    ([no(554), no(550)], 250, 902, 306, False),  # all refused: permanent
+    ([no(550), no(451)], 250, 902, 307, False),  # not all permanent
+    ([ok(), DownstreamError("lost", "h")], 250, 902, 902, True),
+    ([DownstreamError("lost", "h")], 354, 903, 903, False),
+    ([ok(), DownstreamError("timeout", "h")], 250, 902, 904, True),
+])
+def test_combined_results(results, expect, lost, rid, drop):
+    combined = combine(results, expect, lost)
+    assert (combined.reply_id, combined.drop) == (rid, drop)
+
+
+def test_one_refusal_is_relayed_as_it_came_with_relay_reply():
+    combined = combine([no()], 250, 902, relay_reply=True)
+    assert combined.reply_id == 299 and combined.relayed.code == 550
+
+
+def test_success_needs_every_route():
+    assert succeeded([ok(), ok()], 250)
+    assert not succeeded([], 250)
+    assert not succeeded([ok(), DownstreamError("lost", "h")], 250)
+    assert succeeded([ok(354)], 354) and not succeeded([ok(250)], 354)
+
+
+def test_delivered_is_250_only_when_all_said_250():
+    r, ctx = rules(), context()
+    ctx.qid = "Q1"
+    assert r.delivered(ctx, [ok(), ok()]).message == "accept"
+    out = r.delivered(ctx, [ok(), no()])
+    assert out.reply.id == 307 and out.message == "downstream-fail"
+    assert r.delivered(ctx, [DownstreamError("lost", "h")]).reply.code == 421
+
+
+def test_a_held_refusal_waits_for_the_rcpt_and_a_white_listed_recipient_passes():
+    r, ctx = rules(delay_checks=True), context()
+    ctx.sender = "fred@example.net"
+    refusal = Verdict(Action.REJECT, 856, flags=Flag.DELAY)
+    assert r.mail(ctx, refusal).reply.id == 507
+    held = r.rcpt(ctx, Verdict(), "john@example.com", Routes.local)
+    assert held.reply.id == 856 and held.downstream is Downstream.KEEP
+    white = r.rcpt(ctx, Verdict(Action.ACCEPT), "postmaster@example.com", Routes.local)
+    assert white.downstream is Downstream.RELAY and white.route is Routes.local
+    r.new_transaction()
+    assert r.rcpt(ctx, Verdict(), "john@example.com", Routes.local).downstream is Downstream.RELAY
+
+
+def test_ireject_and_unflagged_refusals_are_never_held():
+    r, ctx = rules(delay_checks=True), context()
+    assert r.mail(ctx, Verdict(Action.IREJECT, 856)).reply.id == 856
+    assert r.connect(ctx, Verdict(Action.REJECT, 120)).reply.id == 120
+
+
+def test_a_connect_refusal_held_for_the_session_survives_a_new_transaction():
+    r, ctx = rules(delay_checks=True), context()
+    assert r.connect(ctx, Verdict(Action.REJECT, 120, flags=Flag.DELAY)).reply.id == 633
+    r.new_transaction()
+    assert r.rcpt(ctx, Verdict(), "john@example.com", Routes.local).reply.id == 120
+    r.new_client()
+    assert r.rcpt(ctx, Verdict(), "john@example.com", Routes.local).downstream is Downstream.RELAY
+
+
+def test_routing_comes_before_the_checks_and_a_broken_transaction_refuses():
+    r, ctx = rules(), context()
+    assert r.before_rcpt_checks(ctx, "x@elsewhere.example").reply.id == 288
+    assert r.before_rcpt_checks(ctx, "x@example.com") is Routes.local
+    assert r.rcpt_lost(ctx, "lost", "x@example.com", had_recipients=True, other_routes=False).reply.id == 903
+    assert r.before_rcpt_checks(ctx, "y@example.com").reply.id == 903
+    assert r.before_data_checks(ctx, recipients=True).reply.id == 903
+
+
+@pytest.mark.parametrize("kind, others, rid", [
+    ("timeout", False, 904), ("connect", False, 901), ("connect", True, 295), ("protocol", False, 903),
+])
+def test_a_downstream_failing_at_rcpt(kind, others, rid):
+    assert rules().rcpt_lost(context(), kind, "x@example.com", False, others).reply.id == rid
+
+
+def test_rcpt_gets_250_only_for_a_downstream_250():
+    r, ctx = rules(), context()
+    assert r.relayed_rcpt(ctx, ok(), "a@example.com").reply.id == 290
+    assert ctx.rcpts == ["a@example.com"]
+    refused = r.relayed_rcpt(ctx, no(), "b@example.com").reply
+    assert (refused.id, refused.code, refused.status) == (300, 550, "5.7.1")
+    assert ctx.rcpts == ["a@example.com"]
+
+
+def test_no_354_without_recipients_or_a_354_from_every_route():
+    r, ctx = rules(), context()
+    assert r.before_data_checks(ctx, recipients=False).reply.id == 923
+    assert r.data_started(ctx, [ok(354), ok(354)]).reply.id == 900
+    assert r.data_started(ctx, []).reply.id == 900  # spooling: DATA goes downstream at the dot
+    failed = r.data_started(ctx, [ok(354), no(554)])
+    assert failed.reply.id == 307 and failed.downstream is Downstream.ABORT
+
+
+def test_end_of_data_discard_is_a_250_with_nothing_delivered():
+    r, ctx = rules(), context()
+    out = r.end_of_data(ctx, Verdict(Action.DISCARD, 554))
+    assert out.reply.code == 250 and out.downstream is Downstream.ABORT and out.message == "discard"
+    assert r.end_of_data(ctx, Verdict()) is None
+
+
+def test_a_verdict_without_a_reply_id_is_907():
+    assert rules().verdict_outcome(context(), Verdict(Action.REJECT)).reply.id == 907
+
+
+def test_xclient_identity():
+    old = ClientInfo("127.0.0.1", 25, "localhost", localhost=True, ptr="localhost")
+    client, lookup = xclient_identity(old, {"ADDR": "::ffff:10.0.0.1"}, Routes().is_relay)
+    assert lookup and client.private and not client.localhost and client.name == "unknown"
+    client, lookup = xclient_identity(old, {"ADDR": "10.0.0.1", "NAME": "mx.example"}, Routes().is_relay)
+    assert not lookup and client.relay and client.ptr == "mx.example"
