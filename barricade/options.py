@@ -319,7 +319,8 @@ _add("smtp-enable-esmtp", True, """Allow EHLO. When off, only RELAY and
      private-network clients may use EHLO; others get #253 and must use
      HELO.""", section=S)
 _add("rfc2920-pipelining", True, """Advertise PIPELINING. A client that
-     pipelines without it is refused (#631) and dropped.""", section=S)
+     pipelines without it is refused (#631; #643 after a plain HELO) and
+     dropped.""", section=S)
 _add("rfc1652-8bitmime", False, """Advertise 8BITMIME and pass BODY=8BITMIME
      downstream; every forward host must support it.""", section=S)
 _add("smtp-xclient-enable", True, """Accept Postfix's XCLIENT
@@ -347,7 +348,8 @@ _add("smtp-drop-after", 5, """Close the connection after this many 4xx/5xx
 _add("smtp-drop-unknown", False, """Close the connection after an unknown
      command.""", section=S)
 _add("smtp-helo-schizo", 1, """HELO/EHLO repeated with a different argument:
-     0 allow, 1 reject (#252), 2 reject and drop (#255).""", section=S, minimum=0)
+     0 allow, 1 reject, 2 reject and drop (as smtpf: #255 when the first
+     was HELO, #252 when it was EHLO).""", section=S, minimum=0)
 _add("relay-reply", False, """Relay the downstream RCPT/dot error text to the
      client (#299). Off: keep the downstream code and enhanced status with our
      own text (#300, #306, #307).""", section=S)

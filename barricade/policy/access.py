@@ -394,7 +394,7 @@ RCPT_HIT = "access.rcpt-hit"
 PREFIX = {
     120: "host {client_name} [{client_ip}]", 853: "host {client_name} [{client_ip}]",
     854: "host {client_name} [{client_ip}]",
-    930: "HELO {helo}", 931: "HELO {helo}",
+    924: "HELO {helo}", 931: "HELO {helo}",
     125: "host {client_name} [{client_ip}] sender <{sender}>",
     814: "host {client_name} [{client_ip}] sender <{sender}>",
     855: "host {client_name} [{client_ip}] sender <{sender}>",
@@ -494,11 +494,11 @@ class AccessConnect(AccessCheck):
 
 
 class AccessHelo(AccessCheck):
-    """``Helo:``: as Connect:, for the HELO/EHLO argument (#930, smtpf has no number)."""
+    """``Helo:``: as Connect:, for the HELO/EHLO argument (#924, as smtpf 2.6 numbers it)."""
 
     name = "access-helo"
     tag = "Helo:"
-    replies = Replies(930, 930, 931)
+    replies = Replies(924, 924, 931)
 
     async def helo(self, ctx: Context) -> Verdict:
         if not ctx.helo:
@@ -601,7 +601,13 @@ class AccessMessage(AccessCheck):
 
     @staticmethod
     def _discard(ctx: Context) -> bool:
-        return bool(ctx.notes.get(SESSION_DISCARD) or ctx.notes.get(DISCARD))
+        return discarding(ctx)
+
+
+def discarding(ctx: Context) -> bool:
+    """Whether an access-map DISCARD entry marked this message (smtpf then accepts
+    recipients with #290 instead of #297)."""
+    return bool(ctx.notes.get(SESSION_DISCARD) or ctx.notes.get(DISCARD))
 
 
 class AccessCopy(AccessCheck):

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from barricade.maps import Route, RouteMap
 from barricade.metrics import Metrics
 from barricade.options import Config
+from barricade.policy.access import discarding
 from barricade.policy.client_name import resolve_client
 from barricade.policy.pipeline import Context, Pipeline
 from barricade.policy.verdict import Action, Flag, Verdict
@@ -180,8 +181,13 @@ class Proxy:
         return True
 
     def greeting(self) -> Reply:
-        banner = self.server.banner or ("Barricade ready",)
+        """smtpf's one-line #632 for the clients it trusts (localhost, RELAY, a
+        white-listed session), the full banner #633 for everybody else."""
         esmtp = "E" if self.server.session_config.esmtp else ""
+        client = self.ctx.client
+        if client.localhost or client.relay or self.ctx.white_session:
+            return self.reply(632, esmtp=esmtp)
+        banner = self.server.banner or ("Barricade ready",)
         return self.reply(633, esmtp=esmtp, banner=banner[0], lines=banner[1:])
 
     # --- commands -------------------------------------------------------------------
@@ -256,7 +262,8 @@ class Proxy:
             return reply
         if reply.ok:
             self.ctx.rcpts.append(rcpt)
-            return Outcome(self.reply(297 if self.ctx.client.relay else 290, rcpt=rcpt))
+            # smtpf: #297 for an accepted recipient, #290 when DISCARD will drop the message.
+            return Outcome(self.reply(290 if discarding(self.ctx) else 297, rcpt=rcpt))
         return Outcome(self.rcpt_refused(reply, rcpt))
 
     async def _forward_rcpt(self, route: Route, rcpt: str) -> DownstreamReply | Outcome:
