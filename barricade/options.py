@@ -39,14 +39,17 @@ def _parse_bool(text: str) -> bool:
         return True
     if low in _FALSE:
         return False
-    raise ValueError("expected +/-, 1/0, yes/no, true/false or on/off")
+    raise ValueError("is not +/-, 1/0, yes/no, true/false or on/off")
 
 
 def _parse_int(text: str) -> int:
     text = text.strip()
     if text in ("+", "-"):  # smtpf lets levels be written as flags
         return 1 if text == "+" else 0
-    return int(text, 0)
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ValueError("is not a number") from None
 
 
 def _parse_list(text: str) -> list[str]:
@@ -77,7 +80,8 @@ class Option:
         try:
             value = _PARSERS[self.kind](text)
         except ValueError as exc:
-            raise OptionError(f"option {self.name}: bad value {text!r}: {exc}") from None
+            # one line an operator reads: "option x: 'lots' is not a number"
+            raise OptionError(f"option {self.name}: {text.strip()!r} {exc}") from None
         if self.kind == "int" and self.minimum is not None and value < self.minimum:
             raise OptionError(f"option {self.name}: {value} is below the minimum {self.minimum}")
         if self.choices and self.kind == "list":

@@ -35,7 +35,26 @@ def test_unknown_option_names_it(tmp_path):
 def test_bad_value_names_option_and_value():
     run = twistd("smtp-command-timeout=soon")
     assert run.returncode != 0
-    assert "option smtp-command-timeout: bad value 'soon'" in last_line(run)
+    assert "option smtp-command-timeout: 'soon' is not a number" in last_line(run)
+
+
+def test_config_error_is_one_line_without_twistd_usage(tmp_path):
+    run = twistd("smtp-command-timeout=soon")
+    assert run.returncode == 1
+    assert run.stdout == ""
+    assert run.stderr.strip().splitlines() == [
+        "twistd barricade: option smtp-command-timeout: 'soon' is not a number"]
+
+
+def test_a_reactor_other_than_asyncio_is_refused_at_startup(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    args = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+            "--reactor=epoll", "barricade", "--config", str(REPO / "conf/example.cf")]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=str(REPO), env=env)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "twistd barricade: Barricade needs the asyncio reactor, not EPollReactor: leave out "
+        "twistd's --reactor option (or give --reactor=asyncio)"]
 
 
 def test_bad_line_in_config_file_names_file_and_line(tmp_path):
@@ -43,7 +62,7 @@ def test_bad_line_in_config_file_names_file_and_line(tmp_path):
     cf.write_text("# comment\n\n+rfc2920-pipelining\nrfc2821-line-length=lots\n")
     run = twistd("--config", str(cf))
     assert run.returncode != 0
-    assert f"{cf}:4: option rfc2821-line-length: bad value 'lots'" in last_line(run)
+    assert f"{cf}:4: option rfc2821-line-length: 'lots' is not a number" in last_line(run)
 
 
 def test_route_map_problems_stop_startup(tmp_path):

@@ -61,8 +61,14 @@ def test_bool_assignment_words(reg, text, expected):
 
 
 def test_bool_bad_word_names_option(reg):
-    with pytest.raises(OptionError, match=r"option flag: bad value 'maybe'"):
+    with pytest.raises(OptionError, match=r"option flag: 'maybe' is not \+/-, 1/0"):
         reg.parse(["flag=maybe"])
+
+
+def test_int_bad_value_is_not_a_number(reg):
+    with pytest.raises(OptionError) as err:
+        reg.parse(["timeout=lots"])
+    assert str(err.value) == "option timeout: 'lots' is not a number"
 
 
 def test_int_assignment_and_hex(reg):
