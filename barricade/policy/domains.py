@@ -145,11 +145,6 @@ def local_part(address: str) -> str:
     return address.rpartition("@")[0] if "@" in address else address
 
 
-def lan_or_localhost(client: ClientInfo) -> bool:
-    """smtpf's CLIENT_IS_LAN|CLIENT_IS_LOCALHOST."""
-    return client.localhost or client.private
-
-
 def usual_suspect(client: ClientInfo) -> bool:
     """smtpf's CLIENT_HOLY_TRINITY (localhost, LAN, RELAY): exempt from most tests.
 

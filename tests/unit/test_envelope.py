@@ -294,6 +294,7 @@ POLICY_DROP = Flag.DELAY | Flag.SESSION
     (ClientInfo("192.0.2.1", 25, name="unknown"), None),
     (ClientInfo("192.0.2.1", 25, name="mail.outside.org"), None),
     (ClientInfo("10.0.0.1", 25, name="mail.outside.example", private=True), None),
+    (ClientInfo("192.0.2.1", 25, name="mail.outside.example", relay=True), None),  # RELAY
     (LOCALHOST, None),
 ])
 def test_client_tests(client, expected):

@@ -461,3 +461,15 @@ def test_real_registry_minimums():
         assert REGISTRY.parse([f"{name}=0"])[name] == 0
         with pytest.raises(OptionError, match=name):
             REGISTRY.parse([f"{name}=-1"])
+
+
+def test_barricade_check_takes_trailing_flags_as_overrides():
+    from barricade.explain import parse_args, split_overrides
+
+    assert split_overrides(["--client", "192.0.2.1", "-mail-require-mx", "+call-back", "a=b",
+                            "--mail", "-odd@x", "-c", "f.cf"]) == (
+        ["--client", "192.0.2.1", "--mail", "-odd@x", "-c", "f.cf"],
+        ["-mail-require-mx", "+call-back", "a=b"])
+    args = parse_args(["--client", "192.0.2.1", "-client-is-mx", "grey-key=", "--rcpt", "a@b.example"])
+    assert args.config is None  # -client-is-mx is not "-c lient-is-mx"
+    assert args.options == ["-client-is-mx", "grey-key="] and args.rcpt == ["a@b.example"]
