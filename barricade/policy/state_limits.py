@@ -144,8 +144,8 @@ class StoreCheck(Check):
         return max(0, self.number(self.client_value(ctx)) or 0)
 
     def bad_value(self, key: str, value: str) -> None:
-        log.warn("access map {key}: {value!r} is not a valid {tag} value; ignored",
-                 key=key, value=value, tag=key.partition(":")[0] + ":")
+        """Ignored here: the access map reported the line once when it loaded
+        (:mod:`barricade.policy.map_values`), not at every session."""
 
     def hit(self) -> None:
         if self.metrics is not None:
