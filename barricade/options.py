@@ -371,12 +371,14 @@ _add("rfc2606-special-domains", True, """Refuse reserved names: .test, .example,
      are exempt.""", section=S)
 _add("reject-unknown-tld", True, """Refuse a client PTR name (#122, dropped),
      sender (#129) or recipient (#141) domain whose top-level domain is not in
-     IANA's list (shipped with Barricade; see tld-level-one-file). Address
+     IANA's list (the ICANN section of the Public Suffix List from the
+     publicsuffixlist package: pip install -U publicsuffixlist refreshes it;
+     see tld-level-one-file). Address
      literals and <postmaster@...> are exempt, and the same clients and
      access-map entries as for rfc2606-special-domains.""", section=S)
 _add("tld-level-one-file", "", """File of white-space separated top-level
      domains (without a leading dot; # starts a comment) that replaces the
-     built-in list for reject-unknown-tld. Read at start-up.""", section=S)
+     publicsuffixlist package's list for reject-unknown-tld. Read at start-up.""", section=S)
 _add("rfc2821-strict-helo", True, """The HELO/EHLO argument must be a FQDN (a
      dot, not only at the end) or an address literal such as [192.0.2.1]; a
      bare IP or a single label is refused (#428) and the client dropped.""",

@@ -460,3 +460,15 @@ def test_white_listed_sessions_skip_all_but_the_routing_forms():
     assert run("helo").action is Action.CONTINUE
     assert run("rcpt", "b@example.com").action is Action.CONTINUE
     assert run("rcpt", "b%x@example.com").reply_id == 131
+
+
+def test_builtin_tlds_come_from_the_publicsuffixlist_package():
+    from importlib import metadata
+
+    builtin = TopLevelDomains.builtin()
+    assert builtin.source == f"publicsuffixlist {metadata.version('publicsuffixlist')}"
+    assert len(builtin) > 1000
+    for name in ("a.com", "a.org", "a.de", "a.xn--p1ai", "a.museum", "a.zip", "a.ck"):
+        assert builtin.valid(name), name
+    for name in ("a.nosuchtld", "a.local", "a.example"):
+        assert not builtin.valid(name), name
