@@ -9,6 +9,7 @@ from pathlib import Path
 
 from barricade import plugin
 from barricade.options import REGISTRY
+from barricade.options import render_markdown as render_options
 from barricade.replies import ENTRIES, Catalogue, render_markdown
 from tests.daemons import REPO, banner_ready, free_port, stop, wait_for
 from tests.smtpclient import Client
@@ -120,6 +121,23 @@ def test_shipped_config_is_the_help_output():
     plugin.prepare([])  # the shipped plugins' options are part of the file
     shipped = (REPO / "conf/barricade.cf").read_text()
     assert shipped == REGISTRY.render(), "regenerate: twistd -n barricade help > conf/barricade.cf"
+
+
+def test_option_reference_is_current():
+    plugin.prepare([])
+    assert (REPO / "docs/options.md").read_text() == render_options(REGISTRY), "regenerate: scripts/regen"
+
+
+def test_option_reference_follows_the_readme_groups():
+    readme = (REPO / "README.md").read_text()
+    text = (REPO / "docs/options.md").read_text()
+    titles = [ln[3:] for ln in text.splitlines() if ln.startswith("## ")]
+    assert "Other" not in titles  # every section has its README heading
+    for title in titles:  # each group is named after README headings, in the README's order
+        first = title.split(" and ")[0].split(",")[0]
+        assert first.lower() in readme.lower(), title
+    documented = {ln.split("`")[1] for ln in text.splitlines() if ln.startswith("| `")}
+    assert documented == {opt.name for opt in REGISTRY}
 
 
 def test_reply_docs_are_current():
