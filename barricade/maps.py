@@ -5,7 +5,7 @@ A map file is smtpf's source format: ``key<whitespace>value`` per line,
 location may be written ``text!/path`` or just ``/path``.
 
 Lookups try the most specific key first and stop at the first hit
-(``smtpf.md`` section 3a): IPv4 addresses drop one octet at a time, IPv6
+(docs/smtpf.md, "Access map"): IPv4 addresses drop one octet at a time, IPv6
 addresses (full uncompressed form) one 16-bit word at a time, domains one
 label at a time, mail addresses go address, domain, parent domains,
 ``local@``.  The bare tag (``route:``) is the site default.

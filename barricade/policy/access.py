@@ -1,6 +1,6 @@
 """smtpf's access map: black and white lists for the envelope.
 
-The map is smtpf's ``key value`` text source (``smtpf.md`` section 3a).
+The map is smtpf's ``key value`` text source (docs/smtpf.md, "Access map").
 :class:`AccessMap` parses the values of the black/white-list tags
 (``Connect:``, ``Helo:``, ``From:``, ``To:``, the combos
 ``Connect:…:From:…``, ``Connect:…:To:…``, ``From:…:To:…``, and ``Body:``)

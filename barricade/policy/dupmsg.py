@@ -1,4 +1,4 @@
-"""Duplicate-message memory (smtpf's ``dupmsg.c``; smtpf.md §2.B, §5).
+"""Duplicate-message memory (smtpf's ``dupmsg.c``; README, "Limits").
 
 The problem: the downstream accepted a message, we sent the client 250, and
 the client never saw it (the connection died, or it read nothing more).  It

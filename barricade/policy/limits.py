@@ -63,7 +63,7 @@ class HopLimit(Check):
 def builtin_checks(config: Config, access_map: AccessMap | None = None, store=None,
                    metrics=None, reactor=None, routes: RouteMap | None = None,
                    hostname: str = "", resolver=None, reporter=None) -> list[Check]:
-    """The built-in checks in smtpf's order (``smtpf.md`` section 8).
+    """The built-in checks in smtpf's order (docs/smtpf.md, "Filter order").
 
     The recipient limit comes first: it is a protocol limit that a
     white-listed recipient must not lift.  ``Rate-Connect:`` and
@@ -80,7 +80,7 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     an MX of the sender's domain); ``helo-is-ptr`` follows the HELO tests, or
     with ``client-is-mx`` the recipient tests.
     At RCPT, ``Msg-Limit-*`` and ``Length-To:`` come before the access map's
-    ``To:`` and ``Null-Rate-To:`` after the recipient tests (smtpf.md §2.F);
+    ``To:`` and ``Null-Rate-To:`` after the recipient tests (the RCPT order);
     at the dot, dupmsg comes first, then the size, then the access map's
     DISCARD.  ``reporter`` (:class:`barricade.report.Reporter`) mails limit
     reports.
@@ -91,7 +91,7 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     SPF (it needs the ``resolver``) is computed at MAIL before the access
     map's ``From:`` (whose SPF words read it) and so before ``mail-require-mx``
     and ``client-is-mx`` (which read it too), the HELO identity after the
-    HELO tests, and enforced at RCPT after the recipient tests (smtpf §2.F).
+    HELO tests, and enforced at RCPT after the recipient tests.
     Raises :class:`~barricade.policy.domains.TldFileError` for a bad
     ``tld-level-one-file``, :class:`~barricade.options.OptionError` for a
     bad ``state-failure`` or ``spf-best-guess-txt``.

@@ -1,5 +1,5 @@
 """Connect-time limits kept in the shared store: ``Rate-Connect:`` and
-``Concurrent-Connect:`` (smtpf.md §2.I and §4).
+``Concurrent-Connect:`` (README, "Limits").
 
 The limit is the access-map value for the client: the IP and its prefixes,
 ``[ip]``, the PTR name's domains, then the bare tag (``concurrent-connect:``

@@ -161,7 +161,7 @@ class Proxy:
         return Outcome(self.greeting())
 
     def _hold(self, verdict: Verdict, phase: str) -> bool:
-        """``+smtp-delay-checks``: keep a policy refusal for the RCPT (smtpf §3a).
+        """``+smtp-delay-checks``: keep a policy refusal for the RCPT, as smtpf does.
 
         Only verdicts flagged DELAY are held (IREJECT and protocol errors
         never are).  Connect and HELO refusals hold for the session, MAIL
@@ -228,7 +228,7 @@ class Proxy:
 
     def held_for(self, verdict: Verdict) -> Outcome | None:
         """The refusal ``smtp-delay-checks`` held for this RCPT, unless its
-        own checks white-listed the recipient (smtpf §3a)."""
+        own checks white-listed the recipient, as in smtpf."""
         held = self.held_session or self.held
         return held if verdict.action is not Action.ACCEPT else None
 

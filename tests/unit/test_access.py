@@ -1,4 +1,4 @@
-"""Access map parsing and lookup order (smtpf.md section 3a), table driven."""
+"""Access map parsing and lookup order (docs/smtpf.md, "Access map"), table driven."""
 
 from __future__ import annotations
 

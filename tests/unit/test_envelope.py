@@ -440,7 +440,7 @@ def test_builtin_order_per_phase(tmp_path, routes):
     assert names["connect"][-2:] == ["access-connect", "client-tests"]
     assert names["helo"] == ["access-helo", "helo-tests"]
     assert names["mail"] == ["access-session", "access-mail", "mail-tests"]
-    # Length-To: comes before the access map's To: (smtpf.md §2.F)
+    # Length-To: comes before the access map's To: (docs/smtpf.md, "Filter order")
     assert names["rcpt"] == ["rcpt-limit", "length", "rcpt-address", "access-rcpt", "rcpt-tests"]
 
 
