@@ -132,3 +132,10 @@ def test_sources_cite_only_documents_in_the_repository():
                 if outside.search(line) and "SEED = Path(" not in line:
                     found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert found == []
+
+
+def test_shipped_config_files_load():
+    """conf/ holds files an operator copies as they are."""
+    assert len(RouteMap(str(ROOT / "conf/route-map"))) >= 2
+    for name in ("example.cf", "barricade.cf"):
+        REGISTRY.parse(config_file=ROOT / "conf" / name)
