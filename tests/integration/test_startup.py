@@ -58,6 +58,23 @@ def test_a_reactor_other_than_asyncio_is_refused_at_startup(tmp_path):
         "twistd's --reactor option (or give --reactor=asyncio)"]
 
 
+def test_twistd_reactor_option_asyncio_is_accepted(tmp_path):
+    routes = tmp_path / "routes"
+    routes.write_text("route:local FORWARD: 127.0.0.1:25\n")
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+         "--reactor=asyncio", "barricade", f"interfaces=127.0.0.1:{port}", f"route-map={routes}",
+         "metrics-interface=", "workers=1", "dns-servers=127.0.0.1:9"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(tmp_path), env=env)
+    try:
+        wait_for(lambda: banner_ready(port) or proc.poll() is not None, 20, "barricade")
+        assert proc.poll() is None, proc.stdout.read().decode()
+    finally:
+        stop(proc)
+
+
 def test_bad_line_in_config_file_names_file_and_line(tmp_path):
     cf = tmp_path / "bad.cf"
     cf.write_text("# comment\n\n+rfc2920-pipelining\nrfc2821-line-length=lots\n")
