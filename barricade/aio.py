@@ -2,7 +2,7 @@
 
 Checks run as Deferred-driven coroutines (``defer.ensureDeferred``), and
 awaiting an asyncio coroutine (redis.asyncio, dns.asyncresolver) directly
-there fails with "await wasn't used with future" (engineering.md §4.2).
+there fails with "await wasn't used with future".
 Wrapping it in an asyncio task and that in a Deferred works on Twisted's
 asyncio reactor; cancelling the Deferred cancels the task.
 """

@@ -10,7 +10,7 @@ verdict.
 
 The client library today is dnspython's asyncio resolver; nothing outside
 this module imports it, so it can change when a benchmark says so
-(``DESIGN.md``).  Every lookup is bounded by ``dns-max-timeout`` (smtpf's
+(only this module would change).  Every lookup is bounded by ``dns-max-timeout`` (smtpf's
 per-query maximum) and answers are cached for their TTL (negative answers
 for the zone's negative TTL) in a bounded LRU, one per process.  The
 methods are asyncio coroutines: a check awaits them through
@@ -198,7 +198,7 @@ def hostname(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class DnsList:
-    """One ``suffix[/mask]`` entry of ``dns-bl``, ``dns-wl``, ``dns-gl`` (smtpf.md §2.J).
+    """One ``suffix[/mask]`` entry of ``dns-bl``, ``dns-wl``, ``dns-gl`` (README, "DNS").
 
     An answer ``127.x.y.z`` lists the item when its low 24 bits ANDed with
     the mask are not zero; without a mask the mask is ``0x00FFFFFE``: any

@@ -82,9 +82,37 @@ def describe(verdict: Verdict | None) -> str:
     return verdict.action.value.upper()
 
 
+#: The switches that take a value: the word after them is that value, never an override.
+_VALUED = {"--config", "-c", "--client", "--ptr", "--helo", "--mail", "--rcpt"}
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(switches for argparse, smtpf-style overrides): ``-name`` with a name longer
+    than one letter is an override (``-mail-require-mx``), never a switch, wherever
+    it stands; argparse would take it for an unknown or a bundled short option."""
+    switches: list[str] = []
+    overrides: list[str] = []
+    expect_value = False
+    for arg in argv:
+        if expect_value:
+            switches.append(arg)
+            expect_value = False
+        elif arg == "--":
+            switches.append(arg)
+        elif len(arg) > 2 and arg[0] in "+-" and arg[1] != "-" or (
+                "=" in arg and not arg.startswith("-")):
+            overrides.append(arg)
+        else:
+            switches.append(arg)
+            expect_value = arg in _VALUED
+    return switches, overrides
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    switches, overrides = split_overrides(sys.argv[1:] if argv is None else list(argv))
     ap = argparse.ArgumentParser(
         prog="barricade-check", description=__doc__.split("\n\n")[1].replace("\n", " "),
+        allow_abbrev=False,
         epilog="Trailing name=value, +flag and -flag override the config file, as for twistd.")
     ap.add_argument("--config", "-c", help="config file in smtpf syntax")
     ap.add_argument("--client", required=True, metavar="IP", help="the client's IP address")
@@ -95,7 +123,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rcpt", action="append", default=[], metavar="ADDRESS",
                     help="a recipient (repeat for more)")
     ap.add_argument("options", nargs="*", help="option overrides: name=value, +name, -name")
-    return ap.parse_args(argv)
+    args = ap.parse_args(switches)
+    args.options = [*args.options, *overrides]
+    return args
 
 
 async def explain(args: argparse.Namespace, out: TextIO) -> int:

@@ -5,7 +5,7 @@ A map file is smtpf's source format: ``key<whitespace>value`` per line,
 location may be written ``text!/path`` or just ``/path``.
 
 Lookups try the most specific key first and stop at the first hit
-(``smtpf.md`` section 3a): IPv4 addresses drop one octet at a time, IPv6
+(docs/smtpf.md, "Access map"): IPv4 addresses drop one octet at a time, IPv6
 addresses (full uncompressed form) one 16-bit word at a time, domains one
 label at a time, mail addresses go address, domain, parent domains,
 ``local@``.  The bare tag (``route:``) is the site default.
@@ -13,12 +13,15 @@ label at a time, mail addresses go address, domain, parent domains,
 Maps reload themselves when the file changes (checked at most every
 ``CHECK_INTERVAL`` seconds) and on :meth:`KeyValueMap.reload`, which the
 service calls on SIGHUP.  A reload that fails keeps the old contents and
-logs why.
+logs why, once per change of the file (not at every lookup), naming every
+bad line.  ``#`` starts a comment only at the start of a line, as in smtpf:
+a ``#`` after a value is part of the value.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +38,12 @@ CHECK_INTERVAL = 2.0
 
 
 class MapError(ValueError):
-    """A map file that cannot be read or parsed; the message names file and line."""
+    """A map file that cannot be read or parsed; the message names file and line
+    (every bad line, which ``problems`` lists one by one)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 def map_path(location: str) -> Path:
@@ -48,8 +56,13 @@ def map_path(location: str) -> Path:
     raise MapError(f"{location}: map type {method!r} is not supported; use a text file")
 
 
-def parse_map_text(text: str, source: str = "<map>", lines: dict[str, int] | None = None) -> dict[str, str]:
-    """Parse map source; ``lines``, when given, receives each key's line number."""
+def parse_map_text(text: str, source: str = "<map>", lines: dict[str, int] | None = None,
+                   problems: list[str] | None = None) -> dict[str, str]:
+    """Parse map source; ``lines``, when given, receives each key's line number.
+
+    A bad line raises :class:`MapError`, unless ``problems`` is given: then
+    every bad line is appended to it (so one report can name them all).
+    """
     entries: dict[str, str] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -57,12 +70,37 @@ def parse_map_text(text: str, source: str = "<map>", lines: dict[str, int] | Non
             continue
         parts = line.split(None, 1)
         if len(parts) != 2 or ":" not in parts[0]:
-            raise MapError(f"{source}:{lineno}: expected 'tag:key value', got {raw.strip()!r}")
+            problem = f"{source}:{lineno}: expected 'tag:key value', got {raw.strip()!r}"
+            if problems is None:
+                raise MapError(problem)
+            problems.append(problem)
+            continue
         key = parts[0].lower()
         entries[key] = parts[1].strip()
         if lines is not None:
             lines[key] = lineno
     return entries
+
+
+def comment_hint(value: str) -> str:
+    """A hint for a value that fails because of an end-of-line comment."""
+    return "; '#' starts a comment only at the start of a line" if " #" in value or "\t#" in value else ""
+
+
+def raise_problems(path: Path, problems: list[str]) -> None:
+    """One :class:`MapError` naming every bad line, or nothing."""
+    if len(problems) == 1:
+        raise MapError(problems[0])
+    if problems:
+        raise MapError(f"{path}: {len(problems)} bad lines: " + "; ".join(problems), problems)
+
+
+def line_number(problem: str) -> int:
+    """Sort key: the line number in ``path:N: ...`` (problems of one file)."""
+    for part in problem.split(": ", 1)[0].rsplit(":", 1)[1:]:
+        if part.isdigit():
+            return int(part)
+    return 0
 
 
 class KeyValueMap:
@@ -73,6 +111,7 @@ class KeyValueMap:
         self._clock = clock
         self._entries: dict[str, str] = {}
         self._mtime: float | None = None
+        self._failed_mtime: float | None = None  # a version of the file that did not load
         self._checked = 0.0
         self.load()
 
@@ -86,8 +125,14 @@ class KeyValueMap:
         except UnicodeDecodeError as exc:
             raise MapError(f"map {self.path} is not UTF-8: {exc}") from None
         lines: dict[str, int] = {}
-        entries = parse_map_text(text, str(self.path), lines)
-        commit = self.derive(entries, lines)  # may raise: then nothing changes
+        problems: list[str] = []
+        entries = parse_map_text(text, str(self.path), lines, problems)
+        try:
+            commit = self.derive(entries, lines)  # may raise: then nothing changes
+        except MapError as exc:
+            problems.extend(exc.problems)
+        problems.sort(key=line_number)
+        raise_problems(self.path, problems)
         self._entries = entries
         self._mtime = stat.st_mtime
         self._checked = self._clock()
@@ -106,6 +151,10 @@ class KeyValueMap:
         try:
             self.load()
         except MapError as exc:
+            try:
+                self._failed_mtime = self.path.stat().st_mtime
+            except OSError:
+                self._failed_mtime = None
             log.error("map reload failed, keeping the previous contents: {err}", err=str(exc))
             return False
         log.info("map {path} loaded: {n} entries", path=str(self.path), n=len(self._entries))
@@ -121,7 +170,7 @@ class KeyValueMap:
             mtime = self.path.stat().st_mtime
         except OSError:
             return
-        if mtime != self._mtime:
+        if mtime != self._mtime and mtime != self._failed_mtime:  # a broken file is reported once
             self.reload()
 
     def __len__(self) -> int:
@@ -211,6 +260,7 @@ def client_keys(tag: str, ip: str, name: str | None, bare: bool = True) -> Itera
 # --- route map ------------------------------------------------------------------
 
 DEFAULT_SMTP_PORT = 25
+_HOST = re.compile(r"[A-Za-z0-9_.:%-]+")  # a host name or an IPv4/IPv6 address
 
 
 def parse_host_list(text: str, source: str) -> list[tuple[str, int]]:
@@ -221,7 +271,7 @@ def parse_host_list(text: str, source: str) -> list[tuple[str, int]]:
             host, port = parse_hostport(item, DEFAULT_SMTP_PORT)
         except ValueError as exc:
             raise MapError(f"{source}: {exc}") from None
-        if not host:
+        if not host or not _HOST.fullmatch(host):
             raise MapError(f"{source}: bad host {item!r}")
         hosts.append((host, port))
     return hosts
@@ -276,16 +326,19 @@ class RouteMap(KeyValueMap):
 
     def derive(self, entries: dict[str, str], lines: dict[str, int]) -> Callable[[], None]:
         routes = {}
+        problems = []
         for key, value in entries.items():
             if not key.startswith("route:"):
                 continue
             try:
                 routes[key] = parse_route(key, value)
             except MapError as exc:
-                raise MapError(f"{self.path}:{lines.get(key, '?')}: {exc}") from None
+                problems.append(f"{self.path}:{lines.get(key, '?')}: {exc}{comment_hint(value)}")
         local = next((routes[k] for k in self.LOCAL_KEYS if k in routes and routes[k].forward), None)
-        if local is None:
+        if local is None and not problems:
             raise MapError(f"{self.path}: route:local with a FORWARD: host is required")
+        problems.sort(key=line_number)
+        raise_problems(self.path, problems)
 
         def commit() -> None:
             self._routes = routes

@@ -349,7 +349,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'SMTP ETRN commands are sent to the local route, which is responsible for queuing. See route-map documentation.'),
     R(277, 0, '', '{text}', 'etrn',
       'After an SMTP ETRN command, this is the response relayed from the one of local route servers.'),
-    R(279, 553, '5.5.2', 'rejected sender {sender} {reason}', 'mail',
+    R(279, 553, '5.1.0', 'rejected sender {sender} {reason}', 'mail',
       'The SMTP MAIL FROM: address could not be correctly parsed according to the strict application of one or more RFC 2821 grammar rules. See rfc2821-line-length, rfc2821-local-length, rfc2821-domain-length, rfc2821-literal-plus, rfc2821-strict-dot.'),
     R(280, 501, '5.5.2', 'syntax error', 'mail',
       'The RFC 2821 grammar for the MAIL FROM: command does not allow for white space between the FROM: and the <address> argument. When they appear it is typically a virus or spamware sign. See rfc2821-extra-spaces.'),
@@ -357,7 +357,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'The forward host rejected or temporarily failed the sender.'),
     R(283, 250, '2.1.0', 'sender <{sender}> accepted', 'mail',
       ''),
-    R(284, 553, '5.5.2', 'rejected recipient {rcpt} {reason}', 'rcpt',
+    R(284, 553, '5.1.0', 'rejected recipient {rcpt} {reason}', 'rcpt',
       'The SMTP RCPT TO: address could not be correctly parsed according to the strict application of one or more RFC 2821 grammar rules. See rfc2821-line-length, rfc2821-local-length, rfc2821-domain-length, rfc2821-literal-plus, rfc2821-strict-dot.'),
     R(285, 501, '5.5.2', 'syntax error', 'rcpt',
       'The RFC 2821 grammar for the RCPT TO: command does not allow for white space between the TO: and the <address> argument. When they appear it is typically a virus or spamware sign. See rfc2821-extra-spaces.'),
@@ -368,7 +368,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(288, 550, '5.7.1', 'recipient <{rcpt}> relaying denied', 'rcpt',
       'The SMTP client is attempting to relay mail for an unknown recipient domain. Domains that smtpf is responsible for is specified in the route-map. Either the domain has not yet been added, was removed, or the SMTP client is hoping that the server is an open relay.'),
     R(290, 250, '2.1.5', 'recipient <{rcpt}> accepted', 'rcpt',
-      ''),
+      'The recipient was accepted, but an access-map DISCARD entry for the client, HELO, sender or this recipient means the message will be discarded at the dot, as in smtpf.'),
     R(292, 550, '5.7.1', 'recipient <{rcpt}> unknown', 'rcpt',
       'A call-ahead to a down stream host rejected the recipient. See route-map about RCPT: attribute.'),
     R(293, 550, '5.7.1', 'recipient <{rcpt}> relaying denied', 'rcpt',
@@ -378,7 +378,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(296, 550, '5.7.1', 'recipient <{rcpt}> relaying denied', 'rcpt',
       'The SMTP client is attempting to relay mail for an unknown recipient domain. Domains that smtpf is responsible for is specified in the route-map. Either the domain has not yet been added, was removed, or the SMTP client is hoping that the server is an open relay.'),
     R(297, 250, '2.1.5', 'recipient <{rcpt}> accepted', 'rcpt',
-      ''),
+      'The down stream host accepted the recipient.'),
     R(299, 0, '', '{text}', 'dot',
       'See relay-reply option. The whole reply from the forward host is relayed to the client.'),
     R(300, 0, '', 'recipient <{rcpt}> denied', 'rcpt',
@@ -675,8 +675,8 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(922, 421, '4.7.0', 'too many errors, closing connection', 'any',
       'smtp-drop-after error replies were given in this session.'),
     R(923, 554, '5.5.1', 'no valid recipients', 'data', ''),
-    R(930, 550, '5.7.1', 'HELO {helo} black listed', 'helo',
-      'A Helo: tag entry for the HELO/EHLO argument has a right-hand-side value of REJECT or IREJECT; the connection is closed. smtpf has no numbered reply for this. See access-map.'),
+    R(924, 550, '5.7.1', 'HELO {helo} black listed', 'helo',
+      'A Helo: tag entry for the HELO/EHLO argument has a right-hand-side value of REJECT or IREJECT; the connection is closed. smtpf 2.6 numbers this reply 924 in its source (its 2.1 reply list has no entry for it). See access-map.'),
     R(931, 450, '4.7.1', 'HELO {helo} temporary failure', 'helo',
       'A Helo: tag entry for the HELO/EHLO argument has a right-hand-side value of TEMPFAIL; the connection is closed. See access-map.'),
     R(932, 550, '5.7.0', 'this message was blocked', 'dot',
@@ -721,6 +721,7 @@ class ReplyId(enum.IntEnum):
     """
 
     GREETING = 633
+    GREETING_SHORT = 632  # localhost, RELAY and white-listed clients
     EHLO = 254
     HELO = 256
     CLOSING = 247
@@ -730,8 +731,8 @@ class ReplyId(enum.IntEnum):
     HELD_PROCEED = 507
     RELAYING_DENIED = 288
     RECIPIENT_UNKNOWN = 292
-    RECIPIENT_ACCEPTED = 290
-    RECIPIENT_ACCEPTED_RELAY = 297
+    RECIPIENT_ACCEPTED = 297
+    RECIPIENT_ACCEPTED_DISCARD = 290  # an access-map DISCARD will drop the message
     RECIPIENT_REFUSED_DOWNSTREAM = 300
     ROUTE_UNAVAILABLE = 295
     DOWNSTREAM_REPLY = 299

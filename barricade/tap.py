@@ -1,9 +1,14 @@
 """``twistd barricade``: command-line options and the service maker.
 
 Importing this module (twistd does so only when the ``barricade``
-subcommand is chosen) installs Twisted's asyncio reactor unless another
-reactor was asked for with ``--reactor``, so checks can await asyncio
-libraries (redis.asyncio, dns.asyncresolver) directly.
+subcommand is chosen) installs Twisted's asyncio reactor, so checks can
+await asyncio libraries (redis.asyncio, dns.asyncresolver) directly.  Any
+other reactor (``twistd --reactor=epoll``) is refused at start-up: the
+checks would wait forever for an asyncio loop that never runs.
+
+A configuration error is one line on stderr and exit status 1, without
+twistd's usage text: the operator needs the option and the value, not the
+list of twistd's own switches.
 """
 
 from __future__ import annotations
@@ -44,6 +49,13 @@ class Options(usage.Options):
         self.args = args
 
     def postOptions(self) -> None:
+        try:
+            self._configure()
+        except usage.UsageError as exc:
+            raise SystemExit(f"twistd barricade: {exc}") from None
+
+    def _configure(self) -> None:
+        check_reactor()
         actions = [a for a in self.args if a.lower() == "help"]
         settings = [a for a in self.args if a.lower() != "help"]
         try:
@@ -61,6 +73,18 @@ class Options(usage.Options):
             self.context = build_context(self.config)
         except StartupError as exc:
             raise usage.UsageError(str(exc)) from None
+
+
+def check_reactor() -> None:
+    """Refuse any reactor but Twisted's asyncio reactor (see the module docstring)."""
+    from twisted.internet import reactor
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if not isinstance(reactor, AsyncioSelectorReactor):
+        name = type(reactor).__name__
+        raise usage.UsageError(
+            f"Barricade needs the asyncio reactor, not {name}: leave out twistd's --reactor "
+            "option (or give --reactor=asyncio)")
 
 
 def makeService(options: Options):

@@ -7,7 +7,7 @@ Barricade (``twistd -n barricade``) on free loopback ports, then measures:
 1. throughput: smtp-source → smtp-sink directly and smtp-source →
    Barricade → smtp-sink, interleaved over N rounds so that drift on a
    shared machine hits both paths alike; the proxy/direct ratio of the
-   medians is the figure to compare with peers (bench-peers.md);
+   medians is the figure to compare with peers (bench/README.md);
 2. latency of one whole SMTP session (connect … QUIT) on each path, with
    a small smtplib client, p50/p99 and the latency the proxy adds;
 3. memory per idle connection: VmRSS of the proxy before and after

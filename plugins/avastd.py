@@ -1,7 +1,7 @@
 """avastd: the avast! 4 virus scanning daemon, spoken the way smtpf speaks it.
 
 The daemon scans by path, so the message is spooled and its file name is
-sent (scanners.md §3.1, §3.3; smtpf ``src/avastd.c``)::
+sent (the avast! 4 dialect smtpf's ``src/avastd.c`` speaks)::
 
     -> 220 Welcome to avast! Virus scanning daemon ...\\r\\n
     <- SCAN /save-dir/<qid>-xxxx.tmp\\r\\n
@@ -57,7 +57,7 @@ class Avastd(ScannerPlugin):
 
     name = "avastd"
     # smtpf's dot table: clamd, ctasd, avastd, fpscand, savdid, ... cli, spamd
-    # (smtpf.md §8); the shipped clamd is 100, cli 400, spamd 900.
+    # (docs/smtpf.md, "Filter order"); the shipped clamd is 100, cli 400, spamd 900.
     order = 120
     antivirus = True
     needs_message = True

@@ -14,7 +14,7 @@ Two modes, chosen by ``clamd-socket`` like smtpf:
   path.  ``SCAN:<socket>`` (an extension) names another clamd socket, e.g.
   ``SCAN:/run/clamav/clamd.sock``; clamd must be able to read ``save-dir``.
 
-Replies (scanners.md §1.1): an infection is ``550 5.7.1 <virus name>``
+Replies: an infection is ``550 5.7.1 <virus name>``
 (#208) under ``clamd-policy=reject``; connect failures #180, write
 failures #185 (INSTREAM) / #183 (SCAN), read failures and timeouts #186,
 and any answer that is neither ``OK`` nor ``FOUND`` #206 with clamd's text.
@@ -230,7 +230,7 @@ class Clamd(ScannerPlugin):
 
     name = "clamd"
     # smtpf's dot table runs save, reply, dupmsg, clamd, ctasd, avastd, fpscand ...
-    # spamd (smtpf.md §8): clamd 100, avastd 120, fpscand 130, cli 400, spamd 900.
+    # spamd (docs/smtpf.md, "Filter order"): clamd 100, avastd 120, fpscand 130, cli 400, spamd 900.
     order = 100
     antivirus = True
     socket_option = "clamd-socket"

@@ -272,8 +272,8 @@ class Cli(Plugin):
     """External programs (``cli-envelope``, ``cli-content``) with smtpf's exit codes."""
 
     name = "cli"
-    # smtpf runs cli after the other content checks and before spamd (smtpf.md
-    # section 8); docs/plugins.md gives the external program 400.
+    # smtpf runs cli after the other content checks and before spamd (docs/smtpf.md,
+    # "Filter order"); docs/plugins.md gives the external program 400.
     order = 400
     options: ClassVar[tuple[PluginOption, ...]] = (
         PluginOption("cli-envelope", "", """Command line run when the client sends DATA.

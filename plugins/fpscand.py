@@ -1,7 +1,7 @@
 """fpscand: the F-PROT Antivirus 6 scanning daemon, spoken the way smtpf speaks it.
 
 fpscand has no greeting and answers one line per request; the message is
-spooled and scanned by path (scanners.md §4; smtpf ``src/fpscand.c``)::
+spooled and scanned by path (as smtpf's ``src/fpscand.c`` does)::
 
     <- SCAN FILE /save-dir/<qid>-xxxx.tmp\\n
     -> <code> <<text>> <object>\\n     e.g. 1 <infected: EICAR_Test_File> /save-dir/...
@@ -69,7 +69,7 @@ class Fpscand(ScannerPlugin):
 
     name = "fpscand"
     # smtpf's dot table: clamd, ctasd, avastd, fpscand, savdid, ... cli, spamd
-    # (smtpf.md §8); the shipped clamd is 100, cli 400, spamd 900.
+    # (docs/smtpf.md, "Filter order"); the shipped clamd is 100, cli 400, spamd 900.
     order = 130
     antivirus = True
     needs_message = True

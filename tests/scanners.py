@@ -5,8 +5,8 @@ tests talk to the real daemons (with a tiny signature DB and ``--local``)
 instead of imitations that could drift from the real wire format.  avast and
 F-Prot are proprietary and cannot be installed here, so ``FakeAvastd`` and
 ``FakeFpscand`` imitate them byte for byte, following
-/work/shared/reference/scanners.md sections 3 and 4 (the avast4 dialect that
-smtpf speaks, and fpscand's ``SCAN FILE`` protocol).  Like the real ones,
+the protocols the plugin docstrings show (the avast4 dialect that smtpf
+speaks, and fpscand's ``SCAN FILE`` protocol).  Like the real ones,
 the fakes open and read the file whose path they are sent, so a plugin under
 test must really write its spool file where the daemon can read it.
 
@@ -665,7 +665,7 @@ def _scan_file(path: bytes) -> bytes | OSError:
 
 
 class FakeAvastd(_FakeServer):
-    """avast! 4 daemon, the dialect smtpf speaks (scanners.md §3.1, §3.3).
+    """avast! 4 daemon, the dialect smtpf speaks (see plugins/avastd.py).
 
     Lines end CRLF; requests are read up to LF with one CR stripped.
     Keywords are matched exactly (upper case), as smtpf sends them.
@@ -763,7 +763,7 @@ class FakeAvastd(_FakeServer):
 
 
 class FakeFpscand(_FakeServer):
-    """F-PROT 6 ``fpscand`` (scanners.md §4): no greeting, one line per request.
+    """F-PROT 6 ``fpscand`` (see plugins/fpscand.py): no greeting, one line per request.
 
     Requests end LF (a CR before it is kept, as part of the path); keywords
     are case-insensitive; ``--opt[=v]`` tokens are skipped; empty lines are

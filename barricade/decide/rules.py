@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from barricade.decide.aggregate import Combined, combine, succeeded
 from barricade.decide.outcome import Downstream, Outcome
-from barricade.policy.verdict import Action, Flag, Verdict
+from barricade.policy.verdict import Action, Flag, Verdict, discarding
 from barricade.replies import Catalogue, Reply
 from barricade.replies import ReplyId as R
 
@@ -148,7 +148,11 @@ class Rules:
         self.held = self.held_session = None
 
     def greeting(self, ctx: Context) -> Reply:
+        """smtpf's one-line #632 for the clients it trusts (localhost, RELAY, a
+        white-listed session), the full banner #633 for everybody else."""
         esmtp = "E" if self.esmtp else ""
+        if ctx.client.localhost or ctx.client.relay or ctx.white_session:
+            return self.reply(ctx, R.GREETING_SHORT, esmtp=esmtp)
         return self.reply(ctx, R.GREETING, esmtp=esmtp, banner=self.banner[0], lines=self.banner[1:])
 
     def refusal(self, ctx: Context, phase: str, verdict: Verdict) -> Outcome | None:
@@ -234,7 +238,8 @@ class Rules:
         """The downstream's answer to a relayed RCPT: 250 only after its 250."""
         if reply.ok:
             ctx.rcpts.append(rcpt)
-            rid = R.RECIPIENT_ACCEPTED_RELAY if ctx.client.relay else R.RECIPIENT_ACCEPTED
+            # smtpf: #297 for an accepted recipient, #290 when DISCARD will drop the message.
+            rid = R.RECIPIENT_ACCEPTED_DISCARD if discarding(ctx) else R.RECIPIENT_ACCEPTED
             return self.say(ctx, rid, rcpt=rcpt)
         if self.relay_reply:
             return Outcome(self.passthrough(reply))

@@ -1,6 +1,6 @@
 """smtpf's access map: black and white lists for the envelope.
 
-The map is smtpf's ``key value`` text source (``smtpf.md`` section 3a).
+The map is smtpf's ``key value`` text source (docs/smtpf.md, "Access map").
 :class:`AccessMap` parses the values of the black/white-list tags
 (``Connect:``, ``Helo:``, ``From:``, ``To:``, the combos
 ``Connect:…:From:…``, ``Connect:…:To:…``, ``From:…:To:…``, and ``Body:``)
@@ -12,7 +12,8 @@ reload keeps the previous map (:meth:`KeyValueMap.derive`).  Other tags
 A value is an optional list of ``pattern action`` pairs and a default
 action: ``[net/cidr]ACTION`` (IP lookups only), ``!glob!ACTION`` (``*``,
 ``?``, ``\\`` escapes, anchored, case-insensitive) and ``/ERE/ACTION``
-(Python's ``re``, which accepts the POSIX ERE smtpf maps use).  An empty
+(Python's ``re``, which accepts the POSIX ERE smtpf maps use once the POSIX
+character classes such as ``[[:alpha:]]`` are translated: :func:`posix_classes`).  An empty
 action after a pattern is SKIP.  An action word may carry a quoted
 argument: ``REJECT:"go away"`` keeps the reply's code, status and id and
 uses the operator's words in place of "black listed", as smtpf does.
@@ -69,11 +70,29 @@ from typing import Any
 from twisted.logger import Logger
 
 from barricade.client import normal_ip
-from barricade.maps import KeyValueMap, MapError, client_keys, domain_keys, ip_keys, mail_keys
+from barricade.maps import (
+    KeyValueMap,
+    MapError,
+    client_keys,
+    comment_hint,
+    domain_keys,
+    ip_keys,
+    line_number,
+    mail_keys,
+    raise_problems,
+)
 from barricade.options import Config
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.tagging import subject_tag, tag_message
-from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
+from barricade.policy.verdict import (
+    CONTINUE,
+    DISCARD_NOTE,
+    SESSION_DISCARD_NOTE,
+    Action,
+    Flag,
+    Verdict,
+    discarding,
+)
 
 log = Logger()
 
@@ -216,6 +235,27 @@ def glob_regex(glob: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
 
 
+#: POSIX bracket-expression classes (ERE, "C" locale) and their Python set contents.
+POSIX_CLASSES = {
+    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
+    "space": r" \t\n\r\f\v", "blank": r" \t", "xdigit": "0-9A-Fa-f", "cntrl": r"\x00-\x1f\x7f",
+    "print": r"\x20-\x7e", "graph": r"\x21-\x7e", "word": r"\w",
+    "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+}
+_POSIX_CLASS = re.compile(r"\[([:=.])(\w*)\1\]")
+
+
+def posix_classes(pattern: str) -> str:
+    """``[[:alpha:]]`` → ``[a-zA-Z]``: Python's ``re`` has no POSIX classes and
+    would read ``[[:alpha:]]`` as a set of ``[:alph`` followed by ``]``."""
+    def swap(m: re.Match[str]) -> str:
+        if m.group(1) != ":" or m.group(2) not in POSIX_CLASSES:
+            raise MapError(f"unsupported POSIX bracket term {m.group(0)!r}")
+        return POSIX_CLASSES[m.group(2)]
+
+    return _POSIX_CLASS.sub(swap, pattern)
+
+
 _ip = normal_ip
 
 
@@ -242,7 +282,7 @@ def _pattern(token: str, family: str) -> Pattern:
         matcher = glob_regex(body).fullmatch
     else:
         try:
-            matcher = re.compile(body).search
+            matcher = re.compile(posix_classes(body)).search
         except re.error as exc:
             raise MapError(f"bad regular expression /{body}/: {exc}") from None
     return Pattern(kind, body, lambda hay, m=matcher: bool(m(hay)), action)
@@ -277,7 +317,10 @@ class AccessMap(KeyValueMap):
         super().__init__(location, clock)
 
     def derive(self, entries: dict[str, str], lines: dict[str, int]) -> Callable[[], None]:
+        from barricade.policy.map_values import value_problems
+
         values: dict[str, AccessValue] = {}
+        problems = []
         for key, value in entries.items():
             family = family_of(key)
             if family is None:
@@ -285,10 +328,17 @@ class AccessMap(KeyValueMap):
             try:
                 values[key] = parse_value(value, family)
             except MapError as exc:
-                raise MapError(f"{self.path}:{lines.get(key, '?')}: {key}: {exc}") from None
+                problems.append(f"{self.path}:{lines.get(key, '?')}: {key}: {exc}{comment_hint(value)}")
+        if problems:
+            problems.sort(key=line_number)
+            raise_problems(self.path, problems)
+        ignored = value_problems(entries, lines, str(self.path))
 
         def commit() -> None:
             self._values = values
+            if ignored:  # reported once per load, not at every lookup
+                log.warn("access map: {n} value(s) ignored: {problems}", n=len(ignored),
+                         problems="; ".join(ignored))
 
         return commit
 
@@ -362,11 +412,11 @@ class AccessMap(KeyValueMap):
 
 # --- the checks -----------------------------------------------------------------------
 
-SESSION_DISCARD = "session.access.discard"
+SESSION_DISCARD = SESSION_DISCARD_NOTE
 SESSION_PROTOCOL = "session.access.protocol"
 SESSION_WHITE_AV = "session.access.white-av"
 SESSION_CONTENT = "session.access.content"
-DISCARD = "access.discard"
+DISCARD = DISCARD_NOTE
 PROTOCOL = "access.protocol"
 #: TAG: the X-Spam-Reason text; SAVE/TRAP: a list of (word, directory or None).
 SESSION_TAG = "session.access.tag"
@@ -388,7 +438,7 @@ RCPT_HIT = "access.rcpt-hit"
 PREFIX = {
     120: "host {client_name} [{client_ip}]", 853: "host {client_name} [{client_ip}]",
     854: "host {client_name} [{client_ip}]",
-    930: "HELO {helo}", 931: "HELO {helo}",
+    924: "HELO {helo}", 931: "HELO {helo}",
     125: "host {client_name} [{client_ip}] sender <{sender}>",
     814: "host {client_name} [{client_ip}] sender <{sender}>",
     855: "host {client_name} [{client_ip}] sender <{sender}>",
@@ -488,11 +538,11 @@ class AccessConnect(AccessCheck):
 
 
 class AccessHelo(AccessCheck):
-    """``Helo:``: as Connect:, for the HELO/EHLO argument (#930, smtpf has no number)."""
+    """``Helo:``: as Connect:, for the HELO/EHLO argument (#924, as smtpf 2.6 numbers it)."""
 
     name = "access-helo"
     tag = "Helo:"
-    replies = Replies(930, 930, 931)
+    replies = Replies(924, 924, 931)
 
     async def helo(self, ctx: Context) -> Verdict:
         if not ctx.helo:
@@ -595,7 +645,7 @@ class AccessMessage(AccessCheck):
 
     @staticmethod
     def _discard(ctx: Context) -> bool:
-        return bool(ctx.notes.get(SESSION_DISCARD) or ctx.notes.get(DISCARD))
+        return discarding(ctx)
 
 
 class AccessCopy(AccessCheck):

@@ -1,6 +1,6 @@
 """Call-ahead: a route-map ``RCPT:`` host is asked whether a recipient exists.
 
-smtpf.md §3b: for a recipient whose route has ``RCPT: host…``, each host in
+smtpf's route-map call-ahead (README, "Route map"): for a recipient whose route has ``RCPT: host…``, each host in
 turn is asked (``HELO``, ``MAIL FROM:<>`` or the real sender with
 ``+call-ahead-as-sender``, ``RCPT TO``, ``QUIT``) until one answers the RCPT
 with 2xx or 5xx.  A 5xx refuses the recipient with ``550 5.7.1 recipient <x>

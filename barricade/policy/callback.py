@@ -1,4 +1,4 @@
-"""Call-back sender verification at DATA: smtpf's ``+call-back`` (sav.c, smtpf.md §2.M).
+"""Call-back sender verification at DATA: smtpf's ``+call-back`` (README, "Call-back sender verification").
 
 Before the 354, the sender's MX is asked whether the sender exists, the way
 a bounce would be delivered to it::

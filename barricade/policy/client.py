@@ -4,8 +4,8 @@ After the access map's ``Connect:`` lookup, and only when it had no entry
 for the client, smtpf refuses a PTR name in a reserved domain (#121,
 ``rfc2606-special-domains``) or under an unknown top-level domain (#122,
 ``reject-unknown-tld``).  Both drop the connection and are policy
-refusals: ``smtp-delay-checks`` holds them until RCPT.  LAN and localhost
-clients are exempt.
+refusals: ``smtp-delay-checks`` holds them until RCPT.  LAN, localhost and
+route-map RELAY clients are exempt, as smtpf's usual suspects are.
 
 The name is the client's confirmed PTR name (``ClientInfo.name``), which
 the proxy looks up before the connect checks (or XCLIENT NAME= gives).
@@ -45,7 +45,6 @@ from barricade.policy.access import CONNECT_HIT
 from barricade.policy.domains import (
     TopLevelDomains,
     client_name,
-    lan_or_localhost,
     reserved_domain,
     usual_suspect,
 )
@@ -70,7 +69,7 @@ class ClientTests(Check):
         self.tlds = tlds
 
     async def connect(self, ctx: Context) -> Verdict:
-        if lan_or_localhost(ctx.client) or ctx.notes.get(CONNECT_HIT):
+        if usual_suspect(ctx.client) or ctx.notes.get(CONNECT_HIT):
             return CONTINUE
         name = client_name(ctx.client)
         if not name:

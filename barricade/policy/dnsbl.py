@@ -1,4 +1,4 @@
-"""smtpf's DNS lists: ``dns-wl``, ``dns-gl``, ``dns-bl`` and ``dns-bl-headers`` (smtpf.md §2.J).
+"""smtpf's DNS lists: ``dns-wl``, ``dns-gl``, ``dns-bl`` and ``dns-bl-headers`` (README, "DNS").
 
 At connect, after the access map's ``Connect:`` and in smtpf's order:
 

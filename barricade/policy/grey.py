@@ -1,4 +1,4 @@
-"""Grey-listing at DATA, smtpf's algorithm (smtpf.md §2.H and §4).
+"""Grey-listing at DATA, smtpf's algorithm (README, "Grey-listing").
 
 It runs in the DATA phase, after the access map's message check, so that
 every envelope test has had its chance and the recipients are known.
@@ -197,7 +197,7 @@ def _part_text(part: Message) -> bytes:
 
 
 def content_digest(message: Message) -> str:
-    """MD5 (hex) of every leaf part's decoded text (smtpf.md §4.8).
+    """MD5 (hex) of every leaf part's decoded text (smtpf's grey-content hash).
 
     Transfer encodings and MIME boundaries do not count, so the same text
     sent again hashes the same.  smtpf strips only ``<!…>`` in HTML (the

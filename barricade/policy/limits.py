@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from twisted.logger import Logger
+
 from barricade.maps import RouteMap
 from barricade.options import Config
 from barricade.policy.access import AccessMap, access_checks
@@ -19,6 +21,8 @@ from barricade.policy.rcpt import RcptAddress, RcptTests
 from barricade.policy.spf import spf_checks, spf_engine
 from barricade.policy.state_limits import parse_failure_policy, store_checks
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
+
+log = Logger()
 
 
 class RcptLimit(Check):
@@ -71,6 +75,8 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     parse_failure_policy(config["state-failure"])
     limits = message_limit_checks(config, access_map, store, metrics, reporter)
     tlds = TopLevelDomains.from_option(config["tld-level-one-file"])
+    if config["reject-unknown-tld"]:
+        log.info("reject-unknown-tld: {n} top-level domains from {source}", n=len(tlds), source=tlds.source)
     dns = dns_checks(config, resolver, metrics)
     white = [c for c in dns if c.name in ("dns-wl", "dns-gl")]
     ptr_at_connect, ptr_at_mail = client_ptr_checks(config)

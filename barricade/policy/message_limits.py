@@ -1,4 +1,4 @@
-"""Per-message limits from the access map (smtpf.md §3a, §4, §2.F):
+"""Per-message limits from the access map (README, "Limits"):
 ``Msg-Limit-Connect:``/``-From:``/``-To:``, ``Null-Rate-To:`` and
 ``Length-Connect:``/``-From:``/``-To:``.
 

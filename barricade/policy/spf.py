@@ -1,4 +1,4 @@
-"""SPF in the SMTP dialogue (smtpf.md §2.L, smtpf ``spf.c``).
+"""SPF in the SMTP dialogue, as smtpf does it (README, "SPF").
 
 Two identities are checked (RFC 7208 2.3, 2.4): the HELO name, with the
 sender ``postmaster@<helo>``, when ``spf-helo-policy`` is set; the MAIL

@@ -1,5 +1,5 @@
 """Connect-time limits kept in the shared store: ``Rate-Connect:`` and
-``Concurrent-Connect:`` (smtpf.md §2.I and §4).
+``Concurrent-Connect:`` (README, "Limits").
 
 The limit is the access-map value for the client: the IP and its prefixes,
 ``[ip]``, the PTR name's domains, then the bare tag (``concurrent-connect:``
@@ -145,8 +145,8 @@ class StoreCheck(Check):
         return max(0, self.number(self.client_value(ctx)) or 0)
 
     def bad_value(self, key: str, value: str) -> None:
-        log.warn("access map {key}: {value!r} is not a valid {tag} value; ignored",
-                 key=key, value=value, tag=key.partition(":")[0] + ":")
+        """Ignored here: the access map reported the line once when it loaded
+        (:mod:`barricade.policy.map_values`), not at every session."""
 
     def hit(self) -> None:
         if self.metrics is not None:

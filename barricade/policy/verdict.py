@@ -101,3 +101,14 @@ class CheckError(Exception):
 
     def verdict(self) -> Verdict:
         return Verdict(self.action, self.reply_id, dict(self.fields))
+
+
+#: The notes an access-map DISCARD entry leaves, for the session or this message.
+SESSION_DISCARD_NOTE = "session.access.discard"
+DISCARD_NOTE = "access.discard"
+
+
+def discarding(ctx) -> bool:
+    """Whether an access-map DISCARD marked this message: smtpf then accepts
+    recipients with #290 instead of #297 (the message will be dropped)."""
+    return bool(ctx.notes.get(SESSION_DISCARD_NOTE) or ctx.notes.get(DISCARD_NOTE))

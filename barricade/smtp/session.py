@@ -244,8 +244,8 @@ class Session:
         line = raw[:-1] if raw.endswith(b"\r") else raw
         if len(line) + 2 > COMMAND_HARD_LIMIT:
             return self._emit(self.violation(906, drop=True))
-        if pipelined and not self.pipelining:
-            return self._emit(self.violation(631, drop=True))
+        if pipelined and not self.pipelining:  # smtpf: #643 after a plain HELO, else #631
+            return self._emit(self.violation(643 if self.helo_verb == "HELO" else 631, drop=True))
         if self.config.command_length and len(line) + 2 > COMMAND_LIMIT:
             return self._emit(self.violation(640, length=len(line) + 2))
         if any(b < 0x20 or b > 0x7E for b in line if b != 0x09):
@@ -274,8 +274,8 @@ class Session:
         if verb == "EHLO" and not self.config.esmtp and not (self.client.relay or self.client.private):
             return self.violation(253)
         if self.helo is not None and domain.lower() != self.helo.lower() and self.config.helo_schizo:
-            drop = self.config.helo_schizo >= 2
-            return self.violation(255 if drop else 252, drop=drop)
+            drop = self.config.helo_schizo >= 2  # smtpf: #255 after a HELO, #252 after an EHLO
+            return self.violation(255 if self.helo_verb == "HELO" else 252, drop=drop)
         return ev.Helo(verb, domain)
 
     def _mail(self, arg: str) -> ev.Event:

@@ -102,7 +102,7 @@ class Store(ABC):
         digest: str | None = None,
         msgid: str = "",
     ) -> GreyStatus:
-        """Grey-list check-and-update, smtpf's algorithm (smtpf.md §4).
+        """Grey-list check-and-update, smtpf's algorithm (README, "Grey-listing").
 
         A new tuple is recorded (kept ``temp_fail_ttl``) and reported NEW;
         before ``created + period`` it is EARLY; at or after it (and before
@@ -114,7 +114,7 @@ class Store(ABC):
         or tuple record in the state ``reject`` (written by an operator, as
         smtpf's cached value 5) is REJECT and left as it is.
 
-        grey-content (smtpf.md §4.8) makes two calls per message.  At DATA
+        grey-content makes two calls per message.  At DATA
         with ``hold``: a tuple past its period is DUE and not upgraded yet.
         At the dot with the message's ``digest``: a tuple without a hash gets
         this one as its first and last (and ``msgid``, the Message-ID, is

@@ -1,6 +1,6 @@
 """RedisStore: the Store shared by every worker and gateway through Redis.
 
-Design (peers.md §2.9, engineering.md §4):
+Design:
 
 * Every check-and-update is ONE Lua script (``lua/*.lua``, run with EVALSHA;
   loaded again on NOSCRIPT, e.g. after a Redis restart)

@@ -66,7 +66,7 @@ def test_helo_reject_930(access):
     proxy = access("helo:spammer.example REJECT\nhelo:[192.0.2.7] TEMPFAIL\n")
     with Client(proxy.port) as c:
         r = c.cmd("EHLO mx.spammer.example")
-        expect(r, 550, "5.7.1", 930)
+        expect(r, 550, "5.7.1", 924)
         assert c.closed()
     with Client(proxy.port) as c:
         expect(c.cmd("HELO [192.0.2.7]"), 450, "4.7.1", 931)
@@ -197,6 +197,29 @@ def test_discard_accepts_and_drops_at_the_dot(access, sink):
     assert len(messages) == 1
     assert b"good@example.org" in messages[0]
     assert b"junk@example.org" not in messages[0]
+
+
+def test_recipient_reply_is_290_when_the_message_will_be_discarded(access):
+    """smtpf answers an accepted recipient #297, and #290 when DISCARD will drop the message."""
+    proxy = access("from:junk@example.org DISCARD\n")
+    with Client(proxy.port) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<junk@example.org>").code == 250
+        expect(c.cmd("RCPT TO:<b@example.com>"), 250, "2.1.5", 290)
+        c.cmd("RSET")
+        assert c.cmd("MAIL FROM:<good@example.org>").code == 250
+        expect(c.cmd("RCPT TO:<b@example.com>"), 250, "2.1.5", 297)
+
+
+def test_banner_is_one_line_632_for_trusted_clients_633_for_others(access):
+    proxy = access("connect:192.0.2.9 OK\n")
+    with Client(proxy.port) as c:
+        assert (c.banner.code, c.banner.id) == (220, 632)  # localhost
+        r = c.cmd("XCLIENT ADDR=192.0.2.9")  # white-listed by Connect: OK
+        assert (r.code, r.id) == (220, 632), r
+    with Client(proxy.port) as c:
+        r = c.cmd("XCLIENT ADDR=192.0.2.1")  # anybody else
+        assert (r.code, r.id) == (220, 633), r
 
 
 def test_plus_detail_stripped_unless_literal_plus(access):

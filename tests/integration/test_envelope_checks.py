@@ -37,7 +37,7 @@ def strict(sink, make_proxy):
 def outside(c: Client, xclient: str = OUTSIDE, helo: str | None = "mail.outside.org") -> None:
     """Become an outside client (and say EHLO)."""
     r = c.cmd(xclient)
-    assert (r.code, r.id) == (220, 633), r
+    assert r.code == 220 and r.id in (632, 633), r  # 632: a RELAY or white-listed client
     if helo:
         assert c.ehlo(helo).code == 250
 
@@ -158,11 +158,11 @@ def test_279_and_280_sender_syntax(strict):
     with Client(strict.port) as c:
         outside(c)
         r = c.cmd("MAIL FROM:<a..b@outside.org>")
-        expect(r, 553, "5.5.2", 279)
+        expect(r, 553, "5.1.0", 279)
         assert "rejected sender <a..b@outside.org> invalid local part" in r.text
-        expect(c.cmd("MAIL FROM:a@outside.org"), 553, "5.5.2", 279)  # rfc2821-angle-brackets
+        expect(c.cmd("MAIL FROM:a@outside.org"), 553, "5.1.0", 279)  # rfc2821-angle-brackets
         r = c.cmd(f"MAIL FROM:<{'a' * 65}@outside.org>")  # rfc2821-local-length
-        expect(r, 553, "5.5.2", 279)
+        expect(r, 553, "5.1.0", 279)
         assert "local part longer than 64" in r.text
         expect(c.cmd("MAIL FROM: <a@outside.org>"), 501, "5.5.2", 280)  # rfc2821-extra-spaces
         assert c.cmd("MAIL FROM:<a@outside.org>").code == 250
@@ -216,10 +216,10 @@ def test_284_285_286_recipient_syntax(strict):
         outside(c)
         c.cmd("MAIL FROM:<a@outside.org>")
         r = c.cmd("RCPT TO:<b@-ours.net>")
-        expect(r, 553, "5.5.2", 284)
+        expect(r, 553, "5.1.0", 284)
         assert "rejected recipient <b@-ours.net> invalid domain" in r.text
         r = c.cmd(f"RCPT TO:<b@{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 63}.net>")  # rfc2821-domain-length
-        expect(r, 553, "5.5.2", 284)
+        expect(r, 553, "5.1.0", 284)
         expect(c.cmd("RCPT TO: <b@ours.net>"), 501, "5.5.2", 285)  # rfc2821-extra-spaces
         r = c.cmd("RCPT TO:<>")
         expect(r, 550, "5.7.1", 286)

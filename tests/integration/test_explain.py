@@ -121,3 +121,29 @@ def test_a_dns_black_list_hit_is_explained(check):
                         "--rcpt", "john@example.com", "dns-bl=bl.test")
     assert status == 1
     assert "=> 550 5.7.0 listed.clients.test [198.51.100.2] black listed by bl.test #525" in out
+
+
+def test_readme_example_with_the_shipped_route_map(tmp_path, nsd):
+    """The README's command on conf/route-map: 192.0.2.1 may relay, so the domain
+    tests (#121 for mail.example.net) do not apply, as in smtpf; trailing -flags work."""
+    conf = tmp_path / "barricade.cf"
+    conf.write_text(f"route-map={PACKAGE_ROOT / 'conf/route-map'}\n"
+                    f"dns-servers={nsd.server}\ndns-max-timeout=5\n")
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "barricade.explain", "--config", str(conf), "--client", "192.0.2.1",
+         "--ptr", "mail.example.net", "--helo", "mail.example.net", "--mail", "fred@example.net",
+         "--rcpt", "john@example.com", "-mail-require-mx", "grey-key="],
+        capture_output=True, text=True, timeout=60, env=env)
+    out = proc.stdout + proc.stderr
+    assert "client 192.0.2.1 [mail.example.net]: may relay" in out
+    assert "#121" not in out and "#427" not in out
+    assert proc.returncode == 0, out
+
+
+def test_trailing_flags_and_recipient_replies_name_the_recipient(check):
+    status, out = check("--client", "203.0.113.5", "--mail", "fred@outside.org",
+                        "--rcpt", "john@example.com", "+rfc2606-special-domains", "-mail-require-mx")
+    assert status == 1
+    assert "=> 550 5.7.1 recipient <john@example.com> from RFC2606 reserved domain #140" in out
+    assert "<?>" not in out

@@ -4,7 +4,7 @@ FakeAvastd (tests/scanners.py) speaks the avast4 dialect byte for byte and
 really opens the file it is sent, so these tests prove the spool file
 exists and holds the message.  Every reply the plugin can give (#149–#162)
 is produced here over a real SMTP session, and the bytes the plugin sends
-to the daemon are checked exactly (scanners.md §3.1, §3.3).
+to the daemon are checked exactly (the dialect plugins/avastd.py shows).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ signature DB with EICAR and an ASCII pattern), over TCP and over its Unix
 socket, in both modes: INSTREAM while DATA arrives and SCAN of the spool
 file.  Failures clamd cannot be made to produce on demand (garbage, a hang,
 a hang-up) come from ``FakeClamd`` below, which speaks INSTREAM/SCAN byte
-for byte as /work/shared/reference/scanners.md §1 describes.
+for byte as clamd's documentation (clamd(8)) describes.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ RCPT = "rcpt@example.com"
 
 
 class FakeClamd(_FakeServer):
-    """clamd on TCP: one command per connection, answer, close (scanners.md §1).
+    """clamd on TCP: one command per connection, answer, close (clamd(8)).
 
     ``ok`` reads ``zINSTREAM\\0`` and its chunks up to the zero-length one
     (or ``zSCAN <path>\\0``) and answers ``stream: OK\\0`` (``<path>: OK\\0``).

@@ -3,7 +3,7 @@
 FakeFpscand (tests/scanners.py) answers F-PROT 6's ``SCAN FILE`` protocol
 byte for byte and really opens the file it is sent.  Every reply the
 plugin can give (#367–#376) is produced here over a real SMTP session, and
-the one request line the plugin sends is checked exactly (scanners.md §4).
+the one request line the plugin sends is checked exactly (the protocol plugins/fpscand.py shows).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def test_message_arrives_byte_exact_with_our_received_header(sink, make_proxy):
     proxy = make_proxy(routes_to(sink))
     body = b"Subject: exact\r\n\r\n.leading dot\r\n\ttab line \r\n\r\nlast\r\n"
     with Client(proxy.port) as c:
-        assert c.banner.code == 220 and c.banner.id == 633
+        assert c.banner.code == 220 and c.banner.id == 632  # localhost: the one-line banner
         assert c.banner.text.startswith("barricade.test ESMTP")
         ehlo = c.ehlo()
         assert ehlo.code == 250 and ehlo.id == 254
@@ -37,7 +37,7 @@ def test_message_arrives_byte_exact_with_our_received_header(sink, make_proxy):
         mail = c.cmd("MAIL FROM:<a@example.org>")
         assert (mail.code, mail.status, mail.id) == (250, "2.1.0", 283)
         rcpt = c.cmd("RCPT TO:<b@example.com>")
-        assert (rcpt.code, rcpt.status, rcpt.id) == (250, "2.1.5", 290)
+        assert (rcpt.code, rcpt.status, rcpt.id) == (250, "2.1.5", 297)
         data = c.cmd("DATA")
         assert (data.code, data.id) == (354, 900)
         c.send(wire(body) + b".\r\n")
@@ -124,7 +124,7 @@ def test_pipelined_commands_answered_in_order(sink, make_proxy):
         c.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n"
                b"RCPT TO:<nobody@nowhere.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n")
         replies = [c.read() for _ in range(5)]
-        assert [r.id for r in replies] == [283, 290, 288, 290, 900]
+        assert [r.id for r in replies] == [283, 297, 288, 297, 900]
         c.send(b"Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n")
         assert [c.read().id, c.read().id] == [554, 247]
     assert b"X-Rcpt-Args: <b@example.com>\nX-Rcpt-Args: <c@example.com>\n" in sink.messages()[0]

@@ -1,7 +1,7 @@
 """The scanner fixtures themselves: real clamd/spamd answer as documented, fakes speak byte for byte.
 
 Plugin tests trust these fixtures, so they are checked here against the
-exact bytes in /work/shared/reference/scanners.md before any plugin is.
+exact bytes of the daemons' protocols before any plugin is.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def arrive(proxy, ip: str = "198.51.100.50", helo: str = "helo.example", name: s
     c = Client(proxy.port, timeout=30)
     c.ehlo()
     r = c.cmd(f"XCLIENT ADDR={ip} NAME={name}")
-    assert (r.code, r.id) == (220, 633), r
+    assert r.code == 220 and r.id in (632, 633), r  # 632: a RELAY or white-listed client
     assert c.ehlo(helo).code == 250
     return c
 
@@ -137,7 +137,7 @@ def test_helo_is_checked_before_mail(sink, make_proxy):
         c.ehlo()
         # XCLIENT HELO= names the HELO the upstream MTA saw: that one is checked
         r = c.cmd("XCLIENT ADDR=198.51.100.50 NAME=client.example HELO=softfail.spf.test")
-        assert (r.code, r.id) == (220, 633), r
+        assert r.code == 220 and r.id in (632, 633), r  # 632: a RELAY or white-listed client
         assert c.ehlo("pass.spf.test").code == 250
         expect(send(c, "a@pass.spf.test"), 550, "5.7.1", 701)
 
@@ -186,7 +186,7 @@ def test_refusal_waits_for_rcpt_where_a_white_listed_recipient_wins(access, sink
     with arrive(proxy) as c:
         expect(c.cmd("MAIL FROM:<a@fail.spf.test>"), 250, "2.1.0", 283)  # never refused at MAIL
         expect(c.cmd("RCPT TO:<b@example.com>"), 550, "5.7.1", 702)
-        expect(c.cmd("RCPT TO:<postmaster@example.com>"), 250, "2.1.5", 290)
+        expect(c.cmd("RCPT TO:<postmaster@example.com>"), 250, "2.1.5", 297)
         assert c.cmd("DATA").code == 354
         c.send(BODY + b".\r\n")
         assert c.read().code == 250
@@ -198,7 +198,7 @@ def test_held_helo_refusal_and_spf(access, sink):
     proxy = access("helo:bad.example REJECT\n", "spf-mail-policy=fail-reject", "+smtp-delay-checks")
     with arrive(proxy, helo="bad.example") as c:
         assert c.cmd("MAIL FROM:<a@pass.spf.test>").code == 250
-        expect(c.cmd("RCPT TO:<b@example.com>"), 550, "5.7.1", 930)
+        expect(c.cmd("RCPT TO:<b@example.com>"), 550, "5.7.1", 924)
     with arrive(proxy, helo="good.example") as c:
         assert c.cmd("MAIL FROM:<a@fail.spf.test>").code == 250
         expect(c.cmd("RCPT TO:<b@example.com>"), 550, "5.7.1", 702)
@@ -341,7 +341,7 @@ def test_spf_words_white_list_only_what_spf_allows(access, sink, policy, sender,
         expect(c.cmd(f"MAIL FROM:<{sender}>"), 250, "2.1.0", 283)
         r = c.cmd("RCPT TO:<blocked@example.com>")
         if white:
-            expect(r, 250, "2.1.5", 290)
+            expect(r, 250, "2.1.5", 297)
         else:
             expect(r, 550, "5.7.1", 139)
     verdict = "white listed" if white else "no result, continuing"
@@ -352,7 +352,7 @@ def test_connect_from_spf_word(access, sink):
     proxy = access(WORDS, "spf-mail-policy=")
     with arrive(proxy, ip="198.51.100.70") as c:  # redirect.spf.test -> pass.spf.test: Pass
         assert c.cmd("MAIL FROM:<a@redirect.spf.test>").code == 250
-        expect(c.cmd("RCPT TO:<blocked@example.com>"), 250, "2.1.5", 290)
+        expect(c.cmd("RCPT TO:<blocked@example.com>"), 250, "2.1.5", 297)
     with arrive(proxy, ip="203.0.113.70") as c:  # another client: no Connect:From: entry
         assert c.cmd("MAIL FROM:<a@redirect.spf.test>").code == 250
         expect(c.cmd("RCPT TO:<blocked@example.com>"), 550, "5.7.1", 139)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from barricade import plugin
 from barricade.options import REGISTRY
+from barricade.options import render_markdown as render_options
 from barricade.replies import ENTRIES, Catalogue, render_markdown
 from tests.daemons import REPO, banner_ready, free_port, stop, wait_for
 from tests.smtpclient import Client
@@ -35,7 +36,43 @@ def test_unknown_option_names_it(tmp_path):
 def test_bad_value_names_option_and_value():
     run = twistd("smtp-command-timeout=soon")
     assert run.returncode != 0
-    assert "option smtp-command-timeout: bad value 'soon'" in last_line(run)
+    assert "option smtp-command-timeout: 'soon' is not a number" in last_line(run)
+
+
+def test_config_error_is_one_line_without_twistd_usage(tmp_path):
+    run = twistd("smtp-command-timeout=soon")
+    assert run.returncode == 1
+    assert run.stdout == ""
+    assert run.stderr.strip().splitlines() == [
+        "twistd barricade: option smtp-command-timeout: 'soon' is not a number"]
+
+
+def test_a_reactor_other_than_asyncio_is_refused_at_startup(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    args = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+            "--reactor=epoll", "barricade", "--config", str(REPO / "conf/example.cf")]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=str(REPO), env=env)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "twistd barricade: Barricade needs the asyncio reactor, not EPollReactor: leave out "
+        "twistd's --reactor option (or give --reactor=asyncio)"]
+
+
+def test_twistd_reactor_option_asyncio_is_accepted(tmp_path):
+    routes = tmp_path / "routes"
+    routes.write_text("route:local FORWARD: 127.0.0.1:25\n")
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+         "--reactor=asyncio", "barricade", f"interfaces=127.0.0.1:{port}", f"route-map={routes}",
+         "metrics-interface=", "workers=1", "dns-servers=127.0.0.1:9"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(tmp_path), env=env)
+    try:
+        wait_for(lambda: banner_ready(port) or proc.poll() is not None, 20, "barricade")
+        assert proc.poll() is None, proc.stdout.read().decode()
+    finally:
+        stop(proc)
 
 
 def test_bad_line_in_config_file_names_file_and_line(tmp_path):
@@ -43,7 +80,7 @@ def test_bad_line_in_config_file_names_file_and_line(tmp_path):
     cf.write_text("# comment\n\n+rfc2920-pipelining\nrfc2821-line-length=lots\n")
     run = twistd("--config", str(cf))
     assert run.returncode != 0
-    assert f"{cf}:4: option rfc2821-line-length: bad value 'lots'" in last_line(run)
+    assert f"{cf}:4: option rfc2821-line-length: 'lots' is not a number" in last_line(run)
 
 
 def test_route_map_problems_stop_startup(tmp_path):
@@ -101,6 +138,23 @@ def test_shipped_config_is_the_help_output():
     plugin.prepare([])  # the shipped plugins' options are part of the file
     shipped = (REPO / "conf/barricade.cf").read_text()
     assert shipped == REGISTRY.render(), "regenerate: twistd -n barricade help > conf/barricade.cf"
+
+
+def test_option_reference_is_current():
+    plugin.prepare([])
+    assert (REPO / "docs/options.md").read_text() == render_options(REGISTRY), "regenerate: scripts/regen"
+
+
+def test_option_reference_follows_the_readme_groups():
+    readme = (REPO / "README.md").read_text()
+    text = (REPO / "docs/options.md").read_text()
+    titles = [ln[3:] for ln in text.splitlines() if ln.startswith("## ")]
+    assert "Other" not in titles  # every section has its README heading
+    for title in titles:  # each group is named after README headings, in the README's order
+        first = title.split(" and ")[0].split(",")[0]
+        assert first.lower() in readme.lower(), title
+    documented = {ln.split("`")[1] for ln in text.splitlines() if ln.startswith("| `")}
+    assert documented == {opt.name for opt in REGISTRY}
 
 
 def test_reply_docs_are_current():

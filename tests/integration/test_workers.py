@@ -61,7 +61,7 @@ def test_sighup_reaches_every_worker_and_sigterm_stops_them_all(sink, make_proxy
         with Client(proxy.port) as c:
             c.ehlo()
             c.cmd("MAIL FROM:<a@example.org>")
-            assert c.cmd("RCPT TO:<x@new.example>").id == 290
+            assert c.cmd("RCPT TO:<x@new.example>").id == 297
     proxy.proc.terminate()
     assert proxy.proc.wait(20) in (0, -15)
     time.sleep(0.2)

@@ -1,4 +1,4 @@
-"""Access map parsing and lookup order (smtpf.md section 3a), table driven."""
+"""Access map parsing and lookup order (docs/smtpf.md, "Access map"), table driven."""
 
 from __future__ import annotations
 
@@ -321,3 +321,53 @@ def test_custom_text_keeps_code_status_and_id():
     reply = Catalogue().reply(127, sender="a@b", custom_text="sender <a@b> go\r\naway")
     assert (reply.code, reply.status, reply.id) == (550, "5.7.1", 127)
     assert reply.encode() == b"550 5.7.1 sender <a@b> go??away #127\r\n"
+
+
+# --- POSIX classes, bad lines, ignored values ---------------------------------------------
+
+
+@pytest.mark.parametrize("pattern, hay, matches", [
+    ("/^[[:alpha:]]+@aol.com$/", "fred@aol.com", True),
+    ("/^[[:alpha:]]+@aol.com$/", "fred1@aol.com", False),
+    ("/^[[:alnum:]._]{3,16}@aol.com$/", "a.b_1@aol.com", True),
+    ("/[[:digit:]]{4}/", "mx1234.example", True),
+    ("/^[^[:space:]]+$/", "a b", False),
+    ("/[[:punct:]]/", "abc", False),
+    ("/[[:upper:]]/", "aBc", True),
+])
+def test_posix_classes_in_regex_patterns(pattern, hay, matches):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no FutureWarning: the class is translated
+        value = parse_value(f"{pattern}OK REJECT", "from")
+    assert value.evaluate([hay]).word == ("OK" if matches else "REJECT")
+
+
+def test_unknown_posix_class_is_a_map_error():
+    with pytest.raises(MapError, match="unsupported POSIX bracket term"):
+        parse_value("/[[:nope:]]/OK", "from")
+
+
+def test_access_map_names_every_bad_line_and_reports_bad_numbers_once(tmp_path):
+    from twisted.logger import globalLogPublisher
+
+    bad = tmp_path / "bad-access"
+    bad.write_text("connect:192.0.2 OK\nfrom:a.example BOGUS\nto:b.example OK   # white list\n")
+    with pytest.raises(MapError) as err:
+        AccessMap(str(bad))
+    assert f"{bad}:2:" in str(err.value) and f"{bad}:3:" in str(err.value)
+    assert "'#' starts a comment only at the start of a line" in str(err.value)
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        path = tmp_path / "access"
+        path.write_text("rate-connect: lots\nmsg-limit-from:a.example 10/fortnight\n"
+                        "length-to:b.example 10M\nconcurrent-connect:192.0.2 5\n")
+        AccessMap(str(path))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    warned = [e for e in events if "ignored" in e.get("log_format", "")]
+    assert len(warned) == 1 and warned[0]["n"] == 2
+    assert f"{path}:1: rate-connect:" in warned[0]["problems"]
+    assert f"{path}:2: msg-limit-from:a.example" in warned[0]["problems"]

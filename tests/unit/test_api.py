@@ -83,7 +83,7 @@ async def test_the_harness_shows_verdicts_and_replies_and_the_store_is_awaited_d
                                                    "d@y.example"])
     replies = [(event, r.code, r.id) for event, r in result.replies]
     assert replies[:5] == [("connect", 220, 633), ("helo", 250, 254), ("mail", 250, 283),
-                           ("rcpt a@x.example", 250, 290), ("rcpt b@x.example", 250, 290)]
+                           ("rcpt a@x.example", 250, 297), ("rcpt b@x.example", 250, 297)]
     assert replies[5] == ("rcpt c@x.example", 452, 1500)
     assert "too many recipients at x.example" in result.replies[5][1].text
     assert result.reply.code == 250 and result.delivered is not None

@@ -125,7 +125,7 @@ def test_a_downstream_failing_at_rcpt(kind, others, rid):
 
 def test_rcpt_gets_250_only_for_a_downstream_250():
     r, ctx = rules(), context()
-    assert r.relayed_rcpt(ctx, ok(), "a@example.com").reply.id == 290
+    assert r.relayed_rcpt(ctx, ok(), "a@example.com").reply.id == 297
     assert ctx.rcpts == ["a@example.com"]
     refused = r.relayed_rcpt(ctx, no(), "b@example.com").reply
     assert (refused.id, refused.code, refused.status) == (300, 550, "5.7.1")

@@ -351,7 +351,7 @@ def test_order_without_client_is_mx():
     assert names(checks, "connect")[-5:] == ["dns-wl", "dns-gl", "client-ptr", "dns-bl", "client-tests"]
     assert names(checks, "helo")[-2:] == ["helo-tests", "helo-is-ptr"]
     assert names(checks, "mail")[-2:] == ["mail-tests", "mail-require-mx"]
-    # smtpf.md §2.F: rcpt tests, helo-is-ptr, then SPF enforcement
+    # docs/smtpf.md, "Filter order": rcpt tests, helo-is-ptr, then SPF enforcement
     assert names(checks, "rcpt")[-3:] == ["rcpt-tests", "helo-is-ptr", "spf-policy"]
     assert names(checks, "mail").index("spf") < names(checks, "mail").index("mail-require-mx")
 

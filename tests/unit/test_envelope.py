@@ -294,6 +294,7 @@ POLICY_DROP = Flag.DELAY | Flag.SESSION
     (ClientInfo("192.0.2.1", 25, name="unknown"), None),
     (ClientInfo("192.0.2.1", 25, name="mail.outside.org"), None),
     (ClientInfo("10.0.0.1", 25, name="mail.outside.example", private=True), None),
+    (ClientInfo("192.0.2.1", 25, name="mail.outside.example", relay=True), None),  # RELAY
     (LOCALHOST, None),
 ])
 def test_client_tests(client, expected):
@@ -439,7 +440,7 @@ def test_builtin_order_per_phase(tmp_path, routes):
     assert names["connect"][-2:] == ["access-connect", "client-tests"]
     assert names["helo"] == ["access-helo", "helo-tests"]
     assert names["mail"] == ["access-session", "access-mail", "mail-tests"]
-    # Length-To: comes before the access map's To: (smtpf.md §2.F)
+    # Length-To: comes before the access map's To: (docs/smtpf.md, "Filter order")
     assert names["rcpt"] == ["rcpt-limit", "length", "rcpt-address", "access-rcpt", "rcpt-tests"]
 
 
@@ -459,3 +460,15 @@ def test_white_listed_sessions_skip_all_but_the_routing_forms():
     assert run("helo").action is Action.CONTINUE
     assert run("rcpt", "b@example.com").action is Action.CONTINUE
     assert run("rcpt", "b%x@example.com").reply_id == 131
+
+
+def test_builtin_tlds_come_from_the_publicsuffixlist_package():
+    from importlib import metadata
+
+    builtin = TopLevelDomains.builtin()
+    assert builtin.source == f"publicsuffixlist {metadata.version('publicsuffixlist')}"
+    assert len(builtin) > 1000
+    for name in ("a.com", "a.org", "a.de", "a.xn--p1ai", "a.museum", "a.zip", "a.ck"):
+        assert builtin.valid(name), name
+    for name in ("a.nosuchtld", "a.local", "a.example"):
+        assert not builtin.valid(name), name

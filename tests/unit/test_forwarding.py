@@ -178,7 +178,7 @@ def test_rcpt_gets_250_only_after_the_downstream_250(tmp_path, monkeypatch):
     c.send(b"EHLO client.example\r\nMAIL FROM:<fred@sender.example>\r\n")
     assert c.send(b"RCPT TO:<john@a.example>\r\n") == b""  # the downstream has not answered
     c.hosts["127.0.0.2"].fire("rcpt", reply(250))
-    assert c.output().startswith(b"250 2.1.5 recipient <john@a.example> accepted #290")
+    assert c.output().startswith(b"250 2.1.5 recipient <john@a.example> accepted #297")
 
 
 def test_a_downstream_refusal_is_the_clients_refusal(tmp_path, monkeypatch):

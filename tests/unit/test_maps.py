@@ -568,3 +568,46 @@ def test_route_map_failed_reload_missing_local_keeps_routes(tmp_path, clock):
     route = rm.for_recipient("x@example.com")
     assert route is not None and route.key == "route:example.com"
     assert len(rm) == len(parse_map_text(BASIC_ROUTES))
+
+
+# --- problems: every bad line, once per change of the file ------------------------------
+
+
+def test_every_bad_line_is_named_in_one_error(tmp_path, clock):
+    path = write_map(tmp_path / "route-map", "route:local FORWARD: 127.0.0.1:26\nno-colon x\n"
+                     "route:a.example FORWARD: h:99999\nroute:b.example BOGUS\n")
+    with pytest.raises(MapError) as err:
+        RouteMap(str(path), clock=clock)
+    text = str(err.value)
+    assert text.startswith(f"{path}: 3 bad lines: ")
+    assert [f"{path}:{n}:" in text for n in (2, 3, 4)] == [True, True, True]
+    assert text.index(f"{path}:2:") < text.index(f"{path}:3:") < text.index(f"{path}:4:")
+
+
+def test_end_of_line_comment_gets_a_hint(tmp_path, clock):
+    path = write_map(tmp_path / "route-map", "route:local FORWARD: 127.0.0.1:26   # required\n")
+    with pytest.raises(MapError, match="'#' starts a comment only at the start of a line"):
+        RouteMap(str(path), clock=clock)
+
+
+def test_a_broken_file_is_reported_once_until_it_changes_again(tmp_path, clock):
+    from twisted.logger import globalLogPublisher
+
+    path = write_map(tmp_path / "route-map", BASIC_ROUTES, mtime=1000)
+    rm = RouteMap(str(path), clock=clock)
+    errors: list[dict] = []
+    observer = errors.append
+    globalLogPublisher.addObserver(observer)
+    try:
+        write_map(path, BASIC_ROUTES + "route:x.example FORWARD: h:0\nbad\n", mtime=2000)
+        for _ in range(9):  # nine sessions look something up
+            clock.now += maps.CHECK_INTERVAL + 1
+            assert rm.for_recipient("a@example.com").forward == (("127.0.0.1", 2601), ("192.168.0.9", 25))
+        failures = [e for e in errors if "map reload failed" in e.get("log_format", "")]
+        assert len(failures) == 1
+        assert ":13:" in failures[0]["err"] and ":14:" in failures[0]["err"]
+        write_map(path, BASIC_ROUTES + "route:x.example FORWARD: h\n", mtime=3000)  # fixed
+        clock.now += maps.CHECK_INTERVAL + 1
+        assert rm.for_recipient("a@x.example").forward == (("h", 25),)
+    finally:
+        globalLogPublisher.removeObserver(observer)

@@ -61,8 +61,14 @@ def test_bool_assignment_words(reg, text, expected):
 
 
 def test_bool_bad_word_names_option(reg):
-    with pytest.raises(OptionError, match=r"option flag: bad value 'maybe'"):
+    with pytest.raises(OptionError, match=r"option flag: 'maybe' is not \+/-, 1/0"):
         reg.parse(["flag=maybe"])
+
+
+def test_int_bad_value_is_not_a_number(reg):
+    with pytest.raises(OptionError) as err:
+        reg.parse(["timeout=lots"])
+    assert str(err.value) == "option timeout: 'lots' is not a number"
 
 
 def test_int_assignment_and_hex(reg):
@@ -455,3 +461,15 @@ def test_real_registry_minimums():
         assert REGISTRY.parse([f"{name}=0"])[name] == 0
         with pytest.raises(OptionError, match=name):
             REGISTRY.parse([f"{name}=-1"])
+
+
+def test_barricade_check_takes_trailing_flags_as_overrides():
+    from barricade.explain import parse_args, split_overrides
+
+    assert split_overrides(["--client", "192.0.2.1", "-mail-require-mx", "+call-back", "a=b",
+                            "--mail", "-odd@x", "-c", "f.cf"]) == (
+        ["--client", "192.0.2.1", "--mail", "-odd@x", "-c", "f.cf"],
+        ["-mail-require-mx", "+call-back", "a=b"])
+    args = parse_args(["--client", "192.0.2.1", "-client-is-mx", "grey-key=", "--rcpt", "a@b.example"])
+    assert args.config is None  # -client-is-mx is not "-c lient-is-mx"
+    assert args.options == ["-client-is-mx", "grey-key="] and args.rcpt == ["a@b.example"]

@@ -34,10 +34,10 @@ SAMPLE = [
     (256, 250, ""),
     (274, 235, "2.0.0"),
     (276, 458, "4.4.0"),
-    (279, 553, "5.5.2"),
+    (279, 553, "5.1.0"),
     (280, 501, "5.5.2"),
     (283, 250, "2.1.0"),
-    (284, 553, "5.5.2"),
+    (284, 553, "5.1.0"),
     (286, 550, "5.7.1"),
     (288, 550, "5.7.1"),
     (290, 250, "2.1.5"),
@@ -102,9 +102,19 @@ def test_every_seed_reply_is_in_the_catalogue(cat):
     wrong = [
         (rid, line, (cat.spec(rid).code, cat.spec(rid).status))
         for rid, (code, status, line) in sorted(seed.items())
-        if (cat.spec(rid).code, cat.spec(rid).status) != (code, status)
+        if (cat.spec(rid).code, cat.spec(rid).status) != SMTPF_2_6.get(rid, (code, status))
     ]
     assert wrong == []
+
+
+#: Where smtpf 2.6 sends another code or status than its 2.1.2 reply list says
+#: (docs/smtpf.md): the path syntax replies carry 5.1.0.
+SMTPF_2_6 = {279: (553, "5.1.0"), 284: (553, "5.1.0")}
+
+
+def test_path_syntax_replies_carry_smtpf_26_status(cat):
+    for rid, (code, status) in SMTPF_2_6.items():
+        assert (cat.spec(rid).code, cat.spec(rid).status) == (code, status)
 
 
 @pytest.mark.skipif(not SEED.exists(), reason=f"{SEED} not available in this checkout")
@@ -112,7 +122,8 @@ def test_seed_sample_agrees_with_hard_coded_sample():
     """Guards the hard-coded SAMPLE against typos."""
     seed = seed_replies(SEED)
     for rid, code, status in SAMPLE:
-        assert seed[rid][:2] == (code, status), rid
+        if rid not in SMTPF_2_6:
+            assert seed[rid][:2] == (code, status), rid
 
 
 @pytest.mark.parametrize("rid, code, status", SAMPLE)

@@ -1,4 +1,4 @@
--- Grey-list check-and-update (smtpf grey.c, smtpf.md section 4), atomically.
+-- Grey-list check-and-update (smtpf's grey.c; README, "Grey-listing"), atomically.
 -- KEYS[1] tuple hash {state=grey|pass|reject, created, expires, first, last, msgid};
 -- KEYS[2] (optional) host hash.
 -- ARGV: now_ms (-1: use the server clock), period_ms, temp_fail_ttl_ms, accept_ttl_ms,
