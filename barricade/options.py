@@ -303,11 +303,20 @@ _add("call-ahead-command-timeout", 45, """Seconds a call-ahead (and a call-back)
 # --- SMTP protocol ------------------------------------------------------------
 S = "smtp"
 _add("smtp-command-timeout", 300, """Seconds to wait for a client command, and
-     for a downstream reply to any command but the final dot.""", section=S, minimum=1)
+     for a downstream reply to any command but the final dot. A command must
+     be complete within this time of its first byte: input that arrives bit
+     by bit does not restart the clock (#905).""", section=S, minimum=1)
 _add("smtp-connect-timeout", 60, """Seconds to wait for a downstream
      connection and its 220 greeting.""", section=S, minimum=1)
-_add("smtp-data-line-timeout", 180, """Seconds to wait for more message data
-     from the client inside DATA.""", section=S, minimum=1)
+_add("smtp-data-line-timeout", 180, """Seconds to wait for the next line of
+     message data inside DATA; only a complete line restarts the clock, so
+     a trickle of bytes without line ends times out (#905).""", section=S, minimum=1)
+_add("smtp-session-timeout", 3600, """Seconds one client session may last in all,
+     whatever it does, so that a client feeding a line just often enough
+     cannot hold a connection for ever (#924). The default leaves an hour
+     for a cached connection delivering many messages or a large message
+     on a slow link; a command in flight gets its reply first. 0
+     disables.""", section=S, minimum=0)
 _add("smtp-dot-timeout", 600, """Seconds to wait for the downstream reply to
      the final dot.""", section=S, minimum=1)
 _add("smtp-welcome-file", "", """File whose lines form the 220 banner after the
@@ -354,6 +363,11 @@ _add("relay-reply", False, """Relay the downstream RCPT/dot error text to the
 _add("tls-server-cert", "", """PEM certificate for STARTTLS; STARTTLS is offered
      only when it and tls-server-key are set.""", section=S)
 _add("tls-server-key", "", "PEM private key for STARTTLS.", section=S)
+_add("tls-handshake-timeout", 30, """Seconds the TLS handshake after STARTTLS may
+     take. A client that sends nothing, plaintext or a slow ClientHello is
+     disconnected at once when it runs out (no reply can reach it
+     mid-handshake). 0 disables (smtp-command-timeout still applies).""",
+     section=S, minimum=0)
 
 # --- client, HELO, MAIL and RCPT tests (barricade.policy.client/helo/mail/rcpt) ----
 S = "envelope"

@@ -221,6 +221,9 @@ TEST_DEFAULTS = ("-rfc2606-special-domains", "-reject-unknown-tld", "grey-key=",
                  "spf-mail-policy=")
 
 
+UNHANDLED = re.compile(r"unhandled error", re.IGNORECASE)
+
+
 class Proxy:
     """``twistd -n barricade`` in a subprocess, the way an operator runs it.
 
@@ -277,8 +280,33 @@ class Proxy:
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
 
-    def stop(self) -> None:
+    def unhandled_errors(self) -> list[str]:
+        """Log excerpts of errors nothing handled (a failed Deferred left to the
+        garbage collector, an exception Twisted caught at the top): each is a bug."""
+        lines = self.log_text().splitlines()
+        return ["\n".join(lines[i:i + 25]) for i, line in enumerate(lines)
+                if UNHANDLED.search(line)]
+
+    def stop(self, check_log: bool = True) -> None:
+        """Stop the daemon; with ``check_log`` an unhandled error in its log fails the test."""
         stop(self.proc)
+        if check_log:
+            found = self.unhandled_errors()
+            if found:
+                raise AssertionError(f"{self.log}: unhandled error(s) in the daemon log:\n"
+                                     + "\n---\n".join(found))
+
+
+def stop_all(proxies: list[Proxy]) -> None:
+    """Stop every proxy, then fail on the first one whose log shows an unhandled error."""
+    failures = []
+    for p in proxies:
+        try:
+            p.stop()
+        except AssertionError as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 # --- a raw SMTP client ---------------------------------------------------------------
@@ -414,8 +442,7 @@ if pytest is not None:
             return p
 
         yield make
-        for p in started:
-            p.stop()
+        stop_all(started)
 
 
 def routes_to(*sinks: Sink, relay: bool = False) -> str:

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from barricade.testing import Proxy, make_sink, routes_to, sink  # noqa: F401
+from barricade.testing import Proxy, make_sink, routes_to, sink, stop_all  # noqa: F401
 from tests.dns import Blackhole, Nsd
 from tests.state import RedisServer
 
@@ -40,8 +40,7 @@ def make_proxy(tmp_path, nsd):
         return p
 
     yield make
-    for p in started:
-        p.stop()
+    stop_all(started)
 
 
 @pytest.fixture

@@ -304,7 +304,12 @@ class Downstream:
         if "PIPELINING" in self.keywords:
             mail_d = self.proto.command(mail_line, self.timeouts.command)
             rcpt_d = self.proto.command(f"RCPT TO:<{rcpt}>", self.timeouts.command)
-            mail = await self._timed("mail", mail_d)
+            try:
+                mail = await self._timed("mail", mail_d)
+            except DownstreamError:
+                # The RCPT's Deferred fails the same way; nobody else will wait on it.
+                rcpt_d.addErrback(lambda _: None)
+                raise
             rcpt_reply = await self._timed("rcpt", rcpt_d)
             if not mail.ok:
                 return mail, None

@@ -2,17 +2,30 @@
 
 It moves bytes into :class:`~barricade.smtp.session.Session`, hands each
 event to the :class:`~barricade.smtp.proxy.Proxy`, writes the reply, and
-keeps exactly one command in flight.  It owns every client-side clock:
-``smtp-command-timeout`` between commands, ``smtp-data-line-timeout``
-inside DATA.  Whatever goes wrong inside a handler ends as a catalogue
-reply (#908) and a logged traceback, never as a traceback to the client.
+keeps exactly one command in flight.  It owns every client-side clock, and
+none of them is stretched by partial input (a client typing one byte every
+few seconds would otherwise live forever):
+
+* ``smtp-command-timeout``: the wait for a command's first byte, and then
+  again for the whole command from that byte on;
+* ``smtp-data-line-timeout``: inside DATA, each line from the end of the
+  previous one (a trickle that completes no line does not restart it);
+* ``smtp-session-timeout``: the whole session, whatever it does;
+* ``tls-handshake-timeout``: the TLS handshake after STARTTLS.
+
+Every close is hard after :data:`CLOSE_GRACE` seconds: a TLS close that
+waits for a peer that never answers must not hold the socket.  Whatever
+goes wrong inside a handler ends as a catalogue reply (#908) and a logged
+traceback, never as a traceback to the client.
 """
 
 from __future__ import annotations
 
 from twisted.internet import defer, protocol, task
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from barricade.replies import Reply
 from barricade.smtp import events as ev
@@ -23,6 +36,7 @@ from barricade.smtp.session import DATA, NEED_DATA, PAUSED, Session
 log = Logger()
 
 PAUSE_AT = 256 * 1024  # stop reading a client that pipelines this much ahead
+CLOSE_GRACE = 5.0  # seconds a close may wait for the TLS close_notify exchange
 THROTTLE_PAUSE = 1.0  # seconds accept pauses when rate-throttle is reached (smtpf sleeps 1 s)
 
 
@@ -50,6 +64,7 @@ class AcceptThrottle:
         return 0 < self.limit <= self.count
 
 
+@implementer(IHandshakeListener)
 class SmtpServerProtocol(protocol.Protocol):
     def __init__(self, server: ServerContext):
         self.server = server
@@ -58,6 +73,11 @@ class SmtpServerProtocol(protocol.Protocol):
         self.busy = True  # until the greeting is out
         self.paused = False
         self._timer = None
+        self._wait: object = None  # what the running client timer waits for
+        self._life = None  # smtp-session-timeout
+        self._handshake = None  # tls-handshake-timeout
+        self._hard_close = None  # abortConnection after CLOSE_GRACE
+        self._expire_after_reply = False
         self._closed = False
         self._pumping = False
         self._close_when_idle = False
@@ -84,6 +104,9 @@ class SmtpServerProtocol(protocol.Protocol):
         self.server.metrics.sessions.inc()
         self.server.metrics.sessions_active.inc()
         self._arm(self.server.config["smtp-command-timeout"])
+        life = self.server.config["smtp-session-timeout"]
+        if life:
+            self._life = self.server.reactor.callLater(life, self._session_expired)
         d = defer.ensureDeferred(self._greet())
         d.addErrback(self._internal_error)
 
@@ -108,6 +131,9 @@ class SmtpServerProtocol(protocol.Protocol):
             return
         self._closed = True
         self._disarm()
+        for timer in (self._life, self._handshake, self._hard_close):
+            if timer is not None and timer.active():
+                timer.cancel()
         if self.factory is not None:
             self.factory.sessions.discard(self)
         if self.proxy is not None:
@@ -152,11 +178,11 @@ class SmtpServerProtocol(protocol.Protocol):
         while not self.busy and not self._closed and not session.closing:
             event = session.next_event()
             if event is NEED_DATA:
-                timeout = "smtp-data-line-timeout" if session.state == DATA else "smtp-command-timeout"
-                self._arm(self.server.config[timeout])
+                self._await_client()
                 return
             if event is PAUSED:
                 return
+            self._wait = None  # progress: the next wait gets a fresh deadline
             self.busy = True  # the idle timer keeps running; it ignores busy sessions
             if isinstance(event, ev.DataChunk):
                 d = defer.ensureDeferred(self.proxy.chunk(event))
@@ -165,8 +191,26 @@ class SmtpServerProtocol(protocol.Protocol):
                 d = defer.ensureDeferred(self.proxy.handle(event, session))
                 d.addCallbacks(self._respond, self._internal_error)
 
+    def _await_client(self) -> None:
+        """Arm the client's deadline for what we now wait for, unless it runs already.
+
+        Partial input never re-arms it: the deadline of a command runs from
+        its first byte, that of a DATA line from the end of the previous one.
+        """
+        s = self.session
+        if s.state == DATA:
+            wait, timeout = ("data", s.data_progress), "smtp-data-line-timeout"
+        else:
+            wait, timeout = ("partial" if s.partial else "idle"), "smtp-command-timeout"
+        if wait != self._wait or self._timer is None:
+            self._wait = wait
+            self._arm(self.server.config[timeout])
+
     def _ready(self) -> None:
         self.busy = False
+        if self._expire_after_reply:
+            self._session_expired()
+            return
         if self.paused and not self._closed:
             self.paused = False
             self.transport.resumeProducing()
@@ -189,18 +233,77 @@ class SmtpServerProtocol(protocol.Protocol):
         if outcome.start_tls and not self._closed:
             self.transport.startTLS(self.server.tls_context)
             self.proxy.ctx.tls = True
+            limit = self.server.config["tls-handshake-timeout"]
+            if limit:
+                self._handshake = self.server.reactor.callLater(limit, self._handshake_timed_out)
         self.busy = False
+        if self._expire_after_reply:
+            self._session_expired()
+            return
         if self._close_when_idle and not self._in_progress():
             self.shutdown()
             return
         self._ready()
 
     def _close(self) -> None:
-        """Close after the last reply; downstream transactions are abandoned."""
+        """Close after the last reply; downstream transactions are abandoned.
+
+        The close is made hard after :data:`CLOSE_GRACE` seconds: a TLS
+        close waits for the peer's close_notify, which a stalled or hostile
+        client never sends.
+        """
         if self.proxy is not None:
             self.proxy.lost()
         self._disarm()
         self.transport.loseConnection()
+        if self._hard_close is None and not self._closed:
+            self._hard_close = self.server.reactor.callLater(CLOSE_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        """Drop the socket now, whatever the TLS layer still waits for."""
+        self._hard_close = None
+        if not self._closed:
+            log.info("session {sid}: closed hard (the client did not finish the close)",
+                     sid=self.session.id if self.session else "-")
+            self.transport.abortConnection()
+
+    def handshakeCompleted(self) -> None:
+        """The TLS layer's notice (IHandshakeListener): the handshake deadline is off."""
+        if self._handshake is not None and self._handshake.active():
+            self._handshake.cancel()
+        self._handshake = None
+
+    def _handshake_timed_out(self) -> None:
+        """No reply can reach a client stuck in the handshake: drop the socket."""
+        self._handshake = None
+        if self._closed:
+            return
+        self.server.metrics.limit_hits.labels("tls-handshake-timeout").inc()
+        log.info("session {sid}: TLS handshake not done in {t}s; closed",
+                 sid=self.session.id, t=self.server.config["tls-handshake-timeout"])
+        if self.proxy is not None:
+            self.proxy.lost()
+        self._disarm()
+        self.transport.abortConnection()
+
+    def _session_expired(self) -> None:
+        """smtp-session-timeout: tell the client (#924) and close.
+
+        A command in flight (a check, the downstream's reply to the dot)
+        gets its reply first: cutting it would turn a delivered message into
+        one the client must send again.
+        """
+        self._life = None
+        if self._closed or self.session is None or self.session.state == "closed":
+            return
+        if self.busy:
+            self._expire_after_reply = True
+            return
+        self._expire_after_reply = False
+        self.server.metrics.limit_hits.labels("smtp-session-timeout").inc()
+        log.info("session {sid}: session time limit reached", sid=self.session.id)
+        reply = self.server.catalogue.reply(924, limit=self.server.config["smtp-session-timeout"])
+        self._send(self.session.abort(reply), reply)
 
     def _fatal(self, reply: Reply) -> None:
         """Proxy says the session cannot go on (downstream lost mid-DATA)."""
@@ -253,9 +356,13 @@ class SmtpServerProtocol(protocol.Protocol):
         if self._closed:
             return
         if self.busy:  # waiting on our side (checks, downstream): not the client's fault
+            self._wait = None
             self._arm(self.server.config["smtp-command-timeout"])
             return
-        log.info("session {sid}: client timeout", sid=self.session.id)
+        if self._handshake is not None:
+            self._handshake_timed_out()  # no reply can be read mid-handshake
+            return
+        log.info("session {sid}: client timeout ({wait})", sid=self.session.id, wait=self._wait)
         reply = self.server.catalogue.reply(905)
         self._send(self.session.abort(reply), reply)
 

@@ -1,0 +1,149 @@
+"""End to end: slow clients, stuck handshakes, hostile pipelining and downstream faults."""
+
+from __future__ import annotations
+
+import re
+import selectors
+import socket
+import time
+
+from tests.conftest import routes_to
+from tests.smtpclient import Client
+
+
+def _trickle(port: int, count: int, every: float, give_up: float, data: bytes) -> dict:
+    """``count`` connections each sending ``data`` one byte every ``every`` seconds.
+
+    Returns per connection what the server sent and the seconds until it closed
+    (None: still open after ``give_up`` seconds).
+    """
+    sel = selectors.DefaultSelector()
+    started = time.monotonic()
+    conns = {}
+    for i in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.setblocking(False)
+        conns[s] = {"got": b"", "closed": None, "sent": 0, "i": i, "banner_at": 0.0}
+        sel.register(s, selectors.EVENT_READ)
+    next_byte = time.monotonic()
+    try:
+        while time.monotonic() - started < give_up and any(c["closed"] is None for c in conns.values()):
+            now = time.monotonic()
+            if now >= next_byte:
+                next_byte = now + every
+                for s, c in conns.items():
+                    if c["closed"] is None and c["sent"] < len(data) and b"\r\n" in c["got"]:
+                        try:
+                            s.send(data[c["sent"]:c["sent"] + 1])
+                            c["sent"] += 1
+                        except OSError:
+                            pass
+            for key, _ in sel.select(timeout=0.1):
+                c = conns[key.fileobj]
+                try:
+                    chunk = key.fileobj.recv(4096)
+                except ConnectionResetError:
+                    chunk = b""
+                except BlockingIOError:
+                    continue
+                if b"\r\n" not in c["got"] + chunk and c["got"] + chunk:
+                    c["banner_at"] = time.monotonic() - started
+                c["got"] += chunk
+                if not chunk:
+                    c["closed"] = time.monotonic() - started
+                    sel.unregister(key.fileobj)
+    finally:
+        for s in conns:
+            s.close()
+    return {c["i"]: c for c in conns.values()}
+
+
+def test_clients_typing_one_byte_at_a_time_are_closed_with_a_reply(sink, make_proxy):
+    timeout = 3
+    proxy = make_proxy(routes_to(sink), f"smtp-command-timeout={timeout}")
+    # The slack is for a loaded machine; without the fix these never close.
+    result = _trickle(proxy.port, 40, 0.5, 4 * timeout + 10, b"EHLO " + b"x" * 200 + b"\r\n")
+    for c in result.values():
+        assert c["closed"] is not None, "a trickling client was never closed"
+        # Within twice the timeout of the banner (plus a second for a loaded machine).
+        assert c["closed"] - c["banner_at"] < 2 * timeout + 1, c
+        assert b"#905" in c["got"] and b"421 4.4.7 connection timeout exceeded" in c["got"]
+    assert proxy.metric("barricade_replies_total", id="905") == 40
+
+
+def test_a_trickled_message_body_is_cut_off_with_a_reply(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "smtp-data-line-timeout=2")
+    with Client(proxy.port) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@example.org>").code == 250
+        assert c.cmd("RCPT TO:<b@example.com>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.sock.settimeout(0.5)
+        reply = None
+        for _ in range(40):  # 20 s at most: one byte every 0.5 s, no line end
+            try:
+                c.send(b"x")
+                reply = c.read()
+                break
+            except TimeoutError:
+                continue
+        assert reply is not None and (reply.code, reply.id) == (421, 905)
+    sink.assert_nothing_from()
+
+
+def test_session_time_limit_ends_a_busy_session(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "smtp-session-timeout=2")
+    with Client(proxy.port) as c:
+        deadline = time.monotonic() + 20
+        reply = None
+        while time.monotonic() < deadline:
+            reply = c.cmd("NOOP")
+            if reply.code != 250:
+                break
+            time.sleep(0.2)
+        assert (reply.code, reply.status, reply.id) == (421, "4.4.7", 924)
+        assert c.closed()
+
+
+def test_a_thousand_pipelined_recipients_are_delivered_in_batches(make_sink, make_proxy):
+    """RFC 5321 4.5.3.1.10: past the limit the client delivers a batch and retries the rest."""
+    sink = make_sink()
+    proxy = make_proxy(routes_to(sink), "message-rcpt-limit=100", "smtp-drop-after=5")
+    rcpts = [f"r{i}@example.com" for i in range(1000)]
+    left = list(rcpts)
+    with Client(proxy.port, timeout=60) as c:
+        assert "PIPELINING" in c.ehlo().lines
+        for _ in range(10):
+            c.send(b"MAIL FROM:<a@example.org>\r\n" + b"".join(f"RCPT TO:<{r}>\r\n".encode() for r in left))
+            assert c.read().code == 250
+            replies = [c.read() for _ in left]
+            accepted = [r for r, rep in zip(left, replies, strict=True) if rep.code == 250]
+            refused = [rep for rep in replies if rep.code != 250]
+            assert accepted and all((rep.code, rep.id) == (452, 910) for rep in refused)
+            assert c.cmd("DATA").code == 354
+            c.send(b"Subject: batch\r\n\r\nbody\r\n.\r\n")
+            assert c.read().code == 250
+            left = left[len(accepted):]
+            if not left:
+                break
+        assert not left
+        assert c.cmd("QUIT").code == 221
+    delivered = set()
+    for msg in sink.messages():
+        delivered.update(re.findall(rb"X-Rcpt-Args: <([^>]+)>", msg))
+    assert delivered == {r.encode() for r in rcpts}
+    assert len(sink.messages()) == 10
+
+
+def test_downstream_lost_between_pipelined_mail_and_rcpt_leaves_no_unhandled_error(make_sink, make_proxy):
+    sink = make_sink("-q", "MAIL")  # drops the connection at MAIL: the pipelined RCPT fails too
+    proxy = make_proxy(routes_to(sink))
+    with Client(proxy.port) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@example.org>").code == 250
+        r = c.cmd("RCPT TO:<b@example.com>")
+        assert r.code in (421, 451) and r.id in (901, 903)
+    time.sleep(0.5)  # let a garbage-collected Deferred show up in the log
+    proxy.stop(check_log=False)
+    assert proxy.unhandled_errors() == []
+    assert "lost" in proxy.log_text() or "connect" in proxy.log_text()
