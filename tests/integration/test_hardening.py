@@ -7,6 +7,8 @@ import selectors
 import socket
 import time
 
+import pytest
+
 from tests.conftest import routes_to
 from tests.smtpclient import Client
 
@@ -147,3 +149,61 @@ def test_downstream_lost_between_pipelined_mail_and_rcpt_leaves_no_unhandled_err
     proxy.stop(check_log=False)
     assert proxy.unhandled_errors() == []
     assert "lost" in proxy.log_text() or "connect" in proxy.log_text()
+
+
+def _client_hello() -> bytes:
+    """A real TLS ClientHello, as the first bytes a TLS client sends."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="barricade.test")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def _closed_after(c: Client, limit: float, feed: bytes = b"", every: float = 0.5) -> float | None:
+    """Seconds until the server closed ``c`` (feeding ``feed`` byte by byte), None past ``limit``."""
+    started = time.monotonic()
+    c.sock.settimeout(every)
+    sent = 0
+    while time.monotonic() - started < limit:
+        if sent < len(feed):
+            try:
+                c.sock.send(feed[sent:sent + 1])
+                sent += 1
+            except OSError:
+                return time.monotonic() - started
+        try:
+            if c.sock.recv(4096) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except OSError:
+            return time.monotonic() - started
+    return None
+
+
+@pytest.mark.parametrize("after", ["silence", "plaintext", "slow-client-hello"])
+def test_an_unfinished_tls_handshake_is_dropped_within_its_timeout(sink, make_proxy, tmp_path, after):
+    from tests.integration.test_protocol import make_cert
+
+    cert, key = make_cert(tmp_path)
+    proxy = make_proxy(routes_to(sink), f"tls-server-cert={cert}", f"tls-server-key={key}",
+                       "tls-handshake-timeout=2", "smtp-command-timeout=60")
+    with Client(proxy.port) as c:
+        assert "STARTTLS" in c.ehlo().lines
+        assert c.cmd("STARTTLS").id == 913
+        if after == "plaintext":
+            c.send(b"EHLO client.example.org\r\n")
+        feed = _client_hello() if after == "slow-client-hello" else b""
+        took = _closed_after(c, 20, feed)
+        assert took is not None, "the socket outlived the handshake timeout"
+        assert took < 2 + 3  # the timeout, and slack for a loaded machine
+    if after != "plaintext":  # plaintext fails the handshake by itself
+        assert "TLS handshake not done in 2s" in proxy.log_text()
