@@ -263,6 +263,23 @@ _add("reply-file", "", """File of reply text overrides, one 'NNN text' per line,
 _add("workers", 0, """Worker processes sharing the listening sockets; 0 means one
      per CPU, 1 runs everything in one process. The master replaces a worker
      that dies and serves /metrics for all of them.""", section=S, minimum=0)
+_add("descriptor-reserve", 64, """File descriptors each process keeps spare
+     beyond its sessions (Redis, DNS, scanners, logs, the socket of a
+     refusal). The soft file limit is raised to the hard one at start-up
+     (both are logged); a session is admitted only while it and every
+     other session can still open their downstream connection (2
+     descriptors each) with this reserve left. A single process answers a
+     connection it cannot serve with 421 4.3.2 (#925); a full worker
+     among several stops accepting, so the others take the connection.
+     Metrics: barricade_descriptors_in_use, barricade_session_capacity,
+     barricade_connections_refused.""", section=S, minimum=0)
+_add("client-max-sessions", 20, """Sessions one client IP address may hold at
+     once in each process; more get 421 4.3.2 (#927). The default is
+     Postfix's default per-destination concurrency (20), so a normal
+     sending MTA never meets it, while one address cannot take every
+     session a process has room for. Localhost and route-map RELAY clients
+     are exempt (a front-end MTA speaks for many). 0 disables.""",
+     section=S, minimum=0)
 _add("shutdown-timeout", 30, """Seconds a stopping daemon lets sessions finish the
      transaction they are in before closing them with #909.""", section=S, minimum=0)
 _add("save-dir", "/tmp", """Directory for spooled message bodies that outgrow

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -232,7 +233,10 @@ class Proxy:
     """
 
     def __init__(self, tmp: Path, route_map: str, *args: str, port: int | None = None,
-                 pythonpath: list[str | Path] = (), host: str = "127.0.0.1"):
+                 pythonpath: list[str | Path] = (), host: str = "127.0.0.1",
+                 nofile: tuple[int, int] | None = None):
+        """``nofile``: the daemon's (soft, hard) file descriptor limit, set in
+        the child only (the machine's limits are never touched)."""
         self.host = host
         self.port = port or free_port()
         self.metrics_port = free_port()
@@ -255,6 +259,7 @@ class Proxy:
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
              "-n", "--pidfile=", "--logfile", str(self.log), "barricade", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(tmp),
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None,
         )
         if not wait_started(self.proc, lambda: banner_ready(self.port, host), 20, "barricade"):
             raise RuntimeError(f"barricade failed to start: {self.proc.stdout.read().decode()}")

@@ -34,8 +34,9 @@ def make_proxy(tmp_path, nsd):
     """
     started = []
 
-    def make(route_map: str, *args: str, pythonpath=()) -> Proxy:
-        p = Proxy(tmp_path, route_map, f"dns-servers={nsd.server}", *args, pythonpath=pythonpath)
+    def make(route_map: str, *args: str, pythonpath=(), **kwargs) -> Proxy:
+        p = Proxy(tmp_path, route_map, f"dns-servers={nsd.server}", *args, pythonpath=pythonpath,
+                  **kwargs)
         started.append(p)
         return p
 

@@ -291,6 +291,8 @@ class Proxy:
                 self.broken = True
         if exc.kind == "timeout":
             return Outcome(self.reply(904))
+        if exc.kind == "descriptors":
+            return Outcome(self.reply(926))
         if exc.kind == "connect":
             if self.txn:  # other routes carry this transaction: only this recipient waits
                 return Outcome(self.reply(295, rcpt=rcpt))

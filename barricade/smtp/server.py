@@ -21,12 +21,15 @@ traceback, never as a traceback to the client.
 
 from __future__ import annotations
 
+import os
+
 from twisted.internet import defer, protocol, task
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from barricade.descriptors import Admission, file_limit, in_use
 from barricade.replies import Reply
 from barricade.smtp import events as ev
 from barricade.smtp.message import new_session_id
@@ -78,6 +81,7 @@ class SmtpServerProtocol(protocol.Protocol):
         self._handshake = None  # tls-handshake-timeout
         self._hard_close = None  # abortConnection after CLOSE_GRACE
         self._expire_after_reply = False
+        self._admitted: str | None = None  # the client IP counted in the factory's Admission
         self._closed = False
         self._pumping = False
         self._close_when_idle = False
@@ -96,6 +100,13 @@ class SmtpServerProtocol(protocol.Protocol):
             host = host[7:]
         sid = new_session_id()
         client = classify(host, getattr(peer, "port", 0), "unknown", self.server.routes)
+        if self.factory is not None:
+            why = self.factory.admission.admit(host, exempt=client.localhost or client.relay)
+            if why is not None:
+                self._refuse(why, client, sid)
+                return
+            self._admitted = host
+            self.factory.admitted()
         self.session = Session(self.server.session_config, client, self.server.catalogue, sid)
         self.proxy = Proxy(self.server, client, sid)
         self.proxy.on_fatal = self._fatal
@@ -109,6 +120,24 @@ class SmtpServerProtocol(protocol.Protocol):
             self._life = self.server.reactor.callLater(life, self._session_expired)
         d = defer.ensureDeferred(self._greet())
         d.addErrback(self._internal_error)
+
+    def _refuse(self, why: str, client, sid: str) -> None:
+        """No session for this connection: say so (421) and close; never a silent close."""
+        self._closed = True
+        factory = self.factory
+        server = self.server
+        if why == "per-client":
+            reply = server.catalogue.reply(927, client_ip=client.ip, limit=factory.admission.per_client)
+        else:
+            reply = server.catalogue.reply(925, hostname=server.hostname)
+        server.metrics.reply(reply)
+        server.metrics.refused.labels(why).inc()
+        log.warn("session {sid}: {ip} refused ({why}): {n} sessions, capacity {cap}",
+                 sid=sid, ip=client.ip, why=why, n=factory.admission.sessions,
+                 cap=factory.admission.capacity)
+        self.transport.write(reply.encode(sid))
+        self.transport.loseConnection()
+        self._hard_close = server.reactor.callLater(CLOSE_GRACE, self.transport.abortConnection)
 
     async def _greet(self) -> None:
         paused = self.factory.paused_until - self.server.reactor.seconds() if self.factory else 0
@@ -127,13 +156,18 @@ class SmtpServerProtocol(protocol.Protocol):
         self._ready()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        for timer in (self._life, self._handshake, self._hard_close):
+            if timer is not None and timer.active():
+                timer.cancel()
+        if self._admitted is not None and self.factory is not None:
+            self.factory.released(self._admitted)
+            self._admitted = None
+        if self._closed and self.session is None:
+            return  # refused before a session began
         if self._closed:
             return
         self._closed = True
         self._disarm()
-        for timer in (self._life, self._handshake, self._hard_close):
-            if timer is not None and timer.active():
-                timer.cancel()
         if self.factory is not None:
             self.factory.sessions.discard(self)
         if self.proxy is not None:
@@ -374,6 +408,60 @@ class SmtpServerFactory(protocol.Factory):
         self.ports: list = []  # the listening ports, paused by rate-throttle
         self.throttle = AcceptThrottle(server.config["rate-throttle"])
         self.paused_until = 0.0
+        config = server.config
+        limit, base = file_limit(), in_use()
+        self.admission = Admission(limit, base if base is not None else 32,
+                                   config["descriptor-reserve"], config["client-max-sessions"])
+        # With several workers on one listening socket, a full worker stops
+        # accepting and the others take the connections; alone, it answers
+        # each one it cannot serve with #925 instead of leaving it queued.
+        self.shared = (config["workers"] or os.cpu_count() or 1) > 1
+        self.full = False
+
+    def add_port(self, port) -> None:
+        """A listening port: its accept burst is kept within the room left.
+
+        Twisted accepts up to ``numberAccepts`` connections per wake-up and
+        grows the figure under load; a burst larger than the room left
+        would take connections this process cannot serve.
+        """
+        self.ports.append(port)
+        read = port.doRead
+
+        def do_read() -> None:
+            read()
+            port.numberAccepts = max(1, min(port.numberAccepts, self.admission.room))
+
+        port.doRead = do_read
+        port.numberAccepts = max(1, min(port.numberAccepts, self.admission.room))
+
+    def admitted(self) -> None:
+        """A session was admitted: a shared worker without room stops accepting."""
+        if self.shared and not self.full and self.admission.room == 0:
+            self.full = True
+            self.server.metrics.limit_hits.labels("descriptors").inc()
+            log.warn("{n} sessions fill this worker's descriptors (limit {limit}, "
+                     "descriptor-reserve {reserve}); accept paused, other workers take new clients",
+                     n=self.admission.sessions, limit=self.admission.limit,
+                     reserve=self.server.config["descriptor-reserve"])
+            for port in self.ports:
+                port.stopReading()
+
+    def released(self, ip: str) -> None:
+        self.admission.release(ip)
+        if self.full and self.admission.room > 0:
+            self.full = False
+            if self.paused_until <= self.server.reactor.seconds():
+                self._resume()
+
+    def update_metrics(self) -> None:
+        """The descriptor gauges (sampled: counting /proc/self/fd is not free)."""
+        metrics = self.server.metrics
+        count = in_use()
+        if count is not None:
+            metrics.descriptors_in_use.set(count)
+        metrics.descriptors_limit.set(self.admission.limit)
+        metrics.session_capacity.set(self.admission.capacity)
 
     def buildProtocol(self, addr) -> SmtpServerProtocol:
         reactor = self.server.reactor
@@ -402,6 +490,8 @@ class SmtpServerFactory(protocol.Factory):
         reactor.callLater(THROTTLE_PAUSE, self._resume)
 
     def _resume(self) -> None:
+        if self.full:
+            return  # the descriptors are still taken; released() resumes
         for port in self.ports:
             if getattr(port, "connected", False) and not getattr(port, "disconnecting", False):
                 port.startReading()

@@ -207,3 +207,68 @@ def test_an_unfinished_tls_handshake_is_dropped_within_its_timeout(sink, make_pr
         assert took < 2 + 3  # the timeout, and slack for a loaded machine
     if after != "plaintext":  # plaintext fails the handshake by itself
         assert "TLS handshake not done in 2s" in proxy.log_text()
+
+
+def _open_many(port: int, count: int, timeout: float = 10) -> tuple[list[socket.socket], list[bytes]]:
+    """``count`` connections; each one's first reply line (b"" if closed without one)."""
+    socks, firsts = [], []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        socks.append(s)
+    for s in socks:
+        got = b""
+        try:
+            while b"\r\n" not in got:
+                chunk = s.recv(512)
+                if not chunk:
+                    break
+                got += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        firsts.append(got)
+    return socks, firsts
+
+
+def test_out_of_descriptors_every_client_gets_a_reply_and_sessions_still_deliver(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "descriptor-reserve=32", nofile=(64, 160))
+    text = proxy.log_text()
+    assert "file descriptor limit raised from 64 to 160 (hard limit 160)" in text
+    capacity = int(proxy.metric("barricade_session_capacity"))
+    assert 0 < capacity < 80
+    socks, firsts = _open_many(proxy.port, capacity + 40)
+    try:
+        banners = [f for f in firsts if f.startswith(b"220 ")]
+        busy = [f for f in firsts if f.startswith(b"421 4.3.2 barricade.test busy, try again later #925")]
+        assert len(banners) + len(busy) == len(firsts), "a connection was closed without a reply"
+        assert len(banners) == capacity and len(busy) == 40
+        assert proxy.metric("barricade_connections_refused_total", reason="descriptors") == 40
+        # Every admitted session can still open its downstream connection: no #901.
+        held = [s for s, f in zip(socks, firsts, strict=True) if f.startswith(b"220 ")]
+        c = held[0]
+        for line, code in ((b"EHLO client.example.org", b"250"), (b"MAIL FROM:<a@example.org>", b"250"),
+                           (b"RCPT TO:<b@example.com>", b"250"), (b"DATA", b"354"),
+                           (b"Subject: fd\r\n\r\nbody\r\n.", b"250")):
+            c.sendall(line + b"\r\n")
+            reply = b""
+            while not re.search(rb"^\d{3} [^\r]*\r\n", reply, re.M):
+                reply += c.recv(4096)
+            assert reply.splitlines()[-1].startswith(code), reply
+    finally:
+        for s in socks:
+            s.close()
+    with Client(proxy.port) as c:  # room again once they are gone
+        assert c.banner.code == 220
+    assert "Too many open files" not in proxy.log_text()
+
+
+def test_a_full_worker_leaves_new_clients_to_the_other_worker(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "workers=2", "descriptor-reserve=32", nofile=(120, 120))
+    time.sleep(1)  # both workers report their capacity
+    capacity = int(proxy.metric("barricade_session_capacity"))
+    assert capacity > 10
+    socks, firsts = _open_many(proxy.port, capacity - 2, timeout=20)
+    try:
+        assert all(f.startswith(b"220 ") for f in firsts), [f for f in firsts if not f.startswith(b"220")]
+    finally:
+        for s in socks:
+            s.close()
