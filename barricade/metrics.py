@@ -36,7 +36,7 @@ class Metrics:
         self.sessions = Counter("barricade_sessions", "Client sessions accepted", registry=r)
         self.refused = Counter(
             "barricade_connections_refused", "Connections answered 421 and closed before a session: "
-            "descriptors (#925, no room for another session), per-client (#927, client-max-sessions)",
+            "descriptors (#941, no room for another session), per-client (#943, client-max-sessions)",
             ["reason"], registry=r,
         )
         self.descriptors_in_use = Gauge(

@@ -269,12 +269,12 @@ _add("descriptor-reserve", 64, """File descriptors each process keeps spare
      (both are logged); a session is admitted only while it and every
      other session can still open their downstream connection (2
      descriptors each) with this reserve left. A single process answers a
-     connection it cannot serve with 421 4.3.2 (#925); a full worker
+     connection it cannot serve with 421 4.3.2 (#941); a full worker
      among several stops accepting, so the others take the connection.
      Metrics: barricade_descriptors_in_use, barricade_session_capacity,
      barricade_connections_refused.""", section=S, minimum=0)
 _add("client-max-sessions", 20, """Sessions one client IP address may hold at
-     once in each process; more get 421 4.3.2 (#927). The default is
+     once in each process; more get 421 4.3.2 (#943). The default is
      Postfix's default per-destination concurrency (20), so a normal
      sending MTA never meets it, while one address cannot take every
      session a process has room for. Localhost and route-map RELAY clients
@@ -330,7 +330,7 @@ _add("smtp-data-line-timeout", 180, """Seconds to wait for the next line of
      a trickle of bytes without line ends times out (#905).""", section=S, minimum=1)
 _add("smtp-session-timeout", 3600, """Seconds one client session may last in all,
      whatever it does, so that a client feeding a line just often enough
-     cannot hold a connection for ever (#924). The default leaves an hour
+     cannot hold a connection for ever (#940). The default leaves an hour
      for a cached connection delivering many messages or a large message
      on a slow link; a command in flight gets its reply first. 0
      disables.""", section=S, minimum=0)

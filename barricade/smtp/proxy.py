@@ -292,7 +292,7 @@ class Proxy:
         if exc.kind == "timeout":
             return Outcome(self.reply(904))
         if exc.kind == "descriptors":
-            return Outcome(self.reply(926))
+            return Outcome(self.reply(942))
         if exc.kind == "connect":
             if self.txn:  # other routes carry this transaction: only this recipient waits
                 return Outcome(self.reply(295, rcpt=rcpt))

@@ -127,9 +127,9 @@ class SmtpServerProtocol(protocol.Protocol):
         factory = self.factory
         server = self.server
         if why == "per-client":
-            reply = server.catalogue.reply(927, client_ip=client.ip, limit=factory.admission.per_client)
+            reply = server.catalogue.reply(943, client_ip=client.ip, limit=factory.admission.per_client)
         else:
-            reply = server.catalogue.reply(925, hostname=server.hostname)
+            reply = server.catalogue.reply(941, hostname=server.hostname)
         server.metrics.reply(reply)
         server.metrics.refused.labels(why).inc()
         log.warn("session {sid}: {ip} refused ({why}): {n} sessions, capacity {cap}",
@@ -321,7 +321,7 @@ class SmtpServerProtocol(protocol.Protocol):
         self.transport.abortConnection()
 
     def _session_expired(self) -> None:
-        """smtp-session-timeout: tell the client (#924) and close.
+        """smtp-session-timeout: tell the client (#940) and close.
 
         A command in flight (a check, the downstream's reply to the dot)
         gets its reply first: cutting it would turn a delivered message into
@@ -336,7 +336,7 @@ class SmtpServerProtocol(protocol.Protocol):
         self._expire_after_reply = False
         self.server.metrics.limit_hits.labels("smtp-session-timeout").inc()
         log.info("session {sid}: session time limit reached", sid=self.session.id)
-        reply = self.server.catalogue.reply(924, limit=self.server.config["smtp-session-timeout"])
+        reply = self.server.catalogue.reply(940, limit=self.server.config["smtp-session-timeout"])
         self._send(self.session.abort(reply), reply)
 
     def _fatal(self, reply: Reply) -> None:
@@ -414,7 +414,7 @@ class SmtpServerFactory(protocol.Factory):
                                    config["descriptor-reserve"], config["client-max-sessions"])
         # With several workers on one listening socket, a full worker stops
         # accepting and the others take the connections; alone, it answers
-        # each one it cannot serve with #925 instead of leaving it queued.
+        # each one it cannot serve with #941 instead of leaving it queued.
         self.shared = (config["workers"] or os.cpu_count() or 1) > 1
         self.full = False
 

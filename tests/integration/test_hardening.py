@@ -103,7 +103,7 @@ def test_session_time_limit_ends_a_busy_session(sink, make_proxy):
             if reply.code != 250:
                 break
             time.sleep(0.2)
-        assert (reply.code, reply.status, reply.id) == (421, "4.4.7", 924)
+        assert (reply.code, reply.status, reply.id) == (421, "4.4.7", 940)
         assert c.closed()
 
 
@@ -238,7 +238,7 @@ def test_out_of_descriptors_every_client_gets_a_reply_and_sessions_still_deliver
     socks, firsts = _open_many(proxy.port, capacity + 40)
     try:
         banners = [f for f in firsts if f.startswith(b"220 ")]
-        busy = [f for f in firsts if f.startswith(b"421 4.3.2 barricade.test busy, try again later #925")]
+        busy = [f for f in firsts if f.startswith(b"421 4.3.2 barricade.test busy, try again later #941")]
         assert len(banners) + len(busy) == len(firsts), "a connection was closed without a reply"
         assert len(banners) == capacity and len(busy) == 40
         assert proxy.metric("barricade_connections_refused_total", reason="descriptors") == 40

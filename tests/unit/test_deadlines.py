@@ -102,7 +102,7 @@ def test_session_time_limit(tmp_path):
         s.clock.advance(25)
         assert s.send(b"NOOP\r\n").startswith(b"250 ")
     s.clock.advance(26)
-    assert s.output().startswith(b"421 4.4.7 session time limit exceeded, max=100s #924")
+    assert s.output().startswith(b"421 4.4.7 session time limit exceeded, max=100s #940")
     assert s.transport.disconnecting
 
 
@@ -113,10 +113,10 @@ def test_session_time_limit_waits_for_the_command_in_flight(tmp_path):
     assert s.send(b"MAIL FROM:<a@b.example>\r\n") == b""  # the check hangs
     s.clock.advance(3.5)
     assert s.output() == b""
-    s.clock.advance(2)  # the check times out: its reply, then #924
+    s.clock.advance(2)  # the check times out: its reply, then #940
     out = s.output()
     assert out.startswith(b"451 4.3.0 processing error #907")
-    assert b"421 4.4.7 session time limit exceeded, max=3s #924" in out
+    assert b"421 4.4.7 session time limit exceeded, max=3s #940" in out
     assert s.transport.disconnecting
 
 

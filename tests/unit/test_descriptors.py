@@ -73,7 +73,7 @@ def test_per_client_cap_answers_927_before_closing(tmp_path):
     second, _ = _connect(factory, "192.0.2.10")  # the Session's own peer is 192.0.2.10
     third, transport = _connect(factory, "192.0.2.10")
     out = transport.value()
-    assert out.startswith(b"421 4.3.2 too many connections from [192.0.2.10], max=2 #927")
+    assert out.startswith(b"421 4.3.2 too many connections from [192.0.2.10], max=2 #943")
     assert transport.disconnecting
     other, transport = _connect(factory, "192.0.2.11")
     assert not transport.disconnecting
@@ -89,7 +89,7 @@ def test_a_single_process_without_room_answers_925(tmp_path):
     factory = s.proto.factory
     factory.admission.capacity = 1  # the Session's own connection fills it
     _, transport = _connect(factory, "192.0.2.20")
-    assert transport.value().startswith(b"421 4.3.2 mx.test busy, try again later #925")
+    assert transport.value().startswith(b"421 4.3.2 mx.test busy, try again later #941")
     assert transport.disconnecting
     assert s.ctx.metrics.refused.labels("descriptors")._value.get() == 1
 
@@ -147,5 +147,5 @@ def test_rcpt_when_the_downstream_cannot_get_a_descriptor_gets_926(tmp_path, mon
     s.send(b"EHLO client.example\r\n")
     s.send(b"MAIL FROM:<a@b.example>\r\n")
     out = s.send(b"RCPT TO:<x@example.com>\r\n")
-    assert out.startswith(b"421 4.3.2 local resources exhausted, try again later #926")
+    assert out.startswith(b"421 4.3.2 local resources exhausted, try again later #942")
     assert s.transport.disconnecting
