@@ -517,9 +517,10 @@ _add("state-failure", ["tempfail"], """What a check does when the store fails (R
      down or slow): tempfail or skip, for all families of checks, or per family
      as family:policy, e.g. 'skip, rate:tempfail' (a bare word sets the default
      for the families not named). Families: grey, rate, concurrent, msg-limit,
-     null-rate, dupmsg. tempfail answers 421 4.3.0 (#549, the connection
-     closes) at connect and 451 4.3.0 (#550) later; skip lets the client through
-     that check. Either way a line is logged and barricade_state_failures_total
+     null-rate, dupmsg. tempfail answers 421 4.3.0 (#944, the connection
+     closes) at connect and 451 4.3.0 (#945) later, before the message body
+     (rate and concurrent at connect, msg-limit and null-rate at RCPT, grey
+     at DATA), naming the family; skip lets the client through that check. Either way a line is logged and barricade_state_failures_total
      counts it.""", section=S)
 
 # --- grey-listing (smtpf.md §2.H, §4) ----------------------------------------------
