@@ -34,13 +34,17 @@ TARGETS = {
 }
 
 
-def run(name: str, inputs: int, seed: int, batch: int) -> dict:
+def run(name: str, inputs: int, seed: int, batch: int, round_inputs: int) -> dict:
     """``inputs`` calls of one target, ``batch`` inputs per Hypothesis example.
 
     Hypothesis' own cost per example is a few milliseconds; a batch of
     independent inputs per example spreads it, and a failing batch still
-    shrinks to the one input that fails.
+    shrinks to the one input that fails.  Hypothesis remembers every
+    example of a run (gigabytes after a few thousand large ones), so the
+    inputs go in rounds of ``round_inputs``, each a fresh run with its own seed.
     """
+    from hypothesis import seed as hypothesis_seed
+
     target, strategies, _ = TARGETS[name]
     keys = list(strategies)
     count = 0
@@ -52,20 +56,21 @@ def run(name: str, inputs: int, seed: int, batch: int) -> dict:
             target(**dict(zip(keys, case, strict=True)))
 
     cases = st.lists(st.tuples(*strategies.values()), min_size=batch, max_size=batch)
-    examples = max(1, -(-inputs // batch))
-    test = settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-                    phases=[Phase.generate, Phase.shrink], print_blob=True,
-                    suppress_health_check=list(HealthCheck))(given(cases)(counted))
     started = time.monotonic()
     failure = ""
-    try:
-        from hypothesis import seed as hypothesis_seed
-
-        hypothesis_seed(seed)(test)()
-    except Exception:  # the failure, shrunk by Hypothesis: report it, go on with the others
-        failure = traceback.format_exc(limit=8)
+    round_no = 0
+    while count < inputs and not failure:
+        examples = max(1, -(-min(round_inputs, inputs - count) // batch))
+        test = settings(max_examples=examples, deadline=None, database=None,
+                        phases=[Phase.generate, Phase.shrink], print_blob=True,
+                        suppress_health_check=list(HealthCheck))(given(cases)(counted))
+        try:
+            hypothesis_seed(seed + round_no)(test)()
+        except Exception:  # the failure, shrunk by Hypothesis: report it, go on with the others
+            failure = traceback.format_exc(limit=8)
+        round_no += 1
     seconds = time.monotonic() - started
-    return {"target": name, "inputs": count, "seconds": round(seconds, 1),
+    return {"target": name, "inputs": count, "rounds": round_no, "seconds": round(seconds, 1),
             "per_second": round(count / seconds) if seconds else 0, "failure": failure}
 
 
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inputs", type=int, default=1_000_000, help="inputs in all (default 1,000,000)")
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--batch", type=int, default=40, help="inputs per Hypothesis example")
+    ap.add_argument("--round", type=int, default=10000, dest="round_inputs",
+                    help="inputs per Hypothesis run (it keeps every example of a run in memory)")
     ap.add_argument("--only", choices=sorted(TARGETS), action="append")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = ap.parse_args(argv)
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         inputs = max(1, round(args.inputs * TARGETS[name][2] / share))
         print(f"fuzz {name}: about {inputs} inputs (seed {args.seed}) ...", file=sys.stderr, flush=True)
-        result = run(name, inputs, args.seed, args.batch)
+        result = run(name, inputs, args.seed, args.batch, args.round_inputs)
         results.append(result)
         print(f"  {result['inputs']} inputs in {result['seconds']} s ({result['per_second']}/s), "
               f"{'FAILED' if result['failure'] else '0 failures'}", file=sys.stderr, flush=True)
