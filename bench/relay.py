@@ -462,6 +462,9 @@ def memory(proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
 # --- 4. slow-loris connections -----------------------------------------------------
 
 
+LORIS_IN_FLIGHT = 500  # slow-loris connections opened but not yet greeted
+
+
 class Loris:
     """N connections that each send one byte every ``interval`` seconds, in a thread.
 
@@ -479,6 +482,7 @@ class Loris:
         self.stopping = threading.Event()
         self.opened = self.banners = self.refused = self.closed = self.timeouts = 0
         self.connect_errors = 0
+        self.lost_early = 0  # closed before any reply
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -488,8 +492,10 @@ class Loris:
         next_tick = time.monotonic()
         pending = self.count
         while not self.stopping.is_set():
-            # Open in batches so the proxy's accept loop and our reads interleave.
-            for _ in range(min(pending, 200)):
+            # Open in batches, at most LORIS_IN_FLIGHT waiting for their banner:
+            # a burst beyond the listen queue would measure SYN retransmission.
+            waiting = self.opened - self.banners - self.refused - self.lost_early
+            for _ in range(max(0, min(pending, 200, LORIS_IN_FLIGHT - waiting))):
                 sock = socket.socket()
                 sock.setblocking(False)
                 try:
@@ -532,6 +538,7 @@ class Loris:
         st["got"] += chunk
         if not chunk:
             self.closed += 1
+            self.lost_early += not st["got"]
             self.timeouts += b"#905" in st["got"]
             self.sel.unregister(sock)
             sock.close()
@@ -581,7 +588,7 @@ def slow_loris(proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
     try:
         started = time.monotonic()
         while loris.opened + loris.connect_errors < count or loris.banners + loris.refused < loris.opened:
-            if time.monotonic() - started > min(120, deadline.remaining()):
+            if time.monotonic() - started > min(args.loris_ramp, deadline.remaining()):
                 break
             time.sleep(0.2)
         ramp = time.monotonic() - started
@@ -689,6 +696,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "session and the RSS meanwhile (0: skip; the file limit is raised to fit)")
     ap.add_argument("--loris-interval", type=float, default=5.0,
                     help="seconds between the bytes each slow-loris connection sends")
+    ap.add_argument("--loris-ramp", type=float, default=240.0,
+                    help="most seconds to wait for every slow-loris connection to be greeted "
+                    "(keep it below the proxy's smtp-command-timeout, 300 s)")
     ap.add_argument("--time-limit", type=positive, default=600,
                     help="seconds after which everything is stopped and the run fails")
     ap.add_argument("--workers", type=int, default=1,
