@@ -34,6 +34,23 @@ class Metrics:
             registry=r, multiprocess_mode="livesum",
         )
         self.sessions = Counter("barricade_sessions", "Client sessions accepted", registry=r)
+        self.refused = Counter(
+            "barricade_connections_refused", "Connections answered 421 and closed before a session: "
+            "descriptors (#941, no room for another session), per-client (#943, client-max-sessions)",
+            ["reason"], registry=r,
+        )
+        self.descriptors_in_use = Gauge(
+            "barricade_descriptors_in_use", "File descriptors held (sampled every few seconds)",
+            registry=r, multiprocess_mode="livesum",
+        )
+        self.descriptors_limit = Gauge(
+            "barricade_descriptors_limit", "Soft RLIMIT_NOFILE (summed over workers)",
+            registry=r, multiprocess_mode="livesum",
+        )
+        self.session_capacity = Gauge(
+            "barricade_session_capacity", "Sessions the descriptors admit (summed over workers)",
+            registry=r, multiprocess_mode="livesum",
+        )
         self.messages = Counter(
             "barricade_messages", "Messages by outcome at the dot", ["outcome"], registry=r,
         )
@@ -79,7 +96,7 @@ class Metrics:
         self.limit_hits = Counter(
             "barricade_limit_hits",
             "Limit hits by check (rate-connect, concurrent-connect, rate-throttle, msg-limit, "
-            "null-rate-to, length, dupmsg)",
+            "null-rate-to, length, dupmsg, descriptors, smtp-session-timeout, tls-handshake-timeout)",
             ["limit"], registry=r,
         )
         self.call_aheads = Counter(

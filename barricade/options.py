@@ -318,6 +318,23 @@ _add("reply-file", "", """File of reply text overrides, one 'NNN text' per line,
 _add("workers", 0, """Worker processes sharing the listening sockets; 0 means one
      per CPU, 1 runs everything in one process. The master replaces a worker
      that dies and serves /metrics for all of them.""", section=S, minimum=0)
+_add("descriptor-reserve", 64, """File descriptors each process keeps spare
+     beyond its sessions (Redis, DNS, scanners, logs, the socket of a
+     refusal). The soft file limit is raised to the hard one at start-up
+     (both are logged); a session is admitted only while it and every
+     other session can still open their downstream connection (2
+     descriptors each) with this reserve left. A single process answers a
+     connection it cannot serve with 421 4.3.2 (#941); a full worker
+     among several stops accepting, so the others take the connection.
+     Metrics: barricade_descriptors_in_use, barricade_session_capacity,
+     barricade_connections_refused.""", section=S, minimum=0)
+_add("client-max-sessions", 20, """Sessions one client IP address may hold at
+     once in each process; more get 421 4.3.2 (#943). The default is
+     Postfix's default per-destination concurrency (20), so a normal
+     sending MTA never meets it, while one address cannot take every
+     session a process has room for. Localhost and route-map RELAY clients
+     are exempt (a front-end MTA speaks for many). 0 disables.""",
+     section=S, minimum=0)
 _add("shutdown-timeout", 30, """Seconds a stopping daemon lets sessions finish the
      transaction they are in before closing them with #909.""", section=S, minimum=0)
 _add("save-dir", "/tmp", """Directory for spooled message bodies that outgrow
@@ -358,11 +375,20 @@ _add("call-ahead-command-timeout", 45, """Seconds a call-ahead (and a call-back)
 # --- SMTP protocol ------------------------------------------------------------
 S = "smtp"
 _add("smtp-command-timeout", 300, """Seconds to wait for a client command, and
-     for a downstream reply to any command but the final dot.""", section=S, minimum=1)
+     for a downstream reply to any command but the final dot. A command must
+     be complete within this time of its first byte: input that arrives bit
+     by bit does not restart the clock (#905).""", section=S, minimum=1)
 _add("smtp-connect-timeout", 60, """Seconds to wait for a downstream
      connection and its 220 greeting.""", section=S, minimum=1)
-_add("smtp-data-line-timeout", 180, """Seconds to wait for more message data
-     from the client inside DATA.""", section=S, minimum=1)
+_add("smtp-data-line-timeout", 180, """Seconds to wait for the next line of
+     message data inside DATA; only a complete line restarts the clock, so
+     a trickle of bytes without line ends times out (#905).""", section=S, minimum=1)
+_add("smtp-session-timeout", 3600, """Seconds one client session may last in all,
+     whatever it does, so that a client feeding a line just often enough
+     cannot hold a connection for ever (#940). The default leaves an hour
+     for a cached connection delivering many messages or a large message
+     on a slow link; a command in flight gets its reply first. 0
+     disables.""", section=S, minimum=0)
 _add("smtp-dot-timeout", 600, """Seconds to wait for the downstream reply to
      the final dot.""", section=S, minimum=1)
 _add("smtp-welcome-file", "", """File whose lines form the 220 banner after the
@@ -411,6 +437,11 @@ _add("relay-reply", False, """Relay the downstream RCPT/dot error text to the
 _add("tls-server-cert", "", """PEM certificate for STARTTLS; STARTTLS is offered
      only when it and tls-server-key are set.""", section=S)
 _add("tls-server-key", "", "PEM private key for STARTTLS.", section=S)
+_add("tls-handshake-timeout", 30, """Seconds the TLS handshake after STARTTLS may
+     take. A client that sends nothing, plaintext or a slow ClientHello is
+     disconnected at once when it runs out (no reply can reach it
+     mid-handshake). 0 disables (smtp-command-timeout still applies).""",
+     section=S, minimum=0)
 
 # --- client, HELO, MAIL and RCPT tests (barricade.policy.client/helo/mail/rcpt) ----
 S = "envelope"
@@ -555,10 +586,12 @@ _add("state-failure", ["tempfail"], """What a check does when the store fails (R
      down or slow): tempfail or skip, for all families of checks, or per family
      as family:policy, e.g. 'skip, rate:tempfail' (a bare word sets the default
      for the families not named). Families: grey, rate, concurrent, msg-limit,
-     null-rate, dupmsg. tempfail answers 421 4.3.0 (#549, the connection
-     closes) at connect and 451 4.3.0 (#550) later; skip lets the client through
-     that check. dupmsg skips unless named (dupmsg:tempfail answers #960): it
-     only saves a duplicate and must not cost every message of an outage. Either way a line is logged and barricade_state_failures_total
+     null-rate, dupmsg. tempfail answers 421 4.3.0 (#944, the connection
+     closes) at connect and 451 4.3.0 (#945) later, before the message body
+     (rate and concurrent at connect, msg-limit and null-rate at RCPT, grey
+     at DATA), naming the family; skip lets the client through that check.
+     dupmsg skips unless named (dupmsg:tempfail answers #960): it only saves a
+     duplicate and must not cost every message of an outage. Either way a line is logged and barricade_state_failures_total
      counts it.""", section=S)
 
 # --- grey-listing (barricade/policy/grey.py) ----------------------------------------------

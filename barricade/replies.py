@@ -508,7 +508,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(549, 421, '4.3.0', 'internal server error', 'any',
       ''),
     R(550, 451, '4.3.0', 'internal server error', 'any',
-      'Grey-listing at DATA could not reach the shared-state store and state-failure=tempfail; the session goes on.'),
+      'An internal error the client may retry; the session goes on (a content scanner that lost its spool file; the store-backed checks answer #944/#945, dupmsg #960).'),
     R(551, 421, '4.3.2', 'system resources exceeded', 'any',
       'Some serious condition such as out-of-memory, no more disk space, or similar resource related issue has occured. The connected client will be dropped as it is not possible to proceed until the condition has been resolved by the destination postmaster.'),
     R(552, 451, '4.7.0', 'try again later', 'any',
@@ -643,7 +643,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(904, 421, '4.4.7', 'request timeout exceeded', 'any',
       'A downstream host did not answer within smtp-command-timeout, smtp-connect-timeout or smtp-dot-timeout (Network Prevent). The connection is closed.'),
     R(905, 421, '4.4.7', 'connection timeout exceeded', 'any',
-      'The client sent nothing for smtp-command-timeout (or smtp-data-line-timeout inside DATA). The connection is closed.'),
+      'The client did not complete a command within smtp-command-timeout of its first byte (or sent nothing for that long), or inside DATA completed no line for smtp-data-line-timeout; input that trickles in does not restart these clocks. The connection is closed.'),
     R(906, 501, '5.5.2', 'invalid transmission request', 'any',
       'A command line longer than any extension allows (4096 octets). The connection is closed (Network Prevent).'),
     R(907, 451, '4.3.0', 'processing error', 'any',
@@ -681,6 +681,18 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'A Helo: tag entry for the HELO/EHLO argument has a right-hand-side value of TEMPFAIL; the connection is closed. See access-map.'),
     R(932, 550, '5.7.0', 'this message was blocked', 'dot',
       'An access-map entry for the client, HELO, sender or a recipient has a right-hand-side value of TRAP: the message is kept in trap-dir and not delivered. smtpf gives this reply without a number. See access-map.'),
+    R(940, 421, '4.4.7', 'session time limit exceeded, max={limit}s', 'any',
+      'The session lasted smtp-session-timeout seconds; a command in flight got its reply first. The connection is closed; a transaction without its final reply is abandoned (the client sends it again).'),
+    R(941, 421, '4.3.2', '{hostname} busy, try again later', 'connect',
+      'This process has no file descriptors to spare for another session and its downstream connection (see descriptor-reserve); the connection is closed before the banner. Counted in barricade_connections_refused{reason="descriptors"}.'),
+    R(942, 421, '4.3.2', 'local resources exhausted, try again later', 'rcpt',
+      'The downstream connection could not be opened because this process ran out of file descriptors (EMFILE/ENFILE); the forward host itself was not tried. The connection is closed so that its descriptors are freed.'),
+    R(943, 421, '4.3.2', 'too many connections from [{client_ip}], max={limit}', 'connect',
+      'The client address already holds client-max-sessions sessions in this process; the connection is closed before the banner. Counted in barricade_connections_refused{reason="per-client"}.'),
+    R(944, 421, '4.3.0', 'shared state unavailable ({check}), try again later', 'connect',
+      'A connect-time limit (Rate-Connect:, Concurrent-Connect:) could not reach the shared-state store (Redis) and state-failure is tempfail for its family; the connection is closed. Decided before any mail is sent; the store is retried on the next connection.'),
+    R(945, 451, '4.3.0', 'shared state unavailable ({check}), try again later', 'any',
+      'A store-backed check (grey-listing at DATA, Msg-Limit: and Null-Rate-To: at RCPT, grey-content) could not reach the shared-state store (Redis) and state-failure is tempfail for its family; the session goes on. Each of them answers before the client sends the message body (grey-content also at the dot, if the store fails during the message).'),
     R(950, 552, '5.3.4', '<{rcpt}> ({size} bytes) exceeded max. message size of {limit} bytes', 'rcpt',
       'MAIL SIZE= is larger than the Length-Connect:, Length-From: or Length-To: limit for this recipient (smtpf numbers this reply 901). See the access-map.'),
     R(960, 451, '4.3.0', 'duplicate-message store unavailable, try again later', 'dot',
@@ -741,6 +753,7 @@ class ReplyId(enum.IntEnum):
     MESSAGE_ACCEPTED = 554
     ENTER_MAIL = 900
     NO_FORWARDER = 901
+    NO_DESCRIPTORS_DOWNSTREAM = 942
     LOST_DURING_DATA = 902
     LOST_DOWNSTREAM = 903
     DOWNSTREAM_TIMEOUT = 904

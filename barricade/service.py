@@ -15,12 +15,13 @@ import socket
 from pathlib import Path
 
 from twisted.application import service
-from twisted.internet import defer, ssl
+from twisted.internet import defer, ssl, task
 from twisted.logger import Logger
 from twisted.web.server import Site
 
 from barricade.address import parse_hostport
 from barricade.aio import aio
+from barricade.descriptors import in_use, raise_file_limit
 from barricade.dns import Resolver
 from barricade.maps import MapError, RouteMap
 from barricade.metrics import Metrics, metrics_root
@@ -42,6 +43,19 @@ from barricade.smtp.session import SessionConfig
 from barricade.state.metered import store_from_config
 
 log = Logger()
+
+
+DESCRIPTOR_SAMPLE = 5.0  # seconds between samples of barricade_descriptors_in_use
+
+
+def log_file_limit() -> None:
+    """Raise the soft file limit to the hard one and say what the process got."""
+    before, soft, hard = raise_file_limit()
+    if soft != before:
+        log.info("barricade: file descriptor limit raised from {before} to {soft} (hard limit {hard})",
+                 before=before, soft=soft, hard=hard)
+    else:
+        log.info("barricade: file descriptor limit {soft} (hard limit {hard})", soft=soft, hard=hard)
 
 
 class StartupError(Exception):
@@ -206,12 +220,14 @@ class BarricadeService(service.Service):
         self.ports: list = []
         self.metrics_port = None
         self.factory: SmtpServerFactory | None = None
+        self.descriptor_gauges: task.LoopingCall | None = None
 
     @property
     def config(self) -> Config:
         return self.context.config
 
     def privilegedStartService(self) -> None:
+        log_file_limit()
         if self.inherited_fds:
             self.sockets = [socket.socket(fileno=fd) for fd in self.inherited_fds]
         else:
@@ -230,12 +246,20 @@ class BarricadeService(service.Service):
         self.factory = factory = SmtpServerFactory(self.context)
         for sock in self.sockets:
             self.ports.append(reactor.adoptStreamPort(sock.fileno(), sock.family, factory))
-            factory.ports.append(self.ports[-1])
+            factory.add_port(self.ports[-1])
             host, port = sock.getsockname()[:2]
             log.info("barricade: listening on {host}:{port} as {name}", host=host, port=port,
                      name=self.context.hostname)
             sock.close()
         self.sockets = []
+        adm = factory.admission
+        log.info("barricade: room for {n} sessions: file limit {limit}, {base} descriptors in use, "
+                 "descriptor-reserve={reserve}, client-max-sessions={per}", n=adm.capacity,
+                 limit=adm.limit, base=in_use(), reserve=self.config["descriptor-reserve"],
+                 per=adm.per_client)
+        self.descriptor_gauges = task.LoopingCall(factory.update_metrics)
+        self.descriptor_gauges.clock = reactor
+        self.descriptor_gauges.start(DESCRIPTOR_SAMPLE, now=True)
         if self.config["metrics-interface"] and self.serve_metrics:
             host, port = parse_address(self.config["metrics-interface"], 9025, "metrics-interface")
             try:
@@ -267,6 +291,8 @@ class BarricadeService(service.Service):
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        if self.descriptor_gauges is not None and self.descriptor_gauges.running:
+            self.descriptor_gauges.stop()
         ports, self.ports = self.ports, []
         await defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
         if self.factory is not None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -229,6 +230,9 @@ TEST_DEFAULTS = ("-rfc2606-special-domains", "-reject-unknown-tld", "grey-key=",
                  "spf-mail-policy=")
 
 
+UNHANDLED = re.compile(r"unhandled error", re.IGNORECASE)
+
+
 class Proxy:
     """``twistd -n barricade`` in a subprocess, the way an operator runs it.
 
@@ -237,7 +241,10 @@ class Proxy:
     """
 
     def __init__(self, tmp: Path, route_map: str, *args: str, port: int | None = None,
-                 pythonpath: list[str | Path] = (), host: str = "127.0.0.1"):
+                 pythonpath: list[str | Path] = (), host: str = "127.0.0.1",
+                 nofile: tuple[int, int] | None = None):
+        """``nofile``: the daemon's (soft, hard) file descriptor limit, set in
+        the child only (the machine's limits are never touched)."""
         self.host = host
         self.port = port or free_port()
         self.metrics_port = free_port()
@@ -260,6 +267,7 @@ class Proxy:
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
              "-n", "--pidfile=", "--logfile", str(self.log), "barricade", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(tmp),
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None,
         )
         if not wait_started(self.proc, lambda: banner_ready(self.port, host), 20, "barricade"):
             raise RuntimeError(f"barricade failed to start: {self.proc.stdout.read().decode()}")
@@ -285,8 +293,33 @@ class Proxy:
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
 
-    def stop(self) -> None:
+    def unhandled_errors(self) -> list[str]:
+        """Log excerpts of errors nothing handled (a failed Deferred left to the
+        garbage collector, an exception Twisted caught at the top): each is a bug."""
+        lines = self.log_text().splitlines()
+        return ["\n".join(lines[i:i + 25]) for i, line in enumerate(lines)
+                if UNHANDLED.search(line)]
+
+    def stop(self, check_log: bool = True) -> None:
+        """Stop the daemon; with ``check_log`` an unhandled error in its log fails the test."""
         stop(self.proc)
+        if check_log:
+            found = self.unhandled_errors()
+            if found:
+                raise AssertionError(f"{self.log}: unhandled error(s) in the daemon log:\n"
+                                     + "\n---\n".join(found))
+
+
+def stop_all(proxies: list[Proxy]) -> None:
+    """Stop every proxy, then fail on the first one whose log shows an unhandled error."""
+    failures = []
+    for p in proxies:
+        try:
+            p.stop()
+        except AssertionError as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 # --- a raw SMTP client ---------------------------------------------------------------
@@ -422,8 +455,7 @@ if pytest is not None:
             return p
 
         yield make
-        for p in started:
-            p.stop()
+        stop_all(started)
 
 
 def routes_to(*sinks: Sink, relay: bool = False) -> str:

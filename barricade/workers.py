@@ -36,7 +36,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from barricade.options import Config
-from barricade.service import bind_interfaces, parse_address
+from barricade.service import bind_interfaces, log_file_limit, parse_address
 
 log = Logger()
 
@@ -98,6 +98,7 @@ class WorkerMaster(service.Service):
         workers.set_function(lambda: len(self.workers))
 
     def privilegedStartService(self) -> None:
+        log_file_limit()  # the workers inherit the raised limit
         self.sockets = bind_interfaces(self.config)
         service.Service.privilegedStartService(self)
 

@@ -459,6 +459,165 @@ def memory(proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
             "rss_after_close_kib": after, "kib_per_connection": per}
 
 
+# --- 4. slow-loris connections -----------------------------------------------------
+
+
+LORIS_IN_FLIGHT = 500  # slow-loris connections opened but not yet greeted
+
+
+class Loris:
+    """N connections that each send one byte every ``interval`` seconds, in a thread.
+
+    Each sends ``EHLO`` and then a name that never ends, so the proxy holds
+    a partial command per connection until its deadline closes it.
+    """
+
+    def __init__(self, port: int, count: int, interval: float):
+        import selectors
+        import threading
+
+        self.port, self.count, self.interval = port, count, interval
+        self.sel = selectors.DefaultSelector()
+        self.socks: dict[socket.socket, dict[str, Any]] = {}
+        self.stopping = threading.Event()
+        self.opened = self.banners = self.refused = self.closed = self.timeouts = 0
+        self.connect_errors = 0
+        self.lost_early = 0  # closed before any reply
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import selectors
+
+        next_tick = time.monotonic()
+        pending = self.count
+        while not self.stopping.is_set():
+            # Open in batches, at most LORIS_IN_FLIGHT waiting for their banner:
+            # a burst beyond the listen queue would measure SYN retransmission.
+            waiting = self.opened - self.banners - self.refused - self.lost_early
+            for _ in range(max(0, min(pending, 200, LORIS_IN_FLIGHT - waiting))):
+                sock = socket.socket()
+                sock.setblocking(False)
+                try:
+                    sock.connect_ex((HOST, self.port))
+                except OSError:
+                    self.connect_errors += 1
+                    sock.close()
+                    continue
+                self.socks[sock] = {"got": b"", "sent": 0}
+                self.sel.register(sock, selectors.EVENT_READ)
+                self.opened += 1
+                pending -= 1
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + self.interval
+                for sock, st in list(self.socks.items()):
+                    if b"\r\n" in st["got"]:
+                        data = b"EHLO " if st["sent"] == 0 else b"x"
+                        try:
+                            sock.send(data)
+                            st["sent"] += 1
+                        except OSError:
+                            pass
+            for key, _ in self.sel.select(timeout=0.05 if pending else 0.5):
+                self._read(key.fileobj)
+
+    def _read(self, sock: socket.socket) -> None:
+        st = self.socks[sock]
+        try:
+            chunk = sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk and not st["got"]:
+            if chunk.startswith(b"220"):
+                self.banners += 1
+            elif b"#941" in chunk:
+                self.refused += 1
+        st["got"] += chunk
+        if not chunk:
+            self.closed += 1
+            self.lost_early += not st["got"]
+            self.timeouts += b"#905" in st["got"]
+            self.sel.unregister(sock)
+            sock.close()
+            del self.socks[sock]
+
+    @property
+    def held(self) -> int:
+        return sum(1 for st in self.socks.values() if st["got"].startswith(b"220"))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+        for sock in list(self.socks):
+            sock.close()
+
+
+def raise_file_limit(needed: int) -> int:
+    """This process's file limit, raised towards ``needed`` (its children inherit it).
+
+    Only this benchmark's own limit changes; as root the hard limit may be
+    raised too (up to the kernel's nr_open), otherwise the soft one goes to
+    the hard one.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, needed)
+    for limits in ((want, max(hard, want)), (min(want, hard), hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+            break
+        except (OSError, ValueError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def slow_loris(proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
+               say: Callable[[str], None]) -> dict[str, Any]:
+    """A normal client's session latency and the proxy's RSS while N slow clients are held."""
+    count = args.slow_loris
+    say(f"Slow loris: {count} connections sending one byte every {args.loris_interval:g} s "
+        f"against one worker; {args.latency_sessions} normal sessions before and while held")
+    message = make_message(args.size)
+    before_ms = [1000 * one_session(proxy.port, message, deadline) for _ in range(args.latency_sessions)]
+    rss_before = proxy.rss_kib()
+    loris = Loris(proxy.port, count, args.loris_interval)
+    try:
+        started = time.monotonic()
+        while loris.opened + loris.connect_errors < count or loris.banners + loris.refused < loris.opened:
+            if time.monotonic() - started > min(args.loris_ramp, deadline.remaining()):
+                break
+            time.sleep(0.2)
+        ramp = time.monotonic() - started
+        held = loris.held
+        rss_during = proxy.rss_kib()
+        during_ms = [1000 * one_session(proxy.port, message, deadline)
+                     for _ in range(args.latency_sessions)]
+        held_after = loris.held
+    finally:
+        loris.stop()
+    result = {
+        "connections": count, "interval_s": args.loris_interval, "ramp_s": round(ramp, 1),
+        "opened": loris.opened, "connect_errors": loris.connect_errors, "banners": loris.banners,
+        "refused_941": loris.refused, "held_at_sample": held, "held_after_latency": held_after,
+        "closed_by_proxy": loris.closed, "closed_905": loris.timeouts,
+        "rss_before_kib": rss_before, "rss_held_kib": rss_during,
+        "kib_per_held": round((rss_during - rss_before) / held, 1) if held else None,
+        "before": {"p50_ms": percentile(before_ms, 50), "p99_ms": percentile(before_ms, 99)},
+        "held": {"p50_ms": percentile(during_ms, 50), "p99_ms": percentile(during_ms, 99)},
+    }
+    say(f"  opened {loris.opened} in {ramp:.1f} s, banners {loris.banners}, refused #941 "
+        f"{loris.refused}, connect errors {loris.connect_errors}; held {held} while sampling")
+    say(f"  VmRSS {rss_before} KiB before, {rss_during} KiB with them held "
+        f"({result['kib_per_held']} KiB each)")
+    say(f"  normal session  p50 {result['before']['p50_ms']:.2f} ms / p99 {result['before']['p99_ms']:.2f} ms "
+        f"before;  p50 {result['held']['p50_ms']:.2f} ms / p99 {result['held']['p99_ms']:.2f} ms held")
+    return result
+
+
 # --- driver --------------------------------------------------------------------------
 
 
@@ -532,6 +691,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="sequential sessions per path for the latency figures")
     ap.add_argument("--connections", type=positive, default=200, metavar="C",
                     help="idle connections for the memory figure")
+    ap.add_argument("--slow-loris", type=int, default=0, metavar="N",
+                    help="hold N slow-loris connections against the proxy and measure a normal "
+                    "session and the RSS meanwhile (0: skip; the file limit is raised to fit)")
+    ap.add_argument("--loris-interval", type=float, default=5.0,
+                    help="seconds between the bytes each slow-loris connection sends")
+    ap.add_argument("--loris-ramp", type=float, default=240.0,
+                    help="most seconds to wait for every slow-loris connection to be greeted "
+                    "(keep it below the proxy's smtp-command-timeout, 300 s)")
     ap.add_argument("--time-limit", type=positive, default=600,
                     help="seconds after which everything is stopped and the run fails")
     ap.add_argument("--workers", type=int, default=1,
@@ -574,6 +741,14 @@ def summary(rep: Report, proxy: Proxy | None) -> None:
     if mem:
         say(f"  memory per idle connection  {mem['kib_per_connection']:9.1f} KiB "
             f"({mem['connections']} connections, VmRSS {mem['rss_before_kib']} -> {mem['rss_open_kib']} KiB)")
+    loris = f.get("slow_loris")
+    if loris:
+        say(f"  slow loris held             {loris['held_at_sample']:9d} of {loris['connections']} "
+            f"(refused #941 {loris['refused_941']}), VmRSS {loris['rss_before_kib']} -> "
+            f"{loris['rss_held_kib']} KiB")
+        say(f"  session latency, held       p50 {loris['held']['p50_ms']:6.2f} ms  "
+            f"p99 {loris['held']['p99_ms']:6.2f} ms  (before: p50 {loris['before']['p50_ms']:.2f}, "
+            f"p99 {loris['before']['p99_ms']:.2f})")
     problems = f.get("proxy_log_problems") or []
     say(f"  proxy log error lines       {len(problems)}" + (f"  (log: {proxy.log})" if proxy else ""))
     for line in problems[:10]:
@@ -604,6 +779,9 @@ def main(argv: list[str] | None = None) -> int:
     rep.say(f"Barricade relay benchmark  (commit {rep.figures['commit']}, "
             f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
     try:
+        if args.slow_loris:
+            limit = raise_file_limit(2 * args.slow_loris + 4096)
+            rep.say(f"  file limit {limit} (this benchmark and its daemons)")
         sink = Sink(workdir, deadline)
         extra = (f"workers={args.workers}",) if args.workers != 1 else ()
         proxy = Proxy(workdir, sink.port, deadline, args.reactor, extra=extra)
@@ -615,6 +793,8 @@ def main(argv: list[str] | None = None) -> int:
             ("throughput", lambda: throughput(sink, proxy, args, deadline, rep.say, rep.errors)),
             ("latency", lambda: latency(sink, proxy, args, deadline, rep.say)),
         ]
+        if args.slow_loris:
+            sections.append(("slow_loris", lambda: slow_loris(proxy, args, deadline, rep.say)))
         for name, measure in sections:
             # One failed section is reported and the next still runs, as long
             # as the proxy is alive and time is left; otherwise stop here.

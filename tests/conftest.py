@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from barricade.testing import Proxy, make_sink, routes_to, sink  # noqa: F401
+from barricade.testing import Proxy, make_sink, routes_to, sink, stop_all  # noqa: F401
 from tests.dns import Blackhole, Nsd
 from tests.state import RedisServer
 
@@ -34,14 +34,14 @@ def make_proxy(tmp_path, nsd):
     """
     started = []
 
-    def make(route_map: str, *args: str, pythonpath=()) -> Proxy:
-        p = Proxy(tmp_path, route_map, f"dns-servers={nsd.server}", *args, pythonpath=pythonpath)
+    def make(route_map: str, *args: str, pythonpath=(), **kwargs) -> Proxy:
+        p = Proxy(tmp_path, route_map, f"dns-servers={nsd.server}", *args, pythonpath=pythonpath,
+                  **kwargs)
         started.append(p)
         return p
 
     yield make
-    for p in started:
-        p.stop()
+    stop_all(started)
 
 
 @pytest.fixture

@@ -248,11 +248,14 @@ class Rules:
 
     def rcpt_lost(self, ctx: Context, kind: str, rcpt: str, had_recipients: bool,
                   other_routes: bool) -> Outcome:
-        """The route's downstream failed during RCPT (``kind``: connect, lost, timeout, protocol)."""
+        """The route's downstream failed during RCPT (``kind``: connect, descriptors, lost,
+        timeout, protocol)."""
         if had_recipients:
             self.broken = True
         if kind == "timeout":
             return self.say(ctx, R.DOWNSTREAM_TIMEOUT)
+        if kind == "descriptors":  # this process is out of file descriptors, not the MTA down
+            return self.say(ctx, R.NO_DESCRIPTORS_DOWNSTREAM)
         if kind == "connect":
             if other_routes:  # other routes carry this transaction: only this recipient waits
                 return self.say(ctx, R.ROUTE_UNAVAILABLE, rcpt=rcpt)

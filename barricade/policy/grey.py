@@ -23,8 +23,8 @@ every envelope test has had its chance and the recipients are known.
   retry queue stays connected and tries again; make it go).  A record an
   operator set to reject (:meth:`Store.grey_reject`) gives ``550 5.7.1`` #388.
   A first pass adds ``grey-report-header`` (``X-Grey-Report``).
-* **Store failure:** ``state-failure``; ``tempfail`` is ``451 4.3.0`` #550
-  here, not #549's 421 and close: the envelope was fine, and a client that
+* **Store failure:** ``state-failure``; ``tempfail`` is ``451 4.3.0`` #945
+  here (at DATA, before the body), not #944's 421 and close: the envelope was fine, and a client that
   retries the message later will most likely find the store back.
 
 ``grey-content`` (compiled out in smtpf; built here because it was asked
@@ -219,7 +219,7 @@ class GreyList(StoreCheck):
     name = "grey"
     tag = "grey-connect"
     family = "grey"  # state-failure=grey:skip|tempfail
-    failure_reply = 550  # at DATA a store failure is 451 4.3.0 and the session goes on
+    failure_reply = 945  # at DATA a store failure is 451 4.3.0 and the session goes on
     failure_drops = False
 
     def __init__(self, config: Config, access_map: KeyValueMap | None, store: Store, metrics=None):

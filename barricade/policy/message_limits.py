@@ -143,7 +143,7 @@ class MsgLimit(StoreCheck):
 
     name = "msg-limit"
     family = "msg-limit"
-    failure_reply = 550  # 451 4.3.0: the recipient may be retried
+    failure_reply = 945  # 451 4.3.0 at RCPT, before any body: the recipient may be retried
     failure_drops = False
 
     def __init__(self, config: Config, access_map: KeyValueMap, store: Store, metrics=None,
@@ -229,7 +229,7 @@ class NullRateTo(StoreCheck):
     tag = "null-rate-to"
     family = "null-rate"
     always = False  # smtpf: the usual suspects (white-listed, RELAY, localhost) are exempt
-    failure_reply = 550
+    failure_reply = 945
     failure_drops = False
 
     async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:

@@ -21,8 +21,9 @@ first (a timer: other sessions go on), then drops the connection, or with
 (:data:`~barricade.smtp.session.SINK`) until the client quits.
 
 When the store fails, ``state-failure`` decides, per family of checks
-(:func:`failure_policy`): ``tempfail`` answers #549 (421, the connection
-closes) here and #550 (451) in later phases, ``skip`` lets the client
+(:func:`failure_policy`): ``tempfail`` answers #944 (421, the connection
+closes) here and #945 (451) in later phases, both naming the family whose
+store failed, ``skip`` lets the client
 through; both log a line and count ``barricade_state_failures_total``.
 Like smtpf these run before the access map's ``Connect:``, and for
 everybody (``always``): a white list does not lift a flood limit.
@@ -109,7 +110,7 @@ class StoreCheck(Check):
     tag = ""
     family = ""  # the state-failure family; "" for a check that keeps nothing in the store
     always = True  # runs before Connect: as in smtpf; a white list does not lift it
-    failure_reply = 549
+    failure_reply = 944
     failure_drops = True
 
     def __init__(self, config: Config, access_map: KeyValueMap | None, store: Store, metrics=None):
@@ -160,7 +161,10 @@ class StoreCheck(Check):
             self.metrics.state_failures.labels(self.name, self.policy).inc()
         if self.policy == "skip":
             return CONTINUE
-        return drop(self.failure_reply) if self.failure_drops else tempfail(self.failure_reply)
+        fields = {"check": self.family} if self.failure_reply in (944, 945) else {}
+        if self.failure_drops:
+            return drop(self.failure_reply, **fields)
+        return tempfail(self.failure_reply, **fields)
 
 
 class Refusal:

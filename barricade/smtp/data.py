@@ -8,6 +8,12 @@ sequence of CRLF-terminated, dot-unstuffed lines; the forwarder re-stuffs
 them, so the downstream MTA can never see an end-of-data the decoder did
 not see.
 
+A leading dot is removed (dot-unstuffing) only from a line that has more
+than the dot before its end: a lone "." ended by a bare LF or a bare CR
+(``CRLF "." CR text``) was never stuffed, so the dot is content and is
+kept, as a "." line of its own; the forwarder stuffs it again.  No line of
+the message vanishes.
+
 Memory is bounded: a line with no end is passed on in ``SEGMENT``-sized
 pieces instead of being buffered whole.
 """
@@ -100,7 +106,7 @@ class DataDecoder:
 
     def _segment(self, piece: bytes, out: bytearray) -> None:
         """Part of a line without its end."""
-        if self.at_line_start and piece.startswith(b"."):
+        if self.at_line_start and _stuffed(piece):
             piece = piece[1:]
         piece = self._bare_cr(piece, out, final=False)
         out += piece
@@ -110,8 +116,8 @@ class DataDecoder:
         self.after_crlf = False
 
     def _line(self, line: bytes, out: bytearray) -> None:
-        # A lone "." here ended in a bare LF: no stuffing to undo, keep it.
-        if self.at_line_start and line.startswith(b".") and len(line) > 1:
+        # A lone "." here ended in a bare LF or CR: no stuffing to undo, keep it.
+        if self.at_line_start and _stuffed(line):
             line = line[1:]
         line = self._bare_cr(line, out, final=True)
         out += line
@@ -133,3 +139,8 @@ class DataDecoder:
             self.longest_line = max(self.longest_line, self.line_length + len(part))
             self.line_length = 0
         return parts[-1]
+
+
+def _stuffed(line: bytes) -> bool:
+    """Does ``line`` start with a stuffed dot (a dot, then more before a bare CR)?"""
+    return line.startswith(b".") and len(line) > 1 and line[1:2] != b"\r"

@@ -25,6 +25,8 @@ from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from barricade.descriptors import exhausted
+
 log = Logger()
 
 MAX_REPLY_LINE = 4096  # longer reply lines are cut, never buffered without bound
@@ -37,7 +39,7 @@ class DownstreamError(Exception):
 
     def __init__(self, kind: str, host: str, detail: str = ""):
         super().__init__(f"{kind} {host}: {detail}" if detail else f"{kind} {host}")
-        self.kind = kind  # "connect", "lost", "timeout", "protocol"
+        self.kind = kind  # "connect", "descriptors" (EMFILE), "lost", "timeout", "protocol"
         self.host = host
 
 
@@ -247,6 +249,10 @@ class Downstream:
                     _ClientFactory(reactor, name)
                 ).addTimeout(timeouts.connect, reactor)
             except (error.ConnectError, error.DNSLookupError, defer.TimeoutError, OSError) as exc:
+                if exhausted(exc):  # our shortage, not the host's: the next host fares no better
+                    log.error("cannot connect to {host}: out of file descriptors ({err})",
+                              host=name, err=str(exc))
+                    raise DownstreamError("descriptors", name, str(exc)) from None
                 last = DownstreamError("connect", name, str(exc) or type(exc).__name__)
                 log.warn("cannot connect to {host}: {err}", host=name, err=str(last))
                 continue
@@ -304,7 +310,12 @@ class Downstream:
         if "PIPELINING" in self.keywords:
             mail_d = self.proto.command(mail_line, self.timeouts.command)
             rcpt_d = self.proto.command(f"RCPT TO:<{rcpt}>", self.timeouts.command)
-            mail = await self._timed("mail", mail_d)
+            try:
+                mail = await self._timed("mail", mail_d)
+            except DownstreamError:
+                # The RCPT's Deferred fails the same way; nobody else will wait on it.
+                rcpt_d.addErrback(lambda _: None)
+                raise
             rcpt_reply = await self._timed("rcpt", rcpt_d)
             if not mail.ok:
                 return mail, None

@@ -2,18 +2,34 @@
 
 It moves bytes into :class:`~barricade.smtp.session.Session`, hands each
 event to the :class:`~barricade.smtp.proxy.Proxy`, writes the reply, and
-keeps exactly one command in flight.  It owns every client-side clock:
-``smtp-command-timeout`` between commands, ``smtp-data-line-timeout``
-inside DATA.  Whatever goes wrong inside a handler ends as a catalogue
-reply (#908) and a logged traceback, never as a traceback to the client.
+keeps exactly one command in flight.  It owns every client-side clock, and
+none of them is stretched by partial input (a client typing one byte every
+few seconds would otherwise live forever):
+
+* ``smtp-command-timeout``: the wait for a command's first byte, and then
+  again for the whole command from that byte on;
+* ``smtp-data-line-timeout``: inside DATA, each line from the end of the
+  previous one (a trickle that completes no line does not restart it);
+* ``smtp-session-timeout``: the whole session, whatever it does;
+* ``tls-handshake-timeout``: the TLS handshake after STARTTLS.
+
+Every close is hard after :data:`CLOSE_GRACE` seconds: a TLS close that
+waits for a peer that never answers must not hold the socket.  Whatever
+goes wrong inside a handler ends as a catalogue reply (#908) and a logged
+traceback, never as a traceback to the client.
 """
 
 from __future__ import annotations
 
+import os
+
 from twisted.internet import defer, protocol, task
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from barricade.descriptors import Admission, file_limit, in_use
 from barricade.replies import Reply
 from barricade.smtp import events as ev
 from barricade.smtp.message import new_session_id
@@ -23,6 +39,7 @@ from barricade.smtp.session import DATA, NEED_DATA, PAUSED, Session
 log = Logger()
 
 PAUSE_AT = 256 * 1024  # stop reading a client that pipelines this much ahead
+CLOSE_GRACE = 5.0  # seconds a close may wait for the TLS close_notify exchange
 THROTTLE_PAUSE = 1.0  # seconds accept pauses when rate-throttle is reached (smtpf sleeps 1 s)
 
 
@@ -50,6 +67,7 @@ class AcceptThrottle:
         return 0 < self.limit <= self.count
 
 
+@implementer(IHandshakeListener)
 class SmtpServerProtocol(protocol.Protocol):
     def __init__(self, server: ServerContext):
         self.server = server
@@ -58,6 +76,12 @@ class SmtpServerProtocol(protocol.Protocol):
         self.busy = True  # until the greeting is out
         self.paused = False
         self._timer = None
+        self._wait: object = None  # what the running client timer waits for
+        self._life = None  # smtp-session-timeout
+        self._handshake = None  # tls-handshake-timeout
+        self._hard_close = None  # abortConnection after CLOSE_GRACE
+        self._expire_after_reply = False
+        self._admitted: str | None = None  # the client IP counted in the factory's Admission
         self._closed = False
         self._pumping = False
         self._close_when_idle = False
@@ -76,6 +100,13 @@ class SmtpServerProtocol(protocol.Protocol):
             host = host[7:]
         sid = new_session_id()
         client = classify(host, getattr(peer, "port", 0), "unknown", self.server.routes)
+        if self.factory is not None:
+            why = self.factory.admission.admit(host, exempt=client.localhost or client.relay)
+            if why is not None:
+                self._refuse(why, client, sid)
+                return
+            self._admitted = host
+            self.factory.admitted()
         self.session = Session(self.server.session_config, client, self.server.catalogue, sid)
         self.proxy = Proxy(self.server, client, sid)
         self.proxy.on_fatal = self._fatal
@@ -84,8 +115,29 @@ class SmtpServerProtocol(protocol.Protocol):
         self.server.metrics.sessions.inc()
         self.server.metrics.sessions_active.inc()
         self._arm(self.server.config["smtp-command-timeout"])
+        life = self.server.config["smtp-session-timeout"]
+        if life:
+            self._life = self.server.reactor.callLater(life, self._session_expired)
         d = defer.ensureDeferred(self._greet())
         d.addErrback(self._internal_error)
+
+    def _refuse(self, why: str, client, sid: str) -> None:
+        """No session for this connection: say so (421) and close; never a silent close."""
+        self._closed = True
+        factory = self.factory
+        server = self.server
+        if why == "per-client":
+            reply = server.catalogue.reply(943, client_ip=client.ip, limit=factory.admission.per_client)
+        else:
+            reply = server.catalogue.reply(941, hostname=server.hostname)
+        server.metrics.reply(reply)
+        server.metrics.refused.labels(why).inc()
+        log.warn("session {sid}: {ip} refused ({why}): {n} sessions, capacity {cap}",
+                 sid=sid, ip=client.ip, why=why, n=factory.admission.sessions,
+                 cap=factory.admission.capacity)
+        self.transport.write(reply.encode(sid))
+        self.transport.loseConnection()
+        self._hard_close = server.reactor.callLater(CLOSE_GRACE, self.transport.abortConnection)
 
     async def _greet(self) -> None:
         paused = self.factory.paused_until - self.server.reactor.seconds() if self.factory else 0
@@ -104,6 +156,14 @@ class SmtpServerProtocol(protocol.Protocol):
         self._ready()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        for timer in (self._life, self._handshake, self._hard_close):
+            if timer is not None and timer.active():
+                timer.cancel()
+        if self._admitted is not None and self.factory is not None:
+            self.factory.released(self._admitted)
+            self._admitted = None
+        if self._closed and self.session is None:
+            return  # refused before a session began
         if self._closed:
             return
         self._closed = True
@@ -152,11 +212,11 @@ class SmtpServerProtocol(protocol.Protocol):
         while not self.busy and not self._closed and not session.closing:
             event = session.next_event()
             if event is NEED_DATA:
-                timeout = "smtp-data-line-timeout" if session.state == DATA else "smtp-command-timeout"
-                self._arm(self.server.config[timeout])
+                self._await_client()
                 return
             if event is PAUSED:
                 return
+            self._wait = None  # progress: the next wait gets a fresh deadline
             self.busy = True  # the idle timer keeps running; it ignores busy sessions
             if isinstance(event, ev.DataChunk):
                 d = defer.ensureDeferred(self.proxy.chunk(event))
@@ -165,8 +225,26 @@ class SmtpServerProtocol(protocol.Protocol):
                 d = defer.ensureDeferred(self.proxy.handle(event, session))
                 d.addCallbacks(self._respond, self._internal_error)
 
+    def _await_client(self) -> None:
+        """Arm the client's deadline for what we now wait for, unless it runs already.
+
+        Partial input never re-arms it: the deadline of a command runs from
+        its first byte, that of a DATA line from the end of the previous one.
+        """
+        s = self.session
+        if s.state == DATA:
+            wait, timeout = ("data", s.data_progress), "smtp-data-line-timeout"
+        else:
+            wait, timeout = ("partial" if s.partial else "idle"), "smtp-command-timeout"
+        if wait != self._wait or self._timer is None:
+            self._wait = wait
+            self._arm(self.server.config[timeout])
+
     def _ready(self) -> None:
         self.busy = False
+        if self._expire_after_reply:
+            self._session_expired()
+            return
         if self.paused and not self._closed:
             self.paused = False
             self.transport.resumeProducing()
@@ -189,18 +267,77 @@ class SmtpServerProtocol(protocol.Protocol):
         if outcome.start_tls and not self._closed:
             self.transport.startTLS(self.server.tls_context)
             self.proxy.ctx.tls = True
+            limit = self.server.config["tls-handshake-timeout"]
+            if limit:
+                self._handshake = self.server.reactor.callLater(limit, self._handshake_timed_out)
         self.busy = False
+        if self._expire_after_reply:
+            self._session_expired()
+            return
         if self._close_when_idle and not self._in_progress():
             self.shutdown()
             return
         self._ready()
 
     def _close(self) -> None:
-        """Close after the last reply; downstream transactions are abandoned."""
+        """Close after the last reply; downstream transactions are abandoned.
+
+        The close is made hard after :data:`CLOSE_GRACE` seconds: a TLS
+        close waits for the peer's close_notify, which a stalled or hostile
+        client never sends.
+        """
         if self.proxy is not None:
             self.proxy.lost()
         self._disarm()
         self.transport.loseConnection()
+        if self._hard_close is None and not self._closed:
+            self._hard_close = self.server.reactor.callLater(CLOSE_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        """Drop the socket now, whatever the TLS layer still waits for."""
+        self._hard_close = None
+        if not self._closed:
+            log.info("session {sid}: closed hard (the client did not finish the close)",
+                     sid=self.session.id if self.session else "-")
+            self.transport.abortConnection()
+
+    def handshakeCompleted(self) -> None:
+        """The TLS layer's notice (IHandshakeListener): the handshake deadline is off."""
+        if self._handshake is not None and self._handshake.active():
+            self._handshake.cancel()
+        self._handshake = None
+
+    def _handshake_timed_out(self) -> None:
+        """No reply can reach a client stuck in the handshake: drop the socket."""
+        self._handshake = None
+        if self._closed:
+            return
+        self.server.metrics.limit_hits.labels("tls-handshake-timeout").inc()
+        log.info("session {sid}: TLS handshake not done in {t}s; closed",
+                 sid=self.session.id, t=self.server.config["tls-handshake-timeout"])
+        if self.proxy is not None:
+            self.proxy.lost()
+        self._disarm()
+        self.transport.abortConnection()
+
+    def _session_expired(self) -> None:
+        """smtp-session-timeout: tell the client (#940) and close.
+
+        A command in flight (a check, the downstream's reply to the dot)
+        gets its reply first: cutting it would turn a delivered message into
+        one the client must send again.
+        """
+        self._life = None
+        if self._closed or self.session is None or self.session.state == "closed":
+            return
+        if self.busy:
+            self._expire_after_reply = True
+            return
+        self._expire_after_reply = False
+        self.server.metrics.limit_hits.labels("smtp-session-timeout").inc()
+        log.info("session {sid}: session time limit reached", sid=self.session.id)
+        reply = self.server.catalogue.reply(940, limit=self.server.config["smtp-session-timeout"])
+        self._send(self.session.abort(reply), reply)
 
     def _fatal(self, reply: Reply) -> None:
         """Proxy says the session cannot go on (downstream lost mid-DATA)."""
@@ -253,9 +390,13 @@ class SmtpServerProtocol(protocol.Protocol):
         if self._closed:
             return
         if self.busy:  # waiting on our side (checks, downstream): not the client's fault
+            self._wait = None
             self._arm(self.server.config["smtp-command-timeout"])
             return
-        log.info("session {sid}: client timeout", sid=self.session.id)
+        if self._handshake is not None:
+            self._handshake_timed_out()  # no reply can be read mid-handshake
+            return
+        log.info("session {sid}: client timeout ({wait})", sid=self.session.id, wait=self._wait)
         reply = self.server.catalogue.reply(905)
         self._send(self.session.abort(reply), reply)
 
@@ -267,6 +408,60 @@ class SmtpServerFactory(protocol.Factory):
         self.ports: list = []  # the listening ports, paused by rate-throttle
         self.throttle = AcceptThrottle(server.config["rate-throttle"])
         self.paused_until = 0.0
+        config = server.config
+        limit, base = file_limit(), in_use()
+        self.admission = Admission(limit, base if base is not None else 32,
+                                   config["descriptor-reserve"], config["client-max-sessions"])
+        # With several workers on one listening socket, a full worker stops
+        # accepting and the others take the connections; alone, it answers
+        # each one it cannot serve with #941 instead of leaving it queued.
+        self.shared = (config["workers"] or os.cpu_count() or 1) > 1
+        self.full = False
+
+    def add_port(self, port) -> None:
+        """A listening port: its accept burst is kept within the room left.
+
+        Twisted accepts up to ``numberAccepts`` connections per wake-up and
+        grows the figure under load; a burst larger than the room left
+        would take connections this process cannot serve.
+        """
+        self.ports.append(port)
+        read = port.doRead
+
+        def do_read() -> None:
+            read()
+            port.numberAccepts = max(1, min(port.numberAccepts, self.admission.room))
+
+        port.doRead = do_read
+        port.numberAccepts = max(1, min(port.numberAccepts, self.admission.room))
+
+    def admitted(self) -> None:
+        """A session was admitted: a shared worker without room stops accepting."""
+        if self.shared and not self.full and self.admission.room == 0:
+            self.full = True
+            self.server.metrics.limit_hits.labels("descriptors").inc()
+            log.warn("{n} sessions fill this worker's descriptors (limit {limit}, "
+                     "descriptor-reserve {reserve}); accept paused, other workers take new clients",
+                     n=self.admission.sessions, limit=self.admission.limit,
+                     reserve=self.server.config["descriptor-reserve"])
+            for port in self.ports:
+                port.stopReading()
+
+    def released(self, ip: str) -> None:
+        self.admission.release(ip)
+        if self.full and self.admission.room > 0:
+            self.full = False
+            if self.paused_until <= self.server.reactor.seconds():
+                self._resume()
+
+    def update_metrics(self) -> None:
+        """The descriptor gauges (sampled: counting /proc/self/fd is not free)."""
+        metrics = self.server.metrics
+        count = in_use()
+        if count is not None:
+            metrics.descriptors_in_use.set(count)
+        metrics.descriptors_limit.set(self.admission.limit)
+        metrics.session_capacity.set(self.admission.capacity)
 
     def buildProtocol(self, addr) -> SmtpServerProtocol:
         reactor = self.server.reactor
@@ -295,6 +490,8 @@ class SmtpServerFactory(protocol.Factory):
         reactor.callLater(THROTTLE_PAUSE, self._resume)
 
     def _resume(self) -> None:
+        if self.full:
+            return  # the descriptors are still taken; released() resumes
         for port in self.ports:
             if getattr(port, "connected", False) and not getattr(port, "disconnecting", False):
                 port.startReading()

@@ -52,6 +52,12 @@ GREETING, COMMAND, DATA, CLOSED = "greeting", "command", "data", "closed"
 SINK = "sink"
 SINK_COMMANDS = frozenset(("NOOP", "QUIT"))
 
+#: Replies that are not the client's error and do not count toward
+#: ``smtp-drop-after``: #910 (recipients beyond message-rcpt-limit) is RFC
+#: 5321 4.5.3.1.10's "deliver this batch, send the rest later", which a
+#: pipelining client meets once per recipient past the limit.
+NOT_ERRORS = frozenset((910,))
+
 NOT_IMPLEMENTED = {"AUTH", "ETRN", "TURN", "BDAT", "ATRN", "SEND", "SOML", "SAML", "EXPN"}
 HELP_COMMANDS = "HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS XCLIENT"
 
@@ -148,6 +154,17 @@ class Session:
     def buffered(self) -> int:
         """Input octets received but not yet handed out (for back-pressure)."""
         return len(self._buffer) + (len(self._data.buffer) if self._data is not None else 0)
+
+    @property
+    def partial(self) -> bool:
+        """Part of a command has arrived (its deadline runs from then)."""
+        return self.state != DATA and bool(self._buffer)
+
+    @property
+    def data_progress(self) -> int:
+        """Message octets decoded so far: grows only when a line (or a long
+        line's segment) is complete, so a byte-by-byte trickle does not count."""
+        return self._data.size if self._data is not None else 0
 
     def ehlo_keywords(self) -> list[str]:
         cfg = self.config
@@ -395,7 +412,7 @@ class Session:
         pending, self._pending = self._pending, None
         if pending is None:
             raise RuntimeError("respond() without a command in flight")
-        if reply.code >= 400:
+        if reply.code >= 400 and reply.id not in NOT_ERRORS:
             self.errors += 1
         ok = reply.code < 400
         if isinstance(pending, ev.Helo) and ok:

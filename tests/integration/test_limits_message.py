@@ -434,7 +434,7 @@ def test_state_failure_per_family(tmp_path, sink, make_proxy):
         srv.stop()
         with outside(proxy.port) as c:
             assert c.cmd("MAIL FROM:<a@example.org>").code == 250
-            expect(c.cmd("RCPT TO:<b@example.com>"), 451, "4.3.0", 550)  # msg-limit: tempfail
+            expect(c.cmd("RCPT TO:<b@example.com>"), 451, "4.3.0", 945)  # msg-limit: tempfail
             assert c.cmd("RCPT TO:<c@example.com>").code == 250  # no limit, no store
             assert c.cmd("DATA").code == 354
             c.send(body("skip dupmsg", "down@example.org") + b".\r\n")

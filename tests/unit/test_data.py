@@ -100,7 +100,7 @@ def model(wire: bytes) -> tuple[bytes, int, int, int]:
         prev_crlf = crlf
         if not crlf:
             bare += 1
-        if line.startswith(b".") and len(line) > 1:  # a lone "." (bare LF) is kept
+        if line.startswith(b".") and len(line.split(b"\r")[0]) > 1:  # a lone "." is kept
             line = line[1:]
         parts = line.split(b"\r")
         bare += len(parts) - 1
@@ -234,6 +234,28 @@ def test_dot_after_bare_cr_is_not_unstuffed():
     run = decode_all(b"a\r.b\r\n.\r\n")
     assert run.output == b"a\r\n.b\r\n"
     assert restuff(run.pieces) == b"a\r\n..b\r\n.\r\n"
+
+
+@pytest.mark.parametrize(
+    "wire, output",
+    [
+        (b"a\r\n.\rtext\r\n.\r\n", b"a\r\n.\r\ntext\r\n"),  # the fake end CRLF "." CR
+        (b".\rtext\r\n.\r\n", b".\r\ntext\r\n"),
+        (b"a\r\n.\r\r\n.\r\n", b"a\r\n.\r\n\r\n"),
+        (b"a\r\n..\rtext\r\n.\r\n", b"a\r\n.\r\ntext\r\n"),  # stuffed: one dot goes
+        (b"a\r\n.x\rtext\r\n.\r\n", b"a\r\nx\r\ntext\r\n"),
+    ],
+)
+@pytest.mark.parametrize("chunk", [1, 2, 4096])
+def test_lone_dot_before_a_bare_cr_is_kept_as_a_line(wire, output, chunk):
+    run = decode_all(wire, [chunk])
+    assert run.output == output and run.decoder.done
+    assert decode_all(restuff(run.pieces)).output == output  # what downstream stores
+
+
+def test_long_line_lone_dot_before_bare_cr_is_kept():
+    run = decode_all(b".\r" + b"x" * (SEGMENT + 10) + b"\r\n.\r\n", [4096])
+    assert run.output == b".\r\n" + b"x" * (SEGMENT + 10) + b"\r\n"
 
 
 # --- smuggling ------------------------------------------------------------------------------

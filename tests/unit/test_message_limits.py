@@ -194,7 +194,7 @@ async def test_msg_limit_report_modes_and_store_failure(tmp_path):
     for _ in range(3):  # a value that does not parse is ignored: the bare tag is not used either
         assert (await plain.rcpt(ctx(), "bad@example.com")).action is Action.CONTINUE
     failing = MsgLimit(config(), amap, FailingStore())
-    assert (await failing.rcpt(ctx(), "b@example.com")).reply_id == 550  # 451 4.3.0
+    assert (await failing.rcpt(ctx(), "b@example.com")).reply_id == 945  # 451 4.3.0
     skip = MsgLimit(config("state-failure=msg-limit:skip"), amap, FailingStore())
     assert (await skip.rcpt(ctx(), "b@example.com")).action is Action.CONTINUE
 
@@ -216,7 +216,7 @@ async def test_null_rate_counts_per_map_key_for_the_null_sender_only(tmp_path):
         is Action.CONTINUE
     assert await store.rate("null:null-rate-to:example.com", increment=0) == 3
     failing = NullRateTo(config("state-failure=null-rate:tempfail,skip"), amap, FailingStore())
-    assert (await failing.rcpt(dsn, "a@example.com")).reply_id == 550
+    assert (await failing.rcpt(dsn, "a@example.com")).reply_id == 945
 
 
 def test_length_most_specific_family_wins(tmp_path):

@@ -79,6 +79,6 @@ async def test_bad_values_localhost_and_store_failure(tmp_path):
         assert (await rate.connect(local)).action is Action.CONTINUE
     failing = RateConnect(config(), amap, FailingStore())
     verdict = await failing.connect(ctx("192.0.2.2"))
-    assert (verdict.action, verdict.reply_id) == (Action.DROP, 549)
+    assert (verdict.action, verdict.reply_id) == (Action.DROP, 944)
     skip = RateConnect(config("state-failure=skip"), amap, FailingStore())
     assert (await skip.connect(ctx("192.0.2.2"))).action is Action.CONTINUE

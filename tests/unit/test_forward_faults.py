@@ -1,0 +1,64 @@
+"""Downstream faults leave no failed Deferred behind for the garbage collector to report."""
+
+from __future__ import annotations
+
+import gc
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+
+from barricade.smtp.forward import Downstream, DownstreamError, SmtpClientProtocol, Timeouts
+
+
+def _unhandled(run) -> list[dict]:
+    seen: list[dict] = []
+
+    def observer(event: dict) -> None:
+        if event.get("isError") or "Unhandled" in str(event.get("log_format", "")):
+            seen.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        run()
+        gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    return seen
+
+
+def test_downstream_lost_between_pipelined_mail_and_rcpt():
+    failures: list[Failure] = []
+
+    def run() -> None:
+        clock = MemoryReactorClock()
+        proto = SmtpClientProtocol(clock, "sink:25")
+        proto.makeConnection(StringTransport())
+        down = Downstream(proto, "sink:25", Timeouts())
+        down.keywords["PIPELINING"] = ""
+        d = defer.ensureDeferred(down.begin("a@example.org", {}, "b@example.com"))
+        d.addErrback(failures.append)
+        assert proto.transport.value() == b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n"
+        proto.connectionLost(Failure(ConnectionLost("killed")))
+
+    assert _unhandled(run) == []
+    assert failures and failures[0].check(DownstreamError)
+    assert failures[0].value.kind == "lost"
+
+
+def test_downstream_timeout_between_pipelined_mail_and_rcpt():
+    failures: list[Failure] = []
+
+    def run() -> None:
+        clock = MemoryReactorClock()
+        proto = SmtpClientProtocol(clock, "sink:25")
+        proto.makeConnection(StringTransport())
+        down = Downstream(proto, "sink:25", Timeouts(command=5))
+        down.keywords["PIPELINING"] = ""
+        defer.ensureDeferred(down.begin("a@example.org", {}, "b@example.com")).addErrback(failures.append)
+        clock.advance(6)
+
+    assert _unhandled(run) == []
+    assert failures and failures[0].value.kind == "timeout"
