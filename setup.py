@@ -15,6 +15,7 @@ setup(
         "barricade.policy",
         "barricade.data",  # the TLD list of reject-unknown-tld
         "barricade.state",
+        "barricade.content",
         "barricade.plugins",
         "twisted.plugins",
     ],
@@ -25,6 +26,7 @@ setup(
         "redis>=5.0",
         "hiredis>=2.0",
         "prometheus-client>=0.17",
+        "publicsuffixlist>=0.10",  # registered domains for the URI black lists
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "ruff>=0.4"],
