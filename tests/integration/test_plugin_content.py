@@ -1,0 +1,143 @@
+"""The rfc2822 and attachment plugins over real SMTP sessions (Barricade in front of smtp-sink).
+
+ZIP attachments are made here with ``zipfile``; a password-protected one
+is made by setting the encryption flag of a member, which is all a lister
+sees.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zipfile
+
+import pytest
+
+from barricade.testing import Client, routes_to
+
+pytestmark = pytest.mark.integration
+
+SENDER = "a@sender.example"
+HEAD = (f"From: {SENDER}\r\nTo: b@example.com\r\nDate: Tue, 1 Dec 2026 22:33:32 +0000\r\n"
+        "Message-ID: <m1@sender.example>\r\nSubject: test\r\n")
+
+
+def send(proxy, data: bytes, sender: str = SENDER):
+    with Client(proxy.port, timeout=60) as c:
+        c.ehlo()
+        return c.message(sender, ["b@example.com"], data)
+
+
+def expect(reply, code: int, status: str, rid: int, text: str) -> None:
+    assert (reply.code, reply.status, reply.id) == (code, status, rid), reply
+    assert reply.text.startswith(f"{status} {text} #{rid}"), reply
+
+
+# --- rfc2822 ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option, head, rid, text", [
+    ("+rfc2822-7bit-headers", HEAD + "X-Name: caf\xe9\r\n", 456,
+     "message headers must be US-ASCII, found 0xE9; RFC 2822 section 2.2"),
+    ("+rfc2822-min-headers", f"From: {SENDER}\r\nSubject: no date\r\n", 462, "missing RFC 2822 required headers"),
+    ("+rfc2822-min-headers", HEAD.replace("<m1@sender.example>", "m1 at sender"), 971,
+     "malformed Message-ID 'm1 at sender'; RFC 2822 section 3.6.4"),
+    ("+rfc2822-missing-eoh", HEAD + "this line is body\r\n", 972,
+     "missing blank line after the headers, found 'this line is body'; RFC 2822 section 2.1"),
+    ("+rfc2822-strict-date", HEAD.replace("Tue, 1 Dec 2026 22:33:32 +0000", "2026-12-01 22:33"), 973,
+     "malformed Date: date '2026-12-01 22:33'; RFC 2822 section 3.3"),
+    ("+rfc2822-strict-date", HEAD + "Received: from x by y; yesterday\r\n", 973,
+     "malformed Received: date 'yesterday'; RFC 2822 section 3.3"),
+])
+def test_rfc2822_checks(sink, make_proxy, option, head, rid, text):
+    proxy = make_proxy(routes_to(sink), option)
+    r = send(proxy, head.encode("latin-1") + b"\r\nbody\r\n")
+    expect(r, 554, "5.6.0", rid, text)
+    sink.assert_nothing_from(SENDER)
+    good = "good@sender.example"
+    assert send(proxy, HEAD.encode() + b"\r\nbody\r\n", sender=good).code == 250
+    assert len(sink.bodies(sender=good)) == 1
+
+
+def test_rfc2822_checks_are_off_by_default(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink))
+    assert send(proxy, b"Subject: caf\xe9\r\nno blank line\r\n").code == 250
+
+
+# --- attachments --------------------------------------------------------------------------------
+
+
+def zip_bytes(*names: str, encrypt: bool = False) -> bytes:
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as zf:
+        for name in names:
+            zf.writestr(name, b"MZ payload")
+    raw = bytearray(data.getvalue())
+    if encrypt:  # set bit 0 of the general purpose flags in every local and central header
+        for sig, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            start = 0
+            while (start := raw.find(sig, start)) >= 0:
+                flags = struct.unpack_from("<H", raw, start + offset)[0]
+                struct.pack_into("<H", raw, start + offset, flags | 1)
+                start += 4
+    return bytes(raw)
+
+
+def with_attachment(name: str, data: bytes, ctype: str = "application/octet-stream") -> bytes:
+    encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    return (HEAD.encode() + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\n"
+            + f'Content-Type: {ctype}; name="{name}"\r\nContent-Disposition: attachment; filename="{name}"\r\n'
+              "Content-Transfer-Encoding: base64\r\n\r\n".encode() + encoded + b"--b--\r\n")
+
+
+def test_deny_content_name_and_type(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "+deny-content")
+    expect(send(proxy, with_attachment("Invoice.PDF.exe", b"MZ")), 550, "5.7.1", 974,
+           "attachment name Invoice.PDF.exe denied")
+    expect(send(proxy, with_attachment("tool.bin", b"MZ", "application/x-msdownload")), 550, "5.7.1", 975,
+           "attachment type application/x-msdownload denied")
+    ok = "ok@sender.example"
+    assert send(proxy, with_attachment("report.pdf", b"%PDF", "application/pdf"), sender=ok).code == 250
+    assert proxy.metric("barricade_content_hits_total", plugin="attachment", test="deny-content-name",
+                        list="-") == 1
+
+
+def test_deny_top_content_type_with_exemption(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "+deny-content")
+    head = HEAD.encode() + b"MIME-Version: 1.0\r\n"
+    expect(send(proxy, head + b"Content-Type: image/jpeg\r\n\r\nxx\r\n"), 550, "5.7.1", 976,
+           "message content type image/jpeg denied")
+    assert send(proxy, head + b"Content-Type: application/pdf\r\n\r\nxx\r\n").code == 250
+    assert send(proxy, head + b"Content-Type: text/plain\r\n\r\nxx\r\n").code == 250
+
+
+def test_deny_compressed_name_encrypted_and_corrupt_zip(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "+deny-content")
+    expect(send(proxy, with_attachment("photos.zip", zip_bytes("a.jpg", "dir/setup.EXE"))), 550, "5.7.1", 977,
+           "attachment photos.zip contains setup.EXE, denied")
+    assert send(proxy, with_attachment("photos.zip", zip_bytes("a.jpg", "b.txt"))).code == 250
+    # a password-protected or corrupt archive passes unless the postmaster says otherwise
+    assert send(proxy, with_attachment("locked.zip", zip_bytes("a.txt", encrypt=True))).code == 250
+    assert send(proxy, with_attachment("broken.zip", b"PK\x03\x04 not really")).code == 250
+    strict = make_proxy(routes_to(sink), "+deny-content", "+deny-compressed-encrypted", "+deny-compressed-corrupt")
+    expect(send(strict, with_attachment("locked.zip", zip_bytes("a.txt", encrypt=True))), 550, "5.7.1", 978,
+           "attachment locked.zip is password protected")
+    expect(send(strict, with_attachment("broken.zip", b"PK\x03\x04 not really")), 550, "5.7.1", 979,
+           "attachment broken.zip cannot be read: File is not a zip file")
+
+
+def test_access_map_overrides_per_recipient_sender_and_client(access):
+    proxy = access("filename-to:b@example.com *.txt\n"
+                   "archname-from:sender.example *.js\n"
+                   "top-mimetype-connect:127.0.0.1 !image/* application/*\n", "+deny-content")
+    expect(send(proxy, with_attachment("notes.txt", b"hi", "text/plain")), 550, "5.7.1", 974,
+           "attachment name notes.txt denied")
+    assert send(proxy, with_attachment("run.exe", b"MZ", "application/octet-stream")).code == 250
+    expect(send(proxy, with_attachment("a.zip", zip_bytes("x.js"))), 550, "5.7.1", 977,
+           "attachment a.zip contains x.js, denied")
+    head = HEAD.encode() + b"MIME-Version: 1.0\r\n"
+    assert send(proxy, head + b"Content-Type: image/png\r\n\r\nxx\r\n").code == 250
+    expect(send(proxy, head + b"Content-Type: application/pdf\r\n\r\nxx\r\n"), 550, "5.7.1", 976,
+           "message content type application/pdf denied")
