@@ -32,6 +32,8 @@ from barricade.dns import hostname
 
 #: Most distinct hosts one message may yield; later ones are counted, not kept.
 MAX_HOSTS = 1000
+#: Most distinct mail addresses one message may yield (mail-bl).
+MAX_ADDRESSES = 200
 #: Plain text is scanned up to its last white space; a "word" longer than this is scanned as it is.
 MAX_CARRY = 4096
 
@@ -192,6 +194,7 @@ class UriCollector:
     def __init__(self, max_hosts: int = MAX_HOSTS):
         self.max_hosts = max_hosts
         self.found: dict[str, Found] = {}
+        self.addresses: dict[str, None] = {}  # mail addresses, lower case, in order
         self.count = 0
         self.dropped = 0
         self._carry = ""
@@ -273,6 +276,9 @@ class UriCollector:
                 self._add_host(host, raw, "host")
 
     def _add(self, domain: str, url: str, kind: str) -> None:
+        if kind == "mail" and len(self.addresses) < MAX_ADDRESSES:
+            address = url[7:] if url[:7].lower() == "mailto:" else url
+            self.addresses[address.lower()] = None
         host = normalize_host(domain)
         if host is not None:
             self._add_host(host, url, kind)

@@ -141,3 +141,30 @@ def test_access_map_overrides_per_recipient_sender_and_client(access):
     assert send(proxy, head + b"Content-Type: image/png\r\n\r\nxx\r\n").code == 250
     expect(send(proxy, head + b"Content-Type: application/pdf\r\n\r\nxx\r\n"), 550, "5.7.1", 976,
            "message content type application/pdf denied")
+
+
+# --- hash lists ---------------------------------------------------------------------------------
+
+
+def test_digest_bl_refuses_a_listed_mime_part(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "digest-bl=hash.test")
+    expect(send(proxy, with_attachment("a.bin", b"EVIL PAYLOAD")), 550, "5.7.0", 980,
+           "message contains blocked MIME part")
+    assert send(proxy, with_attachment("a.bin", b"GOOD PAYLOAD")).code == 250
+    assert proxy.metric("barricade_content_hits_total", plugin="digest", test="digest-bl", list="hash.test") == 1
+
+
+def test_mail_bl_sender_headers_and_text(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "mail-bl=hash.test")
+    with Client(proxy.port, timeout=60) as c:
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<Spammer@Gmail.com>")
+        expect(r, 550, "5.7.1", 982, "sender <spammer@gmail.com> black listed by hash.test")
+    reply_to = HEAD.encode() + b"Reply-To: Win <spammer@gmail.com>\r\n\r\nhi\r\n"
+    expect(send(proxy, reply_to), 550, "5.7.1", 981, "mail address <spammer@gmail.com> black listed by hash.test")
+    in_text = HEAD.encode() + b"\r\nwrite to BAD@hotmail.com today\r\n"
+    expect(send(proxy, in_text), 550, "5.7.1", 981, "mail address <bad@hotmail.com> black listed by hash.test")
+    clean = HEAD.encode() + b"Reply-To: <friend@gmail.com>\r\n\r\nwrite to bad@example.org\r\n"
+    assert send(proxy, clean).code == 250
+    other = make_proxy(routes_to(sink), "mail-bl=hash.test", "mail-bl-domains=example.org")
+    assert send(other, in_text).code == 250  # hotmail.com is not among the domains looked up
