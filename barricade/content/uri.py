@@ -41,8 +41,12 @@ _SCHEMES = ("http", "https", "ftp", "ftps")
 #: A URL with an authority: scheme, "://" (or its percent-encoded colon), then no white space or quotes.
 _URL = re.compile(r"(?i)\b(?:https?|ftps?)(?::|%3a)//[^\s<>\"'`{}|\\^]+")
 _MAIL = re.compile(r"(?i)(?:mailto:)?[\w.!#$%&'*+/=?^`{|}~-]+@((?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63})")
-_BARE = re.compile(r"(?<![\w@.:/%-])((?:[^\W_](?:[\w-]{0,61}[^\W_])?[.\u3002\uff0e\uff61]){1,20}"
-                   r"(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59}))(?![\w@-]|\.[\w-])", re.IGNORECASE)
+#: A dot with a letter or digit after it: where a bare host name may be (cheap to find).
+_DOT_WORD = re.compile(r"[.\u3002\uff0e\uff61][^\W_]")
+#: What ends a bare host name in text.
+_TOKEN_END = re.compile(r"[^\w.\u3002\uff0e\uff61-]")
+_HOST_LIKE = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,20}(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59})",
+                        re.IGNORECASE)
 _DOTS = re.compile("[\u3002\uff0e\uff61]")
 
 
@@ -253,7 +257,7 @@ class UriCollector:
         if "." not in text:
             return
         taken: list[tuple[int, int]] = []
-        for m in _URL.finditer(text):
+        for m in _URL.finditer(text) if "//" in text or "%3" in text else ():
             taken.append(m.span())
             url = m.group(0).rstrip(".,;:!?)]}'\"")
             host = url_host(url)
@@ -265,10 +269,22 @@ class UriCollector:
                     continue
                 taken.append(m.span())
                 self._add(m.group(1), m.group(0), "mail")
-        for m in _BARE.finditer(text):
-            if _inside(m.start(), taken):
+        done = 0
+        for m in _DOT_WORD.finditer(text):
+            if m.start() < done:
                 continue
-            raw = m.group(1)
+            start = m.start()
+            while start > 0 and start > m.start() - 256 and not _TOKEN_END.match(text, start - 1):
+                start -= 1
+            end_match = _TOKEN_END.search(text, m.end())
+            end = end_match.start() if end_match else len(text)
+            done = end
+            before = text[start - 1] if start else " "
+            if before in "@:/%" or (end < len(text) and text[end] == "@") or _inside(start, taken):
+                continue
+            raw = _DOTS.sub(".", text[start:end]).strip(".-")
+            if not _HOST_LIKE.fullmatch(raw):
+                continue
             host = normalize_host(raw)
             if host is None or is_ip(host):
                 continue
