@@ -209,11 +209,41 @@ class _Sink:
             self._out(data)
 
     def _base64(self, data: bytes) -> bytes:
+        """Decode what is complete; padding (``=``) ends a segment, and another may follow
+        (some mailers concatenate base64 streams), wherever the pieces were cut."""
         data = self.b64 + _B64_JUNK.sub(b"", data)
-        whole = len(data) // 4 * 4
-        self.b64 = data[whole:]
+        out = bytearray()
+        while True:
+            i = data.find(b"=")
+            if i < 0:
+                whole = len(data) // 4 * 4
+                out += self._decode64(data[:whole])
+                self.b64 = data[whole:]
+                return bytes(out)
+            j = i
+            while j < len(data) and data[j] == 0x3D:
+                j += 1
+            if j == len(data):  # the padding may go on in the next piece: wait for it
+                whole = i // 4 * 4
+                out += self._decode64(data[:whole])
+                self.b64 = data[whole:]
+                return bytes(out)
+            out += self._final64(data[:i])
+            data = data[j:]
+
+    def _final64(self, core: bytes) -> bytes:
+        """The last quanta of a segment, padded as they should have been (a lone sixth bit dropped)."""
+        core = core.rstrip(b"=")
+        pad = -len(core) % 4
+        if pad == 3:
+            core, pad = core[:-1], 0
+        return self._decode64(core + b"=" * pad)
+
+    def _decode64(self, data: bytes) -> bytes:
+        if not data:
+            return b""
         try:
-            return binascii.a2b_base64(data[:whole])
+            return binascii.a2b_base64(data)
         except binascii.Error as exc:
             self.owner.error(f"bad base64: {exc}")
             return b""
@@ -248,10 +278,7 @@ class _Sink:
 
     def close(self) -> None:
         if self.b64.rstrip(b"="):
-            try:
-                self._out(binascii.a2b_base64(self.b64 + b"=" * (-len(self.b64) % 4)))
-            except binascii.Error:
-                self.owner.error("bad base64 at the end of a part")
+            self._out(self._final64(self.b64))
         if self.text is not None:
             self.pending.append(self.text.decode(b"", final=True))
             self._text_out(final=True)
@@ -316,6 +343,16 @@ class MimeDecoder:
         buffer = self._buffer + data if self._buffer else data
         start = 0
         while True:
+            if self._state != HEADERS and not buffer.startswith(b"--", start):
+                # Body lines go on in one block, up to the next line that may be a boundary.
+                stop = buffer.find(b"\n--", start) + 1 if self._boundaries else 0
+                if stop <= 0:
+                    stop = buffer.rfind(b"\n", start) + 1
+                if stop > start:
+                    if self._state == BODY and self._sink is not None:
+                        self._sink.write(buffer[start:stop])
+                    start = stop
+                    continue
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
