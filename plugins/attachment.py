@@ -113,7 +113,7 @@ class Attachment(Plugin):
         return CONTINUE
 
     async def body(self, ctx: Context, chunk: bytes) -> Verdict:
-        shared.feed(ctx, self.config, chunk)
+        shared.feed(ctx, self.config, chunk, self.name)
         return CONTINUE
 
     async def end_of_data(self, ctx: Context) -> Verdict:

@@ -90,7 +90,7 @@ class _HashList(Plugin):
             metrics.child(metrics.content_hits, self.name, test, dnslist.suffix).inc()
 
     async def body(self, ctx: Context, chunk: bytes) -> Verdict:
-        shared.feed(ctx, self.config, chunk)
+        shared.feed(ctx, self.config, chunk, self.name)
         return CONTINUE
 
 

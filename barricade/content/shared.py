@@ -4,7 +4,8 @@ Each content plugin says in its ``headers`` hook what it needs from the
 message (:func:`want`: URIs, part digests, attachment octets); the first
 ``body`` chunk starts one :class:`~barricade.content.mime.MimeDecoder`
 with the union of those wishes, every plugin's ``body`` hook passes the
-chunk on (:func:`feed` decodes each chunk once, whoever calls first), and
+chunk on (:func:`feed` decodes each chunk once, for whichever plugin
+passes it first: each plugin's count of chunks says which are new), and
 at the dot :func:`finish` closes it once and hands the result to all.
 """
 
@@ -36,7 +37,8 @@ class MessageScan:
     keep: list[Any] = field(default_factory=list)  # callables Part -> bool
     decoder: MimeDecoder | None = None
     collector: UriCollector | None = None
-    last: bytes | None = None  # the chunk decoded last (each chunk once)
+    chunks: int = 0  # body chunks decoded so far
+    seen: dict[str, int] = field(default_factory=dict)  # body chunks each plugin has passed on
     finished: bool = False
     observed: bool = False  # its metrics counted
 
@@ -69,12 +71,15 @@ def want(ctx: Any, uris: bool = False, md5: bool = False, keep: Any = None) -> M
     return scan
 
 
-def feed(ctx: Any, config: Any, chunk: bytes) -> None:
-    """Decode one body chunk, once whichever plugin calls first."""
+def feed(ctx: Any, config: Any, chunk: bytes, plugin: str) -> None:
+    """Decode one body chunk, once: every plugin passes each chunk on, the first decodes it."""
     scan = ctx.notes.get(KEY)
-    if scan is None or scan.finished or chunk is scan.last:
+    if scan is None or scan.finished:
         return
-    scan.last = chunk
+    count = scan.seen[plugin] = scan.seen.get(plugin, 0) + 1
+    if count <= scan.chunks:
+        return  # another plugin has decoded this chunk already
+    scan.chunks = count
     decoder = scan.decoder or scan.start(ctx.header_block, limits_of(config))
     decoder.feed(chunk)
 
@@ -88,7 +93,6 @@ def finish(ctx: Any, config: Any) -> MessageScan | None:
         decoder = scan.decoder or scan.start(ctx.header_block, limits_of(config))
         decoder.close()
         scan.finished = True
-        scan.last = None
     return scan
 
 

@@ -168,3 +168,17 @@ def test_mail_bl_sender_headers_and_text(sink, make_proxy):
     assert send(proxy, clean).code == 250
     other = make_proxy(routes_to(sink), "mail-bl=hash.test", "mail-bl-domains=example.org")
     assert send(other, in_text).code == 250  # hotmail.com is not among the domains looked up
+
+
+def test_all_content_plugins_together_deliver_clean_mail_unchanged(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "uri-bl=surbl.test", "domain-bl=dbl.test", "+deny-content",
+                       "digest-bl=hash.test", "mail-bl=hash.test", "+rfc2822-min-headers", "+rfc2822-strict-date")
+    data = with_attachment("photos.zip", zip_bytes("a.jpg")).replace(
+        b"see attached", b"see http://www.web.test/ and write to friend@gmail.com")
+    clean = "clean@sender.example"
+    assert send(proxy, data, sender=clean).code == 250
+    delivered = sink.bodies(sender=clean)[0]
+    assert delivered.endswith(data.replace(b"\r\n", b"\n")) or delivered.endswith(data), delivered[-300:]
+    bad = data.replace(b"www.web.test", b"www.spammer.test")
+    assert send(proxy, bad).id == 762
+    assert send(proxy, with_attachment("a.bin", b"EVIL PAYLOAD")).id == 980

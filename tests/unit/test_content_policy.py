@@ -72,3 +72,22 @@ def test_base_name_and_archives():
     assert listing.names == ("a/b.exe", "c.txt") and not listing.encrypted and not listing.corrupt
     assert list_names(b"PK\x03\x04garbage").corrupt
     assert list_names(data.getvalue()[:-30]).corrupt  # cut short: no central directory
+
+
+def test_shared_decoding_decodes_each_chunk_once_whoever_passes_it():
+    from types import SimpleNamespace
+
+    from barricade.content import shared
+
+    ctx = SimpleNamespace(notes={}, header_block=b"Subject: x\r\n")
+    shared.want(ctx, uris=True)
+    shared.want(ctx, md5=True)
+    chunks = [b"\r\n", b"h", b"h", b"ttp://one.example.com/ ", b"\n", b"\n"]  # 1-byte bytes are shared objects
+    for chunk in chunks:
+        for plugin in ("uri", "attachment", "digest"):
+            shared.feed(ctx, {}, chunk, plugin)
+    scan = shared.finish(ctx, {})
+    assert [f.host for f in scan.collector] == []  # "hhttp://" is no URL: nothing was decoded twice or lost
+    assert scan.decoder.octets == sum(map(len, chunks)) + len(ctx.header_block)
+    assert scan.decoder.parts[0].size == len(b"hhttp://one.example.com/ \n\n")
+    assert shared.finish(ctx, {}) is scan
