@@ -182,3 +182,54 @@ def test_all_content_plugins_together_deliver_clean_mail_unchanged(sink, make_pr
     bad = data.replace(b"www.web.test", b"www.spammer.test")
     assert send(proxy, bad).id == 762
     assert send(proxy, with_attachment("a.bin", b"EVIL PAYLOAD")).id == 980
+
+
+# --- EMEW -----------------------------------------------------------------------------------------
+
+
+def emew_proxy(make_proxy, sink, *options: str):
+    # 127.0.0.1 may relay: what it sends is "outbound"; XCLIENT makes another client inbound
+    return make_proxy(routes_to(sink) + "route:127.0.0.1 RELAY\n", "emew-secret=s3cret", *options)
+
+
+def inbound(proxy, sender: str, data: bytes, rcpt: str = "b@example.com"):
+    with Client(proxy.port, timeout=60) as c:
+        c.ehlo()
+        assert c.cmd("XCLIENT ADDR=198.51.100.10").code == 220
+        c.ehlo("mail.clients.test")
+        return c.message(sender, [rcpt], data)
+
+
+def test_emew_watermarks_outbound_and_checks_bounces(sink, make_proxy):
+    import re
+
+    proxy = emew_proxy(make_proxy, sink, "emew-dsn-policy=reject")
+    out = "b@example.com"  # our user, sending out (and getting the bounce back)
+    assert send(proxy, HEAD.encode() + b"\r\nhello\r\n", sender=out).code == 250
+    delivered = sink.bodies(sender=out)[0]
+    msgid = re.search(rb"Message-ID: (<EMEW3\|[^>]+>)", delivered).group(1)
+    assert msgid.endswith(b"|m1@sender.example>")
+    assert b"References: <m1@sender.example>" in delivered
+    bounce = (b"From: MAILER-DAEMON@elsewhere.example\r\nDate: Tue, 1 Dec 2026 22:40:00 +0000\r\n"
+              b"Subject: Undelivered\r\n\r\nsorry\r\n\r\nMessage-ID: " + msgid + b"\r\n")
+    assert inbound(proxy, "", bounce, rcpt=out).code == 250
+    forged = bounce.replace(msgid, b"<m1@sender.example>")
+    expect(inbound(proxy, "", forged, rcpt=out), 550, "5.7.1", 358,
+           "DSN or MDN for message that did not originate here")
+    assert inbound(proxy, "", bounce, rcpt="c@example.com").id == 358  # ours, but not for this user
+    lenient = emew_proxy(make_proxy, sink)
+    assert inbound(lenient, "", forged, rcpt=out).code == 250
+
+
+def test_emew_expired_bounce_357_and_white_washed_reply(sink, make_proxy):
+    from barricade.content import emew
+
+    old = emew.make("s3cret", "b@example.com", "m0@sender.example", 1_000_000_000)
+    proxy = emew_proxy(make_proxy, sink, "+deny-content")
+    bounce = HEAD.encode() + b"\r\nreturned\r\nMessage-Id: " + old.encode() + b"\r\n"
+    expect(inbound(proxy, "", bounce), 550, "5.7.1", 357, "DSN or MDN in response to an old message")
+    fresh = emew.make("s3cret", "b@example.com", "m2@sender.example", __import__("time").time())
+    reply = (HEAD + f"In-Reply-To: {fresh}\r\nMIME-Version: 1.0\r\nContent-Type: image/png\r\n").encode() + b"\r\nx\r\n"
+    assert inbound(proxy, "friend@elsewhere.example", reply).code == 250  # deny-top-content-type skipped
+    stranger = reply.replace(fresh.encode(), b"<m3@sender.example>")
+    assert inbound(proxy, "friend@elsewhere.example", stranger).id == 976
