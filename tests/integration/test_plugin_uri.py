@@ -240,3 +240,18 @@ def test_uri_bl_ptr_drops_a_listed_client_name(sink, make_proxy):
     with c:
         assert r.code == 250, r
     assert send(proxy, message("hello\n")).code == 250  # localhost is never looked up
+
+
+def test_mime_limit_policy(sink, make_proxy):
+    body = b"--b0\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\n" \
+           b"Content-Type: multipart/mixed; boundary=b2\r\n\r\n--b2\r\nContent-Type: text/plain\r\n\r\n" \
+           b"http://www.spammer.test/\r\n--b2--\r\n--b1--\r\n--b0--\r\n"
+    data = message(body, ctype="multipart/mixed; boundary=b0")
+    skip = start(make_proxy, sink, "uri-bl=surbl.test", "mime-max-depth=2")
+    assert send(skip, data).code == 250  # the deep part is not scanned: logged and counted
+    assert skip.metric("barricade_content_decode_errors_total", kind="limit") == 1
+    strict = start(make_proxy, sink, "uri-bl=surbl.test", "mime-max-depth=2", "mime-limit-policy=reject")
+    r = send(strict, data)
+    assert (r.code, r.status, r.id) == (554, "5.6.0", 970), r
+    assert r.text.startswith("5.6.0 message too complex to scan: MIME nesting deeper than 2 #970")
+    assert send(start(make_proxy, sink, "uri-bl=surbl.test"), data).id == 762
