@@ -10,8 +10,8 @@ header section is parsed by ``email.parser.BytesHeaderParser`` with
 ``email.policy.default`` (folding, RFC 2047 encoded words, RFC 2231
 parameters such as ``filename*=``), ``binascii`` decodes base64 and
 quoted-printable, ``codecs`` incremental decoders turn any charset into
-text, and ``html.parser.HTMLParser`` (incremental, lenient with broken
-markup, HTML entities undone) turns HTML into text and links.
+text, and :mod:`barricade.content.markup` turns HTML into text and links
+(with ``html.parser`` for the tags that carry links).
 
 Memory is bounded by :class:`Limits`: nesting deeper than ``max_depth`` is
 not descended into (the part is skipped as opaque), parts past
@@ -27,22 +27,17 @@ from __future__ import annotations
 import binascii
 import codecs
 import hashlib
-import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
-from html.parser import HTMLParser
 
+from barricade.content.markup import HtmlText
 from barricade.content.uri import UriCollector
 
 MAX_LINE = 65536  # a line longer than this is handled in pieces (never a boundary)
 MAX_HEADER_SECTION = 65536  # a part's header section is cut here
-MAX_HTML_LOOKAHEAD = 65536  # an unclosed tag or comment longer than this is dropped
-_LINK_ATTRS = frozenset(("href", "src", "action", "background", "formaction", "cite", "data",
-                         "poster", "lowsrc", "dynsrc", "longdesc", "codebase"))
-_REFRESH_URL = re.compile(r"(?i)url\s*=\s*['\"]?([^'\">\s]+)")
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]+")
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 # compat32 (the default policy) is several times faster than email.policy.default
@@ -89,90 +84,6 @@ class Part:
         return self.content_type.partition("/")[0]
 
 
-class _TagParser(HTMLParser):
-    """html.parser for one tag at a time: its attributes (quoting, entities) to links."""
-
-    def __init__(self, collector: UriCollector):
-        super().__init__(convert_charrefs=True)
-        self.collector = collector
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        for name, value in attrs:
-            if not value:
-                continue
-            if name in _LINK_ATTRS:
-                self.collector.add_link(value)
-            elif name == "content" and "url" in value.lower():  # <meta http-equiv=refresh>
-                m = _REFRESH_URL.search(value)
-                if m:
-                    self.collector.add_link(m.group(1))
-
-    handle_startendtag = handle_starttag
-
-    def tag(self, text: str) -> None:
-        self.reset()
-        self.feed(text)
-        self.close()
-
-
-class _Html:
-    """HTML to text and links, in blocks.
-
-    Running all of a message through ``html.parser`` costs about 35 ms per
-    100 KB of markup (a Python-level call per tag), ten times the relay
-    itself; so tags are found with one regular expression, only those with
-    a link attribute go through ``html.parser`` (which knows HTML's quoting
-    and entities), and the text between tags, with ``script``/``style``
-    contents and comments left out, has its entities undone by
-    ``html.unescape``.  A tag, comment or script cut between two blocks is
-    carried over to the next (up to ``MAX_HTML_LOOKAHEAD``).
-    """
-
-    def __init__(self, collector: UriCollector):
-        self.collector = collector
-        self.tags = _TagParser(collector)
-        self.carry = ""
-
-    def feed_block(self, text: str, final: bool = False) -> None:
-        text = self.carry + text
-        self.carry = ""
-        if not final:
-            cut = _cut_point(text)
-            if cut < len(text) and len(text) - cut <= MAX_HTML_LOOKAHEAD:
-                text, self.carry = text[:cut], text[cut:]
-        text = _HIDDEN.sub(" ", text)
-        for tag in _LINK_TAG.findall(text):
-            self.tags.tag(tag)
-        body = _ANY_TAG.sub(" ", text)
-        if body.strip():
-            self.collector.feed_text(html.unescape(body) if "&" in body else body)
-
-
-#: Comments and what script and style elements hold: never shown, never scanned.
-_HIDDEN = re.compile(r"<!--.*?-->|<(script|style)\b.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
-_ATTR_VALUE = r"""(?:[^>"']|"[^"]*"|'[^']*')*"""
-_LINK_TAG = re.compile(r"<[A-Za-z][A-Za-z0-9:-]*\s" + _ATTR_VALUE + r"?\b(?:"
-                       + "|".join(sorted(_LINK_ATTRS)) + r"|content)\s*=" + _ATTR_VALUE + ">", re.IGNORECASE)
-_ANY_TAG = re.compile(r"</?[A-Za-z!?][^>]*>")
-_OPENERS = ("<!--", "<script", "<style")
-_CLOSERS = ("-->", "</script", "</style")
-
-
-def _cut_point(text: str) -> int:
-    """Where the complete part of an HTML block ends: before an unclosed tag, comment or script."""
-    low = text[-MAX_HTML_LOOKAHEAD:].lower()
-    offset = len(text) - len(low)
-    cut = len(text)
-    for opener, closer in zip(_OPENERS, _CLOSERS, strict=True):
-        i = low.rfind(opener)
-        if i >= 0 and low.find(closer, i + len(opener)) < 0:
-            cut = min(cut, offset + i)
-    i = low.rfind("<")
-    if i >= 0 and low.find(">", i) < 0:
-        cut = min(cut, offset + i)
-    return cut
-
-
 class _Sink:
     """Where one leaf part's decoded octets go."""
 
@@ -191,7 +102,7 @@ class _Sink:
                 decoder.error(f"unknown charset {charset[:40]!r}")
                 self.text = codecs.getincrementaldecoder("latin-1")()
             if part.content_type == "text/html":
-                self.html = _Html(decoder.collector)
+                self.html = HtmlText(decoder.collector)
         self.b64 = b""
         self.pending: list[str] = []  # decoded text not yet scanned
         self.pending_size = 0

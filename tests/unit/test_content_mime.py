@@ -219,3 +219,34 @@ def test_fuzz_mime_never_raises_and_chunking_does_not_matter(pieces, chunk):
     split, c2 = scan(msg, chunk=chunk, want_md5=True, limits=Limits(max_depth=4, max_parts=20))
     assert [(p.content_type, p.md5) for p in whole.parts] == [(p.content_type, p.md5) for p in split.parts]
     assert len(whole.parts) <= 20
+
+
+# --- HTML ----------------------------------------------------------------------------------------
+
+
+def html_hosts(*blocks: str) -> list[str]:
+    from barricade.content.markup import HtmlText
+
+    collector = UriCollector()
+    html = HtmlText(collector)
+    for block in blocks:
+        html.feed_block(block)
+    html.feed_block("", final=True)
+    collector.flush()
+    return [f.host for f in collector]
+
+
+def test_html_links_text_entities_and_hidden_parts():
+    assert html_hosts(
+        '<!-- http://comment.example.com/ --><script>var u="http://script.example.com/"</script>'
+        '<style>a{background:url(http://style.example.com/)}</style>'
+        "<meta http-equiv=refresh content='0; URL=http://refresh.example.com/'>"
+        '<a HREF = "http://a.example.com/?x=1&amp;y=2">see www&#46;text.example.com</a>'
+        "<form action=https://form.example.com/><img src=//img.example.com/i.png>") == [
+        "refresh.example.com", "a.example.com", "form.example.com", "img.example.com", "www.text.example.com"]
+
+
+def test_html_tags_and_comments_cut_between_blocks():
+    assert html_hosts('<p>go <a hr', 'ef="http://cut.example.com/">x</a> <!-- http://hid', 'den.example.com/ -->',
+                      "<scr", "ipt>http://js.example.com/</script> end www.after.example.com") == [
+        "cut.example.com", "www.after.example.com"]
