@@ -112,7 +112,7 @@ class Uri(Plugin):
         client = ctx.client
         if not self.config.get("uri-bl-ptr") or client.localhost or client.relay or not client.name:
             return CONTINUE
-        hit = await self._envelope(ctx, client.name)
+        hit = await self._envelope(ctx, client.name, "uri-bl-ptr")
         if hit is None:
             return CONTINUE
         return Verdict(Action.DROP, 790, {"reason": self._reason(hit)})
@@ -120,7 +120,7 @@ class Uri(Plugin):
     async def helo(self, ctx: Context) -> Verdict:
         if not self.config.get("uri-bl-helo") or ctx.client.localhost or ctx.client.relay:
             return CONTINUE
-        hit = await self._envelope(ctx, ctx.helo)
+        hit = await self._envelope(ctx, ctx.helo, "uri-bl-helo")
         if hit is None:
             return CONTINUE
         return Verdict(Action.DROP, 792, {"reason": self._reason(hit)})
@@ -129,7 +129,7 @@ class Uri(Plugin):
         sender = ctx.sender or ""
         if not self.config.get("uri-bl-mail") or "@" not in sender or ctx.client.localhost or ctx.client.relay:
             return CONTINUE
-        hit = await self._envelope(ctx, sender.rpartition("@")[2])
+        hit = await self._envelope(ctx, sender.rpartition("@")[2], "uri-bl-mail")
         if hit is None:
             return CONTINUE
         return Verdict(Action.DROP, 794, {"reason": self._reason(hit)})
@@ -138,7 +138,7 @@ class Uri(Plugin):
     def _reason(hit: Hit) -> str:
         return f"{hit.fields.get('domain', hit.found.host)} black listed by {hit.fields.get('list', '?')}"
 
-    async def _envelope(self, ctx: Context, name: str) -> Hit | None:
+    async def _envelope(self, ctx: Context, name: str, option: str) -> Hit | None:
         """The domain lists only, as smtpf's uri-bl-helo/-mail/-ptr."""
         s = self.settings
         if not (s.uri_bl or s.domain_bl):
@@ -147,9 +147,9 @@ class Uri(Plugin):
                             cite_list=s.cite_list)
         hit = await self._judge(ctx, settings, envelope_names(name), body=False)
         if hit is not None:
-            self._count(hit)
-            log.warn("session {sid}: uri: {name} black listed: {what}", sid=ctx.session_id, name=name,
-                     what=hit.describe())
+            self._count(hit, option)
+            log.warn("session {sid}: uri: {option}: {name} black listed: {what}", sid=ctx.session_id,
+                     option=option, name=name, what=hit.describe())
         return hit
 
     # --- the message ---
@@ -220,10 +220,10 @@ class Uri(Plugin):
 
     # --- metrics ---
 
-    def _count(self, hit: Hit) -> None:
+    def _count(self, hit: Hit, test: str = "") -> None:
         metrics = self.services.metrics
         if metrics is not None and hasattr(metrics, "content_hits"):
-            metrics.child(metrics.content_hits, self.name, hit.reason, hit.list or "-").inc()
+            metrics.child(metrics.content_hits, self.name, test or hit.reason, hit.list or "-").inc()
 
     def _observe(self, ctx: Context, scan) -> None:
         decoder = scan.decoder

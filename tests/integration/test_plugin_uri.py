@@ -232,6 +232,8 @@ def test_uri_bl_helo_and_mail_drop_the_session(sink, make_proxy):
         assert (r.code, r.id) == (550, 794), r
         assert "rejected MAIL FROM, spammer.test black listed by surbl.test" in r.text
         assert c.closed()
+    assert proxy.metric("barricade_content_hits_total", plugin="uri", test="uri-bl-helo", list="surbl.test") == 1
+    assert proxy.metric("barricade_content_hits_total", plugin="uri", test="uri-bl-mail", list="surbl.test") == 1
 
 
 def test_uri_bl_ptr_drops_a_listed_client_name(sink, make_proxy):
@@ -239,6 +241,13 @@ def test_uri_bl_ptr_drops_a_listed_client_name(sink, make_proxy):
     c, r = arrive(proxy, "198.51.100.10", "mail.clients.test")  # PTR mail.clients.test: not listed
     with c:
         assert r.code == 250, r
+    with Client(proxy.port, timeout=30) as c:
+        c.ehlo()
+        r = c.cmd("XCLIENT ADDR=198.51.100.2")  # PTR listed.clients.test, in dbl.test
+        assert (r.code, r.id) == (550, 790), r
+        assert r.text.startswith("5.7.1 rejected client listed.clients.test [198.51.100.2], "
+                                 "listed.clients.test black listed by dbl.test #790")
+        assert c.closed()
     assert send(proxy, message("hello\n")).code == 250  # localhost is never looked up
 
 
