@@ -126,20 +126,41 @@ def choose(found: Iterable[Found], max_test: int) -> list[Found]:
 
 
 class Asker:
-    """A message's DNS questions, each asked once (``resolver.query`` answers the rest)."""
+    """A message's DNS questions, each asked once (``resolver.query`` answers the rest).
+
+    A question is awaited in the task that asks it first, so an answer the
+    resolver has cached costs no task switch; a second asker of the same
+    question meanwhile waits for the first one's future.
+    """
 
     def __init__(self, resolver: Any):
         self.resolver = resolver
-        self._asked: dict[tuple[str, str], asyncio.Future] = {}
+        self._asked: dict[tuple[str, str], Result | asyncio.Future] = {}
         self.questions = 0
 
     async def query(self, name: str, rdtype: str) -> Result:
         key = (name.lower(), rdtype)
-        task = self._asked.get(key)
-        if task is None:
-            self.questions += 1
-            task = self._asked[key] = asyncio.ensure_future(self.resolver.query(name, rdtype))
-        return await asyncio.shield(task)
+        known = self._asked.get(key)
+        if isinstance(known, Result):
+            return known
+        if known is not None:
+            return await asyncio.shield(known)
+        self.questions += 1
+        future = self._asked[key] = asyncio.get_running_loop().create_future()
+        try:
+            result = await self.resolver.query(name, rdtype)
+        except BaseException as exc:
+            del self._asked[key]
+            if not future.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: nobody else may be waiting
+            raise
+        self._asked[key] = result
+        future.set_result(result)
+        return result
 
     async def listed(self, item: str, lists: Sequence[DnsList]) -> Listing | None:
         """The first list (in the order given) that lists ``item``; failures count as not listed."""
@@ -147,7 +168,10 @@ class Asker:
             names = [dnsbl_query(item, dl.suffix) for dl in lists]
         except ValueError:
             return None
-        results = await asyncio.gather(*(self.query(n, "A") for n in names))
+        if len(names) == 1:
+            results = [await self.query(names[0], "A")]
+        else:
+            results = await asyncio.gather(*(self.query(n, "A") for n in names))
         for dl, name, result in zip(lists, names, results, strict=True):
             for answer in result.records:
                 if dl.listed(answer):
@@ -158,8 +182,9 @@ class Asker:
         return await self.query(host, "A")
 
     def cancel(self) -> None:
-        for task in self._asked.values():
-            task.cancel()
+        for pending in self._asked.values():
+            if isinstance(pending, asyncio.Future):
+                pending.cancel()
 
 
 BodyLookup = Callable[[str], str | None]  # host -> "OK", "REJECT" or None
