@@ -10,8 +10,7 @@ header section is parsed by ``email.parser.BytesHeaderParser`` with
 ``email.policy.default`` (folding, RFC 2047 encoded words, RFC 2231
 parameters such as ``filename*=``), ``binascii`` decodes base64 and
 quoted-printable, ``codecs`` incremental decoders turn any charset into
-text, and :mod:`barricade.content.markup` turns HTML into text and links
-(with ``html.parser`` for the tags that carry links).
+text, and :mod:`barricade.content.markup` turns HTML into text and links.
 
 Memory is bounded by :class:`Limits`: nesting deeper than ``max_depth`` is
 not descended into (the part is skipped as opaque), parts past

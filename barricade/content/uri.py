@@ -125,6 +125,7 @@ def _numeric_ipv4(host: str) -> str | None:
     return str(ipaddress.IPv4Address(number))
 
 
+@lru_cache(maxsize=8192)
 def normalize_host(raw: str) -> str | None:
     """The host a browser would visit, lower case, IDN as A-labels; None when it is not one."""
     host = unquote(raw).strip().rstrip(".")
