@@ -264,3 +264,34 @@ def test_mime_limit_policy(sink, make_proxy):
     assert (r.code, r.status, r.id) == (554, "5.6.0", 970), r
     assert r.text.startswith("5.6.0 message too complex to scan: MIME nesting deeper than 2 #970")
     assert send(start(make_proxy, sink, "uri-bl=surbl.test"), data).id == 762
+
+
+def test_corpus_messages_make_no_false_hits(nsd):
+    """Every host in CPython's email test data and SpamAssassin's samples, judged by the real
+    lists of the test nsd: none is listed (and a listed host among them still is found)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from barricade.content.mime import decode
+    from barricade.content.uri import Found, UriCollector
+    from barricade.content.uribl import Asker, Judge, Settings
+    from barricade.dns import DnsList, Resolver
+    from tests.unit.test_content_mime import CORPUS
+
+    found: dict[str, Found] = {}
+    for path in CORPUS:
+        collector = UriCollector()
+        decode(open(path, "rb").read().replace(b"\n", b"\r\n"), collector=collector)
+        found.update((f.host, f) for f in collector)
+    assert len(found) > 15
+    settings = Settings(uri_bl=(DnsList("surbl.test"),), domain_bl=(DnsList("dbl.test"),), max_test=0)
+
+    async def judge(hosts: list[Found]):
+        resolver = Resolver([("127.0.0.1", nsd.port)], max_timeout=10)
+        return await Judge(settings, Asker(resolver)).first_hit(hosts)
+
+    with ThreadPoolExecutor(1) as pool:  # the test run's loop is Twisted's: use another
+        assert pool.submit(asyncio.run, judge(list(found.values()))).result() is None
+        listed = Found("www.spammer.test", "http://www.spammer.test/", "url")
+        hit = pool.submit(asyncio.run, judge([*found.values(), listed])).result()
+    assert hit is not None and hit.found is listed
