@@ -233,6 +233,7 @@ class MimeDecoder:
 
     def __post_init__(self) -> None:
         self._buffer = b""
+        self._midline = False  # the buffer starts inside a line passed on in pieces
         self._frames: list[_Frame] = []
         self._state = HEADERS
         self._header_lines: list[bytes] = []
@@ -252,6 +253,15 @@ class MimeDecoder:
         self.octets += len(data)
         buffer = self._buffer + data if self._buffer else data
         start = 0
+        if self._midline:  # the rest of an endless line: never a boundary
+            end = buffer.find(b"\n")
+            if end < 0:
+                self._line(buffer, partial=True)
+                self._buffer = b""
+                return
+            self._line(buffer[:end + 1], partial=True)
+            self._midline = False
+            start = end + 1
         while True:
             if self._state != HEADERS and not buffer.startswith(b"--", start):
                 # Body lines go on in one block, up to the next line that may be a boundary.
@@ -271,6 +281,7 @@ class MimeDecoder:
         rest = buffer[start:]
         if len(rest) > MAX_LINE:  # an endless line: pass it on in pieces
             self._line(rest, partial=True)
+            self._midline = True
             rest = b""
         self._buffer = rest
 

@@ -250,3 +250,12 @@ def test_html_tags_and_comments_cut_between_blocks():
     assert html_hosts('<p>go <a hr', 'ef="http://cut.example.com/">x</a> <!-- http://hid', 'den.example.com/ -->',
                       "<scr", "ipt>http://js.example.com/</script> end www.after.example.com") == [
         "cut.example.com", "www.after.example.com"]
+
+
+def test_an_endless_line_is_never_taken_for_a_boundary():
+    msg = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+           + b"x" * 70000 + b"--b\r\nhttp://after.example.com/\r\n--b--\r\n")
+    for chunk in (0, 4096, 65536):
+        decoder, collector = scan(msg, chunk=chunk)
+        assert [p.content_type for p in decoder.parts] == ["multipart/mixed", "text/plain"], chunk
+        assert [f.host for f in collector] == ["after.example.com"], chunk
