@@ -259,3 +259,24 @@ def test_an_endless_line_is_never_taken_for_a_boundary():
         decoder, collector = scan(msg, chunk=chunk)
         assert [p.content_type for p in decoder.parts] == ["multipart/mixed", "text/plain"], chunk
         assert [f.host for f in collector] == ["after.example.com"], chunk
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(CORPUS or ["/dev/null"]),
+       st.lists(st.tuples(st.floats(0, 1), st.sampled_from(["flip", "cut", "dup"]), st.binary(max_size=8)),
+                max_size=8),
+       st.integers(min_value=1, max_value=500))
+def test_fuzz_mutated_corpus_messages(path, mutations, chunk):
+    msg = bytearray(Path(path).read_bytes())
+    for where, how, data in mutations:
+        i = int(where * len(msg))
+        if how == "flip":
+            msg[i:i + len(data)] = data
+        elif how == "cut":
+            del msg[i:i + 1 + len(data) * 50]
+        else:
+            msg[i:i] = msg[i:i + 200]
+    whole, c1 = scan(bytes(msg), want_md5=True)
+    split, c2 = scan(bytes(msg), chunk=chunk, want_md5=True)
+    assert [(p.content_type, p.md5) for p in whole.parts] == [(p.content_type, p.md5) for p in split.parts]
+    assert [f.host for f in c1] == [f.host for f in c2]
