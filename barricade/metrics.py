@@ -147,6 +147,22 @@ class Metrics:
             ["scope", "result"], registry=r,
         )
 
+        # Content plugins (barricade.content): what decided, per plugin, test and DNS list;
+        # distinct-or-not URIs per message; MIME decoding errors and limits hit.
+        self.content_hits = Counter(
+            "barricade_content_hits", "Content checks that found something, by plugin, test (uri-bl, "
+            "domain-bl, uri-ip-in-name, deny-content-name ...) and DNS list ('-' for none)",
+            ["plugin", "test", "list"], registry=r,
+        )
+        self.content_uris = Histogram(
+            "barricade_content_uris", "URIs found per message by the uri plugin",
+            buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r,
+        )
+        self.content_decode_errors = Counter(
+            "barricade_content_decode_errors", "MIME decoding problems: decode (bad base64, unknown "
+            "charset, broken headers) and limit (mime-max-depth, mime-max-parts)", ["kind"], registry=r,
+        )
+
     def scanner(self, name: str, outcome: str, seconds: float) -> None:
         self.scanner_results.labels(name, outcome).inc()
         self.scanner_seconds.labels(name).observe(seconds)

@@ -690,6 +690,10 @@ _add("call-back-pass-grey", False, """A sender the call-back verified skips
 _add("call-back-strict-greeting", False, """The first word of the MX's 220
      greeting must be a FQDN or an address literal (RFC 5321 4.2), else the
      call-back fails with 550 5.7.0 #572.""", section=S)
+_add("call-back-uri-greeting", False, """Look the host name the MX greets with
+     (the first word of its 220) up in the URI black lists uri-bl and
+     domain-bl; a listed one fails the call-back with 550 5.7.0 #572.""",
+     section=S)
 _add("call-back-timeout", 60, """Seconds a whole call-back may take: the MX
      lookup and every MX tried, each step also bounded by
      call-ahead-command-timeout. Past it the MX counts as not answering: 451

@@ -19,7 +19,10 @@ client PTRs that are confirmed, forged, missing, multiple or failing;
 implicit, null, pointing at loopback or LAN addresses; SPF records (pass,
 fail, softfail, include chains, redirect, errors); IP lists ``bl.test``,
 ``wl.test``, ``gl.test`` (127.0.0.x answers with bit masks, TXT reasons)
-and a domain list ``dbl.test``.
+a domain list ``dbl.test`` (also DBL style: 127.0.1.x answers, a wildcard);
+for the content plugins the URI list ``surbl.test`` (SURBL style), the hosts
+URIs name (``web.test``, ``badns.test``), a name-server list ``nsbl.test``
+and the MD5 list ``hash.test``.
 """
 
 from __future__ import annotations

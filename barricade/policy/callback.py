@@ -59,8 +59,10 @@ in turn when one does not answer, even after it accepted the connection
 (smtpf stops at the first that connects); smtpf's mxConnect skips MX hosts
 whose preference is not below the client's own (it was written for
 forwarding), which would temp-fail every message a domain's primary MX
-sends, so Barricade asks them all; ``call-back-uri-greeting`` waits for URI
-black lists.
+sends, so Barricade asks them all.  ``call-back-uri-greeting`` looks the
+host name of the MX's greeting up in the uri plugin's ``uri-bl`` (registered
+domain) and ``domain-bl``; a listed one fails the call-back like a strict
+greeting that names no host (550 #572).
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ from twisted.logger import Logger
 
 from barricade.aio import aio
 from barricade.client import unmap
-from barricade.dns import Resolver, Status
+from barricade.content.uri import is_ip, normalize_host, registered_domain
+from barricade.dns import Resolver, Status, parse_lists
 from barricade.options import Config, OptionError
 from barricade.policy.domains import usual_suspect
 from barricade.policy.grey import SKIP_NOTE
@@ -276,6 +279,10 @@ class CallBack(Check):
         self.budget = float(config["call-back-timeout"])
         self.pass_grey = config["call-back-pass-grey"]
         self.strict = config["call-back-strict-greeting"]
+        # call-back-uri-greeting: the greeting's host name against the uri plugin's domain lists
+        self.uri_lists = ((parse_lists("uri-bl", config.get("uri-bl") or []),
+                           parse_lists("domain-bl", config.get("domain-bl") or []))
+                          if config.get("call-back-uri-greeting") else ((), ()))
         self.allowed = parse_networks(config["call-back-allow-networks"])
         self.ttl = {ACCEPT: float(config["cache-accept-ttl"]),
                     TEMPFAIL: float(config["cache-temp-fail-ttl"]),
@@ -402,6 +409,11 @@ class CallBack(Check):
             self.count("strict-greeting")
             return self.outcome(sid, sender, verification_failed(REJECT, sender),
                                 f"{mx}: 220 response missing FQDN host name"), False
+        listed = await self.greeting_listed(greeting.text)
+        if listed:
+            self.count("uri-greeting")
+            return self.outcome(sid, sender, verification_failed(REJECT, sender),
+                                f"{mx}: 220 host name {listed}"), False
         if not result.mail.accepted or not result.rcpts:
             mail = result.mail
             return self.outcome(sid, sender, verification_failed(result_of(mail.code), sender),
@@ -420,6 +432,20 @@ class CallBack(Check):
         verdict = CONTINUE if decision.value == ACCEPT else verification_failed(decision.value, sender)
         note = f"{mx} {decision.note}: {answer.code} {answer.text}"
         return self.outcome(sid, sender, verdict, note), decision.verified
+
+    async def greeting_listed(self, text: str) -> str | None:
+        """``call-back-uri-greeting``: "<name> black listed by <list>" when the host name
+        the MX greets with is in ``uri-bl`` (its registered domain) or ``domain-bl``."""
+        uri_bl, domain_bl = self.uri_lists
+        host = normalize_host(text.split(" ", 1)[0]) if (uri_bl or domain_bl) and text else None
+        if host is None or is_ip(host):
+            return None
+        for name, lists in ((registered_domain(host) or host, uri_bl), (host, domain_bl)):
+            if lists:
+                found = await self.resolver.dnsbl(name, lists)
+                if found.hit is not None:
+                    return f"{name} black listed by {found.hit.dnslist.suffix}"
+        return None
 
     # --- bookkeeping ---
 

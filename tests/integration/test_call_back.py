@@ -194,6 +194,17 @@ def test_strict_greeting(proxy, mx):
     assert count(p, "strict-greeting") == 1
 
 
+def test_uri_greeting(proxy, mx):
+    """mx-all greets as mx-all.cb.test, which dbl.test lists."""
+    p = proxy("+call-back-uri-greeting", "domain-bl=dbl.test")
+    everything = mx("all")
+    expect(send(p.port, "w@all.cb.test"), 550, "5.7.0", 572)
+    assert everything.commands(), "the MX was called"
+    assert "220 host name mx-all.cb.test black listed by dbl.test" in p.log_text()
+    assert count(p, "uri-greeting") == 1
+    assert send(proxy("domain-bl=dbl.test").port, "v@all.cb.test").code == 250
+
+
 def test_plain_greeting_is_fine_without_strict_greeting(proxy, mx):
     p = proxy()
     mx("plain")

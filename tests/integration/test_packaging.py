@@ -28,6 +28,9 @@ def test_wheel_has_package_data_entry_points_licence_and_no_build_warning(tmp_pa
     for needed in ("barricade/state/lua/grey.lua", "barricade/state/lua/rate.lua",
                    "twisted/plugins/barricade_plugin.py", "barricade/plugins/clamd.py"):
         assert needed in names, needed
+    # Every package of the source tree is in the wheel (a new one must join pyproject.toml).
+    for init in sorted(PACKAGE_ROOT.glob("barricade/**/__init__.py")):
+        assert init.relative_to(PACKAGE_ROOT).as_posix() in names, init
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(meta).decode()
     assert "License-Expression: MIT" in text and "Requires-Dist: publicsuffixlist" in text
