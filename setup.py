@@ -27,7 +27,7 @@ setup(
         "prometheus-client>=0.17",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "ruff>=0.4"],
+        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "ruff>=0.4", "aiosmtpd>=1.4"],
     },
     include_package_data=True,
     package_data={"barricade.data": ["*.txt"], "barricade.state": ["lua/*.lua"]},

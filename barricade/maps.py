@@ -298,6 +298,10 @@ class RouteMap(KeyValueMap):
         hit = self.first(keys)
         return self._routes.get(hit[0]) if hit else None
 
+    def forwards(self) -> list[tuple[tuple[str, int], ...]]:
+        """Each distinct set of FORWARD: hosts once: the downstreams whose EHLO we reflect."""
+        return list(dict.fromkeys(r.forward for r in self._routes.values() if r.forward))
+
     def for_recipient(self, address: str) -> Route | None:
         """The route of a recipient; unqualified addresses go to the local route."""
         if "@" not in address:

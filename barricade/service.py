@@ -33,6 +33,7 @@ from barricade.policy.limits import builtin_checks
 from barricade.policy.pipeline import Pipeline
 from barricade.replies import Catalogue, CatalogueError
 from barricade.report import Reporter
+from barricade.smtp.capability_probe import CapabilityProbe
 from barricade.smtp.forward import Timeouts
 from barricade.smtp.proxy import ServerContext
 from barricade.smtp.server import SmtpServerFactory
@@ -127,7 +128,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     except (TldFileError, OptionError) as exc:
         raise StartupError(str(exc)) from None
     pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics)
-    return ServerContext(
+    context = ServerContext(
         config=config,
         catalogue=catalogue,
         routes=routes,
@@ -147,6 +148,9 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         call_ahead=CallAhead(config, store, hostname, metrics),
         resolver=resolver,
     )
+    context.capabilities = CapabilityProbe(reactor, routes, hostname, context.timeouts,
+                                           config["forward-capabilities-ttl"])
+    return context
 
 
 def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -225,6 +229,8 @@ class BarricadeService(service.Service):
                      name=self.context.hostname)
             sock.close()
         self.sockets = []
+        if self.context.capabilities is not None:
+            self.context.capabilities.start()  # what the downstreams offer, before the first EHLO
         if self.config["metrics-interface"] and self.serve_metrics:
             host, port = parse_address(self.config["metrics-interface"], 9025, "metrics-interface")
             try:

@@ -25,6 +25,8 @@ from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from barricade.smtp.capabilities import Capabilities, mail_parameters, rcpt_parameters
+
 log = Logger()
 
 MAX_REPLY_LINE = 4096  # longer reply lines are cut, never buffered without bound
@@ -286,24 +288,51 @@ class Downstream:
         if reply.code != 250:
             raise DownstreamError("connect", self.host, f"HELO refused: {reply}")
 
-    def mail_line(self, sender: str, params: dict[str, str | None]) -> str:
-        line = f"MAIL FROM:<{sender}>"
-        body = params.get("BODY")
-        if body and body.upper() == "8BITMIME" and "8BITMIME" in self.keywords:
-            line += " BODY=8BITMIME"
-        if params.get("SIZE") and "SIZE" in self.keywords:
-            line += f" SIZE={params['SIZE']}"
-        return line
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities.from_keywords(self.keywords)
 
-    async def begin(self, sender: str, params: dict[str, str | None], rcpt: str) -> tuple[DownstreamReply, DownstreamReply | None]:
+    def mail_line(self, sender: str, params: dict[str, str | None]) -> str:
+        return f"MAIL FROM:<{sender}>" + mail_parameters(params, self.capabilities)
+
+    def rcpt_line(self, rcpt: str, params: dict[str, str | None] | None) -> str:
+        return f"RCPT TO:<{rcpt}>" + (rcpt_parameters(params, self.capabilities) if params else "")
+
+    async def introduce(self, lines: list[str], helo_name: str) -> DownstreamReply | None:
+        """XCLIENT: the connection becomes the client's; a new EHLO follows.
+
+        A refusal (the downstream does not trust us) is returned and the
+        connection carries on as ours.
+        """
+        reply = None
+        for line in lines:
+            reply = await self.command("xclient", line)
+            if reply.code not in (220, 250):
+                return reply
+        if reply is not None:
+            self.keywords = {}
+            await self._ehlo(helo_name)
+        return None
+
+    async def forward_client(self, lines: list[str]) -> DownstreamReply | None:
+        """XFORWARD before a MAIL; the first refusal is returned (and the rest skipped)."""
+        for line in lines:
+            reply = await self.command("xforward", line)
+            if not reply.ok:
+                return reply
+        return None
+
+    async def begin(self, sender: str, params: dict[str, str | None], rcpt: str,
+                    rcpt_params: dict[str, str | None] | None = None) -> tuple[DownstreamReply, DownstreamReply | None]:
         """MAIL then the first RCPT, pipelined when the host offers it."""
         self.in_transaction = True
         self.recipients = []
         self._at_line_start = True
         mail_line = self.mail_line(sender, params)
+        rcpt_line = self.rcpt_line(rcpt, rcpt_params)
         if "PIPELINING" in self.keywords:
             mail_d = self.proto.command(mail_line, self.timeouts.command)
-            rcpt_d = self.proto.command(f"RCPT TO:<{rcpt}>", self.timeouts.command)
+            rcpt_d = self.proto.command(rcpt_line, self.timeouts.command)
             mail = await self._timed("mail", mail_d)
             rcpt_reply = await self._timed("rcpt", rcpt_d)
             if not mail.ok:
@@ -312,13 +341,13 @@ class Downstream:
             mail = await self.command("mail", mail_line)
             if not mail.ok:
                 return mail, None
-            rcpt_reply = await self.command("rcpt", f"RCPT TO:<{rcpt}>")
+            rcpt_reply = await self.command("rcpt", rcpt_line)
         if rcpt_reply.ok:
             self.recipients.append(rcpt)
         return mail, rcpt_reply
 
-    async def rcpt(self, rcpt: str) -> DownstreamReply:
-        reply = await self.command("rcpt", f"RCPT TO:<{rcpt}>")
+    async def rcpt(self, rcpt: str, params: dict[str, str | None] | None = None) -> DownstreamReply:
+        reply = await self.command("rcpt", self.rcpt_line(rcpt, params))
         if reply.ok:
             self.recipients.append(rcpt)
         return reply

@@ -30,6 +30,7 @@ from barricade.policy.pipeline import Context, Pipeline
 from barricade.policy.verdict import Action, Flag, Verdict
 from barricade.replies import Catalogue, Reply
 from barricade.smtp import events as ev
+from barricade.smtp.client_identity import identity, xclient_commands, xforward_commands
 from barricade.smtp.forward import Downstream, DownstreamError, DownstreamReply, Timeouts
 from barricade.smtp.message import HeaderCollector, edit_headers, parse_headers, received_header
 from barricade.smtp.session import SessionConfig
@@ -56,6 +57,7 @@ class ServerContext:
     store: object = None  # barricade.state.Store: rate, concurrency, grey-list state
     call_ahead: object = None  # barricade.policy.callahead.CallAhead (route-map RCPT:)
     resolver: object = None  # barricade.dns.Resolver; None: no DNS (client names stay unknown)
+    capabilities: object = None  # barricade.smtp.capability_probe.CapabilityProbe; None: static EHLO
 
 
 # LAN address space (RFC 1918, RFC 4193, link-local, loopback).  Python's
@@ -204,6 +206,11 @@ class Proxy:
         verdict = await self.server.pipeline.run("helo", self.ctx)
         if verdict.decisive and not self._hold(verdict, "helo"):
             return self.verdict_outcome(verdict)
+        probe = self.server.capabilities
+        if probe is not None:  # the EHLO reflects what the downstreams offer now
+            offer = await probe.offer(self.cfg["message-size-limit"], self.cfg["rfc1652-8bitmime"])
+            session.config = replace(session.config, size_limit=offer.size, dsn=offer.dsn,
+                                     eightbitmime=offer.eightbitmime, etrn=offer.etrn)
         if event.verb == "EHLO":
             return Outcome(self.reply(254, extra=session.ehlo_keywords()))
         return Outcome(self.reply(256))
@@ -252,7 +259,7 @@ class Proxy:
                 route, rcpt, self.ctx.sender or "", self.ctx.session_id):
             return Outcome(self.reply(292, rcpt=rcpt))
         try:
-            reply = await self._forward_rcpt(route, rcpt)
+            reply = await self._forward_rcpt(route, rcpt, event.path.params)
         except DownstreamError as exc:
             return self._rcpt_error(exc, route, rcpt)
         if isinstance(reply, Outcome):
@@ -262,10 +269,11 @@ class Proxy:
             return Outcome(self.reply(297 if self.ctx.client.relay else 290, rcpt=rcpt))
         return Outcome(self.rcpt_refused(reply, rcpt))
 
-    async def _forward_rcpt(self, route: Route, rcpt: str) -> DownstreamReply | Outcome:
+    async def _forward_rcpt(self, route: Route, rcpt: str,
+                            params: dict[str, str | None] | None = None) -> DownstreamReply | Outcome:
         down = self.txn.get(route.name)
         if down is not None:
-            return await down.rcpt(rcpt)
+            return await down.rcpt(rcpt, params)
         down = self.pool.get(route.name)
         if down is None or not down.alive:
             down = await Downstream.open(
@@ -273,8 +281,10 @@ class Proxy:
                 self.server.timeouts, self.observe,
             )
             self.pool[route.name] = down
+            await self._introduce(route, down)
         self.txn[route.name] = down
-        mail, rcpt_reply = await down.begin(self.ctx.sender or "", self.ctx.mail_params, rcpt)
+        await self._tell(down, "forward-xforward", down.capabilities.xforward, xforward_commands)
+        mail, rcpt_reply = await down.begin(self.ctx.sender or "", self.ctx.mail_params, rcpt, params)
         if rcpt_reply is None:
             del self.txn[route.name]
             await down.rset()
@@ -283,6 +293,26 @@ class Proxy:
                 282, code=mail.code, status=status, sender=self.ctx.sender or "",
             ))
         return rcpt_reply
+
+    async def _introduce(self, route: Route, down: Downstream) -> None:
+        """A new relay connection: learn what it offers; XCLIENT if configured."""
+        if self.server.capabilities is not None:
+            self.server.capabilities.learn(route.forward, down.keywords)
+        await self._tell(down, "forward-xclient", down.capabilities.xclient, xclient_commands)
+
+    async def _tell(self, down: Downstream, option: str, offered: frozenset[str], commands) -> None:
+        """forward-xclient / forward-xforward: who the client is, if the downstream listens."""
+        if not self.cfg[option] or not offered:
+            return
+        qid = f"{self.ctx.session_id}{self.messages + 1:02d}"  # as on_data will name it
+        lines = commands(offered, identity(self.ctx.client, self.ctx.helo, self.ctx.esmtp, qid))
+        if option == "forward-xclient":
+            refused = await down.introduce(lines, self.server.hostname)
+        else:
+            refused = await down.forward_client(lines)
+        if refused is not None:
+            log.warn("session {sid}: {host} refused {option}: {reply}", sid=self.ctx.session_id,
+                     host=down.host, option=option, reply=str(refused))
 
     def _rcpt_error(self, exc: DownstreamError, route: Route, rcpt: str) -> Outcome:
         self.downstream_error(exc)
@@ -588,6 +618,8 @@ class Proxy:
         session.restart(client, attrs.get("HELO"))
         log.info("session {sid}: XCLIENT from {old} now {ip} ({name})",
                  sid=self.ctx.session_id, old=old.ip, ip=client.ip, name=client.name)
+        if self.cfg["forward-xclient"]:
+            await self.close()  # the relay connections told the downstream about the old client
         outcome = await self.connect(lookup=lookup)
         session.client = self.ctx.client  # with the name DNS gave it
         if outcome.reply.code != 220 and not outcome.sink:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from barricade.options import Config
 from barricade.replies import Catalogue, Reply
 from barricade.smtp import events as ev
+from barricade.smtp.capabilities import EIGHTBIT_ALWAYS, MAIL_DSN, RCPT_DSN, dsn_mail_error, dsn_rcpt_error
 from barricade.smtp.data import DataDecoder
 from barricade.smtp.grammar import (
     COMMAND_HARD_LIMIT,
@@ -74,6 +75,8 @@ class SessionConfig:
     drop_unknown: bool = False
     helo_schizo: int = 1
     size_limit: int = 0
+    dsn: bool = False  # every downstream offers DSN (the proxy sets it from their EHLO)
+    etrn: bool = False  # the local route's downstream offers ETRN
 
     @classmethod
     def from_config(cls, config: Config, hostname: str, tls_available: bool) -> SessionConfig:
@@ -81,7 +84,7 @@ class SessionConfig:
             hostname=hostname,
             esmtp=config["smtp-enable-esmtp"],
             pipelining=config["rfc2920-pipelining"],
-            eightbitmime=config["rfc1652-8bitmime"],
+            eightbitmime=config["rfc1652-8bitmime"] == EIGHTBIT_ALWAYS,
             xclient=config["smtp-xclient-enable"],
             tls_available=tls_available,
             command_length=config["rfc2821-command-length"],
@@ -157,6 +160,10 @@ class Session:
         words.append(f"SIZE {cfg.size_limit}" if cfg.size_limit else "SIZE")
         if cfg.eightbitmime:
             words.append("8BITMIME")
+        if cfg.dsn:
+            words.append("DSN")
+        if cfg.etrn:
+            words.append("ETRN")
         if cfg.tls_available and not self.tls:
             words.append("STARTTLS")
         if cfg.xclient and self.client.xclient_allowed:
@@ -303,6 +310,9 @@ class Session:
                     return self.violation(919, param="BODY=8BITMIME")
             elif key == "AUTH":
                 continue  # RFC 4954 5: a server not doing AUTH ignores it
+            elif key in MAIL_DSN and self.config.dsn:
+                if dsn_mail_error(key, value):
+                    return self.violation(920, param=f"{key}={value or ''}")
             else:
                 return self.violation(919, param=key)
         return ev.Mail(path)
@@ -316,8 +326,11 @@ class Session:
             path = parse_path(arg, "TO", self.config.strictness, mail=False)
         except GrammarError as exc:
             return self.violation(exc.reply_id, **exc.fields)
-        if path.params:
-            return self.violation(919, param=next(iter(path.params)))
+        for key, value in path.params.items():
+            if key not in RCPT_DSN or not self.config.dsn:
+                return self.violation(919, param=key)
+            if dsn_rcpt_error(key, value):
+                return self.violation(920, param=f"{key}={value or ''}")
         return ev.Rcpt(path)
 
     def _data_cmd(self, arg: str) -> ev.Event:
