@@ -36,6 +36,7 @@ from barricade.report import Reporter
 from barricade.smtp.capability_probe import CapabilityProbe
 from barricade.smtp.forward import Timeouts
 from barricade.smtp.proxy import ServerContext
+from barricade.smtp.proxy_protocol import parse_hosts
 from barricade.smtp.server import SmtpServerFactory
 from barricade.smtp.session import SessionConfig
 from barricade.state.metered import store_from_config
@@ -103,6 +104,10 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         raise StartupError(str(exc)) from None
     for item in config["interfaces"]:
         parse_address(item, 25, "interfaces")
+    try:
+        parse_hosts(config["proxy-protocol-hosts"])
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
     if config["metrics-interface"]:
         parse_address(config["metrics-interface"], 9025, "metrics-interface")
     tls = tls_context(config)
