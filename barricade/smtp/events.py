@@ -89,6 +89,13 @@ class Vrfy(Command):
 
 
 @dataclass(frozen=True)
+class Etrn(Command):
+    """RFC 1985: ask the local route's MTA to flush its queue for ``argument``."""
+
+    argument: str
+
+
+@dataclass(frozen=True)
 class StartTls(Command):
     pass
 

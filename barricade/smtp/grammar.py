@@ -212,3 +212,14 @@ def parse_xclient(arg: str) -> dict[str, str | None]:
             raise GrammarError(917, name=token)
         attrs[key] = decoded
     return attrs
+
+
+_QUEUE_NAME = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*\Z")
+
+
+def valid_etrn(arg: str) -> bool:
+    """RFC 1985: ``domain``, ``@domain`` (subdomains too) or ``#queue-name``."""
+    if arg.startswith("#"):
+        return bool(_QUEUE_NAME.match(arg[1:]))
+    domain = arg[1:] if arg.startswith("@") else arg
+    return bool(domain) and valid_domain(domain)

@@ -590,6 +590,29 @@ class Proxy:
     async def on_vrfy(self, event: ev.Vrfy, session) -> Outcome:
         return Outcome(self.reply(915))
 
+    async def on_etrn(self, event: ev.Etrn, session) -> Outcome:
+        """RFC 1985 ETRN goes to the local route, which queues (smtpf #276/#277)."""
+        domain = event.argument.lstrip("@#")
+        try:
+            down = await Downstream.open(self.server.reactor, self.server.routes.local.forward,
+                                         self.server.hostname, self.server.timeouts, self.observe)
+        except DownstreamError as exc:
+            self.downstream_error(exc)
+            return Outcome(self.reply(276, domain=domain))
+        try:
+            reply = await down.command("etrn", f"ETRN {event.argument}")
+        except DownstreamError as exc:
+            self.downstream_error(exc)
+            return Outcome(self.reply(276, domain=domain))
+        finally:
+            defer.ensureDeferred(down.quit())
+        log.info("session {sid}: ETRN {arg} relayed to {host}: {reply}", sid=self.ctx.session_id,
+                 arg=event.argument, host=down.host, reply=str(reply))
+        if reply.code == 421:  # the downstream closing is no reason to close the client
+            return Outcome(self.reply(276, domain=domain))
+        status = reply.status or f"{reply.code // 100}.0.0"
+        return Outcome(self.catalogue.reply(277, code=reply.code, status=status, text=reply.text))
+
     async def on_quit(self, event: ev.Quit, session) -> Outcome:
         await self.close()
         return Outcome(self.reply(247))

@@ -31,6 +31,7 @@ from barricade.smtp.grammar import (
     parse_path,
     parse_xclient,
     split_command,
+    valid_etrn,
     valid_helo,
 )
 
@@ -53,7 +54,7 @@ GREETING, COMMAND, DATA, CLOSED = "greeting", "command", "data", "closed"
 SINK = "sink"
 SINK_COMMANDS = frozenset(("NOOP", "QUIT"))
 
-NOT_IMPLEMENTED = {"AUTH", "ETRN", "TURN", "BDAT", "ATRN", "SEND", "SOML", "SAML", "EXPN"}
+NOT_IMPLEMENTED = {"AUTH", "TURN", "BDAT", "ATRN", "SEND", "SOML", "SAML", "EXPN"}
 HELP_COMMANDS = "HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS XCLIENT"
 
 
@@ -363,6 +364,17 @@ class Session:
         except GrammarError as exc:
             return self.violation(exc.reply_id, **exc.fields)
 
+    def _etrn(self, arg: str) -> ev.Event:
+        if not self.config.etrn:
+            return self.violation(250, command="ETRN")
+        if not self.esmtp or self.sender is not None:
+            return self.violation(251, command="ETRN")  # RFC 1985: after EHLO, outside a transaction
+        if not arg:
+            return self.violation(249, command="ETRN")
+        if not valid_etrn(arg):
+            return self.violation(920, param=arg)
+        return ev.Etrn(arg)
+
     def _vrfy(self, arg: str) -> ev.Event:
         if not arg:
             return self.violation(249, command="VRFY")
@@ -487,4 +499,5 @@ _HANDLERS = {
     "VRFY": Session._vrfy,
     "STARTTLS": Session._starttls,
     "XCLIENT": Session._xclient,
+    "ETRN": Session._etrn,
 }
