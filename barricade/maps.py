@@ -307,6 +307,14 @@ class RouteMap(KeyValueMap):
         if "@" not in address:
             return self.local
         route = self._lookup(mail_keys(self.TAG, address, bare=True))
+        if route is None and not address.isascii():  # RFC 6531: a U-label domain, keyed as A-labels?
+            local, _, domain = address.rpartition("@")
+            try:
+                a_labels = domain.encode("idna").decode("ascii")
+            except UnicodeError:
+                a_labels = domain
+            if a_labels != domain:
+                route = self._lookup(mail_keys(self.TAG, f"{local}@{a_labels}", bare=True))
         if route is not None and not route.forward:
             return None  # a RELAY-only entry routes nothing
         return route

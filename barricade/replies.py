@@ -684,6 +684,9 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'MAIL SIZE= is larger than the Length-Connect:, Length-From: or Length-To: limit for this recipient (smtpf numbers this reply 901). See the access-map.'),
     R(960, 451, '4.3.0', 'duplicate-message store unavailable, try again later', 'dot',
       'state-failure=dupmsg:tempfail and the shared-state store could not be asked whether the message was delivered before. By default dupmsg skips instead (the message is delivered untracked).'),
+    R(970, 553, '5.6.7', 'non-ASCII address {address} not permitted without SMTPUTF8', 'mail',
+      'RFC 6531 3.5: an internationalised sender or recipient address in a transaction whose MAIL '
+      'did not ask for SMTPUTF8 (or when the downstreams do not offer SMTPUTF8, so neither do we).'),
 )
 
 

@@ -36,6 +36,7 @@ class Capabilities:
     eightbitmime: bool = False
     dsn: bool = False
     etrn: bool = False
+    smtputf8: bool = False
     size: int | None = None  # None: SIZE not announced; 0: announced without a limit
     xclient: frozenset[str] = field(default_factory=frozenset)
     xforward: frozenset[str] = field(default_factory=frozenset)
@@ -54,6 +55,7 @@ class Capabilities:
             eightbitmime="8BITMIME" in words,
             dsn="DSN" in words,
             etrn="ETRN" in words,
+            smtputf8="SMTPUTF8" in words,
             size=size,
             xclient=frozenset(words.get("XCLIENT", "").upper().split()),
             xforward=frozenset(words.get("XFORWARD", "").upper().split()),
@@ -72,6 +74,7 @@ class Offer:
     eightbitmime: bool
     dsn: bool
     etrn: bool = False
+    smtputf8: bool = False
 
 
 def make_offer(downstreams: Iterable[Capabilities], size_limit: int, eightbitmime: int,
@@ -99,6 +102,7 @@ def make_offer(downstreams: Iterable[Capabilities], size_limit: int, eightbitmim
         eightbitmime=eight,
         dsn=known and all(c.dsn for c in caps),
         etrn=local is not None and local.etrn,
+        smtputf8=known and all(c.smtputf8 for c in caps),
     )
 
 
@@ -138,7 +142,7 @@ def mail_parameters(params: Mapping[str, str | None], cap: Capabilities) -> str:
     """The MAIL parameters relayed to a downstream, as ``" KEY=value"`` text.
 
     Only what this downstream announced goes on: BODY=8BITMIME with
-    8BITMIME, SIZE with SIZE, RET and ENVID with DSN.
+    8BITMIME, SIZE with SIZE, SMTPUTF8 with SMTPUTF8, RET and ENVID with DSN.
     """
     out = ""
     body = params.get("BODY")
@@ -146,6 +150,8 @@ def mail_parameters(params: Mapping[str, str | None], cap: Capabilities) -> str:
         out += " BODY=8BITMIME"
     if params.get("SIZE") and cap.size is not None:
         out += f" SIZE={params['SIZE']}"
+    if "SMTPUTF8" in params and cap.smtputf8:
+        out += " SMTPUTF8"
     if cap.dsn:
         for key in MAIL_DSN:
             if params.get(key):

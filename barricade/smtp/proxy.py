@@ -210,7 +210,8 @@ class Proxy:
         if probe is not None:  # the EHLO reflects what the downstreams offer now
             offer = await probe.offer(self.cfg["message-size-limit"], self.cfg["rfc1652-8bitmime"])
             session.config = replace(session.config, size_limit=offer.size, dsn=offer.dsn,
-                                     eightbitmime=offer.eightbitmime, etrn=offer.etrn)
+                                     eightbitmime=offer.eightbitmime, etrn=offer.etrn,
+                                     smtputf8=offer.smtputf8)
         if event.verb == "EHLO":
             return Outcome(self.reply(254, extra=session.ehlo_keywords()))
         return Outcome(self.reply(256))
@@ -528,8 +529,10 @@ class Proxy:
         else:
             results = await self._all(lambda d: d.dot())
         if results and all(isinstance(r, DownstreamReply) and r.ok for r in results):
-            log.info("session {sid}: message {qid} accepted by {n} host(s) in {t:.3f}s: {replies}",
-                     sid=self.ctx.session_id, qid=self.ctx.qid, n=len(results),
+            log.info("session {sid}: message {qid} from <{sender}> for {rcpts} accepted by {n} host(s) "
+                     "in {t:.3f}s: {replies}", sid=self.ctx.session_id, qid=self.ctx.qid,
+                     sender=self.ctx.sender or "", rcpts=",".join(f"<{r}>" for r in self.ctx.rcpts),
+                     n=len(results),
                      t=time.monotonic() - started, replies="; ".join(map(str, results)))
             self._outcome_metric("accept")
             self.ctx.delivered = self.ctx.qid

@@ -78,6 +78,7 @@ class SessionConfig:
     size_limit: int = 0
     dsn: bool = False  # every downstream offers DSN (the proxy sets it from their EHLO)
     etrn: bool = False  # the local route's downstream offers ETRN
+    smtputf8: bool = False  # every downstream offers SMTPUTF8 (RFC 6531)
 
     @classmethod
     def from_config(cls, config: Config, hostname: str, tls_available: bool) -> SessionConfig:
@@ -165,6 +166,8 @@ class Session:
             words.append("DSN")
         if cfg.etrn:
             words.append("ETRN")
+        if cfg.smtputf8:
+            words.append("SMTPUTF8")
         if cfg.tls_available and not self.tls:
             words.append("STARTTLS")
         if cfg.xclient and self.client.xclient_allowed:
@@ -257,8 +260,12 @@ class Session:
         if self.config.command_length and len(line) + 2 > COMMAND_LIMIT:
             return self._emit(self.violation(640, length=len(line) + 2))
         if any(b < 0x20 or b > 0x7E for b in line if b != 0x09):
-            return self._emit(self.violation(641))
-        verb, arg = split_command(line.decode("ascii"))
+            text = _utf8_address_line(line)
+            if text is None:
+                return self._emit(self.violation(641))
+        else:
+            text = line.decode("ascii")
+        verb, arg = split_command(text)
         return self._emit(self._command(verb, arg))
 
     def _command(self, verb: str, arg: str) -> ev.Event:
@@ -311,11 +318,16 @@ class Session:
                     return self.violation(919, param="BODY=8BITMIME")
             elif key == "AUTH":
                 continue  # RFC 4954 5: a server not doing AUTH ignores it
+            elif key == "SMTPUTF8" and self.config.smtputf8:
+                if value is not None:
+                    return self.violation(920, param=f"SMTPUTF8={value}")
             elif key in MAIL_DSN and self.config.dsn:
                 if dsn_mail_error(key, value):
                     return self.violation(920, param=f"{key}={value or ''}")
             else:
                 return self.violation(919, param=key)
+        if not path.address.isascii() and "SMTPUTF8" not in path.params:
+            return self.violation(970, address=f"<{path.address}>")  # RFC 6531 3.5
         return ev.Mail(path)
 
     def _rcpt(self, arg: str) -> ev.Event:
@@ -332,6 +344,8 @@ class Session:
                 return self.violation(919, param=key)
             if dsn_rcpt_error(key, value):
                 return self.violation(920, param=f"{key}={value or ''}")
+        if not path.address.isascii() and "SMTPUTF8" not in self.sender.path.params:
+            return self.violation(970, address=f"<{path.address}>")  # RFC 6531 3.5
         return ev.Rcpt(path)
 
     def _data_cmd(self, arg: str) -> ev.Event:
@@ -484,6 +498,20 @@ class Session:
     def _reset(self) -> None:
         self.sender = None
         self.rcpt_count = 0
+
+
+def _utf8_address_line(line: bytes) -> str | None:
+    """A MAIL or RCPT line with UTF-8 in it (RFC 6531 addresses); None for anything else.
+
+    Control characters and bytes that are not UTF-8 stay a #641 whatever
+    the command; the grammar and SMTPUTF8 decide on the address.
+    """
+    if line[:5].upper() not in (b"MAIL ", b"RCPT ") or any(b < 0x20 and b != 0x09 or b == 0x7F for b in line):
+        return None
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 _HANDLERS = {

@@ -116,3 +116,11 @@ def test_cache_offer_is_conservative_for_unknown_routes():
     cache.learn(a, POSTFIX, 0)
     assert cache.offer([a], a, 0, EIGHTBIT_FOLLOW).dsn
     assert not cache.offer([a, b], a, 0, EIGHTBIT_FOLLOW).dsn
+
+
+def test_smtputf8_needs_every_downstream_and_is_relayed_where_offered():
+    rich, sink = Capabilities.from_keywords(POSTFIX), Capabilities.from_keywords(SINK)
+    assert make_offer([rich], 0, EIGHTBIT_FOLLOW).smtputf8
+    assert not make_offer([rich, sink], 0, EIGHTBIT_FOLLOW).smtputf8
+    assert mail_parameters({"SMTPUTF8": None}, rich) == " SMTPUTF8"
+    assert mail_parameters({"SMTPUTF8": None}, sink) == ""
