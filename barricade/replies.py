@@ -687,6 +687,9 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(970, 553, '5.6.7', 'non-ASCII address {address} not permitted without SMTPUTF8', 'mail',
       'RFC 6531 3.5: an internationalised sender or recipient address in a transaction whose MAIL '
       'did not ask for SMTPUTF8 (or when the downstreams do not offer SMTPUTF8, so neither do we).'),
+    R(971, 250, '2.0.0', '{size} octets received', 'bdat',
+      'RFC 3030: a BDAT chunk other than the last was read (size: the message so far). The reply '
+      'to BDAT LAST is the reply to the message, as for the final dot of DATA.'),
 )
 
 

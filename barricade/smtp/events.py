@@ -60,7 +60,16 @@ class Rcpt(Command):
 
 @dataclass(frozen=True)
 class Data(Command):
-    pass
+    """DATA, or the first BDAT of a transaction (``chunking``: no 354 is sent)."""
+
+    chunking: bool = False
+
+
+@dataclass(frozen=True)
+class ChunkReceived(Command):
+    """A BDAT chunk other than the last was read whole (RFC 3030: answer 250)."""
+
+    size: int
 
 
 @dataclass(frozen=True)

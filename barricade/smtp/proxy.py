@@ -569,6 +569,8 @@ class Proxy:
 
     async def end_transaction(self, abort: bool = False) -> None:
         """RSET (or drop) the downstream side of the current transaction."""
+        if self._headers is not None:  # a BDAT message is open downstream: RSET would be content
+            abort, self._headers, self._abort_reply = True, None, None
         downs, self.txn = list(self.txn.items()), {}
         for name, down in downs:
             if abort or not await down.rset():
@@ -577,6 +579,10 @@ class Proxy:
         self.ctx.reset_transaction()
         self.broken = False
         self.held = None
+
+    async def on_chunkreceived(self, event: ev.ChunkReceived, session) -> Outcome:
+        """RFC 3030: a BDAT chunk other than the last was taken (its checks ran as it came)."""
+        return Outcome(self.reply(971, size=event.size))
 
     async def on_rset(self, event: ev.Rset, session) -> Outcome:
         await self.end_transaction()

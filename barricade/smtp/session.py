@@ -21,6 +21,7 @@ from barricade.options import Config
 from barricade.replies import Catalogue, Reply
 from barricade.smtp import events as ev
 from barricade.smtp.capabilities import EIGHTBIT_ALWAYS, MAIL_DSN, RCPT_DSN, dsn_mail_error, dsn_rcpt_error
+from barricade.smtp.chunking import ChunkDecoder, parse_bdat
 from barricade.smtp.data import DataDecoder
 from barricade.smtp.grammar import (
     COMMAND_HARD_LIMIT,
@@ -48,13 +49,14 @@ NEED_DATA = _Sentinel("NEED_DATA")
 PAUSED = _Sentinel("PAUSED")
 
 GREETING, COMMAND, DATA, CLOSED = "greeting", "command", "data", "closed"
+BDAT = "bdat"  # reading the octets of a BDAT chunk (RFC 3030)
 #: smtpf's "sink" state after a connect-time 421 that does not drop (``-rate-drop``,
 #: ``-concurrent-drop``): NOOP and QUIT are served, any other known command gets
 #: #251 "out of sequence" and the connection closes.
 SINK = "sink"
 SINK_COMMANDS = frozenset(("NOOP", "QUIT"))
 
-NOT_IMPLEMENTED = {"AUTH", "TURN", "BDAT", "ATRN", "SEND", "SOML", "SAML", "EXPN"}
+NOT_IMPLEMENTED = {"AUTH", "TURN", "ATRN", "SEND", "SOML", "SAML", "EXPN"}
 HELP_COMMANDS = "HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS XCLIENT"
 
 
@@ -79,6 +81,7 @@ class SessionConfig:
     dsn: bool = False  # every downstream offers DSN (the proxy sets it from their EHLO)
     etrn: bool = False  # the local route's downstream offers ETRN
     smtputf8: bool = False  # every downstream offers SMTPUTF8 (RFC 6531)
+    chunking: bool = True  # offer CHUNKING (RFC 3030 BDAT)
 
     @classmethod
     def from_config(cls, config: Config, hostname: str, tls_available: bool) -> SessionConfig:
@@ -102,6 +105,7 @@ class SessionConfig:
             drop_unknown=config["smtp-drop-unknown"],
             helo_schizo=config["smtp-helo-schizo"],
             size_limit=config["message-size-limit"],
+            chunking=config["rfc3030-chunking"],
         )
 
 
@@ -128,6 +132,13 @@ class Session:
         self._pipelined = False  # input arrived while a command was in flight
         self._data: DataDecoder | None = None
         self._early_data = False
+        # BDAT: the transaction's chunk decoder (None: no BDAT yet), the octets of the
+        # chunk still to read, whether it is the last, and a refusal to send once a
+        # refused chunk's octets are read and thrown away (RFC 3030 2).
+        self._chunks: ChunkDecoder | None = None
+        self._chunk_left = 0
+        self._chunk_last = False
+        self._chunk_refusal: ev.Violation | None = None
 
     # --- derived state ------------------------------------------------------------
 
@@ -168,6 +179,8 @@ class Session:
             words.append("ETRN")
         if cfg.smtputf8:
             words.append("SMTPUTF8")
+        if cfg.chunking:
+            words.append("CHUNKING")
         if cfg.tls_available and not self.tls:
             words.append("STARTTLS")
         if cfg.xclient and self.client.xclient_allowed:
@@ -216,6 +229,8 @@ class Session:
             return NEED_DATA
         if self.state == DATA:
             return self._next_data_event()
+        if self.state == BDAT:
+            return self._next_chunk_event()
         return self._next_command()
 
     def _next_data_event(self) -> ev.Event | _Sentinel:
@@ -232,6 +247,41 @@ class Session:
             return NEED_DATA
         # Bytes after the dot are the next commands.
         self._buffer = dec.buffer
+        violation, drop = None, False
+        if limit and dec.size > limit:
+            violation = self._reply(912, limit=limit)
+        elif self.config.strict_dot and dec.bare:
+            violation = self._reply(921)
+        elif self.config.line_length and dec.longest_line + 2 > TEXT_LINE_LIMIT:
+            violation = self._reply(321, length=dec.longest_line + 2)
+            drop = self.config.line_length >= 2
+        return self._emit(ev.EndOfData(dec.size, dec.bare, dec.longest_line, violation, drop))
+
+    def _next_chunk_event(self) -> ev.Event | _Sentinel:
+        """The octets of a BDAT chunk, then what its end means."""
+        take = min(self._chunk_left, len(self._buffer))
+        piece = bytes(self._buffer[:take])
+        del self._buffer[:take]
+        self._chunk_left -= take
+        if self._chunk_refusal is not None:  # a refused chunk: read and thrown away
+            if self._chunk_left:
+                return NEED_DATA
+            self.state = COMMAND
+            refusal, self._chunk_refusal = self._chunk_refusal, None
+            return self._emit(refusal)
+        dec = self._chunks
+        assert dec is not None
+        data = dec.decode(piece) if piece else b""
+        if self._chunk_left == 0 and self._chunk_last:
+            data += dec.finish()
+        limit = self.config.size_limit
+        if data and not (limit and dec.size > limit):
+            return ev.DataChunk(data)
+        if self._chunk_left:
+            return NEED_DATA
+        self.state = COMMAND
+        if not self._chunk_last:
+            return self._emit(ev.ChunkReceived(dec.size))
         violation, drop = None, False
         if limit and dec.size > limit:
             violation = self._reply(912, limit=limit)
@@ -351,11 +401,42 @@ class Session:
     def _data_cmd(self, arg: str) -> ev.Event:
         if arg:
             return self.violation(920, param=arg)
+        if self.sender is None or self._chunks is not None:  # RFC 3030 3: no DATA after BDAT
+            return self.violation(251, command="DATA")
         if self.sender is None:
             return self.violation(251, command="DATA")
         if not self.rcpt_count:
             return self.violation(923)
         return ev.Data()
+
+    def _bdat(self, arg: str) -> ev.Event:
+        """RFC 3030 BDAT: whatever the answer, the chunk's octets are read first."""
+        if not self.config.chunking:
+            return self.violation(250, command="BDAT")
+        if not arg:
+            return self.violation(249, command="BDAT")
+        cmd = parse_bdat(arg)
+        if cmd is None:  # no size to skip: the rest of the input cannot be parsed
+            return self.violation(920, drop=True, param=arg[:40])
+        limit = self.config.size_limit
+        done = self._chunks.size if self._chunks is not None else 0
+        if limit and done + cmd.size > limit:
+            # Not worth reading; closing is the one way to stay in step with the client.
+            return self.violation(912, drop=True, limit=limit)
+        refusal = None
+        if not self.esmtp or self.sender is None:
+            refusal = self.violation(251, command="BDAT")
+        elif not self.rcpt_count:
+            refusal = self.violation(923)
+        self._chunk_left, self._chunk_last = cmd.size, cmd.last
+        self._pipelined = False  # the octets after BDAT are its chunk, not pipelined commands
+        self.state = BDAT
+        if refusal is not None:
+            self._chunk_refusal = refusal
+            return self._next_chunk_event()
+        if self._chunks is None:
+            return ev.Data(chunking=True)  # the proxy's DATA step: checks, downstream DATA
+        return self._next_chunk_event()
 
     def _starttls(self, arg: str) -> ev.Event:
         if arg:
@@ -444,6 +525,17 @@ class Session:
             self.sender = pending
         elif isinstance(pending, ev.Rcpt) and ok:
             self.rcpt_count += 1
+        elif isinstance(pending, ev.Data) and pending.chunking and reply.code == 354:
+            self._chunks = ChunkDecoder()  # the first chunk follows; BDAT gets no 354
+            return b""
+        elif isinstance(pending, ev.Data) and pending.chunking and not drop and reply.code != 421:
+            # RFC 3030 2: the refusal goes out once the chunk's octets are read (and counts then)
+            self.errors -= 1
+            self._chunk_refusal = ev.Violation(reply, False)
+            self._reset()
+            return b""
+        elif isinstance(pending, ev.ChunkReceived):
+            pass
         elif isinstance(pending, ev.Data) and reply.code == 354:
             self.state = DATA
             self._data = DataDecoder()
@@ -498,6 +590,7 @@ class Session:
     def _reset(self) -> None:
         self.sender = None
         self.rcpt_count = 0
+        self._chunks = None
 
 
 def _utf8_address_line(line: bytes) -> str | None:
@@ -528,4 +621,5 @@ _HANDLERS = {
     "STARTTLS": Session._starttls,
     "XCLIENT": Session._xclient,
     "ETRN": Session._etrn,
+    "BDAT": Session._bdat,
 }
