@@ -325,8 +325,8 @@ _add("rfc1652-8bitmime", 2, """8BITMIME: 2 advertise it (and pass BODY=8BITMIME
      always, the operator vouching for the downstreams; 0 (-rfc1652-8bitmime)
      never.""", section=S, minimum=0)
 _add("rfc3030-chunking", True, """Offer CHUNKING (RFC 3030 BDAT). Chunks go
-     through the same checks as DATA and are relayed downstream as DATA,
-     dot-stuffed; BINARYMIME is not offered.""", section=S)
+     through the same checks as DATA and are relayed as BDAT to a downstream
+     that offers CHUNKING, else as DATA, dot-stuffed; BINARYMIME is not offered.""", section=S)
 _add("forward-capabilities-ttl", 600, """Seconds a downstream's EHLO reply is
      believed. Each route's downstream is asked (EHLO, then QUIT) at start-up and
      when its answer is older than this; every relay connection refreshes it too.

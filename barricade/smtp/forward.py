@@ -24,6 +24,7 @@ from twisted.internet import defer, error, protocol
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from barricade.smtp.capabilities import Capabilities, mail_parameters, rcpt_parameters
 
@@ -226,6 +227,7 @@ class Downstream:
         self.recipients: list[str] = []
         self._at_line_start = True
         self._observe = observe or (lambda cmd, secs: None)
+        self._chunk_replies: list | None = None  # relaying BDAT: the chunks' replies so far
 
     @property
     def alive(self) -> bool:
@@ -352,22 +354,46 @@ class Downstream:
             self.recipients.append(rcpt)
         return reply
 
-    async def data(self) -> DownstreamReply:
+    async def data(self, chunking: bool = False) -> DownstreamReply:
+        """DATA; or, for a message that came in BDAT chunks, BDAT where the host offers CHUNKING.
+
+        BDAT needs no go-ahead: the 354 returned then is ours, nothing was sent.
+        """
+        if chunking and "CHUNKING" in self.keywords:
+            self._chunk_replies = []
+            return DownstreamReply(354, ("BDAT",))
+        self._chunk_replies = None
         return await self.command("data", "DATA")
 
     def write(self, chunk: bytes) -> None:
-        if chunk:
-            self.proto.write(stuff(chunk, self._at_line_start))
-            self._at_line_start = chunk.endswith(b"\r\n")
+        if not chunk:
+            return
+        if self._chunk_replies is not None:
+            d = self.proto.expect(self.timeouts.command)
+            d.addBoth(self._chunk_replies.append)  # read at the end, in order
+            self.proto.write(b"BDAT %d\r\n" % len(chunk) + chunk)
+            return
+        self.proto.write(stuff(chunk, self._at_line_start))
+        self._at_line_start = chunk.endswith(b"\r\n")
 
     async def dot(self) -> DownstreamReply:
-        end = b".\r\n" if self._at_line_start else b"\r\n.\r\n"
+        chunked, self._chunk_replies = self._chunk_replies, None
+        if chunked is not None:
+            end = b"BDAT 0 LAST\r\n"
+        else:
+            end = b".\r\n" if self._at_line_start else b"\r\n.\r\n"
         d = self.proto.expect(self.timeouts.dot)
         self.proto.write(end)
         try:
-            return await self._timed("dot", d)
+            reply = await self._timed("dot", d)
         finally:
             self.end_transaction()
+        for earlier in chunked or ():  # the replies to the chunks came before the last one
+            if isinstance(earlier, Failure):
+                raise earlier.value
+            if not earlier.ok:
+                return earlier
+        return reply
 
     def end_transaction(self) -> None:
         self.in_transaction = False

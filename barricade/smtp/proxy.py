@@ -110,6 +110,7 @@ class Proxy:
         self.held: Outcome | None = None  # smtp-delay-checks: a MAIL refusal waiting for RCPT
         self.held_session: Outcome | None = None  # ... a connect/HELO refusal
         self.messages = 0
+        self.chunking = False  # the message in progress came in BDAT chunks
         self._headers: HeaderCollector | None = None
         self._abort_reply: Outcome | None = None
         self.fatal: Reply | None = None  # set when the session must end mid-DATA
@@ -367,7 +368,8 @@ class Proxy:
             # after the checks, as in smtpf's spool mode.
             results = []
         else:
-            results = await self._all(lambda d: d.data())
+            results = await self._all(lambda d: d.data(chunking=event.chunking))
+        self.chunking = event.chunking  # a BDAT message goes on as BDAT where offered
         if all(isinstance(r, DownstreamReply) and r.code == 354 for r in results):
             self.messages += 1
             self._headers = HeaderCollector()
@@ -552,7 +554,7 @@ class Proxy:
         skip = len(self.ctx.header_block)  # the spool starts with the original header block
 
         async def send(down: Downstream) -> DownstreamReply:
-            reply = await down.data()
+            reply = await down.data(chunking=self.chunking)
             if reply.code != 354:
                 return reply
             down.write(head)

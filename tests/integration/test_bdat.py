@@ -124,3 +124,26 @@ def test_smtplib_speaks_bdat(sink, make_proxy):
         code, text = smtp.getreply()
         assert code == 250 and b"#554" in text
     assert sink.bodies()[0].endswith(b"Subject: smtplib\n\nchunked\n")
+
+
+def test_relayed_as_bdat_where_the_downstream_offers_chunking(make_proxy):
+    from tests.recorder import Recorder
+
+    down = Recorder(chunking=True)
+    try:
+        proxy = make_proxy(f"route:local FORWARD: 127.0.0.1:{down.port}\n"
+                           f"route:example.com FORWARD: 127.0.0.1:{down.port}\n")
+        body = b"Subject: chunked\r\n\r\n.leading dot\r\n.\r\nend\r\n"
+        with Client(proxy.port) as c:
+            begin(c)
+            assert bdat(c, body[:25]).id == 971
+            assert bdat(c, body[25:], last=True).id == 554
+            # a DATA message to the same downstream stays DATA
+            assert c.message("a@example.org", ["b@example.com"], b"Subject: plain\r\n\r\n..x\r\n").id == 554
+        chunked, plain = down.messages
+        assert chunked[3].endswith(body)  # sent as octets: no dot-stuffing to undo
+        assert plain[3].endswith(b"Subject: plain\r\n\r\n.x\r\n")
+        assert down.bdats[-1] == "0 LAST" and len(down.bdats) >= 3
+        assert all(not arg.endswith("LAST") for arg in down.bdats[:-1])
+    finally:
+        down.stop()
