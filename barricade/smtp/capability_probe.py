@@ -2,8 +2,9 @@
 
 A probe is a relay connection that stops after EHLO (greeting, EHLO or
 HELO, QUIT).  Routes are probed at start-up and whenever their entry is
-older than ``forward-capabilities-ttl``; the first EHLO after start-up
-waits a few seconds for a probe in flight rather than advertise nothing.
+older than ``forward-capabilities-ttl``; EHLOs during a route's very
+first probe wait for it a few seconds rather than advertise nothing (later
+probes are never waited for).
 The decisions (what is due, what to offer) are in
 :mod:`barricade.smtp.capabilities`.
 """
@@ -36,6 +37,7 @@ class CapabilityProbe:
         self.cache = CapabilityCache(ttl, retry=min(ttl, 60.0))
         self.first_wait = first_wait
         self._waiters: dict[Key, list[defer.Deferred]] = {}
+        self._settled: set[Key] = set()  # keys whose first probe is over: nobody waits for them again
 
     def learn(self, key: Key, keywords: Mapping[str, str]) -> None:
         """A relay connection's EHLO reply: as good as a probe."""
@@ -53,7 +55,7 @@ class CapabilityProbe:
         for key in keys:
             if self.cache.due(key, now):
                 self._probe(key)
-        unknown = [key for key in keys if self.cache.get(key) is None and key in self._waiters]
+        unknown = [key for key in keys if key in self._waiters and key not in self._settled]
         if unknown:
             await self._wait(unknown)
         return self.cache.offer(keys, self.routes.local.forward, size_limit, eightbitmime)
@@ -82,6 +84,7 @@ class CapabilityProbe:
                      xf=" ".join(sorted(caps.xforward)) or "-")
             defer.ensureDeferred(down.quit())
         finally:
+            self._settled.add(key)
             for waiter in self._waiters.pop(key, []):
                 if not waiter.called:
                     waiter.callback(None)
