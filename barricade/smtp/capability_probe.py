@@ -42,6 +42,7 @@ class CapabilityProbe:
     def learn(self, key: Key, keywords: Mapping[str, str]) -> None:
         """A relay connection's EHLO reply: as good as a probe."""
         self.cache.learn(key, keywords, self.reactor.seconds())
+        self._settled.add(key)
 
     def start(self) -> None:
         """Probe every route now (at start-up); nothing waits for the answers."""
@@ -96,9 +97,14 @@ class CapabilityProbe:
             d: defer.Deferred = defer.Deferred()
             self._waiters[key].append(d)
             waits.append(d)
+        def give_up() -> None:
+            self._settled.update(keys)  # a slow first probe: later EHLOs do not wait for it
+            for w in waits:
+                if not w.called:
+                    w.callback(None)
+
         both = defer.DeferredList(waits)
-        timer = self.reactor.callLater(self.first_wait, lambda: [w.callback(None) for w in waits
-                                                                  if not w.called])
+        timer = self.reactor.callLater(self.first_wait, give_up)
         await both
         if timer.active():
             timer.cancel()

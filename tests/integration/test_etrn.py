@@ -94,3 +94,15 @@ def test_etrn_pipelined_and_smuggled(queue, make_proxy):
     assert queue.etrns == ["example.com", "@example.com"]
     [(_, _, _, content)] = queue.messages
     assert b"ETRN smuggled.example" in content and b"\r\nETRN dotted.example\r\n" in content  # unstuffed
+
+
+def test_10kb_etrn_and_bdat_lines_close_the_session(queue, make_proxy):
+    proxy = make_proxy(routes(queue))
+    for line in (b"ETRN " + b"a" * 10240 + b".example\r\n", b"BDAT " + b"9" * 10240 + b"\r\n"):
+        with Client(proxy.port) as c:
+            c.ehlo()
+            c.send(line)
+            r = c.read()
+            assert (r.code, r.status, r.id) == (501, "5.5.2", 906)
+            assert c.closed()
+    assert queue.etrns == [] and "Traceback" not in proxy.log_text()
