@@ -27,6 +27,7 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from barricade.address import parse_hostport
+from barricade.smtp.downstream_tls import parse_policy
 
 log = Logger()
 
@@ -259,13 +260,19 @@ def parse_route(key: str, value: str) -> Route:
             if word == "RELAY":
                 relay = True
                 continue
-            raise MapError(f"{key}: unknown route parameter {word!r} (expected FORWARD:, RCPT: or RELAY)")
+            raise MapError(f"{key}: unknown route parameter {word!r} (expected FORWARD:, RCPT:, TLS: or RELAY)")
         if word == "FORWARD":
             forward += parse_host_list(rest, key)
         elif word == "RCPT":
             rcpt += parse_host_list(rest, key)
+        elif word == "TLS":
+            try:
+                parse_policy(rest)
+            except ValueError as exc:
+                raise MapError(f"{key}: {exc}") from None
+            extra["TLS"] = rest.strip()
         else:
-            raise MapError(f"{key}: unknown route parameter {word!r} (expected FORWARD:, RCPT: or RELAY)")
+            raise MapError(f"{key}: unknown route parameter {word!r} (expected FORWARD:, RCPT:, TLS: or RELAY)")
     return Route(key, tuple(forward), tuple(rcpt), relay, extra)
 
 

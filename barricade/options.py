@@ -333,6 +333,14 @@ _add("forward-capabilities-ttl", 600, """Seconds a downstream's EHLO reply is
      What we advertise follows: SIZE the smallest of message-size-limit and theirs,
      8BITMIME (see rfc1652-8bitmime), DSN and ETRN only when they offer them. A
      downstream not reached yet offers nothing.""", section=S, minimum=1)
+_add("forward-tls", "may", """STARTTLS to the downstream, unless a route-map
+     entry says otherwise with TLS: (same words): none never; may when offered,
+     plaintext if it fails; encrypt (or require) STARTTLS or no relay through
+     that host; verify as encrypt, with the certificate checked against
+     forward-tls-ca-file and the host name (TLS: verify:name for an address).""",
+     section=S, choices=("none", "may", "encrypt", "require", "verify"))
+_add("forward-tls-ca-file", "", """PEM file of the CAs that forward-tls=verify
+     (or TLS: verify) trusts; empty: the system's trust store.""", section=S)
 _add("forward-xclient", False, """Tell the downstream who the client is with
      Postfix's XCLIENT (NAME, ADDR, PORT, PROTO, HELO, as far as it offers them)
      right after our EHLO, so it logs the client and applies its own restrictions

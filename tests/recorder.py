@@ -22,6 +22,7 @@ class _Handler:
         self.messages: list[tuple[str, list[str], list[str], bytes]] = []
         self.etrns: list[str] = []
         self.bdats: list[str] = []
+        self.tls: list[bool] = []  # per message: did it come over TLS?
         self.etrn = etrn
         self.chunking = chunking
 
@@ -34,6 +35,7 @@ class _Handler:
         return responses
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        self.tls.append(session.ssl is not None)
         self.messages.append((envelope.mail_from, list(envelope.mail_options),
                               list(envelope.rcpt_tos), envelope.original_content or envelope.content))
         return "250 2.0.0 Ok: queued"
@@ -80,14 +82,15 @@ class Recorder:
     """aiosmtpd downstream; ``messages`` are (sender, MAIL options, recipients, content).
 
     ``etrn``: the reply to ETRN (Postfix's is ``250 Queuing started``); empty: no ETRN.
+    ``chunking``: offer CHUNKING. ``tls_context``: an ``ssl.SSLContext``, to offer STARTTLS.
     """
 
-    def __init__(self, size_limit: int = 0, etrn: str = "", chunking: bool = False):
+    def __init__(self, size_limit: int = 0, etrn: str = "", chunking: bool = False, tls_context=None):
         self.port = free_port()
         self.handler = _Handler(etrn, chunking)
         self.controller = _Controller(self.handler, hostname="127.0.0.1", port=self.port,
                                       server_hostname="recorder.test", data_size_limit=size_limit,
-                                      decode_data=False, ready_timeout=10)
+                                      decode_data=False, ready_timeout=10, tls_context=tls_context)
         self.controller.start()
 
     @property
@@ -97,6 +100,11 @@ class Recorder:
     @property
     def etrns(self) -> list[str]:
         return self.handler.etrns
+
+    @property
+    def tls(self) -> list[bool]:
+        """Per message received: did it come over TLS?"""
+        return self.handler.tls
 
     @property
     def bdats(self) -> list[str]:

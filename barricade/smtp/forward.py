@@ -20,13 +20,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer, error, protocol, ssl
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from barricade.smtp.capabilities import Capabilities, mail_parameters, rcpt_parameters
+from barricade.smtp.downstream_tls import PLAIN, REFUSE, TlsPolicy, decide
 
 log = Logger()
 
@@ -228,6 +229,7 @@ class Downstream:
         self._at_line_start = True
         self._observe = observe or (lambda cmd, secs: None)
         self._chunk_replies: list | None = None  # relaying BDAT: the chunks' replies so far
+        self.tls_attempted = False
 
     @property
     def alive(self) -> bool:
@@ -412,6 +414,32 @@ class Downstream:
             self.abort()
         return reply.ok
 
+    async def starttls(self, policy: TlsPolicy, helo_name: str, creator) -> str:
+        """STARTTLS as ``policy`` says, then EHLO again; returns "protocol cipher" or "".
+
+        Sets ``tls_attempted`` once STARTTLS is accepted: a failure after that
+        is the handshake's (a ``may`` policy then retries in plaintext).
+        """
+        action = decide(policy, "STARTTLS" in self.keywords)
+        if action == PLAIN:
+            return ""
+        if action == REFUSE:
+            raise DownstreamError("connect", self.host, f"STARTTLS not offered (TLS: {policy.level})")
+        reply = await self.command("starttls", "STARTTLS")
+        if reply.code != 220:
+            if policy.required:
+                raise DownstreamError("connect", self.host, f"STARTTLS refused: {reply}")
+            return ""
+        self.tls_attempted = True
+        self.proto.transport.startTLS(creator)
+        self.keywords = {}
+        try:
+            await self._ehlo(helo_name)
+        except DownstreamError as exc:  # the handshake failed (or the certificate did not verify)
+            raise DownstreamError("connect", self.host, f"TLS handshake failed: {exc}") from None
+        conn = self.proto.transport.getHandle()
+        return f"{conn.get_protocol_version_name()} {conn.get_cipher_name()}"
+
     async def quit(self) -> None:
         if not self.alive:
             return
@@ -425,3 +453,16 @@ class Downstream:
         """Drop the connection: a transaction without its dot is discarded downstream."""
         self.end_transaction()
         self.proto.abort()
+
+
+def client_tls(policy: TlsPolicy, host: str, ca_file: str = ""):
+    """The TLS client options for ``host``: verified for ``verify``, encryption only otherwise."""
+    if not policy.verify:
+        return ssl.CertificateOptions()
+    if ca_file:
+        pems = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+                          open(ca_file, "rb").read(), re.DOTALL)
+        trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(pem) for pem in pems])
+    else:
+        trust = ssl.platformTrust()
+    return ssl.optionsForClientTLS(policy.name or host, trustRoot=trust)

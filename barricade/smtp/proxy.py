@@ -31,7 +31,8 @@ from barricade.policy.verdict import Action, Flag, Verdict
 from barricade.replies import Catalogue, Reply
 from barricade.smtp import events as ev
 from barricade.smtp.client_identity import identity, xclient_commands, xforward_commands
-from barricade.smtp.forward import Downstream, DownstreamError, DownstreamReply, Timeouts
+from barricade.smtp.downstream_tls import parse_policy
+from barricade.smtp.forward import Downstream, DownstreamError, DownstreamReply, Timeouts, client_tls
 from barricade.smtp.message import HeaderCollector, edit_headers, parse_headers, received_header
 from barricade.smtp.session import SessionConfig
 from barricade.spool import Spool
@@ -283,6 +284,7 @@ class Proxy:
                 self.server.timeouts, self.observe,
             )
             self.pool[route.name] = down
+            down = self.pool[route.name] = await self._secure(route, down)
             await self._introduce(route, down)
         self.txn[route.name] = down
         await self._tell(down, "forward-xforward", down.capabilities.xforward, xforward_commands)
@@ -295,6 +297,28 @@ class Proxy:
                 282, code=mail.code, status=status, sender=self.ctx.sender or "",
             ))
         return rcpt_reply
+
+    async def _secure(self, route: Route, down: Downstream) -> Downstream:
+        """STARTTLS as the route's TLS: (or forward-tls) says; ``may`` falls back to plaintext."""
+        policy = parse_policy(route.extra.get("TLS") or self.cfg["forward-tls"])
+        host = down.host.rpartition(":")[0]
+        try:
+            tls = await down.starttls(policy, self.server.hostname,
+                                      client_tls(policy, host, self.cfg["forward-tls-ca-file"]))
+        except DownstreamError as exc:
+            if policy.required or not down.tls_attempted:
+                raise
+            log.warn("session {sid}: TLS to {host} failed ({err}); plaintext instead (TLS: may)",
+                     sid=self.ctx.session_id, host=down.host, err=str(exc))
+            down.abort()
+            return await Downstream.open(self.server.reactor, route.forward, self.server.hostname,
+                                         self.server.timeouts, self.observe)
+        if tls:
+            protocol, _, cipher = tls.partition(" ")
+            self.server.metrics.downstream_tls.labels(protocol, cipher).inc()
+            log.info("session {sid}: TLS to {host}: {tls}{verified}", sid=self.ctx.session_id,
+                     host=down.host, tls=tls, verified=" (verified)" if policy.verify else "")
+        return down
 
     async def _introduce(self, route: Route, down: Downstream) -> None:
         """A new relay connection: learn what it offers; XCLIENT if configured."""
