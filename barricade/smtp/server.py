@@ -283,8 +283,9 @@ class ProxyHeaderReader:
     """Reads a listed load balancer's PROXY header, then starts the session.
 
     A header that is malformed, missing or not complete within
-    ``HEADER_TIMEOUT`` seconds (or smtp-command-timeout if shorter) drops the connection without a word: the
-    peer is a balancer, not an SMTP client, and something is wrong with it.
+    ``HEADER_TIMEOUT`` seconds (or smtp-command-timeout if shorter) drops
+    the connection without a word: the peer is a balancer, not an SMTP
+    client, and something is wrong with it.
     """
 
     def __init__(self, proto: SmtpServerProtocol, host: str, port: int):
