@@ -147,3 +147,19 @@ def test_relayed_as_bdat_where_the_downstream_offers_chunking(make_proxy):
         assert all(not arg.endswith("LAST") for arg in down.bdats[:-1])
     finally:
         down.stop()
+
+
+def test_spooled_bdat_message_for_a_content_scanner(sink, make_proxy, tmp_path):
+    """A scanner that needs the whole message: the chunks are spooled, relayed at LAST."""
+    from tests.integration.test_plugin_cli import PLUGIN, script
+
+    seen = tmp_path / "scanned"
+    prog = script(tmp_path, "scan.sh", f'cat > "{seen}"\nexit 0')
+    proxy = make_proxy(routes_to(sink), *PLUGIN, f"cli-content={prog}")
+    body = b"Subject: spooled\r\n\r\n.one\r\ntwo\r\n"
+    with Client(proxy.port) as c:
+        begin(c)
+        assert bdat(c, body[:12]).id == 971
+        assert bdat(c, body[12:], last=True).id == 554
+    assert sink.bodies()[0].endswith(lf(body))
+    assert seen.read_bytes().endswith(body)
