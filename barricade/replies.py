@@ -687,6 +687,10 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(970, 553, '5.6.7', 'non-ASCII address {address} not permitted without SMTPUTF8', 'mail',
       'RFC 6531 3.5: an internationalised sender or recipient address in a transaction whose MAIL '
       'did not ask for SMTPUTF8 (or when the downstreams do not offer SMTPUTF8, so neither do we).'),
+    R(972, 530, '5.7.0', 'Must issue a STARTTLS command first', 'mail',
+      'RFC 3207 4: the access map requires TLS of this client (Tls-Connect: REQUIRE), sender '
+      '(Tls-From:) or recipient (Tls-To:), and the session is not encrypted; VERIFY always gets '
+      'it, as client certificates are not verified.'),
     R(971, 250, '2.0.0', '{size} octets received', 'bdat',
       'RFC 3030: a BDAT chunk other than the last was read (size: the message so far). The reply '
       'to BDAT LAST is the reply to the message, as for the final dot of DATA.'),

@@ -208,6 +208,8 @@ class Proxy:
         verdict = await self.server.pipeline.run("helo", self.ctx)
         if verdict.decisive and not self._hold(verdict, "helo"):
             return self.verdict_outcome(verdict)
+        if self.ctx.notes.get("session.tls-connect") == "SKIP":  # access map Tls-Connect: SKIP
+            session.config = replace(session.config, tls_available=False)
         probe = self.server.capabilities
         if probe is not None:  # the EHLO reflects what the downstreams offer now
             offer = await probe.offer(self.cfg["message-size-limit"], self.cfg["rfc1652-8bitmime"])
