@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from barricade.address import parse_hostport
 from barricade.client import unmap
+from barricade.smtp.downstream_tls import parse_policy
 
 log = Logger()
 
@@ -308,13 +309,19 @@ def parse_route(key: str, value: str) -> Route:
             if word == "RELAY":
                 relay = True
                 continue
-            raise MapError(f"{key}: unknown route parameter {word!r} (expected FORWARD:, RCPT: or RELAY)")
+            raise MapError(f"{key}: unknown route parameter {word!r} (expected FORWARD:, RCPT:, TLS: or RELAY)")
         if word == "FORWARD":
             forward += parse_host_list(rest, key)
         elif word == "RCPT":
             rcpt += parse_host_list(rest, key)
+        elif word == "TLS":
+            try:
+                parse_policy(rest)
+            except ValueError as exc:
+                raise MapError(f"{key}: {exc}") from None
+            extra["TLS"] = rest.strip()
         else:
-            raise MapError(f"{key}: unknown route parameter {word!r} (expected FORWARD:, RCPT: or RELAY)")
+            raise MapError(f"{key}: unknown route parameter {word!r} (expected FORWARD:, RCPT:, TLS: or RELAY)")
     return Route(key, tuple(forward), tuple(rcpt), relay, extra)
 
 
@@ -350,11 +357,23 @@ class RouteMap(KeyValueMap):
         hit = self.first(keys)
         return self._routes.get(hit[0]) if hit else None
 
+    def forwards(self) -> list[tuple[tuple[str, int], ...]]:
+        """Each distinct set of FORWARD: hosts once: the downstreams whose EHLO we reflect."""
+        return list(dict.fromkeys(r.forward for r in self._routes.values() if r.forward))
+
     def for_recipient(self, address: str) -> Route | None:
         """The route of a recipient; unqualified addresses go to the local route."""
         if "@" not in address:
             return self.local
         route = self._lookup(mail_keys(self.TAG, address, bare=True))
+        if route is None and not address.isascii():  # RFC 6531: a U-label domain, keyed as A-labels?
+            local, _, domain = address.rpartition("@")
+            try:
+                a_labels = domain.encode("idna").decode("ascii")
+            except UnicodeError:
+                a_labels = domain
+            if a_labels != domain:
+                route = self._lookup(mail_keys(self.TAG, f"{local}@{a_labels}", bare=True))
         if route is not None and not route.forward:
             return None  # a RELAY-only entry routes nothing
         return route

@@ -58,6 +58,10 @@ class Metrics:
             "barricade_downstream_errors", "Downstream connect, lost, timeout and protocol errors",
             ["kind"], registry=r,
         )
+        self.downstream_tls = Counter(
+            "barricade_downstream_tls", "Downstream connections secured with STARTTLS",
+            ["protocol", "cipher"], registry=r,
+        )
         self.downstream_seconds = Histogram(
             "barricade_downstream_seconds", "Downstream reply latency by command",
             ["command"], buckets=LATENCY_BUCKETS, registry=r,

@@ -402,8 +402,40 @@ _add("smtp-enable-esmtp", True, """Allow EHLO. When off, only RELAY and
 _add("rfc2920-pipelining", True, """Advertise PIPELINING. A client that
      pipelines without it is refused (#631; #643 after a plain HELO) and
      dropped.""", section=S)
-_add("rfc1652-8bitmime", False, """Advertise 8BITMIME and pass BODY=8BITMIME
-     downstream; every forward host must support it.""", section=S)
+_add("rfc1652-8bitmime", 2, """8BITMIME: 2 advertise it (and pass BODY=8BITMIME
+     on) when every route's downstream offers it in its EHLO; 1 (+rfc1652-8bitmime)
+     always, the operator vouching for the downstreams; 0 (-rfc1652-8bitmime)
+     never.""", section=S, minimum=0)
+_add("rfc3030-chunking", True, """Offer CHUNKING (RFC 3030 BDAT). Chunks go
+     through the same checks as DATA and are relayed as BDAT to a downstream
+     that offers CHUNKING, else as DATA, dot-stuffed; BINARYMIME is not offered.""", section=S)
+_add("forward-capabilities-ttl", 600, """Seconds a downstream's EHLO reply is
+     believed. Each route's downstream is asked (EHLO, then QUIT) at start-up and
+     when its answer is older than this; every relay connection refreshes it too.
+     What we advertise follows: SIZE the smallest of message-size-limit and theirs,
+     8BITMIME (see rfc1652-8bitmime), DSN and ETRN only when they offer them. A
+     downstream not reached yet offers nothing.""", section=S, minimum=1)
+_add("forward-tls", "may", """STARTTLS to the downstream, unless a route-map
+     entry says otherwise with TLS: (same words): none never; may when offered,
+     plaintext if it fails; encrypt (or require) STARTTLS or no relay through
+     that host; verify as encrypt, with the certificate checked against
+     forward-tls-ca-file and the host name (TLS: verify:name for an address).""",
+     section=S, choices=("none", "may", "encrypt", "require", "verify"))
+_add("forward-tls-ca-file", "", """PEM file of the CAs that forward-tls=verify
+     (or TLS: verify) trusts; empty: the system's trust store.""", section=S)
+_add("forward-xclient", False, """Tell the downstream who the client is with
+     Postfix's XCLIENT (NAME, ADDR, PORT, PROTO, HELO, as far as it offers them)
+     right after our EHLO, so it logs the client and applies its own restrictions
+     to it. Postfix must list us in smtpd_authorized_xclient_hosts.""", section=S)
+_add("forward-xforward", False, """Tell the downstream who the client is with
+     Postfix's XFORWARD (NAME, ADDR, PORT, PROTO, HELO, SOURCE, IDENT = our queue
+     id, as far as it offers them) before each MAIL, for its logs and queue
+     files. Postfix must list us in smtpd_authorized_xforward_hosts.""", section=S)
+_add("proxy-protocol-hosts", [], """Load balancers (addresses or prefixes, e.g.
+     10.1.0.0/16; ::1) whose connections begin with a HAProxy PROXY protocol
+     header (v1 or v2), read before the banner; the client is then the one the
+     header names. A connection from a listed host without a valid header is
+     dropped; from anyone else a PROXY line is an unknown command.""", section=S)
 _add("smtp-xclient-enable", True, """Accept Postfix's XCLIENT
      (ADDR, NAME, HELO, PROTO) from localhost and route-map RELAY clients;
      the session then restarts as if that client had connected.""", section=S)

@@ -697,6 +697,16 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'MAIL SIZE= is larger than the Length-Connect:, Length-From: or Length-To: limit for this recipient (smtpf numbers this reply 901). See the access-map.'),
     R(960, 451, '4.3.0', 'duplicate-message store unavailable, try again later', 'dot',
       'state-failure=dupmsg:tempfail and the shared-state store could not be asked whether the message was delivered before. By default dupmsg skips instead (the message is delivered untracked).'),
+    R(961, 553, '5.6.7', 'non-ASCII address {address} not permitted without SMTPUTF8', 'mail',
+      'RFC 6531 3.5: an internationalised sender or recipient address in a transaction whose MAIL '
+      'did not ask for SMTPUTF8 (or when the downstreams do not offer SMTPUTF8, so neither do we).'),
+    R(962, 250, '2.0.0', '{size} octets received', 'bdat',
+      'RFC 3030: a BDAT chunk other than the last was read (size: the message so far). The reply '
+      'to BDAT LAST is the reply to the message, as for the final dot of DATA.'),
+    R(963, 530, '5.7.0', 'Must issue a STARTTLS command first', 'mail',
+      'RFC 3207 4: the access map requires TLS of this client (Tls-Connect: REQUIRE), sender '
+      '(Tls-From:) or recipient (Tls-To:), and the session is not encrypted; VERIFY always gets '
+      'it, as client certificates are not verified.'),
 )
 
 

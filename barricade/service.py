@@ -36,8 +36,10 @@ from barricade.policy.order import validate as validate_order
 from barricade.policy.pipeline import Pipeline
 from barricade.replies import Catalogue, CatalogueError, check_catalogue
 from barricade.report import Reporter
+from barricade.smtp.capability_probe import CapabilityProbe
 from barricade.smtp.forward import Timeouts
 from barricade.smtp.proxy import ServerContext
+from barricade.smtp.proxy_protocol import parse_hosts
 from barricade.smtp.server import SmtpServerFactory
 from barricade.smtp.session import SessionConfig
 from barricade.state.metered import store_from_config
@@ -122,6 +124,10 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         raise StartupError(str(exc)) from None
     for item in config["interfaces"]:
         parse_address(item, 25, "interfaces")
+    try:
+        parse_hosts(config["proxy-protocol-hosts"])
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
     if config["metrics-interface"]:
         parse_address(config["metrics-interface"], 9025, "metrics-interface")
     tls = tls_context(config)
@@ -152,7 +158,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         raise StartupError(str(exc)) from None
     pipeline = Pipeline([*checks, *plugins], reactor, config["check-timeout"], metrics, order=ORDER,
                         stall=config["event-loop-stall"] / 1000)
-    return ServerContext(
+    context = ServerContext(
         config=config,
         catalogue=catalogue,
         routes=routes,
@@ -172,6 +178,9 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         call_ahead=CallAhead(config, store, hostname, metrics),
         resolver=resolver,
     )
+    context.capabilities = CapabilityProbe(reactor, routes, hostname, context.timeouts,
+                                           config["forward-capabilities-ttl"])
+    return context
 
 
 def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -260,6 +269,8 @@ class BarricadeService(service.Service):
         self.descriptor_gauges = task.LoopingCall(factory.update_metrics)
         self.descriptor_gauges.clock = reactor
         self.descriptor_gauges.start(DESCRIPTOR_SAMPLE, now=True)
+        if self.context.capabilities is not None:
+            self.context.capabilities.start()  # what the downstreams offer, before the first EHLO
         if self.config["metrics-interface"] and self.serve_metrics:
             host, port = parse_address(self.config["metrics-interface"], 9025, "metrics-interface")
             try:

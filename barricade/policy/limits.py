@@ -20,6 +20,7 @@ from barricade.policy.pipeline import Check, Context
 from barricade.policy.rcpt import RcptAddress, RcptTests
 from barricade.policy.spf import spf_checks, spf_engine
 from barricade.policy.state_limits import parse_failure_policy, store_checks
+from barricade.policy.tls_policy import tls_checks
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
 
 log = Logger()
@@ -85,7 +86,7 @@ def builtin_checks(config: Config, access_map: AccessMap | None = None, store=No
     helo_is_ptr = [HeloIsPtr(config)] if config["helo-is-ptr"] else []
     spf = spf_engine(config, resolver, hostname, metrics)
     spf_mail, spf_helo, spf_rcpt = spf_checks(spf)
-    return [RcptLimit(config), *store_checks(config, access_map, store, metrics, reactor),
+    return [RcptLimit(config), *tls_checks(access_map), *store_checks(config, access_map, store, metrics, reactor),
             *[limits[n] for n in ("msg-limit",) if n in limits],
             *dupmsg_checks(config, store, metrics),
             *[limits[n] for n in ("length",) if n in limits],

@@ -20,6 +20,7 @@ from typing import Any
 #: Each phase's built-in checks, in order, with the reason for each position.
 ORDER: dict[str, tuple[tuple[str, str], ...]] = {
     "connect": (
+        ("tls-policy", "the access map's Tls-Connect: (SKIP withholds STARTTLS, REQUIRE) is read first"),
         ("rate-connect", "Rate-Connect: before the access map's Connect:, as in smtpf's connect table"),
         ("concurrent-connect", "Concurrent-Connect: likewise, after the rate"),
         ("access-connect", "the access map's Connect: entries (white, black, grey lists by hand)"),
@@ -36,6 +37,8 @@ ORDER: dict[str, tuple[tuple[str, str], ...]] = {
         ("helo-is-ptr", "helo-is-ptr follows the HELO tests"),
     ),
     "mail": (
+        ("tls-policy", "the access map's Tls-Connect:/Tls-From: REQUIRE first: a protocol rule "
+                       "no white list lifts"),
         ("dupmsg", "a duplicate message's state starts with the transaction"),
         ("spf", "SPF is computed before the access map's From: (its SPF words read it) and "
                 "before mail-require-mx and client-is-mx (which read it too)"),
@@ -47,6 +50,7 @@ ORDER: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "rcpt": (
         ("rcpt-limit", "a protocol limit first: a white-listed recipient must not lift it"),
+        ("tls-policy", "Tls-To: REQUIRE, a protocol rule too"),
         ("msg-limit", "Msg-Limit-* before the access map's To: (smtpf.md section 2.F)"),
         ("length", "Length-To: likewise"),
         ("rcpt-address", "the recipient-form tests (#131-#133) precede the access map's To:, "

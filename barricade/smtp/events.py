@@ -41,7 +41,16 @@ class Rcpt(Command):
 
 @dataclass(frozen=True)
 class Data(Command):
-    pass
+    """DATA, or the first BDAT of a transaction (``chunking``: no 354 is sent)."""
+
+    chunking: bool = False
+
+
+@dataclass(frozen=True)
+class ChunkReceived(Command):
+    """A BDAT chunk other than the last was read whole (RFC 3030: answer 250)."""
+
+    size: int
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,13 @@ class Help(Command):
 
 @dataclass(frozen=True)
 class Vrfy(Command):
+    argument: str
+
+
+@dataclass(frozen=True)
+class Etrn(Command):
+    """RFC 1985: ask the local route's MTA to flush its queue for ``argument``."""
+
     argument: str
 
 

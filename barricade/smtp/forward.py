@@ -20,12 +20,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer, error, protocol, ssl
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from barricade.descriptors import exhausted
+from barricade.smtp.capabilities import Capabilities, mail_parameters, rcpt_parameters
+from barricade.smtp.downstream_tls import PLAIN, REFUSE, TlsPolicy, decide
 
 log = Logger()
 
@@ -226,6 +229,8 @@ class Downstream:
         self.recipients: list[str] = []
         self._at_line_start = True
         self._observe = observe or (lambda cmd, secs: None)
+        self._chunk_replies: list | None = None  # relaying BDAT: the chunks' replies so far
+        self.tls_attempted = False
 
     @property
     def alive(self) -> bool:
@@ -292,24 +297,51 @@ class Downstream:
         if reply.code != 250:
             raise DownstreamError("connect", self.host, f"HELO refused: {reply}")
 
-    def mail_line(self, sender: str, params: dict[str, str | None]) -> str:
-        line = f"MAIL FROM:<{sender}>"
-        body = params.get("BODY")
-        if body and body.upper() == "8BITMIME" and "8BITMIME" in self.keywords:
-            line += " BODY=8BITMIME"
-        if params.get("SIZE") and "SIZE" in self.keywords:
-            line += f" SIZE={params['SIZE']}"
-        return line
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities.from_keywords(self.keywords)
 
-    async def begin(self, sender: str, params: dict[str, str | None], rcpt: str) -> tuple[DownstreamReply, DownstreamReply | None]:
+    def mail_line(self, sender: str, params: dict[str, str | None]) -> str:
+        return f"MAIL FROM:<{sender}>" + mail_parameters(params, self.capabilities)
+
+    def rcpt_line(self, rcpt: str, params: dict[str, str | None] | None) -> str:
+        return f"RCPT TO:<{rcpt}>" + (rcpt_parameters(params, self.capabilities) if params else "")
+
+    async def introduce(self, lines: list[str], helo_name: str) -> DownstreamReply | None:
+        """XCLIENT: the connection becomes the client's; a new EHLO follows.
+
+        A refusal (the downstream does not trust us) is returned and the
+        connection carries on as ours.
+        """
+        reply = None
+        for line in lines:
+            reply = await self.command("xclient", line)
+            if reply.code not in (220, 250):
+                return reply
+        if reply is not None:
+            self.keywords = {}
+            await self._ehlo(helo_name)
+        return None
+
+    async def forward_client(self, lines: list[str]) -> DownstreamReply | None:
+        """XFORWARD before a MAIL; the first refusal is returned (and the rest skipped)."""
+        for line in lines:
+            reply = await self.command("xforward", line)
+            if not reply.ok:
+                return reply
+        return None
+
+    async def begin(self, sender: str, params: dict[str, str | None], rcpt: str,
+                    rcpt_params: dict[str, str | None] | None = None) -> tuple[DownstreamReply, DownstreamReply | None]:
         """MAIL then the first RCPT, pipelined when the host offers it."""
         self.in_transaction = True
         self.recipients = []
         self._at_line_start = True
         mail_line = self.mail_line(sender, params)
+        rcpt_line = self.rcpt_line(rcpt, rcpt_params)
         if "PIPELINING" in self.keywords:
             mail_d = self.proto.command(mail_line, self.timeouts.command)
-            rcpt_d = self.proto.command(f"RCPT TO:<{rcpt}>", self.timeouts.command)
+            rcpt_d = self.proto.command(rcpt_line, self.timeouts.command)
             try:
                 mail = await self._timed("mail", mail_d)
             except DownstreamError:
@@ -323,33 +355,57 @@ class Downstream:
             mail = await self.command("mail", mail_line)
             if not mail.ok:
                 return mail, None
-            rcpt_reply = await self.command("rcpt", f"RCPT TO:<{rcpt}>")
+            rcpt_reply = await self.command("rcpt", rcpt_line)
         if rcpt_reply.ok:
             self.recipients.append(rcpt)
         return mail, rcpt_reply
 
-    async def rcpt(self, rcpt: str) -> DownstreamReply:
-        reply = await self.command("rcpt", f"RCPT TO:<{rcpt}>")
+    async def rcpt(self, rcpt: str, params: dict[str, str | None] | None = None) -> DownstreamReply:
+        reply = await self.command("rcpt", self.rcpt_line(rcpt, params))
         if reply.ok:
             self.recipients.append(rcpt)
         return reply
 
-    async def data(self) -> DownstreamReply:
+    async def data(self, chunking: bool = False) -> DownstreamReply:
+        """DATA; or, for a message that came in BDAT chunks, BDAT where the host offers CHUNKING.
+
+        BDAT needs no go-ahead: the 354 returned then is ours, nothing was sent.
+        """
+        if chunking and "CHUNKING" in self.keywords:
+            self._chunk_replies = []
+            return DownstreamReply(354, ("BDAT",))
+        self._chunk_replies = None
         return await self.command("data", "DATA")
 
     def write(self, chunk: bytes) -> None:
-        if chunk:
-            self.proto.write(stuff(chunk, self._at_line_start))
-            self._at_line_start = chunk.endswith(b"\r\n")
+        if not chunk:
+            return
+        if self._chunk_replies is not None:
+            d = self.proto.expect(self.timeouts.command)
+            d.addBoth(self._chunk_replies.append)  # read at the end, in order
+            self.proto.write(b"BDAT %d\r\n" % len(chunk) + chunk)
+            return
+        self.proto.write(stuff(chunk, self._at_line_start))
+        self._at_line_start = chunk.endswith(b"\r\n")
 
     async def dot(self) -> DownstreamReply:
-        end = b".\r\n" if self._at_line_start else b"\r\n.\r\n"
+        chunked, self._chunk_replies = self._chunk_replies, None
+        if chunked is not None:
+            end = b"BDAT 0 LAST\r\n"
+        else:
+            end = b".\r\n" if self._at_line_start else b"\r\n.\r\n"
         d = self.proto.expect(self.timeouts.dot)
         self.proto.write(end)
         try:
-            return await self._timed("dot", d)
+            reply = await self._timed("dot", d)
         finally:
             self.end_transaction()
+        for earlier in chunked or ():  # the replies to the chunks came before the last one
+            if isinstance(earlier, Failure):
+                raise earlier.value
+            if not earlier.ok:
+                return earlier
+        return reply
 
     def end_transaction(self) -> None:
         self.in_transaction = False
@@ -368,6 +424,32 @@ class Downstream:
             self.abort()
         return reply.ok
 
+    async def starttls(self, policy: TlsPolicy, helo_name: str, creator) -> str:
+        """STARTTLS as ``policy`` says, then EHLO again; returns "protocol cipher" or "".
+
+        Sets ``tls_attempted`` once STARTTLS is accepted: a failure after that
+        is the handshake's (a ``may`` policy then retries in plaintext).
+        """
+        action = decide(policy, "STARTTLS" in self.keywords)
+        if action == PLAIN:
+            return ""
+        if action == REFUSE:
+            raise DownstreamError("connect", self.host, f"STARTTLS not offered (TLS: {policy.level})")
+        reply = await self.command("starttls", "STARTTLS")
+        if reply.code != 220:
+            if policy.required:
+                raise DownstreamError("connect", self.host, f"STARTTLS refused: {reply}")
+            return ""
+        self.tls_attempted = True
+        self.proto.transport.startTLS(creator)
+        self.keywords = {}
+        try:
+            await self._ehlo(helo_name)
+        except DownstreamError as exc:  # the handshake failed (or the certificate did not verify)
+            raise DownstreamError("connect", self.host, f"TLS handshake failed: {exc}") from None
+        conn = self.proto.transport.getHandle()
+        return f"{conn.get_protocol_version_name()} {conn.get_cipher_name()}"
+
     async def quit(self) -> None:
         if not self.alive:
             return
@@ -381,3 +463,16 @@ class Downstream:
         """Drop the connection: a transaction without its dot is discarded downstream."""
         self.end_transaction()
         self.proto.abort()
+
+
+def client_tls(policy: TlsPolicy, host: str, ca_file: str = ""):
+    """The TLS client options for ``host``: verified for ``verify``, encryption only otherwise."""
+    if not policy.verify:
+        return ssl.CertificateOptions()
+    if ca_file:
+        pems = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+                          open(ca_file, "rb").read(), re.DOTALL)
+        trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(pem) for pem in pems])
+    else:
+        trust = ssl.platformTrust()
+    return ssl.optionsForClientTLS(policy.name or host, trustRoot=trust)

@@ -144,14 +144,36 @@ def _strip_source_route(inner: str) -> str:
     return inner
 
 
+_UTF8_DOT_ATOM = re.compile(r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+"
+                            r"(?:\.(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+)*\Z")
+_UTF8_QUOTED = re.compile(r'"(?:[^"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*"\Z')
+
+
+def valid_utf8_domain(domain: str) -> bool:
+    """RFC 6531 3.3: a domain of U-labels, checked through its IDNA (A-label) form."""
+    if any(label[:1] == "-" or label[-1:] == "-" for label in domain.rstrip(".").split(".")):
+        return False
+    try:
+        ascii_form = domain.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return valid_domain(ascii_form)
+
+
 def _check_mailbox(address: str, strict: Strictness, bad_id: int, field: str, mail: bool) -> None:
     local, at, domain = address.rpartition("@")
     if not at:
         local, domain = address, ""
     why = None
-    if not (_DOT_ATOM.match(local) or _QUOTED.match(local)):
+    if address.isascii():
+        local_ok = bool(_DOT_ATOM.match(local) or _QUOTED.match(local))
+        domain_ok = not at or valid_domain(domain)
+    else:  # internationalised (RFC 6531); whether SMTPUTF8 allows it is the session's call
+        local_ok = bool(_UTF8_DOT_ATOM.match(local) or _UTF8_QUOTED.match(local))
+        domain_ok = not at or (valid_domain(domain) if domain.isascii() else valid_utf8_domain(domain))
+    if not local_ok:
         why = "invalid local part"
-    elif at and not valid_domain(domain):
+    elif not domain_ok:
         why = "invalid domain"
     elif strict.local_length and len(local) > LOCAL_LIMIT:
         why = f"local part longer than {LOCAL_LIMIT}"
@@ -212,3 +234,14 @@ def parse_xclient(arg: str) -> dict[str, str | None]:
             raise GrammarError(917, name=token)
         attrs[key] = decoded
     return attrs
+
+
+_QUEUE_NAME = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*\Z")
+
+
+def valid_etrn(arg: str) -> bool:
+    """RFC 1985: ``domain``, ``@domain`` (subdomains too) or ``#queue-name``."""
+    if arg.startswith("#"):
+        return bool(_QUEUE_NAME.match(arg[1:]))
+    domain = arg[1:] if arg.startswith("@") else arg
+    return bool(domain) and valid_domain(domain)

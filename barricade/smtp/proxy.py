@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -31,7 +31,9 @@ from barricade.policy.tagging import subject_tag
 from barricade.policy.verdict import Verdict
 from barricade.replies import Catalogue, Reply, ReplyId
 from barricade.smtp import events as ev
-from barricade.smtp.forward import Downstream, DownstreamError, DownstreamReply, Timeouts
+from barricade.smtp.client_identity import identity, xclient_commands, xforward_commands
+from barricade.smtp.downstream_tls import parse_policy
+from barricade.smtp.forward import Downstream, DownstreamError, DownstreamReply, Timeouts, client_tls
 from barricade.smtp.message import HeaderCollector, edit_headers, parse_headers, received_header
 from barricade.smtp.session import SessionConfig
 from barricade.spool import Spool
@@ -57,6 +59,7 @@ class ServerContext:
     store: object = None  # barricade.state.Store: rate, concurrency, grey-list state
     call_ahead: object = None  # barricade.policy.callahead.CallAhead (route-map RCPT:)
     resolver: object = None  # barricade.dns.Resolver; None: no DNS (client names stay unknown)
+    capabilities: object = None  # barricade.smtp.capability_probe.CapabilityProbe; None: static EHLO
 
 
 #: The LAN networks of the client identity (kept under its old name).
@@ -88,6 +91,7 @@ class Proxy:
         self.pool: dict[str, Downstream] = {}  # live connections, reused across transactions
         self.txn: dict[str, Downstream] = {}  # those in the current transaction
         self.messages = 0
+        self.chunking = False  # the message in progress came in BDAT chunks
         self._headers: HeaderCollector | None = None
         self._abort_reply: Outcome | None = None
         self.fatal: Reply | None = None  # set when the session must end mid-DATA
@@ -141,6 +145,14 @@ class Proxy:
         self.ctx.helo = session.xclient_helo or event.domain
         self.ctx.esmtp = event.verb == "EHLO"
         verdict = await self.run("helo")
+        if self.ctx.notes.get("session.tls-connect") == "SKIP":  # access map Tls-Connect: SKIP
+            session.config = replace(session.config, tls_available=False)
+        probe = self.server.capabilities
+        if probe is not None:  # the EHLO reflects what the downstreams offer now
+            offer = await probe.offer(self.cfg["message-size-limit"], self.cfg["rfc1652-8bitmime"])
+            session.config = replace(session.config, size_limit=offer.size, dsn=offer.dsn,
+                                     eightbitmime=offer.eightbitmime, etrn=offer.etrn,
+                                     smtputf8=offer.smtputf8)
         ehlo = event.verb == "EHLO"
         return self.rules.helo(self.ctx, verdict, ehlo, session.ehlo_keywords() if ehlo else ())
 
@@ -164,17 +176,18 @@ class Proxy:
                 route, rcpt, self.ctx.sender or "", self.ctx.session_id):
             return self.rules.unknown_recipient(self.ctx, rcpt)
         try:
-            reply = await self._forward_rcpt(route, rcpt)
+            reply = await self._forward_rcpt(route, rcpt, event.path.params)
         except DownstreamError as exc:
             return self._rcpt_error(exc, route, rcpt)
         if isinstance(reply, Outcome):
             return reply
         return self.rules.relayed_rcpt(self.ctx, reply, rcpt)
 
-    async def _forward_rcpt(self, route: Route, rcpt: str) -> DownstreamReply | Outcome:
+    async def _forward_rcpt(self, route: Route, rcpt: str,
+                            params: dict[str, str | None] | None = None) -> DownstreamReply | Outcome:
         down = self.txn.get(route.name)
         if down is not None:
-            return await down.rcpt(rcpt)
+            return await down.rcpt(rcpt, params)
         down = self.pool.get(route.name)
         if down is None or not down.alive:
             down = await Downstream.open(
@@ -182,13 +195,58 @@ class Proxy:
                 self.server.timeouts, self.observe,
             )
             self.pool[route.name] = down
+            down = self.pool[route.name] = await self._secure(route, down)
+            await self._introduce(route, down)
         self.txn[route.name] = down
-        mail, rcpt_reply = await down.begin(self.ctx.sender or "", self.ctx.mail_params, rcpt)
+        await self._tell(down, "forward-xforward", down.capabilities.xforward, xforward_commands)
+        mail, rcpt_reply = await down.begin(self.ctx.sender or "", self.ctx.mail_params, rcpt, params)
         if rcpt_reply is None:
             del self.txn[route.name]
             await down.rset()
             return self.rules.mail_refused(self.ctx, mail)
         return rcpt_reply
+
+    async def _secure(self, route: Route, down: Downstream) -> Downstream:
+        """STARTTLS as the route's TLS: (or forward-tls) says; ``may`` falls back to plaintext."""
+        policy = parse_policy(route.extra.get("TLS") or self.cfg["forward-tls"])
+        host = down.host.rpartition(":")[0]
+        try:
+            tls = await down.starttls(policy, self.server.hostname,
+                                      client_tls(policy, host, self.cfg["forward-tls-ca-file"]))
+        except DownstreamError as exc:
+            if policy.required or not down.tls_attempted:
+                raise
+            log.warn("session {sid}: TLS to {host} failed ({err}); plaintext instead (TLS: may)",
+                     sid=self.ctx.session_id, host=down.host, err=str(exc))
+            down.abort()
+            return await Downstream.open(self.server.reactor, route.forward, self.server.hostname,
+                                         self.server.timeouts, self.observe)
+        if tls:
+            protocol, _, cipher = tls.partition(" ")
+            self.server.metrics.downstream_tls.labels(protocol, cipher).inc()
+            log.info("session {sid}: TLS to {host}: {tls}{verified}", sid=self.ctx.session_id,
+                     host=down.host, tls=tls, verified=" (verified)" if policy.verify else "")
+        return down
+
+    async def _introduce(self, route: Route, down: Downstream) -> None:
+        """A new relay connection: learn what it offers; XCLIENT if configured."""
+        if self.server.capabilities is not None:
+            self.server.capabilities.learn(route.forward, down.keywords)
+        await self._tell(down, "forward-xclient", down.capabilities.xclient, xclient_commands)
+
+    async def _tell(self, down: Downstream, option: str, offered: frozenset[str], commands) -> None:
+        """forward-xclient / forward-xforward: who the client is, if the downstream listens."""
+        if not self.cfg[option] or not offered:
+            return
+        qid = f"{self.ctx.session_id}{self.messages + 1:02d}"  # as on_data will name it
+        lines = commands(offered, identity(self.ctx.client, self.ctx.helo, self.ctx.esmtp, qid))
+        if option == "forward-xclient":
+            refused = await down.introduce(lines, self.server.hostname)
+        else:
+            refused = await down.forward_client(lines)
+        if refused is not None:
+            log.warn("session {sid}: {host} refused {option}: {reply}", sid=self.ctx.session_id,
+                     host=down.host, option=option, reply=str(refused))
 
     def _rcpt_error(self, exc: DownstreamError, route: Route, rcpt: str) -> Outcome:
         self.downstream_error(exc)
@@ -221,7 +279,8 @@ class Proxy:
             # after the checks, as in smtpf's spool mode.
             results = []
         else:
-            results = await self._all(lambda d: d.data())
+            results = await self._all(lambda d: d.data(chunking=event.chunking))
+        self.chunking = event.chunking  # a BDAT message goes on as BDAT where offered
         outcome = self.rules.data_started(self.ctx, results)
         if outcome.downstream is Act.ABORT:
             await self.end_transaction(abort=True)
@@ -372,8 +431,10 @@ class Proxy:
         outcome = self.rules.delivered(self.ctx, results)
         if outcome.message == "accept":
             self.ctx.delivered = self.ctx.qid
-            log.info("session {sid}: message {qid} accepted by {n} host(s) in {t:.3f}s: {replies}",
-                     sid=self.ctx.session_id, qid=self.ctx.qid, n=len(results),
+            log.info("session {sid}: message {qid} from <{sender}> for {rcpts} accepted by {n} host(s) "
+                     "in {t:.3f}s: {replies}", sid=self.ctx.session_id, qid=self.ctx.qid,
+                     sender=self.ctx.sender or "", rcpts=",".join(f"<{r}>" for r in self.ctx.rcpts),
+                     n=len(results),
                      t=time.monotonic() - started, replies="; ".join(map(str, results)))
             self._outcome_metric("accept")
             return outcome
@@ -392,7 +453,7 @@ class Proxy:
         skip = len(self.ctx.header_block)  # the spool starts with the original header block
 
         async def send(down: Downstream) -> DownstreamReply:
-            reply = await down.data()
+            reply = await down.data(chunking=self.chunking)
             if reply.code != 354:
                 return reply
             down.write(head)
@@ -409,12 +470,18 @@ class Proxy:
 
     async def end_transaction(self, abort: bool = False) -> None:
         """RSET (or drop) the downstream side of the current transaction."""
+        if self._headers is not None:  # a BDAT message is open downstream: RSET would be content
+            abort, self._headers, self._abort_reply = True, None, None
         downs, self.txn = list(self.txn.items()), {}
         for name, down in downs:
             if abort or not await down.rset():
                 down.abort()
                 self.pool.pop(name, None)
         self.rules.transaction_ended(self.ctx)
+
+    async def on_chunkreceived(self, event: ev.ChunkReceived, session) -> Outcome:
+        """RFC 3030: a BDAT chunk other than the last was taken (its checks ran as it came)."""
+        return Outcome(self.reply(962, size=event.size))
 
     async def on_rset(self, event: ev.Rset, session) -> Outcome:
         await self.end_transaction()
@@ -430,6 +497,29 @@ class Proxy:
 
     async def on_vrfy(self, event: ev.Vrfy, session) -> Outcome:
         return self.rules.simple(self.ctx, "vrfy")
+
+    async def on_etrn(self, event: ev.Etrn, session) -> Outcome:
+        """RFC 1985 ETRN goes to the local route, which queues (smtpf #276/#277)."""
+        domain = event.argument.lstrip("@#")
+        try:
+            down = await Downstream.open(self.server.reactor, self.server.routes.local.forward,
+                                         self.server.hostname, self.server.timeouts, self.observe)
+        except DownstreamError as exc:
+            self.downstream_error(exc)
+            return Outcome(self.reply(276, domain=domain))
+        try:
+            reply = await down.command("etrn", f"ETRN {event.argument}")
+        except DownstreamError as exc:
+            self.downstream_error(exc)
+            return Outcome(self.reply(276, domain=domain))
+        finally:
+            defer.ensureDeferred(down.quit())
+        log.info("session {sid}: ETRN {arg} relayed to {host}: {reply}", sid=self.ctx.session_id,
+                 arg=event.argument, host=down.host, reply=str(reply))
+        if reply.code == 421:  # the downstream closing is no reason to close the client
+            return Outcome(self.reply(276, domain=domain))
+        status = reply.status or f"{reply.code // 100}.0.0"
+        return Outcome(self.catalogue.reply(277, code=reply.code, status=status, text=reply.text))
 
     async def on_quit(self, event: ev.Quit, session) -> Outcome:
         await self.close()
@@ -448,6 +538,8 @@ class Proxy:
         session.restart(client, event.attrs.get("HELO"))
         log.info("session {sid}: XCLIENT from {old} now {ip} ({name})",
                  sid=self.ctx.session_id, old=old.ip, ip=client.ip, name=client.name)
+        if self.cfg["forward-xclient"]:
+            await self.close()  # the relay connections told the downstream about the old client
         outcome = self.rules.xclient(self.ctx, await self.connect(lookup=lookup))
         session.client = self.ctx.client  # with the name DNS gave it
         return outcome

@@ -34,6 +34,8 @@ from barricade.replies import Reply
 from barricade.smtp import events as ev
 from barricade.smtp.message import new_session_id
 from barricade.smtp.proxy import Outcome, Proxy, ServerContext, classify
+from barricade.smtp.proxy_protocol import HEADER_TIMEOUT, ProxyHeaderError, listed, parse_hosts
+from barricade.smtp.proxy_protocol import parse as parse_proxy_header
 from barricade.smtp.session import DATA, NEED_DATA, PAUSED, Session
 
 log = Logger()
@@ -85,6 +87,7 @@ class SmtpServerProtocol(protocol.Protocol):
         self._closed = False
         self._pumping = False
         self._close_when_idle = False
+        self._header: ProxyHeaderReader | None = None  # reading a load balancer's PROXY header
         self.factory: SmtpServerFactory | None = None
 
     # --- connection -----------------------------------------------------------------
@@ -98,8 +101,16 @@ class SmtpServerProtocol(protocol.Protocol):
         host = getattr(peer, "host", "0.0.0.0")
         if host.startswith("::ffff:"):
             host = host[7:]
+        if self.factory is not None and listed(host, self.factory.proxy_hosts):
+            self._header = ProxyHeaderReader(self, host, getattr(peer, "port", 0))
+            return  # the session begins when the balancer's PROXY header is in
+        self.begin(host, getattr(peer, "port", 0))
+
+    def begin(self, host: str, port: int, early: bytes = b"") -> None:
+        """The session with the client at ``host``: the peer, or the one a PROXY header named."""
+        self._header = None
         sid = new_session_id()
-        client = classify(host, getattr(peer, "port", 0), "unknown", self.server.routes)
+        client = classify(host, port, "unknown", self.server.routes)
         if self.factory is not None:
             why = self.factory.admission.admit(host, exempt=client.localhost or client.relay)
             if why is not None:
@@ -118,6 +129,7 @@ class SmtpServerProtocol(protocol.Protocol):
         life = self.server.config["smtp-session-timeout"]
         if life:
             self._life = self.server.reactor.callLater(life, self._session_expired)
+        self.session.receive_data(early)  # sent with the header, before our banner: an early talker
         d = defer.ensureDeferred(self._greet())
         d.addErrback(self._internal_error)
 
@@ -168,6 +180,10 @@ class SmtpServerProtocol(protocol.Protocol):
             return
         self._closed = True
         self._disarm()
+        if self._header is not None:
+            self._header.cancel()
+        if self.session is None:
+            return  # dropped before a session began (a bad or missing PROXY header)
         if self.factory is not None:
             self.factory.sessions.discard(self)
         if self.proxy is not None:
@@ -182,6 +198,9 @@ class SmtpServerProtocol(protocol.Protocol):
     # --- input ------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self._header is not None:
+            self._header.feed(data)
+            return
         if self._closed or self.session is None:
             return
         self.session.receive_data(data)
@@ -401,12 +420,55 @@ class SmtpServerProtocol(protocol.Protocol):
         self._send(self.session.abort(reply), reply)
 
 
+class ProxyHeaderReader:
+    """Reads a listed load balancer's PROXY header, then starts the session.
+
+    A header that is malformed, missing or not complete within
+    ``HEADER_TIMEOUT`` seconds (or smtp-command-timeout if shorter) drops
+    the connection without a word: the peer is a balancer, not an SMTP
+    client, and something is wrong with it.
+    """
+
+    def __init__(self, proto: SmtpServerProtocol, host: str, port: int):
+        self.proto, self.host, self.port = proto, host, port
+        self.buffer = b""
+        wait = min(HEADER_TIMEOUT, proto.server.config["smtp-command-timeout"])
+        self.timer = proto.server.reactor.callLater(wait, self._drop, "no complete header in time")
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        try:
+            header = parse_proxy_header(self.buffer)
+        except ProxyHeaderError as exc:
+            self._drop(str(exc))
+            return
+        if header is None:
+            return
+        self.cancel()
+        host, port = header.client or (self.host, self.port)
+        log.info("PROXY v{v} header from {lb}: client {ip}:{port}", v=header.version, lb=self.host,
+                 ip=host, port=port)
+        self.proto.begin(host, port, self.buffer[header.length:])
+
+    def cancel(self) -> None:
+        if self.timer.active():
+            self.timer.cancel()
+
+    def _drop(self, why: str) -> None:
+        self.cancel()
+        log.warn("PROXY header from {lb}:{port}: {why}; connection dropped", lb=self.host,
+                 port=self.port, why=why)
+        self.proto._header = None
+        self.proto.transport.abortConnection()
+
+
 class SmtpServerFactory(protocol.Factory):
     def __init__(self, server: ServerContext):
         self.server = server
         self.sessions: set[SmtpServerProtocol] = set()
         self.ports: list = []  # the listening ports, paused by rate-throttle
         self.throttle = AcceptThrottle(server.config["rate-throttle"])
+        self.proxy_hosts = parse_hosts(server.config["proxy-protocol-hosts"])
         self.paused_until = 0.0
         config = server.config
         limit, base = file_limit(), in_use()

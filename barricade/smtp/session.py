@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from barricade.options import Config
 from barricade.replies import Catalogue, Reply
 from barricade.smtp import events as ev
+from barricade.smtp.capabilities import EIGHTBIT_ALWAYS, MAIL_DSN, RCPT_DSN, dsn_mail_error, dsn_rcpt_error
+from barricade.smtp.chunking import ChunkDecoder, parse_bdat
 from barricade.smtp.data import DataDecoder
 from barricade.smtp.grammar import (
     COMMAND_HARD_LIMIT,
@@ -30,6 +32,7 @@ from barricade.smtp.grammar import (
     parse_path,
     parse_xclient,
     split_command,
+    valid_etrn,
     valid_helo,
 )
 
@@ -46,6 +49,7 @@ NEED_DATA = _Sentinel("NEED_DATA")
 PAUSED = _Sentinel("PAUSED")
 
 GREETING, COMMAND, DATA, CLOSED = "greeting", "command", "data", "closed"
+BDAT = "bdat"  # reading the octets of a BDAT chunk (RFC 3030)
 #: smtpf's "sink" state after a connect-time 421 that does not drop (``-rate-drop``,
 #: ``-concurrent-drop``): NOOP and QUIT are served, any other known command gets
 #: #251 "out of sequence" and the connection closes.
@@ -58,7 +62,7 @@ SINK_COMMANDS = frozenset(("NOOP", "QUIT"))
 #: pipelining client meets once per recipient past the limit.
 NOT_ERRORS = frozenset((910,))
 
-NOT_IMPLEMENTED = {"AUTH", "ETRN", "TURN", "BDAT", "ATRN", "SEND", "SOML", "SAML", "EXPN"}
+NOT_IMPLEMENTED = {"AUTH", "TURN", "ATRN", "SEND", "SOML", "SAML", "EXPN"}
 HELP_COMMANDS = "HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS XCLIENT"
 
 
@@ -80,6 +84,10 @@ class SessionConfig:
     drop_unknown: bool = False
     helo_schizo: int = 1
     size_limit: int = 0
+    dsn: bool = False  # every downstream offers DSN (the proxy sets it from their EHLO)
+    etrn: bool = False  # the local route's downstream offers ETRN
+    smtputf8: bool = False  # every downstream offers SMTPUTF8 (RFC 6531)
+    chunking: bool = True  # offer CHUNKING (RFC 3030 BDAT)
 
     @classmethod
     def from_config(cls, config: Config, hostname: str, tls_available: bool) -> SessionConfig:
@@ -87,7 +95,7 @@ class SessionConfig:
             hostname=hostname,
             esmtp=config["smtp-enable-esmtp"],
             pipelining=config["rfc2920-pipelining"],
-            eightbitmime=config["rfc1652-8bitmime"],
+            eightbitmime=config["rfc1652-8bitmime"] == EIGHTBIT_ALWAYS,
             xclient=config["smtp-xclient-enable"],
             tls_available=tls_available,
             command_length=config["rfc2821-command-length"],
@@ -103,6 +111,7 @@ class SessionConfig:
             drop_unknown=config["smtp-drop-unknown"],
             helo_schizo=config["smtp-helo-schizo"],
             size_limit=config["message-size-limit"],
+            chunking=config["rfc3030-chunking"],
         )
 
 
@@ -129,6 +138,13 @@ class Session:
         self._pipelined = False  # input arrived while a command was in flight
         self._data: DataDecoder | None = None
         self._early_data = False
+        # BDAT: the transaction's chunk decoder (None: no BDAT yet), the octets of the
+        # chunk still to read, whether it is the last, and a refusal to send once a
+        # refused chunk's octets are read and thrown away (RFC 3030 2).
+        self._chunks: ChunkDecoder | None = None
+        self._chunk_left = 0
+        self._chunk_last = False
+        self._chunk_refusal: ev.Violation | None = None
 
     # --- derived state ------------------------------------------------------------
 
@@ -174,6 +190,14 @@ class Session:
         words.append(f"SIZE {cfg.size_limit}" if cfg.size_limit else "SIZE")
         if cfg.eightbitmime:
             words.append("8BITMIME")
+        if cfg.dsn:
+            words.append("DSN")
+        if cfg.etrn:
+            words.append("ETRN")
+        if cfg.smtputf8:
+            words.append("SMTPUTF8")
+        if cfg.chunking:
+            words.append("CHUNKING")
         if cfg.tls_available and not self.tls:
             words.append("STARTTLS")
         if cfg.xclient and self.client.xclient_allowed:
@@ -222,6 +246,8 @@ class Session:
             return NEED_DATA
         if self.state == DATA:
             return self._next_data_event()
+        if self.state == BDAT:
+            return self._next_chunk_event()
         return self._next_command()
 
     def _next_data_event(self) -> ev.Event | _Sentinel:
@@ -238,6 +264,41 @@ class Session:
             return NEED_DATA
         # Bytes after the dot are the next commands.
         self._buffer = dec.buffer
+        violation, drop = None, False
+        if limit and dec.size > limit:
+            violation = self._reply(912, limit=limit)
+        elif self.config.strict_dot and dec.bare:
+            violation = self._reply(921)
+        elif self.config.line_length and dec.longest_line + 2 > TEXT_LINE_LIMIT:
+            violation = self._reply(321, length=dec.longest_line + 2)
+            drop = self.config.line_length >= 2
+        return self._emit(ev.EndOfData(dec.size, dec.bare, dec.longest_line, violation, drop))
+
+    def _next_chunk_event(self) -> ev.Event | _Sentinel:
+        """The octets of a BDAT chunk, then what its end means."""
+        take = min(self._chunk_left, len(self._buffer))
+        piece = bytes(self._buffer[:take])
+        del self._buffer[:take]
+        self._chunk_left -= take
+        if self._chunk_refusal is not None:  # a refused chunk: read and thrown away
+            if self._chunk_left:
+                return NEED_DATA
+            self.state = COMMAND
+            refusal, self._chunk_refusal = self._chunk_refusal, None
+            return self._emit(refusal)
+        dec = self._chunks
+        assert dec is not None
+        data = dec.decode(piece) if piece else b""
+        if self._chunk_left == 0 and self._chunk_last:
+            data += dec.finish()
+        limit = self.config.size_limit
+        if data and not (limit and dec.size > limit):
+            return ev.DataChunk(data)
+        if self._chunk_left:
+            return NEED_DATA
+        self.state = COMMAND
+        if not self._chunk_last:
+            return self._emit(ev.ChunkReceived(dec.size))
         violation, drop = None, False
         if limit and dec.size > limit:
             violation = self._reply(912, limit=limit)
@@ -266,8 +327,12 @@ class Session:
         if self.config.command_length and len(line) + 2 > COMMAND_LIMIT:
             return self._emit(self.violation(640, length=len(line) + 2))
         if any(b < 0x20 or b > 0x7E for b in line if b != 0x09):
-            return self._emit(self.violation(641))
-        verb, arg = split_command(line.decode("ascii"))
+            text = _utf8_address_line(line)
+            if text is None:
+                return self._emit(self.violation(641))
+        else:
+            text = line.decode("ascii")
+        verb, arg = split_command(text)
         return self._emit(self._command(verb, arg))
 
     def _command(self, verb: str, arg: str) -> ev.Event:
@@ -320,8 +385,16 @@ class Session:
                     return self.violation(919, param="BODY=8BITMIME")
             elif key == "AUTH":
                 continue  # RFC 4954 5: a server not doing AUTH ignores it
+            elif key == "SMTPUTF8" and self.config.smtputf8:
+                if value is not None:
+                    return self.violation(920, param=f"SMTPUTF8={value}")
+            elif key in MAIL_DSN and self.config.dsn:
+                if dsn_mail_error(key, value):
+                    return self.violation(920, param=f"{key}={value or ''}")
             else:
                 return self.violation(919, param=key)
+        if not path.address.isascii() and "SMTPUTF8" not in path.params:
+            return self.violation(961, address=f"<{path.address}>")  # RFC 6531 3.5
         return ev.Mail(path)
 
     def _rcpt(self, arg: str) -> ev.Event:
@@ -333,18 +406,54 @@ class Session:
             path = parse_path(arg, "TO", self.config.strictness, mail=False)
         except GrammarError as exc:
             return self.violation(exc.reply_id, **exc.fields)
-        if path.params:
-            return self.violation(919, param=next(iter(path.params)))
+        for key, value in path.params.items():
+            if key not in RCPT_DSN or not self.config.dsn:
+                return self.violation(919, param=key)
+            if dsn_rcpt_error(key, value):
+                return self.violation(920, param=f"{key}={value or ''}")
+        if not path.address.isascii() and "SMTPUTF8" not in self.sender.path.params:
+            return self.violation(961, address=f"<{path.address}>")  # RFC 6531 3.5
         return ev.Rcpt(path)
 
     def _data_cmd(self, arg: str) -> ev.Event:
         if arg:
             return self.violation(920, param=arg)
+        if self.sender is None or self._chunks is not None:  # RFC 3030 3: no DATA after BDAT
+            return self.violation(251, command="DATA")
         if self.sender is None:
             return self.violation(251, command="DATA")
         if not self.rcpt_count:
             return self.violation(923)
         return ev.Data()
+
+    def _bdat(self, arg: str) -> ev.Event:
+        """RFC 3030 BDAT: whatever the answer, the chunk's octets are read first."""
+        if not self.config.chunking:
+            return self.violation(250, command="BDAT")
+        if not arg:
+            return self.violation(249, command="BDAT")
+        cmd = parse_bdat(arg)
+        if cmd is None:  # no size to skip: the rest of the input cannot be parsed
+            return self.violation(920, drop=True, param=arg[:40])
+        limit = self.config.size_limit
+        done = self._chunks.size if self._chunks is not None else 0
+        if limit and done + cmd.size > limit:
+            # Not worth reading; closing is the one way to stay in step with the client.
+            return self.violation(912, drop=True, limit=limit)
+        refusal = None
+        if not self.esmtp or self.sender is None:
+            refusal = self.violation(251, command="BDAT")
+        elif not self.rcpt_count:
+            refusal = self.violation(923)
+        self._chunk_left, self._chunk_last = cmd.size, cmd.last
+        self._pipelined = False  # the octets after BDAT are its chunk, not pipelined commands
+        self.state = BDAT
+        if refusal is not None:
+            self._chunk_refusal = refusal
+            return self._next_chunk_event()
+        if self._chunks is None:
+            return ev.Data(chunking=True)  # the proxy's DATA step: checks, downstream DATA
+        return self._next_chunk_event()
 
     def _starttls(self, arg: str) -> ev.Event:
         if arg:
@@ -366,6 +475,17 @@ class Session:
             return ev.Xclient(parse_xclient(arg))
         except GrammarError as exc:
             return self.violation(exc.reply_id, **exc.fields)
+
+    def _etrn(self, arg: str) -> ev.Event:
+        if not self.config.etrn:
+            return self.violation(250, command="ETRN")
+        if not self.esmtp or self.sender is not None:
+            return self.violation(251, command="ETRN")  # RFC 1985: after EHLO, outside a transaction
+        if not arg:
+            return self.violation(249, command="ETRN")
+        if not valid_etrn(arg):
+            return self.violation(920, param=arg)
+        return ev.Etrn(arg)
 
     def _vrfy(self, arg: str) -> ev.Event:
         if not arg:
@@ -422,6 +542,17 @@ class Session:
             self.sender = pending
         elif isinstance(pending, ev.Rcpt) and ok:
             self.rcpt_count += 1
+        elif isinstance(pending, ev.Data) and pending.chunking and reply.code == 354:
+            self._chunks = ChunkDecoder()  # the first chunk follows; BDAT gets no 354
+            return b""
+        elif isinstance(pending, ev.Data) and pending.chunking and not drop and reply.code != 421:
+            # RFC 3030 2: the refusal goes out once the chunk's octets are read (and counts then)
+            self.errors -= 1
+            self._chunk_refusal = ev.Violation(reply, False)
+            self._reset()
+            return b""
+        elif isinstance(pending, ev.ChunkReceived):
+            pass
         elif isinstance(pending, ev.Data) and reply.code == 354:
             self.state = DATA
             self._data = DataDecoder()
@@ -476,6 +607,21 @@ class Session:
     def _reset(self) -> None:
         self.sender = None
         self.rcpt_count = 0
+        self._chunks = None
+
+
+def _utf8_address_line(line: bytes) -> str | None:
+    """A MAIL or RCPT line with UTF-8 in it (RFC 6531 addresses); None for anything else.
+
+    Control characters and bytes that are not UTF-8 stay a #641 whatever
+    the command; the grammar and SMTPUTF8 decide on the address.
+    """
+    if line[:5].upper() not in (b"MAIL ", b"RCPT ") or any(b < 0x20 and b != 0x09 or b == 0x7F for b in line):
+        return None
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 _HANDLERS = {
@@ -491,4 +637,6 @@ _HANDLERS = {
     "VRFY": Session._vrfy,
     "STARTTLS": Session._starttls,
     "XCLIENT": Session._xclient,
+    "ETRN": Session._etrn,
+    "BDAT": Session._bdat,
 }

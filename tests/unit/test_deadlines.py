@@ -61,7 +61,7 @@ class _Downstream(_FakeDownstream):
     def __init__(self) -> None:
         self.written = b""
 
-    async def data(self):
+    async def data(self, chunking: bool = False):
         return DownstreamReply(354, ("go ahead",))
 
     def write(self, data: bytes) -> None:

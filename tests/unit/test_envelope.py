@@ -439,9 +439,11 @@ def test_builtin_order_per_phase(tmp_path, routes):
     names = {phase: [c.name for c in hooks[phase]] for phase in ("connect", "helo", "mail", "rcpt")}
     assert names["connect"][-2:] == ["access-connect", "client-tests"]
     assert names["helo"] == ["access-helo", "helo-tests"]
-    assert names["mail"] == ["access-session", "access-mail", "mail-tests"]
+    # the Tls- tags first: a TLS requirement is a protocol rule no white list lifts
+    assert names["mail"] == ["tls-policy", "access-session", "access-mail", "mail-tests"]
     # Length-To: comes before the access map's To: (docs/smtpf.md, "Filter order")
-    assert names["rcpt"] == ["rcpt-limit", "length", "rcpt-address", "access-rcpt", "rcpt-tests"]
+    assert names["rcpt"] == ["rcpt-limit", "tls-policy", "length", "rcpt-address", "access-rcpt",
+                             "rcpt-tests"]
 
 
 def test_white_listed_sessions_skip_all_but_the_routing_forms():

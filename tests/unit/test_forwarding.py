@@ -17,6 +17,7 @@ from barricade.policy.pipeline import Check, Pipeline
 from barricade.policy.verdict import Action, Flag, Verdict, tag
 from barricade.service import build_context
 from barricade.smtp import proxy as proxy_mod
+from barricade.smtp.capabilities import Capabilities
 from barricade.smtp.forward import DownstreamError, DownstreamReply
 from barricade.smtp.server import SmtpServerFactory
 
@@ -38,6 +39,12 @@ class FakeDownstream:
         self.recipients: list[str] = []
         self.written = b""
         self.log: list[str] = []
+        self.keywords: dict[str, str] = {}  # offers nothing: no STARTTLS, XCLIENT, CHUNKING
+        self.capabilities = Capabilities.from_keywords(self.keywords)
+        self.tls_attempted = False
+
+    async def starttls(self, policy, hostname, context):
+        return ""  # not offered: plaintext, as forward-tls=may allows
 
     def _answer(self, command: str) -> defer.Deferred:
         self.log.append(command)
@@ -63,7 +70,7 @@ class FakeDownstream:
 
         return d.addTimeout(seconds, self.clock).addErrback(timed_out)
 
-    async def begin(self, sender, params, rcpt):
+    async def begin(self, sender, params, rcpt, rcpt_params=None):
         self.in_transaction = True
         self.recipients = []
         mail = await self._answer("mail")
@@ -71,7 +78,7 @@ class FakeDownstream:
             return mail, None
         return mail, await self.rcpt(rcpt)
 
-    async def rcpt(self, rcpt):
+    async def rcpt(self, rcpt, params=None):
         if "rcpt-timeout" in self.auto:
             answer = await self.timeout("rcpt", self.auto["rcpt-timeout"])
         else:
@@ -80,7 +87,7 @@ class FakeDownstream:
             self.recipients.append(rcpt)
         return answer
 
-    async def data(self):
+    async def data(self, chunking: bool = False):
         return await self._answer("data")
 
     def write(self, chunk: bytes) -> None:
@@ -135,6 +142,7 @@ class Client:
         ctx = build_context(config, reactor=self.clock)
         ctx.pipeline = Pipeline(checks, self.clock, 5, ctx.metrics)
         ctx.resolver = None
+        ctx.capabilities = None  # no downstream probes in process: the EHLO follows the options
         self.hosts: dict[str, FakeDownstream] = {}
         auto = auto or {}
 

@@ -53,6 +53,7 @@ class Session:
         ctx = build_context(config, reactor=self.clock)
         ctx.pipeline = Pipeline(checks, self.clock, 5, ctx.metrics)
         ctx.resolver = None  # no DNS in process: the client name stays unknown
+        ctx.capabilities = None  # no downstream probes in process: the EHLO follows the options
         self.ctx = ctx
         self.proto = SmtpServerFactory(ctx).buildProtocol(None)
         self.transport = StringTransport(peerAddress=_Peer())

@@ -138,7 +138,7 @@ def test_missing_argument():
 
 
 def test_not_implemented():
-    s = make()
+    s = make(SessionConfig(hostname="mx.test", chunking=False))  # BDAT: see test_session_bdat.py
     ehlo(s)
     for verb in (b"AUTH PLAIN", b"EXPN staff", b"ETRN example.com", b"BDAT 10"):
         _, out = converse(s, verb + b"\r\n")
