@@ -839,6 +839,21 @@ class ReplyId(enum.IntEnum):
     SESSION_TIME_LIMIT = 940
     BUSY = 941
     TOO_MANY_FROM_CLIENT = 943
+    # --- URI black lists (the uri plugin) ---
+    URI_BODY_REJECTED = 763
+    URI_IP_HOST = 765
+    URI_DOMAIN_LISTED = 762
+    URI_HOST_LISTED = 776
+    URI_DOMAIN_UNKNOWN = 757
+    URI_DOMAIN_TIMEOUT = 756
+    URI_IP_IN_NAME = 754
+    URI_IP_IN_PTR = 758
+    URI_NO_PTR = 760
+    URI_NO_SOA = 745
+    URI_NS_REJECTED = 788
+    URI_BL_CLIENT = 790
+    URI_BL_HELO = 792
+    URI_BL_MAIL = 794
     # --- protocol ---
     COMMAND_UNKNOWN = 248
     MISSING_ARGUMENT = 249
