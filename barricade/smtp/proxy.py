@@ -445,12 +445,9 @@ class Proxy:
         client, lookup = xclient_identity(old, event.attrs, self.server.routes.is_relay)
         self.ctx.client = client
         self.ctx.helo = event.attrs.get("HELO") or ""
-        session.restart(client, event.attrs.get("HELO"))
         log.info("session {sid}: XCLIENT from {old} now {ip} ({name})",
                  sid=self.ctx.session_id, old=old.ip, ip=client.ip, name=client.name)
-        outcome = self.rules.xclient(self.ctx, await self.connect(lookup=lookup))
-        session.client = self.ctx.client  # with the name DNS gave it
-        return outcome
+        return self.rules.xclient(self.ctx, await self.connect(lookup=lookup), event.attrs.get("HELO"))
 
     async def close(self) -> None:
         """Session over: QUIT every downstream (aborting any open transaction)."""

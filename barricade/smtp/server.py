@@ -262,6 +262,8 @@ class SmtpServerProtocol(protocol.Protocol):
     def _respond(self, outcome: Outcome) -> None:
         if self._closed:
             return
+        if outcome.client is not None:  # XCLIENT: the session goes on as this client
+            self.session.restart(outcome.client, outcome.client_helo)
         self._send(self.session.respond(outcome.reply, drop=outcome.drop, sink=outcome.sink),
                    outcome.reply)
         if outcome.start_tls and not self._closed:
