@@ -461,9 +461,9 @@ PREFIX = {
 class Replies:
     """The reply ids of one tag for REJECT, IREJECT and TEMPFAIL."""
 
-    reject: int
-    ireject: int
-    tempfail: int
+    reject: ReplyId
+    ireject: ReplyId
+    tempfail: ReplyId
 
 
 class AccessCheck(Check):
@@ -563,7 +563,8 @@ class AccessMail(AccessCheck):
 
     name = "access-mail"
     tag = "From:"
-    combo = Replies(ReplyId.CLIENT_SENDER_BLACK_LISTED, ReplyId.CLIENT_SENDER_BLACK_LISTED_NOW, ReplyId.CLIENT_SENDER_TEMPFAIL)
+    combo = Replies(ReplyId.CLIENT_SENDER_BLACK_LISTED, ReplyId.CLIENT_SENDER_BLACK_LISTED_NOW,
+                    ReplyId.CLIENT_SENDER_TEMPFAIL)
     replies = Replies(ReplyId.SENDER_BLACK_LISTED, ReplyId.SENDER_BLACK_LISTED_NOW, ReplyId.SENDER_TEMPFAIL)
 
     def __init__(self, access_map: AccessMap, spf: Any = None):
@@ -601,9 +602,12 @@ class AccessRcpt(AccessCheck):
 
     name = "access-rcpt"
     tag = "To:"
-    connect_to = Replies(ReplyId.CLIENT_RECIPIENT_BLACK_LISTED, ReplyId.CLIENT_RECIPIENT_BLACK_LISTED, ReplyId.CLIENT_RECIPIENT_TEMPFAIL)
-    from_to = Replies(ReplyId.SENDER_RECIPIENT_BLACK_LISTED, ReplyId.SENDER_RECIPIENT_BLACK_LISTED, ReplyId.SENDER_RECIPIENT_TEMPFAIL)
-    replies = Replies(ReplyId.RECIPIENT_BLACK_LISTED, ReplyId.RECIPIENT_BLACK_LISTED, ReplyId.RECIPIENT_TEMPFAIL)
+    connect_to = Replies(ReplyId.CLIENT_RECIPIENT_BLACK_LISTED, ReplyId.CLIENT_RECIPIENT_BLACK_LISTED,
+                         ReplyId.CLIENT_RECIPIENT_TEMPFAIL)
+    from_to = Replies(ReplyId.SENDER_RECIPIENT_BLACK_LISTED, ReplyId.SENDER_RECIPIENT_BLACK_LISTED,
+                      ReplyId.SENDER_RECIPIENT_TEMPFAIL)
+    replies = Replies(ReplyId.RECIPIENT_BLACK_LISTED, ReplyId.RECIPIENT_BLACK_LISTED,
+                      ReplyId.RECIPIENT_TEMPFAIL)
 
     async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         ctx.notes[RCPT_HIT] = True

@@ -372,7 +372,8 @@ class CallBack(Check):
                 continue
             self.count("made")
             return await self.judge(result, sender, domain, f"{host} [{address}]", ask_false, sid)
-        return self.outcome(sid, sender, tempfail(ReplyId.CALLBACK_NO_ANSWER, domain=domain), "no MX answered"), False
+        verdict = tempfail(ReplyId.CALLBACK_NO_ANSWER, domain=domain)
+        return self.outcome(sid, sender, verdict, "no MX answered"), False
 
     async def exchangers(self, domain: str) -> list[tuple[str, str]] | Verdict:
         """The (host, address) pairs to call, in MX preference order, or the MX reply."""
@@ -395,7 +396,8 @@ class CallBack(Check):
         if targets:
             return [(host, address) for address, host in targets.items()][:MAX_ATTEMPTS]
         if any(a.tempfail for a in found):
-            return tempfail(ReplyId.CALLBACK_MX_TEMPORARY, domain=domain, reason="MX host address lookup error")
+            return tempfail(ReplyId.CALLBACK_MX_TEMPORARY, domain=domain,
+                            reason="MX host address lookup error")
         return reject(ReplyId.CALLBACK_NO_ACCEPTABLE_MX, domain=domain)
 
     async def judge(self, result: ProbeResult, sender: str, domain: str, mx: str,

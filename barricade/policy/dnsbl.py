@@ -147,7 +147,8 @@ class DnsBlackList(DnsListCheck):
         found = await self.lookup(ctx, client.ip)
         if found is None:
             return CONTINUE
-        return Verdict(Action.DROP, ReplyId.DNS_BL_LISTED, {"list": found[1].dnslist.suffix}, Flag.DELAY | Flag.SESSION)
+        return Verdict(Action.DROP, ReplyId.DNS_BL_LISTED, {"list": found[1].dnslist.suffix},
+                       Flag.DELAY | Flag.SESSION)
 
 
 class DnsBlHeaders(DnsListCheck):

@@ -144,7 +144,8 @@ class MsgLimit(StoreCheck):
 
     name = "msg-limit"
     family = "msg-limit"
-    failure_reply = ReplyId.STATE_UNAVAILABLE  # 451 4.3.0 at RCPT, before any body: the recipient may be retried
+    # 451 4.3.0 at RCPT, before any body: the recipient may be retried
+    failure_reply = ReplyId.STATE_UNAVAILABLE
     failure_drops = False
 
     def __init__(self, config: Config, access_map: KeyValueMap, store: Store, metrics=None,

@@ -162,7 +162,8 @@ class StoreCheck(Check):
             self.metrics.state_failures.labels(self.name, self.policy).inc()
         if self.policy == "skip":
             return CONTINUE
-        fields = {"check": self.family} if self.failure_reply in (ReplyId.STATE_UNAVAILABLE_CLOSE, ReplyId.STATE_UNAVAILABLE) else {}
+        named = self.failure_reply in (ReplyId.STATE_UNAVAILABLE_CLOSE, ReplyId.STATE_UNAVAILABLE)
+        fields = {"check": self.family} if named else {}
         if self.failure_drops:
             return drop(self.failure_reply, **fields)
         return tempfail(self.failure_reply, **fields)

@@ -127,7 +127,8 @@ class SmtpServerProtocol(protocol.Protocol):
         factory = self.factory
         server = self.server
         if why == "per-client":
-            reply = server.catalogue.reply(ReplyId.TOO_MANY_FROM_CLIENT, client_ip=client.ip, limit=factory.admission.per_client)
+            reply = server.catalogue.reply(ReplyId.TOO_MANY_FROM_CLIENT, client_ip=client.ip,
+                                           limit=factory.admission.per_client)
         else:
             reply = server.catalogue.reply(ReplyId.BUSY, hostname=server.hostname)
         server.metrics.reply(reply)
@@ -338,7 +339,8 @@ class SmtpServerProtocol(protocol.Protocol):
         self._expire_after_reply = False
         self.server.metrics.limit_hits.labels("smtp-session-timeout").inc()
         log.info("session {sid}: session time limit reached", sid=self.session.id)
-        reply = self.server.catalogue.reply(ReplyId.SESSION_TIME_LIMIT, limit=self.server.config["smtp-session-timeout"])
+        reply = self.server.catalogue.reply(ReplyId.SESSION_TIME_LIMIT,
+                                            limit=self.server.config["smtp-session-timeout"])
         self._send(self.session.abort(reply), reply)
 
     def _fatal(self, reply: Reply) -> None:

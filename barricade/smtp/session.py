@@ -262,7 +262,8 @@ class Session:
         if len(line) + 2 > COMMAND_HARD_LIMIT:
             return self._emit(self.violation(ReplyId.INVALID_TRANSMISSION, drop=True))
         if pipelined and not self.pipelining:  # smtpf: #643 after a plain HELO, else #631
-            return self._emit(self.violation(ReplyId.PIPELINING_AFTER_HELO if self.helo_verb == "HELO" else ReplyId.PIPELINING_NOT_ALLOWED, drop=True))
+            rid = ReplyId.PIPELINING_AFTER_HELO if self.helo_verb == "HELO" else ReplyId.PIPELINING_NOT_ALLOWED
+            return self._emit(self.violation(rid, drop=True))
         if self.config.command_length and len(line) + 2 > COMMAND_LIMIT:
             return self._emit(self.violation(ReplyId.COMMAND_TOO_LONG, length=len(line) + 2))
         if any(b < 0x20 or b > 0x7E for b in line if b != 0x09):
@@ -292,7 +293,8 @@ class Session:
             return self.violation(ReplyId.EHLO_NOT_SUPPORTED)
         if self.helo is not None and domain.lower() != self.helo.lower() and self.config.helo_schizo:
             drop = self.config.helo_schizo >= 2  # smtpf: #255 after a HELO, #252 after an EHLO
-            return self.violation(ReplyId.SCHIZOPHRENIC_AFTER_HELO if self.helo_verb == "HELO" else ReplyId.SCHIZOPHRENIC_AFTER_EHLO, drop=drop)
+            rid = ReplyId.SCHIZOPHRENIC_AFTER_HELO if self.helo_verb == "HELO" else ReplyId.SCHIZOPHRENIC_AFTER_EHLO
+            return self.violation(rid, drop=drop)
         return ev.Helo(verb, domain)
 
     def _mail(self, arg: str) -> ev.Event:
