@@ -221,7 +221,7 @@ class Catalogue:
             rcode,
             rstatus,
             (text, *(_clean(x) for x in lines)),
-            rid,
+            int(rid),  # a plain number in logs and metrics, whatever names it
             tuple(_clean(x) for x in extra),
         )
 
