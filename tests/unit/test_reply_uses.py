@@ -100,3 +100,25 @@ def test_a_reply_of_the_wrong_class_is_a_start_up_error(rid, code, status, messa
     entries = [replace(s, code=code, status=status) if s.id == rid else s for s in ENTRIES]
     with pytest.raises(CatalogueError, match=message):
         check_catalogue(Catalogue(entries))
+
+
+@pytest.mark.parametrize("module", ["avastd", "clamd", "fpscand", "spamd", "cli"])
+def test_a_shipped_scanner_declares_the_replies_it_names(module):
+    """Its own ids are declared in its ``replies``; the others are the core's named ones."""
+    import importlib
+
+    from barricade.plugin import Plugin
+
+    mod = importlib.import_module(f"plugins.{module}")
+    cls = next(v for v in vars(mod).values()
+               if isinstance(v, type) and issubclass(v, Plugin) and v.__module__ == mod.__name__)
+    own = {spec.id for spec in cls.replies}
+    assert own and not own & {s.id for s in ENTRIES}
+    named = {v for k, v in [*vars(mod).items(), *vars(cls).items()]
+             if k.isupper() and isinstance(v, int) and not isinstance(v, bool) and 100 <= v < 1000
+             and (k.endswith(("_ERROR", "ERROR")) or k in ("INFECTED", "OVERFLOW", "UNEXPECTED_RESULT",
+                                                          "JUNK_MAIL", "SENDER_STATUS", "SENDER_FLAG",
+                                                          "PROGRAM_OUTPUT"))}
+    named |= set(getattr(cls, "errors", {}).values())
+    assert named
+    assert all(rid in own or rid in set(ReplyId) for rid in named), sorted(named - own)
