@@ -67,7 +67,7 @@ PROGRAM_OUTPUT = 224
 #: This plugin's catalogue entries (smtpf's numbers): reworded with reply-file,
 #: listed in docs/replies.md like the core's.
 REPLIES: tuple[ReplySpec, ...] = (
-    ReplySpec(224, 0, '', '{text}', 'dot',
+    ReplySpec(PROGRAM_OUTPUT, 0, '', '{text}', 'dot',
       'The CLI child process standard output and standard error are used for specifying a multiline response. See cli-content and cli-envelope.'),
 )
 

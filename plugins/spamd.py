@@ -43,16 +43,20 @@ from barricade.replies import ReplyId, ReplySpec
 
 log = Logger()
 
+JUNK_MAIL = 693
+SENDER_STATUS = 678
+SENDER_FLAG = 679
+
 #: This plugin's catalogue entries (smtpf's numbers): reworded with reply-file,
 #: listed in docs/replies.md like the core's.
 REPLIES: tuple[ReplySpec, ...] = (
     ReplySpec(666, 550, '5.7.1', '{text}', 'dot',
       'See spamd-score-reject option.'),
-    ReplySpec(678, 550, '5.7.1', 'message was already marked as spam by sender', 'mail',
+    ReplySpec(SENDER_STATUS, 550, '5.7.1', 'message was already marked as spam by sender', 'mail',
       'See spamd-reject-sender-marked-spam and spamd-score-reject options.'),
-    ReplySpec(679, 550, '5.7.1', 'message was already marked as spam by sender', 'mail',
+    ReplySpec(SENDER_FLAG, 550, '5.7.1', 'message was already marked as spam by sender', 'mail',
       'See spamd-sender-marked-spam option.'),
-    ReplySpec(693, 550, '5.7.1', '{text}', 'dot',
+    ReplySpec(JUNK_MAIL, 550, '5.7.1', '{text}', 'dot',
       'See spamd-score-reject option.'),
 )
 
@@ -62,9 +66,6 @@ PROCESSING_ERROR = ReplyId.PROCESSING_ERROR
 #: smtpf's "451 4.3.0 internal server error", given when the spooled
 #: message cannot be read back (smtpf log #682).
 SPOOL_ERROR = ReplyId.SERVER_ERROR
-JUNK_MAIL = 693
-SENDER_STATUS = 678
-SENDER_FLAG = 679
 
 COMMANDS = ("CHECK", "SYMBOLS", "REPORT", "REPORT_IFSPAM")
 #: X-Spam-Level stops at 50 characters, as SpamAssassin's own does: one per
