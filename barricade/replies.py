@@ -221,7 +221,7 @@ class Catalogue:
             rcode,
             rstatus,
             (text, *(_clean(x) for x in lines)),
-            rid,
+            int(rid),  # a plain number in logs and metrics, whatever names it
             tuple(_clean(x) for x in extra),
         )
 
@@ -257,58 +257,6 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'See rfc2606-special-domains.'),
     R(141, 550, '5.7.1', 'recipient <{rcpt}> from unknown TLD', 'rcpt',
       'See reject-unknown-tld.'),
-    R(149, 451, '4.4.0', 'avastd address error: {error} ({errno})', 'dot',
-      ''),
-    R(150, 451, '4.4.0', 'avastd open error: {error} ({errno})', 'dot',
-      ''),
-    R(151, 451, '4.4.0', 'avastd connect error: {error} ({errno})', 'dot',
-      ''),
-    R(153, 451, '4.4.0', 'avastd read error: {error} ({errno})', 'dot',
-      ''),
-    R(154, 451, '4.4.0', 'avastd buffer overflow', 'dot',
-      ''),
-    R(156, 451, '4.4.0', 'avastd write error: {error} ({errno})', 'dot',
-      ''),
-    R(158, 451, '4.4.0', 'avastd read error: {error} ({errno})', 'dot',
-      ''),
-    R(160, 451, '4.4.0', 'avastd read error: {error} ({errno})', 'dot',
-      'See avastd-socket and avastd-timeout.'),
-    R(162, 550, '5.7.1', '{text}', 'dot',
-      'The avastd daemon found a virus or suspicious content in the message. See avastd-policy.'),
-    R(178, 451, '4.4.0', 'clamd address error: {error} ({errno})', 'dot',
-      ''),
-    R(179, 451, '4.4.0', 'clamd open error: {error} ({errno})', 'dot',
-      ''),
-    R(180, 451, '4.4.0', 'clamd connect error: {error} ({errno})', 'dot',
-      ''),
-    R(181, 451, '4.4.0', 'clamd buffer overflow', 'dot',
-      ''),
-    R(183, 451, '4.4.0', 'clamd write error: {error} ({errno})', 'dot',
-      ''),
-    R(185, 451, '4.4.0', 'clamd write error: {error} ({errno})', 'dot',
-      ''),
-    R(186, 451, '4.4.0', 'clamd read error: {error} ({errno})', 'dot',
-      ''),
-    R(188, 451, '4.4.0', 'clamd session port "{port}" parse error', 'dot',
-      ''),
-    R(189, 451, '4.4.0', 'clamd address error: {error} ({errno})', 'dot',
-      ''),
-    R(190, 451, '4.4.0', 'clamd session open error: {error} ({errno})', 'dot',
-      ''),
-    R(191, 451, '4.4.0', 'clamd session connection error: {error} ({errno})', 'dot',
-      ''),
-    R(196, 451, '4.4.0', 'clamd session write error after {size} bytes', 'dot',
-      ''),
-    R(199, 451, '4.4.0', 'clamd session write error after {size} bytes', 'dot',
-      ''),
-    R(204, 451, '4.4.0', 'clamd session read error: {error} ({errno})', 'dot',
-      'See clamd-socket and clamd-timeout.'),
-    R(206, 451, '4.4.0', 'unexpected clamd result: {result}', 'dot',
-      'The clamd daemon returned an unexpected result. This may be due to unexpected changes in the clamd protocol between program updates or data corruption over the network (assuming clamd runs on a different machine).'),
-    R(208, 550, '5.7.1', '{text}', 'dot',
-      'The clamd daemon found a virus or suspicious content in the message. See clamd-policy.'),
-    R(224, 0, '', '{text}', 'dot',
-      'The CLI child process standard output and standard error are used for specifying a multiline response. See cli-content and cli-envelope.'),
     R(244, 550, '5.7.1', 'recipient <{rcpt}> expired', 'rcpt',
       ''),
     R(245, 550, '5.7.1', 'recipient <{rcpt}> invalid', 'rcpt',
@@ -409,20 +357,6 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'The Four21 module is experimental and is only present at select test sites. See four21-unknown-ip option. This is a RFC 2821 conformance test. Check if the connecting client IP that has never been seen before. If it has not, then 421 the connection and observe if they send a clean QUIT (as specified in RFC 2821), pipeline, or disconnect. If the latter two occur, then the IP is auto-blacklisted.'),
     R(364, 554, '5.4.0', 'client {client_name} [{client_ip}] "No soup for you!"', 'connect',
       'The Four21 module is experimental and only present at select test sites. This response (a reference to the Sienfeld Soup Nazi episode) is the reply given if the client IP failed the 421 test and was subsequently auto-blacklisted. See four21-unknown-ip option.'),
-    R(367, 451, '4.4.0', 'fpscand address error: {error} ({errno})', 'dot',
-      ''),
-    R(368, 451, '4.4.0', 'fpscand open error: {error} ({errno})', 'dot',
-      ''),
-    R(369, 451, '4.4.0', 'fpscand connect error: {error} ({errno})', 'dot',
-      ''),
-    R(370, 451, '4.4.0', 'fpscand buffer overflow', 'dot',
-      ''),
-    R(372, 451, '4.4.0', 'fpscand write error: {error} ({errno})', 'dot',
-      ''),
-    R(373, 451, '4.4.0', 'fpscand read error: {error} ({errno})', 'dot',
-      'See fpscand-socket and fpscand-timeout.'),
-    R(376, 550, '5.7.1', '{text}', 'dot',
-      'The fpscand daemon found a virus or suspicious content in the message. See fpscand-policy.'),
     R(388, 550, '5.7.1', '{client_name} [{client_ip}] failed grey listing', 'data',
       'The grey-list record of the client (or of the tuple) was set to reject by the postmaster. See grey-key.'),
     R(415, 421, '4.4.3', 'PTR record lookup error for [{client_ip}]', 'connect',
@@ -537,14 +471,6 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'SMTP commands and their arguments can only consist of printable ASCII characters.'),
     R(643, 550, '5.3.3', 'pipelining not allowed', 'any',
       'See the access-map concerning the Connect: tag.'),
-    R(666, 550, '5.7.1', '{text}', 'dot',
-      'See spamd-score-reject option.'),
-    R(678, 550, '5.7.1', 'message was already marked as spam by sender', 'mail',
-      'See spamd-reject-sender-marked-spam and spamd-score-reject options.'),
-    R(679, 550, '5.7.1', 'message was already marked as spam by sender', 'mail',
-      'See spamd-sender-marked-spam option.'),
-    R(693, 550, '5.7.1', '{text}', 'dot',
-      'See spamd-score-reject option.'),
     R(701, 0, '', 'HELO {helo} from {client_name} [{client_ip}] SPF result {result}; {explanation}', 'rcpt',
       "The HELO name's SPF result is one spf-helo-policy refuses: 550 5.7.1 for Fail or SoftFail (the explanation is the domain's exp= text or why), 451 4.4.3 for TempError (a DNS failure, with +spf-temp-error-dns and a -reject word). Given at RCPT. See spf-helo-policy option."),
     R(702, 0, '', 'sender <{sender}> via {helo} ({client_name} [{client_ip}]) SPF result {result}; {explanation}', 'rcpt',
@@ -775,6 +701,191 @@ class ReplyId(enum.IntEnum):
     VRFY = 915
     HELP = 916
     NO_VALID_RECIPIENTS = 923
+    # --- the checks' replies: access map ---
+    CLIENT_BLACK_LISTED = 120
+    CLIENT_BLACK_LISTED_CLOSE = 854  # IREJECT: never held by smtp-delay-checks
+    CLIENT_TEMPFAIL = 853
+    HELO_BLACK_LISTED = 924
+    HELO_TEMPFAIL = 931
+    CLIENT_SENDER_BLACK_LISTED = 125
+    CLIENT_SENDER_BLACK_LISTED_NOW = 855
+    CLIENT_SENDER_TEMPFAIL = 814
+    SENDER_BLACK_LISTED = 127
+    SENDER_BLACK_LISTED_NOW = 856
+    SENDER_TEMPFAIL = 815
+    CLIENT_RECIPIENT_BLACK_LISTED = 135
+    CLIENT_RECIPIENT_TEMPFAIL = 816
+    SENDER_RECIPIENT_BLACK_LISTED = 137
+    SENDER_RECIPIENT_TEMPFAIL = 817
+    RECIPIENT_BLACK_LISTED = 139
+    RECIPIENT_TEMPFAIL = 818
+    MESSAGE_TRAPPED = 932
+    # --- client, HELO, sender and recipient tests ---
+    CLIENT_RESERVED_DOMAIN = 121
+    CLIENT_UNKNOWN_TLD = 122
+    PTR_LOOKUP_ERROR = 415
+    PTR_MISSING = 416
+    IP_IN_PTR = 418
+    HELO_INVALID = 423
+    HELO_NOT_CLIENT_IP = 424
+    HELO_RESERVED_DOMAIN = 427
+    HELO_NOT_FQDN = 428
+    HELO_CLAIMS_US = 430
+    HELO_IS_IP_IN_PTR = 432
+    SENDER_RESERVED_DOMAIN = 128
+    SENDER_UNKNOWN_TLD = 129
+    SENDER_NO_MX = 434
+    SENDER_MX_ERROR = 436
+    SENDER_MX_INVALID = 439
+    RECIPIENT_ROUTED_ADDRESS = 131
+    RECIPIENT_UUCP_ADDRESS = 132
+    RECIPIENT_QUOTED_AT = 133
+    RECIPIENT_RESERVED_DOMAIN = 140
+    RECIPIENT_UNKNOWN_TLD = 141
+    NULL_SENDER_RECIPIENTS = 441
+    DNS_BL_LISTED = 525
+    HEADER_IP_BLACK_LISTED = 873
+    SPF_HELO = 701
+    SPF_MAIL = 702
+    # --- call-back sender verification ---
+    CALLBACK_FAILED = 572
+    CALLBACK_NO_ANSWER = 488
+    CALLBACK_NO_DOMAIN = 489
+    CALLBACK_MX_ERROR = 491
+    CALLBACK_NO_ACCEPTABLE_MX = 493
+    CALLBACK_MX_TEMPORARY = 498
+    CALLBACK_MX_REFUSED = 499
+    # --- limits and shared state ---
+    TOO_MANY_RECIPIENTS = 910
+    MAIL_LOOP = 911
+    MESSAGE_TOO_BIG = 912
+    MESSAGE_LIMIT_EXCEEDED = 475
+    NULL_RATE_EXCEEDED = 505
+    SIZE_OVER_LENGTH_LIMIT = 950
+    MESSAGE_OVER_LENGTH_LIMIT = 625
+    CONNECT_RATE_EXCEEDED = 522
+    TOO_MANY_CONCURRENT = 329
+    STATE_UNAVAILABLE_CLOSE = 944
+    STATE_UNAVAILABLE = 945
+    GREY_LISTED = 552  # 451 4.7.0 try again later
+    GREY_CONTENT_MISMATCH = 553
+    GREY_REJECTED = 388
+    DUPLICATE_MESSAGE = 340
+    DUPMSG_STORE_UNAVAILABLE = 960
+    UTF8_ADDRESS_WITHOUT_SMTPUTF8 = 961
+    CHUNK_RECEIVED = 962
+    TLS_REQUIRED = 963
+    ETRN_UNAVAILABLE = 276
+    ETRN_RELAYED = 277
+    SESSION_TIME_LIMIT = 940
+    BUSY = 941
+    TOO_MANY_FROM_CLIENT = 943
+    # --- URI black lists (the uri plugin) ---
+    URI_BODY_REJECTED = 763
+    URI_IP_HOST = 765
+    URI_DOMAIN_LISTED = 762
+    URI_HOST_LISTED = 776
+    URI_DOMAIN_UNKNOWN = 757
+    URI_DOMAIN_TIMEOUT = 756
+    URI_IP_IN_NAME = 754
+    URI_IP_IN_PTR = 758
+    URI_NO_PTR = 760
+    URI_NO_SOA = 745
+    URI_NS_REJECTED = 788
+    URI_BL_CLIENT = 790
+    URI_BL_HELO = 792
+    URI_BL_MAIL = 794
+    # --- protocol ---
+    COMMAND_UNKNOWN = 248
+    MISSING_ARGUMENT = 249
+    NOT_IMPLEMENTED = 250
+    OUT_OF_SEQUENCE = 251
+    SCHIZOPHRENIC_AFTER_EHLO = 252
+    EHLO_NOT_SUPPORTED = 253
+    SCHIZOPHRENIC_AFTER_HELO = 255
+    SENDER_SYNTAX = 279
+    SENDER_EXTRA_SPACES = 280
+    RECIPIENT_SYNTAX = 284
+    RECIPIENT_EXTRA_SPACES = 285
+    NULL_RECIPIENT = 286
+    CONTENT_LINE_TOO_LONG = 321
+    PRE_GREETING_TRAFFIC = 420
+    PIPELINING_NOT_ALLOWED = 631
+    PIPELINING_AFTER_HELO = 643
+    COMMAND_TOO_LONG = 640
+    NON_PRINTABLE = 641
+    INVALID_TRANSMISSION = 906
+    TLS_NOT_AVAILABLE = 914
+    XCLIENT_BAD_ATTRIBUTE = 917
+    XCLIENT_NOT_PERMITTED = 918
+    UNSUPPORTED_PARAMETER = 919
+    INVALID_PARAMETER = 920
+    BARE_CR_OR_LF = 921
+    TOO_MANY_ERRORS = 922
+    SERVER_ERROR = 550  # 451 4.3.0 internal server error: the session goes on
+
+
+def _by_action(**actions: tuple[ReplyId, ...]) -> dict[ReplyId, frozenset[str]]:
+    out: dict[ReplyId, set[str]] = {}
+    for action, rids in actions.items():
+        for rid in rids:
+            out.setdefault(rid, set()).add(action)
+    return {rid: frozenset(acts) for rid, acts in out.items()}
+
+
+_R = ReplyId
+#: The verdict actions (``Action`` values) that carry each named refusal, so
+#: that start-up can refuse a REJECT with a 2xx or 4xx reply, or a TEMPFAIL
+#: with a 5xx, before any client hears one.  A test walks the checks' source
+#: and keeps this table in step with the verdicts the code builds.
+USES: dict[ReplyId, frozenset[str]] = _by_action(
+    reject=(
+        _R.CLIENT_BLACK_LISTED, _R.CLIENT_BLACK_LISTED_CLOSE, _R.HELO_BLACK_LISTED,
+        _R.CLIENT_SENDER_BLACK_LISTED, _R.CLIENT_SENDER_BLACK_LISTED_NOW, _R.SENDER_BLACK_LISTED,
+        _R.SENDER_BLACK_LISTED_NOW, _R.CLIENT_RECIPIENT_BLACK_LISTED, _R.SENDER_RECIPIENT_BLACK_LISTED,
+        _R.RECIPIENT_BLACK_LISTED, _R.MESSAGE_TRAPPED,
+        _R.SENDER_RESERVED_DOMAIN, _R.SENDER_UNKNOWN_TLD, _R.SENDER_NO_MX, _R.SENDER_MX_INVALID,
+        _R.RECIPIENT_ROUTED_ADDRESS, _R.RECIPIENT_UUCP_ADDRESS, _R.RECIPIENT_QUOTED_AT,
+        _R.RECIPIENT_RESERVED_DOMAIN, _R.RECIPIENT_UNKNOWN_TLD, _R.NULL_SENDER_RECIPIENTS,
+        _R.HEADER_IP_BLACK_LISTED, _R.SPF_HELO, _R.SPF_MAIL,
+        _R.CALLBACK_FAILED, _R.CALLBACK_NO_DOMAIN, _R.CALLBACK_NO_ACCEPTABLE_MX, _R.CALLBACK_MX_REFUSED,
+        _R.MAIL_LOOP, _R.NULL_RATE_EXCEEDED, _R.SIZE_OVER_LENGTH_LIMIT, _R.MESSAGE_OVER_LENGTH_LIMIT,
+        _R.GREY_REJECTED, _R.DUPLICATE_MESSAGE, _R.TLS_REQUIRED,
+        _R.URI_BODY_REJECTED, _R.URI_IP_HOST, _R.URI_DOMAIN_LISTED, _R.URI_HOST_LISTED,
+        _R.URI_DOMAIN_UNKNOWN, _R.URI_DOMAIN_TIMEOUT, _R.URI_IP_IN_NAME, _R.URI_IP_IN_PTR, _R.URI_NO_PTR,
+        _R.URI_NO_SOA, _R.URI_NS_REJECTED,
+    ),
+    tempfail=(
+        _R.CLIENT_TEMPFAIL, _R.HELO_TEMPFAIL, _R.CLIENT_SENDER_TEMPFAIL, _R.SENDER_TEMPFAIL,
+        _R.CLIENT_RECIPIENT_TEMPFAIL, _R.SENDER_RECIPIENT_TEMPFAIL, _R.RECIPIENT_TEMPFAIL,
+        _R.PTR_LOOKUP_ERROR, _R.SENDER_MX_ERROR, _R.SPF_HELO, _R.SPF_MAIL,
+        _R.CALLBACK_FAILED, _R.CALLBACK_NO_ANSWER, _R.CALLBACK_MX_ERROR, _R.CALLBACK_MX_TEMPORARY,
+        _R.TOO_MANY_RECIPIENTS, _R.MESSAGE_LIMIT_EXCEEDED, _R.CONNECT_RATE_EXCEEDED,
+        _R.TOO_MANY_CONCURRENT, _R.STATE_UNAVAILABLE_CLOSE, _R.STATE_UNAVAILABLE,
+        _R.DUPMSG_STORE_UNAVAILABLE, _R.GREY_LISTED, _R.GREY_CONTENT_MISMATCH,
+        _R.PROCESSING_ERROR, _R.SERVER_ERROR,
+    ),
+    drop=(
+        _R.CLIENT_BLACK_LISTED, _R.CLIENT_BLACK_LISTED_CLOSE, _R.CLIENT_TEMPFAIL, _R.HELO_BLACK_LISTED,
+        _R.HELO_TEMPFAIL, _R.CLIENT_RESERVED_DOMAIN, _R.CLIENT_UNKNOWN_TLD, _R.PTR_MISSING, _R.IP_IN_PTR,
+        _R.HELO_NOT_CLIENT_IP, _R.HELO_RESERVED_DOMAIN, _R.HELO_NOT_FQDN, _R.HELO_CLAIMS_US,
+        _R.HELO_IS_IP_IN_PTR, _R.DNS_BL_LISTED, _R.CONNECT_RATE_EXCEEDED, _R.TOO_MANY_CONCURRENT,
+        _R.STATE_UNAVAILABLE_CLOSE, _R.STATE_UNAVAILABLE, _R.DUPMSG_STORE_UNAVAILABLE, _R.GREY_LISTED,
+        _R.URI_BL_CLIENT, _R.URI_BL_HELO, _R.URI_BL_MAIL,
+    ),
+)
+del _R
+
+#: The code classes each action may carry; a relayed entry (code 0) fits any.
+FITS = {"reject": "5", "tempfail": "4", "drop": "45"}
+
+
+def check_use(spec: ReplySpec, action: str) -> str | None:
+    """Whether ``action`` may carry entry ``spec`` (None: it may)."""
+    allowed = FITS.get(action)
+    if not spec.code or allowed is None or str(spec.code)[0] in allowed:
+        return None
+    return f"reply #{spec.id} is a {spec.code}: a {action.upper()} verdict cannot carry it"
 
 
 def check_reply(spec: ReplySpec) -> str | None:
@@ -791,7 +902,9 @@ def check_reply(spec: ReplySpec) -> str | None:
 
 
 def check_catalogue(catalogue: Catalogue) -> None:
-    """Start-up: every named reply exists and every entry is well formed; raises CatalogueError."""
+    """Start-up: every named reply exists, every entry is well formed, and its code class
+    fits the verdicts that carry it (:data:`USES`, which an operator's reply-file cannot
+    change); raises CatalogueError."""
     for rid in ReplyId:
         if rid not in catalogue:
             raise CatalogueError(f"reply #{int(rid)} ({rid.name}) is not in the catalogue")
@@ -799,3 +912,8 @@ def check_catalogue(catalogue: Catalogue) -> None:
         problem = check_reply(spec)
         if problem:
             raise CatalogueError(problem)
+    for rid, actions in USES.items():
+        for action in sorted(actions):
+            problem = check_use(catalogue.spec(rid), action)
+            if problem:
+                raise CatalogueError(f"{problem} ({rid.name})")

@@ -33,8 +33,32 @@ from twisted.logger import Logger
 from barricade.plugin import ScannerConnection, ScannerError, ScannerPlugin, scanner_options
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import CONTINUE, Verdict
+from barricade.replies import ReplySpec
 
 log = Logger()
+
+#: This plugin's catalogue entries (smtpf's numbers): reworded with reply-file,
+#: listed in docs/replies.md like the core's.
+REPLIES: tuple[ReplySpec, ...] = (
+    ReplySpec(149, 451, '4.4.0', 'avastd address error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(150, 451, '4.4.0', 'avastd open error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(151, 451, '4.4.0', 'avastd connect error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(153, 451, '4.4.0', 'avastd read error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(154, 451, '4.4.0', 'avastd buffer overflow', 'dot',
+      ''),
+    ReplySpec(156, 451, '4.4.0', 'avastd write error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(158, 451, '4.4.0', 'avastd read error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(160, 451, '4.4.0', 'avastd read error: {error} ({errno})', 'dot',
+      'See avastd-socket and avastd-timeout.'),
+    ReplySpec(162, 550, '5.7.1', '{text}', 'dot',
+      'The avastd daemon found a virus or suspicious content in the message. See avastd-policy.'),
+)
 
 #: smtpf formats requests into a 512-byte line buffer (SMTP_REPLY_LINE_LENGTH);
 #: a request that does not fit is refused with #154 instead of being cut.
@@ -63,8 +87,15 @@ class Avastd(ScannerPlugin):
     needs_message = True
     socket_option = "avastd-socket"
     default_port = 5037
+    replies = REPLIES
+    ADDRESS_ERROR = 149
+    OPEN_ERROR = 150
+    CONNECT_ERROR = 151
+    WRITE_ERROR = 156
+    READ_ERROR = 160
     errors: ClassVar[dict[str, int]] = {
-        "address": 149, "open": 150, "connect": 151, "write": 156, "read": 160,
+        "address": ADDRESS_ERROR, "open": OPEN_ERROR, "connect": CONNECT_ERROR,
+        "write": WRITE_ERROR, "read": READ_ERROR,
     }
     GREETING_ERROR = 153
     OVERFLOW = 154

@@ -52,8 +52,46 @@ from barricade.plugin import (
 )
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import CONTINUE, Action, Verdict
+from barricade.replies import ReplySpec
 
 log = Logger()
+
+#: This plugin's catalogue entries (smtpf's numbers): reworded with reply-file,
+#: listed in docs/replies.md like the core's.
+REPLIES: tuple[ReplySpec, ...] = (
+    ReplySpec(178, 451, '4.4.0', 'clamd address error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(179, 451, '4.4.0', 'clamd open error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(180, 451, '4.4.0', 'clamd connect error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(181, 451, '4.4.0', 'clamd buffer overflow', 'dot',
+      ''),
+    ReplySpec(183, 451, '4.4.0', 'clamd write error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(185, 451, '4.4.0', 'clamd write error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(186, 451, '4.4.0', 'clamd read error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(188, 451, '4.4.0', 'clamd session port "{port}" parse error', 'dot',
+      ''),
+    ReplySpec(189, 451, '4.4.0', 'clamd address error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(190, 451, '4.4.0', 'clamd session open error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(191, 451, '4.4.0', 'clamd session connection error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(196, 451, '4.4.0', 'clamd session write error after {size} bytes', 'dot',
+      ''),
+    ReplySpec(199, 451, '4.4.0', 'clamd session write error after {size} bytes', 'dot',
+      ''),
+    ReplySpec(204, 451, '4.4.0', 'clamd session read error: {error} ({errno})', 'dot',
+      'See clamd-socket and clamd-timeout.'),
+    ReplySpec(206, 451, '4.4.0', 'unexpected clamd result: {result}', 'dot',
+      'The clamd daemon returned an unexpected result. This may be due to unexpected changes in the clamd protocol between program updates or data corruption over the network (assuming clamd runs on a different machine).'),
+    ReplySpec(208, 550, '5.7.1', '{text}', 'dot',
+      'The clamd daemon found a virus or suspicious content in the message. See clamd-policy.'),
+)
 
 #: ``clamd-socket`` value that selects scan-by-path (smtpf's token).
 SCAN_TOKEN = "SCAN"
@@ -235,8 +273,18 @@ class Clamd(ScannerPlugin):
     antivirus = True
     socket_option = "clamd-socket"
     default_port = 3310
-    errors: ClassVar[dict[str, int]] = {"address": 178, "open": 179, "connect": 180, "write": 185,
-                                        "read": 186}
+    replies = REPLIES
+    ADDRESS_ERROR = 178
+    OPEN_ERROR = 179
+    CONNECT_ERROR = 180
+    SCAN_WRITE_ERROR = 183  # SCAN: the path could not be sent
+    STREAM_WRITE_ERROR = 185  # INSTREAM: a chunk could not be sent
+    READ_ERROR = 186
+    UNEXPECTED_RESULT = 206
+    INFECTED = 208
+    errors: ClassVar[dict[str, int]] = {"address": ADDRESS_ERROR, "open": OPEN_ERROR,
+                                        "connect": CONNECT_ERROR, "write": STREAM_WRITE_ERROR,
+                                        "read": READ_ERROR}
     options = (
         *scanner_options("clamd", """The clamd socket: host[:port] (port 3310) or
             /unix/path, scanned with INSTREAM while DATA arrives; or the token SCAN
@@ -257,7 +305,7 @@ class Clamd(ScannerPlugin):
         self.scan_by_path = by_path
         # The spool exists only when some check asks for it: SCAN mode does.
         self.needs_message = by_path
-        self.errors = dict(self.errors, write=183 if by_path else 185)
+        self.errors = dict(self.errors, write=self.SCAN_WRITE_ERROR if by_path else self.STREAM_WRITE_ERROR)
         self.max_size = int(config["clamd-max-size"]) * 1024
         self.policy = config["clamd-policy"]
         self.scan_all = bool(config["clamd-scan-all"])
@@ -365,8 +413,8 @@ class Clamd(ScannerPlugin):
         log.error("clamd: unexpected answer for message {qid} (session {sid}): {text!r}",
                   qid=ctx.qid, sid=ctx.session_id, text=answer.text)
         self.result("error", seconds)
-        return Verdict(Action.TEMPFAIL, 206, {"result": answer.quoted})
+        return Verdict(Action.TEMPFAIL, self.UNEXPECTED_RESULT, {"result": answer.quoted})
 
     def _infected(self, ctx: Context, virus: str) -> Verdict:
         """``clamd-policy``: reject (550 #208), discard, or none (log only)."""
-        return self.apply_policy(ctx, 208, virus)  # the reply is the virus name
+        return self.apply_policy(ctx, self.INFECTED, virus)  # the reply is the virus name

@@ -56,9 +56,20 @@ from barricade.options import Config, OptionError
 from barricade.plugin import Plugin, PluginOption, Services
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import CONTINUE, Action, Verdict
+from barricade.replies import ReplyId, ReplySpec
 from barricade.smtp.message import received_header
 
 log = Logger()
+
+#: The program's own output as the reply (its code and status chosen by the exit code).
+PROGRAM_OUTPUT = 224
+
+#: This plugin's catalogue entries (smtpf's numbers): reworded with reply-file,
+#: listed in docs/replies.md like the core's.
+REPLIES: tuple[ReplySpec, ...] = (
+    ReplySpec(PROGRAM_OUTPUT, 0, '', '{text}', 'dot',
+      'The CLI child process standard output and standard error are used for specifying a multiline response. See cli-content and cli-envelope.'),
+)
 
 MAX_OUTPUT = 64 * 1024  # bytes of stdout+stderr kept; the rest is read and dropped
 MAX_LINE = 400  # characters of one reply line (RFC 5321 allows 512 with the code)
@@ -272,6 +283,7 @@ class Cli(Plugin):
     """External programs (``cli-envelope``, ``cli-content``) with smtpf's exit codes."""
 
     name = "cli"
+    replies = REPLIES
     # smtpf runs cli after the other content checks and before spamd (docs/smtpf.md,
     # "Filter order"); docs/plugins.md gives the external program 400.
     order = 400
@@ -320,7 +332,7 @@ class Cli(Plugin):
 
     async def end_of_data(self, ctx: Context) -> Verdict:
         if ctx.notes.get(DISCARD_NOTE):
-            return Verdict(Action.DISCARD, 554, {"qid": ctx.qid})
+            return Verdict(Action.DISCARD, ReplyId.MESSAGE_ACCEPTED, {"qid": ctx.qid})
         if self.content is None or ctx.spool is None:
             return CONTINUE
         return await self._judge(self.content, ctx, self._content_input(ctx))
@@ -338,7 +350,7 @@ class Cli(Plugin):
             log.error("session {sid}: {name}: cannot find {prog}", sid=ctx.session_id, name=name,
                       prog=command.argv[0])
             self._metric("error", 0.0)
-            return Verdict(Action.TEMPFAIL, 907)
+            return Verdict(Action.TEMPFAIL, ReplyId.PROCESSING_ERROR)
         try:
             result = await run_program(self.services.reactor, [executable, *command.argv[1:]],
                                        self.env, stdin, self.run_timeout)
@@ -346,7 +358,7 @@ class Cli(Plugin):
             log.error("session {sid}: {name}: cannot start {line!r}: {err}", sid=ctx.session_id,
                       name=name, line=command.line, err=exc)
             self._metric("error", 0.0)
-            return Verdict(Action.TEMPFAIL, 907)
+            return Verdict(Action.TEMPFAIL, ReplyId.PROCESSING_ERROR)
         return self._verdict(command, ctx, result)
 
     def _verdict(self, command: Command, ctx: Context, result: Result) -> Verdict:
@@ -378,7 +390,7 @@ class Cli(Plugin):
             return self._reply(Action.REJECT, 550, "5.7.0", lines)
         if code == EXIT_DISCARD:
             self._metric("discard", result.seconds)
-            return Verdict(Action.DISCARD, 554, {"qid": ctx.qid})
+            return Verdict(Action.DISCARD, ReplyId.MESSAGE_ACCEPTED, {"qid": ctx.qid})
         if code == EXIT_DROP:
             self._metric("drop", result.seconds)
             return self._reply(Action.DROP, 550, "5.7.0", lines)
@@ -389,12 +401,12 @@ class Cli(Plugin):
     @staticmethod
     def _reply(action: Action, code: int, status: str, lines: list[str]) -> Verdict:
         """#224: the program's lines, the first as {text}, the rest as continuation lines."""
-        return Verdict(action, 224, {"code": code, "status": status, "text": lines[0],
+        return Verdict(action, PROGRAM_OUTPUT, {"code": code, "status": status, "text": lines[0],
                                      "lines": tuple(lines[1:])})
 
     def _failed(self, result: Result, outcome: str) -> Verdict:
         self._metric(outcome, result.seconds)
-        return Verdict(Action.TEMPFAIL, 907)
+        return Verdict(Action.TEMPFAIL, ReplyId.PROCESSING_ERROR)
 
     def _metric(self, outcome: str, seconds: float) -> None:
         metrics = self.services.metrics

@@ -33,8 +33,28 @@ from twisted.logger import Logger
 from barricade.plugin import ScannerError, ScannerPlugin, scanner_options
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import CONTINUE, Verdict
+from barricade.replies import ReplySpec
 
 log = Logger()
+
+#: This plugin's catalogue entries (smtpf's numbers): reworded with reply-file,
+#: listed in docs/replies.md like the core's.
+REPLIES: tuple[ReplySpec, ...] = (
+    ReplySpec(367, 451, '4.4.0', 'fpscand address error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(368, 451, '4.4.0', 'fpscand open error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(369, 451, '4.4.0', 'fpscand connect error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(370, 451, '4.4.0', 'fpscand buffer overflow', 'dot',
+      ''),
+    ReplySpec(372, 451, '4.4.0', 'fpscand write error: {error} ({errno})', 'dot',
+      ''),
+    ReplySpec(373, 451, '4.4.0', 'fpscand read error: {error} ({errno})', 'dot',
+      'See fpscand-socket and fpscand-timeout.'),
+    ReplySpec(376, 550, '5.7.1', '{text}', 'dot',
+      'The fpscand daemon found a virus or suspicious content in the message. See fpscand-policy.'),
+)
 
 #: smtpf formats the request into a 512-byte line buffer; one that does not fit is #370.
 LINE_BUFFER = 512
@@ -75,8 +95,15 @@ class Fpscand(ScannerPlugin):
     needs_message = True
     socket_option = "fpscand-socket"
     default_port = 10200
+    replies = REPLIES
+    ADDRESS_ERROR = 367
+    OPEN_ERROR = 368
+    CONNECT_ERROR = 369
+    WRITE_ERROR = 372
+    READ_ERROR = 373
     errors: ClassVar[dict[str, int]] = {
-        "address": 367, "open": 368, "connect": 369, "write": 372, "read": 373,
+        "address": ADDRESS_ERROR, "open": OPEN_ERROR, "connect": CONNECT_ERROR,
+        "write": WRITE_ERROR, "read": READ_ERROR,
     }
     OVERFLOW = 370
     INFECTED = 376

@@ -39,18 +39,33 @@ from barricade.options import Config, OptionError
 from barricade.plugin import PluginOption, ScannerError, ScannerPlugin, Services, scanner_options
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
+from barricade.replies import ReplyId, ReplySpec
 
 log = Logger()
 
-#: Barricade's generic "451 4.3.0 processing error": smtpf numbers no spamd
-#: I/O reply (it only logs #671/#675/#685/#687/#689/#690 and fails open).
-PROCESSING_ERROR = 907
-#: smtpf's "451 4.3.0 internal server error", given when the spooled
-#: message cannot be read back (smtpf log #682).
-SPOOL_ERROR = 550
 JUNK_MAIL = 693
 SENDER_STATUS = 678
 SENDER_FLAG = 679
+
+#: This plugin's catalogue entries (smtpf's numbers): reworded with reply-file,
+#: listed in docs/replies.md like the core's.
+REPLIES: tuple[ReplySpec, ...] = (
+    ReplySpec(666, 550, '5.7.1', '{text}', 'dot',
+      'See spamd-score-reject option.'),
+    ReplySpec(SENDER_STATUS, 550, '5.7.1', 'message was already marked as spam by sender', 'mail',
+      'See spamd-reject-sender-marked-spam and spamd-score-reject options.'),
+    ReplySpec(SENDER_FLAG, 550, '5.7.1', 'message was already marked as spam by sender', 'mail',
+      'See spamd-sender-marked-spam option.'),
+    ReplySpec(JUNK_MAIL, 550, '5.7.1', '{text}', 'dot',
+      'See spamd-score-reject option.'),
+)
+
+#: Barricade's generic "451 4.3.0 processing error": smtpf numbers no spamd
+#: I/O reply (it only logs #671/#675/#685/#687/#689/#690 and fails open).
+PROCESSING_ERROR = ReplyId.PROCESSING_ERROR
+#: smtpf's "451 4.3.0 internal server error", given when the spooled
+#: message cannot be read back (smtpf log #682).
+SPOOL_ERROR = ReplyId.SERVER_ERROR
 
 COMMANDS = ("CHECK", "SYMBOLS", "REPORT", "REPORT_IFSPAM")
 #: X-Spam-Level stops at 50 characters, as SpamAssassin's own does: one per
@@ -196,6 +211,7 @@ class Spamd(ScannerPlugin):
     """The spamd client: score at the dot, reject, tag or add X-Spam headers."""
 
     name = "spamd"
+    replies = REPLIES
     #: Last of the plugins, as spamd is last in smtpf's dot filter table.
     order = 900
     needs_message = True

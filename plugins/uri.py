@@ -31,7 +31,7 @@ from barricade.options import Config
 from barricade.plugin import Plugin, PluginOption, Services
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import CONTINUE, Action, Verdict
-from barricade.replies import ReplySpec
+from barricade.replies import ReplyId, ReplySpec
 
 log = Logger()
 
@@ -115,7 +115,7 @@ class Uri(Plugin):
         hit = await self._envelope(ctx, client.name, "uri-bl-ptr")
         if hit is None:
             return CONTINUE
-        return Verdict(Action.DROP, 790, {"reason": self._reason(hit)})
+        return Verdict(Action.DROP, ReplyId.URI_BL_CLIENT, {"reason": self._reason(hit)})
 
     async def helo(self, ctx: Context) -> Verdict:
         if not self.config.get("uri-bl-helo") or ctx.client.localhost or ctx.client.relay:
@@ -123,7 +123,7 @@ class Uri(Plugin):
         hit = await self._envelope(ctx, ctx.helo, "uri-bl-helo")
         if hit is None:
             return CONTINUE
-        return Verdict(Action.DROP, 792, {"reason": self._reason(hit)})
+        return Verdict(Action.DROP, ReplyId.URI_BL_HELO, {"reason": self._reason(hit)})
 
     async def mail(self, ctx: Context) -> Verdict:
         sender = ctx.sender or ""
@@ -132,7 +132,7 @@ class Uri(Plugin):
         hit = await self._envelope(ctx, sender.rpartition("@")[2], "uri-bl-mail")
         if hit is None:
             return CONTINUE
-        return Verdict(Action.DROP, 794, {"reason": self._reason(hit)})
+        return Verdict(Action.DROP, ReplyId.URI_BL_MAIL, {"reason": self._reason(hit)})
 
     @staticmethod
     def _reason(hit: Hit) -> str:

@@ -30,18 +30,19 @@ from typing import Any
 from barricade.content.uri import Found, is_ip, normalize_host, registered_domain, sub_domains
 from barricade.dns import DnsList, Listing, Result, dnsbl_query, parse_lists, ptr_query
 from barricade.policy.ip_in_ptr import ip_in_name
+from barricade.replies import ReplyId
 
-BODY_REJECTED = 763
-IP_IN_URL = 765
-LISTED_DOMAIN = 762
-LISTED_HOST = 776
-UNKNOWN = 757
-TIMEOUT = 756
-IP_IN_NAME = 754
-IP_IN_PTR = 758
-NO_PTR = 760
-NO_SOA = 745
-NS_REJECTED = 788
+BODY_REJECTED = ReplyId.URI_BODY_REJECTED
+IP_IN_URL = ReplyId.URI_IP_HOST
+LISTED_DOMAIN = ReplyId.URI_DOMAIN_LISTED
+LISTED_HOST = ReplyId.URI_HOST_LISTED
+UNKNOWN = ReplyId.URI_DOMAIN_UNKNOWN
+TIMEOUT = ReplyId.URI_DOMAIN_TIMEOUT
+IP_IN_NAME = ReplyId.URI_IP_IN_NAME
+IP_IN_PTR = ReplyId.URI_IP_IN_PTR
+NO_PTR = ReplyId.URI_NO_PTR
+NO_SOA = ReplyId.URI_NO_SOA
+NS_REJECTED = ReplyId.URI_NS_REJECTED
 MAX_NS = 4  # name servers of one domain asked about
 MAX_ADDRESSES = 8  # addresses of one host asked about
 

@@ -33,4 +33,5 @@ class Outcome:
     downstream: Downstream = Downstream.KEEP
     route: Route | None = None  # with Downstream.RELAY
     client: ClientInfo | None = None  # the session goes on as this client (XCLIENT)
+    client_helo: str | None = None  # with ``client``: the HELO name XCLIENT gave, if any
     message: str = ""  # the message's fate at the dot, for the metrics: accept, reject ...

@@ -364,10 +364,17 @@ class Rules:
         outcome.start_tls = verb == "starttls"
         return outcome
 
-    def xclient(self, ctx: Context, outcome: Outcome) -> Outcome:
-        """After XCLIENT's connect phase: a refusal closes, unless it sinks."""
+    def xclient(self, ctx: Context, outcome: Outcome, helo: str | None = None) -> Outcome:
+        """After XCLIENT's connect phase: a refusal closes, unless it sinks.
+
+        Accepted or not, the session goes on (or ends) as the client XCLIENT
+        named, with the name DNS gave it: the outcome carries that identity
+        for the adapter to hand to the protocol session.
+        """
         if outcome.reply is not None and outcome.reply.code != 220 and not outcome.sink:
             outcome.drop = True
+        outcome.client = ctx.client
+        outcome.client_helo = helo
         return outcome
 
 

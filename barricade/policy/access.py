@@ -93,6 +93,7 @@ from barricade.policy.verdict import (
     Verdict,
     discarding,
 )
+from barricade.replies import ReplyId
 
 log = Logger()
 
@@ -425,7 +426,7 @@ SESSION_COPIES = "session.access.copies"
 COPIES = "access.copies"
 _COPY = "access.copy"  # the open copy of the message: (temp file or None, targets)
 #: smtpf's "550 5.7.0 this message was blocked" (TRAP).
-TRAPPED = 932
+TRAPPED = ReplyId.MESSAGE_TRAPPED
 #: Whether the map had an entry for the client, the sender, the recipient
 #: (set by each lookup): smtpf tests reserved and unknown-TLD domains only
 #: when it had none (``barricade.policy.client``, ``mail``, ``rcpt``).
@@ -436,17 +437,23 @@ RCPT_HIT = "access.rcpt-hit"
 #: The fixed start of each reply, before smtpf's "black listed" / "temporary
 #: failure", so that a custom ``REJECT:"text"`` reads as smtpf's would.
 PREFIX = {
-    120: "host {client_name} [{client_ip}]", 853: "host {client_name} [{client_ip}]",
-    854: "host {client_name} [{client_ip}]",
-    924: "HELO {helo}", 931: "HELO {helo}",
-    125: "host {client_name} [{client_ip}] sender <{sender}>",
-    814: "host {client_name} [{client_ip}] sender <{sender}>",
-    855: "host {client_name} [{client_ip}] sender <{sender}>",
-    127: "sender <{sender}>", 815: "sender <{sender}>", 856: "sender <{sender}>",
-    135: "host {client_name} [{client_ip}] recipient <{rcpt}>",
-    816: "host {client_name} [{client_ip}] recipient <{rcpt}>",
-    137: "sender <{sender}> recipient <{rcpt}>", 817: "sender <{sender}> recipient <{rcpt}>",
-    139: "recipient <{rcpt}>", 818: "recipient <{rcpt}>",
+    ReplyId.CLIENT_BLACK_LISTED: "host {client_name} [{client_ip}]",
+    ReplyId.CLIENT_TEMPFAIL: "host {client_name} [{client_ip}]",
+    ReplyId.CLIENT_BLACK_LISTED_CLOSE: "host {client_name} [{client_ip}]",
+    ReplyId.HELO_BLACK_LISTED: "HELO {helo}",
+    ReplyId.HELO_TEMPFAIL: "HELO {helo}",
+    ReplyId.CLIENT_SENDER_BLACK_LISTED: "host {client_name} [{client_ip}] sender <{sender}>",
+    ReplyId.CLIENT_SENDER_TEMPFAIL: "host {client_name} [{client_ip}] sender <{sender}>",
+    ReplyId.CLIENT_SENDER_BLACK_LISTED_NOW: "host {client_name} [{client_ip}] sender <{sender}>",
+    ReplyId.SENDER_BLACK_LISTED: "sender <{sender}>",
+    ReplyId.SENDER_TEMPFAIL: "sender <{sender}>",
+    ReplyId.SENDER_BLACK_LISTED_NOW: "sender <{sender}>",
+    ReplyId.CLIENT_RECIPIENT_BLACK_LISTED: "host {client_name} [{client_ip}] recipient <{rcpt}>",
+    ReplyId.CLIENT_RECIPIENT_TEMPFAIL: "host {client_name} [{client_ip}] recipient <{rcpt}>",
+    ReplyId.SENDER_RECIPIENT_BLACK_LISTED: "sender <{sender}> recipient <{rcpt}>",
+    ReplyId.SENDER_RECIPIENT_TEMPFAIL: "sender <{sender}> recipient <{rcpt}>",
+    ReplyId.RECIPIENT_BLACK_LISTED: "recipient <{rcpt}>",
+    ReplyId.RECIPIENT_TEMPFAIL: "recipient <{rcpt}>",
 }
 
 
@@ -454,9 +461,9 @@ PREFIX = {
 class Replies:
     """The reply ids of one tag for REJECT, IREJECT and TEMPFAIL."""
 
-    reject: int
-    ireject: int
-    tempfail: int
+    reject: ReplyId
+    ireject: ReplyId
+    tempfail: ReplyId
 
 
 class AccessCheck(Check):
@@ -529,7 +536,7 @@ class AccessConnect(AccessCheck):
 
     name = "access-connect"
     tag = "Connect:"
-    replies = Replies(120, 854, 853)
+    replies = Replies(ReplyId.CLIENT_BLACK_LISTED, ReplyId.CLIENT_BLACK_LISTED_CLOSE, ReplyId.CLIENT_TEMPFAIL)
 
     async def connect(self, ctx: Context) -> Verdict:
         hit = self.map.connect(ctx.client.ip, self.client_name(ctx))
@@ -542,7 +549,7 @@ class AccessHelo(AccessCheck):
 
     name = "access-helo"
     tag = "Helo:"
-    replies = Replies(924, 924, 931)
+    replies = Replies(ReplyId.HELO_BLACK_LISTED, ReplyId.HELO_BLACK_LISTED, ReplyId.HELO_TEMPFAIL)
 
     async def helo(self, ctx: Context) -> Verdict:
         if not ctx.helo:
@@ -556,8 +563,9 @@ class AccessMail(AccessCheck):
 
     name = "access-mail"
     tag = "From:"
-    combo = Replies(125, 855, 814)
-    replies = Replies(127, 856, 815)
+    combo = Replies(ReplyId.CLIENT_SENDER_BLACK_LISTED, ReplyId.CLIENT_SENDER_BLACK_LISTED_NOW,
+                    ReplyId.CLIENT_SENDER_TEMPFAIL)
+    replies = Replies(ReplyId.SENDER_BLACK_LISTED, ReplyId.SENDER_BLACK_LISTED_NOW, ReplyId.SENDER_TEMPFAIL)
 
     def __init__(self, access_map: AccessMap, spf: Any = None):
         super().__init__(access_map)
@@ -594,9 +602,12 @@ class AccessRcpt(AccessCheck):
 
     name = "access-rcpt"
     tag = "To:"
-    connect_to = Replies(135, 135, 816)
-    from_to = Replies(137, 137, 817)
-    replies = Replies(139, 139, 818)
+    connect_to = Replies(ReplyId.CLIENT_RECIPIENT_BLACK_LISTED, ReplyId.CLIENT_RECIPIENT_BLACK_LISTED,
+                         ReplyId.CLIENT_RECIPIENT_TEMPFAIL)
+    from_to = Replies(ReplyId.SENDER_RECIPIENT_BLACK_LISTED, ReplyId.SENDER_RECIPIENT_BLACK_LISTED,
+                      ReplyId.SENDER_RECIPIENT_TEMPFAIL)
+    replies = Replies(ReplyId.RECIPIENT_BLACK_LISTED, ReplyId.RECIPIENT_BLACK_LISTED,
+                      ReplyId.RECIPIENT_TEMPFAIL)
 
     async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         ctx.notes[RCPT_HIT] = True

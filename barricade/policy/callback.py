@@ -85,6 +85,7 @@ from barricade.policy.domains import usual_suspect
 from barricade.policy.grey import SKIP_NOTE
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Verdict, reject, tempfail
+from barricade.replies import ReplyId
 from barricade.smtp.probe import ProbeError, ProbeResult, probe
 from barricade.state import Store, StoreError
 
@@ -256,8 +257,8 @@ def decide(rcpt: int, false: int | None) -> Decision:
 def verification_failed(value: str, sender: str) -> Verdict:
     """#572 with smtpf's ``%d %d.7.0``: 451 4.7.0 for a 4 result, 550 5.7.0 for a 5."""
     if value == TEMPFAIL:
-        return tempfail(572, code=451, status="4.7.0", sender=sender)
-    return reject(572, code=550, status="5.7.0", sender=sender)
+        return tempfail(ReplyId.CALLBACK_FAILED, code=451, status="4.7.0", sender=sender)
+    return reject(ReplyId.CALLBACK_FAILED, code=550, status="5.7.0", sender=sender)
 
 
 # --- the check ------------------------------------------------------------------------
@@ -349,7 +350,7 @@ class CallBack(Check):
             async with asyncio.timeout(self.budget):
                 return await self.call(sender, local, domain, dumb is None, sid)
         except TimeoutError:
-            verdict = tempfail(488, domain=domain)
+            verdict = tempfail(ReplyId.CALLBACK_NO_ANSWER, domain=domain)
             return self.outcome(sid, sender, verdict,
                                 f"no answer within call-back-timeout ({self.budget:g}s)"), False
 
@@ -371,19 +372,20 @@ class CallBack(Check):
                 continue
             self.count("made")
             return await self.judge(result, sender, domain, f"{host} [{address}]", ask_false, sid)
-        return self.outcome(sid, sender, tempfail(488, domain=domain), "no MX answered"), False
+        verdict = tempfail(ReplyId.CALLBACK_NO_ANSWER, domain=domain)
+        return self.outcome(sid, sender, verdict, "no MX answered"), False
 
     async def exchangers(self, domain: str) -> list[tuple[str, str]] | Verdict:
         """The (host, address) pairs to call, in MX preference order, or the MX reply."""
         mx = await self.resolver.mx(domain)
         if mx.status is Status.NXDOMAIN:
-            return reject(489, domain=domain)
+            return reject(ReplyId.CALLBACK_NO_DOMAIN, domain=domain)
         if mx.status is Status.TEMPFAIL:
-            return tempfail(491, domain=domain)
+            return tempfail(ReplyId.CALLBACK_MX_ERROR, domain=domain)
         if mx.null:
-            return reject(499, domain=domain, reason="accepts no mail (null MX)")
+            return reject(ReplyId.CALLBACK_MX_REFUSED, domain=domain, reason="accepts no mail (null MX)")
         if not mx.hosts:
-            return reject(493, domain=domain)
+            return reject(ReplyId.CALLBACK_NO_ACCEPTABLE_MX, domain=domain)
         hosts = list(dict.fromkeys(h.host for h in mx.hosts))
         found = await asyncio.gather(*(self.resolver.addresses(h) for h in hosts))
         targets: dict[str, str] = {}
@@ -394,8 +396,9 @@ class CallBack(Check):
         if targets:
             return [(host, address) for address, host in targets.items()][:MAX_ATTEMPTS]
         if any(a.tempfail for a in found):
-            return tempfail(498, domain=domain, reason="MX host address lookup error")
-        return reject(493, domain=domain)
+            return tempfail(ReplyId.CALLBACK_MX_TEMPORARY, domain=domain,
+                            reason="MX host address lookup error")
+        return reject(ReplyId.CALLBACK_NO_ACCEPTABLE_MX, domain=domain)
 
     async def judge(self, result: ProbeResult, sender: str, domain: str, mx: str,
                     ask_false: bool, sid: str) -> tuple[Verdict, bool]:

@@ -52,6 +52,7 @@ from barricade.policy.ip_in_ptr import client_ip_in_ptr
 from barricade.policy.mx import vouched_for
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
+from barricade.replies import ReplyId
 
 log = Logger()
 
@@ -75,9 +76,9 @@ class ClientTests(Check):
         if not name:
             return CONTINUE
         if self.rfc2606 and reserved_domain(name):
-            return Verdict(Action.DROP, 121, flags=POLICY_DROP)
+            return Verdict(Action.DROP, ReplyId.CLIENT_RESERVED_DOMAIN, flags=POLICY_DROP)
         if self.unknown_tld and not self.tlds.valid(name):
-            return Verdict(Action.DROP, 122, flags=POLICY_DROP)
+            return Verdict(Action.DROP, ReplyId.CLIENT_UNKNOWN_TLD, flags=POLICY_DROP)
         return CONTINUE
 
 
@@ -100,14 +101,14 @@ class _PtrTests(Check):
             return CONTINUE
         if self.ptr_required and not client.ptr:
             if client.ptr_error:
-                return Verdict(Action.TEMPFAIL, 415, flags=POLICY_DROP)
-            return Verdict(Action.DROP, 416, flags=POLICY_DROP)
+                return Verdict(Action.TEMPFAIL, ReplyId.PTR_LOOKUP_ERROR, flags=POLICY_DROP)
+            return Verdict(Action.DROP, ReplyId.PTR_MISSING, flags=POLICY_DROP)
         if self.ip_in_ptr:
             rule = client_ip_in_ptr(client)
             if rule:
                 log.info("session {sid}: client [{ip}] PTR {ptr} looks built from the address (rule {rule})",
                          sid=ctx.session_id, ip=client.ip, ptr=client.ptr, rule=rule)
-                return Verdict(Action.DROP, 418, {"client_name": client.ptr}, flags=POLICY_DROP)
+                return Verdict(Action.DROP, ReplyId.IP_IN_PTR, {"client_name": client.ptr}, flags=POLICY_DROP)
         return CONTINUE
 
 

@@ -41,6 +41,7 @@ from barricade.dns import DnsList, Listing, Resolver, parse_lists
 from barricade.options import Config
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict, reject
+from barricade.replies import ReplyId
 
 log = Logger()
 
@@ -146,7 +147,8 @@ class DnsBlackList(DnsListCheck):
         found = await self.lookup(ctx, client.ip)
         if found is None:
             return CONTINUE
-        return Verdict(Action.DROP, 525, {"list": found[1].dnslist.suffix}, Flag.DELAY | Flag.SESSION)
+        return Verdict(Action.DROP, ReplyId.DNS_BL_LISTED, {"list": found[1].dnslist.suffix},
+                       Flag.DELAY | Flag.SESSION)
 
 
 class DnsBlHeaders(DnsListCheck):
@@ -172,7 +174,7 @@ class DnsBlHeaders(DnsListCheck):
         found = await self.lookup(ctx, *list(ips)[:MAX_HEADER_IPS])
         if found is None:
             return CONTINUE
-        return reject(873, ip=found[0], list=found[1].dnslist.suffix)
+        return reject(ReplyId.HEADER_IP_BLACK_LISTED, ip=found[0], list=found[1].dnslist.suffix)
 
 
 def dns_checks(config: Config, resolver: Resolver | None, metrics=None) -> list[Check]:

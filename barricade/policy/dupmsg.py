@@ -56,6 +56,7 @@ from barricade.options import Config
 from barricade.policy.pipeline import Context
 from barricade.policy.state_limits import StoreCheck
 from barricade.policy.verdict import CONTINUE, Action, Verdict, reject, tempfail
+from barricade.replies import ReplyId
 from barricade.state import Store, StoreError
 
 log = Logger()
@@ -84,7 +85,7 @@ class DuplicateMessage(StoreCheck):
     name = "dupmsg"
     family = "dupmsg"
     always = True  # smtpf tracks everyone's messages; only track-all spares the usual suspects
-    failure_reply = 960
+    failure_reply = ReplyId.DUPMSG_STORE_UNAVAILABLE
     failure_drops = False
 
     def __init__(self, config: Config, store: Store, metrics=None):
@@ -130,8 +131,8 @@ class DuplicateMessage(StoreCheck):
         if word == "discard":
             return Verdict(Action.DISCARD)
         if word == "reject":
-            return reject(340)
-        return tempfail(552)
+            return reject(ReplyId.DUPLICATE_MESSAGE)
+        return tempfail(ReplyId.GREY_LISTED)
 
     async def mail(self, ctx: Context) -> Verdict:
         await self._settle(ctx)

@@ -55,6 +55,7 @@ from barricade.options import Config
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.state_limits import StoreCheck
 from barricade.policy.verdict import CONTINUE, Verdict, drop, reject, tempfail
+from barricade.replies import ReplyId
 from barricade.state import Store, StoreError
 from barricade.state.base import Grey, GreyStatus
 
@@ -219,7 +220,7 @@ class GreyList(StoreCheck):
     name = "grey"
     tag = "grey-connect"
     family = "grey"  # state-failure=grey:skip|tempfail
-    failure_reply = 945  # at DATA a store failure is 451 4.3.0 and the session goes on
+    failure_reply = ReplyId.STATE_UNAVAILABLE  # at DATA a store failure is 451 4.3.0 and the session goes on
     failure_drops = False
 
     def __init__(self, config: Config, access_map: KeyValueMap | None, store: Store, metrics=None):
@@ -297,14 +298,14 @@ class GreyList(StoreCheck):
         if status.result is Grey.REJECT:
             log.info("session {sid}: {key} failed grey listing (reject record)",
                      sid=ctx.session_id, key=key.name)
-            return reject(388)
+            return reject(ReplyId.GREY_REJECTED)
         if status.result is Grey.MISMATCH:
             log.info("session {sid}: #393 grey-content message mismatch {key}",
                      sid=ctx.session_id, key=key.name)
-            return tempfail(553)
+            return tempfail(ReplyId.GREY_CONTENT_MISMATCH)
         log.info("session {sid}: #387 grey listed {{{key}}} for {n} seconds", sid=ctx.session_id,
                  key=key.name, n=int(status.remaining + 0.999))
-        return drop(552) if self.drops else tempfail(552)
+        return drop(ReplyId.GREY_LISTED) if self.drops else tempfail(ReplyId.GREY_LISTED)
 
     # --- DATA ------------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from barricade.policy.ip_in_ptr import client_ip_in_ptr
 from barricade.policy.mx import vouched_for
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
+from barricade.replies import ReplyId
 from barricade.smtp.grammar import valid_domain_literal
 
 log = Logger()
@@ -146,13 +147,13 @@ class HeloTests(Check):
                          sid=ctx.session_id, ip=ctx.client.ip, helo=helo)
             return CONTINUE
         if self.ip_mismatch and helo_ip_mismatch(helo, ctx.client.ip):
-            return Verdict(Action.DROP, 424, flags=POLICY_DROP)
+            return Verdict(Action.DROP, ReplyId.HELO_NOT_CLIENT_IP, flags=POLICY_DROP)
         if self.rfc2606 and reserved_domain(helo, helo=True):
-            return Verdict(Action.DROP, 427, flags=POLICY_DROP)
+            return Verdict(Action.DROP, ReplyId.HELO_RESERVED_DOMAIN, flags=POLICY_DROP)
         if self.strict and not fqdn_or_literal(helo):
-            return Verdict(Action.DROP, 428, flags=POLICY_DROP)
+            return Verdict(Action.DROP, ReplyId.HELO_NOT_FQDN, flags=POLICY_DROP)
         if self.claims_us and self.claims_to_be_us(helo, ctx):
-            return Verdict(Action.DROP, 430, flags=POLICY_DROP)
+            return Verdict(Action.DROP, ReplyId.HELO_CLAIMS_US, flags=POLICY_DROP)
         return CONTINUE
 
     def ours(self, name: str) -> bool:
@@ -187,7 +188,7 @@ class HeloIsPtr(Check):
             return CONTINUE
         if ctx.helo.lower().rstrip(".") != client.ptr or not client_ip_in_ptr(client):
             return CONTINUE
-        return Verdict(Action.DROP, 432, flags=POLICY_DROP)
+        return Verdict(Action.DROP, ReplyId.HELO_IS_IP_IN_PTR, flags=POLICY_DROP)
 
     async def helo(self, ctx: Context) -> Verdict:
         return CONTINUE if self.client_is_mx else self.test(ctx)

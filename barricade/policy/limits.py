@@ -22,6 +22,7 @@ from barricade.policy.spf import spf_checks, spf_engine
 from barricade.policy.state_limits import parse_failure_policy, store_checks
 from barricade.policy.tls_policy import tls_checks
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
+from barricade.replies import ReplyId
 
 log = Logger()
 
@@ -41,7 +42,7 @@ class RcptLimit(Check):
 
     async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         if len(ctx.rcpts) >= self.limit:
-            return tempfail(910, limit=self.limit)
+            return tempfail(ReplyId.TOO_MANY_RECIPIENTS, limit=self.limit)
         return CONTINUE
 
 
@@ -57,7 +58,7 @@ class HopLimit(Check):
     async def headers(self, ctx: Context) -> Verdict:
         count = sum(1 for name, _ in ctx.headers if name.lower() == "received")
         if count > self.limit:
-            return reject(911, count=count)
+            return reject(ReplyId.MAIL_LOOP, count=count)
         return CONTINUE
 
 

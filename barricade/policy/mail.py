@@ -50,6 +50,7 @@ from barricade.policy.domains import TopLevelDomains, domain_of, literal_ip, res
 from barricade.policy.mx import CLIENT_IS_MX, sender_mx
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
+from barricade.replies import ReplyId
 
 log = Logger()
 
@@ -71,9 +72,9 @@ class MailTests(Check):
         if not domain:
             return CONTINUE
         if self.rfc2606 and reserved_domain(domain):
-            return Verdict(Action.REJECT, 128, flags=Flag.DELAY)
+            return Verdict(Action.REJECT, ReplyId.SENDER_RESERVED_DOMAIN, flags=Flag.DELAY)
         if self.unknown_tld and not domain.startswith("[") and not self.tlds.valid(domain):
-            return Verdict(Action.REJECT, 129, flags=Flag.DELAY)
+            return Verdict(Action.REJECT, ReplyId.SENDER_UNKNOWN_TLD, flags=Flag.DELAY)
         return CONTINUE
 
 
@@ -121,17 +122,17 @@ class MailMxTests(Check):
             return CONTINUE
         fields = {"domain": domain}
         if found.status in (Status.NXDOMAIN, Status.NODATA):
-            return Verdict(Action.REJECT, 434, fields, Flag.DELAY)
+            return Verdict(Action.REJECT, ReplyId.SENDER_NO_MX, fields, Flag.DELAY)
         if found.status is Status.TEMPFAIL:
             log.warn("session {sid}: MX of {domain}: DNS {why}", sid=ctx.session_id, domain=domain,
                      why=found.error or "failure")
-            return Verdict(Action.TEMPFAIL, 436, fields, Flag.DELAY)
+            return Verdict(Action.TEMPFAIL, ReplyId.SENDER_MX_ERROR, fields, Flag.DELAY)
         if not found.addresses:
             if found.failed:
                 log.warn("session {sid}: MX of {domain}: no usable host yet, some lookups failed",
                          sid=ctx.session_id, domain=domain)
-                return Verdict(Action.TEMPFAIL, 436, fields, Flag.DELAY)
+                return Verdict(Action.TEMPFAIL, ReplyId.SENDER_MX_ERROR, fields, Flag.DELAY)
             log.info("session {sid}: MX of {domain} invalid: {why}", sid=ctx.session_id, domain=domain,
                      why="null MX" if found.null else "no routable address for " + ", ".join(found.pruned))
-            return Verdict(Action.REJECT, 439, fields, Flag.DELAY)
+            return Verdict(Action.REJECT, ReplyId.SENDER_MX_INVALID, fields, Flag.DELAY)
         return CONTINUE

@@ -43,6 +43,7 @@ from barricade.options import Config
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.state_limits import StoreCheck
 from barricade.policy.verdict import CONTINUE, Action, Verdict, reject, tempfail
+from barricade.replies import ReplyId
 from barricade.state import Store, StoreError
 
 log = Logger()
@@ -143,7 +144,8 @@ class MsgLimit(StoreCheck):
 
     name = "msg-limit"
     family = "msg-limit"
-    failure_reply = 945  # 451 4.3.0 at RCPT, before any body: the recipient may be retried
+    # 451 4.3.0 at RCPT, before any body: the recipient may be retried
+    failure_reply = ReplyId.STATE_UNAVAILABLE
     failure_drops = False
 
     def __init__(self, config: Config, access_map: KeyValueMap, store: Store, metrics=None,
@@ -195,7 +197,7 @@ class MsgLimit(StoreCheck):
         if self.mode == "report-discard":
             ctx.notes[MSG_LIMIT_DISCARD] = True
             return CONTINUE
-        return tempfail(475, **applied.rate.reply_fields(applied.who))
+        return tempfail(ReplyId.MESSAGE_LIMIT_EXCEEDED, **applied.rate.reply_fields(applied.who))
 
     def report(self, ctx: Context, applied: FoundLimit, rcpt: str) -> None:
         """smtpf sends the report once, when the limit is first exceeded in its window."""
@@ -229,7 +231,7 @@ class NullRateTo(StoreCheck):
     tag = "null-rate-to"
     family = "null-rate"
     always = False  # smtpf: the usual suspects (white-listed, RELAY, localhost) are exempt
-    failure_reply = 945
+    failure_reply = ReplyId.STATE_UNAVAILABLE
     failure_drops = False
 
     async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
@@ -248,7 +250,7 @@ class NullRateTo(StoreCheck):
             self.hit()
             log.info("session {sid}: null-sender messages {n} for <{rcpt}> exceed {limit}/60s ({key})",
                      sid=ctx.session_id, n=count, rcpt=rcpt, limit=limit, key=key)
-            return reject(505, count=count, limit=limit)
+            return reject(ReplyId.NULL_RATE_EXCEEDED, count=count, limit=limit)
         return CONTINUE
 
 
@@ -295,7 +297,7 @@ class LengthLimit(StoreCheck):
         limit = self.limit_for(ctx, [*ctx.rcpts, rcpt])
         if limit is not None and int(declared) > limit:
             self.hit()
-            return reject(950, size=int(declared), limit=limit)
+            return reject(ReplyId.SIZE_OVER_LENGTH_LIMIT, size=int(declared), limit=limit)
         return CONTINUE
 
     async def headers(self, ctx: Context) -> Verdict:
@@ -318,7 +320,7 @@ class LengthLimit(StoreCheck):
         self.hit()
         log.info("session {sid}: message {qid} ({size} octets so far) exceeds {limit}",
                  sid=ctx.session_id, qid=ctx.qid, size=size, limit=limit)
-        return reject(625, size=size, limit=limit)
+        return reject(ReplyId.MESSAGE_OVER_LENGTH_LIMIT, size=size, limit=limit)
 
 
 def message_limit_checks(config: Config, access_map: KeyValueMap | None, store: Store | None,

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from barricade.client import ClientInfo
 from barricade.policy.order import arrange
 from barricade.policy.verdict import CONTINUE, Action, CheckError, Verdict
+from barricade.replies import ReplyId
 
 log = Logger()
 
@@ -213,7 +214,7 @@ class Check:
     #: Seconds each hook may take (0: the ``check-timeout`` option).
     timeout: float = 0
     #: The temp-fail reply when a hook raises or times out.
-    error_reply = 907
+    error_reply = ReplyId.PROCESSING_ERROR
     #: Run just before / just after the check of this name, in every phase where
     #: the order table lists it (``barricade.policy.order``); "" for no place.
     before: str = ""

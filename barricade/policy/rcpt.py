@@ -27,6 +27,7 @@ from barricade.policy.access import RCPT_HIT
 from barricade.policy.domains import TopLevelDomains, domain_of, local_part, reserved_domain, usual_suspect
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Verdict, reject
+from barricade.replies import ReplyId
 
 
 class RcptAddress(Check):
@@ -42,11 +43,11 @@ class RcptAddress(Check):
 
     async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         if self.percent and "%" in rcpt:
-            return reject(131)
+            return reject(ReplyId.RECIPIENT_ROUTED_ADDRESS)
         if self.uucp and "!" in rcpt:
-            return reject(132)
+            return reject(ReplyId.RECIPIENT_UUCP_ADDRESS)
         if self.quoted_at and "@" in local_part(rcpt):
-            return reject(133)
+            return reject(ReplyId.RECIPIENT_QUOTED_AT)
         return CONTINUE
 
 
@@ -65,11 +66,11 @@ class RcptTests(Check):
         if not (usual_suspect(ctx.client) or ctx.notes.get(RCPT_HIT)):
             domain = domain_of(rcpt)
             if domain and self.rfc2606 and reserved_domain(domain):
-                return reject(140)
+                return reject(ReplyId.RECIPIENT_RESERVED_DOMAIN)
             if (domain and self.unknown_tld and not domain.startswith("[")
                     and strip_detail(local_part(rcpt)).lower() != "postmaster"
                     and not self.tlds.valid(domain)):
-                return reject(141)
+                return reject(ReplyId.RECIPIENT_UNKNOWN_TLD)
         if self.one_per_null and ctx.sender == "" and ctx.rcpts:
-            return reject(441)
+            return reject(ReplyId.NULL_SENDER_RECIPIENTS)
         return CONTINUE

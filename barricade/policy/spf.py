@@ -58,6 +58,7 @@ from barricade.options import Config, OptionError
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.tagging import subject_tag
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict, tag
+from barricade.replies import ReplyId
 from barricade.spf import (
     DEFAULT_BUDGET,
     FAIL,
@@ -196,7 +197,7 @@ class Spf:
         tagged: Verdict | None = None  # a HELO tag: the MAIL policy may still refuse
         helo = ctx.notes.get(HELO_NOTE) if self.helo_policy.active else None
         if helo is not None and ctx.notes.get(_HELO_KEY) == (ctx.client.ip, ctx.helo.lower()):
-            verdict = self._apply(ctx, self.helo_policy, helo, 701)
+            verdict = self._apply(ctx, self.helo_policy, helo, ReplyId.SPF_HELO)
             if verdict.action is Action.TAG:
                 tagged = verdict
             elif verdict.action is not Action.CONTINUE:
@@ -205,7 +206,7 @@ class Spf:
                 return tagged or CONTINUE
         mail = ctx.notes.get(MAIL_NOTE) if self.mail_policy.active else None
         if mail is not None:
-            verdict = self._apply(ctx, self.mail_policy, mail, 702)
+            verdict = self._apply(ctx, self.mail_policy, mail, ReplyId.SPF_MAIL)
             if verdict.decisive or tagged is None:
                 return verdict
         return tagged or CONTINUE
@@ -250,7 +251,7 @@ def reason(result: SpfResult, ip: str) -> str:
 def tag_reason(ctx: Context, rid: int, fields: dict[str, str]) -> str:
     """The X-Spam-Reason of a tagged message: the refusal it stands for, without the code."""
     client = f"{ctx.client.name} [{ctx.client.ip}]"
-    if rid == 701:
+    if rid == ReplyId.SPF_HELO:
         return f"HELO {ctx.helo} from {client} SPF result {fields['result']}; {fields['explanation']}"
     return (f"sender <{ctx.sender or ''}> via {ctx.helo} ({client}) SPF result {fields['result']}; "
             f"{fields['explanation']}")

@@ -44,6 +44,7 @@ from barricade.maps import KeyValueMap, client_keys, mail_keys
 from barricade.options import Config, OptionError
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict, drop, tempfail
+from barricade.replies import ReplyId
 from barricade.state import Store, StoreError
 
 log = Logger()
@@ -110,7 +111,7 @@ class StoreCheck(Check):
     tag = ""
     family = ""  # the state-failure family; "" for a check that keeps nothing in the store
     always = True  # runs before Connect: as in smtpf; a white list does not lift it
-    failure_reply = 944
+    failure_reply = ReplyId.STATE_UNAVAILABLE_CLOSE
     failure_drops = True
 
     def __init__(self, config: Config, access_map: KeyValueMap | None, store: Store, metrics=None):
@@ -161,7 +162,8 @@ class StoreCheck(Check):
             self.metrics.state_failures.labels(self.name, self.policy).inc()
         if self.policy == "skip":
             return CONTINUE
-        fields = {"check": self.family} if self.failure_reply in (944, 945) else {}
+        named = self.failure_reply in (ReplyId.STATE_UNAVAILABLE_CLOSE, ReplyId.STATE_UNAVAILABLE)
+        fields = {"check": self.family} if named else {}
         if self.failure_drops:
             return drop(self.failure_reply, **fields)
         return tempfail(self.failure_reply, **fields)
@@ -218,7 +220,7 @@ class RateConnect(StoreCheck):
             log.info("session {sid}: {ip} connections {n} exceed {limit}/60s", sid=ctx.session_id,
                      ip=ctx.client.ip, n=count, limit=limit)
             self.hit()
-            return await self.refuse(522, count=count, limit=limit)
+            return await self.refuse(ReplyId.CONNECT_RATE_EXCEEDED, count=count, limit=limit)
         return CONTINUE
 
 
@@ -262,7 +264,7 @@ class ConcurrentConnect(StoreCheck):
             log.info("session {sid}: {ip} too many concurrent connections, max={limit}",
                      sid=ctx.session_id, ip=ctx.client.ip, limit=limit)
             self.hit()
-            return await self.refuse(329, limit=limit)
+            return await self.refuse(ReplyId.TOO_MANY_CONCURRENT, limit=limit)
         ctx.notes[LEASE_NOTE] = self._keep(ctx, key, lease)
         if ctx.notes.get(CLOSED_NOTE):  # the client left while we waited for the store
             await self._release(ctx)

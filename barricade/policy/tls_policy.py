@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from barricade.maps import KeyValueMap, client_keys, mail_keys
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Verdict
+from barricade.replies import ReplyId
 
 log = Logger()
 
@@ -74,7 +75,7 @@ class TlsPolicy(Check):
         note = " (client certificates are not verified: VERIFY cannot be met)" if why.endswith(VERIFY) else ""
         log.info("session {sid}: {why} and the session is {tls}{note}", sid=ctx.session_id, why=why,
                  tls="TLS" if ctx.tls else "plaintext", note=note)
-        return Verdict(Action.REJECT, 963, fields)
+        return Verdict(Action.REJECT, ReplyId.TLS_REQUIRED, fields)
 
 
 def tls_checks(access_map: KeyValueMap | None) -> list[Check]:

@@ -11,6 +11,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from barricade.replies import ReplyId
+
 COMMAND_LIMIT = 512  # RFC 5321 4.5.3.1.4, CRLF included
 COMMAND_HARD_LIMIT = 4096  # beyond this no extension is plausible: close
 TEXT_LINE_LIMIT = 1000  # RFC 5321 4.5.3.1.6, CRLF included
@@ -92,7 +94,10 @@ class Path:
 
 def parse_path(arg: str, keyword: str, strict: Strictness, *, mail: bool) -> Path:
     """Parse ``FROM:<path> params`` (``keyword`` is ``FROM`` or ``TO``)."""
-    bad_id, extra_id = (279, 280) if mail else (284, 285)
+    if mail:
+        bad_id, extra_id = ReplyId.SENDER_SYNTAX, ReplyId.SENDER_EXTRA_SPACES
+    else:
+        bad_id, extra_id = ReplyId.RECIPIENT_SYNTAX, ReplyId.RECIPIENT_EXTRA_SPACES
     field = "sender" if mail else "rcpt"
     if arg[: len(keyword) + 1].upper() != keyword + ":":
         raise GrammarError(extra_id)
@@ -102,7 +107,7 @@ def parse_path(arg: str, keyword: str, strict: Strictness, *, mail: bool) -> Pat
             raise GrammarError(extra_id)
         rest = rest.lstrip(" ")
     if not rest:
-        raise GrammarError(249, command=("MAIL FROM:" if mail else "RCPT TO:"))
+        raise GrammarError(ReplyId.MISSING_ARGUMENT, command=("MAIL FROM:" if mail else "RCPT TO:"))
     if rest.startswith("<"):
         end = _closing_bracket(rest)
         if end < 0:
@@ -119,7 +124,7 @@ def parse_path(arg: str, keyword: str, strict: Strictness, *, mail: bool) -> Pat
     if address:
         _check_mailbox(address, strict, bad_id, field, mail)
     elif not mail:
-        raise GrammarError(286)
+        raise GrammarError(ReplyId.NULL_RECIPIENT)
     return Path(address, parse_params(tail, bad_id, field, address))
 
 
@@ -188,7 +193,7 @@ def parse_params(tail: str, bad_id: int, field: str, address: str) -> dict[str, 
     for token in tail.split():
         key, eq, value = token.partition("=")
         if not _PARAM_KEY.match(key) or (eq and not value):
-            raise GrammarError(920, param=token)
+            raise GrammarError(ReplyId.INVALID_PARAMETER, param=token)
         params[key.upper()] = value if eq else None
     return params
 
@@ -207,12 +212,12 @@ def parse_xclient(arg: str) -> dict[str, str | None]:
     """``ADDR=1.2.3.4 NAME=[UNAVAILABLE]`` → dict; unavailable values → None."""
     attrs: dict[str, str | None] = {}
     if not arg:
-        raise GrammarError(249, command="XCLIENT")
+        raise GrammarError(ReplyId.MISSING_ARGUMENT, command="XCLIENT")
     for token in arg.split():
         key, eq, value = token.partition("=")
         key = key.upper()
         if not eq or key not in XCLIENT_ATTRS:
-            raise GrammarError(917, name=token)
+            raise GrammarError(ReplyId.XCLIENT_BAD_ATTRIBUTE, name=token)
         decoded = xtext_decode(value)
         if decoded.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
             attrs[key] = None
@@ -223,15 +228,15 @@ def parse_xclient(arg: str) -> dict[str, str | None]:
             try:
                 decoded = str(ipaddress.ip_address(decoded))
             except ValueError:
-                raise GrammarError(917, name=token) from None
+                raise GrammarError(ReplyId.XCLIENT_BAD_ATTRIBUTE, name=token) from None
         elif key == "PORT" and not (decoded.isascii() and decoded.isdigit() and int(decoded) < 65536):
-            raise GrammarError(917, name=token)
+            raise GrammarError(ReplyId.XCLIENT_BAD_ATTRIBUTE, name=token)
         elif key in ("HELO", "NAME") and not valid_helo(decoded):
-            raise GrammarError(917, name=token)
+            raise GrammarError(ReplyId.XCLIENT_BAD_ATTRIBUTE, name=token)
         elif key == "PROTO" and decoded.upper() not in ("SMTP", "ESMTP"):
-            raise GrammarError(917, name=token)
+            raise GrammarError(ReplyId.XCLIENT_BAD_ATTRIBUTE, name=token)
         elif not (decoded.isascii() and decoded.isprintable()):
-            raise GrammarError(917, name=token)
+            raise GrammarError(ReplyId.XCLIENT_BAD_ATTRIBUTE, name=token)
         attrs[key] = decoded
     return attrs
 

@@ -481,7 +481,7 @@ class Proxy:
 
     async def on_chunkreceived(self, event: ev.ChunkReceived, session) -> Outcome:
         """RFC 3030: a BDAT chunk other than the last was taken (its checks ran as it came)."""
-        return Outcome(self.reply(962, size=event.size))
+        return Outcome(self.reply(ReplyId.CHUNK_RECEIVED, size=event.size))
 
     async def on_rset(self, event: ev.Rset, session) -> Outcome:
         await self.end_transaction()
@@ -506,20 +506,20 @@ class Proxy:
                                          self.server.hostname, self.server.timeouts, self.observe)
         except DownstreamError as exc:
             self.downstream_error(exc)
-            return Outcome(self.reply(276, domain=domain))
+            return Outcome(self.reply(ReplyId.ETRN_UNAVAILABLE, domain=domain))
         try:
             reply = await down.command("etrn", f"ETRN {event.argument}")
         except DownstreamError as exc:
             self.downstream_error(exc)
-            return Outcome(self.reply(276, domain=domain))
+            return Outcome(self.reply(ReplyId.ETRN_UNAVAILABLE, domain=domain))
         finally:
             defer.ensureDeferred(down.quit())
         log.info("session {sid}: ETRN {arg} relayed to {host}: {reply}", sid=self.ctx.session_id,
                  arg=event.argument, host=down.host, reply=str(reply))
         if reply.code == 421:  # the downstream closing is no reason to close the client
-            return Outcome(self.reply(276, domain=domain))
+            return Outcome(self.reply(ReplyId.ETRN_UNAVAILABLE, domain=domain))
         status = reply.status or f"{reply.code // 100}.0.0"
-        return Outcome(self.catalogue.reply(277, code=reply.code, status=status, text=reply.text))
+        return Outcome(self.catalogue.reply(ReplyId.ETRN_RELAYED, code=reply.code, status=status, text=reply.text))
 
     async def on_quit(self, event: ev.Quit, session) -> Outcome:
         await self.close()
@@ -535,14 +535,11 @@ class Proxy:
         client, lookup = xclient_identity(old, event.attrs, self.server.routes.is_relay)
         self.ctx.client = client
         self.ctx.helo = event.attrs.get("HELO") or ""
-        session.restart(client, event.attrs.get("HELO"))
         log.info("session {sid}: XCLIENT from {old} now {ip} ({name})",
                  sid=self.ctx.session_id, old=old.ip, ip=client.ip, name=client.name)
         if self.cfg["forward-xclient"]:
             await self.close()  # the relay connections told the downstream about the old client
-        outcome = self.rules.xclient(self.ctx, await self.connect(lookup=lookup))
-        session.client = self.ctx.client  # with the name DNS gave it
-        return outcome
+        return self.rules.xclient(self.ctx, await self.connect(lookup=lookup), event.attrs.get("HELO"))
 
     async def close(self) -> None:
         """Session over: QUIT every downstream (aborting any open transaction)."""

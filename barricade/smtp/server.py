@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from barricade.descriptors import Admission, file_limit, in_use
-from barricade.replies import Reply
+from barricade.replies import Reply, ReplyId
 from barricade.smtp import events as ev
 from barricade.smtp.message import new_session_id
 from barricade.smtp.proxy import Outcome, Proxy, ServerContext, classify
@@ -139,9 +139,10 @@ class SmtpServerProtocol(protocol.Protocol):
         factory = self.factory
         server = self.server
         if why == "per-client":
-            reply = server.catalogue.reply(943, client_ip=client.ip, limit=factory.admission.per_client)
+            reply = server.catalogue.reply(ReplyId.TOO_MANY_FROM_CLIENT, client_ip=client.ip,
+                                           limit=factory.admission.per_client)
         else:
-            reply = server.catalogue.reply(941, hostname=server.hostname)
+            reply = server.catalogue.reply(ReplyId.BUSY, hostname=server.hostname)
         server.metrics.reply(reply)
         server.metrics.refused.labels(why).inc()
         log.warn("session {sid}: {ip} refused ({why}): {n} sessions, capacity {cap}",
@@ -281,6 +282,8 @@ class SmtpServerProtocol(protocol.Protocol):
     def _respond(self, outcome: Outcome) -> None:
         if self._closed:
             return
+        if outcome.client is not None:  # XCLIENT: the session goes on as this client
+            self.session.restart(outcome.client, outcome.client_helo)
         self._send(self.session.respond(outcome.reply, drop=outcome.drop, sink=outcome.sink),
                    outcome.reply)
         if outcome.start_tls and not self._closed:
@@ -355,7 +358,8 @@ class SmtpServerProtocol(protocol.Protocol):
         self._expire_after_reply = False
         self.server.metrics.limit_hits.labels("smtp-session-timeout").inc()
         log.info("session {sid}: session time limit reached", sid=self.session.id)
-        reply = self.server.catalogue.reply(940, limit=self.server.config["smtp-session-timeout"])
+        reply = self.server.catalogue.reply(ReplyId.SESSION_TIME_LIMIT,
+                                            limit=self.server.config["smtp-session-timeout"])
         self._send(self.session.abort(reply), reply)
 
     def _fatal(self, reply: Reply) -> None:
@@ -376,7 +380,7 @@ class SmtpServerProtocol(protocol.Protocol):
         if graceful and self._in_progress():
             self._close_when_idle = True
             return
-        reply = self.server.catalogue.reply(909, hostname=self.server.hostname)
+        reply = self.server.catalogue.reply(ReplyId.SHUTTING_DOWN, hostname=self.server.hostname)
         self._send(self.session.abort(reply), reply)
 
     def _in_progress(self) -> bool:
@@ -388,7 +392,7 @@ class SmtpServerProtocol(protocol.Protocol):
                     sid=self.session.id if self.session else "-")
         if self._closed or self.session is None:
             return
-        reply = self.server.catalogue.reply(908)
+        reply = self.server.catalogue.reply(ReplyId.INTERNAL_ERROR)
         self._send(self.session.abort(reply), reply)
 
     # --- client timeouts ----------------------------------------------------------------
@@ -416,7 +420,7 @@ class SmtpServerProtocol(protocol.Protocol):
             self._handshake_timed_out()  # no reply can be read mid-handshake
             return
         log.info("session {sid}: client timeout ({wait})", sid=self.session.id, wait=self._wait)
-        reply = self.server.catalogue.reply(905)
+        reply = self.server.catalogue.reply(ReplyId.CLIENT_TIMEOUT)
         self._send(self.session.abort(reply), reply)
 
 

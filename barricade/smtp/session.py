@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from barricade.options import Config
-from barricade.replies import Catalogue, Reply
+from barricade.replies import Catalogue, Reply, ReplyId
 from barricade.smtp import events as ev
 from barricade.smtp.capabilities import EIGHTBIT_ALWAYS, MAIL_DSN, RCPT_DSN, dsn_mail_error, dsn_rcpt_error
 from barricade.smtp.chunking import ChunkDecoder, parse_bdat
@@ -60,7 +60,7 @@ SINK_COMMANDS = frozenset(("NOOP", "QUIT"))
 #: ``smtp-drop-after``: #910 (recipients beyond message-rcpt-limit) is RFC
 #: 5321 4.5.3.1.10's "deliver this batch, send the rest later", which a
 #: pipelining client meets once per recipient past the limit.
-NOT_ERRORS = frozenset((910,))
+NOT_ERRORS = frozenset((ReplyId.TOO_MANY_RECIPIENTS,))
 
 NOT_IMPLEMENTED = {"AUTH", "TURN", "ATRN", "SEND", "SOML", "SAML", "EXPN"}
 HELP_COMMANDS = "HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS XCLIENT"
@@ -255,7 +255,7 @@ class Session:
         assert dec is not None
         if self._early_data:
             self._early_data = False
-            return self._emit(self.violation(643, drop=True))
+            return self._emit(self.violation(ReplyId.PIPELINING_AFTER_HELO, drop=True))
         chunk = dec.decode()
         limit = self.config.size_limit
         if chunk and not (limit and dec.size > limit):
@@ -266,11 +266,11 @@ class Session:
         self._buffer = dec.buffer
         violation, drop = None, False
         if limit and dec.size > limit:
-            violation = self._reply(912, limit=limit)
+            violation = self._reply(ReplyId.MESSAGE_TOO_BIG, limit=limit)
         elif self.config.strict_dot and dec.bare:
-            violation = self._reply(921)
+            violation = self._reply(ReplyId.BARE_CR_OR_LF)
         elif self.config.line_length and dec.longest_line + 2 > TEXT_LINE_LIMIT:
-            violation = self._reply(321, length=dec.longest_line + 2)
+            violation = self._reply(ReplyId.CONTENT_LINE_TOO_LONG, length=dec.longest_line + 2)
             drop = self.config.line_length >= 2
         return self._emit(ev.EndOfData(dec.size, dec.bare, dec.longest_line, violation, drop))
 
@@ -301,11 +301,11 @@ class Session:
             return self._emit(ev.ChunkReceived(dec.size))
         violation, drop = None, False
         if limit and dec.size > limit:
-            violation = self._reply(912, limit=limit)
+            violation = self._reply(ReplyId.MESSAGE_TOO_BIG, limit=limit)
         elif self.config.strict_dot and dec.bare:
-            violation = self._reply(921)
+            violation = self._reply(ReplyId.BARE_CR_OR_LF)
         elif self.config.line_length and dec.longest_line + 2 > TEXT_LINE_LIMIT:
-            violation = self._reply(321, length=dec.longest_line + 2)
+            violation = self._reply(ReplyId.CONTENT_LINE_TOO_LONG, length=dec.longest_line + 2)
             drop = self.config.line_length >= 2
         return self._emit(ev.EndOfData(dec.size, dec.bare, dec.longest_line, violation, drop))
 
@@ -314,22 +314,23 @@ class Session:
         nl = buf.find(b"\n")
         if nl < 0:
             if len(buf) > COMMAND_HARD_LIMIT:
-                return self._emit(self.violation(906, drop=True))
+                return self._emit(self.violation(ReplyId.INVALID_TRANSMISSION, drop=True))
             return NEED_DATA
         raw = bytes(buf[:nl])
         del buf[: nl + 1]
         pipelined, self._pipelined = self._pipelined, False
         line = raw[:-1] if raw.endswith(b"\r") else raw
         if len(line) + 2 > COMMAND_HARD_LIMIT:
-            return self._emit(self.violation(906, drop=True))
+            return self._emit(self.violation(ReplyId.INVALID_TRANSMISSION, drop=True))
         if pipelined and not self.pipelining:  # smtpf: #643 after a plain HELO, else #631
-            return self._emit(self.violation(643 if self.helo_verb == "HELO" else 631, drop=True))
+            rid = ReplyId.PIPELINING_AFTER_HELO if self.helo_verb == "HELO" else ReplyId.PIPELINING_NOT_ALLOWED
+            return self._emit(self.violation(rid, drop=True))
         if self.config.command_length and len(line) + 2 > COMMAND_LIMIT:
-            return self._emit(self.violation(640, length=len(line) + 2))
+            return self._emit(self.violation(ReplyId.COMMAND_TOO_LONG, length=len(line) + 2))
         if any(b < 0x20 or b > 0x7E for b in line if b != 0x09):
             text = _utf8_address_line(line)
             if text is None:
-                return self._emit(self.violation(641))
+                return self._emit(self.violation(ReplyId.NON_PRINTABLE))
         else:
             text = line.decode("ascii")
         verb, arg = split_command(text)
@@ -338,35 +339,36 @@ class Session:
     def _command(self, verb: str, arg: str) -> ev.Event:
         handler = _HANDLERS.get(verb)
         if self.state == SINK and verb not in SINK_COMMANDS and (handler or verb in NOT_IMPLEMENTED):
-            return self.violation(251, drop=True, command=verb)
+            return self.violation(ReplyId.OUT_OF_SEQUENCE, drop=True, command=verb)
         if handler is not None:
             return handler(self, arg)
         if verb in NOT_IMPLEMENTED:
-            return self.violation(250, command=verb)
-        return self.violation(248, drop=self.config.drop_unknown, command=verb or '""')
+            return self.violation(ReplyId.NOT_IMPLEMENTED, command=verb)
+        return self.violation(ReplyId.COMMAND_UNKNOWN, drop=self.config.drop_unknown, command=verb or '""')
 
     # --- command handlers (syntax and sequence only; policy is the caller's) ----
 
     def _helo(self, verb: str, arg: str) -> ev.Event:
         if not arg:
-            return self.violation(249, command=verb)
+            return self.violation(ReplyId.MISSING_ARGUMENT, command=verb)
         domain = arg.split(" ")[0]
         if not valid_helo(domain):
-            return self.violation(423, drop=True, helo=domain)
+            return self.violation(ReplyId.HELO_INVALID, drop=True, helo=domain)
         if verb == "EHLO" and not self.config.esmtp and not (self.client.relay or self.client.private):
-            return self.violation(253)
+            return self.violation(ReplyId.EHLO_NOT_SUPPORTED)
         if self.helo is not None and domain.lower() != self.helo.lower() and self.config.helo_schizo:
             drop = self.config.helo_schizo >= 2  # smtpf: #255 after a HELO, #252 after an EHLO
-            return self.violation(255 if self.helo_verb == "HELO" else 252, drop=drop)
+            rid = ReplyId.SCHIZOPHRENIC_AFTER_HELO if self.helo_verb == "HELO" else ReplyId.SCHIZOPHRENIC_AFTER_EHLO
+            return self.violation(rid, drop=drop)
         return ev.Helo(verb, domain)
 
     def _mail(self, arg: str) -> ev.Event:
         if self.helo is None:
-            return self.violation(251, command="MAIL")
+            return self.violation(ReplyId.OUT_OF_SEQUENCE, command="MAIL")
         if self.sender is not None:
-            return self.violation(251, command="MAIL")
+            return self.violation(ReplyId.OUT_OF_SEQUENCE, command="MAIL")
         if not arg:
-            return self.violation(249, command="MAIL FROM:")
+            return self.violation(ReplyId.MISSING_ARGUMENT, command="MAIL FROM:")
         try:
             path = parse_path(arg, "FROM", self.config.strictness, mail=True)
         except GrammarError as exc:
@@ -374,77 +376,77 @@ class Session:
         for key, value in path.params.items():
             if key == "SIZE":
                 if value is None or not value.isdigit():
-                    return self.violation(920, param=f"SIZE={value or ''}")
+                    return self.violation(ReplyId.INVALID_PARAMETER, param=f"SIZE={value or ''}")
                 if self.config.size_limit and int(value) > self.config.size_limit:
-                    return self.violation(912, limit=self.config.size_limit)
+                    return self.violation(ReplyId.MESSAGE_TOO_BIG, limit=self.config.size_limit)
             elif key == "BODY":
                 body = (value or "").upper()
                 if body not in ("7BIT", "8BITMIME"):
-                    return self.violation(920, param=f"BODY={value or ''}")
+                    return self.violation(ReplyId.INVALID_PARAMETER, param=f"BODY={value or ''}")
                 if body == "8BITMIME" and not self.config.eightbitmime:
-                    return self.violation(919, param="BODY=8BITMIME")
+                    return self.violation(ReplyId.UNSUPPORTED_PARAMETER, param="BODY=8BITMIME")
             elif key == "AUTH":
                 continue  # RFC 4954 5: a server not doing AUTH ignores it
             elif key == "SMTPUTF8" and self.config.smtputf8:
                 if value is not None:
-                    return self.violation(920, param=f"SMTPUTF8={value}")
+                    return self.violation(ReplyId.INVALID_PARAMETER, param=f"SMTPUTF8={value}")
             elif key in MAIL_DSN and self.config.dsn:
                 if dsn_mail_error(key, value):
-                    return self.violation(920, param=f"{key}={value or ''}")
+                    return self.violation(ReplyId.INVALID_PARAMETER, param=f"{key}={value or ''}")
             else:
-                return self.violation(919, param=key)
+                return self.violation(ReplyId.UNSUPPORTED_PARAMETER, param=key)
         if not path.address.isascii() and "SMTPUTF8" not in path.params:
-            return self.violation(961, address=f"<{path.address}>")  # RFC 6531 3.5
+            return self.violation(ReplyId.UTF8_ADDRESS_WITHOUT_SMTPUTF8, address=f"<{path.address}>")
         return ev.Mail(path)
 
     def _rcpt(self, arg: str) -> ev.Event:
         if self.sender is None:
-            return self.violation(251, command="RCPT")
+            return self.violation(ReplyId.OUT_OF_SEQUENCE, command="RCPT")
         if not arg:
-            return self.violation(249, command="RCPT TO:")
+            return self.violation(ReplyId.MISSING_ARGUMENT, command="RCPT TO:")
         try:
             path = parse_path(arg, "TO", self.config.strictness, mail=False)
         except GrammarError as exc:
             return self.violation(exc.reply_id, **exc.fields)
         for key, value in path.params.items():
             if key not in RCPT_DSN or not self.config.dsn:
-                return self.violation(919, param=key)
+                return self.violation(ReplyId.UNSUPPORTED_PARAMETER, param=key)
             if dsn_rcpt_error(key, value):
-                return self.violation(920, param=f"{key}={value or ''}")
+                return self.violation(ReplyId.INVALID_PARAMETER, param=f"{key}={value or ''}")
         if not path.address.isascii() and "SMTPUTF8" not in self.sender.path.params:
-            return self.violation(961, address=f"<{path.address}>")  # RFC 6531 3.5
+            return self.violation(ReplyId.UTF8_ADDRESS_WITHOUT_SMTPUTF8, address=f"<{path.address}>")
         return ev.Rcpt(path)
 
     def _data_cmd(self, arg: str) -> ev.Event:
         if arg:
-            return self.violation(920, param=arg)
+            return self.violation(ReplyId.INVALID_PARAMETER, param=arg)
         if self.sender is None or self._chunks is not None:  # RFC 3030 3: no DATA after BDAT
-            return self.violation(251, command="DATA")
+            return self.violation(ReplyId.OUT_OF_SEQUENCE, command="DATA")
         if self.sender is None:
-            return self.violation(251, command="DATA")
+            return self.violation(ReplyId.OUT_OF_SEQUENCE, command="DATA")
         if not self.rcpt_count:
-            return self.violation(923)
+            return self.violation(ReplyId.NO_VALID_RECIPIENTS)
         return ev.Data()
 
     def _bdat(self, arg: str) -> ev.Event:
         """RFC 3030 BDAT: whatever the answer, the chunk's octets are read first."""
         if not self.config.chunking:
-            return self.violation(250, command="BDAT")
+            return self.violation(ReplyId.NOT_IMPLEMENTED, command="BDAT")
         if not arg:
-            return self.violation(249, command="BDAT")
+            return self.violation(ReplyId.MISSING_ARGUMENT, command="BDAT")
         cmd = parse_bdat(arg)
         if cmd is None:  # no size to skip: the rest of the input cannot be parsed
-            return self.violation(920, drop=True, param=arg[:40])
+            return self.violation(ReplyId.INVALID_PARAMETER, drop=True, param=arg[:40])
         limit = self.config.size_limit
         done = self._chunks.size if self._chunks is not None else 0
         if limit and done + cmd.size > limit:
             # Not worth reading; closing is the one way to stay in step with the client.
-            return self.violation(912, drop=True, limit=limit)
+            return self.violation(ReplyId.MESSAGE_TOO_BIG, drop=True, limit=limit)
         refusal = None
         if not self.esmtp or self.sender is None:
-            refusal = self.violation(251, command="BDAT")
+            refusal = self.violation(ReplyId.OUT_OF_SEQUENCE, command="BDAT")
         elif not self.rcpt_count:
-            refusal = self.violation(923)
+            refusal = self.violation(ReplyId.NO_VALID_RECIPIENTS)
         self._chunk_left, self._chunk_last = cmd.size, cmd.last
         self._pipelined = False  # the octets after BDAT are its chunk, not pipelined commands
         self.state = BDAT
@@ -457,20 +459,20 @@ class Session:
 
     def _starttls(self, arg: str) -> ev.Event:
         if arg:
-            return self.violation(920, param=arg)
+            return self.violation(ReplyId.INVALID_PARAMETER, param=arg)
         if self.tls:
-            return self.violation(251, command="STARTTLS")
+            return self.violation(ReplyId.OUT_OF_SEQUENCE, command="STARTTLS")
         if not self.config.tls_available:
-            return self.violation(914)
+            return self.violation(ReplyId.TLS_NOT_AVAILABLE)
         if not self.esmtp:
-            return self.violation(251, command="STARTTLS")
+            return self.violation(ReplyId.OUT_OF_SEQUENCE, command="STARTTLS")
         return ev.StartTls()
 
     def _xclient(self, arg: str) -> ev.Event:
         if not (self.config.xclient and self.client.xclient_allowed):
-            return self.violation(918)
+            return self.violation(ReplyId.XCLIENT_NOT_PERMITTED)
         if self.sender is not None:
-            return self.violation(251, command="XCLIENT")
+            return self.violation(ReplyId.OUT_OF_SEQUENCE, command="XCLIENT")
         try:
             return ev.Xclient(parse_xclient(arg))
         except GrammarError as exc:
@@ -478,18 +480,18 @@ class Session:
 
     def _etrn(self, arg: str) -> ev.Event:
         if not self.config.etrn:
-            return self.violation(250, command="ETRN")
+            return self.violation(ReplyId.NOT_IMPLEMENTED, command="ETRN")
         if not self.esmtp or self.sender is not None:
-            return self.violation(251, command="ETRN")  # RFC 1985: after EHLO, outside a transaction
+            return self.violation(ReplyId.OUT_OF_SEQUENCE, command="ETRN")  # RFC 1985: after EHLO, outside a transaction
         if not arg:
-            return self.violation(249, command="ETRN")
+            return self.violation(ReplyId.MISSING_ARGUMENT, command="ETRN")
         if not valid_etrn(arg):
-            return self.violation(920, param=arg)
+            return self.violation(ReplyId.INVALID_PARAMETER, param=arg)
         return ev.Etrn(arg)
 
     def _vrfy(self, arg: str) -> ev.Event:
         if not arg:
-            return self.violation(249, command="VRFY")
+            return self.violation(ReplyId.MISSING_ARGUMENT, command="VRFY")
         return ev.Vrfy(arg)
 
     # --- output -------------------------------------------------------------------
@@ -506,7 +508,7 @@ class Session:
         if self._buffer:
             self.closing = True
             self.state = CLOSED
-            return self._reply(420).encode(self.id)
+            return self._reply(ReplyId.PRE_GREETING_TRAFFIC).encode(self.id)
         self.state = COMMAND
         if reply.code != 220:
             if sink:
@@ -594,7 +596,7 @@ class Session:
         limit = self.config.drop_after
         if limit and self.errors >= limit and not self.closing:
             self.closing = True
-            out += self._reply(922).encode(self.id)
+            out += self._reply(ReplyId.TOO_MANY_ERRORS).encode(self.id)
         if self.closing:
             self.state = CLOSED
         return out

@@ -152,6 +152,19 @@ def test_a_verdict_without_a_reply_id_is_907():
     assert rules().verdict_outcome(context(), Verdict(Action.REJECT)).reply.id == 907
 
 
+@pytest.mark.parametrize("code, sink, drop", [(220, False, False), (550, False, True), (421, True, False)])
+def test_xclient_outcome_carries_the_new_identity_accepted_or_not(code, sink, drop):
+    """The conductor never writes into the protocol session: the adapter applies the outcome's client."""
+    ctx = context()
+    ctx.client = ClientInfo("10.0.0.1", 25, "mx.example", ptr="mx.example")
+    rid = {220: 633, 550: 120, 421: 329}[code]
+    connect = rules().say(ctx, rid, client_name="mx.example", client_ip="10.0.0.1", hostname="mx.test")
+    connect.sink = sink
+    outcome = rules().xclient(ctx, connect, "helo.example")
+    assert (outcome.reply.code, outcome.drop, outcome.sink) == (code, drop, sink)
+    assert outcome.client is ctx.client and outcome.client_helo == "helo.example"
+
+
 def test_xclient_identity():
     old = ClientInfo("127.0.0.1", 25, "localhost", localhost=True, ptr="localhost")
     client, lookup = xclient_identity(old, {"ADDR": "::ffff:10.0.0.1"}, Routes().is_relay)

@@ -11,6 +11,9 @@ from __future__ import annotations
 from barricade.api import CONTINUE, Context, Plugin, PluginOption, ReplySpec, Verdict, reject
 from barricade.options import Config
 
+#: This plugin's own reply: named here, numbered once.
+KEYWORD_FOUND = 1000
+
 
 class KeywordFilter(Plugin):
     name = "keywords"
@@ -25,7 +28,7 @@ class KeywordFilter(Plugin):
         PluginOption("keywords-max-size", 1048576, "Octets of each message searched.", minimum=1),
     )
     replies = (
-        ReplySpec(1000, 550, "5.7.1", "message contains the word {word}", "dot",
+        ReplySpec(KEYWORD_FOUND, 550, "5.7.1", "message contains the word {word}", "dot",
                   "keywords plugin: the message contains a word listed in keywords-reject."),
     )
 
@@ -45,7 +48,7 @@ class KeywordFilter(Plugin):
         text = ctx.spool.read(self.max_size).decode("utf-8", "replace").lower()
         for word in self.reject_words:
             if word in text:
-                return reject(1000, word=word)
+                return reject(KEYWORD_FOUND, word=word)
         found = [w for w in self.tag_words if w in text]
         if found:
             ctx.tag_subject(self.tag)
