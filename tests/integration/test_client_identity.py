@@ -47,7 +47,7 @@ def test_xforward_before_each_mail(make_sink, make_proxy):
     with Client(proxy.port) as c:
         outside_client(c)
         two_messages(c)
-        sid = re.search(r"#633 (\S+)", c.banner.text).group(1)
+        sid = re.search(r"#63[23] (\S+)", c.banner.text).group(1)
     # smtp-sink offers XFORWARD NAME ADDR PROTO HELO: those, and only those, go
     assert downstream_commands(sink, "XFORWARD") == [
         "XFORWARD NAME=mail.example.org ADDR=192.0.2.7 PROTO=ESMTP HELO=helo.example.org"] * 2
