@@ -306,6 +306,13 @@ _add("smtp-command-timeout", 300, """Seconds to wait for a client command, and
      for a downstream reply to any command but the final dot.""", section=S, minimum=1)
 _add("smtp-connect-timeout", 60, """Seconds to wait for a downstream
      connection and its 220 greeting.""", section=S, minimum=1)
+_add("downstream-pool-size", 8, """Idle downstream connections kept per
+     destination after a client session ends, for the next session to reuse
+     (no connect, greeting or EHLO), as Postfix's SMTP connection cache.
+     0: every session opens its own and QUITs it.""", section=S, minimum=0)
+_add("downstream-pool-idle", 5, """Seconds an idle downstream connection is
+     kept for reuse before it is closed with QUIT; keep it below the
+     downstream's own idle timeout.""", section=S, minimum=1)
 _add("smtp-data-line-timeout", 180, """Seconds to wait for more message data
      from the client inside DATA.""", section=S, minimum=1)
 _add("smtp-dot-timeout", 600, """Seconds to wait for the downstream reply to

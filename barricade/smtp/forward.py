@@ -224,6 +224,10 @@ class Downstream:
         self.recipients: list[str] = []
         self._at_line_start = True
         self._observe = observe or (lambda cmd, secs: None)
+        # False once something tied to one client session was sent (e.g. that
+        # client's identity): the connection must then not serve another session.
+        self.reusable = True
+        self.reused = False  # taken from the pool of idle connections
 
     @property
     def alive(self) -> bool:

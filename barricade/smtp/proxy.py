@@ -57,6 +57,7 @@ class ServerContext:
     store: object = None  # barricade.state.Store: rate, concurrency, grey-list state
     call_ahead: object = None  # barricade.policy.callahead.CallAhead (route-map RCPT:)
     resolver: object = None  # barricade.dns.Resolver; None: no DNS (client names stay unknown)
+    downstreams: object = None  # barricade.smtp.pool.DownstreamPool; None: QUIT at session end
 
 
 #: The LAN networks of the client identity (kept under its old name).
@@ -177,18 +178,47 @@ class Proxy:
             return await down.rcpt(rcpt)
         down = self.pool.get(route.name)
         if down is None or not down.alive:
-            down = await Downstream.open(
-                self.server.reactor, route.forward, self.server.hostname,
-                self.server.timeouts, self.observe,
-            )
+            down = self._parked(route)
+            if down is None:
+                down = await self._open(route)
             self.pool[route.name] = down
         self.txn[route.name] = down
-        mail, rcpt_reply = await down.begin(self.ctx.sender or "", self.ctx.mail_params, rcpt)
+        try:
+            mail, rcpt_reply = await down.begin(self.ctx.sender or "", self.ctx.mail_params, rcpt)
+        except DownstreamError:
+            if not down.reused or down.recipients:
+                raise
+            # A parked connection the downstream closed just as we took it:
+            # the client never hears of it, a fresh connection takes over.
+            down.abort()
+            down = self.pool[route.name] = self.txn[route.name] = await self._open(route)
+            mail, rcpt_reply = await down.begin(self.ctx.sender or "", self.ctx.mail_params, rcpt)
         if rcpt_reply is None:
             del self.txn[route.name]
             await down.rset()
             return self.rules.mail_refused(self.ctx, mail)
         return rcpt_reply
+
+    def _parked(self, route: Route) -> Downstream | None:
+        downstreams = self.server.downstreams
+        down = downstreams.take(route.name) if downstreams is not None else None
+        if down is not None:
+            down.reused = True
+        return down
+
+    async def _open(self, route: Route) -> Downstream:
+        return await Downstream.open(
+            self.server.reactor, route.forward, self.server.hostname,
+            self.server.timeouts, self.observe,
+        )
+
+    def _release(self, name: str, down: Downstream) -> None:
+        """Session over for a live connection: park it for the next session, or QUIT it."""
+        downstreams = self.server.downstreams
+        if downstreams is not None:
+            downstreams.give(name, down)
+        else:
+            defer.ensureDeferred(down.quit())
 
     def _rcpt_error(self, exc: DownstreamError, route: Route, rcpt: str) -> Outcome:
         self.downstream_error(exc)
@@ -432,7 +462,9 @@ class Proxy:
         return self.rules.simple(self.ctx, "vrfy")
 
     async def on_quit(self, event: ev.Quit, session) -> Outcome:
-        await self.close()
+        # The client's 221 does not wait for the downstream's: nothing is
+        # in flight that a QUIT downstream could still change.
+        self.close()
         return self.rules.simple(self.ctx, "quit")
 
     async def on_starttls(self, event: ev.StartTls, session) -> Outcome:
@@ -452,15 +484,19 @@ class Proxy:
         session.client = self.ctx.client  # with the name DNS gave it
         return outcome
 
-    async def close(self) -> None:
-        """Session over: QUIT every downstream (aborting any open transaction)."""
-        downs = list(self.pool.values())
+    def close(self) -> None:
+        """Session over: park or QUIT every downstream (aborting any open transaction).
+
+        The QUITs run in the background; each waits at most its timeout.
+        """
+        downs = list(self.pool.items())
         self.pool.clear()
         for down in self.txn.values():
             down.abort()
         self.txn.clear()
-        await defer.DeferredList([defer.ensureDeferred(d.quit()) for d in downs if d.alive],
-                                 consumeErrors=True)
+        for name, down in downs:
+            if down.alive:
+                self._release(name, down)
 
     def lost(self) -> None:
         """The client went away: abort without waiting (nothing may be delivered).
@@ -474,9 +510,9 @@ class Proxy:
             return
         for down in self.txn.values():
             down.abort()
-        for down in self.pool.values():
+        for name, down in self.pool.items():
             if down.alive and not down.in_transaction:
-                defer.ensureDeferred(down.quit())
+                self._release(name, down)
             else:
                 down.abort()
         self.txn.clear()

@@ -35,6 +35,8 @@ class FakeDownstream:
         self.pending: dict[str, defer.Deferred] = {}
         self.alive = True
         self.in_transaction = False
+        self.reusable = True
+        self.reused = False
         self.recipients: list[str] = []
         self.written = b""
         self.log: list[str] = []
