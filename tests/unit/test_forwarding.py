@@ -147,7 +147,12 @@ class Client:
             return down
 
         monkeypatch.setattr(proxy_mod.Downstream, "open", staticmethod(open_))
-        self.proto = SmtpServerFactory(ctx).buildProtocol(None)
+        self.factory = SmtpServerFactory(ctx)
+        self.reconnect()
+
+    def reconnect(self) -> None:
+        """A new client session on the same listener (the old one is left as it is)."""
+        self.proto = self.factory.buildProtocol(None)
         self.transport = StringTransport(peerAddress=_Peer())
         self.proto.makeConnection(self.transport)
         self.output()
@@ -330,3 +335,38 @@ def test_a_tag_verdict_marks_the_message_before_its_headers_go_downstream(tmp_pa
     written = c.hosts["127.0.0.2"].written
     assert b"Subject: [SPAM] hi\r\n" in written
     assert b"X-Spam-Flag: YES\r\n" in written and b"X-Spam-Reason: suspicious sender\r\n" in written
+
+
+def test_quit_is_answered_at_once_and_the_connection_serves_the_next_session(tmp_path, monkeypatch):
+    c = Client(tmp_path, monkeypatch, auto={"127.0.0.2": {**OK, "dot": reply(250)}})
+    c.envelope("john@a.example")
+    c.send(b"DATA\r\n")
+    assert c.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n").startswith(b"250 ")
+    first = c.hosts["127.0.0.2"]
+    assert c.send(b"QUIT\r\n").startswith(b"221 ")
+    assert "quit" not in first.log  # parked for the next session, not closed
+    c.reconnect()
+    c.envelope("jane@a.example")
+    assert c.hosts["127.0.0.2"] is first  # no new connection was opened
+    assert first.log[-2:] == ["mail", "rcpt"]
+
+
+def test_without_a_pool_the_downstream_gets_quit(tmp_path, monkeypatch):
+    c = Client(tmp_path, monkeypatch, (), "downstream-pool-size=0", auto={"127.0.0.2": OK})
+    c.envelope("john@a.example")
+    assert c.send(b"RSET\r\n").startswith(b"250 ")
+    assert c.send(b"QUIT\r\n").startswith(b"221 ")
+    assert c.hosts["127.0.0.2"].log[-2:] == ["rset", "quit"]
+
+
+def test_a_parked_connection_found_closed_is_replaced_unseen(tmp_path, monkeypatch):
+    c = Client(tmp_path, monkeypatch, auto={"127.0.0.2": OK})
+    c.envelope("john@a.example")
+    assert c.send(b"RSET\r\nQUIT\r\n").count(b"\r\n") == 2
+    parked = c.hosts["127.0.0.2"]
+    parked.auto["mail"] = DownstreamError("lost", "127.0.0.2", "closed while idle")
+    c.reconnect()
+    c.envelope("jane@a.example")  # every reply 250: the client never sees the stale one
+    fresh = c.hosts["127.0.0.2"]
+    assert fresh is not parked and "abort" in parked.log
+    assert fresh.recipients == ["jane@a.example"]
