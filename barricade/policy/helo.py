@@ -142,7 +142,8 @@ class HeloTests(Check):
             return CONTINUE
         if usual_suspect(ctx.client):
             if self.strict and not fqdn_or_literal(helo):
-                log.info("session {sid}: {ip} HELO {helo} is not a FQDN (a host of ours, not refused)",
+                # debug: a local host with a bare HELO would log this every session
+                log.debug("session {sid}: {ip} HELO {helo} is not a FQDN (a host of ours, not refused)",
                          sid=ctx.session_id, ip=ctx.client.ip, helo=helo)
             return CONTINUE
         if self.ip_mismatch and helo_ip_mismatch(helo, ctx.client.ip):

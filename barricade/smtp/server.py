@@ -14,6 +14,7 @@ from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from barricade.policy.pipeline import _resume
 from barricade.replies import Reply
 from barricade.smtp import events as ev
 from barricade.smtp.message import new_session_id
@@ -24,6 +25,10 @@ log = Logger()
 
 PAUSE_AT = 256 * 1024  # stop reading a client that pipelines this much ahead
 THROTTLE_PAUSE = 1.0  # seconds accept pauses when rate-throttle is reached (smtpf sleeps 1 s)
+
+
+def _ignore(_result: object) -> None:
+    pass
 
 
 class AcceptThrottle:
@@ -84,8 +89,7 @@ class SmtpServerProtocol(protocol.Protocol):
         self.server.metrics.sessions.inc()
         self.server.metrics.sessions_active.inc()
         self._arm(self.server.config["smtp-command-timeout"])
-        d = defer.ensureDeferred(self._greet())
-        d.addErrback(self._internal_error)
+        self._run(self._greet(), _ignore)
 
     async def _greet(self) -> None:
         paused = self.factory.paused_until - self.server.reactor.seconds() if self.factory else 0
@@ -159,11 +163,33 @@ class SmtpServerProtocol(protocol.Protocol):
                 return
             self.busy = True  # the idle timer keeps running; it ignores busy sessions
             if isinstance(event, ev.DataChunk):
-                d = defer.ensureDeferred(self.proxy.chunk(event))
-                d.addCallbacks(lambda _: self._ready(), self._internal_error)
+                self._run(self.proxy.chunk(event), self._chunk_done)
             else:
-                d = defer.ensureDeferred(self.proxy.handle(event, session))
-                d.addCallbacks(self._respond, self._internal_error)
+                self._run(self.proxy.handle(event, session), self._respond)
+
+    def _run(self, coro, done) -> None:
+        """Run a handler; ``done`` gets its result, a failure goes to ``_internal_error``.
+
+        Most commands never wait (every check answers at once, no downstream
+        round trip): they run to the end here, without a Deferred.  Only a
+        handler that awaits something continues under Twisted.
+        """
+        try:
+            awaited = coro.send(None)
+        except StopIteration as stop:
+            try:
+                done(stop.value)
+            except Exception:
+                log.failure("session {sid}: reply", sid=self.session.id if self.session else "-")
+            return
+        except Exception:
+            self._internal_error(Failure())
+            return
+        d = defer.ensureDeferred(_resume(coro, awaited))
+        d.addCallbacks(done, self._internal_error)
+
+    def _chunk_done(self, _result: object) -> None:
+        self._ready()
 
     def _ready(self) -> None:
         self.busy = False
