@@ -25,6 +25,8 @@ from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from barricade.smtp.sendnow import write_now
+
 log = Logger()
 
 MAX_REPLY_LINE = 4096  # longer reply lines are cut, never buffered without bound
@@ -162,7 +164,7 @@ class SmtpClientProtocol(protocol.Protocol):
             line = line.encode("utf-8")
         d = self.expect(timeout)
         if not self.lost:
-            self.transport.write(line + b"\r\n")
+            write_now(self.transport, line + b"\r\n")
         return d
 
     def write(self, data: bytes) -> None:

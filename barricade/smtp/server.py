@@ -19,6 +19,7 @@ from barricade.replies import Reply
 from barricade.smtp import events as ev
 from barricade.smtp.message import new_session_id
 from barricade.smtp.proxy import Outcome, Proxy, ServerContext, classify
+from barricade.smtp.sendnow import write_now
 from barricade.smtp.session import DATA, NEED_DATA, PAUSED, Session
 
 log = Logger()
@@ -203,7 +204,7 @@ class SmtpServerProtocol(protocol.Protocol):
 
     def _send(self, data: bytes, reply: Reply) -> None:
         self.server.metrics.reply(reply)
-        self.transport.write(data)
+        write_now(self.transport, data)
         if self.session.closing:
             self._close()
 
