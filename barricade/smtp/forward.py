@@ -167,6 +167,15 @@ class SmtpClientProtocol(protocol.Protocol):
             write_now(self.transport, line + b"\r\n")
         return d
 
+    def commands(self, lines: list[str], timeout: float) -> list[defer.Deferred]:
+        """Pipelined commands in one write: one segment, so that the downstream reads
+        them together and answers them together (replies written one by one
+        by a peer without TCP_NODELAY would wait for our delayed ACK)."""
+        waits = [self.expect(timeout) for _ in lines]
+        if not self.lost:
+            write_now(self.transport, "".join(line + "\r\n" for line in lines).encode("utf-8"))
+        return waits
+
     def write(self, data: bytes) -> None:
         if not self.lost:
             self.transport.write(data)
@@ -308,8 +317,8 @@ class Downstream:
         self._at_line_start = True
         mail_line = self.mail_line(sender, params)
         if "PIPELINING" in self.keywords:
-            mail_d = self.proto.command(mail_line, self.timeouts.command)
-            rcpt_d = self.proto.command(f"RCPT TO:<{rcpt}>", self.timeouts.command)
+            mail_d, rcpt_d = self.proto.commands([mail_line, f"RCPT TO:<{rcpt}>"],
+                                                 self.timeouts.command)
             mail = await self._timed("mail", mail_d)
             rcpt_reply = await self._timed("rcpt", rcpt_d)
             if not mail.ok:
