@@ -79,7 +79,10 @@ class SmtpClientProtocol(protocol.Protocol):
         self.host = host
         self._buffer = bytearray()
         self._lines: list[str] = []
-        self._waiting: deque[tuple[defer.Deferred, object]] = deque()
+        # Waiting commands and their timeouts; one timer per connection runs for
+        # the oldest (reset, not replaced, as each reply comes in).
+        self._waiting: deque[tuple[defer.Deferred, float]] = deque()
+        self._timer = None
         self.lost = False
         self.lost_reason: str = ""
 
@@ -120,9 +123,10 @@ class SmtpClientProtocol(protocol.Protocol):
             if reply.code == 421:
                 self.transport.loseConnection()
             return True
-        d, timer = self._waiting.popleft()
-        if timer is not None and timer.active():
-            timer.cancel()
+        d, _timeout = self._waiting.popleft()
+        if self._waiting:
+            self._arm(self._waiting[0][1])
+        # else the timer runs on: it finds nothing waiting, and the next command resets it
         d.callback(reply)
         return True
 
@@ -138,9 +142,10 @@ class SmtpClientProtocol(protocol.Protocol):
 
     def _fail_all(self, exc: DownstreamError) -> None:
         waiting, self._waiting = self._waiting, deque()
-        for d, timer in waiting:
-            if timer is not None and timer.active():
-                timer.cancel()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        for d, _timeout in waiting:
             d.errback(exc)
 
     # -- commands -------------------------------------------------------------
@@ -151,11 +156,27 @@ class SmtpClientProtocol(protocol.Protocol):
         if self.lost:
             d.errback(DownstreamError("lost", self.host, self.lost_reason))
             return d
-        timer = self.clock.callLater(timeout, self._timed_out, d) if timeout else None
-        self._waiting.append((d, timer))
+        self._waiting.append((d, timeout))
+        if len(self._waiting) == 1:
+            self._arm(timeout)
         return d
 
-    def _timed_out(self, d: defer.Deferred) -> None:
+    def _arm(self, timeout: float) -> None:
+        """The oldest waiting command has ``timeout`` seconds (0: no limit) from now."""
+        timer = self._timer
+        if not timeout:
+            if timer is not None and timer.active():
+                timer.cancel()
+            self._timer = None
+        elif timer is not None and timer.active():
+            timer.reset(timeout)  # a later deadline only updates a number
+        else:
+            self._timer = self.clock.callLater(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if not self._waiting:
+            return  # idle: nothing is overdue
         self._fail_all(DownstreamError("timeout", self.host))
         self.transport.abortConnection()
 

@@ -370,3 +370,42 @@ def test_a_parked_connection_found_closed_is_replaced_unseen(tmp_path, monkeypat
     fresh = c.hosts["127.0.0.2"]
     assert fresh is not parked and "abort" in parked.log
     assert fresh.recipients == ["jane@a.example"]
+
+
+def _client_protocol():
+    from barricade.smtp.forward import SmtpClientProtocol
+
+    clock = MemoryReactorClock()
+    proto = SmtpClientProtocol(clock, "127.0.0.2:25")
+    proto.makeConnection(StringTransport())
+    return clock, proto
+
+
+def test_one_downstream_timer_covers_the_oldest_waiting_command():
+    clock, proto = _client_protocol()
+    first, second = proto.commands(["MAIL FROM:<a@b.example>", "RCPT TO:<c@d.example>"], 5)
+    assert proto.transport.value() == b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n"
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(4)
+    proto.dataReceived(b"250 ok\r\n")
+    assert first.result.code == 250
+    clock.advance(4.9)  # the RCPT has its own 5 s from the MAIL's reply
+    assert not second.called
+    clock.advance(0.2)
+    assert isinstance(second.result.value, DownstreamError) and second.result.value.kind == "timeout"
+    second.addErrback(lambda f: None)
+    assert proto.transport.disconnecting or proto.transport.disconnected
+
+
+def test_an_idle_downstream_never_times_out_and_its_next_command_gets_a_full_timeout():
+    clock, proto = _client_protocol()
+    d = proto.command("NOOP", 5)
+    proto.dataReceived(b"250 ok\r\n")
+    assert d.result.code == 250
+    clock.advance(60)  # idle: the old timer fires and finds nothing waiting
+    assert not proto.transport.disconnecting
+    d = proto.command("RSET", 5)
+    clock.advance(4.9)
+    assert not d.called
+    proto.dataReceived(b"250 ok\r\n")
+    assert d.result.code == 250
