@@ -185,8 +185,8 @@ class Proxy:
         self.txn[route.name] = down
         try:
             mail, rcpt_reply = await down.begin(self.ctx.sender or "", self.ctx.mail_params, rcpt)
-        except DownstreamError:
-            if not down.reused or down.recipients:
+        except DownstreamError as exc:
+            if not down.reused or down.recipients or exc.kind != "lost":
                 raise
             # A parked connection the downstream closed just as we took it:
             # the client never hears of it, a fresh connection takes over.
@@ -207,9 +207,10 @@ class Proxy:
         return down
 
     async def _open(self, route: Route) -> Downstream:
+        # The metrics directly, not this session: a kept connection outlives it.
         return await Downstream.open(
             self.server.reactor, route.forward, self.server.hostname,
-            self.server.timeouts, self.observe,
+            self.server.timeouts, self.server.metrics.downstream,
         )
 
     def _release(self, name: str, down: Downstream) -> None:
