@@ -138,6 +138,10 @@ class Catalogue:
                 raise CatalogueError(f"reply #{spec.id} defined twice")
             self._specs[spec.id] = spec
         self._texts: dict[int, str] = {}
+        # Rendering caches: the placeholders of each entry's text in force, and
+        # the replies whose text has none (the same Reply every time).
+        self._names: dict[int, frozenset[str]] = {}
+        self._plain: dict[tuple[int, int, str], Reply] = {}
         for rid, text in (overrides or {}).items():
             self.override(rid, text)
 
@@ -152,6 +156,8 @@ class Catalogue:
                 f"this reply knows {', '.join(sorted(spec.fields)) or 'none'}"
             )
         self._texts[rid] = text
+        self._names.pop(rid, None)
+        self._plain.clear()
 
     @classmethod
     def from_file(cls, path: str | Path | None, extra: Iterable[ReplySpec] = ()) -> Catalogue:
@@ -216,7 +222,17 @@ class Catalogue:
             text = _clean(custom_text)
         else:
             template = self._texts.get(rid, spec.template)
-            text = template.format_map(_Fields({k: _clean(v) for k, v in fields.items()}))
+            names = self._names.get(rid)
+            if names is None:
+                names = self._names[rid] = template_fields(template)
+            if not names and not lines and not extra:
+                key = (rid, rcode, rstatus)
+                found = self._plain.get(key)
+                if found is None:
+                    found = self._plain[key] = Reply(rcode, rstatus, (template.format_map(_Fields()),), rid)
+                return found
+            # Only the fields the text uses are cleaned (callers pass the standard set).
+            text = template.format_map(_Fields({k: _clean(fields[k]) for k in names if k in fields}))
         return Reply(
             rcode,
             rstatus,

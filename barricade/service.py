@@ -38,6 +38,7 @@ from barricade.replies import Catalogue, CatalogueError, check_catalogue
 from barricade.report import Reporter
 from barricade.smtp.capability_probe import CapabilityProbe
 from barricade.smtp.forward import Timeouts
+from barricade.smtp.pool import DownstreamPool
 from barricade.smtp.proxy import ServerContext
 from barricade.smtp.proxy_protocol import parse_hosts
 from barricade.smtp.server import SmtpServerFactory
@@ -177,6 +178,8 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         store=store,
         call_ahead=CallAhead(config, store, hostname, metrics),
         resolver=resolver,
+        downstreams=DownstreamPool(reactor, config["downstream-pool-size"],
+                                   config["downstream-pool-idle"]),
     )
     context.capabilities = CapabilityProbe(reactor, routes, hostname, context.timeouts,
                                            config["forward-capabilities-ttl"])
@@ -317,6 +320,8 @@ class BarricadeService(service.Service):
         if self.metrics_port is not None:
             ds.append(defer.maybeDeferred(self.metrics_port.stopListening))
         await defer.DeferredList(ds)
+        if self.context.downstreams is not None:
+            self.context.downstreams.close()
         await self._close_store()
 
     async def _close_store(self) -> None:

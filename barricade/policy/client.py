@@ -63,6 +63,7 @@ class ClientTests(Check):
     """#121 (reserved domain) and #122 (unknown TLD) for the client's PTR name."""
 
     name = "client-tests"
+    exempt_client = staticmethod(usual_suspect)
 
     def __init__(self, config: Config, tlds: TopLevelDomains):
         self.rfc2606 = config["rfc2606-special-domains"]

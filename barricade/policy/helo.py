@@ -126,6 +126,7 @@ class HeloTests(Check):
     literal), #430 (claims to be us)."""
 
     name = "helo-tests"
+    exempt_client = staticmethod(usual_suspect)
 
     def __init__(self, config: Config, routes: RouteMap | None = None, hostname: str = ""):
         self.rfc2606 = config["rfc2606-special-domains"]
@@ -142,10 +143,7 @@ class HeloTests(Check):
         if not helo:
             return CONTINUE
         if usual_suspect(ctx.client):
-            if self.strict and not fqdn_or_literal(helo):
-                log.info("session {sid}: {ip} HELO {helo} is not a FQDN (a host of ours, not refused)",
-                         sid=ctx.session_id, ip=ctx.client.ip, helo=helo)
-            return CONTINUE
+            return CONTINUE  # not even a bare HELO is refused (nor logged: it would be every session)
         if self.ip_mismatch and helo_ip_mismatch(helo, ctx.client.ip):
             return Verdict(Action.DROP, ReplyId.HELO_NOT_CLIENT_IP, flags=POLICY_DROP)
         if self.rfc2606 and reserved_domain(helo, helo=True):

@@ -65,6 +65,8 @@ class MailTests(Check):
         self.unknown_tld = config["reject-unknown-tld"]
         self.tlds = tlds
 
+    exempt_client = staticmethod(usual_suspect)
+
     async def mail(self, ctx: Context) -> Verdict:
         if usual_suspect(ctx.client) or ctx.notes.get(MAIL_HIT):
             return CONTINUE
@@ -105,6 +107,8 @@ class MailMxTests(Check):
         if not helo or helo.startswith("[") or literal_ip(helo) is not None:
             return "", False
         return helo, False
+
+    exempt_client = staticmethod(usual_suspect)
 
     async def mail(self, ctx: Context) -> Verdict:
         if usual_suspect(ctx.client) or ctx.sender is None:

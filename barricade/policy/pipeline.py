@@ -219,6 +219,10 @@ class Check:
     #: the order table lists it (``barricade.policy.order``); "" for no place.
     before: str = ""
     after: str = ""
+    #: A client for whom every hook of this check answers CONTINUE and does
+    #: nothing else (e.g. smtpf's usual suspects): the pipeline then skips the
+    #: check without running it.  None: always run.
+    exempt_client: Callable[[ClientInfo], bool] | None = None
 
     async def connect(self, ctx: Context) -> Verdict:
         return CONTINUE
@@ -296,6 +300,9 @@ class Pipeline:
         result = CONTINUE
         envelope = phase in ENVELOPE_PHASES
         for check in self._hooks[phase]:
+            exempt = check.exempt_client
+            if exempt is not None and trace is None and exempt(ctx.client):
+                continue
             trust = ctx.trust_level
             if not check.always and (trust >= Trust.WHITE or (envelope and trust >= Trust.CONTENT)):
                 if not check.antivirus or trust >= Trust.FULL:

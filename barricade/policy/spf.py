@@ -365,6 +365,7 @@ class SpfPolicy(Check):
     """At RCPT: refuse (#701/#702) or tag (a TAG verdict, applied to the headers)."""
 
     name = "spf-policy"
+    exempt_client = staticmethod(lambda client: client.localhost or client.relay)
 
     def __init__(self, spf: Spf):
         self.spf = spf

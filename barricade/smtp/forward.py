@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from barricade.descriptors import exhausted
 from barricade.smtp.capabilities import Capabilities, mail_parameters, rcpt_parameters
 from barricade.smtp.downstream_tls import PLAIN, REFUSE, TlsPolicy, decide
+from barricade.smtp.sendnow import write_now
 
 log = Logger()
 
@@ -82,7 +83,10 @@ class SmtpClientProtocol(protocol.Protocol):
         self.host = host
         self._buffer = bytearray()
         self._lines: list[str] = []
-        self._waiting: deque[tuple[defer.Deferred, object]] = deque()
+        # Waiting commands and their timeouts; one timer per connection runs for
+        # the oldest (reset, not replaced, as each reply comes in).
+        self._waiting: deque[tuple[defer.Deferred, float]] = deque()
+        self._timer = None
         self.lost = False
         self.lost_reason: str = ""
 
@@ -123,9 +127,10 @@ class SmtpClientProtocol(protocol.Protocol):
             if reply.code == 421:
                 self.transport.loseConnection()
             return True
-        d, timer = self._waiting.popleft()
-        if timer is not None and timer.active():
-            timer.cancel()
+        d, _timeout = self._waiting.popleft()
+        if self._waiting:
+            self._arm(self._waiting[0][1])
+        # else the timer runs on: it finds nothing waiting, and the next command resets it
         d.callback(reply)
         return True
 
@@ -141,9 +146,10 @@ class SmtpClientProtocol(protocol.Protocol):
 
     def _fail_all(self, exc: DownstreamError) -> None:
         waiting, self._waiting = self._waiting, deque()
-        for d, timer in waiting:
-            if timer is not None and timer.active():
-                timer.cancel()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        for d, _timeout in waiting:
             d.errback(exc)
 
     # -- commands -------------------------------------------------------------
@@ -154,11 +160,27 @@ class SmtpClientProtocol(protocol.Protocol):
         if self.lost:
             d.errback(DownstreamError("lost", self.host, self.lost_reason))
             return d
-        timer = self.clock.callLater(timeout, self._timed_out, d) if timeout else None
-        self._waiting.append((d, timer))
+        self._waiting.append((d, timeout))
+        if len(self._waiting) == 1:
+            self._arm(timeout)
         return d
 
-    def _timed_out(self, d: defer.Deferred) -> None:
+    def _arm(self, timeout: float) -> None:
+        """The oldest waiting command has ``timeout`` seconds (0: no limit) from now."""
+        timer = self._timer
+        if not timeout:
+            if timer is not None and timer.active():
+                timer.cancel()
+            self._timer = None
+        elif timer is not None and timer.active():
+            timer.reset(timeout)  # a later deadline only updates a number
+        else:
+            self._timer = self.clock.callLater(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if not self._waiting:
+            return  # idle: nothing is overdue
         self._fail_all(DownstreamError("timeout", self.host))
         self.transport.abortConnection()
 
@@ -167,8 +189,17 @@ class SmtpClientProtocol(protocol.Protocol):
             line = line.encode("utf-8")
         d = self.expect(timeout)
         if not self.lost:
-            self.transport.write(line + b"\r\n")
+            write_now(self.transport, line + b"\r\n")
         return d
+
+    def commands(self, lines: list[str], timeout: float) -> list[defer.Deferred]:
+        """Pipelined commands in one write: one segment, so that the downstream reads
+        them together and answers them together (replies written one by one
+        by a peer without TCP_NODELAY would wait for our delayed ACK)."""
+        waits = [self.expect(timeout) for _ in lines]
+        if not self.lost:
+            write_now(self.transport, "".join(line + "\r\n" for line in lines).encode("utf-8"))
+        return waits
 
     def write(self, data: bytes) -> None:
         if not self.lost:
@@ -231,6 +262,10 @@ class Downstream:
         self._observe = observe or (lambda cmd, secs: None)
         self._chunk_replies: list | None = None  # relaying BDAT: the chunks' replies so far
         self.tls_attempted = False
+        # False once something tied to one client session was sent (e.g. that
+        # client's identity): the connection must then not serve another session.
+        self.reusable = True
+        self.reused = False  # taken from the pool of idle connections
 
     @property
     def alive(self) -> bool:
@@ -340,8 +375,7 @@ class Downstream:
         mail_line = self.mail_line(sender, params)
         rcpt_line = self.rcpt_line(rcpt, rcpt_params)
         if "PIPELINING" in self.keywords:
-            mail_d = self.proto.command(mail_line, self.timeouts.command)
-            rcpt_d = self.proto.command(rcpt_line, self.timeouts.command)
+            mail_d, rcpt_d = self.proto.commands([mail_line, rcpt_line], self.timeouts.command)
             try:
                 mail = await self._timed("mail", mail_d)
             except DownstreamError:

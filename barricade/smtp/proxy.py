@@ -60,6 +60,7 @@ class ServerContext:
     call_ahead: object = None  # barricade.policy.callahead.CallAhead (route-map RCPT:)
     resolver: object = None  # barricade.dns.Resolver; None: no DNS (client names stay unknown)
     capabilities: object = None  # barricade.smtp.capability_probe.CapabilityProbe; None: static EHLO
+    downstreams: object = None  # barricade.smtp.pool.DownstreamPool; None: QUIT at session end
 
 
 #: The LAN networks of the client identity (kept under its old name).
@@ -190,21 +191,34 @@ class Proxy:
             return await down.rcpt(rcpt, params)
         down = self.pool.get(route.name)
         if down is None or not down.alive:
-            down = await Downstream.open(
-                self.server.reactor, route.forward, self.server.hostname,
-                self.server.timeouts, self.observe,
-            )
+            down = self._parked(route)  # a kept connection is secured and introduced already
+            if down is None:
+                down = await self._connect(route)
             self.pool[route.name] = down
-            down = self.pool[route.name] = await self._secure(route, down)
-            await self._introduce(route, down)
         self.txn[route.name] = down
         await self._tell(down, "forward-xforward", down.capabilities.xforward, xforward_commands)
-        mail, rcpt_reply = await down.begin(self.ctx.sender or "", self.ctx.mail_params, rcpt, params)
+        try:
+            mail, rcpt_reply = await down.begin(self.ctx.sender or "", self.ctx.mail_params, rcpt, params)
+        except DownstreamError as exc:
+            if not down.reused or down.recipients or exc.kind != "lost":
+                raise
+            # A parked connection the downstream closed just as we took it:
+            # the client never hears of it, a fresh connection takes over.
+            down.abort()
+            down = self.pool[route.name] = self.txn[route.name] = await self._connect(route)
+            await self._tell(down, "forward-xforward", down.capabilities.xforward, xforward_commands)
+            mail, rcpt_reply = await down.begin(self.ctx.sender or "", self.ctx.mail_params, rcpt, params)
         if rcpt_reply is None:
             del self.txn[route.name]
             await down.rset()
             return self.rules.mail_refused(self.ctx, mail)
         return rcpt_reply
+
+    async def _connect(self, route: Route) -> Downstream:
+        """A new relay connection: opened, secured as the route says, introduced."""
+        down = await self._secure(route, await self._open(route))
+        await self._introduce(route, down)
+        return down
 
     async def _secure(self, route: Route, down: Downstream) -> Downstream:
         """STARTTLS as the route's TLS: (or forward-tls) says; ``may`` falls back to plaintext."""
@@ -219,8 +233,7 @@ class Proxy:
             log.warn("session {sid}: TLS to {host} failed ({err}); plaintext instead (TLS: may)",
                      sid=self.ctx.session_id, host=down.host, err=str(exc))
             down.abort()
-            return await Downstream.open(self.server.reactor, route.forward, self.server.hostname,
-                                         self.server.timeouts, self.observe)
+            return await self._open(route)
         if tls:
             protocol, _, cipher = tls.partition(" ")
             self.server.metrics.downstream_tls.labels(protocol, cipher).inc()
@@ -241,12 +254,36 @@ class Proxy:
         qid = f"{self.ctx.session_id}{self.messages + 1:02d}"  # as on_data will name it
         lines = commands(offered, identity(self.ctx.client, self.ctx.helo, self.ctx.esmtp, qid))
         if option == "forward-xclient":
+            # The connection now speaks for this client: no other session may reuse it.
+            down.reusable = False
             refused = await down.introduce(lines, self.server.hostname)
         else:
             refused = await down.forward_client(lines)
         if refused is not None:
             log.warn("session {sid}: {host} refused {option}: {reply}", sid=self.ctx.session_id,
                      host=down.host, option=option, reply=str(refused))
+
+    def _parked(self, route: Route) -> Downstream | None:
+        downstreams = self.server.downstreams
+        down = downstreams.take(route.name) if downstreams is not None else None
+        if down is not None:
+            down.reused = True
+        return down
+
+    async def _open(self, route: Route) -> Downstream:
+        # The metrics directly, not this session: a kept connection outlives it.
+        return await Downstream.open(
+            self.server.reactor, route.forward, self.server.hostname,
+            self.server.timeouts, self.server.metrics.downstream,
+        )
+
+    def _release(self, name: str, down: Downstream) -> None:
+        """Session over for a live connection: park it for the next session, or QUIT it."""
+        downstreams = self.server.downstreams
+        if downstreams is not None:
+            downstreams.give(name, down)
+        else:
+            defer.ensureDeferred(down.quit())
 
     def _rcpt_error(self, exc: DownstreamError, route: Route, rcpt: str) -> Outcome:
         self.downstream_error(exc)
@@ -296,6 +333,15 @@ class Proxy:
 
     async def _all(self, call) -> list[DownstreamReply | DownstreamError]:
         downs = list(self.txn.values())
+        if len(downs) == 1:  # the usual case: no DeferredList, no Deferred per route
+            try:
+                return [await call(downs[0])]
+            except DownstreamError as exc:
+                self.downstream_error(exc)
+                return [exc]
+            except Exception as exc:
+                log.failure("downstream call failed")
+                return [DownstreamError("protocol", "?", str(exc))]
         ds = [defer.ensureDeferred(call(d)) for d in downs]
         results = await defer.DeferredList(ds, consumeErrors=True)
         out: list[DownstreamReply | DownstreamError] = []
@@ -431,11 +477,12 @@ class Proxy:
         outcome = self.rules.delivered(self.ctx, results)
         if outcome.message == "accept":
             self.ctx.delivered = self.ctx.qid
-            log.info("session {sid}: message {qid} from <{sender}> for {rcpts} accepted by {n} host(s) "
-                     "in {t:.3f}s: {replies}", sid=self.ctx.session_id, qid=self.ctx.qid,
-                     sender=self.ctx.sender or "", rcpts=",".join(f"<{r}>" for r in self.ctx.rcpts),
-                     n=len(results),
-                     t=time.monotonic() - started, replies="; ".join(map(str, results)))
+            # Built once here: the log observer then has no format fields to parse.
+            rcpts = ",".join(f"<{r}>" for r in self.ctx.rcpts)
+            log.info("{line}", line=f"session {self.ctx.session_id}: message {self.ctx.qid} from "
+                     f"<{self.ctx.sender or ''}> for {rcpts} accepted by {len(results)} host(s) in "
+                     f"{time.monotonic() - started:.3f}s: {'; '.join(map(str, results))}",
+                     sid=self.ctx.session_id, qid=self.ctx.qid)
             self._outcome_metric("accept")
             return outcome
         for name, down in list(self.txn.items()):
@@ -522,7 +569,9 @@ class Proxy:
         return Outcome(self.catalogue.reply(ReplyId.ETRN_RELAYED, code=reply.code, status=status, text=reply.text))
 
     async def on_quit(self, event: ev.Quit, session) -> Outcome:
-        await self.close()
+        # The client's 221 does not wait for the downstream's: nothing is
+        # in flight that a QUIT downstream could still change.
+        self.close()
         return self.rules.simple(self.ctx, "quit")
 
     async def on_starttls(self, event: ev.StartTls, session) -> Outcome:
@@ -541,15 +590,19 @@ class Proxy:
             await self.close()  # the relay connections told the downstream about the old client
         return self.rules.xclient(self.ctx, await self.connect(lookup=lookup), event.attrs.get("HELO"))
 
-    async def close(self) -> None:
-        """Session over: QUIT every downstream (aborting any open transaction)."""
-        downs = list(self.pool.values())
+    def close(self) -> None:
+        """Session over: park or QUIT every downstream (aborting any open transaction).
+
+        The QUITs run in the background; each waits at most its timeout.
+        """
+        downs = list(self.pool.items())
         self.pool.clear()
         for down in self.txn.values():
             down.abort()
         self.txn.clear()
-        await defer.DeferredList([defer.ensureDeferred(d.quit()) for d in downs if d.alive],
-                                 consumeErrors=True)
+        for name, down in downs:
+            if down.alive:
+                self._release(name, down)
 
     def lost(self) -> None:
         """The client went away: abort without waiting (nothing may be delivered).
@@ -563,9 +616,9 @@ class Proxy:
             return
         for down in self.txn.values():
             down.abort()
-        for down in self.pool.values():
+        for name, down in self.pool.items():
             if down.alive and not down.in_transaction:
-                defer.ensureDeferred(down.quit())
+                self._release(name, down)
             else:
                 down.abort()
         self.txn.clear()

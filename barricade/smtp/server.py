@@ -30,12 +30,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from barricade.descriptors import Admission, file_limit, in_use
+from barricade.policy.pipeline import _resume
 from barricade.replies import Reply, ReplyId
 from barricade.smtp import events as ev
 from barricade.smtp.message import new_session_id
 from barricade.smtp.proxy import Outcome, Proxy, ServerContext, classify
 from barricade.smtp.proxy_protocol import HEADER_TIMEOUT, ProxyHeaderError, listed, parse_hosts
 from barricade.smtp.proxy_protocol import parse as parse_proxy_header
+from barricade.smtp.sendnow import write_now
 from barricade.smtp.session import DATA, NEED_DATA, PAUSED, Session
 
 log = Logger()
@@ -43,6 +45,10 @@ log = Logger()
 PAUSE_AT = 256 * 1024  # stop reading a client that pipelines this much ahead
 CLOSE_GRACE = 5.0  # seconds a close may wait for the TLS close_notify exchange
 THROTTLE_PAUSE = 1.0  # seconds accept pauses when rate-throttle is reached (smtpf sleeps 1 s)
+
+
+def _ignore(_result: object) -> None:
+    pass
 
 
 class AcceptThrottle:
@@ -130,8 +136,7 @@ class SmtpServerProtocol(protocol.Protocol):
         if life:
             self._life = self.server.reactor.callLater(life, self._session_expired)
         self.session.receive_data(early)  # sent with the header, before our banner: an early talker
-        d = defer.ensureDeferred(self._greet())
-        d.addErrback(self._internal_error)
+        self._run(self._greet(), _ignore)
 
     def _refuse(self, why: str, client, sid: str) -> None:
         """No session for this connection: say so (421) and close; never a silent close."""
@@ -239,11 +244,33 @@ class SmtpServerProtocol(protocol.Protocol):
             self._wait = None  # progress: the next wait gets a fresh deadline
             self.busy = True  # the idle timer keeps running; it ignores busy sessions
             if isinstance(event, ev.DataChunk):
-                d = defer.ensureDeferred(self.proxy.chunk(event))
-                d.addCallbacks(lambda _: self._ready(), self._internal_error)
+                self._run(self.proxy.chunk(event), self._chunk_done)
             else:
-                d = defer.ensureDeferred(self.proxy.handle(event, session))
-                d.addCallbacks(self._respond, self._internal_error)
+                self._run(self.proxy.handle(event, session), self._respond)
+
+    def _run(self, coro, done) -> None:
+        """Run a handler; ``done`` gets its result, a failure goes to ``_internal_error``.
+
+        Most commands never wait (every check answers at once, no downstream
+        round trip): they run to the end here, without a Deferred.  Only a
+        handler that awaits something continues under Twisted.
+        """
+        try:
+            awaited = coro.send(None)
+        except StopIteration as stop:
+            try:
+                done(stop.value)
+            except Exception:
+                log.failure("session {sid}: reply", sid=self.session.id if self.session else "-")
+            return
+        except Exception:
+            self._internal_error(Failure())
+            return
+        d = defer.ensureDeferred(_resume(coro, awaited))
+        d.addCallbacks(done, self._internal_error)
+
+    def _chunk_done(self, _result: object) -> None:
+        self._ready()
 
     def _await_client(self) -> None:
         """Arm the client's deadline for what we now wait for, unless it runs already.
@@ -275,7 +302,7 @@ class SmtpServerProtocol(protocol.Protocol):
 
     def _send(self, data: bytes, reply: Reply) -> None:
         self.server.metrics.reply(reply)
-        self.transport.write(data)
+        write_now(self.transport, data)
         if self.session.closing:
             self._close()
 

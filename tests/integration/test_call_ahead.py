@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from barricade.testing import Client, Sink, free_port
+from barricade.testing import Client, Sink, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +61,7 @@ def test_unknown_recipient_gets_292_and_known_is_forwarded(proxy, mailboxes):
     assert "recipient <nobody@unknown.example> unknown" in unknown.text
     assert known.code == 250
     # The call-ahead: HELO with our name, the null sender, one RCPT, nothing after it.
+    wait_for(lambda: mailboxes["accept"].commands()[-1:] == ["QUIT"], what="QUIT at the mailbox")
     assert mailboxes["accept"].commands() == [
         "HELO barricade.test", "MAIL FROM:<>", "RCPT TO:<john@known.example>", "QUIT"]
     # The refused recipient never reached the downstream; the known one did.

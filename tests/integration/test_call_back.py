@@ -144,6 +144,7 @@ def test_hard_reject_asks_once_and_stops(proxy, mx):
     p = proxy()
     sink = mx("reject")
     expect(send(p.port, "x@reject.cb.test"), 550, "5.7.0", 572)
+    wait_for(lambda: sink.commands()[-1:] == ["QUIT"], what="QUIT (not waited for) at the sink")
     assert sink.commands() == ["HELO barricade.test", "MAIL FROM:<postmaster@barricade.test>",
                                "RCPT TO:<x@reject.cb.test>", "QUIT"]
 
@@ -167,6 +168,7 @@ def test_accept_all_mx_is_found_and_then_skipped(proxy, mx):
     assert send(p.port, "john.doe@all.cb.test").code == 250
     false = false_local_part("john.doe")
     assert false.startswith("eod.nhoj") and false[-1].isdigit()
+    wait_for(lambda: sink.commands()[-1:] == ["QUIT"], what="QUIT (not waited for) at the sink")
     assert sink.commands() == ["HELO barricade.test", "MAIL FROM:<postmaster@barricade.test>",
                                "RCPT TO:<john.doe@all.cb.test>", f"RCPT TO:<{false}@all.cb.test>",
                                "QUIT"]

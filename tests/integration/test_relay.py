@@ -377,3 +377,24 @@ def test_stopping_lets_a_transaction_in_progress_finish(sink, make_proxy):
         assert c.closed()
     assert sink.bodies()[0].endswith(b"first half\nsecond half\n")
     assert proxy.proc.wait(10) in (0, -15)
+
+
+def _deliver(port: int, subject: str) -> None:
+    with Client(port) as c:
+        assert c.ehlo().code == 250
+        assert c.cmd("MAIL FROM:<a@example.org>").code == 250
+        assert c.cmd("RCPT TO:<b@example.com>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(wire(f"Subject: {subject}\r\n\r\nbody\r\n".encode()) + b".\r\n")
+        assert c.read().code == 250
+        assert c.cmd("QUIT").code == 221
+
+
+def test_sessions_share_kept_downstream_connections_and_expired_ones_are_replaced(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "downstream-pool-idle=1")
+    _deliver(proxy.port, "first")
+    _deliver(proxy.port, "second")  # over the connection the first session left
+    time.sleep(1.5)  # past downstream-pool-idle: that connection got QUIT
+    _deliver(proxy.port, "third")
+    subjects = sorted(m.split(b"Subject: ")[1].split(b"\n")[0] for m in sink.bodies())
+    assert subjects == [b"first", b"second", b"third"]

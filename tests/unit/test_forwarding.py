@@ -36,6 +36,8 @@ class FakeDownstream:
         self.pending: dict[str, defer.Deferred] = {}
         self.alive = True
         self.in_transaction = False
+        self.reusable = True
+        self.reused = False
         self.recipients: list[str] = []
         self.written = b""
         self.log: list[str] = []
@@ -153,7 +155,12 @@ class Client:
             return down
 
         monkeypatch.setattr(proxy_mod.Downstream, "open", staticmethod(open_))
-        self.proto = SmtpServerFactory(ctx).buildProtocol(None)
+        self.factory = SmtpServerFactory(ctx)
+        self.reconnect()
+
+    def reconnect(self) -> None:
+        """A new client session on the same listener (the old one is left as it is)."""
+        self.proto = self.factory.buildProtocol(None)
         self.transport = StringTransport(peerAddress=_Peer())
         self.proto.makeConnection(self.transport)
         self.output()
@@ -336,3 +343,77 @@ def test_a_tag_verdict_marks_the_message_before_its_headers_go_downstream(tmp_pa
     written = c.hosts["127.0.0.2"].written
     assert b"Subject: [SPAM] hi\r\n" in written
     assert b"X-Spam-Flag: YES\r\n" in written and b"X-Spam-Reason: suspicious sender\r\n" in written
+
+
+def test_quit_is_answered_at_once_and_the_connection_serves_the_next_session(tmp_path, monkeypatch):
+    c = Client(tmp_path, monkeypatch, auto={"127.0.0.2": {**OK, "dot": reply(250)}})
+    c.envelope("john@a.example")
+    c.send(b"DATA\r\n")
+    assert c.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n").startswith(b"250 ")
+    first = c.hosts["127.0.0.2"]
+    assert c.send(b"QUIT\r\n").startswith(b"221 ")
+    assert "quit" not in first.log  # parked for the next session, not closed
+    c.reconnect()
+    c.envelope("jane@a.example")
+    assert c.hosts["127.0.0.2"] is first  # no new connection was opened
+    assert first.log[-2:] == ["mail", "rcpt"]
+
+
+def test_without_a_pool_the_downstream_gets_quit(tmp_path, monkeypatch):
+    c = Client(tmp_path, monkeypatch, (), "downstream-pool-size=0", auto={"127.0.0.2": OK})
+    c.envelope("john@a.example")
+    assert c.send(b"RSET\r\n").startswith(b"250 ")
+    assert c.send(b"QUIT\r\n").startswith(b"221 ")
+    assert c.hosts["127.0.0.2"].log[-2:] == ["rset", "quit"]
+
+
+def test_a_parked_connection_found_closed_is_replaced_unseen(tmp_path, monkeypatch):
+    c = Client(tmp_path, monkeypatch, auto={"127.0.0.2": OK})
+    c.envelope("john@a.example")
+    assert c.send(b"RSET\r\nQUIT\r\n").count(b"\r\n") == 2
+    parked = c.hosts["127.0.0.2"]
+    parked.auto["mail"] = DownstreamError("lost", "127.0.0.2", "closed while idle")
+    c.reconnect()
+    c.envelope("jane@a.example")  # every reply 250: the client never sees the stale one
+    fresh = c.hosts["127.0.0.2"]
+    assert fresh is not parked and "abort" in parked.log
+    assert fresh.recipients == ["jane@a.example"]
+
+
+def _client_protocol():
+    from barricade.smtp.forward import SmtpClientProtocol
+
+    clock = MemoryReactorClock()
+    proto = SmtpClientProtocol(clock, "127.0.0.2:25")
+    proto.makeConnection(StringTransport())
+    return clock, proto
+
+
+def test_one_downstream_timer_covers_the_oldest_waiting_command():
+    clock, proto = _client_protocol()
+    first, second = proto.commands(["MAIL FROM:<a@b.example>", "RCPT TO:<c@d.example>"], 5)
+    assert proto.transport.value() == b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n"
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(4)
+    proto.dataReceived(b"250 ok\r\n")
+    assert first.result.code == 250
+    clock.advance(4.9)  # the RCPT has its own 5 s from the MAIL's reply
+    assert not second.called
+    clock.advance(0.2)
+    assert isinstance(second.result.value, DownstreamError) and second.result.value.kind == "timeout"
+    second.addErrback(lambda f: None)
+    assert proto.transport.disconnecting or proto.transport.disconnected
+
+
+def test_an_idle_downstream_never_times_out_and_its_next_command_gets_a_full_timeout():
+    clock, proto = _client_protocol()
+    d = proto.command("NOOP", 5)
+    proto.dataReceived(b"250 ok\r\n")
+    assert d.result.code == 250
+    clock.advance(60)  # idle: the old timer fires and finds nothing waiting
+    assert not proto.transport.disconnecting
+    d = proto.command("RSET", 5)
+    clock.advance(4.9)
+    assert not d.called
+    proto.dataReceived(b"250 ok\r\n")
+    assert d.result.code == 250

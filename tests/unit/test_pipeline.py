@@ -148,3 +148,21 @@ def test_protocol_limits_run_even_for_white_listed_mail():
     c.headers = [("Received", "x")] * 30
     v = run(Pipeline([HopLimit(REGISTRY.parse([]))], MemoryReactorClock(), 5), "headers", c)
     assert (v.action, v.reply_id) == (Action.REJECT, 911)
+
+
+def test_a_check_is_skipped_unrun_for_the_clients_it_exempts():
+    log: list = []
+
+    class LocalExempt(Recorder):
+        exempt_client = staticmethod(lambda client: client.localhost)
+
+    p = Pipeline([LocalExempt("exempt", reject(550), log=log)], MemoryReactorClock(), 5)
+    local = Context("SID", ClientInfo("127.0.0.1", 1, localhost=True))
+    assert run(p, "connect", local).action is Action.CONTINUE
+    assert log == []  # not run at all
+    assert run(p, "connect", ctx()).action is Action.REJECT
+    assert log == [("exempt", "connect")]
+    traced: list = []
+    d = defer.ensureDeferred(p.run("connect", local, trace=lambda c, v: traced.append(v)))
+    assert d.result.action is Action.REJECT  # an explanation runs every check as it is
+    assert len(log) == 2 and traced

@@ -454,3 +454,23 @@ def test_override_file_unbalanced_brace_names_file_and_line(tmp_path):
 def test_override_positional_field_refused_at_load():
     with pytest.raises(CatalogueError):
         Catalogue(overrides={288: "recipient {} denied"})
+
+
+def test_a_reply_without_fields_is_rendered_once_and_an_override_renders_it_anew():
+    from barricade.replies import Catalogue
+
+    cat = Catalogue()
+    first = cat.reply(131, hostname="mx.test", client_ip="192.0.2.1")
+    assert cat.reply(131) is first
+    assert first.text == "routed address relaying denied"
+    cat.override(131, "no routed addresses here")
+    assert cat.reply(131).text == "no routed addresses here"
+    assert cat.reply(131, status="5.7.9").status == "5.7.9"
+
+
+def test_only_the_fields_a_text_uses_are_filled_and_cleaned():
+    from barricade.replies import Catalogue
+
+    cat = Catalogue()
+    reply = cat.reply(139, rcpt="a@b.example\r\nRSET", sender="unused\r\n")
+    assert reply.text == "recipient <a@b.example??RSET> black listed"

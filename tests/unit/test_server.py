@@ -206,3 +206,13 @@ def test_a_client_far_ahead_of_us_is_paused_then_resumed(tmp_path):
     s.clock.advance(5.1)  # the check times out; the queue drains
     assert s.transport.producerState == "producing"
     assert s.output().startswith(b"451 4.3.0 processing error #907")
+
+
+def test_write_now_leaves_other_transports_to_their_own_write():
+    from twisted.internet.testing import StringTransport
+
+    from barricade.smtp.sendnow import write_now
+
+    transport = StringTransport()
+    write_now(transport, b"250 ok\r\n")
+    assert transport.value() == b"250 ok\r\n"
