@@ -134,10 +134,10 @@ async def explain(args: argparse.Namespace, out: TextIO) -> int:
     from twisted.logger import globalLogPublisher
 
     from barricade import plugin
+    from barricade.net.conductor import Proxy, classify
     from barricade.options import REGISTRY
     from barricade.policy.client_name import resolve_client
     from barricade.service import build_context
-    from barricade.smtp.proxy import Proxy, classify
 
     settings = [*args.options, "redis-url=", "workers=1"]  # never the live shared state
     plugin.prepare(settings, args.config)

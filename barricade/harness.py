@@ -36,8 +36,8 @@ from barricade.plugin import Plugin, Services, check_reply, register_options
 from barricade.policy.order import ORDER
 from barricade.policy.pipeline import Check, Context, Pipeline
 from barricade.policy.verdict import Verdict
+from barricade.protocol.message import HeaderCollector, edit_headers, parse_headers
 from barricade.replies import ENTRIES, Catalogue, Reply, check_catalogue
-from barricade.smtp.message import HeaderCollector, edit_headers, parse_headers
 from barricade.spool import Spool
 
 

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 
 from barricade.address import parse_hostport
 from barricade.client import unmap
-from barricade.smtp.downstream_tls import parse_policy
+from barricade.protocol.downstream_tls import parse_policy
 
 log = Logger()
 

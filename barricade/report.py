@@ -21,8 +21,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from barricade.maps import Route, RouteMap
+from barricade.net.forward import Downstream, DownstreamError, Timeouts
 from barricade.options import Config
-from barricade.smtp.forward import Downstream, DownstreamError, Timeouts
 
 log = Logger()
 

@@ -25,6 +25,11 @@ from barricade.descriptors import in_use, raise_file_limit
 from barricade.dns import Resolver
 from barricade.maps import MapError, RouteMap
 from barricade.metrics import Metrics, metrics_root
+from barricade.net.capability_probe import CapabilityProbe
+from barricade.net.conductor import ServerContext
+from barricade.net.forward import Timeouts
+from barricade.net.pool import DownstreamPool
+from barricade.net.server import SmtpServerFactory
 from barricade.options import Config, OptionError
 from barricade.plugin import Plugin, Services, enabled_plugins, plugin_replies
 from barricade.policy.access import AccessMap, access_maps
@@ -34,15 +39,10 @@ from barricade.policy.limits import builtin_checks
 from barricade.policy.order import ORDER, OrderError
 from barricade.policy.order import validate as validate_order
 from barricade.policy.pipeline import Pipeline
+from barricade.protocol.proxy_protocol import parse_hosts
+from barricade.protocol.session import SessionConfig
 from barricade.replies import Catalogue, CatalogueError, check_catalogue
 from barricade.report import Reporter
-from barricade.smtp.capability_probe import CapabilityProbe
-from barricade.smtp.forward import Timeouts
-from barricade.smtp.pool import DownstreamPool
-from barricade.smtp.proxy import ServerContext
-from barricade.smtp.proxy_protocol import parse_hosts
-from barricade.smtp.server import SmtpServerFactory
-from barricade.smtp.session import SessionConfig
 from barricade.state.metered import store_from_config
 
 log = Logger()

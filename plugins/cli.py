@@ -56,8 +56,8 @@ from barricade.options import Config, OptionError
 from barricade.plugin import Plugin, PluginOption, Services
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import CONTINUE, Action, Verdict
+from barricade.protocol.message import received_header
 from barricade.replies import ReplyId, ReplySpec
-from barricade.smtp.message import received_header
 
 log = Logger()
 

@@ -13,11 +13,10 @@ import re
 
 from hypothesis import strategies as st
 
-from barricade.replies import Catalogue
-from barricade.smtp import events as ev
-from barricade.smtp.data import DataDecoder
-from barricade.smtp.forward import stuff
-from barricade.smtp.grammar import (
+from barricade.net.forward import stuff
+from barricade.protocol import events as ev
+from barricade.protocol.data import DataDecoder
+from barricade.protocol.grammar import (
     GrammarError,
     Strictness,
     parse_path,
@@ -26,7 +25,8 @@ from barricade.smtp.grammar import (
     valid_domain,
     valid_helo,
 )
-from barricade.smtp.session import CLOSED, NEED_DATA, PAUSED, Session, SessionConfig
+from barricade.protocol.session import CLOSED, NEED_DATA, PAUSED, Session, SessionConfig
+from barricade.replies import Catalogue
 
 CAT = Catalogue()
 REPLY_LINE = re.compile(rb"^[2-5]\d\d[ -][^\r\n]*\r\n")

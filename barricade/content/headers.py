@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from barricade.smtp.message import parse_headers
+from barricade.protocol.message import parse_headers
 
 _FIELD = re.compile(rb"^[!-9;-~]+[ \t]*:")
 #: RFC 2822 3.6: the only fields every message must have.

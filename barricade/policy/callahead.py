@@ -25,8 +25,8 @@ from twisted.logger import Logger
 
 from barricade.aio import aio
 from barricade.maps import Route
+from barricade.net.probe import ProbeError, probe
 from barricade.options import Config
-from barricade.smtp.probe import ProbeError, probe
 from barricade.state import Store, StoreError
 
 log = Logger()

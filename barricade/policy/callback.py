@@ -80,13 +80,13 @@ from barricade.aio import aio
 from barricade.client import unmap
 from barricade.content.uri import is_ip, normalize_host, registered_domain
 from barricade.dns import Resolver, Status, parse_lists
+from barricade.net.probe import ProbeError, ProbeResult, probe
 from barricade.options import Config, OptionError
 from barricade.policy.domains import usual_suspect
 from barricade.policy.grey import SKIP_NOTE
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Verdict, reject, tempfail
 from barricade.replies import ReplyId
-from barricade.smtp.probe import ProbeError, ProbeResult, probe
 from barricade.state import Store, StoreError
 
 log = Logger()

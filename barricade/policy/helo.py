@@ -3,7 +3,7 @@
 smtpf's helo table runs, after the access map's ``Helo:`` lookup:
 
 1. the syntax test: only letters, digits, ``. : - _ [ ]`` (#423, dropped).
-   The session applies it (``barricade.smtp.session``) before any check,
+   The session applies it (``barricade.protocol.session``) before any check,
    for every client, since it is a grammar rule;
 2. ``helo-ip-mismatch`` (#424): a HELO that is an address must be the
    client's address.  An address is an address literal (``[192.0.2.1]``,
@@ -47,8 +47,8 @@ from barricade.policy.ip_in_ptr import client_ip_in_ptr
 from barricade.policy.mx import vouched_for
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
+from barricade.protocol.grammar import valid_domain_literal
 from barricade.replies import ReplyId
-from barricade.smtp.grammar import valid_domain_literal
 
 log = Logger()
 

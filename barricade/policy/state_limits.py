@@ -18,7 +18,7 @@ so with ``redis-url`` they hold across workers and gateways.
 Either refusal waits ``rate-421-delay``/``concurrent-421-delay`` seconds
 first (a timer: other sessions go on), then drops the connection, or with
 ``-rate-drop``/``-concurrent-drop`` leaves it in smtpf's sink state
-(:data:`~barricade.smtp.session.SINK`) until the client quits.
+(:data:`~barricade.protocol.session.SINK`) until the client quits.
 
 When the store fails, ``state-failure`` decides, per family of checks
 (:func:`failure_policy`): ``tempfail`` answers #944 (421, the connection

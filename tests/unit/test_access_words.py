@@ -15,8 +15,8 @@ from barricade.policy.access import (
 from barricade.policy.pipeline import Context
 from barricade.policy.tagging import tag_message
 from barricade.policy.verdict import Action
+from barricade.protocol.events import ClientInfo
 from barricade.replies import Catalogue
-from barricade.smtp.events import ClientInfo
 
 OUTSIDE = ClientInfo("192.0.2.1", 25, name="mail.outside.example")
 

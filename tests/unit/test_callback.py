@@ -27,7 +27,7 @@ from barricade.policy.callback import (
 from barricade.policy.grey import SKIP_NOTE, GreyList
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import Action
-from barricade.smtp.events import ClientInfo
+from barricade.protocol.events import ClientInfo
 from barricade.state import MemoryStore
 
 # --- the false address ----------------------------------------------------------------------

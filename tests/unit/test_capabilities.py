@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from barricade.smtp.capabilities import (
+from barricade.protocol.capabilities import (
     EIGHTBIT_ALWAYS,
     EIGHTBIT_FOLLOW,
     EIGHTBIT_NEVER,

@@ -6,9 +6,9 @@ from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 
 from barricade.maps import RouteMap
-from barricade.smtp.capabilities import EIGHTBIT_FOLLOW
-from barricade.smtp.capability_probe import CapabilityProbe
-from barricade.smtp.forward import Timeouts
+from barricade.net.capability_probe import CapabilityProbe
+from barricade.net.forward import Timeouts
+from barricade.protocol.capabilities import EIGHTBIT_FOLLOW
 
 POSTFIX = {"SIZE": "10240000", "8BITMIME": "", "DSN": "", "ETRN": ""}
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from barricade.smtp import events as ev
-from barricade.smtp.client_identity import COMMAND_LIMIT, identity, xclient_commands, xforward_commands, xtext
+from barricade.protocol import events as ev
+from barricade.protocol.client_identity import (
+    COMMAND_LIMIT,
+    identity,
+    xclient_commands,
+    xforward_commands,
+    xtext,
+)
 
 ALL = frozenset(("NAME", "ADDR", "PORT", "PROTO", "HELO", "SOURCE", "IDENT", "LOGIN"))
 

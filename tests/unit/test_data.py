@@ -1,4 +1,4 @@
-"""Unit tests for barricade.smtp.data (DATA decoder) and forward.stuff().
+"""Unit tests for barricade.protocol.data (DATA decoder) and forward.stuff().
 
 The decoder is where SMTP smuggling is stopped: only CRLF "." CRLF ends the
 data, bare CR / LF become CRLF, and what it emits, once re-stuffed by
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from barricade.smtp.data import SEGMENT, DataDecoder
-from barricade.smtp.forward import stuff
+from barricade.net.forward import stuff
+from barricade.protocol.data import SEGMENT, DataDecoder
 
 END = b"\r\n.\r\n"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from barricade.smtp.forward import DownstreamReply
+from barricade.net.forward import DownstreamReply
 from tests.unit.test_server import Hangs, Session, _FakeDownstream
 
 

@@ -9,10 +9,10 @@ from barricade.decide.aggregate import combine, succeeded
 from barricade.decide.identity import xclient_identity
 from barricade.decide.outcome import Downstream
 from barricade.decide.rules import Rules
+from barricade.net.forward import DownstreamError, DownstreamReply
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import Action, Flag, Verdict
 from barricade.replies import Catalogue
-from barricade.smtp.forward import DownstreamError, DownstreamReply
 
 CATALOGUE = Catalogue()
 

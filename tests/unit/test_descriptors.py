@@ -9,8 +9,8 @@ from twisted.internet import defer, error
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from barricade.descriptors import PER_SESSION, Admission, exhausted, raise_file_limit
-from barricade.smtp.forward import Downstream, DownstreamError, Timeouts
-from barricade.smtp.server import SmtpServerFactory
+from barricade.net.forward import Downstream, DownstreamError, Timeouts
+from barricade.net.server import SmtpServerFactory
 from tests.unit.test_server import Session
 
 

@@ -18,7 +18,7 @@ from barricade.policy.mail import MailMxTests
 from barricade.policy.mx import CLIENT_IS_MX, SPF_MAIL, SenderMx, routable, spf_result, vouched_for
 from barricade.policy.pipeline import Context, Pipeline
 from barricade.policy.verdict import Action, Flag, Verdict
-from barricade.smtp.events import ClientInfo
+from barricade.protocol.events import ClientInfo
 
 POLICY = Flag.DELAY | Flag.SESSION
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from barricade.maps import MapError, parse_route
-from barricade.smtp.downstream_tls import PLAIN, REFUSE, STARTTLS, TlsPolicy, decide, parse_policy
+from barricade.protocol.downstream_tls import PLAIN, REFUSE, STARTTLS, TlsPolicy, decide, parse_policy
 
 
 def test_parse_policy():

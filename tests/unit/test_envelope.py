@@ -33,8 +33,8 @@ from barricade.policy.mail import MailTests
 from barricade.policy.pipeline import Context, Pipeline
 from barricade.policy.rcpt import RcptAddress, RcptTests
 from barricade.policy.verdict import Action, Flag, Verdict
-from barricade.smtp.events import ClientInfo
-from barricade.smtp.grammar import Strictness, parse_path
+from barricade.protocol.events import ClientInfo
+from barricade.protocol.grammar import Strictness, parse_path
 
 ON = ("+rfc2606-special-domains", "+reject-unknown-tld")
 TLDS = TopLevelDomains(["com", "net", "org", "uk"], "test")

@@ -10,7 +10,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
-from barricade.smtp.forward import Downstream, DownstreamError, SmtpClientProtocol, Timeouts
+from barricade.net.forward import Downstream, DownstreamError, SmtpClientProtocol, Timeouts
 
 
 def _unhandled(run) -> list[dict]:

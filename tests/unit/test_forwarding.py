@@ -12,14 +12,14 @@ from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from barricade import plugin
+from barricade.net import conductor as proxy_mod
+from barricade.net.forward import DownstreamError, DownstreamReply
+from barricade.net.server import SmtpServerFactory
 from barricade.options import REGISTRY
 from barricade.policy.pipeline import Check, Pipeline
 from barricade.policy.verdict import Action, Flag, Verdict, tag
+from barricade.protocol.capabilities import Capabilities
 from barricade.service import build_context
-from barricade.smtp import proxy as proxy_mod
-from barricade.smtp.capabilities import Capabilities
-from barricade.smtp.forward import DownstreamError, DownstreamReply
-from barricade.smtp.server import SmtpServerFactory
 
 
 def reply(code: int, text: str = "ok") -> DownstreamReply:
@@ -381,7 +381,7 @@ def test_a_parked_connection_found_closed_is_replaced_unseen(tmp_path, monkeypat
 
 
 def _client_protocol():
-    from barricade.smtp.forward import SmtpClientProtocol
+    from barricade.net.forward import SmtpClientProtocol
 
     clock = MemoryReactorClock()
     proto = SmtpClientProtocol(clock, "127.0.0.2:25")

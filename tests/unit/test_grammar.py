@@ -1,10 +1,10 @@
-"""Unit tests for barricade.smtp.grammar: paths, params, HELO, XCLIENT."""
+"""Unit tests for barricade.protocol.grammar: paths, params, HELO, XCLIENT."""
 
 from __future__ import annotations
 
 import pytest
 
-from barricade.smtp.grammar import (
+from barricade.protocol.grammar import (
     GrammarError,
     Path,
     Strictness,

@@ -26,7 +26,7 @@ from barricade.policy.grey import (
 )
 from barricade.policy.pipeline import Context
 from barricade.policy.verdict import Action
-from barricade.smtp.events import ClientInfo
+from barricade.protocol.events import ClientInfo
 from barricade.state import MemoryStore, StoreError
 from barricade.state.base import Grey, GreyStatus
 from tests.state import FakeClock

@@ -18,11 +18,13 @@ PACKAGE = ROOT / "barricade"
 
 #: Sans-IO modules: no Twisted, at module level or inside a function.
 SANS_IO = ["client", "decide/__init__", "decide/outcome", "decide/rules", "decide/aggregate",
-           "decide/identity", "smtp/session", "smtp/grammar", "smtp/data", "smtp/events",
-           "smtp/message", "replies", "policy/verdict", "address"]
+           "decide/identity", "protocol/session", "protocol/grammar", "protocol/data", "protocol/events",
+           "protocol/message", "protocol/capabilities", "protocol/chunking",
+           "protocol/client_identity", "protocol/downstream_tls", "protocol/proxy_protocol",
+           "replies", "policy/verdict", "address"]
 #: Modules below the decision layer: they must not import it.
-BELOW_DECIDE = ["client", "replies", "options", "maps", "address", "smtp/session", "smtp/grammar",
-                "smtp/data", "smtp/events", "smtp/message", "smtp/forward", "smtp/probe",
+BELOW_DECIDE = ["client", "replies", "options", "maps", "address", "protocol/session", "protocol/grammar",
+                "protocol/*", "net/forward", "net/probe", "net/pool", "net/sendnow",
                 "policy/*", "state/*", "dns", "spf", "aio"]
 
 

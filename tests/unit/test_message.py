@@ -1,6 +1,6 @@
 """Header block collection, header parsing and our Received: header."""
 
-from barricade.smtp.message import HeaderCollector, new_session_id, parse_headers, received_header
+from barricade.protocol.message import HeaderCollector, new_session_id, parse_headers, received_header
 
 
 def test_header_collector_splits_at_blank_line_across_chunks():
@@ -38,7 +38,7 @@ def test_session_ids_are_unique_and_short():
 
 
 def test_edit_headers_removes_tags_and_adds():
-    from barricade.smtp.message import edit_headers
+    from barricade.protocol.message import edit_headers
 
     block = (b"X-Spam-Flag: YES\r\nSubject: hello\r\nX-Spam-Status: Yes,\r\n\tscore=9\r\n"
              b"From: a@b.example\r\n")

@@ -8,6 +8,7 @@ import pytest
 import pytest_twisted
 
 from barricade.maps import KeyValueMap
+from barricade.net.server import AcceptThrottle
 from barricade.options import REGISTRY, OptionError
 from barricade.policy.dupmsg import PENDING, DuplicateMessage
 from barricade.policy.limits import builtin_checks
@@ -22,8 +23,7 @@ from barricade.policy.message_limits import (
 from barricade.policy.pipeline import Context
 from barricade.policy.state_limits import FAILURE_FAMILIES, failure_policy, parse_failure_policy
 from barricade.policy.verdict import Action
-from barricade.smtp.events import ClientInfo
-from barricade.smtp.server import AcceptThrottle
+from barricade.protocol.events import ClientInfo
 from barricade.state import MemoryStore, StoreError
 
 # --- value syntax -------------------------------------------------------------------------

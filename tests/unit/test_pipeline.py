@@ -9,7 +9,7 @@ from twisted.internet.testing import MemoryReactorClock
 from barricade.plugin import ScannerError
 from barricade.policy.pipeline import Check, Context, Pipeline
 from barricade.policy.verdict import CONTINUE, Action, Verdict, reject
-from barricade.smtp.events import ClientInfo
+from barricade.protocol.events import ClientInfo
 
 
 class Recorder(Check):

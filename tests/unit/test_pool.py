@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.testing import MemoryReactorClock
 
-from barricade.smtp.pool import DownstreamPool
+from barricade.net.pool import DownstreamPool
 
 
 class Conn:

@@ -8,7 +8,7 @@ import pytest
 import pytest_twisted
 
 from barricade.aio import aio
-from barricade.smtp.probe import MAX_LINES, ProbeError, read_reply
+from barricade.net.probe import MAX_LINES, ProbeError, read_reply
 
 
 async def read(data: bytes, eof: bool = True, timeout: float = 1.0):

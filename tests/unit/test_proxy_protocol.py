@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from barricade.smtp.proxy_protocol import ProxyHeaderError, listed, parse, parse_hosts
+from barricade.protocol.proxy_protocol import ProxyHeaderError, listed, parse, parse_hosts
 from tests.haproxy import SIGNATURE, unique_id, v1, v2, v2_local
 
 

@@ -7,11 +7,11 @@ from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from barricade import plugin
+from barricade.net.server import SmtpServerFactory
 from barricade.options import REGISTRY
 from barricade.policy.pipeline import Check, Pipeline
 from barricade.policy.verdict import Action, Verdict
 from barricade.service import build_context
-from barricade.smtp.server import SmtpServerFactory
 
 
 class Raises(Check):
@@ -211,7 +211,7 @@ def test_a_client_far_ahead_of_us_is_paused_then_resumed(tmp_path):
 def test_write_now_leaves_other_transports_to_their_own_write():
     from twisted.internet.testing import StringTransport
 
-    from barricade.smtp.sendnow import write_now
+    from barricade.net.sendnow import write_now
 
     transport = StringTransport()
     write_now(transport, b"250 ok\r\n")

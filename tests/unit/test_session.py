@@ -7,10 +7,10 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from barricade.protocol import events as ev
+from barricade.protocol.grammar import Strictness
+from barricade.protocol.session import CLOSED, DATA, NEED_DATA, PAUSED, Session, SessionConfig
 from barricade.replies import Catalogue
-from barricade.smtp import events as ev
-from barricade.smtp.grammar import Strictness
-from barricade.smtp.session import CLOSED, DATA, NEED_DATA, PAUSED, Session, SessionConfig
 
 CAT = Catalogue()
 REPLY_LINE = re.compile(rb"^[2-5]\d\d[ -].*\r\n$")

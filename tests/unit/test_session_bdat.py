@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from barricade.protocol import events as ev
+from barricade.protocol.chunking import BdatCommand, ChunkDecoder, parse_bdat
+from barricade.protocol.session import BDAT, CLOSED, COMMAND, NEED_DATA, PAUSED, Session, SessionConfig
 from barricade.replies import Catalogue
-from barricade.smtp import events as ev
-from barricade.smtp.chunking import BdatCommand, ChunkDecoder, parse_bdat
-from barricade.smtp.session import BDAT, CLOSED, COMMAND, NEED_DATA, PAUSED, Session, SessionConfig
 from tests.unit.test_session import converse, ehlo, make, reply_ids
 
 CAT = Catalogue()

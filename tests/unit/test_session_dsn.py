@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from barricade.smtp import events as ev
-from barricade.smtp.session import SessionConfig
+from barricade.protocol import events as ev
+from barricade.protocol.session import SessionConfig
 from tests.unit.test_session import converse, ehlo, make, reply_ids
 
 DSN = SessionConfig(hostname="mx.test", dsn=True, drop_after=0)

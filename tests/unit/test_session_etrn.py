@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from barricade.smtp import events as ev
-from barricade.smtp.grammar import valid_etrn
-from barricade.smtp.session import SessionConfig
+from barricade.protocol import events as ev
+from barricade.protocol.grammar import valid_etrn
+from barricade.protocol.session import SessionConfig
 from tests.unit.test_session import converse, ehlo, make, reply_ids
 
 ETRN = SessionConfig(hostname="mx.test", etrn=True, drop_after=0)

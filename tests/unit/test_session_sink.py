@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from barricade.protocol import events as ev
+from barricade.protocol.session import SINK, Session, SessionConfig
 from barricade.replies import Catalogue
-from barricade.smtp import events as ev
-from barricade.smtp.session import SINK, Session, SessionConfig
 
 CAT = Catalogue()
 

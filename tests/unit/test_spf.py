@@ -36,8 +36,8 @@ from barricade.policy.spf import (
     received_spf,
 )
 from barricade.policy.verdict import Action, Flag
+from barricade.protocol.events import ClientInfo
 from barricade.replies import Catalogue
-from barricade.smtp.events import ClientInfo
 from barricade.spf import (
     FAIL,
     NEUTRAL,

@@ -13,7 +13,7 @@ from barricade.options import REGISTRY
 from barricade.policy.pipeline import Context, Pipeline
 from barricade.policy.state_limits import LEASE_NOTE, ConcurrentConnect, RateConnect
 from barricade.policy.verdict import Action
-from barricade.smtp.events import ClientInfo
+from barricade.protocol.events import ClientInfo
 from barricade.state import MemoryStore, StoreError
 
 

@@ -24,18 +24,18 @@ from barricade.decide.outcome import Outcome
 from barricade.decide.rules import Rules
 from barricade.maps import Route, RouteMap
 from barricade.metrics import Metrics
+from barricade.net.forward import Downstream, DownstreamError, DownstreamReply, Timeouts, client_tls
 from barricade.options import Config
 from barricade.policy.client_name import resolve_client
 from barricade.policy.pipeline import Context, Pipeline
 from barricade.policy.tagging import subject_tag
 from barricade.policy.verdict import Verdict
+from barricade.protocol import events as ev
+from barricade.protocol.client_identity import identity, xclient_commands, xforward_commands
+from barricade.protocol.downstream_tls import parse_policy
+from barricade.protocol.message import HeaderCollector, edit_headers, parse_headers, received_header
+from barricade.protocol.session import SessionConfig
 from barricade.replies import Catalogue, Reply, ReplyId
-from barricade.smtp import events as ev
-from barricade.smtp.client_identity import identity, xclient_commands, xforward_commands
-from barricade.smtp.downstream_tls import parse_policy
-from barricade.smtp.forward import Downstream, DownstreamError, DownstreamReply, Timeouts, client_tls
-from barricade.smtp.message import HeaderCollector, edit_headers, parse_headers, received_header
-from barricade.smtp.session import SessionConfig
 from barricade.spool import Spool
 
 log = Logger()
@@ -59,8 +59,8 @@ class ServerContext:
     store: object = None  # barricade.state.Store: rate, concurrency, grey-list state
     call_ahead: object = None  # barricade.policy.callahead.CallAhead (route-map RCPT:)
     resolver: object = None  # barricade.dns.Resolver; None: no DNS (client names stay unknown)
-    capabilities: object = None  # barricade.smtp.capability_probe.CapabilityProbe; None: static EHLO
-    downstreams: object = None  # barricade.smtp.pool.DownstreamPool; None: QUIT at session end
+    capabilities: object = None  # barricade.net.capability_probe.CapabilityProbe; None: static EHLO
+    downstreams: object = None  # barricade.net.pool.DownstreamPool; None: QUIT at session end
 
 
 #: The LAN networks of the client identity (kept under its old name).
@@ -538,7 +538,7 @@ class Proxy:
         return self.rules.simple(self.ctx, "noop")
 
     async def on_help(self, event: ev.Help, session) -> Outcome:
-        from barricade.smtp.session import HELP_COMMANDS
+        from barricade.protocol.session import HELP_COMMANDS
 
         return self.rules.simple(self.ctx, "help", commands=HELP_COMMANDS)
 

@@ -16,7 +16,7 @@ from collections.abc import Hashable
 
 from twisted.internet import defer
 
-from barricade.smtp.forward import Downstream
+from barricade.net.forward import Downstream
 
 
 class DownstreamPool:

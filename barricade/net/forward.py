@@ -27,9 +27,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from barricade.descriptors import exhausted
-from barricade.smtp.capabilities import Capabilities, mail_parameters, rcpt_parameters
-from barricade.smtp.downstream_tls import PLAIN, REFUSE, TlsPolicy, decide
-from barricade.smtp.sendnow import write_now
+from barricade.net.sendnow import write_now
+from barricade.protocol.capabilities import Capabilities, mail_parameters, rcpt_parameters
+from barricade.protocol.downstream_tls import PLAIN, REFUSE, TlsPolicy, decide
 
 log = Logger()
 

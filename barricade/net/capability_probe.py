@@ -6,7 +6,7 @@ older than ``forward-capabilities-ttl``; EHLOs during a route's very
 first probe wait for it a few seconds rather than advertise nothing (later
 probes are never waited for).
 The decisions (what is due, what to offer) are in
-:mod:`barricade.smtp.capabilities`.
+:mod:`barricade.protocol.capabilities`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from barricade.maps import RouteMap
-from barricade.smtp.capabilities import CapabilityCache, Key, Offer
-from barricade.smtp.forward import Downstream, DownstreamError, Timeouts
+from barricade.net.forward import Downstream, DownstreamError, Timeouts
+from barricade.protocol.capabilities import CapabilityCache, Key, Offer
 
 log = Logger()
 

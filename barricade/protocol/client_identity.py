@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from barricade.smtp import events as ev
+from barricade.protocol import events as ev
 
 COMMAND_LIMIT = 512  # CRLF included (Postfix's line_length_limit is larger; RFC 5321 is not)
 UNAVAILABLE = "[UNAVAILABLE]"

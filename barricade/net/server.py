@@ -1,7 +1,7 @@
 """The Twisted adapter: sockets, timers and TLS around the sans-IO session.
 
-It moves bytes into :class:`~barricade.smtp.session.Session`, hands each
-event to the :class:`~barricade.smtp.proxy.Proxy`, writes the reply, and
+It moves bytes into :class:`~barricade.protocol.session.Session`, hands each
+event to the :class:`~barricade.net.conductor.Proxy`, writes the reply, and
 keeps exactly one command in flight.  It owns every client-side clock, and
 none of them is stretched by partial input (a client typing one byte every
 few seconds would otherwise live forever):
@@ -30,15 +30,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from barricade.descriptors import Admission, file_limit, in_use
+from barricade.net.conductor import Outcome, Proxy, ServerContext, classify
+from barricade.net.sendnow import write_now
 from barricade.policy.pipeline import _resume
+from barricade.protocol import events as ev
+from barricade.protocol.message import new_session_id
+from barricade.protocol.proxy_protocol import HEADER_TIMEOUT, ProxyHeaderError, listed, parse_hosts
+from barricade.protocol.proxy_protocol import parse as parse_proxy_header
+from barricade.protocol.session import DATA, NEED_DATA, PAUSED, Session
 from barricade.replies import Reply, ReplyId
-from barricade.smtp import events as ev
-from barricade.smtp.message import new_session_id
-from barricade.smtp.proxy import Outcome, Proxy, ServerContext, classify
-from barricade.smtp.proxy_protocol import HEADER_TIMEOUT, ProxyHeaderError, listed, parse_hosts
-from barricade.smtp.proxy_protocol import parse as parse_proxy_header
-from barricade.smtp.sendnow import write_now
-from barricade.smtp.session import DATA, NEED_DATA, PAUSED, Session
 
 log = Logger()
 

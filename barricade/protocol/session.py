@@ -10,7 +10,7 @@ are answered strictly in order, whatever the checks behind them await.
 
 The session never touches a socket or a clock; the Twisted adapter in
 ``server.py`` owns both.  Syntax, sequence and protocol-limit refusals are
-decided here and come out as :class:`~barricade.smtp.events.Violation`.
+decided here and come out as :class:`~barricade.protocol.events.Violation`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from barricade.options import Config
-from barricade.replies import Catalogue, Reply, ReplyId
-from barricade.smtp import events as ev
-from barricade.smtp.capabilities import EIGHTBIT_ALWAYS, MAIL_DSN, RCPT_DSN, dsn_mail_error, dsn_rcpt_error
-from barricade.smtp.chunking import ChunkDecoder, parse_bdat
-from barricade.smtp.data import DataDecoder
-from barricade.smtp.grammar import (
+from barricade.protocol import events as ev
+from barricade.protocol.capabilities import (
+    EIGHTBIT_ALWAYS,
+    MAIL_DSN,
+    RCPT_DSN,
+    dsn_mail_error,
+    dsn_rcpt_error,
+)
+from barricade.protocol.chunking import ChunkDecoder, parse_bdat
+from barricade.protocol.data import DataDecoder
+from barricade.protocol.grammar import (
     COMMAND_HARD_LIMIT,
     COMMAND_LIMIT,
     TEXT_LINE_LIMIT,
@@ -35,6 +40,7 @@ from barricade.smtp.grammar import (
     valid_etrn,
     valid_helo,
 )
+from barricade.replies import Catalogue, Reply, ReplyId
 
 
 class _Sentinel:

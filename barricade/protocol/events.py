@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from barricade.client import ClientInfo  # noqa: F401 - re-exported: its old home
+from barricade.protocol.grammar import Path
 from barricade.replies import Reply
-from barricade.smtp.grammar import Path
 
 
 class Event:

@@ -1,0 +1,1 @@
+"""The Twisted adapters: the client socket, the downstream connections, the conductor."""

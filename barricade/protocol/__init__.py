@@ -1,0 +1,1 @@
+"""The SMTP protocol core, sans-IO: grammar, session state machine, DATA decoder, events."""

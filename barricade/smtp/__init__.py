@@ -1,1 +1,0 @@
-"""SMTP: the sans-IO session, its grammar, the Twisted server and relay client."""
