@@ -270,6 +270,14 @@ class Session:
             return NEED_DATA
         # Bytes after the dot are the next commands.
         self._buffer = dec.buffer
+        return self._emit(self._end_of_message(dec, limit))
+
+    def _end_of_message(self, dec, limit: int) -> ev.EndOfData:
+        """The message is complete (the dot, or BDAT LAST): judge its size and lines.
+
+        DATA and BDAT end alike, so that a chunked message meets the same
+        limits as a dotted one.
+        """
         violation, drop = None, False
         if limit and dec.size > limit:
             violation = self._reply(ReplyId.MESSAGE_TOO_BIG, limit=limit)
@@ -278,7 +286,7 @@ class Session:
         elif self.config.line_length and dec.longest_line + 2 > TEXT_LINE_LIMIT:
             violation = self._reply(ReplyId.CONTENT_LINE_TOO_LONG, length=dec.longest_line + 2)
             drop = self.config.line_length >= 2
-        return self._emit(ev.EndOfData(dec.size, dec.bare, dec.longest_line, violation, drop))
+        return ev.EndOfData(dec.size, dec.bare, dec.longest_line, violation, drop)
 
     def _next_chunk_event(self) -> ev.Event | _Sentinel:
         """The octets of a BDAT chunk, then what its end means."""
@@ -305,15 +313,7 @@ class Session:
         self.state = COMMAND
         if not self._chunk_last:
             return self._emit(ev.ChunkReceived(dec.size))
-        violation, drop = None, False
-        if limit and dec.size > limit:
-            violation = self._reply(ReplyId.MESSAGE_TOO_BIG, limit=limit)
-        elif self.config.strict_dot and dec.bare:
-            violation = self._reply(ReplyId.BARE_CR_OR_LF)
-        elif self.config.line_length and dec.longest_line + 2 > TEXT_LINE_LIMIT:
-            violation = self._reply(ReplyId.CONTENT_LINE_TOO_LONG, length=dec.longest_line + 2)
-            drop = self.config.line_length >= 2
-        return self._emit(ev.EndOfData(dec.size, dec.bare, dec.longest_line, violation, drop))
+        return self._emit(self._end_of_message(dec, limit))
 
     def _next_command(self) -> ev.Event | _Sentinel:
         buf = self._buffer
