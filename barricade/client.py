@@ -125,6 +125,13 @@ def normal_ip(text: str) -> IpAddress | None:
         return None
 
 
+def address_text(text: str) -> str:
+    """An address as the one text form logs, maps and limits use (``::ffff:1.2.3.4`` is
+    ``1.2.3.4``); text that is no address is returned as it is."""
+    addr = normal_ip(text)
+    return str(addr) if addr is not None else text
+
+
 def classify(ip: str, port: int, name: str, is_relay: Callable[[str, str | None], bool],
              proto: str = "SMTP") -> ClientInfo:
     """The identity of a new client (a connection or an XCLIENT ADDR).

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from barricade.client import address_text
 from barricade.descriptors import Admission, file_limit, in_use
 from barricade.net.conductor import Outcome, Proxy, ServerContext, classify
 from barricade.net.sendnow import write_now
@@ -104,9 +105,7 @@ class SmtpServerProtocol(protocol.Protocol):
         except (AttributeError, OSError):
             pass
         peer = self.transport.getPeer()
-        host = getattr(peer, "host", "0.0.0.0")
-        if host.startswith("::ffff:"):
-            host = host[7:]
+        host = address_text(getattr(peer, "host", "0.0.0.0"))
         if self.factory is not None and listed(host, self.factory.proxy_hosts):
             self._header = ProxyHeaderReader(self, host, getattr(peer, "port", 0))
             return  # the session begins when the balancer's PROXY header is in

@@ -6,7 +6,17 @@ import ipaddress
 
 import pytest
 
-from barricade.client import PRIVATE, UNROUTABLE, Kind, classify, in_kinds, kind_of, normal_ip, parse_ip
+from barricade.client import (
+    PRIVATE,
+    UNROUTABLE,
+    Kind,
+    address_text,
+    classify,
+    in_kinds,
+    kind_of,
+    normal_ip,
+    parse_ip,
+)
 from barricade.policy.dnsbl import header_ips
 from barricade.policy.helo import helo_ip_mismatch
 from barricade.policy.mx import routable
@@ -55,3 +65,10 @@ def test_classify():
     assert c.localhost and c.private and c.relay and c.name == "localhost"
     c = classify("192.0.2.1", 25, "unknown", lambda ip, name: False)
     assert not (c.localhost or c.private or c.relay)
+
+
+def test_address_text_is_the_one_text_form_of_a_peer():
+    assert address_text("::ffff:192.0.2.1") == "192.0.2.1"  # the socket's IPv4-mapped form
+    assert address_text("2001:DB8:0:0::1") == "2001:db8::1"
+    assert address_text("192.0.2.1") == "192.0.2.1"
+    assert address_text("not-an-address") == "not-an-address"
