@@ -587,7 +587,7 @@ class Proxy:
         log.info("session {sid}: XCLIENT from {old} now {ip} ({name})",
                  sid=self.ctx.session_id, old=old.ip, ip=client.ip, name=client.name)
         if self.cfg["forward-xclient"]:
-            await self.close()  # the relay connections told the downstream about the old client
+            self.close()  # the relay connections told the downstream about the old client
         return self.rules.xclient(self.ctx, await self.connect(lookup=lookup), event.attrs.get("HELO"))
 
     def close(self) -> None:
