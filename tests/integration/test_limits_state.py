@@ -238,13 +238,15 @@ def test_concurrency_two_holds_across_three_workers_and_a_second_gateway(limited
         expect(r, 421, "4.7.1", 329)
         c.close()
     held.pop().close()  # the session on B ends: its slot is free for a session on A
-    wait_for(lambda: _admitted(a.port, held), timeout=5, what="the slot freed on gateway B")
+    polls = []  # until B's release reaches Redis, a poll is refused (and counted) like any other
+    wait_for(lambda: polls.append(1) or _admitted(a.port, held), timeout=5,
+             what="the slot freed on gateway B")
     c, r = arrive(b.port)
     expect(r, 421, "4.7.1", 329)
     c.close()
     for c in held:
         c.close()
-    assert a.metric("barricade_limit_hits_total", limit="concurrent-connect") == 6
+    assert a.metric("barricade_limit_hits_total", limit="concurrent-connect") == 6 + len(polls) - 1
     assert b.metric("barricade_limit_hits_total", limit="concurrent-connect") == 3
 
 
