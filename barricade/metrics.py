@@ -62,6 +62,11 @@ class Metrics:
             "barricade_downstream_tls", "Downstream connections secured with STARTTLS",
             ["protocol", "cipher"], registry=r,
         )
+        self.client_certificates = Counter(
+            "barricade_client_certificates",
+            "Client certificates after STARTTLS by verification outcome (pass, fail, none) and reason",
+            ["outcome", "reason"], registry=r,
+        )
         self.downstream_seconds = Histogram(
             "barricade_downstream_seconds", "Downstream reply latency by command",
             ["command"], buckets=LATENCY_BUCKETS, registry=r,

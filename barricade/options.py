@@ -474,9 +474,24 @@ _add("smtp-helo-schizo", 1, """HELO/EHLO repeated with a different argument:
 _add("relay-reply", False, """Relay the downstream RCPT/dot error text to the
      client (#299). Off: keep the downstream code and enhanced status with our
      own text (#300, #306, #307).""", section=S)
-_add("tls-server-cert", "", """PEM certificate for STARTTLS; STARTTLS is offered
-     only when it and tls-server-key are set.""", section=S)
-_add("tls-server-key", "", "PEM private key for STARTTLS.", section=S)
+_add("tls-server-cert", "", """PEM certificate for STARTTLS, optionally followed by
+     the intermediate CA certificates to send with it; STARTTLS is offered only
+     when it and tls-server-key are set.""", section=S)
+_add("tls-server-key", "", """PEM private key for STARTTLS (encrypted: see
+     tls-server-key-pass).""", section=S)
+_add("tls-server-key-pass", "", """Password of an encrypted tls-server-key (keep
+     the file that holds it unreadable to others).""", section=S)
+_add("tls-server-dh", "", """PEM Diffie-Hellman parameters (openssl dhparam) for
+     the DHE ciphers of TLS 1.2; empty: those ciphers are not used (ECDHE and
+     TLS 1.3 need none).""", section=S)
+_add("tls-cert-chain-file", "", """PEM file of the CA certificates that client
+     certificates must chain to. With it or tls-cert-dir set, STARTTLS asks every
+     client for a certificate (none, or a bad one, still gets TLS) and the access
+     map's Tls-Connect:/Tls-From:/Tls-To: VERIFY can be met; empty and no
+     tls-cert-dir: no certificate is asked for and VERIFY always refuses.""", section=S)
+_add("tls-cert-dir", "", """Directory of CA certificates for client certificates,
+     hashed with openssl rehash (or c_rehash): each CA as <subject hash>.0; used
+     with or instead of tls-cert-chain-file.""", section=S)
 _add("tls-handshake-timeout", 30, """Seconds the TLS handshake after STARTTLS may
      take. A client that sends nothing, plaintext or a slow ClientHello is
      disconnected at once when it runs out (no reply can reach it

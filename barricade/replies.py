@@ -647,8 +647,17 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'to BDAT LAST is the reply to the message, as for the final dot of DATA.'),
     R(963, 530, '5.7.0', 'Must issue a STARTTLS command first', 'mail',
       'RFC 3207 4: the access map requires TLS of this client (Tls-Connect: REQUIRE), sender '
-      '(Tls-From:) or recipient (Tls-To:), and the session is not encrypted; VERIFY always gets '
-      'it, as client certificates are not verified.'),
+      '(Tls-From:) or recipient (Tls-To:), REQUIRE or VERIFY, and the session is not encrypted.'),
+    R(988, 550, '5.7.1', 'a client certificate is required', 'mail',
+      'The access map asks for a verified client certificate (Tls-Connect:, Tls-From: or Tls-To: '
+      'VERIFY) and the client used STARTTLS without presenting one.'),
+    R(989, 550, '5.7.1', 'client certificate not verified: {why}', 'mail',
+      'The access map asks for a verified client certificate (VERIFY) and the one presented did '
+      'not verify against tls-cert-chain-file / tls-cert-dir (why: OpenSSL\'s reason, e.g. '
+      '"certificate has expired").'),
+    R(990, 550, '5.7.1', 'client certificate does not name {name}', 'mail',
+      'Tls-Connect: VERIFY:CN=name and the verified client certificate has neither that subject '
+      'CN nor that subjectAltName DNS name.'),
 )
 
 
@@ -791,6 +800,9 @@ class ReplyId(enum.IntEnum):
     UTF8_ADDRESS_WITHOUT_SMTPUTF8 = 961
     CHUNK_RECEIVED = 962
     TLS_REQUIRED = 963
+    CLIENT_CERT_REQUIRED = 988
+    CLIENT_CERT_NOT_VERIFIED = 989
+    CLIENT_CERT_WRONG_NAME = 990
     ETRN_UNAVAILABLE = 276
     ETRN_RELAYED = 277
     SESSION_TIME_LIMIT = 940
@@ -867,6 +879,7 @@ USES: dict[ReplyId, frozenset[str]] = _by_action(
         _R.CALLBACK_FAILED, _R.CALLBACK_NO_DOMAIN, _R.CALLBACK_NO_ACCEPTABLE_MX, _R.CALLBACK_MX_REFUSED,
         _R.MAIL_LOOP, _R.NULL_RATE_EXCEEDED, _R.SIZE_OVER_LENGTH_LIMIT, _R.MESSAGE_OVER_LENGTH_LIMIT,
         _R.GREY_REJECTED, _R.DUPLICATE_MESSAGE, _R.TLS_REQUIRED,
+        _R.CLIENT_CERT_REQUIRED, _R.CLIENT_CERT_NOT_VERIFIED, _R.CLIENT_CERT_WRONG_NAME,
         _R.URI_BODY_REJECTED, _R.URI_IP_HOST, _R.URI_DOMAIN_LISTED, _R.URI_HOST_LISTED,
         _R.URI_DOMAIN_UNKNOWN, _R.URI_DOMAIN_TIMEOUT, _R.URI_IP_IN_NAME, _R.URI_IP_IN_PTR, _R.URI_NO_PTR,
         _R.URI_NO_SOA, _R.URI_NS_REJECTED,

@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 
 from twisted.application import service
-from twisted.internet import defer, ssl, task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.web.server import Site
 
@@ -30,6 +30,7 @@ from barricade.net.conductor import ServerContext
 from barricade.net.forward import Timeouts
 from barricade.net.pool import DownstreamPool
 from barricade.net.server import SmtpServerFactory
+from barricade.net.tls_server import TlsSetupError, server_tls
 from barricade.options import Config, OptionError
 from barricade.plugin import Plugin, Services, enabled_plugins, plugin_replies
 from barricade.policy.access import AccessMap, access_maps
@@ -77,18 +78,11 @@ def parse_address(item: str, default_port: int, option: str) -> tuple[str, int]:
 
 
 def tls_context(config: Config):
-    cert, key = config["tls-server-cert"], config["tls-server-key"]
-    if not cert and not key:
-        return None
-    if not (cert and key):
-        raise StartupError("tls-server-cert and tls-server-key must be set together")
+    """The STARTTLS connection creator (None: no certificate, no STARTTLS)."""
     try:
-        pem = Path(key).read_bytes() + b"\n" + Path(cert).read_bytes()
-        return ssl.PrivateCertificate.loadPEM(pem).options()
-    except OSError as exc:
-        raise StartupError(f"cannot read TLS file: {exc.filename}: {exc.strerror}") from None
-    except Exception as exc:  # OpenSSL errors come in many types
-        raise StartupError(f"bad TLS certificate or key ({cert}, {key}): {exc}") from None
+        return server_tls(config)
+    except TlsSetupError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def read_banner(config: Config) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from barricade.client import address_text
 from barricade.descriptors import Admission, file_limit, in_use
 from barricade.net.conductor import Outcome, Proxy, ServerContext, classify
 from barricade.net.sendnow import write_now
+from barricade.net.tls_server import tls_handshake_done
 from barricade.policy.pipeline import _resume
 from barricade.protocol import events as ev
 from barricade.protocol.message import new_session_id
@@ -350,10 +351,17 @@ class SmtpServerProtocol(protocol.Protocol):
             self.transport.abortConnection()
 
     def handshakeCompleted(self) -> None:
-        """The TLS layer's notice (IHandshakeListener): the handshake deadline is off."""
+        """The TLS layer's notice (IHandshakeListener): the handshake deadline is off.
+
+        The client's certificate (if asked for) is known now, before any
+        command it sends over TLS: the policy reads it from the context.
+        """
         if self._handshake is not None and self._handshake.active():
             self._handshake.cancel()
         self._handshake = None
+        if self.proxy is not None and self.session is not None:
+            self.proxy.ctx.client_cert = tls_handshake_done(self.server, self.transport.getHandle(),
+                                                            self.session.id)
 
     def _handshake_timed_out(self) -> None:
         """No reply can reach a client stuck in the handshake: drop the socket."""

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from barricade.client import ClientInfo
 from barricade.policy.order import arrange
 from barricade.policy.verdict import CONTINUE, Action, CheckError, Verdict
+from barricade.protocol.client_cert import ClientCert
 from barricade.replies import ReplyId
 
 log = Logger()
@@ -53,6 +54,7 @@ class Context:
     session_id: str
     client: ClientInfo
     tls: bool = False
+    client_cert: ClientCert | None = None  # what the STARTTLS handshake showed, if anything
     esmtp: bool = False  # the client said EHLO
     helo: str = ""
     sender: str | None = None

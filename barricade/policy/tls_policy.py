@@ -2,13 +2,13 @@
 
 ``Tls-Connect:<ip|domain>`` ``SKIP`` withholds STARTTLS from that client
 (some clients cannot do TLS and never fall back); ``REQUIRE`` makes it
-STARTTLS before MAIL.  ``Tls-From:<mail>`` and ``Tls-To:<mail>``
-``REQUIRE`` ask the same of a transaction from that sender or of a
-recipient.  A refusal is #963 (RFC 3207 4: ``530 5.7.0``).
-
-``VERIFY`` (a verified client certificate) is not implemented: it fails
-closed (the client is refused as if it had not used TLS, and the log says
-why) rather than pass a client whose certificate nobody checked.
+STARTTLS before MAIL; ``VERIFY`` also asks for a client certificate that
+verifies against ``tls-cert-chain-file`` / ``tls-cert-dir``, and
+``VERIFY:CN=name`` for one that names ``name``.  ``Tls-From:<mail>`` and
+``Tls-To:<mail>`` ask the same of a transaction from that sender or of a
+recipient.  Refusals: #963 (RFC 3207 4: ``530 5.7.0``) without TLS,
+#988/#989/#990 for a missing, unverified or misnamed certificate; the
+decision itself is :func:`barricade.protocol.client_cert.judge`.
 """
 
 from __future__ import annotations
@@ -18,25 +18,24 @@ from twisted.logger import Logger
 from barricade.maps import KeyValueMap, client_keys, mail_keys
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Verdict
-from barricade.replies import ReplyId
+from barricade.protocol.client_cert import REQUIRE, SKIP, VERIFY, Requirement, judge, parse
 
 log = Logger()
 
 NOTE = "session.tls-connect"  # the client's Tls-Connect: word, for the session
-REQUIRE, VERIFY, SKIP = "REQUIRE", "VERIFY", "SKIP"
+REQUIREMENT = "session.tls-connect-requirement"  # ... and the whole Requirement (VERIFY:CN=)
+
+__all__ = ["NOTE", "REQUIRE", "SKIP", "VERIFY", "TlsPolicy", "satisfied", "tls_checks", "word"]
 
 
 def word(value: str | None) -> str:
     """``"verify:CN=mx"`` → ``"VERIFY"``; unknown words are no word."""
-    first = (value or "").strip().split(":")[0].upper()
-    return first if first in (REQUIRE, VERIFY, SKIP, "DUNNO") else ""
+    return parse(value).word
 
 
-def satisfied(required: str, tls: bool) -> bool:
-    """Does a session with (``tls``) or without TLS meet ``required``?"""
-    if required == REQUIRE:
-        return tls
-    return required != VERIFY  # VERIFY: client certificates are not checked, so never
+def satisfied(required: str, tls: bool, cert=None) -> bool:
+    """Does a session with (``tls``) or without TLS, and client certificate ``cert``, meet ``required``?"""
+    return judge(Requirement(required), tls, cert) is None
 
 
 class TlsPolicy(Check):
@@ -51,31 +50,33 @@ class TlsPolicy(Check):
     async def connect(self, ctx: Context) -> Verdict:
         name = ctx.client.name if ctx.client.name not in ("", "unknown") else None
         hit = self.map.first(client_keys("tls-connect", ctx.client.ip, name))
-        ctx.notes[NOTE] = word(hit[1]) if hit else ""
+        required = parse(hit[1]) if hit else Requirement()
+        ctx.notes[NOTE] = required.word
+        ctx.notes[REQUIREMENT] = required
         return CONTINUE
 
     async def mail(self, ctx: Context) -> Verdict:
-        required = ctx.notes.get(NOTE, "")
-        if required in (REQUIRE, VERIFY) and not satisfied(required, ctx.tls):
-            return self._refuse(ctx, f"Tls-Connect: {required}")
+        required = ctx.notes.get(REQUIREMENT) or Requirement(ctx.notes.get(NOTE, ""))
+        verdict = self._judge(ctx, required, f"Tls-Connect: {required.word}")
+        if verdict is not None:
+            return verdict
         hit = self.map.first(mail_keys("tls-from", ctx.sender or ""))
-        required = word(hit[1]) if hit else ""
-        if required in (REQUIRE, VERIFY) and not satisfied(required, ctx.tls):
-            return self._refuse(ctx, f"{hit[0]} {required}")
-        return CONTINUE
+        if hit:
+            verdict = self._judge(ctx, parse(hit[1]), f"{hit[0]} {hit[1]}")
+        return verdict or CONTINUE
 
     async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         hit = self.map.first(mail_keys("tls-to", rcpt))
-        required = word(hit[1]) if hit else ""
-        if required in (REQUIRE, VERIFY) and not satisfied(required, ctx.tls):
-            return self._refuse(ctx, f"{hit[0]} {required}", rcpt=rcpt)
-        return CONTINUE
+        verdict = self._judge(ctx, parse(hit[1]), f"{hit[0]} {hit[1]}", rcpt=rcpt) if hit else None
+        return verdict or CONTINUE
 
-    def _refuse(self, ctx: Context, why: str, **fields: object) -> Verdict:
-        note = " (client certificates are not verified: VERIFY cannot be met)" if why.endswith(VERIFY) else ""
-        log.info("session {sid}: {why} and the session is {tls}{note}", sid=ctx.session_id, why=why,
-                 tls="TLS" if ctx.tls else "plaintext", note=note)
-        return Verdict(Action.REJECT, ReplyId.TLS_REQUIRED, fields)
+    def _judge(self, ctx: Context, required: Requirement, entry: str, **fields: object) -> Verdict | None:
+        refusal = judge(required, ctx.tls, ctx.client_cert)
+        if refusal is None:
+            return None
+        log.info("session {sid}: {entry} refused: {why}", sid=ctx.session_id, entry=entry.strip(),
+                 why=refusal.why)
+        return Verdict(Action.REJECT, refusal.reply, {**fields, **refusal.fields})
 
 
 def tls_checks(access_map: KeyValueMap | None) -> list[Check]:

@@ -67,9 +67,10 @@ def test_tls_from_and_tls_to_require(tls_access):
         assert smtp.mail("boss@example.org")[0] == 250
 
 
-def test_verify_fails_closed(tls_access):
+def test_verify_without_a_ca_refuses(tls_access):
+    """No tls-cert-chain-file / tls-cert-dir: no certificate is asked for, so VERIFY cannot be met."""
     proxy = tls_access("tls-connect:127.0.0.1 VERIFY:CN=client.example.org\n")
     with client(proxy, tls=True) as smtp:
-        code, _ = smtp.mail("a@example.org")
-        assert code == 530
-    assert "VERIFY cannot be met" in proxy.log_text()
+        code, text = smtp.mail("a@example.org")
+        assert code == 550 and b"a client certificate is required #988" in text
+    assert "Tls-Connect: VERIFY refused: no client certificate" in proxy.log_text()
