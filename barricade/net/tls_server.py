@@ -102,16 +102,16 @@ class ServerTls:
     def client_cert(self, conn: SSL.Connection) -> ClientCert | None:
         """The client's certificate on ``conn`` after the handshake; None when it sent none."""
         try:
-            cert = conn.get_peer_certificate(as_cryptography=True)
+            if conn.get_peer_certificate() is None:
+                return None
         except (AttributeError, SSL.Error):
             return None
-        if cert is None:
-            return None
         try:
+            cert = conn.get_peer_certificate(as_cryptography=True)
             cn, issuer, dns = _names(cert)
             subject = cert.subject.rfc4514_string()
-        except ValueError as exc:  # a name cryptography cannot decode
-            return ClientCert(subject="?", issuer="?", error=f"unreadable certificate: {exc}",
+        except ValueError as exc:  # OpenSSL took it, cryptography cannot read it
+            return ClientCert(subject="?", issuer="?", error=f"unreadable certificate ({exc})",
                               reason="invalid")
         verification = self._verifications.get(conn)
         error, reason = "", ""
@@ -132,6 +132,14 @@ def tls_handshake_done(server, conn: SSL.Connection, sid: str) -> ClientCert | N
     ``server`` is the :class:`~barricade.net.conductor.ServerContext`; a
     creator that asks no certificate (no CA configured) counts nothing.
     """
+    try:
+        return _handshake_done(server, conn, sid)
+    except Exception:  # never a traceback into the TLS layer: the session goes on without a certificate
+        log.failure("session {sid}: reading the client's certificate", sid=sid)
+        return None
+
+
+def _handshake_done(server, conn: SSL.Connection, sid: str) -> ClientCert | None:
     creator = server.tls_context
     try:
         tls = f"{conn.get_protocol_version_name()} {conn.get_cipher_name()}"
