@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from barricade.protocol.client_cert import ClientCert, verify_error
+from barricade.protocol.client_cert import ClientCert, printable, verify_error
 
 try:  # the text OpenSSL gives an unusual verification code (the common ones are in client_cert)
     from OpenSSL._util import ffi as _ffi
@@ -79,7 +79,8 @@ def _names(cert: x509.Certificate) -> tuple[str, str, tuple[str, ...]]:
         dns = tuple(san.get_values_for_type(x509.DNSName))
     except (x509.ExtensionNotFound, ValueError):
         dns = ()
-    return (cn if isinstance(cn, str) else cn.decode("latin-1")), cert.issuer.rfc4514_string(), dns
+    cn = cn if isinstance(cn, str) else cn.decode("latin-1")
+    return printable(cn), printable(cert.issuer.rfc4514_string()), tuple(printable(d) for d in dns)
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -109,7 +110,7 @@ class ServerTls:
         try:
             cert = conn.get_peer_certificate(as_cryptography=True)
             cn, issuer, dns = _names(cert)
-            subject = cert.subject.rfc4514_string()
+            subject = printable(cert.subject.rfc4514_string())
         except ValueError as exc:  # OpenSSL took it, cryptography cannot read it
             return ClientCert(subject="?", issuer="?", error=f"unreadable certificate ({exc})",
                               reason="invalid")

@@ -52,6 +52,16 @@ def verify_error(code: int, text: str = "") -> tuple[str, str]:
     return (text or f"certificate verify error {code}"), "other"
 
 
+def printable(text: str, limit: int = 256) -> str:
+    """A certificate's name as it may go into a log line or a reply.
+
+    The names are the client's to choose: control characters (a forged log
+    line) become ``\\xNN`` and the text is cut at ``limit`` characters.
+    """
+    out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:limit])
+    return out + ("..." if len(text) > limit else "")
+
+
 @dataclass(frozen=True)
 class ClientCert:
     """What the handshake showed of the client's certificate.

@@ -12,6 +12,7 @@ from barricade.protocol.client_cert import (
     name_matches,
     names_match,
     parse,
+    printable,
     verify_error,
 )
 from barricade.replies import ReplyId
@@ -95,3 +96,9 @@ def test_verify_error_texts():
     assert verify_error(20)[1] == "untrusted" and verify_error(26)[1] == "purpose"
     assert verify_error(999, "odd") == ("odd", "other")
     assert verify_error(999) == ("certificate verify error 999", "other")
+
+
+def test_printable_names():
+    assert printable("client.example.org") == "client.example.org"
+    assert printable("evil\nsession X: forged") == "evil\\x0asession X: forged"
+    assert printable("a" * 300, limit=10) == "a" * 10 + "..."
