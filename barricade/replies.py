@@ -646,11 +646,13 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'RFC 3030: a BDAT chunk other than the last was read (size: the message so far). The reply '
       'to BDAT LAST is the reply to the message, as for the final dot of DATA.'),
     R(963, 530, '5.7.0', 'Must issue a STARTTLS command first', 'mail',
-      'RFC 3207 4: the access map requires TLS of this client (Tls-Connect: REQUIRE), sender '
-      '(Tls-From:) or recipient (Tls-To:), REQUIRE or VERIFY, and the session is not encrypted.'),
+      'RFC 3207 4: the access map requires TLS (REQUIRE or VERIFY) of this client '
+      '(Tls-Connect:), sender (Tls-From:) or recipient (Tls-To:), and the session is not '
+      'encrypted.'),
     R(988, 550, '5.7.1', 'a client certificate is required', 'mail',
       'The access map asks for a verified client certificate (Tls-Connect:, Tls-From: or Tls-To: '
-      'VERIFY) and the client used STARTTLS without presenting one.'),
+      'VERIFY) and the client used STARTTLS without presenting one (or was not asked for one: '
+      'neither tls-cert-chain-file nor tls-cert-dir is set).'),
     R(989, 550, '5.7.1', 'client certificate not verified: {why}', 'mail',
       'The access map asks for a verified client certificate (VERIFY) and the one presented did '
       'not verify against tls-cert-chain-file / tls-cert-dir (why: OpenSSL\'s reason, e.g. '
