@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 import subprocess
 
@@ -59,6 +60,9 @@ def test_starttls_when_offered_by_default(tls_down, make_proxy):
     assert "TLS to 127.0.0.1:" in log and "TLSv1." in log
     assert any((proxy.metric("barricade_downstream_tls_total", protocol=p) or 0) == 1
                for p in ("TLSv1.2", "TLSv1.3"))
+    # the log line and the metric name the same protocol and cipher
+    protocol, cipher = re.search(r"TLS to 127\.0\.0\.1:\d+: (TLSv1\.\d) (\S+)", log).groups()
+    assert proxy.metric("barricade_downstream_tls_total", protocol=protocol, cipher=cipher) == 1
 
 
 def test_tls_none_and_a_plain_downstream(tls_down, sink, make_proxy):
