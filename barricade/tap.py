@@ -24,6 +24,7 @@ if "twisted.internet.reactor" not in sys.modules:  # pragma: no branch
     asyncio.set_event_loop(_loop)  # install(loop) alone does not make it current
     asyncioreactor.install(_loop)
 
+from twisted.application.service import MultiService  # noqa: E402
 from twisted.python import usage  # noqa: E402
 
 from barricade import plugin  # noqa: E402
@@ -91,6 +92,10 @@ def makeService(options: Options):
     from twisted.application import service as tservice
 
     top = tservice.MultiService()
+    if options.config["log-format"] == "json":
+        from barricade.logs import twistd_json_observer
+
+        top = _JsonLogged(twistd_json_observer(getattr(options, "parent", None)))
     if options.config["workers"] == 1:
         from barricade.service import BarricadeService
 
@@ -102,3 +107,20 @@ def makeService(options: Options):
             a for a in options.args if a.lower() != "help"]
         WorkerMaster(options.config, args).setServiceParent(top)
     return top
+
+
+class _JsonLogged(MultiService):
+    """The top service with ``log-format=json``: it gives twistd's application the
+    JSON observer (twistd asks the application for one before it makes its own
+    text observer from --logfile or --syslog)."""
+
+    def __init__(self, observer) -> None:
+        super().__init__()
+        self.observer = observer
+
+    def setServiceParent(self, parent) -> None:
+        super().setServiceParent(parent)
+        if hasattr(parent, "setComponent"):
+            from twisted.logger import ILogObserver
+
+            parent.setComponent(ILogObserver, self.observer)

@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from barricade.logs import relay, relayed_event
 from barricade.options import Config
 from barricade.service import bind_interfaces, log_file_limit, parse_address
 
@@ -56,12 +57,13 @@ class _WorkerProcess(protocol.ProcessProtocol):
         self._partial = {1: b"", 2: b""}
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
+        # stdout: the worker's events as JSON lines, relayed with their fields
+        # (no text parsed); stderr, or anything else: plain text lines.
         buf = self._partial.get(fd, b"") + data
         *lines, self._partial[fd] = buf.split(b"\n")
         for line in lines:
             if line:
-                log.info("worker {slot} [{pid}] {line}", slot=self.slot, pid=self.pid,
-                         line=line.decode("utf-8", "replace"))
+                relay(relayed_event(line, self.slot, self.pid))
 
 
     def processEnded(self, reason) -> None:
