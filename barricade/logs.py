@@ -43,10 +43,12 @@ def emit_decision(rec: dict[str, Any]) -> None:
 
 def record(event: dict[str, Any]) -> dict[str, Any]:
     """The JSON log's object for a log event: a decision's record, or time, level and text."""
+    rec = event.get(RECORD)
+    if rec is not None and "time" in rec:  # relayed from a worker: complete already
+        return rec
     level = event.get("log_level")
     head = {"time": timestamp(event.get("log_time") or time.time()),
             "level": level.name if level is not None else "info"}
-    rec = event.get(RECORD)
     if rec is not None:
         head.update(rec)
         return head
