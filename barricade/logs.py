@@ -1,26 +1,42 @@
-"""Log events in and out: decisions, the JSON log, and the workers' log relay.
+"""Log events in and out: decisions, the text and JSON logs, and the workers' log relay.
 
 * :func:`emit_decision` puts a decision record (:mod:`barricade.decision_log`)
   on Twisted's log as a structured event: the text log formats its line once,
   the JSON log writes the record as it is.
-* :func:`record` turns any log event into the JSON log's object, and
-  :func:`json_observer` writes those (``log-format=json``) where twistd would
-  have written its text (``--logfile``, stdout, ``--syslog``).
+* :func:`record` turns any log event into the JSON log's object;
+  :func:`text_line` into twistd's classic text line.  :func:`twistd_observer`
+  writes either (``log-format``) where twistd would have written its text
+  (``--logfile``, stdout; ``--syslog`` keeps twistd's own text observer).
 * A worker writes every event as one such JSON object per line on its
   stdout (:func:`worker_observer`); the master turns each line back into a
   structured event with the worker's slot and pid added
   (:func:`relayed_event`), so its own log, text or JSON, has every field.
+
+Cheap on purpose (a line per message at least): the timestamp text is
+made once a second, a decision's or a relayed event's text is built
+without Twisted's format-string machinery, and lines are written with one
+system call per reactor turn, not one per line.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import sys
 import time
 from datetime import datetime
 from typing import Any
 
-from twisted.logger import FileLogObserver, ILogObserver, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import (
+    ILogObserver,
+    LogLevel,
+    formatEvent,
+    formatEventAsClassicLogText,
+    formatTime,
+    globalLogPublisher,
+    timeFormatRFC3339,
+)
+from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 from barricade.decision_log import Line, json_line, timestamp
@@ -28,17 +44,22 @@ from barricade.decision_log import Line, json_line, timestamp
 DECISION_NAMESPACE = "barricade.decision"
 #: The event key that carries a ready record (decisions, and what workers relay).
 RECORD = "barricade_record"
+#: The event key of a ready message text (a decision's Line, a relayed event's text).
+TEXT = "barricade_line"
 _INFO = LogLevel.info
 _SCALARS = frozenset((str, int, float, bool))
+_LEVELS = {level.name: level for level in LogLevel.iterconstants()}
 
 
 def emit_decision(rec: dict[str, Any]) -> None:
     """Log one decision record at info level (its text is built only if a text log asks)."""
     globalLogPublisher({
         "log_level": _INFO, "log_namespace": DECISION_NAMESPACE, "log_source": None,
-        "log_time": time.time(), "log_format": "{barricade_line}",
-        "barricade_line": Line(rec), RECORD: rec,
+        "log_time": time.time(), "log_format": "{barricade_line}", TEXT: Line(rec), RECORD: rec,
     })
+
+
+# --- formats ----------------------------------------------------------------------------
 
 
 def record(event: dict[str, Any]) -> dict[str, Any]:
@@ -72,14 +93,106 @@ def format_json(event: dict[str, Any]) -> str:
     return json_line(record(event))
 
 
-def json_observer(out=None) -> FileLogObserver:
-    """The JSON log: one object per line to ``out`` (default stdout), flushed per event."""
-    return FileLogObserver(out if out is not None else sys.stdout, format_json)
+_stamp_cache: list[Any] = [None, ""]
 
 
-def worker_observer(out=None) -> FileLogObserver:
+def _stamp(when: float | None) -> str:
+    """twistd's timestamp (RFC 3339, to the second, local time), made once a second."""
+    if when is None:
+        return "-"
+    second = int(when)
+    if second != _stamp_cache[0]:
+        _stamp_cache[0], _stamp_cache[1] = second, formatTime(second, timeFormatRFC3339)
+    return _stamp_cache[1]
+
+
+def text_line(event: dict[str, Any]) -> str:
+    """twistd's classic line (``time [namespace#level] text``), built directly when the
+    event carries its text (a decision, a relayed event)."""
+    text = event.get(TEXT)
+    if text is None:
+        return formatEventAsClassicLogText(event, formatTime=_stamp) or ""
+    worker = event.get("worker")
+    msg = str(text) if worker is None else f"worker {worker} [{event.get('pid')}] {text}"
+    level = event.get("log_level")
+    line = (f"{_stamp(event.get('log_time'))} [{event.get('log_namespace', '-')}#"
+            f"{level.name if level is not None else '-'}] {msg}")
+    return line.replace("\n", "\n\t") + "\n"
+
+
+# --- observers --------------------------------------------------------------------------
+
+
+class LineWriter:
+    """Writes lines to a file with one write and flush per reactor turn.
+
+    Without a running reactor (start-up, shutdown, tests), or from another
+    thread, a line is written at once.
+    """
+
+    def __init__(self, out: Any, reactor: Any = None):
+        self.out = out
+        self.reactor = reactor
+        self.pending: list[str] = []
+        self.scheduled = False
+        atexit.register(self.flush)
+
+    def write(self, line: str) -> None:
+        self.pending.append(line)
+        reactor = self.reactor
+        if reactor is None:
+            from twisted.internet import reactor
+            self.reactor = reactor
+        if getattr(reactor, "running", False) and isInIOThread():
+            if not self.scheduled:
+                self.scheduled = True
+                reactor.callLater(0, self.flush)
+        else:
+            self.flush()
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if not self.pending:
+            return
+        data = "".join(self.pending)
+        self.pending.clear()
+        try:
+            self.out.write(data)
+            self.out.flush()
+        except (OSError, ValueError):  # a closed or full log must not break a session
+            pass
+
+
+@implementer(ILogObserver)
+class LineObserver:
+    """An observer that writes ``fmt(event)`` through a :class:`LineWriter`."""
+
+    def __init__(self, out: Any, fmt, reactor: Any = None):
+        self.writer = LineWriter(out, reactor)
+        self.fmt = fmt
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        try:
+            line = self.fmt(event)
+        except Exception as exc:  # an event that cannot be formatted still leaves a trace
+            line = f"unable to format log event {event.get('log_format')!r}: {exc!r}\n"
+        if line:
+            self.writer.write(line)
+
+
+def json_observer(out=None, reactor: Any = None) -> LineObserver:
+    """The JSON log: one object per line to ``out`` (default stdout)."""
+    return LineObserver(out if out is not None else sys.stdout, format_json, reactor)
+
+
+def text_observer(out=None, reactor: Any = None) -> LineObserver:
+    """The text log: twistd's classic lines to ``out`` (default stdout)."""
+    return LineObserver(out if out is not None else sys.stdout, text_line, reactor)
+
+
+def worker_observer(out=None, reactor: Any = None) -> LineObserver:
     """A worker's log: JSON lines on stdout, which the master relays (:func:`relayed_event`)."""
-    return json_observer(out)
+    return json_observer(out, reactor)
 
 
 @implementer(ILogObserver)
@@ -99,8 +212,13 @@ class SyslogJson:
         self._syslog.syslog(self.PRIORITY.get(rec["level"], 6), json_line(rec).rstrip("\n"))
 
 
-def twistd_json_observer(twistd_options: Any) -> ILogObserver:
-    """The JSON observer for where twistd's options send the log (as twistd chooses for text)."""
+def twistd_observer(log_format: str, twistd_options: Any) -> ILogObserver | None:
+    """The observer for ``log-format``, writing where twistd's options send the log.
+
+    None leaves the log to twistd (text to syslog).  The file is chosen
+    as twistd chooses it: ``--logfile`` (``-`` is stdout), stdout in the
+    foreground, ``twistd.log`` for a daemon; SIGUSR1 rotates it.
+    """
     opts = twistd_options if twistd_options is not None else {}
 
     def get(name: str, default: Any = None) -> Any:
@@ -109,11 +227,12 @@ def twistd_json_observer(twistd_options: Any) -> ILogObserver:
         except (KeyError, TypeError):
             return default
 
+    make = json_observer if log_format == "json" else text_observer
     if get("syslog"):
-        return SyslogJson(get("prefix") or "barricade")
+        return SyslogJson(get("prefix") or "barricade") if log_format == "json" else None
     logfile = get("logfile")
     if logfile == "-" or (not logfile and get("nodaemon", True)):
-        return json_observer(sys.stdout)
+        return make(sys.stdout)
     import signal
 
     from twisted.python.logfile import LogFile
@@ -126,10 +245,10 @@ def twistd_json_observer(twistd_options: Any) -> ILogObserver:
             reactor.callFromThread(out.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
-    return json_observer(out)
+    return make(out)
 
 
-_LEVELS = {level.name: level for level in LogLevel.iterconstants()}
+# --- the workers' relay -----------------------------------------------------------------
 
 
 def relayed_event(line: bytes, slot: int, pid: int | None) -> dict[str, Any]:
@@ -144,8 +263,8 @@ def relayed_event(line: bytes, slot: int, pid: int | None) -> dict[str, Any]:
             raise ValueError(line)
     except ValueError:
         return {"log_level": _INFO, "log_namespace": "barricade.worker", "log_source": None,
-                "log_time": time.time(), "log_format": "worker {worker} [{pid}] {text}",
-                "worker": slot, "pid": pid, "text": line.decode("utf-8", "replace")}
+                "log_time": time.time(), "log_format": "worker {worker} [{pid}] {barricade_line}",
+                "worker": slot, "pid": pid, TEXT: line.decode("utf-8", "replace")}
     rec["worker"] = slot
     rec["pid"] = pid
     try:
@@ -155,8 +274,8 @@ def relayed_event(line: bytes, slot: int, pid: int | None) -> dict[str, Any]:
     text = Line(rec) if rec.get("event") == "decision" else rec.get("msg", "")
     return {"log_level": _LEVELS.get(rec.get("level"), _INFO),
             "log_namespace": rec.get("ns") or DECISION_NAMESPACE, "log_source": None,
-            "log_time": when, "log_format": "worker {worker} [{pid}] {text}",
-            "worker": slot, "pid": pid, "text": text, RECORD: rec}
+            "log_time": when, "log_format": "worker {worker} [{pid}] {barricade_line}",
+            "worker": slot, "pid": pid, TEXT: text, RECORD: rec}
 
 
 def relay(event: dict[str, Any]) -> None:

@@ -92,10 +92,11 @@ def makeService(options: Options):
     from twisted.application import service as tservice
 
     top = tservice.MultiService()
-    if options.config["log-format"] == "json":
-        from barricade.logs import twistd_json_observer
+    from barricade.logs import twistd_observer
 
-        top = _JsonLogged(twistd_json_observer(getattr(options, "parent", None)))
+    observer = twistd_observer(options.config["log-format"], getattr(options, "parent", None))
+    if observer is not None:
+        top = _Logged(observer)
     if options.config["workers"] == 1:
         from barricade.service import BarricadeService
 
@@ -109,10 +110,10 @@ def makeService(options: Options):
     return top
 
 
-class _JsonLogged(MultiService):
-    """The top service with ``log-format=json``: it gives twistd's application the
-    JSON observer (twistd asks the application for one before it makes its own
-    text observer from --logfile or --syslog)."""
+class _Logged(MultiService):
+    """The top service that gives twistd's application Barricade's log observer
+    (``log-format``): twistd asks the application for one before it makes its
+    own text observer from --logfile or --syslog."""
 
     def __init__(self, observer) -> None:
         super().__init__()

@@ -6,10 +6,11 @@ import inspect
 import io
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 
 import pytest
-from twisted.logger import LogLevel, formatEvent
+from twisted.logger import LogLevel, formatEvent, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 
 from barricade import decision_log as dl
@@ -22,6 +23,15 @@ from barricade.replies import Catalogue, ReplyId
 from tests.unit.test_session import converse, make
 
 CAT = Catalogue()
+
+
+class Stopped:
+    """A reactor that is not running: the log writers write each line at once."""
+
+    running = False
+
+
+STOPPED = Stopped()
 
 
 @dataclass
@@ -186,7 +196,7 @@ def test_record_of_a_failure_keeps_the_traceback():
 
 def test_json_observer_writes_one_object_per_line():
     out = io.StringIO()
-    observer = logs.json_observer(out)
+    observer = logs.json_observer(out, reactor=STOPPED)
     rec = dl.decision("rcpt", Env(), relaying_denied(), rcpts=["x@elsewhere.example"])
     observer(event())
     observer({"log_level": LogLevel.info, "log_time": 1.0, "log_format": "{barricade_line}",
@@ -208,7 +218,7 @@ def test_emit_decision_is_a_structured_event(monkeypatch):
 
 def test_the_master_relays_a_workers_events_with_their_fields():
     out = io.StringIO()
-    worker = logs.worker_observer(out)
+    worker = logs.worker_observer(out, reactor=STOPPED)
     rec = dl.decision("dot", Env(qid="Q01"), CAT.reply(ReplyId.MESSAGE_ACCEPTED, qid="Q01"),
                       message="accept", rcpts=["b@example.com"], size=10)
     worker({"log_level": LogLevel.info, "log_namespace": logs.DECISION_NAMESPACE, "log_time": 5.0,
@@ -235,12 +245,46 @@ def test_a_line_that_is_not_json_is_relayed_as_text():
         assert logs.record(relayed)["msg"] == f"worker 2 [9] {line.decode()}"
 
 
-def test_twistd_options_choose_where_the_json_goes(tmp_path):
+def test_twistd_options_choose_where_the_log_goes(tmp_path):
     path = tmp_path / "barricade.log"
-    observer = logs.twistd_json_observer({"logfile": str(path), "nodaemon": True, "syslog": False})
+    observer = logs.twistd_observer("json", {"logfile": str(path), "nodaemon": True, "syslog": False})
+    observer.writer.reactor = STOPPED
     observer(event())
-    observer._outFile.close()
+    observer.writer.out.close()
     assert json.loads(path.read_text())["msg"] == "session 1MGABC000: hello"
-    stdout = logs.twistd_json_observer({"logfile": "-", "nodaemon": True})
-    assert stdout._outFile is __import__("sys").stdout
-    assert isinstance(logs.twistd_json_observer({"syslog": True, "prefix": "bx"}), logs.SyslogJson)
+    assert logs.twistd_observer("text", {"logfile": "-", "nodaemon": True}).writer.out is sys.stdout
+    assert logs.twistd_observer("json", {"nodaemon": True}).fmt is logs.format_json
+    assert isinstance(logs.twistd_observer("json", {"syslog": True, "prefix": "bx"}), logs.SyslogJson)
+    assert logs.twistd_observer("text", {"syslog": True}) is None  # twistd's own syslog text
+
+
+def test_text_lines_are_twistds_classic_lines():
+    e = event(log_time=1_700_000_000.5)
+    assert logs.text_line(e) == formatEventAsClassicLogText(e)
+    relayed = logs.relayed_event(json.dumps(logs.record(e)).encode(), 1, 42)
+    assert logs.text_line(relayed) == formatEventAsClassicLogText(relayed)
+    assert "] worker 1 [42] session 1MGABC000: hello\n" in logs.text_line(relayed)
+    multi = logs.relayed_event(b'{"time": "2023-11-14T22:13:20.500+00:00", "msg": "a\\nb"}', 0, 1)
+    assert logs.text_line(multi).endswith("worker 0 [1] a\n\tb\n")
+
+
+def test_line_writer_writes_once_per_reactor_turn():
+    class Clock:
+        running = True
+
+        def __init__(self):
+            self.calls = []
+
+        def callLater(self, delay, f):
+            self.calls.append(f)
+
+    out, clock = io.StringIO(), Clock()
+    observer = logs.text_observer(out, reactor=clock)
+    for _ in range(3):
+        observer(event())
+    assert out.getvalue() == "" and len(clock.calls) == 1
+    clock.calls[0]()
+    assert out.getvalue().count("session 1MGABC000: hello\n") == 3
+    clock.running = False  # stopping: written at once
+    observer(event(what="bye"))
+    assert out.getvalue().endswith("session 1MGABC000: bye\n")
