@@ -124,15 +124,18 @@ def text_line(event: dict[str, Any]) -> str:
 
 
 class LineWriter:
-    """Writes lines to a file with one write and flush per reactor turn.
+    """Writes lines to a file with one write and flush per reactor turn, or per
+    ``delay`` seconds (a worker's pipe to the master: fewer, fuller reads there).
 
     Without a running reactor (start-up, shutdown, tests), or from another
-    thread, a line is written at once.
+    thread, a line is written at once (with what waits before it); what
+    waits at exit is written then.
     """
 
-    def __init__(self, out: Any, reactor: Any = None):
+    def __init__(self, out: Any, reactor: Any = None, delay: float = 0.0):
         self.out = out
         self.reactor = reactor
+        self.delay = delay
         self.pending: list[str] = []
         self.scheduled = False
         atexit.register(self.flush)
@@ -146,7 +149,7 @@ class LineWriter:
         if getattr(reactor, "running", False) and isInIOThread():
             if not self.scheduled:
                 self.scheduled = True
-                reactor.callLater(0, self.flush)
+                reactor.callLater(self.delay, self.flush)
         else:
             self.flush()
 
@@ -167,8 +170,8 @@ class LineWriter:
 class LineObserver:
     """An observer that writes ``fmt(event)`` through a :class:`LineWriter`."""
 
-    def __init__(self, out: Any, fmt, reactor: Any = None):
-        self.writer = LineWriter(out, reactor)
+    def __init__(self, out: Any, fmt, reactor: Any = None, delay: float = 0.0):
+        self.writer = LineWriter(out, reactor, delay)
         self.fmt = fmt
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -190,9 +193,18 @@ def text_observer(out=None, reactor: Any = None) -> LineObserver:
     return LineObserver(out if out is not None else sys.stdout, text_line, reactor)
 
 
+#: Seconds a worker collects log lines before it writes them to the master.
+WORKER_LOG_DELAY = 0.05
+
+
 def worker_observer(out=None, reactor: Any = None) -> LineObserver:
-    """A worker's log: JSON lines on stdout, which the master relays (:func:`relayed_event`)."""
-    return json_observer(out, reactor)
+    """A worker's log: JSON lines on stdout, which the master relays (:func:`relayed_event`).
+
+    Written every :data:`WORKER_LOG_DELAY` seconds, not per line: the
+    master then wakes up once for many lines.
+    """
+    return LineObserver(out if out is not None else sys.stdout, format_json, reactor,
+                        WORKER_LOG_DELAY)
 
 
 @implementer(ILogObserver)

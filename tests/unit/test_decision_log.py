@@ -276,15 +276,18 @@ def test_line_writer_writes_once_per_reactor_turn():
             self.calls = []
 
         def callLater(self, delay, f):
-            self.calls.append(f)
+            self.calls.append((delay, f))
 
     out, clock = io.StringIO(), Clock()
     observer = logs.text_observer(out, reactor=clock)
     for _ in range(3):
         observer(event())
     assert out.getvalue() == "" and len(clock.calls) == 1
-    clock.calls[0]()
+    clock.calls[0][1]()
     assert out.getvalue().count("session 1MGABC000: hello\n") == 3
     clock.running = False  # stopping: written at once
     observer(event(what="bye"))
     assert out.getvalue().endswith("session 1MGABC000: bye\n")
+    clock.running = True
+    logs.worker_observer(io.StringIO(), reactor=clock)(event())  # a worker collects for a while
+    assert clock.calls[-1][0] == logs.WORKER_LOG_DELAY
