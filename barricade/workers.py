@@ -12,6 +12,8 @@ SO_REUSEPORT, measured in the engineering notes).  The master
   #909) and waits for them, then SIGKILLs stragglers;
 * serves ``/metrics`` for all workers (prometheus-client multiprocess
   mode), keeping the counters of workers that died.
+* writes the workers' log events into its own log: each worker sends them
+  as JSON lines on its stdout, relayed with their fields (``barricade.logs``).
 
 Each worker is ``python -m barricade.worker`` with the same option
 arguments as the master.

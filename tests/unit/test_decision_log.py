@@ -291,3 +291,15 @@ def test_line_writer_writes_once_per_reactor_turn():
     clock.running = True
     logs.worker_observer(io.StringIO(), reactor=clock)(event())  # a worker collects for a while
     assert clock.calls[-1][0] == logs.WORKER_LOG_DELAY
+
+
+def test_the_top_service_hands_twistd_the_observer():
+    from twisted.application import service
+    from twisted.logger import ILogObserver
+
+    from barricade.tap import _Logged
+
+    observer = logs.json_observer(io.StringIO(), reactor=STOPPED)
+    app = service.Application("barricade")
+    _Logged(observer).setServiceParent(app)
+    assert app.getComponent(ILogObserver) is observer
