@@ -156,6 +156,15 @@ class Proxy:
         self._decided(pending, outcome)
         return outcome
 
+    def abandon(self, reply: Reply, why: str) -> None:
+        """We close the session (``why``: a timeout, shutdown): a transaction in
+        progress ends with it, and the decision log says so."""
+        if self.ctx.sender is None and not self.ctx.rcpts:
+            return
+        in_data = self._headers is not None
+        self._decided(Pending("data" if in_data else "protocol", self.ctx, None, time.monotonic(),
+                              in_message=in_data), Outcome(reply, drop=True, check=why))
+
     def _decided(self, pending: Pending, outcome: Outcome) -> None:
         """The decision log's line for this command, if it ended a recipient or a message."""
         rec = pending.record(self.ctx, outcome.reply, time.monotonic(), drop=outcome.drop,

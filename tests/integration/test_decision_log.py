@@ -181,3 +181,19 @@ def test_workers_relay_structured_events_to_the_master(sink, make_proxy, fmt):
         listening = [r for r in json_records(proxy) if "listening on" in r.get("msg", "")]
         assert len(listening) == 2 and {r["level"] for r in listening} == {"info"}
         assert all(r["ns"] == "barricade.service" for r in listening)
+
+
+def test_a_message_cut_by_a_timeout_is_a_dropped_decision(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "smtp-data-line-timeout=1")
+    with Client(proxy.port) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<a@example.org>")
+        c.cmd("RCPT TO:<b@example.com>")
+        assert c.cmd("DATA").code == 354
+        c.send(b"Subject: slow\r\n\r\nthen nothing")
+        cut = c.read()
+        assert cut.code == 421
+        sid = sid_of(cut)
+    [found] = decisions(proxy, "text", sid)
+    assert f"session {sid}: {sid}01: drop: DATA from " in found
+    assert "to=<b@example.com>" in found and "check=smtp-data-line-timeout" in found
