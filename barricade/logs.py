@@ -85,7 +85,7 @@ def record(event: dict[str, Any]) -> dict[str, Any]:
     if isinstance(sid, str):
         head["sid"] = sid
     head["fields"] = {k: v for k, v in event.items()
-                      if type(v) in _SCALARS and not k.startswith("log_")}
+                      if type(v) in _SCALARS and not k.startswith("log_") and k != TEXT}
     return head
 
 
