@@ -145,7 +145,8 @@ class Proxy:
         if isinstance(event, ev.Violation):
             outcome = Outcome(event.reply, drop=event.drop, check="protocol")
             if event.drop:  # the session ends, and the transaction in progress with it
-                self._decided(Pending("protocol", self.ctx, event, time.monotonic()), outcome)
+                self._decided(Pending("protocol", self.ctx, event, time.monotonic(),
+                                      in_message=self._headers is not None), outcome)
             return outcome
         handler = getattr(self, "on_" + type(event).__name__.lower())
         stage = STAGE_OF.get(type(event).__name__)
