@@ -14,8 +14,8 @@
 
 Cheap on purpose (a line per message at least): the timestamp text is
 made once a second, a decision's or a relayed event's text is built
-without Twisted's format-string machinery, and lines are written with one
-system call per reactor turn, not one per line.
+without Twisted's format-string machinery, and a worker sends its lines
+to the master in batches, not one write per line.
 """
 
 from __future__ import annotations
@@ -124,15 +124,16 @@ def text_line(event: dict[str, Any]) -> str:
 
 
 class LineWriter:
-    """Writes lines to a file with one write and flush per reactor turn, or per
-    ``delay`` seconds (a worker's pipe to the master: fewer, fuller reads there).
+    """Writes lines to a file: at once (``delay`` None: the log has a line before
+    the client has the reply it explains), or collected for ``delay`` seconds
+    (a worker's pipe to the master: fewer, fuller reads there).
 
     Without a running reactor (start-up, shutdown, tests), or from another
     thread, a line is written at once (with what waits before it); what
     waits at exit is written then.
     """
 
-    def __init__(self, out: Any, reactor: Any = None, delay: float = 0.0):
+    def __init__(self, out: Any, reactor: Any = None, delay: float | None = None):
         self.out = out
         self.reactor = reactor
         self.delay = delay
@@ -141,6 +142,13 @@ class LineWriter:
         atexit.register(self.flush)
 
     def write(self, line: str) -> None:
+        if self.delay is None:
+            try:
+                self.out.write(line)
+                self.out.flush()
+            except (OSError, ValueError):  # a closed or full log must not break a session
+                pass
+            return
         self.pending.append(line)
         reactor = self.reactor
         if reactor is None:
@@ -170,7 +178,7 @@ class LineWriter:
 class LineObserver:
     """An observer that writes ``fmt(event)`` through a :class:`LineWriter`."""
 
-    def __init__(self, out: Any, fmt, reactor: Any = None, delay: float = 0.0):
+    def __init__(self, out: Any, fmt, reactor: Any = None, delay: float | None = None):
         self.writer = LineWriter(out, reactor, delay)
         self.fmt = fmt
 

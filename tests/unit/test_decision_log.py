@@ -268,7 +268,7 @@ def test_text_lines_are_twistds_classic_lines():
     assert logs.text_line(multi).endswith("worker 0 [1] a\n\tb\n")
 
 
-def test_line_writer_writes_once_per_reactor_turn():
+def test_the_log_is_written_at_once_and_a_workers_in_batches():
     class Clock:
         running = True
 
@@ -279,18 +279,19 @@ def test_line_writer_writes_once_per_reactor_turn():
             self.calls.append((delay, f))
 
     out, clock = io.StringIO(), Clock()
-    observer = logs.text_observer(out, reactor=clock)
+    logs.text_observer(out, reactor=clock)(event())
+    assert out.getvalue().endswith("session 1MGABC000: hello\n") and clock.calls == []
+    out = io.StringIO()
+    observer = logs.worker_observer(out, reactor=clock)
     for _ in range(3):
         observer(event())
     assert out.getvalue() == "" and len(clock.calls) == 1
+    assert clock.calls[0][0] == logs.WORKER_LOG_DELAY
     clock.calls[0][1]()
-    assert out.getvalue().count("session 1MGABC000: hello\n") == 3
+    assert out.getvalue().count('"msg":"session 1MGABC000: hello"') == 3
     clock.running = False  # stopping: written at once
     observer(event(what="bye"))
-    assert out.getvalue().endswith("session 1MGABC000: bye\n")
-    clock.running = True
-    logs.worker_observer(io.StringIO(), reactor=clock)(event())  # a worker collects for a while
-    assert clock.calls[-1][0] == logs.WORKER_LOG_DELAY
+    assert '"msg":"session 1MGABC000: bye"' in out.getvalue().splitlines()[-1]
 
 
 def test_the_top_service_hands_twistd_the_observer():
