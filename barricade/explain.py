@@ -53,7 +53,9 @@ class Tracer:
     def log(self, event: dict) -> None:
         from twisted.logger import formatEvent
 
-        if event.get("log_namespace", "").startswith("barricade"):
+        namespace = event.get("log_namespace", "")
+        # The decision log's lines repeat what the verdicts say already.
+        if namespace.startswith("barricade") and namespace != "barricade.decision":
             self._said.append(formatEvent(event))
 
     def __call__(self, check: Check, verdict: Verdict | None) -> None:

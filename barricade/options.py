@@ -350,6 +350,12 @@ _add("spool-memory-limit", 1048576, """Octets of a spooled message kept in memor
 _add("plugins", [], """Plugins to run, by name (shipped: see the plugin sections
      below) or as package.module:Class. Scanners also run when their socket
      option is set, as in smtpf.""", section=S)
+_add("log-format", "text", """How the log is written: text (twistd's lines; a
+     decision reads like Postfix's, "session S: QID: reject: RCPT from
+     name[ip]: 550 ...; from=<a> to=<b> ... check=c delay=0.002") or json
+     (one JSON object per line, the fields listed in docs/running.md). Either
+     way it goes where twistd's --logfile or --syslog sends it.""", section=S,
+     choices=("text", "json"))
 
 # --- maps -------------------------------------------------------------------
 S = "maps"

@@ -24,6 +24,7 @@ if "twisted.internet.reactor" not in sys.modules:  # pragma: no branch
     asyncio.set_event_loop(_loop)  # install(loop) alone does not make it current
     asyncioreactor.install(_loop)
 
+from twisted.application.service import MultiService  # noqa: E402
 from twisted.python import usage  # noqa: E402
 
 from barricade import plugin  # noqa: E402
@@ -91,6 +92,11 @@ def makeService(options: Options):
     from twisted.application import service as tservice
 
     top = tservice.MultiService()
+    from barricade.logs import twistd_observer
+
+    observer = twistd_observer(options.config["log-format"], getattr(options, "parent", None))
+    if observer is not None:
+        top = _Logged(observer)
     if options.config["workers"] == 1:
         from barricade.service import BarricadeService
 
@@ -102,3 +108,20 @@ def makeService(options: Options):
             a for a in options.args if a.lower() != "help"]
         WorkerMaster(options.config, args).setServiceParent(top)
     return top
+
+
+class _Logged(MultiService):
+    """The top service that gives twistd's application Barricade's log observer
+    (``log-format``): twistd asks the application for one before it makes its
+    own text observer from --logfile or --syslog."""
+
+    def __init__(self, observer) -> None:
+        super().__init__()
+        self.observer = observer
+
+    def setServiceParent(self, parent) -> None:
+        super().setServiceParent(parent)
+        if hasattr(parent, "setComponent"):
+            from twisted.logger import ILogObserver
+
+            parent.setComponent(ILogObserver, self.observer)

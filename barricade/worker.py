@@ -2,8 +2,9 @@
 
 The master (``barricade.workers``) starts these with the listening sockets
 already bound and inherited; a worker parses the same options, builds the
-same service, adopts the sockets and serves until SIGTERM.  Its log lines
-go to stdout, which the master relays to its own log.
+same service, adopts the sockets and serves until SIGTERM.  Its log events
+go to stdout as JSON lines, which the master relays to its own log as
+structured events (``barricade.logs``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     importlib.import_module("barricade.tap")  # installs the asyncio reactor, before any use
 
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
     from barricade import plugin
+    from barricade.logs import worker_observer
     from barricade.options import REGISTRY, OptionError
     from barricade.service import BarricadeService, StartupError, build_context
 
@@ -44,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OptionError, StartupError) as exc:
         print(f"barricade worker {ns.slot}: {exc}", file=sys.stderr)
         return 2
-    # The master timestamps what it relays.
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout, timeFormat=None)],
-                                     redirectStandardIO=False)
+    # Structured events, one JSON object per line: the master relays them with
+    # their fields into its own log, text or JSON.
+    globalLogBeginner.beginLoggingTo([worker_observer(sys.stdout)], redirectStandardIO=False)
     fds = [int(fd) for fd in ns.fds.split(",") if fd]
     svc = BarricadeService(context, inherited_fds=fds, serve_metrics=False)
     svc.privilegedStartService()

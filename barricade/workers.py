@@ -12,6 +12,8 @@ SO_REUSEPORT, measured in the engineering notes).  The master
   #909) and waits for them, then SIGKILLs stragglers;
 * serves ``/metrics`` for all workers (prometheus-client multiprocess
   mode), keeping the counters of workers that died.
+* writes the workers' log events into its own log: each worker sends them
+  as JSON lines on its stdout, relayed with their fields (``barricade.logs``).
 
 Each worker is ``python -m barricade.worker`` with the same option
 arguments as the master.
@@ -35,6 +37,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from barricade.logs import relay, relayed_event
 from barricade.options import Config
 from barricade.service import bind_interfaces, log_file_limit, parse_address
 
@@ -56,12 +59,13 @@ class _WorkerProcess(protocol.ProcessProtocol):
         self._partial = {1: b"", 2: b""}
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
+        # stdout: the worker's events as JSON lines, relayed with their fields
+        # (no text parsed); stderr, or anything else: plain text lines.
         buf = self._partial.get(fd, b"") + data
         *lines, self._partial[fd] = buf.split(b"\n")
         for line in lines:
             if line:
-                log.info("worker {slot} [{pid}] {line}", slot=self.slot, pid=self.pid,
-                         line=line.decode("utf-8", "replace"))
+                relay(relayed_event(line, self.slot, self.pid))
 
 
     def processEnded(self, reason) -> None:

@@ -200,6 +200,14 @@ class Proxy:
         self.check_alive()
         return process_cpu(self.proc.pid)
 
+    def worker_cpu_seconds(self) -> float:
+        """utime + stime of the worker processes (``--workers`` > 1), 0 without workers.
+
+        Workers that live through the run are counted; one replaced mid-run
+        would lose its CPU time, which the log would show as a restart.
+        """
+        return sum(process_cpu(pid) for pid in child_pids(self.proc.pid))
+
     def log_problems(self) -> list[str]:
         """Error-level, critical and traceback lines from the proxy log.
 
@@ -225,6 +233,17 @@ def process_cpu(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # fields after "(comm)"; state is [0]
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (its worker processes), from /proc."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            pids += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: Deadline, name: str,
@@ -255,6 +274,7 @@ class SourceRun:
     delivered: int
     rate: float | None
     proxy_cpu_ms_per_msg: float | None = None
+    master_cpu_share: float | None = None  # with workers: the master's part of the proxy CPU
     stderr: str = ""
 
 
@@ -298,13 +318,16 @@ def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Dea
     for rnd in range(1, args.rounds + 1):
         for path, port in (("direct", sink.port), ("proxy", proxy.port)):
             before = sink.delivered()
-            cpu0 = proxy.cpu_seconds()
+            cpu0, wcpu0 = proxy.cpu_seconds(), proxy.worker_cpu_seconds()
             seconds, rc, err = run_source(port, args.sessions, args.messages, args.size, deadline)
-            cpu = proxy.cpu_seconds() - cpu0
+            master = proxy.cpu_seconds() - cpu0
+            cpu = master + proxy.worker_cpu_seconds() - wcpu0
             delivered = sink.wait_delivered(before + args.messages, deadline) - before
             run = SourceRun(rnd, path, seconds, rc, delivered, None, stderr=err)
             if path == "proxy":
                 run.proxy_cpu_ms_per_msg = 1000 * cpu / args.messages
+                if args.workers != 1 and cpu > 0:
+                    run.master_cpu_share = master / cpu
             problem = ""
             if rc != 0:
                 problem = f"smtp-source exited {rc}: {err or '(no stderr)'}"
@@ -318,6 +341,8 @@ def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Dea
                 extra = ""
                 if run.proxy_cpu_ms_per_msg is not None:
                     extra = f", proxy CPU {run.proxy_cpu_ms_per_msg:.2f} ms/msg"
+                if run.master_cpu_share is not None:
+                    extra += f", master {100 * run.master_cpu_share:.1f} % of it"
                 say(f"  round {rnd}  {path:<6} {run.rate:9.1f} msg/s  "
                     f"({seconds:.3f} s, {delivered} delivered{extra})")
             runs.append(run)
@@ -329,6 +354,8 @@ def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Dea
         result[f"{path}_ok_runs"] = len(rates)  # failed runs are left out of the median
     cpu = [r.proxy_cpu_ms_per_msg for r in runs if r.path == "proxy" and r.rate is not None]
     result["proxy_cpu_ms_per_msg_median"] = statistics.median(cpu) if cpu else None
+    share = [r.master_cpu_share for r in runs if r.master_cpu_share is not None and r.rate is not None]
+    result["master_cpu_share_median"] = statistics.median(share) if share else None
     d, p = result["direct_median"], result["proxy_median"]
     result["ratio"] = p / d if d and p else None
     if d and p:
@@ -702,7 +729,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--time-limit", type=positive, default=600,
                     help="seconds after which everything is stopped and the run fails")
     ap.add_argument("--workers", type=int, default=1,
-                    help="proxy worker processes (>1: CPU and memory figures cover the master only)")
+                    help="proxy worker processes (>1: CPU covers the master and its workers, with the "
+                    "master's share; memory covers the master only)")
     ap.add_argument("--reactor", default="",
                     help="twistd reactor for the proxy (default: Barricade's asyncio reactor)")
     ap.add_argument("--keep", action="store_true",
@@ -727,6 +755,8 @@ def summary(rep: Report, proxy: Proxy | None) -> None:
         say(f"  throughput proxy  (median)  {t['proxy_median']:9.1f} msg/s   "
             f"({t['proxy_ok_runs']} of {rounds} runs ok; proxy CPU "
             f"{t['proxy_cpu_ms_per_msg_median']:.2f} ms/msg)")
+    if t.get("master_cpu_share_median") is not None:
+        say(f"  master's share of proxy CPU {100 * t['master_cpu_share_median']:8.1f} %")
     if t.get("ratio") is not None:
         say(f"  ratio proxy/direct          {t['ratio']:9.4f}")
     lat = f.get("latency")

@@ -35,3 +35,4 @@ class Outcome:
     client: ClientInfo | None = None  # the session goes on as this client (XCLIENT)
     client_helo: str | None = None  # with ``client``: the HELO name XCLIENT gave, if any
     message: str = ""  # the message's fate at the dot, for the metrics: accept, reject ...
+    check: str = ""  # the check whose verdict this is, for the decision log

@@ -105,7 +105,7 @@ class Rules:
                            "{want}xx reply (session {sid})", check=verdict.check,
                            action=verdict.action.value, rid=verdict.reply_id, code=reply.code,
                            want="/".join(expected), sid=ctx.session_id)
-        return Outcome(reply, drop=verdict.action is Action.DROP)
+        return Outcome(reply, drop=verdict.action is Action.DROP, check=verdict.check)
 
     def passthrough(self, reply: Any) -> Reply:
         """#299: the downstream reply as it came (``+relay-reply``)."""
@@ -216,7 +216,8 @@ class Rules:
         """The RCPT checks' verdict → a refusal, the held refusal, or relay to ``route``."""
         if verdict.decisive:
             return self.verdict_outcome(ctx, Verdict(verdict.action, verdict.reply_id,
-                                                     {"rcpt": rcpt, **verdict.fields}))
+                                                     {"rcpt": rcpt, **verdict.fields},
+                                                     check=verdict.check))
         held = self.held_for(verdict)
         if held is not None:
             return held
@@ -325,6 +326,7 @@ class Rules:
         if verdict.action is Action.DISCARD:
             outcome = self.say(ctx, R.MESSAGE_ACCEPTED, qid=ctx.qid)
             outcome.message = "discard"
+            outcome.check = verdict.check
         else:
             outcome = self.verdict_outcome(ctx, verdict)
             outcome.message = "reject"

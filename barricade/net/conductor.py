@@ -22,6 +22,8 @@ from barricade.decide.identity import xclient_identity
 from barricade.decide.outcome import Downstream as Act
 from barricade.decide.outcome import Outcome
 from barricade.decide.rules import Rules
+from barricade.decision_log import STAGE_OF, Pending
+from barricade.logs import emit_decision
 from barricade.maps import Route, RouteMap
 from barricade.metrics import Metrics
 from barricade.net.forward import Downstream, DownstreamError, DownstreamReply, Timeouts, client_tls
@@ -103,6 +105,7 @@ class Proxy:
         self.dot_in_flight = False
         self.client_gone = False
         self.on_fatal: Callable[[Reply], None] | None = None
+        self._dot_replies: str | None = None  # the downstreams' answers to the dot, for the log
 
     # --- helpers ------------------------------------------------------------------
 
@@ -126,20 +129,51 @@ class Proxy:
 
     async def connect(self, lookup: bool = True) -> Outcome:
         """The connect phase: the client's PTR name (``lookup``), then the checks."""
+        pending = Pending("connect", self.ctx, None, time.monotonic())
         self.rules.new_client()
         resolver = self.server.resolver
         if lookup and resolver is not None and not self.ctx.client.localhost:
             self.ctx.client = await resolve_client(resolver, self.ctx.client, self.server.routes,
                                                    self.ctx.session_id, self.server.reactor)
-        return self.rules.connect(self.ctx, await self.run("connect"))
+        outcome = self.rules.connect(self.ctx, await self.run("connect"))
+        self._decided(pending, outcome)
+        return outcome
 
     # --- commands -------------------------------------------------------------------
 
     async def handle(self, event: ev.Command, session) -> Outcome:
         if isinstance(event, ev.Violation):
-            return Outcome(event.reply, drop=event.drop)
+            outcome = Outcome(event.reply, drop=event.drop, check="protocol")
+            if event.drop:  # the session ends, and the transaction in progress with it
+                self._decided(Pending("protocol", self.ctx, event, time.monotonic(),
+                                      in_message=self._headers is not None), outcome)
+            return outcome
         handler = getattr(self, "on_" + type(event).__name__.lower())
-        return await handler(event, session)
+        stage = STAGE_OF.get(type(event).__name__)
+        if stage is None:
+            return await handler(event, session)
+        pending = Pending(stage, self.ctx, event, time.monotonic())
+        outcome = await handler(event, session)
+        self._decided(pending, outcome)
+        return outcome
+
+    def abandon(self, reply: Reply, why: str) -> None:
+        """We close the session (``why``: a timeout, shutdown): a transaction in
+        progress ends with it, and the decision log says so."""
+        if self.ctx.sender is None and not self.ctx.rcpts:
+            return
+        in_data = self._headers is not None
+        self._decided(Pending("data" if in_data else "protocol", self.ctx, None, time.monotonic(),
+                              in_message=in_data), Outcome(reply, drop=True, check=why))
+
+    def _decided(self, pending: Pending, outcome: Outcome) -> None:
+        """The decision log's line for this command, if it ended a recipient or a message."""
+        rec = pending.record(self.ctx, outcome.reply, time.monotonic(), drop=outcome.drop,
+                             message=outcome.message, check=outcome.check,
+                             downstream=self._dot_replies)
+        self._dot_replies = None
+        if rec is not None:
+            emit_decision(rec)
 
     async def on_helo(self, event: ev.Helo, session) -> Outcome:
         await self.end_transaction()
@@ -421,6 +455,8 @@ class Proxy:
             for down in lost:
                 self.downstream_error(DownstreamError("lost", down.host, "during DATA"))
             self.fatal = self.reply(ReplyId.LOST_DURING_DATA)
+            self._decided(Pending("data", self.ctx, None, time.monotonic(), in_message=True),
+                          Outcome(self.fatal, drop=True))
             if self.on_fatal is not None:
                 self.on_fatal(self.fatal)
 
@@ -468,28 +504,20 @@ class Proxy:
             self.rules.apply_tags(self.ctx)
         else:
             self.rules.late_tags(self.ctx)
-        started = time.monotonic()
         self.dot_in_flight = True
         if self.ctx.spool is not None:
             results = await self._deliver_spooled()
         else:
             results = await self._all(lambda d: d.dot())
         outcome = self.rules.delivered(self.ctx, results)
+        self._dot_replies = "; ".join(map(str, results))  # in the decision's line
         if outcome.message == "accept":
             self.ctx.delivered = self.ctx.qid
-            # Built once here: the log observer then has no format fields to parse.
-            rcpts = ",".join(f"<{r}>" for r in self.ctx.rcpts)
-            log.info("{line}", line=f"session {self.ctx.session_id}: message {self.ctx.qid} from "
-                     f"<{self.ctx.sender or ''}> for {rcpts} accepted by {len(results)} host(s) in "
-                     f"{time.monotonic() - started:.3f}s: {'; '.join(map(str, results))}",
-                     sid=self.ctx.session_id, qid=self.ctx.qid)
             self._outcome_metric("accept")
             return outcome
         for name, down in list(self.txn.items()):
             if not down.alive:
                 self.pool.pop(name, None)
-        log.warn("session {sid}: message {qid} not accepted: {replies}", sid=self.ctx.session_id,
-                 qid=self.ctx.qid, replies="; ".join(map(str, results)))
         self._outcome_metric(outcome.message)
         return outcome
 

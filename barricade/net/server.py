@@ -394,6 +394,7 @@ class SmtpServerProtocol(protocol.Protocol):
         log.info("session {sid}: session time limit reached", sid=self.session.id)
         reply = self.server.catalogue.reply(ReplyId.SESSION_TIME_LIMIT,
                                             limit=self.server.config["smtp-session-timeout"])
+        self.proxy.abandon(reply, "smtp-session-timeout")
         self._send(self.session.abort(reply), reply)
 
     def _fatal(self, reply: Reply) -> None:
@@ -415,6 +416,7 @@ class SmtpServerProtocol(protocol.Protocol):
             self._close_when_idle = True
             return
         reply = self.server.catalogue.reply(ReplyId.SHUTTING_DOWN, hostname=self.server.hostname)
+        self.proxy.abandon(reply, "shutdown")
         self._send(self.session.abort(reply), reply)
 
     def _in_progress(self) -> bool:
@@ -455,6 +457,8 @@ class SmtpServerProtocol(protocol.Protocol):
             return
         log.info("session {sid}: client timeout ({wait})", sid=self.session.id, wait=self._wait)
         reply = self.server.catalogue.reply(ReplyId.CLIENT_TIMEOUT)
+        self.proxy.abandon(reply, "smtp-data-line-timeout" if self.session.state == DATA
+                           else "smtp-command-timeout")
         self._send(self.session.abort(reply), reply)
 
 

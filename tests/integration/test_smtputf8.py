@@ -44,7 +44,7 @@ def test_smtplib_sends_utf8_addresses_through(recorder, make_proxy):
     assert first[:3] == ("\u00f8le@example.org", ["BODY=8BITMIME", "SMTPUTF8"], [JOSE])
     assert second[2] == ["\u7528\u6237@\u4f8b\u5b50.\u5e7f\u544a"]
     assert f"for <{JOSE}>".encode() in first[3]  # our Received: header, in UTF-8
-    assert f"from <\u00f8le@example.org> for <{JOSE}> accepted" in proxy.log_text()  # logs in UTF-8
+    assert f"from=<\u00f8le@example.org> to=<{JOSE}>" in proxy.log_text()  # logs in UTF-8
 
 
 def test_not_offered_when_a_downstream_lacks_it(sink, make_proxy):

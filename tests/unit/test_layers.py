@@ -20,8 +20,8 @@ PACKAGE = ROOT / "barricade"
 SANS_IO = ["client", "decide/__init__", "decide/outcome", "decide/rules", "decide/aggregate",
            "decide/identity", "protocol/session", "protocol/grammar", "protocol/data", "protocol/events",
            "protocol/message", "protocol/capabilities", "protocol/chunking",
-           "protocol/client_identity", "protocol/client_cert", "protocol/downstream_tls", "protocol/proxy_protocol",
-           "replies", "policy/verdict", "address"]
+           "protocol/client_identity", "protocol/client_cert", "protocol/downstream_tls",
+           "protocol/proxy_protocol", "replies", "policy/verdict", "address", "decision_log"]
 #: Modules below the decision layer: they must not import it.
 BELOW_DECIDE = ["client", "replies", "options", "maps", "address", "protocol/session", "protocol/grammar",
                 "protocol/*", "net/forward", "net/probe", "net/pool", "net/sendnow",
