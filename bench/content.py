@@ -34,7 +34,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from relay import RECIPIENT, SENDER, BenchError, Proxy, Sink, begin, finish  # noqa: E402
+from relay import (  # noqa: E402
+    ENVELOPE_OFF,
+    RECIPIENT,
+    SENDER,
+    BenchError,
+    Proxy,
+    Sink,
+    begin,
+    finish,
+    running,
+    side_parser,
+)
 from state import generate  # noqa: E402
 
 from tests.dns import Nsd  # noqa: E402
@@ -72,14 +83,7 @@ def html_message(size: int = 102400, links: int = 50) -> bytes:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--sessions", type=int, default=20, help="parallel sessions")
-    ap.add_argument("--messages", type=int, default=1000, help="messages per run")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per message")
-    ap.add_argument("--time-limit", type=float, default=1200, help="seconds before everything stops")
-    ap.add_argument("--json", action="store_true", help="figures as one JSON object on stdout")
-    return ap.parse_args(argv)
+    return side_parser(__doc__, messages=1000, rounds=2, time_limit=1200).parse_args(argv)
 
 
 def measure(name: str, message: bytes, paths: dict[str, int], proxies: dict[str, Proxy], sink: Sink,
@@ -123,24 +127,17 @@ def measure(name: str, message: bytes, paths: dict[str, int], proxies: dict[str,
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     say, deadline, workdir = begin(args.json, "content", args.time_limit)
-    daemons: list[Any] = []
     figures: dict[str, Any] = {"config": vars(args), "messages": {}}
     errors: list[str] = []
-    try:
-        sink = Sink(workdir, deadline)
-        daemons.append(sink)
+    with running(errors, say) as daemons:
+        sink = daemons.start(Sink(workdir, deadline))
         (workdir / "nsd").mkdir()
-        nsd = Nsd(workdir / "nsd")
-        daemons.append(nsd)
-        # RFC 2606 names throughout, no DNS for the envelope: as in bench/state.py
-        common = ("-rfc2606-special-domains", "-reject-unknown-tld", "-mail-require-mx", "spf-mail-policy=",
-                  f"dns-servers={nsd.server}")
-        relay = Proxy(workdir, sink.port, deadline, tag="-relay", extra=common)
-        daemons.append(relay)
-        content = Proxy(workdir, sink.port, deadline, tag="-content", extra=(
+        nsd = daemons.start(Nsd(workdir / "nsd"))
+        common = (*ENVELOPE_OFF, f"dns-servers={nsd.server}")
+        relay = daemons.start(Proxy(workdir, sink.port, deadline, tag="-relay", extra=common))
+        content = daemons.start(Proxy(workdir, sink.port, deadline, tag="-content", extra=(
             *common, "uri-bl=surbl.test", "domain-bl=dbl.test", "+deny-content", "+rfc2822-min-headers",
-            "+rfc2822-strict-date"))
-        daemons.append(content)
+            "+rfc2822-strict-date")))
         say(f"Content benchmark: {args.sessions} sessions x {args.messages} messages, {args.rounds} rounds "
             f"per message; nsd pid {nsd.proc.pid}")
         paths = {"direct": sink.port, "relay": relay.port, "content": content.port}
@@ -152,14 +149,6 @@ def main(argv: list[str] | None = None) -> int:
             problems = proxy.log_problems()
             if problems:
                 errors.append(f"{len(problems)} error lines in {proxy.log}: {problems[0]}")
-    except (BenchError, TimeoutError, OSError, RuntimeError) as exc:
-        errors.append(f"{type(exc).__name__}: {exc}")
-        say(f"ERROR: {exc}")
-    except KeyboardInterrupt:
-        errors.append("interrupted")
-    finally:
-        for daemon in reversed(daemons):
-            daemon.stop()
     say()
     say("Summary (ratios of median messages/s; proxy CPU per message)")
     for name, fig in figures["messages"].items():

@@ -662,6 +662,50 @@ def begin(as_json: bool, name: str,
     return say, Deadline(time_limit), workdir
 
 
+#: Options of the side benchmarks' proxies: RFC 2606 names throughout (example.com is the
+#: bench route), which the reserved-domain tests would refuse, and no DNS to ask for the
+#: envelope's MX or SPF, in every proxy alike.
+ENVELOPE_OFF = ("-rfc2606-special-domains", "-reject-unknown-tld", "-mail-require-mx", "spf-mail-policy=")
+
+
+def side_parser(doc: str, *, messages: int, rounds: int, time_limit: float) -> argparse.ArgumentParser:
+    """The options every side benchmark (scanners.py, state.py, content.py) takes; each
+    adds its own and keeps its own defaults."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=20, help="parallel sessions")
+    ap.add_argument("--messages", type=int, default=messages, help="messages per run")
+    ap.add_argument("--rounds", type=int, default=rounds, help="interleaved rounds")
+    ap.add_argument("--time-limit", type=float, default=time_limit, help="seconds before everything stops")
+    ap.add_argument("--json", action="store_true", help="figures as one JSON object on stdout")
+    return ap
+
+
+class Daemons(list):
+    """What a side benchmark started, in order; ``start(daemon)`` records one and returns it."""
+
+    def start(self, daemon: Any) -> Any:
+        self.append(daemon)
+        return daemon
+
+
+@contextmanager
+def running(errors: list[str], say: Callable[[str], None]) -> Iterator[Daemons]:
+    """The body of a side benchmark: a failure is recorded in ``errors`` and said, not
+    raised, and every daemon it started is stopped (last first) however it ends."""
+    daemons = Daemons()
+    try:
+        yield daemons
+    except (BenchError, TimeoutError, OSError, RuntimeError) as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+        say(f"ERROR: {exc}")
+    except KeyboardInterrupt:
+        errors.append("interrupted")
+    finally:
+        for daemon in reversed(daemons):
+            daemon.stop()
+
+
 def finish(figures: dict[str, Any], errors: list[str], workdir: Path, as_json: bool,
            say: Callable[[str], None]) -> int:
     """The tail of the side benchmarks (scanners.py, state.py): keep the logs

@@ -25,7 +25,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from relay import BenchError, Deadline, Proxy, Sink, begin, finish, run_source  # noqa: E402
+from relay import (  # noqa: E402
+    BenchError,
+    Deadline,
+    Proxy,
+    Sink,
+    begin,
+    finish,
+    run_source,
+    running,
+    side_parser,
+)
 
 from tests.scanners import Clamd  # noqa: E402
 
@@ -33,14 +43,7 @@ SIZES = (4096, 102400)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--sessions", type=int, default=20, help="smtp-source parallel sessions (-s)")
-    ap.add_argument("--messages", type=int, default=1000, help="messages per run (-m)")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per size")
-    ap.add_argument("--time-limit", type=float, default=900, help="seconds before everything stops")
-    ap.add_argument("--json", action="store_true", help="figures as one JSON object on stdout")
-    return ap.parse_args(argv)
+    return side_parser(__doc__, messages=1000, rounds=2, time_limit=900).parse_args(argv)
 
 
 def measure(paths: dict[str, int], sink: Sink, size: int, args: argparse.Namespace,
@@ -74,32 +77,19 @@ def measure(paths: dict[str, int], sink: Sink, size: int, args: argparse.Namespa
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     say, deadline, workdir = begin(args.json, "scan", args.time_limit)
-    daemons: list[Any] = []
     figures: dict[str, Any] = {"config": vars(args), "sizes": {}}
     errors: list[str] = []
-    try:
-        sink = Sink(workdir, deadline)
-        daemons.append(sink)
-        clamd = Clamd()
-        daemons.append(clamd)
-        relay = Proxy(workdir, sink.port, deadline, tag="-relay")
-        daemons.append(relay)
-        scanning = Proxy(workdir, sink.port, deadline, tag="-clamd",
-                         extra=(f"clamd-socket=127.0.0.1:{clamd.port}", "clamd-max-size=0"))
-        daemons.append(scanning)
+    with running(errors, say) as daemons:
+        sink = daemons.start(Sink(workdir, deadline))
+        clamd = daemons.start(Clamd())
+        relay = daemons.start(Proxy(workdir, sink.port, deadline, tag="-relay"))
+        scanning = daemons.start(Proxy(workdir, sink.port, deadline, tag="-clamd", extra=(
+            f"clamd-socket=127.0.0.1:{clamd.port}", "clamd-max-size=0")))
         say(f"Scanner benchmark: smtp-source -s {args.sessions} -m {args.messages}, "
             f"{args.rounds} interleaved rounds per size; clamd pid {clamd.pid}")
         paths = {"direct": sink.port, "relay": relay.port, "clamd": scanning.port}
         for size in SIZES:
             figures["sizes"][str(size)] = measure(paths, sink, size, args, deadline, say)
-    except BenchError as exc:
-        errors.append(str(exc))
-        say(f"ERROR: {exc}")
-    except KeyboardInterrupt:
-        errors.append("interrupted")
-    finally:
-        for daemon in reversed(daemons):
-            daemon.stop()
     say()
     say("Summary (ratios of median messages/s)")
     for size, fig in figures["sizes"].items():

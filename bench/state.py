@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from relay import (  # noqa: E402
+    ENVELOPE_OFF,
     HOST,
     BenchError,
     Proxy,
@@ -51,6 +52,8 @@ from relay import (  # noqa: E402
     make_message,
     process_cpu,
     run_source,
+    running,
+    side_parser,
 )
 
 from tests.state import RedisServer  # noqa: E402
@@ -130,53 +133,36 @@ async def pass_grey(port: int, clients: int, message: bytes) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--sessions", type=int, default=20, help="parallel sessions")
-    ap.add_argument("--messages", type=int, default=2000, help="messages per run")
+    ap = side_parser(__doc__, messages=2000, rounds=3, time_limit=900)
     ap.add_argument("--size", type=int, default=4096, help="message size in bytes")
     ap.add_argument("--clients", type=int, default=50, help="distinct client addresses")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    ap.add_argument("--time-limit", type=float, default=900, help="seconds before everything stops")
-    ap.add_argument("--json", action="store_true", help="figures as one JSON object on stdout")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     say, deadline, workdir = begin(args.json, "state", args.time_limit)
-    daemons: list[Any] = []
     figures: dict[str, Any] = {"config": vars(args)}
     errors: list[str] = []
     message = make_message(args.size)
-    try:
-        sink = Sink(workdir, deadline)
-        daemons.append(sink)
-        redis = RedisServer(workdir / "redis")
-        daemons.append(redis)
+    with running(errors, say) as daemons:
+        sink = daemons.start(Sink(workdir, deadline))
+        redis = daemons.start(RedisServer(workdir / "redis"))
         # Both proxies have an access map (a gateway without one is rare), so
         # on/off differs only by the state: limits in it, Redis, grey-listing.
         plain = workdir / "access-map-off"
         plain.write_text("connect:203.0.113.66 REJECT\nfrom:spammer.example REJECT\n")
         access = workdir / "access-map"
         access.write_text(plain.read_text() + "rate-connect: 1000000\nconcurrent-connect: 10000\n")
-        # RFC 2606 names throughout (example.com is the bench route): the
-        # reserved-domain tests would refuse them, and there is no DNS to ask
-        # for their MX or SPF, in every proxy alike.
-        common = ("-rfc2606-special-domains", "-reject-unknown-tld", "-mail-require-mx",
-                  "spf-mail-policy=")
         # Off: no limits in the map, grey-listing off (it is on by default).
-        off = Proxy(workdir, sink.port, deadline, tag="-off",
-                    extra=(*common, f"access-map={plain}", "grey-key="))
-        daemons.append(off)
-        on = Proxy(workdir, sink.port, deadline, tag="-on", extra=(
-            *common, f"access-map={access}", f"redis-url={redis.url}", "grey-key=ip,mail,rcpt",
-            f"grey-temp-fail-period={GREY_PERIOD}"))
-        daemons.append(on)
-        mem = Proxy(workdir, sink.port, deadline, tag="-mem", extra=(
-            *common, f"access-map={access}", "grey-key=ip,mail,rcpt",
-            f"grey-temp-fail-period={GREY_PERIOD}"))
-        daemons.append(mem)
+        off = daemons.start(Proxy(workdir, sink.port, deadline, tag="-off",
+                                  extra=(*ENVELOPE_OFF, f"access-map={plain}", "grey-key=")))
+        on = daemons.start(Proxy(workdir, sink.port, deadline, tag="-on", extra=(
+            *ENVELOPE_OFF, f"access-map={access}", f"redis-url={redis.url}", "grey-key=ip,mail,rcpt",
+            f"grey-temp-fail-period={GREY_PERIOD}")))
+        mem = daemons.start(Proxy(workdir, sink.port, deadline, tag="-mem", extra=(
+            *ENVELOPE_OFF, f"access-map={access}", "grey-key=ip,mail,rcpt",
+            f"grey-temp-fail-period={GREY_PERIOD}")))
         asyncio.run(pass_grey(mem.port, args.clients, message))
         listed = asyncio.run(pass_grey(on.port, args.clients, message))
         say(f"State benchmark: {args.sessions} sessions x {args.messages} messages of "
@@ -228,14 +214,6 @@ def main(argv: list[str] | None = None) -> int:
                             "direct/source": medians["direct"] / medians["source"]}
         figures["state_cost"] = 1 - medians["on"] / medians["off"]
         figures["cpu_ms_per_msg"] = {k: statistics.median(v) for k, v in cpu.items()}
-    except (BenchError, TimeoutError, OSError) as exc:
-        errors.append(f"{type(exc).__name__}: {exc}")
-        say(f"ERROR: {exc}")
-    except KeyboardInterrupt:
-        errors.append("interrupted")
-    finally:
-        for daemon in reversed(daemons):
-            daemon.stop()
     if "median" in figures:
         m, r = figures["median"], figures["ratio"]
         say()

@@ -32,7 +32,7 @@ def size_limit() -> int:
 
 @pytest.fixture(scope="module")
 def postfix():
-    pf = Postfix(size_limit(), {"gone@example.com": "550 5.1.1 no such user here"})
+    pf = Postfix(size_limit=size_limit(), rejected={"gone@example.com": "550 5.1.1 no such user here"})
     yield pf
     pf.stop()
 

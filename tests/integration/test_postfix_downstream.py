@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.daemons import wait_for
-from tests.postfix_extensions import Postfix, available
+from tests.postfix import Postfix, available
 from tests.smtpclient import Client
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs root and Postfix")
