@@ -24,6 +24,7 @@ from barricade.decide.outcome import Outcome
 from barricade.decide.rules import Rules
 from barricade.maps import Route, RouteMap
 from barricade.metrics import Metrics
+from barricade.net.authenticate import Authenticator
 from barricade.net.forward import Downstream, DownstreamError, DownstreamReply, Timeouts, client_tls
 from barricade.options import Config
 from barricade.policy.client_name import resolve_client
@@ -103,6 +104,7 @@ class Proxy:
         self.dot_in_flight = False
         self.client_gone = False
         self.on_fatal: Callable[[Reply], None] | None = None
+        self.auth = Authenticator(self)  # SMTP AUTH: the authenticated connection, auth-delay-checks
 
     # --- helpers ------------------------------------------------------------------
 
@@ -131,7 +133,7 @@ class Proxy:
         if lookup and resolver is not None and not self.ctx.client.localhost:
             self.ctx.client = await resolve_client(resolver, self.ctx.client, self.server.routes,
                                                    self.ctx.session_id, self.server.reactor)
-        return self.rules.connect(self.ctx, await self.run("connect"))
+        return self.rules.connect(self.ctx, await self.auth.run("connect"))
 
     # --- commands -------------------------------------------------------------------
 
@@ -145,7 +147,7 @@ class Proxy:
         await self.end_transaction()
         self.ctx.helo = session.xclient_helo or event.domain
         self.ctx.esmtp = event.verb == "EHLO"
-        verdict = await self.run("helo")
+        verdict = await self.auth.run("helo")
         if self.ctx.notes.get("session.tls-connect") == "SKIP":  # access map Tls-Connect: SKIP
             session.config = replace(session.config, tls_available=False)
         probe = self.server.capabilities
@@ -162,6 +164,9 @@ class Proxy:
         self.rules.new_transaction()
         self.ctx.sender = event.path.address
         self.ctx.mail_params = event.path.params
+        postponed = await self.auth.postponed()  # auth-delay-checks
+        if postponed is not None:
+            return postponed
         return self.rules.mail(self.ctx, await self.run("mail"))
 
     async def on_rcpt(self, event: ev.Rcpt, session) -> Outcome:
@@ -190,6 +195,8 @@ class Proxy:
         if down is not None:
             return await down.rcpt(rcpt, params)
         down = self.pool.get(route.name)
+        if (down is None or not down.alive) and self.auth.down is not None:
+            raise DownstreamError("lost", route.name, "the authenticated connection is gone")
         if down is None or not down.alive:
             down = self._parked(route)  # a kept connection is secured and introduced already
             if down is None:
@@ -531,6 +538,7 @@ class Proxy:
         return Outcome(self.reply(ReplyId.CHUNK_RECEIVED, size=event.size))
 
     async def on_rset(self, event: ev.Rset, session) -> Outcome:
+        await self.auth.rset()
         await self.end_transaction()
         return self.rules.simple(self.ctx, "rset")
 
@@ -567,6 +575,9 @@ class Proxy:
             return Outcome(self.reply(ReplyId.ETRN_UNAVAILABLE, domain=domain))
         status = reply.status or f"{reply.code // 100}.0.0"
         return Outcome(self.catalogue.reply(ReplyId.ETRN_RELAYED, code=reply.code, status=status, text=reply.text))
+
+    async def on_auth(self, event: ev.Auth, session) -> Outcome:
+        return await self.auth.authenticate(event)
 
     async def on_quit(self, event: ev.Quit, session) -> Outcome:
         # The client's 221 does not wait for the downstream's: nothing is

@@ -179,7 +179,7 @@ def test_gateway_replies(cat, rid, code, status, field):
     assert field in spec.fields
 
 
-EXEMPT_FROM_STATUS = {254, 256, 632, 633, 900}  # EHLO/HELO greetings, banners, 354
+EXEMPT_FROM_STATUS = {254, 256, 632, 633, 900, 984}  # EHLO/HELO greetings, banners, 354, 334
 
 
 def test_status_class_matches_code():
@@ -474,3 +474,9 @@ def test_only_the_fields_a_text_uses_are_filled_and_cleaned():
     cat = Catalogue()
     reply = cat.reply(139, rcpt="a@b.example\r\nRSET", sender="unused\r\n")
     assert reply.text == "recipient <a@b.example??RSET> black listed"
+
+
+def test_a_sasl_challenge_is_the_challenge_alone():
+    """RFC 4954 4: the text of a 334 is base64; the id and session id would corrupt it."""
+    reply = Catalogue().reply(984, challenge="VXNlcm5hbWU6")
+    assert reply.encode("SID") == b"334 VXNlcm5hbWU6\r\n"
