@@ -72,7 +72,6 @@ class Authenticator:
 
     async def authenticate(self, event: ev.Auth) -> Outcome:
         proxy = self.proxy
-        ctx = proxy.ctx
         user = event.credentials.authcid
         if policy.over_limit(await self._failures(0), self.limit):
             return self._done(policy.BLOCKED, user, "refused before asking the downstream")
@@ -103,14 +102,22 @@ class Authenticator:
         for name, old in list(proxy.pool.items()):
             proxy._release(name, old)
         proxy.pool = {route.name: down}
+        self.down = down
+        self.grant(user, route)
+        return self._done(policy.PASS, user, why)
+
+    def grant(self, user: str, route) -> None:
+        """The session is ``user``'s from now on: its mail goes to ``route``, and it gets
+        what authenticated sessions get (relaying, exemptions, smtp-auth-white)."""
+        proxy = self.proxy
+        ctx = proxy.ctx
         proxy.rules.auth_route = route
-        self.down, self.user = down, user
+        self.user = user
         self._postponed = []
         ctx.auth = user
         ctx.client = policy.authenticated_client(ctx.client)
         if proxy.cfg["smtp-auth-white"]:
             ctx.white_session = True
-        return self._done(policy.PASS, user, why)
 
     def _done(self, result: str, user: str, why: str) -> Outcome:
         proxy = self.proxy
