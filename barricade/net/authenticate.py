@@ -87,6 +87,9 @@ class Authenticator:
             proxy.downstream_error(exc)
             down.abort()
             return self._done(policy.TEMPFAIL, user, f"{down.host}: {exc.kind}")
+        if proxy.ended:  # the client left meanwhile: nobody would use or close this connection
+            down.abort()
+            return self._done(policy.TEMPFAIL, user, "the client left")
         if reply is None:
             proxy._release(route.name, down)
             return self._done(policy.TEMPFAIL, user, f"{down.host} does not offer AUTH PLAIN")
