@@ -407,7 +407,7 @@ class Proxy:
 
     def _trace(self) -> bytes:
         client = self.ctx.client
-        proto = ("ESMTP" if self.ctx.esmtp else "SMTP") + ("S" if self.ctx.tls else "")
+        proto = ("ESMTP" if self.ctx.esmtp else "SMTP") + ("S" if self.ctx.tls else "") + ("A" if self.ctx.auth else "")
         return received_header(
             helo=self.ctx.helo, client_name=client.name, client_ip=client.ip,
             hostname=self.server.hostname, proto=proto, qid=self.ctx.qid, rcpts=self.ctx.rcpts,

@@ -74,6 +74,7 @@ def test_swaks_auth_relays_through_the_authenticated_connection(queue, make_prox
     assert queue.auths == [("PLAIN", "fred@example.com", True)]
     assert queue.authenticated == ["fred@example.com"]
     assert queue.messages[0][2] == ["someone@elsewhere.example"]
+    assert b"with ESMTPA id" in queue.messages[0][3]  # RFC 3848
     assert proxy.metric("barricade_auth_total", outcome="pass") == 1
     assert_no_secrets(proxy)
 
@@ -87,6 +88,7 @@ def test_swaks_auth_login_over_starttls(queue, make_proxy, tmp_path):
     assert "235 2.0.0 authenticated #274" in run.stdout
     assert queue.auths == [("PLAIN", "joe", True)]
     assert queue.authenticated == ["joe"]
+    assert b"with ESMTPSA id" in queue.messages[0][3]
     assert_no_secrets(proxy)
 
 
