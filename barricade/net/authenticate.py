@@ -45,6 +45,7 @@ class Authenticator:
         self.down: Downstream | None = None  # the authenticated relay connection
         self.user = ""
         self._postponed: list[str] = []
+        self._refusal: Outcome | None = None  # what the postponed checks said
 
     # --- auth-delay-checks ------------------------------------------------------------
 
@@ -57,16 +58,20 @@ class Authenticator:
         return await self.proxy.run(phase)
 
     async def postponed(self) -> Outcome | None:
-        """At MAIL: the postponed checks of a client that did not authenticate; a refusal or None."""
-        phases, self._postponed = self._postponed, []
+        """At MAIL: the postponed checks of a client that did not authenticate; a refusal or None.
+
+        They run once; a refusal then answers every MAIL of the session (as
+        it would have refused the session), unless the client authenticates.
+        """
         if self.user:
             return None
+        phases, self._postponed = self._postponed, []
         proxy = self.proxy
         for phase in phases:
-            outcome = proxy.rules.refusal(proxy.ctx, phase, await proxy.run(phase))
-            if outcome is not None:
-                return outcome
-        return None
+            if self._refusal is not None:
+                break
+            self._refusal = proxy.rules.refusal(proxy.ctx, phase, await proxy.run(phase))
+        return self._refusal
 
     # --- AUTH -------------------------------------------------------------------------
 

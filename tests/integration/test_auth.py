@@ -230,7 +230,8 @@ def test_auth_delay_checks(queue, make_proxy, tmp_path):
         assert c.banner.code == 220
         c.ehlo()
         r = c.cmd("MAIL FROM:<a@example.org>")
-        assert r.code == 550, r
+        assert (r.code, r.id) == (550, 120), r
+        assert c.closed()  # as the connect refusal would have done
     with Client(proxy.port) as c:  # an authenticated client never meets them
         c.ehlo()
         assert c.cmd("AUTH PLAIN " + plain("joe", USERS["joe"])).id == 274
