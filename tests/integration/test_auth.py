@@ -79,10 +79,11 @@ def test_swaks_auth_relays_through_the_authenticated_connection(queue, make_prox
     assert_no_secrets(proxy)
 
 
-def test_swaks_auth_login_over_starttls(queue, make_proxy, tmp_path):
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_swaks_auth_over_starttls(queue, make_proxy, tmp_path, mechanism):
     cert, key = make_cert(tmp_path)
     proxy = make_proxy(routes(queue), "+smtp-auth-enable", f"tls-server-cert={cert}", f"tls-server-key={key}")
-    run = swaks(proxy, "--tls", "--auth", "LOGIN", "--auth-user", "joe", "--auth-password", USERS["joe"])
+    run = swaks(proxy, "--tls", "--auth", mechanism, "--auth-user", "joe", "--auth-password", USERS["joe"])
     assert run.returncode == 0, run.stdout + run.stderr
     assert "220 2.0.0 ready to start TLS #913" in run.stdout
     assert "235 2.0.0 authenticated #274" in run.stdout
