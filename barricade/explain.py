@@ -85,7 +85,7 @@ def describe(verdict: Verdict | None) -> str:
 
 
 #: The switches that take a value: the word after them is that value, never an override.
-_VALUED = {"--config", "-c", "--client", "--ptr", "--helo", "--mail", "--rcpt"}
+_VALUED = {"--config", "-c", "--client", "--ptr", "--helo", "--mail", "--rcpt", "--auth"}
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -121,6 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ptr", default="", metavar="NAME",
                     help="the client's PTR name (default: looked up in DNS)")
     ap.add_argument("--helo", default="", metavar="NAME", help="the HELO/EHLO argument")
+    ap.add_argument("--auth", metavar="USER", help="the client authenticated (SMTP AUTH) as USER; "
+                    "no password is asked: the downstream's 235 is assumed")
     ap.add_argument("--mail", metavar="ADDRESS", help="the sender ('' for the null sender)")
     ap.add_argument("--rcpt", action="append", default=[], metavar="ADDRESS",
                     help="a recipient (repeat for more)")
@@ -184,14 +186,25 @@ async def explain(args: argparse.Namespace, out: TextIO) -> int:
         say(f"  => {wire(refusal.reply)}\n")
         return verdict
 
+    postponed = bool(args.auth) and session.auth.delay_checks
     try:
-        if (await phase("connect")).decisive:
+        if postponed:
+            say("\nconnect, helo: not run (auth-delay-checks, and the client authenticates)\n")
+        elif (await phase("connect")).decisive:
             return 1
         if args.helo:
             ctx.helo = args.helo
             ctx.esmtp = True
-            if (await phase("helo")).decisive:
+            if not postponed and (await phase("helo")).decisive:
                 return 1
+        if args.auth:
+            from barricade.decide.auth import auth_route
+
+            route = auth_route(server.routes, args.auth)
+            session.auth.grant(args.auth, route)
+            hosts = ", ".join(f"{h}:{p}" for h, p in route.forward)
+            say(f"\nauth {args.auth}:\n  => authenticated (assumed) by {hosts} ({route.key[5:]}); "
+                "every recipient goes over that connection\n")
         if args.mail is None:
             return 1 if held else 0
         ctx.sender = args.mail

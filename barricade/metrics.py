@@ -58,6 +58,12 @@ class Metrics:
             "barricade_downstream_errors", "Downstream connect, lost, timeout and protocol errors",
             ["kind"], registry=r,
         )
+        self.auth = Counter(
+            "barricade_auth", "SMTP AUTH outcomes: pass, fail (the downstream refused the "
+            "credentials), tempfail (downstream unavailable, without AUTH PLAIN, or 4xx), blocked "
+            "(smtp-auth-max-failures reached); cancelled and undecodable exchanges are counted "
+            "in barricade_replies (#259, #264, #987)", ["outcome"], registry=r,
+        )
         self.downstream_tls = Counter(
             "barricade_downstream_tls", "Downstream connections secured with STARTTLS",
             ["protocol", "cipher"], registry=r,

@@ -467,6 +467,29 @@ _add("rfc2821-extra-spaces", False, """Refuse a space between FROM:/TO: and
      the address (#280/#285).""", section=S)
 _add("rfc2821-local-length", False, "Refuse local parts longer than 64 octets.", section=S)
 _add("rfc2821-domain-length", False, "Refuse domains longer than 255 octets.", section=S)
+_add("smtp-auth-enable", False, """Offer AUTH PLAIN and LOGIN in the EHLO and
+     proxy the authentication (LOGIN converted to PLAIN) to the RCPT: host, else the
+     FORWARD: host, of route:<domain of the user name>, else of the local route. That
+     connection then carries the session's mail (RSET included); an authenticated
+     session may relay and skips the tests route-map RELAY clients skip (README,
+     "SMTP AUTH").""", section=S)
+_add("smtp-auth-tls", True, """Offer and accept AUTH only after STARTTLS (#983
+     before it), except from localhost. Turn off only where the clients' links are
+     trusted: PLAIN and LOGIN send the password in clear.""", section=S)
+_add("smtp-auth-white", False, """An authenticated session is white-listed (as an
+     access-map OK): content filters (spamd, URI lists ...) are skipped too;
+     anti-virus and protocol limits still apply.""", section=S)
+_add("auth-delay-checks", False, """With smtp-auth-enable: run the connect and HELO
+     checks at the first MAIL instead, and not at all once the client has
+     authenticated, so that a roaming user whose address is black-listed can
+     authenticate first.""", section=S)
+_add("smtp-auth-max-failures", 5, """Failed AUTH attempts (the downstream said 5xx)
+     a client address may make within smtp-auth-failure-window seconds, counted in
+     the shared store (all workers and gateways on one Redis); the attempt that
+     reaches it, and any AUTH after it, get #986 and the connection is closed. 0
+     disables the guard.""", section=S, minimum=0)
+_add("smtp-auth-failure-window", 900, """Seconds of the smtp-auth-max-failures
+     window; it starts at a client's first failure.""", section=S, minimum=1)
 _add("smtp-delay-checks", False, """Hold policy refusals (flagged DELAY: access-map
      REJECT and TEMPFAIL, not IREJECT) from connect, HELO and MAIL until RCPT, where a
      white-listed recipient overrides them; MAIL then gets #507.""", section=S)

@@ -99,6 +99,8 @@ class Reply:
         """
         prefix = f"{self.status} " if self.status else ""
         tag = f" #{self.id}" + (f" {session_id}" if session_id else "")
+        if self.code == 334:  # RFC 4954: a SASL challenge is base64 and nothing else
+            tag = ""
         texts = [prefix + self.lines[0] + tag]
         texts.extend(prefix + line for line in self.lines[1:])
         texts.extend(self.extra)
@@ -645,6 +647,21 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(962, 250, '2.0.0', '{size} octets received', 'bdat',
       'RFC 3030: a BDAT chunk other than the last was read (size: the message so far). The reply '
       'to BDAT LAST is the reply to the message, as for the final dot of DATA.'),
+    R(983, 538, '5.7.11', 'encryption required for requested authentication mechanism', 'auth',
+      'RFC 4954 4: AUTH before STARTTLS while +smtp-auth-tls (the default for clients other '
+      'than localhost); AUTH is offered in the EHLO only once the session is encrypted.'),
+    R(984, 334, '', '{challenge}', 'auth',
+      'RFC 4954 4: the SASL continuation (base64 "Username:", "Password:", or empty for PLAIN). '
+      'Its text is the challenge alone, so it carries neither the reply id nor the session id.'),
+    R(985, 454, '4.7.0', 'temporary authentication failure', 'auth',
+      'RFC 4954 6: the downstream that authenticates (route:<auth domain>, else the local route) '
+      'could not be reached, did not answer in time, does not offer AUTH PLAIN, or answered 4xx.'),
+    R(986, 421, '4.7.0', 'too many failed authentication attempts from [{client_ip}], try again later', 'auth',
+      'The client address failed AUTH smtp-auth-max-failures times within '
+      'smtp-auth-failure-window seconds (counted in the shared store); the connection is closed.'),
+    R(987, 501, '5.5.2', 'cannot decode AUTH response', 'auth',
+      'RFC 4954 4: the SASL response is not valid base64, or not a PLAIN response '
+      '([authzid] NUL authcid NUL password); the exchange is over.'),
     R(963, 530, '5.7.0', 'Must issue a STARTTLS command first', 'mail',
       'RFC 3207 4: the access map requires TLS (REQUIRE or VERIFY) of this client '
       '(Tls-Connect:), sender (Tls-From:) or recipient (Tls-To:), and the session is not '
@@ -805,6 +822,17 @@ class ReplyId(enum.IntEnum):
     CLIENT_CERT_REQUIRED = 988
     CLIENT_CERT_NOT_VERIFIED = 989
     CLIENT_CERT_WRONG_NAME = 990
+    AUTH_CANCELLED = 259  # "*" during AUTH PLAIN
+    AUTH_CANCELLED_LOGIN = 264  # "*" during AUTH LOGIN
+    ALREADY_AUTHENTICATED = 267
+    AUTH_UNKNOWN_MECHANISM = 269
+    AUTHENTICATED = 274
+    AUTH_FAILED = 275
+    AUTH_NEEDS_TLS = 983
+    AUTH_CHALLENGE = 984  # 334: the text is the SASL challenge alone
+    AUTH_TEMPORARY = 985
+    AUTH_TOO_MANY_FAILURES = 986
+    AUTH_BAD_RESPONSE = 987
     ETRN_UNAVAILABLE = 276
     ETRN_RELAYED = 277
     SESSION_TIME_LIMIT = 940
@@ -885,6 +913,8 @@ USES: dict[ReplyId, frozenset[str]] = _by_action(
         _R.URI_BODY_REJECTED, _R.URI_IP_HOST, _R.URI_DOMAIN_LISTED, _R.URI_HOST_LISTED,
         _R.URI_DOMAIN_UNKNOWN, _R.URI_DOMAIN_TIMEOUT, _R.URI_IP_IN_NAME, _R.URI_IP_IN_PTR, _R.URI_NO_PTR,
         _R.URI_NO_SOA, _R.URI_NS_REJECTED,
+        _R.AUTH_FAILED, _R.AUTH_NEEDS_TLS, _R.AUTH_UNKNOWN_MECHANISM, _R.ALREADY_AUTHENTICATED,
+        _R.AUTH_BAD_RESPONSE, _R.AUTH_CANCELLED, _R.AUTH_CANCELLED_LOGIN,
     ),
     tempfail=(
         _R.CLIENT_TEMPFAIL, _R.HELO_TEMPFAIL, _R.CLIENT_SENDER_TEMPFAIL, _R.SENDER_TEMPFAIL,
@@ -894,7 +924,7 @@ USES: dict[ReplyId, frozenset[str]] = _by_action(
         _R.TOO_MANY_RECIPIENTS, _R.MESSAGE_LIMIT_EXCEEDED, _R.CONNECT_RATE_EXCEEDED,
         _R.TOO_MANY_CONCURRENT, _R.STATE_UNAVAILABLE_CLOSE, _R.STATE_UNAVAILABLE,
         _R.DUPMSG_STORE_UNAVAILABLE, _R.GREY_LISTED, _R.GREY_CONTENT_MISMATCH,
-        _R.PROCESSING_ERROR, _R.SERVER_ERROR,
+        _R.PROCESSING_ERROR, _R.SERVER_ERROR, _R.AUTH_TEMPORARY,
     ),
     drop=(
         _R.CLIENT_BLACK_LISTED, _R.CLIENT_BLACK_LISTED_CLOSE, _R.CLIENT_TEMPFAIL, _R.HELO_BLACK_LISTED,
@@ -902,7 +932,7 @@ USES: dict[ReplyId, frozenset[str]] = _by_action(
         _R.HELO_NOT_CLIENT_IP, _R.HELO_RESERVED_DOMAIN, _R.HELO_NOT_FQDN, _R.HELO_CLAIMS_US,
         _R.HELO_IS_IP_IN_PTR, _R.DNS_BL_LISTED, _R.CONNECT_RATE_EXCEEDED, _R.TOO_MANY_CONCURRENT,
         _R.STATE_UNAVAILABLE_CLOSE, _R.STATE_UNAVAILABLE, _R.DUPMSG_STORE_UNAVAILABLE, _R.GREY_LISTED,
-        _R.URI_BL_CLIENT, _R.URI_BL_HELO, _R.URI_BL_MAIL,
+        _R.URI_BL_CLIENT, _R.URI_BL_HELO, _R.URI_BL_MAIL, _R.AUTH_TOO_MANY_FAILURES,
     ),
 )
 del _R

@@ -3,16 +3,20 @@
 smtp-sink announces no SIZE, ETRN or CHUNKING; this server announces
 ``SIZE <limit>`` (and enforces it, as Postfix's ``message_size_limit``
 does), with ``etrn`` ETRN (answered as Postfix's fast flush does), with
-``chunking`` CHUNKING (BDAT, RFC 3030), and keeps every transaction it
-received (sender, MAIL options, recipients, content), every ETRN argument
-and every BDAT line.  It runs in its own thread (aiosmtpd's
+``chunking`` CHUNKING (BDAT, RFC 3030), with ``users`` AUTH PLAIN and LOGIN
+(RFC 4954, over plaintext too), and keeps every transaction it
+received (sender, MAIL options, recipients, content, the user its
+connection authenticated as), every ETRN argument, every BDAT line,
+every AUTH attempt and every RSET.  It runs in its own thread (aiosmtpd's
 Controller) on a free loopback port.
 """
 
 from __future__ import annotations
 
+import time
+
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
 from barricade.testing import free_port
 
@@ -25,6 +29,27 @@ class _Handler:
         self.tls: list[bool] = []  # per message: did it come over TLS?
         self.etrn = etrn
         self.chunking = chunking
+        self.users: dict[str, str] = {}
+        self.auth_delay = 0.0  # seconds every AUTH hangs (a downstream that does not answer)
+        self.auths: list[tuple[str, str, bool]] = []  # (mechanism, login, success)
+        self.authenticated: list[str | None] = []  # per message: the connection's login
+        self.rsets: list[str | None] = []  # per RSET: the connection's login
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        if self.auth_delay:
+            time.sleep(self.auth_delay)
+        login = auth_data.login.decode("utf-8", "replace")
+        ok = self.users.get(login) == auth_data.password.decode("utf-8", "replace")
+        self.auths.append((mechanism, login, ok))
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+    @staticmethod
+    def _login(session) -> str | None:
+        return session.auth_data.login.decode() if session.authenticated else None
+
+    async def handle_RSET(self, server, session, envelope) -> str:
+        self.rsets.append(self._login(session))
+        return "250 2.0.0 Ok"
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -36,6 +61,7 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope) -> str:
         self.tls.append(session.ssl is not None)
+        self.authenticated.append(self._login(session))
         self.messages.append((envelope.mail_from, list(envelope.mail_options),
                               list(envelope.rcpt_tos), envelope.original_content or envelope.content))
         return "250 2.0.0 Ok: queued"
@@ -66,6 +92,7 @@ class _Smtp(SMTP):
         if len(words) > 1 and words[1].upper() == "LAST":
             handler.messages.append((envelope.mail_from, list(envelope.mail_options),
                                      list(envelope.rcpt_tos), self._chunks))
+            handler.authenticated.append(handler._login(self.session))
             self._chunks = b""
             self._set_post_data_state()
             await self.push("250 2.0.0 Ok: queued")
@@ -83,14 +110,21 @@ class Recorder:
 
     ``etrn``: the reply to ETRN (Postfix's is ``250 Queuing started``); empty: no ETRN.
     ``chunking``: offer CHUNKING. ``tls_context``: an ``ssl.SSLContext``, to offer STARTTLS.
+    ``users``: login → password, to offer AUTH PLAIN LOGIN (``auths``, ``authenticated``).
     """
 
-    def __init__(self, size_limit: int = 0, etrn: str = "", chunking: bool = False, tls_context=None):
+    def __init__(self, size_limit: int = 0, etrn: str = "", chunking: bool = False, tls_context=None,
+                 users: dict[str, str] | None = None):
         self.port = free_port()
         self.handler = _Handler(etrn, chunking)
+        auth = {}
+        if users:
+            self.handler.users = dict(users)
+            auth = {"authenticator": self.handler.authenticate, "auth_require_tls": False}
         self.controller = _Controller(self.handler, hostname="127.0.0.1", port=self.port,
                                       server_hostname="recorder.test", data_size_limit=size_limit,
-                                      decode_data=False, ready_timeout=10, tls_context=tls_context)
+                                      decode_data=False, ready_timeout=10, tls_context=tls_context,
+                                      **auth)
         self.controller.start()
 
     @property
@@ -110,6 +144,21 @@ class Recorder:
     def bdats(self) -> list[str]:
         """The arguments of every BDAT received."""
         return self.handler.bdats
+
+    @property
+    def auths(self) -> list[tuple[str, str, bool]]:
+        """Every AUTH attempt: (mechanism, login, success)."""
+        return self.handler.auths
+
+    @property
+    def authenticated(self) -> list[str | None]:
+        """Per message received: the login its connection authenticated as (None: none)."""
+        return self.handler.authenticated
+
+    @property
+    def rsets(self) -> list[str | None]:
+        """Per RSET received: the login of its connection (None: none)."""
+        return self.handler.rsets
 
     def stop(self) -> None:
         self.controller.stop()

@@ -67,6 +67,7 @@ class Rules:
         self.held: Outcome | None = None  # smtp-delay-checks: a MAIL refusal waiting for RCPT
         self.held_session: Outcome | None = None  # ... a connect/HELO refusal
         self.broken = False  # a downstream with accepted recipients was lost
+        self.auth_route: Route | None = None  # SMTP AUTH: every recipient goes there
 
     # --- replies --------------------------------------------------------------------
 
@@ -198,7 +199,10 @@ class Rules:
     # --- RCPT ----------------------------------------------------------------------------
 
     def route_for(self, ctx: Context, rcpt: str) -> Route | None:
-        """A relay client's mail goes to the local route; others only where the route map says."""
+        """A relay client's mail goes to the local route (an authenticated one's to the
+        connection that authenticated); others only where the route map says."""
+        if self.auth_route is not None:
+            return self.auth_route
         if ctx.client.relay:
             return self.routes.local
         return self.routes.for_recipient(rcpt)

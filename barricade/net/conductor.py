@@ -26,6 +26,7 @@ from barricade.decision_log import STAGE_OF, Pending
 from barricade.logs import emit_decision
 from barricade.maps import Route, RouteMap
 from barricade.metrics import Metrics
+from barricade.net.authenticate import Authenticator
 from barricade.net.forward import Downstream, DownstreamError, DownstreamReply, Timeouts, client_tls
 from barricade.options import Config
 from barricade.policy.client_name import resolve_client
@@ -106,6 +107,7 @@ class Proxy:
         self.client_gone = False
         self.on_fatal: Callable[[Reply], None] | None = None
         self._dot_replies: str | None = None  # the downstreams' answers to the dot, for the log
+        self.auth = Authenticator(self)  # SMTP AUTH: the authenticated connection, auth-delay-checks
 
     # --- helpers ------------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class Proxy:
         if lookup and resolver is not None and not self.ctx.client.localhost:
             self.ctx.client = await resolve_client(resolver, self.ctx.client, self.server.routes,
                                                    self.ctx.session_id, self.server.reactor)
-        outcome = self.rules.connect(self.ctx, await self.run("connect"))
+        outcome = self.rules.connect(self.ctx, await self.auth.run("connect"))
         self._decided(pending, outcome)
         return outcome
 
@@ -179,7 +181,7 @@ class Proxy:
         await self.end_transaction()
         self.ctx.helo = session.xclient_helo or event.domain
         self.ctx.esmtp = event.verb == "EHLO"
-        verdict = await self.run("helo")
+        verdict = await self.auth.run("helo")
         if self.ctx.notes.get("session.tls-connect") == "SKIP":  # access map Tls-Connect: SKIP
             session.config = replace(session.config, tls_available=False)
         probe = self.server.capabilities
@@ -196,6 +198,9 @@ class Proxy:
         self.rules.new_transaction()
         self.ctx.sender = event.path.address
         self.ctx.mail_params = event.path.params
+        postponed = await self.auth.postponed()  # auth-delay-checks
+        if postponed is not None:
+            return postponed
         return self.rules.mail(self.ctx, await self.run("mail"))
 
     async def on_rcpt(self, event: ev.Rcpt, session) -> Outcome:
@@ -224,6 +229,8 @@ class Proxy:
         if down is not None:
             return await down.rcpt(rcpt, params)
         down = self.pool.get(route.name)
+        if (down is None or not down.alive) and self.auth.down is not None:
+            raise DownstreamError("lost", route.name, "the authenticated connection is gone")
         if down is None or not down.alive:
             down = self._parked(route)  # a kept connection is secured and introduced already
             if down is None:
@@ -434,7 +441,7 @@ class Proxy:
 
     def _trace(self) -> bytes:
         client = self.ctx.client
-        proto = ("ESMTP" if self.ctx.esmtp else "SMTP") + ("S" if self.ctx.tls else "")
+        proto = ("ESMTP" if self.ctx.esmtp else "SMTP") + ("S" if self.ctx.tls else "") + ("A" if self.ctx.auth else "")
         return received_header(
             helo=self.ctx.helo, client_name=client.name, client_ip=client.ip,
             hostname=self.server.hostname, proto=proto, qid=self.ctx.qid, rcpts=self.ctx.rcpts,
@@ -559,6 +566,7 @@ class Proxy:
         return Outcome(self.reply(ReplyId.CHUNK_RECEIVED, size=event.size))
 
     async def on_rset(self, event: ev.Rset, session) -> Outcome:
+        await self.auth.rset()
         await self.end_transaction()
         return self.rules.simple(self.ctx, "rset")
 
@@ -595,6 +603,9 @@ class Proxy:
             return Outcome(self.reply(ReplyId.ETRN_UNAVAILABLE, domain=domain))
         status = reply.status or f"{reply.code // 100}.0.0"
         return Outcome(self.catalogue.reply(ReplyId.ETRN_RELAYED, code=reply.code, status=status, text=reply.text))
+
+    async def on_auth(self, event: ev.Auth, session) -> Outcome:
+        return await self.auth.authenticate(event)
 
     async def on_quit(self, event: ev.Quit, session) -> Outcome:
         # The client's 221 does not wait for the downstream's: nothing is

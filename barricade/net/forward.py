@@ -358,6 +358,20 @@ class Downstream:
             await self._ehlo(helo_name)
         return None
 
+    async def authenticate(self, response: str) -> DownstreamReply | None:
+        """AUTH PLAIN with ``response`` (the base64 credentials); None when not offered.
+
+        Once AUTH is sent the connection speaks for one user: it is never
+        parked for another session, whatever the answer.
+        """
+        if "PLAIN" not in self.keywords.get("AUTH", "").upper().split():
+            return None
+        self.reusable = False
+        reply = await self.command("auth", f"AUTH PLAIN {response}")
+        if reply.code == 334:  # a server that wants the response on its own line
+            reply = await self.command("auth", response)
+        return reply
+
     async def forward_client(self, lines: list[str]) -> DownstreamReply | None:
         """XFORWARD before a MAIL; the first refusal is returned (and the rest skipped)."""
         for line in lines:

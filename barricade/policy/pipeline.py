@@ -62,6 +62,7 @@ class Context:
     rcpts: list[str] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)
     qid: str = ""
+    auth: str = ""  # the user name the session authenticated as (SMTP AUTH), "" if none
     trust: Trust = Trust.NONE  # this transaction's white list (ACCEPT/CONTENT after HELO)
     session_trust: Trust = Trust.NONE  # the session's (ACCEPT/CONTENT at connect or HELO)
     #: Checks share results here, for this transaction (keys starting "session."

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from barricade.client import ClientInfo  # noqa: F401 - re-exported: its old home
+from barricade.protocol.auth import Credentials
 from barricade.protocol.grammar import Path
 from barricade.replies import Reply
 
@@ -96,6 +97,14 @@ class Xclient(Command):
 
 
 @dataclass(frozen=True)
+class Auth(Command):
+    """RFC 4954 AUTH: the client's credentials, collected; the downstream decides."""
+
+    mechanism: str
+    credentials: Credentials = field(repr=False)
+
+
+@dataclass(frozen=True)
 class EndOfData(Command):
     """The client's final dot.
 
@@ -124,3 +133,8 @@ class DataChunk(Event):
     """Message bytes: CRLF line ends, dot-unstuffed, never the final dot."""
 
     data: bytes
+
+
+@dataclass(frozen=True)
+class AuthChallenge(Violation):
+    """A 334 SASL challenge the session sends on its own; the next line is the response."""

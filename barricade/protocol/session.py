@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from barricade.options import Config
+from barricade.protocol import auth as sasl
 from barricade.protocol import events as ev
 from barricade.protocol.capabilities import (
     EIGHTBIT_ALWAYS,
@@ -56,6 +57,7 @@ PAUSED = _Sentinel("PAUSED")
 
 GREETING, COMMAND, DATA, CLOSED = "greeting", "command", "data", "closed"
 BDAT = "bdat"  # reading the octets of a BDAT chunk (RFC 3030)
+AUTH = "auth"  # the next line is a SASL response (RFC 4954), not a command
 #: smtpf's "sink" state after a connect-time 421 that does not drop (``-rate-drop``,
 #: ``-concurrent-drop``): NOOP and QUIT are served, any other known command gets
 #: #251 "out of sequence" and the connection closes.
@@ -68,7 +70,7 @@ SINK_COMMANDS = frozenset(("NOOP", "QUIT"))
 #: pipelining client meets once per recipient past the limit.
 NOT_ERRORS = frozenset((ReplyId.TOO_MANY_RECIPIENTS,))
 
-NOT_IMPLEMENTED = {"AUTH", "TURN", "ATRN", "SEND", "SOML", "SAML", "EXPN"}
+NOT_IMPLEMENTED = {"TURN", "ATRN", "SEND", "SOML", "SAML", "EXPN"}
 HELP_COMMANDS = "HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS XCLIENT"
 
 
@@ -94,6 +96,8 @@ class SessionConfig:
     etrn: bool = False  # the local route's downstream offers ETRN
     smtputf8: bool = False  # every downstream offers SMTPUTF8 (RFC 6531)
     chunking: bool = True  # offer CHUNKING (RFC 3030 BDAT)
+    auth: bool = False  # smtp-auth-enable
+    auth_tls: bool = True  # smtp-auth-tls: AUTH only after STARTTLS (localhost excepted)
 
     @classmethod
     def from_config(cls, config: Config, hostname: str, tls_available: bool) -> SessionConfig:
@@ -118,6 +122,8 @@ class SessionConfig:
             helo_schizo=config["smtp-helo-schizo"],
             size_limit=config["message-size-limit"],
             chunking=config["rfc3030-chunking"],
+            auth=config["smtp-auth-enable"],
+            auth_tls=config["smtp-auth-tls"],
         )
 
 
@@ -151,6 +157,8 @@ class Session:
         self._chunk_left = 0
         self._chunk_last = False
         self._chunk_refusal: ev.Violation | None = None
+        self.authenticated: str | None = None  # the user name, once the downstream said 235
+        self._sasl: sasl.Exchange | None = None  # the AUTH exchange in progress
 
     # --- derived state ------------------------------------------------------------
 
@@ -167,6 +175,12 @@ class Session:
     def helo_name(self) -> str:
         """The HELO name the policy should believe (XCLIENT HELO= wins)."""
         return self.xclient_helo or self.helo or ""
+
+    @property
+    def auth_offered(self) -> bool:
+        """AUTH is offered: enabled, and encrypted unless smtp-auth-tls is off or the client is localhost."""
+        cfg = self.config
+        return cfg.auth and (self.tls or not cfg.auth_tls or self.client.localhost)
 
     @property
     def in_transaction(self) -> bool:
@@ -208,6 +222,8 @@ class Session:
             words.append("STARTTLS")
         if cfg.xclient and self.client.xclient_allowed:
             words.append("XCLIENT NAME ADDR PORT PROTO HELO")
+        if self.auth_offered:
+            words.append(sasl.KEYWORD)
         words.append("ENHANCEDSTATUSCODES")
         return words
 
@@ -328,10 +344,12 @@ class Session:
         line = raw[:-1] if raw.endswith(b"\r") else raw
         if len(line) + 2 > COMMAND_HARD_LIMIT:
             return self._emit(self.violation(ReplyId.INVALID_TRANSMISSION, drop=True))
+        if self.state == AUTH:
+            return self._emit(self._sasl_response(line))
         if pipelined and not self.pipelining:  # smtpf: #643 after a plain HELO, else #631
             rid = ReplyId.PIPELINING_AFTER_HELO if self.helo_verb == "HELO" else ReplyId.PIPELINING_NOT_ALLOWED
             return self._emit(self.violation(rid, drop=True))
-        if self.config.command_length and len(line) + 2 > COMMAND_LIMIT:
+        if self.config.command_length and len(line) + 2 > COMMAND_LIMIT and line[:5].upper() != b"AUTH ":
             return self._emit(self.violation(ReplyId.COMMAND_TOO_LONG, length=len(line) + 2))
         if any(b < 0x20 or b > 0x7E for b in line if b != 0x09):
             text = _utf8_address_line(line)
@@ -466,7 +484,7 @@ class Session:
     def _starttls(self, arg: str) -> ev.Event:
         if arg:
             return self.violation(ReplyId.INVALID_PARAMETER, param=arg)
-        if self.tls:
+        if self.tls or self.authenticated is not None:
             return self.violation(ReplyId.OUT_OF_SEQUENCE, command="STARTTLS")
         if not self.config.tls_available:
             return self.violation(ReplyId.TLS_NOT_AVAILABLE)
@@ -477,7 +495,7 @@ class Session:
     def _xclient(self, arg: str) -> ev.Event:
         if not (self.config.xclient and self.client.xclient_allowed):
             return self.violation(ReplyId.XCLIENT_NOT_PERMITTED)
-        if self.sender is not None:
+        if self.sender is not None or self.authenticated is not None:
             return self.violation(ReplyId.OUT_OF_SEQUENCE, command="XCLIENT")
         try:
             return ev.Xclient(parse_xclient(arg))
@@ -494,6 +512,58 @@ class Session:
         if not valid_etrn(arg):
             return self.violation(ReplyId.INVALID_PARAMETER, param=arg)
         return ev.Etrn(arg)
+
+    def _auth(self, arg: str) -> ev.Event:
+        """RFC 4954 AUTH: refusals of sequence and offer here, then the SASL exchange."""
+        if not self.config.auth:
+            return self.violation(ReplyId.NOT_IMPLEMENTED, command="AUTH")
+        if not self.esmtp or self.sender is not None:  # after EHLO, outside a transaction
+            return self.violation(ReplyId.OUT_OF_SEQUENCE, command="AUTH")
+        if self.authenticated is not None:
+            return self.violation(ReplyId.ALREADY_AUTHENTICATED)
+        if not self.auth_offered:
+            return self.violation(ReplyId.AUTH_NEEDS_TLS)
+        if not arg:
+            return self.violation(ReplyId.MISSING_ARGUMENT, command="AUTH")
+        mechanism, initial = sasl.parse_command(arg)
+        try:
+            self._sasl = sasl.Exchange(mechanism)
+        except sasl.AuthError as exc:
+            return self.violation(exc.reply_id)
+        return self._sasl_step(lambda exchange: exchange.start(initial))
+
+    def _sasl_response(self, line: bytes) -> ev.Event:
+        """A line in the AUTH state: the client's response to our 334."""
+        self.state = COMMAND
+        self._pipelined = False
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            self._sasl = None
+            return self.violation(ReplyId.AUTH_BAD_RESPONSE)
+        return self._sasl_step(lambda exchange: exchange.respond(text))
+
+    def _sasl_step(self, step) -> ev.Event:
+        """The exchange's next step: a challenge, the credentials, or its refusal.
+
+        A client must wait for each 334 (RFC 4954 4): input already
+        buffered behind a line that gets a challenge is smuggling, and the
+        connection is closed as for pipelining where it is not allowed.
+        """
+        exchange = self._sasl
+        assert exchange is not None
+        try:
+            result = step(exchange)
+        except sasl.AuthError as exc:
+            self._sasl = None
+            return self.violation(exc.reply_id)
+        if isinstance(result, sasl.Credentials):
+            self._sasl = None
+            return ev.Auth(exchange.mechanism, result)
+        if self._buffer:
+            self._sasl = None
+            return self.violation(ReplyId.PIPELINING_NOT_ALLOWED, drop=True)
+        return ev.AuthChallenge(self._reply(ReplyId.AUTH_CHALLENGE, challenge=result))
 
     def _vrfy(self, arg: str) -> ev.Event:
         if not arg:
@@ -586,6 +656,10 @@ class Session:
             self.tls = True
             self.helo = self.helo_verb = None
             self._reset()
+        elif isinstance(pending, ev.AuthChallenge) and reply.code == 334:
+            self.state = AUTH
+        elif isinstance(pending, ev.Auth) and reply.code == 235:
+            self.authenticated = pending.credentials.authcid
         elif isinstance(pending, ev.Xclient) and reply.code == 220:
             self.helo = self.helo_verb = None
             self.errors = 0
@@ -647,4 +721,5 @@ _HANDLERS = {
     "XCLIENT": Session._xclient,
     "ETRN": Session._etrn,
     "BDAT": Session._bdat,
+    "AUTH": Session._auth,
 }

@@ -147,3 +147,20 @@ def test_trailing_flags_and_recipient_replies_name_the_recipient(check):
     assert status == 1
     assert "=> 550 5.7.1 recipient <john@example.com> from RFC2606 reserved domain #140" in out
     assert "<?>" not in out
+
+
+def test_an_authenticated_client_is_explained(check):
+    """--auth: a black-listed roaming user who authenticates first (auth-delay-checks) may
+    relay anywhere, through the route of the user name's domain; no password is asked."""
+    status, out = check("--client", "192.0.2.1", "--ptr", "mail.outside.example",
+                        "--helo", "laptop.example.org", "--auth", "fred@example.com",
+                        "--mail", "fred@example.com", "--rcpt", "john@far.example",
+                        "+smtp-auth-enable", "+auth-delay-checks")
+    assert status == 0, out
+    assert "connect, helo: not run (auth-delay-checks" in out
+    assert "auth fred@example.com:\n  => authenticated (assumed) by 127.0.0.1:2527 (route:example.com)" in out
+    assert "forwarded to 127.0.0.1:2527" in out
+    status, out = check("--client", "192.0.2.1", "--ptr", "mail.outside.example",
+                        "--helo", "laptop.example.org", "--auth", "fred@example.com",
+                        "--mail", "fred@example.com", "--rcpt", "john@far.example", "+smtp-auth-enable")
+    assert status == 1 and "black listed #120" in out  # without auth-delay-checks: refused at connect

@@ -179,7 +179,7 @@ def test_gateway_replies(cat, rid, code, status, field):
     assert field in spec.fields
 
 
-EXEMPT_FROM_STATUS = {254, 256, 632, 633, 900}  # EHLO/HELO greetings, banners, 354
+EXEMPT_FROM_STATUS = {254, 256, 632, 633, 900, 984}  # EHLO/HELO greetings, banners, 354, 334
 
 
 def test_status_class_matches_code():
@@ -197,7 +197,8 @@ def test_exempt_entries_are_what_they_claim():
     assert by_id[900].code == 354
     assert {by_id[i].code for i in (632, 633)} == {220}
     assert {by_id[i].code for i in (254, 256)} == {250}
-    assert all(by_id[i].event in ("helo", "connect", "data") for i in EXEMPT_FROM_STATUS)
+    assert by_id[984].code == 334
+    assert all(by_id[i].event in ("helo", "connect", "data", "auth") for i in EXEMPT_FROM_STATUS)
 
 
 def test_relayed_entries_have_no_fixed_status(cat):
@@ -474,3 +475,9 @@ def test_only_the_fields_a_text_uses_are_filled_and_cleaned():
     cat = Catalogue()
     reply = cat.reply(139, rcpt="a@b.example\r\nRSET", sender="unused\r\n")
     assert reply.text == "recipient <a@b.example??RSET> black listed"
+
+
+def test_a_sasl_challenge_is_the_challenge_alone():
+    """RFC 4954 4: the text of a 334 is base64; the id and session id would corrupt it."""
+    reply = Catalogue().reply(984, challenge="VXNlcm5hbWU6")
+    assert reply.encode("SID") == b"334 VXNlcm5hbWU6\r\n"
