@@ -175,6 +175,7 @@ class ControlServer(protocol.Factory):
     def joined(self, link: _WorkerLink) -> None:
         old = self.links.get(link.slot)
         self.links[link.slot] = link
+        log.info("control channel: worker {slot} joined", slot=link.slot)
         if old is not None and old is not link:
             old.transport.loseConnection()
         for request in self.greeting:  # e.g. the VERB changes made before it started
