@@ -88,10 +88,6 @@ class Request:
         """Must every worker answer (and not just the one the client reached)?"""
         return self.verb in FANOUT or (self.verb in ("OPTN", "VERB") and self.op == "set")
 
-    @property
-    def text(self) -> str:
-        return " ".join((self.verb, self.op if self.op != "set" else "", *self.args)).replace("  ", " ").strip()
-
     def to_dict(self) -> dict[str, Any]:
         return {"verb": self.verb, "op": self.op, "args": list(self.args)}
 

@@ -242,6 +242,7 @@ class ControlClient(protocol.ClientFactory):
         self.pending = _Pending(reactor)
         self.stopping = False
         self._retry = None
+        self._warned = False  # one warning per outage, not one per retry
 
     def start(self) -> None:
         self.reactor.connectUNIX(self.path, self, timeout=5)
@@ -258,6 +259,7 @@ class ControlClient(protocol.ClientFactory):
 
     def connected(self, link: _MasterLink) -> None:
         self.link = link
+        self._warned = False
 
     def lost(self, link: _MasterLink) -> None:
         if self.link is link:
@@ -266,8 +268,10 @@ class ControlClient(protocol.ClientFactory):
             self._again()
 
     def clientConnectionFailed(self, connector, reason) -> None:
-        log.warn("control channel: cannot reach the master at {path}: {why}", path=self.path,
-                 why=reason.getErrorMessage())
+        if not self._warned:
+            self._warned = True
+            log.warn("control channel: cannot reach the master at {path}: {why}; retrying every {s:g}s",
+                     path=self.path, why=reason.getErrorMessage(), s=RECONNECT_DELAY)
         self._again()
 
     def _again(self) -> None:

@@ -272,7 +272,8 @@ def test_the_master_answers_for_every_worker(sink, make_proxy):
         stat = admin.cmd("STAT")
         assert "2.0.0 workers=2" in stat.lines
         assert f"2.0.0 active-connections={len(clients)}" in stat.lines  # summed
-        assert any(line.startswith("2.0.0 sessions=") for line in stat.lines)
+        [sessions] = [line for line in stat.lines if line.startswith("2.0.0 sessions=")]
+        assert float(sessions.split("=")[1]) == proxy.metric("barricade_sessions_total")  # the master's sum
 
         reply = admin.cmd("OPTN -rfc2920-pipelining")
         assert reply.text.startswith("2.0.0 OPTN -rfc2920-pipelining in 2 workers #994")
@@ -297,6 +298,7 @@ def test_a_replacement_worker_starts_with_the_changes(sink, make_proxy):
     proxy = start_workers(make_proxy, sink)
     with Client(proxy.port) as admin:
         assert admin.cmd("OPTN -rfc2920-pipelining").id == 994
+        assert admin.cmd("VERB -net.server").id == 994
     for pid in children(proxy.proc.pid):
         os.kill(pid, signal.SIGKILL)
     wait_for(lambda: proxy.log_text().count("control channel: worker") >= 4, timeout=30,
@@ -304,6 +306,17 @@ def test_a_replacement_worker_starts_with_the_changes(sink, make_proxy):
     for _ in range(6):
         with Client(proxy.port) as c:
             assert "PIPELINING" not in c.ehlo().lines
+            assert "2.0.0 barricade.net.server=warn" in c.cmd("VERB").lines
+
+
+def test_the_control_socket_is_private_and_removed_at_stop(sink, make_proxy):
+    proxy = start_workers(make_proxy, sink)
+    worker = min(children(proxy.proc.pid))
+    env = dict(item.split("=", 1) for item in Path(f"/proc/{worker}/environ").read_text().split("\0") if "=" in item)
+    path = Path(env["BARRICADE_CONTROL"])
+    assert path.is_socket() and (path.parent.stat().st_mode & 0o777) == 0o700
+    proxy.stop()
+    assert not path.parent.exists()
 
 
 def test_cache_is_shared_by_the_workers_on_redis(sink, make_proxy, redis_server):
