@@ -545,6 +545,10 @@ class Proxy:
 
     async def on_admin(self, event: ev.Admin, session) -> Outcome:
         """STAT, CONN, KILL ... from localhost: barricade/net/admin.py answers."""
+        if self.server.admin is None:  # sessions run without the service (tests, embedding)
+            if event.verb == "HELP":
+                return await self.on_help(ev.Help(event.argument), session)
+            return Outcome(self.reply(ReplyId.COMMAND_UNKNOWN, command=event.verb))
         return await self.server.admin.handle(event, self.ctx.session_id)
 
     async def on_vrfy(self, event: ev.Vrfy, session) -> Outcome:
