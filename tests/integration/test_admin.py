@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 
 from tests.conftest import routes_to
-from tests.daemons import wait_for
+from tests.daemons import free_port, wait_for
 from tests.haproxy import v1, v2_local
 from tests.smtpclient import Client
 
@@ -195,6 +195,17 @@ def test_from_elsewhere_they_are_unknown_commands(sink, make_proxy):
             assert (reply.id == 993) is local, reply
             if not local:
                 assert (reply.code, reply.id) == (500, 248)
+
+
+def test_ipv6_loopback_is_localhost(sink, make_proxy):
+    port = free_port()
+    proxy = make_proxy(routes_to(sink), f"interfaces=127.0.0.1:{port};[::1]:{port}", port=port)
+    c = Client.__new__(Client)
+    c.sock, c.buf = socket.create_connection(("::1", proxy.port), timeout=10), b""
+    c.banner = c.read()
+    with c:
+        reply = c.cmd("CONN")
+        assert reply.id == 993 and f"[::1]:{c.sock.getsockname()[1]}" in " ".join(reply.lines)
 
 
 def test_hostile_input(sink, make_proxy):
