@@ -166,7 +166,8 @@ class ControlServer(protocol.Factory):
     def stop(self) -> defer.Deferred:
         port, self.port = self.port, None
         d = defer.maybeDeferred(port.stopListening) if port is not None else defer.succeed(None)
-        d.addBoth(lambda _: shutil.rmtree(self.directory, ignore_errors=True))
+        # Now, not when the port has closed: the reactor may stop before that.
+        shutil.rmtree(self.directory, ignore_errors=True)
         return d
 
     def buildProtocol(self, addr) -> _WorkerLink:
