@@ -75,6 +75,11 @@ class Option:
     section: str
     minimum: int | None = None
     choices: tuple[str, ...] = ()
+    #: May change while running (the admin command OPTN): the code reads it from the
+    #: config at each use, or the session settings are rebuilt after a change.
+    live: bool = False
+    #: Never shown while running (OPTN's listing): a password.
+    secret: bool = False
 
     def parse(self, text: str) -> Any:
         try:
@@ -131,6 +136,12 @@ class Config(Mapping[str, Any]):
             values[name] = value
         return Config(self.registry, values)
 
+    def update_live(self, name: str, value: Any) -> None:
+        """Change a live option in place (OPTN): every holder of this config sees it."""
+        if not self.registry.get(name).live:
+            raise OptionError(f"option {name} cannot change while running")
+        self._values[name.lower()] = value
+
 
 class Registry:
     """All options known to this process, in registration order."""
@@ -148,6 +159,7 @@ class Registry:
         kind: str | None = None,
         minimum: int | None = None,
         choices: Iterable[str] = (),
+        live: bool = False,
     ) -> Option:
         name = name.lower()
         if name in self._options:
@@ -156,7 +168,7 @@ class Registry:
             kind = {bool: "bool", int: "int", list: "list"}.get(type(default), "str")
         if kind not in _PARSERS:
             raise OptionError(f"option {name}: unknown kind {kind}")
-        opt = Option(name, default, kind, " ".join(help.split()), section, minimum, tuple(choices))
+        opt = Option(name, default, kind, " ".join(help.split()), section, minimum, tuple(choices), live)
         self._options[name] = opt
         return opt
 
@@ -165,6 +177,18 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         return name.lower() in self._options
+
+    def set_live(self, *names: str) -> None:
+        """Mark options as changeable while running (see :attr:`Option.live`)."""
+        for name in names:
+            opt = self.get(name)
+            self._options[opt.name] = Option(**{**opt.__dict__, "live": True})
+
+    def set_secret(self, *names: str) -> None:
+        """Mark options whose value is a password (see :attr:`Option.secret`)."""
+        for name in names:
+            opt = self.get(name)
+            self._options[opt.name] = Option(**{**opt.__dict__, "secret": True})
 
     def get(self, name: str) -> Option:
         try:
@@ -289,7 +313,7 @@ def render_markdown(registry: Registry) -> str:
         out += ["", f"## {title}", "", "| option | default | meaning |", "|---|---|---|"]
         for opt in options:
             default = opt.format(opt.default).replace("|", "\\|")
-            text = opt.help.replace("|", "\\|")
+            text = opt.help.replace("|", "\\|") + (" *Live: the admin command OPTN may change it.*" if opt.live else "")
             out.append(f"| `{opt.name}` | `{default}` | {text} |")
     return "\n".join(out) + "\n"
 
@@ -826,3 +850,19 @@ _add("spf-temp-error-dns", True, """A DNS failure (timeout, SERVFAIL) while
      match, a domain whose record cannot be fetched is Neutral), so TempError
      never happens.""", section=S)
 del S, _SPF_WORDS
+
+#: The options OPTN may change while running: each is read from the config where it
+#: is used, or goes into the session settings the admin code rebuilds after a change
+#: (barricade/net/admin.py).  Any other option is built into something at start-up
+#: (maps, store, checks, listeners) and needs a restart (#323).
+REGISTRY.set_live(
+    "smtp-session-timeout", "smtp-greet-pause", "tls-handshake-timeout", "smtp-data-line-timeout",
+    "smtp-delay-checks", "relay-reply", "forward-xclient", "forward-xforward", "message-size-limit",
+    "smtp-enable-esmtp", "rfc2920-pipelining", "rfc1652-8bitmime", "smtp-xclient-enable",
+    "rfc2821-command-length", "rfc2821-line-length", "rfc2821-strict-dot", "rfc2821-angle-brackets",
+    "rfc2821-extra-spaces", "rfc2821-local-length", "rfc2821-domain-length", "smtp-drop-after",
+    "smtp-drop-unknown", "smtp-helo-schizo", "rfc3030-chunking", "shutdown-timeout",
+)
+
+#: Options whose value is a password: OPTN lists them without it.
+REGISTRY.set_secret("tls-server-key-pass")

@@ -677,6 +677,20 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(990, 550, '5.7.1', 'client certificate does not name {name}', 'mail',
       'Tls-Connect: VERIFY:CN=name and the verified client certificate has neither that subject '
       'CN nor that subjectAltName DNS name.'),
+    R(993, 214, '2.0.0', '{title}', 'admin',
+      'The answer to an admin command from localhost (STAT, CONN, OPTN, VERB, INFO, CACHE GET): '
+      'the title on the first line, the listing on the lines after it.'),
+    R(994, 250, '2.0.0', '{text}', 'admin',
+      'An admin command from localhost was carried out (CACHE PUT or DELETE, an OPTN or VERB change); '
+      'with workers, by every worker.'),
+    R(995, 501, '5.5.4', '{command}: {problem}', 'admin',
+      'An admin command from localhost with a missing, malformed or unknown argument; '
+      'HELP lists the commands and their arguments.'),
+    R(996, 451, '4.3.0', '{command}: {problem}, try again later', 'admin',
+      'An admin command could not be carried out now: the master or a worker did not answer in '
+      'time, or the shared store is unavailable.'),
+    R(997, 504, '5.5.4', '{what} not found', 'admin',
+      'CACHE GET or DELETE of a key the shared store does not hold, or OPTN of an unknown option.'),
 )
 
 
@@ -881,6 +895,16 @@ class ReplyId(enum.IntEnum):
     BARE_CR_OR_LF = 921
     TOO_MANY_ERRORS = 922
     SERVER_ERROR = 550  # 451 4.3.0 internal server error: the session goes on
+    # --- admin commands (localhost only) ---
+    ADMIN_RESTART_NEEDED = 323  # OPTN of an option that cannot change live
+    ADMIN_KILLING = 324  # KILL: the session is being closed
+    ADMIN_KILLED = 325  # what the killed session's client is told
+    ADMIN_NO_SESSION = 326  # KILL: no worker holds that session
+    ADMIN_LISTING = 993
+    ADMIN_DONE = 994
+    ADMIN_USAGE = 995
+    ADMIN_UNAVAILABLE = 996
+    ADMIN_NOT_FOUND = 997
 
 
 def _by_action(**actions: tuple[ReplyId, ...]) -> dict[ReplyId, frozenset[str]]:
@@ -934,6 +958,13 @@ USES: dict[ReplyId, frozenset[str]] = _by_action(
         _R.STATE_UNAVAILABLE_CLOSE, _R.STATE_UNAVAILABLE, _R.DUPMSG_STORE_UNAVAILABLE, _R.GREY_LISTED,
         _R.URI_BL_CLIENT, _R.URI_BL_HELO, _R.URI_BL_MAIL, _R.AUTH_TOO_MANY_FAILURES,
     ),
+    # Not a verdict: the admin commands' answers (barricade.admin), listed so that
+    # every reply a localhost operator can get is named in one table.
+    admin=(
+        _R.ADMIN_RESTART_NEEDED, _R.ADMIN_KILLING, _R.ADMIN_NO_SESSION, _R.ADMIN_LISTING,
+        _R.ADMIN_DONE, _R.ADMIN_USAGE, _R.ADMIN_UNAVAILABLE, _R.ADMIN_NOT_FOUND, _R.HELP,
+    ),
+    killed=(_R.ADMIN_KILLED,),
 )
 del _R
 

@@ -25,6 +25,7 @@ from barricade.descriptors import in_use, raise_file_limit
 from barricade.dns import Resolver
 from barricade.maps import MapError, RouteMap
 from barricade.metrics import Metrics, metrics_root
+from barricade.net.admin import Admin
 from barricade.net.capability_probe import CapabilityProbe
 from barricade.net.conductor import ServerContext
 from barricade.net.forward import Timeouts
@@ -250,6 +251,8 @@ class BarricadeService(service.Service):
         service.Service.startService(self)
         reactor = self.context.reactor
         self.factory = factory = SmtpServerFactory(self.context)
+        self.context.admin = Admin(self.context, factory)
+        self.context.admin.start()  # a worker joins the master's control channel here
         for sock in self.sockets:
             self.ports.append(reactor.adoptStreamPort(sock.fileno(), sock.family, factory))
             factory.add_port(self.ports[-1])
@@ -302,6 +305,8 @@ class BarricadeService(service.Service):
         if self.descriptor_gauges is not None and self.descriptor_gauges.running:
             self.descriptor_gauges.stop()
         ports, self.ports = self.ports, []
+        if self.context.admin is not None:
+            self.context.admin.stop()
         await defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
         if self.factory is not None:
             self.factory.shutdown(graceful=True)

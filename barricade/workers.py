@@ -11,9 +11,12 @@ SO_REUSEPORT, measured in the engineering notes).  The master
 * on stop, sends SIGTERM to the workers (they close open sessions with
   #909) and waits for them, then SIGKILLs stragglers;
 * serves ``/metrics`` for all workers (prometheus-client multiprocess
-  mode), keeping the counters of workers that died.
+  mode), keeping the counters of workers that died;
 * writes the workers' log events into its own log: each worker sends them
-  as JSON lines on its stdout, relayed with their fields (``barricade.logs``).
+  as JSON lines on its stdout, relayed with their fields (``barricade.logs``);
+* answers the admin commands for all workers through a control channel
+  (``barricade/net/control.py``): a worker asks, the master asks every
+  worker and merges, and keeps OPTN and VERB changes for replacements.
 
 Each worker is ``python -m barricade.worker`` with the same option
 arguments as the master.
@@ -37,8 +40,11 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from barricade.admin import Answers, apply_option
 from barricade.logs import relay, relayed_event
-from barricade.options import Config
+from barricade.net.admin import CONTROL_ENV, SLOT_ENV
+from barricade.net.control import ControlServer
+from barricade.options import Config, OptionError
 from barricade.service import bind_interfaces, log_file_limit, parse_address
 
 log = Logger()
@@ -92,6 +98,7 @@ class WorkerMaster(service.Service):
         self.metrics_dir = ""
         self.metrics_port = None
         self.restarts = 0
+        self.control: ControlServer | None = None
         # The master's own series, served with the workers' sums: the workers'
         # files cannot count the workers themselves.
         self.registry = CollectorRegistry()
@@ -109,6 +116,7 @@ class WorkerMaster(service.Service):
     def startService(self) -> None:
         service.Service.startService(self)
         self.metrics_dir = tempfile.mkdtemp(prefix="barricade-metrics-")
+        self._start_control()
         for slot in range(self.count):
             self.spawn(slot)
         if self.config["metrics-interface"]:
@@ -127,6 +135,7 @@ class WorkerMaster(service.Service):
         child_fds.update({fd: fd for fd in fds})
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.metrics_dir,
                    PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        env[SLOT_ENV] = str(slot)  # the control channel (CONTROL_ENV) names it so
         argv = [sys.executable, "-m", "barricade.worker", "--fds", ",".join(map(str, fds)),
                 "--slot", str(slot), "--", *self.args]
         proc = _WorkerProcess(self, slot)
@@ -134,6 +143,26 @@ class WorkerMaster(service.Service):
         proc.pid = transport.pid
         self.workers[slot] = proc
         log.info("barricade: worker {slot} started, pid {pid}", slot=slot, pid=proc.pid)
+
+    def _start_control(self) -> None:
+        """The admin commands' control channel; its path reaches the workers by environment."""
+        self.control = ControlServer(self.reactor, lambda: [str(slot) for slot in self.workers],
+                                     self._admin_answered)
+        os.environ[CONTROL_ENV] = self.control.start()
+
+    def _admin_answered(self, request: dict, answers: Answers) -> None:
+        """Keep what an OPTN or VERB change changed, so a replacement worker starts with it."""
+        if request.get("op") != "set":
+            return
+        if request.get("verb") == "OPTN" and any("setting" in a for _, a in answers.answered):
+            change = request["args"][0]
+            self.args.append(change)  # a worker started from now on parses it last
+            try:
+                apply_option(self.config, self.config.registry, change)  # e.g. shutdown-timeout
+            except (KeyError, PermissionError, OptionError):
+                pass
+        elif request.get("verb") == "VERB":
+            self.control.greeting.append(request)
 
     def worker_ended(self, proc: _WorkerProcess, reason) -> None:
         pid = proc.pid
@@ -181,6 +210,8 @@ class WorkerMaster(service.Service):
         def done(_):
             if killer.active():
                 killer.cancel()
+            if self.control is not None:
+                self.control.stop()
             for sock in self.sockets:
                 sock.close()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)

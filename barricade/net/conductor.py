@@ -64,6 +64,7 @@ class ServerContext:
     resolver: object = None  # barricade.dns.Resolver; None: no DNS (client names stay unknown)
     capabilities: object = None  # barricade.net.capability_probe.CapabilityProbe; None: static EHLO
     downstreams: object = None  # barricade.net.pool.DownstreamPool; None: QUIT at session end
+    admin: object = None  # barricade.net.admin.Admin: the localhost admin commands
 
 
 #: The LAN networks of the client identity (kept under its old name).
@@ -577,6 +578,14 @@ class Proxy:
         from barricade.protocol.session import HELP_COMMANDS
 
         return self.rules.simple(self.ctx, "help", commands=HELP_COMMANDS)
+
+    async def on_admin(self, event: ev.Admin, session) -> Outcome:
+        """STAT, CONN, KILL ... from localhost: barricade/net/admin.py answers."""
+        if self.server.admin is None:  # sessions run without the service (tests, embedding)
+            if event.verb == "HELP":
+                return await self.on_help(ev.Help(event.argument), session)
+            return Outcome(self.reply(ReplyId.COMMAND_UNKNOWN, command=event.verb))
+        return await self.server.admin.handle(event, self.ctx.session_id)
 
     async def on_vrfy(self, event: ev.Vrfy, session) -> Outcome:
         return self.rules.simple(self.ctx, "vrfy")

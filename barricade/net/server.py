@@ -39,7 +39,7 @@ from barricade.protocol import events as ev
 from barricade.protocol.message import new_session_id
 from barricade.protocol.proxy_protocol import HEADER_TIMEOUT, ProxyHeaderError, listed, parse_hosts
 from barricade.protocol.proxy_protocol import parse as parse_proxy_header
-from barricade.protocol.session import DATA, NEED_DATA, PAUSED, Session
+from barricade.protocol.session import CLOSED, DATA, NEED_DATA, PAUSED, Session
 from barricade.replies import Reply, ReplyId
 
 log = Logger()
@@ -97,6 +97,9 @@ class SmtpServerProtocol(protocol.Protocol):
         self._close_when_idle = False
         self._header: ProxyHeaderReader | None = None  # reading a load balancer's PROXY header
         self.factory: SmtpServerFactory | None = None
+        # For the admin command CONN: when the session began, its last input, octets read.
+        self.started = self.last_input = 0.0
+        self.octets = 0
 
     # --- connection -----------------------------------------------------------------
 
@@ -125,6 +128,7 @@ class SmtpServerProtocol(protocol.Protocol):
             self._admitted = host
             self.factory.admitted()
         self.session = Session(self.server.session_config, client, self.server.catalogue, sid)
+        self.started = self.server.reactor.seconds()
         self.proxy = Proxy(self.server, client, sid)
         self.proxy.on_fatal = self._fatal
         if self.factory is not None:
@@ -210,6 +214,8 @@ class SmtpServerProtocol(protocol.Protocol):
         if self._closed or self.session is None:
             return
         self.session.receive_data(data)
+        self.octets += len(data)
+        self.last_input = self.server.reactor.seconds()
         if self.busy:
             if not self.paused and self.session.buffered > PAUSE_AT:
                 self.paused = True
@@ -307,7 +313,7 @@ class SmtpServerProtocol(protocol.Protocol):
             self._close()
 
     def _respond(self, outcome: Outcome) -> None:
-        if self._closed:
+        if self._closed or self.session.state == CLOSED:  # closed meanwhile (KILL, fatal error)
             return
         if outcome.client is not None:  # XCLIENT: the session goes on as this client
             self.session.restart(outcome.client, outcome.client_helo)
@@ -401,6 +407,14 @@ class SmtpServerProtocol(protocol.Protocol):
         """Proxy says the session cannot go on (downstream lost mid-DATA)."""
         if not self._closed:
             self._send(self.session.abort(reply), reply)
+
+    def kill(self, reply: Reply) -> None:
+        """The admin command KILL: the client is told (#325) and the session closes now.
+
+        A command in flight loses its reply, as with any close: nothing the
+        client was not told about is acknowledged.
+        """
+        self._fatal(reply)
 
     def shutdown(self, graceful: bool = False) -> None:
         """The daemon is stopping: tell the client (#909) and close.

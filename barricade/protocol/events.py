@@ -75,6 +75,14 @@ class Help(Command):
 
 
 @dataclass(frozen=True)
+class Admin(Command):
+    """An admin command (STAT, CONN, KILL, ...) from localhost; see :mod:`barricade.admin`."""
+
+    verb: str
+    argument: str = ""
+
+
+@dataclass(frozen=True)
 class Vrfy(Command):
     argument: str
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from barricade.admin import ADMIN_VERBS
 from barricade.options import Config
 from barricade.protocol import auth as sasl
 from barricade.protocol import events as ev
@@ -361,6 +362,8 @@ class Session:
         return self._emit(self._command(verb, arg))
 
     def _command(self, verb: str, arg: str) -> ev.Event:
+        if verb in ADMIN_VERBS and self.client.localhost and self.state != SINK:
+            return ev.Admin(verb, arg)  # barricade.admin; from elsewhere unknown, as in smtpf
         handler = _HANDLERS.get(verb)
         if self.state == SINK and verb not in SINK_COMMANDS and (handler or verb in NOT_IMPLEMENTED):
             return self.violation(ReplyId.OUT_OF_SEQUENCE, drop=True, command=verb)
