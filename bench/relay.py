@@ -11,8 +11,9 @@ Barricade (``twistd -n barricade``) on free loopback ports, then measures:
 2. latency of one whole SMTP session (connect … QUIT) on each path, with
    a small smtplib client, p50/p99 and the latency the proxy adds;
 3. memory per idle connection: VmRSS of the proxy before and after
-   opening C connections that have seen the banner and EHLO (measured
-   first, while the proxy is fresh; see :func:`memory`).
+   opening C connections that have seen the banner and EHLO, and a normal
+   session's latency before and while they are held (measured first,
+   while the proxy is fresh; see :func:`memory`).
 
 It prints figures and asserts nothing about speed.  Failures are not
 hidden: a non-zero exit of smtp-source, a wrong SMTP reply, a message the
