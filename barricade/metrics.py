@@ -23,6 +23,8 @@ class Metrics:
     def __init__(self, catalogue: Catalogue, registry: CollectorRegistry | None = None):
         self.catalogue = catalogue
         self._children: dict[tuple[int, tuple[str, ...]], object] = {}
+        self._reply_children: dict[tuple[int, str, int], object] = {}
+        self._check_children: dict[tuple[str, str, str], tuple] = {}
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.replies = Counter(
@@ -186,8 +188,15 @@ class Metrics:
         self.scanner_wait_seconds.labels(name).observe(seconds)
 
     def reply(self, reply: Reply) -> None:
-        event = self.catalogue.spec(reply.id).event if reply.id in self.catalogue else "relayed"
-        self.child(self.replies, str(reply.code), reply.status or "-", str(reply.id), event).inc()
+        # Every reply of every session lands here: its counter is found by the
+        # reply's own fields, without building the label strings again.
+        key = (reply.code, reply.status, reply.id)
+        found = self._reply_children.get(key)
+        if found is None:
+            event = self.catalogue.spec(reply.id).event if reply.id in self.catalogue else "relayed"
+            found = self._reply_children[key] = self.replies.labels(
+                str(reply.code), reply.status or "-", str(reply.id), event)
+        found.inc()
 
     def downstream(self, command: str, seconds: float) -> None:
         self.child(self.downstream_seconds, command).observe(seconds)
@@ -205,8 +214,13 @@ class Metrics:
             self.dns_seconds.labels(rdtype).observe(seconds)
 
     def check(self, name: str, phase: str, outcome: str, seconds: float) -> None:
-        self.child(self.checks, name, phase, outcome).inc()
-        self.child(self.check_seconds, name, phase).observe(seconds)
+        key = (name, phase, outcome)
+        found = self._check_children.get(key)
+        if found is None:  # both of a check run's metrics in one lookup
+            found = self._check_children[key] = (self.checks.labels(name, phase, outcome),
+                                                  self.check_seconds.labels(name, phase))
+        found[0].inc()
+        found[1].observe(seconds)
 
     def child(self, metric, *labels: str):
         """``metric.labels(*labels)``, remembered.

@@ -11,8 +11,9 @@ Barricade (``twistd -n barricade``) on free loopback ports, then measures:
 2. latency of one whole SMTP session (connect … QUIT) on each path, with
    a small smtplib client, p50/p99 and the latency the proxy adds;
 3. memory per idle connection: VmRSS of the proxy before and after
-   opening C connections that have seen the banner and EHLO (measured
-   first, while the proxy is fresh; see :func:`memory`).
+   opening C connections that have seen the banner and EHLO, and a normal
+   session's latency before and while they are held (measured first,
+   while the proxy is fresh; see :func:`memory`).
 
 It prints figures and asserts nothing about speed.  Failures are not
 hidden: a non-zero exit of smtp-source, a wrong SMTP reply, a message the
@@ -433,57 +434,106 @@ def read_reply(stream: Any, step: str) -> int:
             return int(line[:3])
 
 
+IDLE_ROOM = 10  # held connections given back at the first #941
+
+
+class Idle:
+    """Connections held open past the banner and EHLO (see :func:`idle_connections`)."""
+
+    def __init__(self) -> None:
+        self.socks: list[socket.socket] = []
+        self.refused = 0  # answered #941: the proxy had no room for another session
+
+    @property
+    def held(self) -> int:
+        return len(self.socks)
+
+
 @contextmanager
-def idle_connections(port: int, count: int, deadline: Deadline) -> Iterator[int]:
-    """Hold ``count`` connections that have seen the banner and EHLO; closes them all."""
-    held: list[tuple[socket.socket, Any]] = []
+def idle_connections(port: int, count: int, deadline: Deadline) -> Iterator[Idle]:
+    """Hold up to ``count`` connections that have seen the banner and EHLO; closes them all.
+
+    A banner other than 220 is an error, except the proxy's #941 (no room
+    for another session: every admitted session is counted with a
+    downstream descriptor).  At the first #941 no more are opened, and
+    :data:`IDLE_ROOM` held connections are closed so that a normal client
+    still finds room (a session that got its 221 may not have been counted
+    out yet when the next one connects).
+    """
+    idle = Idle()
     try:
         for i in range(count):
             sock = socket.create_connection((HOST, port), timeout=deadline.remaining(10.0))
-            stream = sock.makefile("rb")
-            held.append((sock, stream))
-            code = read_reply(stream, f"connection {i + 1} banner")
-            if code != 220:
-                raise BenchError(f"connection {i + 1}: banner {code}, expected 220")
-            sock.sendall(f"EHLO {CLIENT_NAME}\r\n".encode())
-            code = read_reply(stream, f"connection {i + 1} EHLO")
-            if code != 250:
-                raise BenchError(f"connection {i + 1}: EHLO got {code}, expected 250")
-        yield len(held)
+            stream = sock.makefile("rb")  # closed below; the socket stays open
+            try:
+                code = read_reply(stream, f"connection {i + 1} banner")
+                if code == 421 and idle.socks:
+                    idle.refused += 1
+                    sock.close()
+                    for _ in range(min(IDLE_ROOM, len(idle.socks))):
+                        idle.socks.pop().close()
+                    break
+                idle.socks.append(sock)
+                if code != 220:
+                    raise BenchError(f"connection {i + 1}: banner {code}, expected 220")
+                sock.sendall(f"EHLO {CLIENT_NAME}\r\n".encode())
+                code = read_reply(stream, f"connection {i + 1} EHLO")
+                if code != 250:
+                    raise BenchError(f"connection {i + 1}: EHLO got {code}, expected 250")
+            finally:
+                stream.close()
+        yield idle
     finally:
-        for sock, stream in held:
-            stream.close()
+        for sock in idle.socks:
             sock.close()
 
 
 def memory(proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
            say: Callable[[str], None]) -> dict[str, Any]:
-    """VmRSS before, with C idle connections open, and a second after closing them.
+    """VmRSS before, with C idle connections open, and a second after closing them;
+    a normal client's session latency before and while they are held.
 
     This runs first, on the freshly started proxy: memory freed by earlier
     sessions stays mapped in the process and is reused, so after the load
     runs the same 200 connections show no RSS growth at all (measured: 0.0
-    KiB).  A short warm-up loads the code paths of one idle connection, so
-    that their one-off cost is not charged to the C connections.
+    KiB).  A short warm-up loads the code paths of one idle connection (and
+    of the normal sessions), so that their one-off cost is not charged to
+    the C connections.
     """
     count = args.connections
-    say(f"Memory per idle connection: {count} connections (banner + EHLO), proxy VmRSS, fresh proxy")
+    sessions = args.latency_sessions
+    say(f"Memory per idle connection: {count} connections (banner + EHLO), proxy VmRSS, fresh proxy; "
+        f"{sessions} normal sessions before and while they are held")
+    message = make_message(args.size)
     warm = min(10, count)
     with idle_connections(proxy.port, warm, deadline):
         pass
+    idle_ms = [1000 * one_session(proxy.port, message, deadline) for _ in range(sessions)]
     time.sleep(0.5)  # let the warm-up sessions finish tearing down
     before = proxy.rss_kib()
-    with idle_connections(proxy.port, count, deadline):
+    started = time.monotonic()
+    with idle_connections(proxy.port, count, deadline) as idle:
+        ramp = time.monotonic() - started
         time.sleep(0.5)  # the proxy has answered EHLO on all; settle before sampling
         during = proxy.rss_kib()
+        held_ms = [1000 * one_session(proxy.port, message, deadline) for _ in range(sessions)]
+        held = idle.held
     time.sleep(1.0)
     after = proxy.rss_kib()
-    per = (during - before) / count
-    say(f"  VmRSS before {before} KiB, with {count} open {during} KiB, "
+    per = (during - before) / held if held else 0.0
+    result = {"connections": count, "held": held, "refused_941": idle.refused,
+              "open_s": round(ramp, 1), "rss_before_kib": before, "rss_open_kib": during,
+              "rss_after_close_kib": after, "kib_per_connection": per,
+              "idle": {"p50_ms": percentile(idle_ms, 50), "p99_ms": percentile(idle_ms, 99)},
+              "held_latency": {"p50_ms": percentile(held_ms, 50), "p99_ms": percentile(held_ms, 99)}}
+    say(f"  held {held} of {count} (opened in {ramp:.1f} s; refused #941: {idle.refused})")
+    say(f"  VmRSS before {before} KiB, with {held} open {during} KiB, "
         f"after closing {after} KiB")
     say(f"  {per:.1f} KiB per connection")
-    return {"connections": count, "rss_before_kib": before, "rss_open_kib": during,
-            "rss_after_close_kib": after, "kib_per_connection": per}
+    say(f"  normal session  p50 {result['idle']['p50_ms']:.2f} ms / p99 {result['idle']['p99_ms']:.2f} ms "
+        f"idle;  p50 {result['held_latency']['p50_ms']:.2f} ms / "
+        f"p99 {result['held_latency']['p99_ms']:.2f} ms held")
+    return result
 
 
 # --- 4. slow-loris connections -----------------------------------------------------
@@ -814,7 +864,11 @@ def summary(rep: Report, proxy: Proxy | None) -> None:
     mem = f.get("memory")
     if mem:
         say(f"  memory per idle connection  {mem['kib_per_connection']:9.1f} KiB "
-            f"({mem['connections']} connections, VmRSS {mem['rss_before_kib']} -> {mem['rss_open_kib']} KiB)")
+            f"({mem['held']} of {mem['connections']} held, VmRSS {mem['rss_before_kib']} -> "
+            f"{mem['rss_open_kib']} KiB)")
+        say(f"  session latency, idle held  p50 {mem['held_latency']['p50_ms']:6.2f} ms  "
+            f"p99 {mem['held_latency']['p99_ms']:6.2f} ms  (before: p50 {mem['idle']['p50_ms']:.2f}, "
+            f"p99 {mem['idle']['p99_ms']:.2f})")
     loris = f.get("slow_loris")
     if loris:
         say(f"  slow loris held             {loris['held_at_sample']:9d} of {loris['connections']} "
@@ -853,8 +907,9 @@ def main(argv: list[str] | None = None) -> int:
     rep.say(f"Barricade relay benchmark  (commit {rep.figures['commit']}, "
             f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
     try:
-        if args.slow_loris:
-            limit = raise_file_limit(2 * args.slow_loris + 4096)
+        need = max(2 * args.slow_loris, args.connections)
+        if need > 500:
+            limit = raise_file_limit(need + 4096)
             rep.say(f"  file limit {limit} (this benchmark and its daemons)")
         sink = Sink(workdir, deadline)
         extra = (f"workers={args.workers}",) if args.workers != 1 else ()

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from barricade.descriptors import exhausted
+from barricade.net.deadline import rearm
 from barricade.net.sendnow import write_now
 from barricade.protocol.capabilities import Capabilities, mail_parameters, rcpt_parameters
 from barricade.protocol.downstream_tls import PLAIN, REFUSE, TlsPolicy, decide
@@ -172,10 +173,8 @@ class SmtpClientProtocol(protocol.Protocol):
             if timer is not None and timer.active():
                 timer.cancel()
             self._timer = None
-        elif timer is not None and timer.active():
-            timer.reset(timeout)  # a later deadline only updates a number
         else:
-            self._timer = self.clock.callLater(timeout, self._timed_out)
+            self._timer = rearm(self.clock, timer, timeout, self._timed_out)
 
     def _timed_out(self) -> None:
         self._timer = None

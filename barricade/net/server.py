@@ -32,6 +32,7 @@ from zope.interface import implementer
 from barricade.client import address_text
 from barricade.descriptors import Admission, file_limit, in_use
 from barricade.net.conductor import Outcome, Proxy, ServerContext, classify
+from barricade.net.deadline import rearm
 from barricade.net.sendnow import write_now
 from barricade.net.tls_server import tls_handshake_done
 from barricade.policy.pipeline import _resume
@@ -448,10 +449,8 @@ class SmtpServerProtocol(protocol.Protocol):
     # --- client timeouts ----------------------------------------------------------------
 
     def _arm(self, seconds: float) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(seconds)  # cheaper than a new timer per command
-            return
-        self._timer = self.server.reactor.callLater(seconds, self._timed_out)
+        # One timer per connection, moved rather than replaced where it can be.
+        self._timer = rearm(self.server.reactor, self._timer, seconds, self._timed_out)
 
     def _disarm(self) -> None:
         if self._timer is not None and self._timer.active():

@@ -94,7 +94,7 @@ class CallAhead:
         if self.store is None:
             return None
         try:
-            value = await aio(self.store.get(cache_key(rcpt)))
+            value = await aio(self.store.get(cache_key(rcpt)), immediate=self.store.immediate)
         except StoreError as exc:  # a cache, not a limit: ask the host instead
             log.warn("session {sid}: call-ahead cache unavailable: {err}", sid=sid, err=str(exc))
             return None
@@ -104,7 +104,8 @@ class CallAhead:
         if self.store is None:
             return
         try:
-            await aio(self.store.set(cache_key(rcpt), value, ttl=ttl))
+            await aio(self.store.set(cache_key(rcpt), value, ttl=ttl),
+                      immediate=self.store.immediate)
         except StoreError as exc:
             log.warn("session {sid}: call-ahead cache unavailable: {err}", sid=sid, err=str(exc))
 

@@ -114,8 +114,9 @@ class DuplicateMessage(StoreCheck):
             return CONTINUE
         key = self.key(ctx)
         try:
-            added = await aio(self.store.add(key, f"pending {ctx.session_id}", ttl=self.pending_ttl))
-            known = None if added else await aio(self.store.get(key))
+            added = await aio(self.store.add(key, f"pending {ctx.session_id}", ttl=self.pending_ttl),
+                              immediate=self.store.immediate)
+            known = None if added else await aio(self.store.get(key), immediate=self.store.immediate)
         except StoreError as exc:
             return self.failed(ctx, exc)
         if added:
@@ -155,9 +156,10 @@ class DuplicateMessage(StoreCheck):
             value = None
         try:
             if value is None:
-                await aio(self.store.delete(pending.key))
+                await aio(self.store.delete(pending.key), immediate=self.store.immediate)
             else:
-                await aio(self.store.set(pending.key, f"{value} {ctx.session_id}", ttl=self.ttl))
+                await aio(self.store.set(pending.key, f"{value} {ctx.session_id}", ttl=self.ttl),
+                          immediate=self.store.immediate)
                 log.info("session {sid}: message {qid} remembered for {ttl:g}s as {value}: {key}",
                          sid=ctx.session_id, qid=pending.qid, ttl=self.ttl, value=value,
                          key=pending.key)

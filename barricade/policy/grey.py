@@ -280,7 +280,8 @@ class GreyList(StoreCheck):
 
     async def lookup(self, key: GreyKey, period: int, **content) -> GreyStatus:
         return await aio(self.store.grey(key.tuple, period=period, temp_fail_ttl=self.temp_fail_ttl,
-                                         accept_ttl=self.accept_ttl, host=key.host, **content))
+                                         accept_ttl=self.accept_ttl, host=key.host, **content),
+                         immediate=self.store.immediate)
 
     def count(self, outcome: str) -> None:
         if self.metrics is not None:

@@ -243,7 +243,7 @@ class NullRateTo(StoreCheck):
             return CONTINUE
         key = hit[0]
         try:
-            count = await aio(self.store.rate(f"null:{key}"))
+            count = await aio(self.store.rate(f"null:{key}"), immediate=self.store.immediate)
         except StoreError as exc:
             return self.failed(ctx, exc)
         if count > limit:

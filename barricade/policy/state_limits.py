@@ -199,6 +199,7 @@ class RateConnect(StoreCheck):
     name = "rate-connect"
     tag = "rate-connect"
     family = "rate"
+    exempt_client = staticmethod(lambda client: client.localhost)  # connect() counts nothing for them
 
     def __init__(self, config: Config, access_map: KeyValueMap, store: Store, metrics=None,
                  reactor=None):
@@ -213,7 +214,7 @@ class RateConnect(StoreCheck):
         if limit <= 0:
             return CONTINUE
         try:
-            count = await aio(self.store.rate(client_key(ctx)))
+            count = await aio(self.store.rate(client_key(ctx)), immediate=self.store.immediate)
         except StoreError as exc:
             return self.failed(ctx, exc)
         if count > limit:
@@ -257,7 +258,8 @@ class ConcurrentConnect(StoreCheck):
             return CONTINUE
         key = client_key(ctx)
         try:
-            lease = await aio(self.store.acquire(key, limit=limit, ttl=self.ttl))
+            lease = await aio(self.store.acquire(key, limit=limit, ttl=self.ttl),
+                              immediate=self.store.immediate)
         except StoreError as exc:
             return self.failed(ctx, exc)
         if lease is None:
@@ -291,7 +293,7 @@ class ConcurrentConnect(StoreCheck):
             log.error("session {sid}: concurrency lease refresh failed: {err}", sid=sid,
                       err=failure.getErrorMessage())
 
-        d = aio(self.store.refresh(key, lease, ttl=self.ttl))
+        d = aio(self.store.refresh(key, lease, ttl=self.ttl), immediate=self.store.immediate)
         return d.addCallbacks(done, failed)
 
     async def _release(self, ctx: Context) -> None:
@@ -301,7 +303,7 @@ class ConcurrentConnect(StoreCheck):
         if held.keeper.running:
             held.keeper.stop()
         try:
-            await aio(self.store.release(held.key, held.lease))
+            await aio(self.store.release(held.key, held.lease), immediate=self.store.immediate)
         except StoreError as exc:  # the lease expires by itself
             log.warn("session {sid}: releasing the concurrency lease failed: {err}",
                      sid=ctx.session_id, err=str(exc))

@@ -89,6 +89,10 @@ class Store(ABC):
     each store adds its own namespace, prefix and (Redis) hash tag.
     """
 
+    #: No operation ever suspends (no I/O): callers may run one to its end at
+    #: once (``aio(..., immediate=True)``) instead of in an event-loop task.
+    immediate = False
+
     @abstractmethod
     async def grey(
         self,

@@ -54,6 +54,8 @@ class _Leases:
 class MemoryStore(Store):
     """In-process Store; ``clock`` returns epoch seconds (default time.time)."""
 
+    immediate = True  # nothing here awaits
+
     def __init__(self, clock: Clock | None = None):
         self._clock = clock or time.time
         self._data: dict[tuple[str, str], _Entry] = {}

@@ -28,6 +28,10 @@ class MeteredStore(Store):
         self.metrics = metrics
 
     @property
+    def immediate(self) -> bool:  # type: ignore[override]
+        return self.inner.immediate
+
+    @property
     def kind(self) -> str:
         """``memory`` or ``redis``, for the start-up log line."""
         return "redis" if type(self.inner).__name__ == "RedisStore" else "memory"
