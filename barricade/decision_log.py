@@ -19,6 +19,7 @@ no secret can reach the log through it.  Sans-IO: no Twisted here.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -123,6 +124,26 @@ def decision(stage: str, env: Envelope, reply: Reply | None, *, drop: bool = Fal
         "delay": round(delay, 4),
         "downstream": downstream,
     }
+
+
+@dataclass(frozen=True)
+class _Unserved:
+    """The envelope of a connection refused before its session began: only who it was."""
+
+    session_id: str
+    client: _Client
+    helo: str = ""
+    esmtp: bool = False
+    tls: bool = False
+    sender: str | None = None
+    rcpts: tuple[str, ...] = ()
+    qid: str = ""
+
+
+def refused_connection(sid: str, client: _Client, reply: Reply, check: str) -> dict[str, Any]:
+    """The record of a connection refused at admission (busy, too many from one
+    client): a connect decision like any other, though no session began."""
+    return decision("connect", _Unserved(sid, client), reply, drop=True, check=check)
 
 
 def text(rec: dict[str, Any]) -> str:

@@ -169,6 +169,12 @@ class Proxy:
         self._decided(Pending("data" if in_data else "protocol", self.ctx, None, time.monotonic(),
                               in_message=in_data), Outcome(reply, drop=True, check=why))
 
+    def refused_at_greeting(self, reply: Reply) -> None:
+        """The client spoke before our banner and got ``reply`` (#420) instead: the
+        connect decision the log records is that drop, not the banner the checks chose."""
+        self._decided(Pending("connect", self.ctx, None, time.monotonic()),
+                      Outcome(reply, drop=True, check="early-talker"))
+
     def _decided(self, pending: Pending, outcome: Outcome) -> None:
         """The decision log's line for this command, if it ended a recipient or a message."""
         rec = pending.record(self.ctx, outcome.reply, time.monotonic(), drop=outcome.drop,

@@ -30,7 +30,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from barricade.client import address_text
+from barricade.decision_log import refused_connection
 from barricade.descriptors import Admission, file_limit, in_use
+from barricade.logs import emit_decision
 from barricade.net.conductor import Outcome, Proxy, ServerContext, classify
 from barricade.net.deadline import rearm
 from barricade.net.sendnow import write_now
@@ -158,6 +160,7 @@ class SmtpServerProtocol(protocol.Protocol):
         log.warn("session {sid}: {ip} refused ({why}): {n} sessions, capacity {cap}",
                  sid=sid, ip=client.ip, why=why, n=factory.admission.sessions,
                  cap=factory.admission.capacity)
+        emit_decision(refused_connection(sid, client, reply, "admission-" + why))
         self.transport.write(reply.encode(sid))
         self.transport.loseConnection()
         self._hard_close = server.reactor.callLater(CLOSE_GRACE, self.transport.abortConnection)
@@ -175,7 +178,11 @@ class SmtpServerProtocol(protocol.Protocol):
             await task.deferLater(self.server.reactor, pause / 1000.0)
         if self._closed:
             return
-        self._send(self.session.greet(outcome.reply, sink=outcome.sink), outcome.reply)
+        data = self.session.greet(outcome.reply, sink=outcome.sink)
+        sent = self.session.greeted_with
+        if sent is not outcome.reply:  # it spoke before our banner: #420, and the session ends
+            self.proxy.refused_at_greeting(sent)
+        self._send(data, sent)
         self._ready()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:

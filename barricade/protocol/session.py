@@ -151,6 +151,7 @@ class Session:
         self._pipelined = False  # input arrived while a command was in flight
         self._data: DataDecoder | None = None
         self._early_data = False
+        self.greeted_with: Reply | None = None  # the banner or refusal greet() sent
         # BDAT: the transaction's chunk decoder (None: no BDAT yet), the octets of the
         # chunk still to read, whether it is the last, and a refusal to send once a
         # refused chunk's octets are read and thrown away (RFC 3030 2).
@@ -579,7 +580,8 @@ class Session:
         """Send the banner (or a connect-phase refusal, which closes).
 
         A client that spoke before the banner is an early talker: it gets
-        #420 instead, and the connection closes.  With ``sink`` a refusal
+        #420 instead, and the connection closes.  ``greeted_with`` is the
+        reply that went out (the metrics and the decision log count that one).  With ``sink`` a refusal
         keeps the connection in the :data:`SINK` state instead.
         """
         if self.state != GREETING:
@@ -587,7 +589,9 @@ class Session:
         if self._buffer:
             self.closing = True
             self.state = CLOSED
-            return self._reply(ReplyId.PRE_GREETING_TRAFFIC).encode(self.id)
+            self.greeted_with = self._reply(ReplyId.PRE_GREETING_TRAFFIC)
+            return self.greeted_with.encode(self.id)
+        self.greeted_with = reply
         self.state = COMMAND
         if reply.code != 220:
             if sink:

@@ -9,7 +9,7 @@ import time
 import urllib.request
 
 from tests.conftest import routes_to
-from tests.daemons import free_port, lf
+from tests.daemons import free_port, lf, wait_for
 from tests.smtpclient import Client
 
 
@@ -167,6 +167,13 @@ def test_greet_pause_catches_early_talkers(sink, make_proxy):
         assert (r.code, r.status, r.id) == (550, "5.7.1", 420)
         assert "sent pre-greeting traffic" in r.text
         assert c.closed()
+    # The reply counted and the decision logged are the #420 the client got, not the banner.
+    sid = r.text.split()[-1]
+    wait_for(lambda: f"session {sid}: NOQUEUE: drop: CONNECT from " in proxy.log_text(),
+             timeout=10, what="the early talker's decision line")
+    line = next(x for x in proxy.log_text().splitlines() if f"session {sid}: NOQUEUE: drop" in x)
+    assert "#420;" in line and "check=early-talker" in line
+    assert proxy.metric("barricade_replies_total", id="420") == 1
     with Client(proxy.port) as c:  # a patient client is served
         assert c.banner.code == 220
 

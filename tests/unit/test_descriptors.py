@@ -7,7 +7,9 @@ import errno
 import pytest
 from twisted.internet import defer, error
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent
 
+from barricade import logs
 from barricade.descriptors import PER_SESSION, Admission, exhausted, raise_file_limit
 from barricade.net.forward import Downstream, DownstreamError, Timeouts
 from barricade.net.server import SmtpServerFactory
@@ -67,7 +69,9 @@ def _connect(factory: SmtpServerFactory, host: str = "192.0.2.10"):
     return proto, transport
 
 
-def test_per_client_cap_answers_927_before_closing(tmp_path):
+def test_per_client_cap_answers_927_before_closing(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(logs, "globalLogPublisher", seen.append)
     s = Session(tmp_path, (), "client-max-sessions=2")
     factory = s.proto.factory
     second, _ = _connect(factory, "192.0.2.10")  # the Session's own peer is 192.0.2.10
@@ -78,6 +82,11 @@ def test_per_client_cap_answers_927_before_closing(tmp_path):
     other, transport = _connect(factory, "192.0.2.11")
     assert not transport.disconnecting
     assert s.ctx.metrics.refused.labels("per-client")._value.get() == 1
+    # The refusal is a connect decision in the log, though no session began.
+    [rec] = [e[logs.RECORD] for e in seen if logs.RECORD in e]
+    assert (rec["stage"], rec["action"], rec["reply_id"], rec["check"], rec["client_ip"]) == (
+        "connect", "drop", 943, "admission-per-client", "192.0.2.10")
+    assert formatEvent(seen[-1]).startswith(f"session {rec['sid']}: NOQUEUE: drop: CONNECT from ")
     third.connectionLost()
     s.proto.connectionLost()
     fourth, transport = _connect(factory, "192.0.2.10")
