@@ -273,8 +273,39 @@ class SmtpServerProtocol(protocol.Protocol):
         except Exception:
             self._internal_error(Failure())
             return
+        self._await(coro, awaited, done)
+
+    def _await(self, coro, awaited, done) -> None:
+        """Continue the handler when what it awaits fires, from that Deferred's callback.
+
+        The awaited Deferred hands its own result (or raises its failure)
+        into the coroutine when resumed, so the reply parser's callback
+        drives the handler on directly: no wrapping Deferred, no
+        ``inlineCallbacks`` step.  Anything but a Deferred goes the general way.
+        """
+        if isinstance(awaited, defer.Deferred):
+            awaited.addBoth(self._step, coro, done)
+            return
         d = defer.ensureDeferred(_resume(coro, awaited))
         d.addCallbacks(done, self._internal_error)
+
+    def _step(self, result: object, coro, done) -> None:
+        try:
+            if isinstance(result, Failure):  # raised where the handler awaits
+                awaited = result.throwExceptionIntoGenerator(coro)
+            else:
+                awaited = coro.send(result)
+        except StopIteration as stop:
+            try:
+                done(stop.value)
+            except Exception:
+                log.failure("session {sid}: reply", sid=self.session.id if self.session else "-")
+            return None
+        except Exception:
+            self._internal_error(Failure())
+            return None
+        self._await(coro, awaited, done)
+        return None
 
     def _chunk_done(self, _result: object) -> None:
         self._ready()
