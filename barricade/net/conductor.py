@@ -468,6 +468,11 @@ class Proxy:
             if self.on_fatal is not None:
                 self.on_fatal(self.fatal)
 
+    def flush(self) -> None:
+        """The client's input is used up: message content held for the downstreams goes out."""
+        for down in self.txn.values():
+            down.flush()
+
     def _abort(self, outcome: Outcome) -> None:
         """Refuse the message: close the downstream connections before any dot."""
         self._abort_reply = outcome

@@ -238,6 +238,8 @@ class SmtpServerProtocol(protocol.Protocol):
             self._pump_events()
         finally:
             self._pumping = False
+            if self.proxy is not None:
+                self.proxy.flush()
 
     def _pump_events(self) -> None:
         session = self.session
