@@ -30,7 +30,7 @@ from barricade.net.authenticate import Authenticator
 from barricade.net.forward import Downstream, DownstreamError, DownstreamReply, Timeouts, client_tls
 from barricade.options import Config
 from barricade.policy.client_name import resolve_client
-from barricade.policy.pipeline import Context, Pipeline
+from barricade.policy.pipeline import Context, Pipeline, _resume
 from barricade.policy.tagging import subject_tag
 from barricade.policy.verdict import Verdict
 from barricade.protocol import events as ev
@@ -680,5 +680,17 @@ class Proxy:
         if not self.ended:  # lost() runs at the close and again at connectionLost
             self.ended = True
             if self.server.pipeline.has("close"):
-                defer.ensureDeferred(self.server.pipeline.close(self.ctx)).addErrback(
-                    lambda f: log.failure("session {sid}: close hooks", f, sid=self.ctx.session_id))
+                self._close_hooks()
+
+    def _close_hooks(self) -> None:
+        """The checks' close hooks, run to the end here unless one waits."""
+        coro = self.server.pipeline.close(self.ctx)
+        try:
+            awaited = coro.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            log.failure("session {sid}: close hooks", sid=self.ctx.session_id)
+            return
+        defer.ensureDeferred(_resume(coro, awaited)).addErrback(
+            lambda f: log.failure("session {sid}: close hooks", f, sid=self.ctx.session_id))
