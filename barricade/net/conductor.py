@@ -552,7 +552,8 @@ class Proxy:
         return await self._all(send)
 
     def _outcome_metric(self, outcome: str) -> None:
-        self.server.metrics.messages.labels(outcome).inc()
+        metrics = self.server.metrics
+        metrics.child(metrics.messages, outcome).inc()
 
     # --- the rest -------------------------------------------------------------------
 

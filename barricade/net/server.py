@@ -33,7 +33,7 @@ from barricade.client import address_text
 from barricade.descriptors import Admission, file_limit, in_use
 from barricade.net.conductor import Outcome, Proxy, ServerContext, classify
 from barricade.net.deadline import rearm
-from barricade.net.sendnow import write_now
+from barricade.net.sendnow import nothing_queued, write_now
 from barricade.net.tls_server import tls_handshake_done
 from barricade.policy.pipeline import _resume
 from barricade.protocol import events as ev
@@ -373,13 +373,15 @@ class SmtpServerProtocol(protocol.Protocol):
 
         The close is made hard after :data:`CLOSE_GRACE` seconds: a TLS
         close waits for the peer's close_notify, which a stalled or hostile
-        client never sends.
+        client never sends.  A plain socket with nothing left to send closes
+        at the next turn of the loop: it needs no such timer.
         """
         if self.proxy is not None:
             self.proxy.lost()
         self._disarm()
+        at_once = nothing_queued(self.transport)
         self.transport.loseConnection()
-        if self._hard_close is None and not self._closed:
+        if self._hard_close is None and not self._closed and not at_once:
             self._hard_close = self.server.reactor.callLater(CLOSE_GRACE, self._abort)
 
     def _abort(self) -> None:
