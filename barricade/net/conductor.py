@@ -35,7 +35,7 @@ from barricade.policy.tagging import subject_tag
 from barricade.policy.verdict import Verdict
 from barricade.protocol import events as ev
 from barricade.protocol.client_identity import identity, xclient_commands, xforward_commands
-from barricade.protocol.downstream_tls import parse_policy
+from barricade.protocol.downstream_tls import PLAIN, decide, parse_policy
 from barricade.protocol.message import HeaderCollector, edit_headers, parse_headers, received_header
 from barricade.protocol.session import SessionConfig
 from barricade.replies import Catalogue, Reply, ReplyId
@@ -266,9 +266,11 @@ class Proxy:
         """STARTTLS as the route's TLS: (or forward-tls) says; ``may`` falls back to plaintext."""
         policy = parse_policy(route.extra.get("TLS") or self.cfg["forward-tls"])
         host = down.host.rpartition(":")[0]
+        # The TLS options (a cipher list to build) only where STARTTLS may follow.
+        creator = None if decide(policy, "STARTTLS" in down.keywords) == PLAIN else client_tls(
+            policy, host, self.cfg["forward-tls-ca-file"])
         try:
-            tls = await down.starttls(policy, self.server.hostname,
-                                      client_tls(policy, host, self.cfg["forward-tls-ca-file"]))
+            tls = await down.starttls(policy, self.server.hostname, creator)
         except DownstreamError as exc:
             if policy.required or not down.tls_attempted:
                 raise
