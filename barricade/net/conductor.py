@@ -30,12 +30,12 @@ from barricade.net.authenticate import Authenticator
 from barricade.net.forward import Downstream, DownstreamError, DownstreamReply, Timeouts, client_tls
 from barricade.options import Config
 from barricade.policy.client_name import resolve_client
-from barricade.policy.pipeline import Context, Pipeline
+from barricade.policy.pipeline import Context, Pipeline, _resume
 from barricade.policy.tagging import subject_tag
 from barricade.policy.verdict import Verdict
 from barricade.protocol import events as ev
 from barricade.protocol.client_identity import identity, xclient_commands, xforward_commands
-from barricade.protocol.downstream_tls import parse_policy
+from barricade.protocol.downstream_tls import PLAIN, decide, parse_policy
 from barricade.protocol.message import HeaderCollector, edit_headers, parse_headers, received_header
 from barricade.protocol.session import SessionConfig
 from barricade.replies import Catalogue, Reply, ReplyId
@@ -272,9 +272,11 @@ class Proxy:
         """STARTTLS as the route's TLS: (or forward-tls) says; ``may`` falls back to plaintext."""
         policy = parse_policy(route.extra.get("TLS") or self.cfg["forward-tls"])
         host = down.host.rpartition(":")[0]
+        # The TLS options (a cipher list to build) only where STARTTLS may follow.
+        creator = None if decide(policy, "STARTTLS" in down.keywords) == PLAIN else client_tls(
+            policy, host, self.cfg["forward-tls-ca-file"])
         try:
-            tls = await down.starttls(policy, self.server.hostname,
-                                      client_tls(policy, host, self.cfg["forward-tls-ca-file"]))
+            tls = await down.starttls(policy, self.server.hostname, creator)
         except DownstreamError as exc:
             if policy.required or not down.tls_attempted:
                 raise
@@ -474,6 +476,11 @@ class Proxy:
             if self.on_fatal is not None:
                 self.on_fatal(self.fatal)
 
+    def flush(self) -> None:
+        """The client's input is used up: message content held for the downstreams goes out."""
+        for down in self.txn.values():
+            down.flush()
+
     def _abort(self, outcome: Outcome) -> None:
         """Refuse the message: close the downstream connections before any dot."""
         self._abort_reply = outcome
@@ -553,7 +560,8 @@ class Proxy:
         return await self._all(send)
 
     def _outcome_metric(self, outcome: str) -> None:
-        self.server.metrics.messages.labels(outcome).inc()
+        metrics = self.server.metrics
+        metrics.child(metrics.messages, outcome).inc()
 
     # --- the rest -------------------------------------------------------------------
 
@@ -681,5 +689,17 @@ class Proxy:
         if not self.ended:  # lost() runs at the close and again at connectionLost
             self.ended = True
             if self.server.pipeline.has("close"):
-                defer.ensureDeferred(self.server.pipeline.close(self.ctx)).addErrback(
-                    lambda f: log.failure("session {sid}: close hooks", f, sid=self.ctx.session_id))
+                self._close_hooks()
+
+    def _close_hooks(self) -> None:
+        """The checks' close hooks, run to the end here unless one waits."""
+        coro = self.server.pipeline.close(self.ctx)
+        try:
+            awaited = coro.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            log.failure("session {sid}: close hooks", sid=self.ctx.session_id)
+            return
+        defer.ensureDeferred(_resume(coro, awaited)).addErrback(
+            lambda f: log.failure("session {sid}: close hooks", f, sid=self.ctx.session_id))

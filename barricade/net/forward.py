@@ -90,6 +90,9 @@ class SmtpClientProtocol(protocol.Protocol):
         self._timer = None
         self.lost = False
         self.lost_reason: str = ""
+        # Message bytes held back until the next command, the dot or the end of the
+        # client's input (flush): the body and the dot usually leave in one send.
+        self._held: list[bytes] = []
 
     # -- transport events -----------------------------------------------------
 
@@ -142,6 +145,7 @@ class SmtpClientProtocol(protocol.Protocol):
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
         self.lost = True
+        self._held.clear()
         self.lost_reason = reason.getErrorMessage() if reason else ""
         self._fail_all(DownstreamError("lost", self.host, self.lost_reason))
 
@@ -187,8 +191,7 @@ class SmtpClientProtocol(protocol.Protocol):
         if isinstance(line, str):
             line = line.encode("utf-8")
         d = self.expect(timeout)
-        if not self.lost:
-            write_now(self.transport, line + b"\r\n")
+        self.send(line + b"\r\n")
         return d
 
     def commands(self, lines: list[str], timeout: float) -> list[defer.Deferred]:
@@ -196,15 +199,33 @@ class SmtpClientProtocol(protocol.Protocol):
         them together and answers them together (replies written one by one
         by a peer without TCP_NODELAY would wait for our delayed ACK)."""
         waits = [self.expect(timeout) for _ in lines]
-        if not self.lost:
-            write_now(self.transport, "".join(line + "\r\n" for line in lines).encode("utf-8"))
+        self.send("".join(line + "\r\n" for line in lines).encode("utf-8"))
         return waits
 
     def write(self, data: bytes) -> None:
+        """Message content: held until :meth:`send` or :meth:`flush`."""
         if not self.lost:
-            self.transport.write(data)
+            self._held.append(data)
+
+    def send(self, data: bytes) -> None:
+        """``data`` now, behind any held content, in one write where possible."""
+        if self.lost:
+            return
+        if self._held:
+            self._held.append(data)
+            data = b"".join(self._held)
+            self._held.clear()
+        write_now(self.transport, data)
+
+    def flush(self) -> None:
+        """Send the held content (the client's input ran out before the dot)."""
+        if self._held and not self.lost:
+            data = b"".join(self._held)
+            self._held.clear()
+            write_now(self.transport, data)
 
     def abort(self) -> None:
+        self._held.clear()
         if not self.lost and self.transport is not None:
             self.transport.abortConnection()
 
@@ -442,7 +463,7 @@ class Downstream:
         else:
             end = b".\r\n" if self._at_line_start else b"\r\n.\r\n"
         d = self.proto.expect(self.timeouts.dot)
-        self.proto.write(end)
+        self.proto.send(end)
         try:
             reply = await self._timed("dot", d)
         finally:
@@ -453,6 +474,10 @@ class Downstream:
             if not earlier.ok:
                 return earlier
         return reply
+
+    def flush(self) -> None:
+        """Message content written so far goes out now."""
+        self.proto.flush()
 
     def end_transaction(self) -> None:
         self.in_transaction = False

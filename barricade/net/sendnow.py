@@ -13,11 +13,16 @@ from __future__ import annotations
 from twisted.internet import tcp
 
 
+def nothing_queued(transport) -> bool:
+    """A plain TCP connection, open, with no bytes waiting to be sent."""
+    return (isinstance(transport, tcp.Connection) and not transport.TLS and transport.connected
+            and not transport.disconnecting and not transport.dataBuffer
+            and not transport._tempDataBuffer)
+
+
 def write_now(transport, data: bytes) -> None:
     """``transport.write(data)``, sent now when that cannot reorder or bypass anything."""
-    if (isinstance(transport, tcp.Connection) and not transport.TLS and transport.connected
-            and not transport.disconnecting and not transport.dataBuffer
-            and not transport._tempDataBuffer):
+    if nothing_queued(transport):
         try:
             sent = transport.socket.send(data)
         except OSError:  # would block, or the peer is gone: the transport finds out itself

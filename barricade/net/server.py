@@ -35,7 +35,7 @@ from barricade.descriptors import Admission, file_limit, in_use
 from barricade.logs import emit_decision
 from barricade.net.conductor import Outcome, Proxy, ServerContext, classify
 from barricade.net.deadline import rearm
-from barricade.net.sendnow import write_now
+from barricade.net.sendnow import nothing_queued, write_now
 from barricade.net.tls_server import tls_handshake_done
 from barricade.policy.pipeline import _resume
 from barricade.protocol import events as ev
@@ -245,6 +245,8 @@ class SmtpServerProtocol(protocol.Protocol):
             self._pump_events()
         finally:
             self._pumping = False
+            if self.proxy is not None:
+                self.proxy.flush()
 
     def _pump_events(self) -> None:
         session = self.session
@@ -280,8 +282,39 @@ class SmtpServerProtocol(protocol.Protocol):
         except Exception:
             self._internal_error(Failure())
             return
+        self._await(coro, awaited, done)
+
+    def _await(self, coro, awaited, done) -> None:
+        """Continue the handler when what it awaits fires, from that Deferred's callback.
+
+        The awaited Deferred hands its own result (or raises its failure)
+        into the coroutine when resumed, so the reply parser's callback
+        drives the handler on directly: no wrapping Deferred, no
+        ``inlineCallbacks`` step.  Anything but a Deferred goes the general way.
+        """
+        if isinstance(awaited, defer.Deferred):
+            awaited.addBoth(self._step, coro, done)
+            return
         d = defer.ensureDeferred(_resume(coro, awaited))
         d.addCallbacks(done, self._internal_error)
+
+    def _step(self, result: object, coro, done) -> None:
+        try:
+            if isinstance(result, Failure):  # raised where the handler awaits
+                awaited = result.throwExceptionIntoGenerator(coro)
+            else:
+                awaited = coro.send(result)
+        except StopIteration as stop:
+            try:
+                done(stop.value)
+            except Exception:
+                log.failure("session {sid}: reply", sid=self.session.id if self.session else "-")
+            return None
+        except Exception:
+            self._internal_error(Failure())
+            return None
+        self._await(coro, awaited, done)
+        return None
 
     def _chunk_done(self, _result: object) -> None:
         self._ready()
@@ -347,13 +380,15 @@ class SmtpServerProtocol(protocol.Protocol):
 
         The close is made hard after :data:`CLOSE_GRACE` seconds: a TLS
         close waits for the peer's close_notify, which a stalled or hostile
-        client never sends.
+        client never sends.  A plain socket with nothing left to send closes
+        at the next turn of the loop: it needs no such timer.
         """
         if self.proxy is not None:
             self.proxy.lost()
         self._disarm()
+        at_once = nothing_queued(self.transport)
         self.transport.loseConnection()
-        if self._hard_close is None and not self._closed:
+        if self._hard_close is None and not self._closed and not at_once:
             self._hard_close = self.server.reactor.callLater(CLOSE_GRACE, self._abort)
 
     def _abort(self) -> None:

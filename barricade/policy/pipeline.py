@@ -335,7 +335,12 @@ class Pipeline:
         for check in self._hooks["close"]:
             timeout = check.timeout or self.timeout
             try:
-                await defer.ensureDeferred(check.close(ctx)).addTimeout(timeout, self.reactor)
+                coro = check.close(ctx)
+                try:  # most hooks give back what they hold at once: no Deferred, no timer
+                    awaited = coro.send(None)
+                except StopIteration:
+                    continue
+                await defer.ensureDeferred(_resume(coro, awaited)).addTimeout(timeout, self.reactor)
             except Exception:
                 log.failure("check {check} failed in close (session {sid})",
                             check=check.name, sid=ctx.session_id)

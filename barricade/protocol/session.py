@@ -15,6 +15,7 @@ decided here and come out as :class:`~barricade.protocol.events.Violation`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from barricade.admin import ADMIN_VERBS
@@ -43,6 +44,9 @@ from barricade.protocol.grammar import (
     valid_helo,
 )
 from barricade.replies import Catalogue, Reply, ReplyId
+
+#: A command byte other than TAB and printable ASCII (one search, not a loop per byte).
+_NOT_PRINTABLE = re.compile(rb"[^\t\x20-\x7e]")
 
 
 class _Sentinel:
@@ -353,7 +357,7 @@ class Session:
             return self._emit(self.violation(rid, drop=True))
         if self.config.command_length and len(line) + 2 > COMMAND_LIMIT and line[:5].upper() != b"AUTH ":
             return self._emit(self.violation(ReplyId.COMMAND_TOO_LONG, length=len(line) + 2))
-        if any(b < 0x20 or b > 0x7E for b in line if b != 0x09):
+        if _NOT_PRINTABLE.search(line):
             text = _utf8_address_line(line)
             if text is None:
                 return self._emit(self.violation(ReplyId.NON_PRINTABLE))

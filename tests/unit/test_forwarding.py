@@ -95,6 +95,9 @@ class FakeDownstream:
     def write(self, chunk: bytes) -> None:
         self.written += chunk
 
+    def flush(self) -> None:
+        pass
+
     async def dot(self):
         try:
             return await self._answer("dot")

@@ -195,6 +195,9 @@ class _FakeDownstream:
     def abort(self):
         pass
 
+    def flush(self):
+        pass
+
 
 def test_a_client_far_ahead_of_us_is_paused_then_resumed(tmp_path):
     s = Session(tmp_path, [Hangs()])
