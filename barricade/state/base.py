@@ -164,6 +164,21 @@ class Store(ABC):
         worker's connections stop counting by themselves.
         """
 
+    async def connect(self, key: str, *, rate_limit: int, limit: int, ttl: float,
+                      window: float = RATE_WINDOW, buckets: int = RATE_BUCKETS) -> tuple[int, str | None]:
+        """:meth:`rate` for a connection, then, unless that count exceeds
+        ``rate_limit``, :meth:`acquire` (``limit``, ``ttl``) on the same key, in one
+        atomic step: the count and the lease, or None (not asked for, or refused).
+
+        What ``Rate-Connect:`` and ``Concurrent-Connect:`` do one after the other,
+        in one round trip.  This default is atomic for a store whose operations
+        never wait (MemoryStore); RedisStore runs one script.
+        """
+        count = await self.rate(key, window=window, buckets=buckets)
+        if count > rate_limit:
+            return count, None
+        return count, await self.acquire(key, limit=limit, ttl=ttl)
+
     @abstractmethod
     async def refresh(self, key: str, lease: str, *, ttl: float) -> bool:
         """Extend a live lease by ``ttl``; False if it had already expired."""

@@ -56,7 +56,11 @@ from barricade.state.resp import RespConnectionError, RespError, RespTimeout
 
 T = TypeVar("T")
 
-SCRIPTS = ("grey", "grey_reject", "rate", "acquire", "refresh", "release", "leases", "msg_limit")
+SCRIPTS = ("grey", "grey_reject", "rate", "acquire", "refresh", "release", "leases", "msg_limit",
+           "connect")
+
+#: Scripts made of others: each one named is put in front as a local function of that name.
+COMPOSED = {"connect": ("rate", "acquire")}
 
 #: Tags longer than this are hashed: a tag is hashed by Redis for every command.
 MAX_TAG = 200
@@ -67,8 +71,13 @@ class _NoScript(Exception):
 
 
 def load_script(name: str) -> str:
-    """The text of ``lua/<name>.lua``, shipped next to this module."""
-    return resources.files("barricade.state").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """The text of ``lua/<name>.lua``, shipped next to this module, after the
+    scripts it calls (:data:`COMPOSED`), each wrapped in a local function."""
+    def text(script: str) -> str:
+        return resources.files("barricade.state").joinpath("lua", f"{script}.lua").read_text("utf-8")
+
+    calls = [f"local function {inner}(KEYS, ARGV)\n{text(inner)}\nend\n" for inner in COMPOSED.get(name, ())]
+    return "".join(calls) + text(name)
 
 
 def tag(value: str) -> str:
@@ -239,6 +248,13 @@ class RedisStore(Store):
         args = [self._now(), limit, ms(ttl), lease]
         ok, _count = await self._script("acquire", [self.key("conc", key)], args)
         return lease if int(ok) else None
+
+    async def connect(self, key: str, *, rate_limit: int, limit: int, ttl: float,
+                      window: float = RATE_WINDOW, buckets: int = RATE_BUCKETS) -> tuple[int, str | None]:
+        lease = f"{self._origin}:{next(self._ids)}"
+        args = [self._now(), ms(window / buckets), buckets, 1, rate_limit, limit, ms(ttl), lease]
+        count, ok = await self._script("connect", [self.key("rate", key), self.key("conc", key)], args)
+        return int(count), lease if int(ok) == 1 else None
 
     async def refresh(self, key: str, lease: str, *, ttl: float) -> bool:
         args = [self._now(), ms(ttl), lease]
