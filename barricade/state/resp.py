@@ -37,6 +37,8 @@ import hiredis
 
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 
+_pack = getattr(hiredis, "pack_command", None) or (lambda args: _encode(args))  # hiredis >= 2.1
+
 
 class RespError(Exception):
     """Redis answered with an error (``-ERR …``)."""
@@ -91,7 +93,15 @@ class Endpoint:
 
 
 def encode(args: Sequence[str | int | bytes]) -> bytes:
-    """One command as a RESP array of bulk strings."""
+    """One command as a RESP array of bulk strings: hiredis's packer (C), or
+    this module's own for what it refuses (text with surrogate escapes)."""
+    try:
+        return _pack(args)
+    except (UnicodeEncodeError, TypeError):
+        return _encode(args)
+
+
+def _encode(args: Sequence[str | int | bytes]) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
         if isinstance(arg, str):
