@@ -89,8 +89,10 @@ class Store(ABC):
     each store adds its own namespace, prefix and (Redis) hash tag.
     """
 
-    #: No operation ever suspends (no I/O): callers may run one to its end at
-    #: once (``aio(..., immediate=True)``) instead of in an event-loop task.
+    #: Callers may start an operation here, outside an event-loop task
+    #: (``aio(..., immediate=True)``): it either never suspends (MemoryStore:
+    #: its result is there at once) or waits only on asyncio futures that
+    #: resume it (RedisStore: the reply to a command already sent).
     immediate = False
 
     @abstractmethod
