@@ -398,6 +398,29 @@ async def concurrency_limit_two(store: Store, clock: FakeClock) -> None:
 
 
 @scenario
+async def connect_counts_then_leases(store: Store, clock: FakeClock) -> None:
+    """``connect`` is ``rate`` then, unless over the rate limit, ``acquire``, on one key:
+    the same counts and leases as the two calls, which see what it did."""
+    clock.at(0)
+    one = await store.connect("ip", rate_limit=3, limit=2, ttl=10)
+    two = await store.connect("ip", rate_limit=3, limit=2, ttl=10)
+    assert one[0] == 1 and two[0] == 2 and one[1] and two[1] and one[1] != two[1]
+    assert await store.connect("ip", rate_limit=3, limit=2, ttl=10) == (3, None)  # limit 2 reached
+    assert await store.leases("ip") == 2
+    await store.release("ip", one[1])
+    assert await store.connect("ip", rate_limit=3, limit=2, ttl=10) == (4, None)  # over the rate: not asked
+    assert await store.leases("ip") == 1
+    assert await store.rate("ip", increment=0) == 4
+    clock.at(6)
+    count, lease = await store.connect("ip", rate_limit=5, limit=2, ttl=10)
+    assert count == 5 and lease and await store.leases("ip") == 2
+    assert await store.refresh("ip", lease, ttl=10)
+    clock.at(10)  # the second lease (from 0) expired, the refreshed one lives until 16
+    assert await store.leases("ip") == 1
+    assert (await store.connect("other", rate_limit=1, limit=1, ttl=10))[1]  # keys are independent
+
+
+@scenario
 async def concurrency_lease_expiry(store: Store, clock: FakeClock) -> None:
     """A lease that is not refreshed (killed worker) frees its slot after the TTL."""
     clock.at(0)

@@ -12,8 +12,14 @@ so with ``redis-url`` they hold across workers and gateways.
   limit gets ``421 4.4.5`` #522 and the connection is closed.
 * ``Concurrent-Connect:`` takes a lease with a TTL of twice
   ``smtp-command-timeout``, refreshed every third of the TTL while the
-  session lives and released by the ``close`` hook when it ends; a killed
+  session lives and released by the ``close`` hook when it ends (the hook
+  sends the release and does not wait for it); a killed
   worker's leases expire by themselves.  Over the limit: ``421 4.7.1`` #329.
+
+When the client has both limits, ``Rate-Connect:`` makes one store call for
+both (:meth:`Store.connect`: the count, then the lease unless the count is
+over the rate limit, atomically) and leaves the lease for
+``Concurrent-Connect:``, which comes next: one round trip instead of two.
 
 Either refusal waits ``rate-421-delay``/``concurrent-421-delay`` seconds
 first (a timer: other sessions go on), then drops the connection, or with
@@ -93,6 +99,8 @@ def failure_policy(config: Config, family: str) -> str:
 LEASE_NOTE = "session.concurrent-connect.lease"
 #: Set by the close hook: a lease granted after the session ended goes straight back.
 CLOSED_NOTE = "session.concurrent-connect.closed"
+#: Rate-Connect's answer for Concurrent-Connect: (key, limit, lease or None), see store_checks.
+TAKEN_NOTE = "session.concurrent-connect.taken"
 
 
 def client_key(ctx: Context) -> str:
@@ -206,6 +214,9 @@ class RateConnect(StoreCheck):
         super().__init__(config, access_map, store, metrics)
         self.refuse = Refusal(config, "rate-drop", "rate-421-delay", reactor)
         self.timeout = config["check-timeout"] + self.refuse.delay
+        #: The Concurrent-Connect check that runs next, whose lease this one takes
+        #: with the count (:func:`store_checks`); None: count only.
+        self.concurrent: ConcurrentConnect | None = None
 
     async def connect(self, ctx: Context) -> Verdict:
         if ctx.client.localhost:
@@ -213,8 +224,22 @@ class RateConnect(StoreCheck):
         limit = self.limit(ctx)
         if limit <= 0:
             return CONTINUE
+        key = client_key(ctx)
+        concurrent = self.concurrent
+        # A lease still held (XCLIENT) is given back first by Concurrent-Connect: count only.
+        conc_limit = concurrent.limit(ctx) if concurrent is not None and LEASE_NOTE not in ctx.notes else 0
         try:
-            count = await aio(self.store.rate(client_key(ctx)), immediate=self.store.immediate)
+            if conc_limit > 0:
+                count, lease = await aio(
+                    self.store.connect(key, rate_limit=limit, limit=conc_limit, ttl=concurrent.ttl),
+                    immediate=self.store.immediate)
+                if count <= limit:
+                    ctx.notes[TAKEN_NOTE] = (key, conc_limit, lease)
+                    if lease is not None and ctx.notes.get(CLOSED_NOTE):  # the client has left
+                        concurrent.give_back(ctx.session_id, key, lease)
+                        del ctx.notes[TAKEN_NOTE]
+            else:
+                count = await aio(self.store.rate(key), immediate=self.store.immediate)
         except StoreError as exc:
             return self.failed(ctx, exc)
         if count > limit:
@@ -253,15 +278,19 @@ class ConcurrentConnect(StoreCheck):
         await self._release(ctx)  # XCLIENT restarts the session as another client
         if ctx.client.localhost:
             return CONTINUE
-        limit = self.limit(ctx)
-        if limit <= 0:
-            return CONTINUE
+        taken = ctx.notes.pop(TAKEN_NOTE, None)
         key = client_key(ctx)
-        try:
-            lease = await aio(self.store.acquire(key, limit=limit, ttl=self.ttl),
-                              immediate=self.store.immediate)
-        except StoreError as exc:
-            return self.failed(ctx, exc)
+        if taken is not None and taken[0] == key:  # Rate-Connect asked the store for us
+            _, limit, lease = taken
+        else:
+            limit = self.limit(ctx)
+            if limit <= 0:
+                return CONTINUE
+            try:
+                lease = await aio(self.store.acquire(key, limit=limit, ttl=self.ttl),
+                                  immediate=self.store.immediate)
+            except StoreError as exc:
+                return self.failed(ctx, exc)
         if lease is None:
             log.info("session {sid}: {ip} too many concurrent connections, max={limit}",
                      sid=ctx.session_id, ip=ctx.client.ip, limit=limit)
@@ -273,8 +302,26 @@ class ConcurrentConnect(StoreCheck):
         return CONTINUE
 
     async def close(self, ctx: Context) -> None:
+        """Give the lease back without waiting for the store: nothing the client
+        gets depends on it, and a failure is logged (the lease then expires)."""
         ctx.notes[CLOSED_NOTE] = True
-        await self._release(ctx)
+        taken = ctx.notes.pop(TAKEN_NOTE, None)
+        if taken is not None and taken[2] is not None:  # taken for a connect phase that never came
+            self.give_back(ctx.session_id, taken[0], taken[2])
+        held: Lease | None = ctx.notes.pop(LEASE_NOTE, None)
+        if held is not None:
+            if held.keeper.running:
+                held.keeper.stop()
+            self.give_back(ctx.session_id, held.key, held.lease)
+
+    def give_back(self, sid: str, key: str, lease: str) -> None:
+        """Release a lease, not waited for; a failure is logged."""
+        def failed(failure) -> None:
+            failure.trap(StoreError)
+            log.warn("session {sid}: releasing the concurrency lease failed: {err}",
+                     sid=sid, err=failure.getErrorMessage())
+
+        aio(self.store.release(key, lease), immediate=self.store.immediate).addErrback(failed)
 
     def _keep(self, ctx: Context, key: str, lease: str) -> Lease:
         """Refresh the lease every TTL/3 so a long session keeps its slot."""
@@ -314,5 +361,6 @@ def store_checks(config: Config, access_map: KeyValueMap | None, store: Store | 
     """Rate, then concurrency (smtpf's connect table); none without a map or a store."""
     if access_map is None or store is None:
         return []
-    return [RateConnect(config, access_map, store, metrics, reactor),
-            ConcurrentConnect(config, access_map, store, metrics, reactor)]
+    rate = RateConnect(config, access_map, store, metrics, reactor)
+    rate.concurrent = ConcurrentConnect(config, access_map, store, metrics, reactor)
+    return [rate, rate.concurrent]

@@ -89,8 +89,10 @@ class Store(ABC):
     each store adds its own namespace, prefix and (Redis) hash tag.
     """
 
-    #: No operation ever suspends (no I/O): callers may run one to its end at
-    #: once (``aio(..., immediate=True)``) instead of in an event-loop task.
+    #: Callers may start an operation here, outside an event-loop task
+    #: (``aio(..., immediate=True)``): it either never suspends (MemoryStore:
+    #: its result is there at once) or waits only on asyncio futures that
+    #: resume it (RedisStore: the reply to a command already sent).
     immediate = False
 
     @abstractmethod
@@ -163,6 +165,21 @@ class Store(ABC):
         expires ``ttl`` seconds after its last acquire/refresh, so a killed
         worker's connections stop counting by themselves.
         """
+
+    async def connect(self, key: str, *, rate_limit: int, limit: int, ttl: float,
+                      window: float = RATE_WINDOW, buckets: int = RATE_BUCKETS) -> tuple[int, str | None]:
+        """:meth:`rate` for a connection, then, unless that count exceeds
+        ``rate_limit``, :meth:`acquire` (``limit``, ``ttl``) on the same key, in one
+        atomic step: the count and the lease, or None (not asked for, or refused).
+
+        What ``Rate-Connect:`` and ``Concurrent-Connect:`` do one after the other,
+        in one round trip.  This default is atomic for a store whose operations
+        never wait (MemoryStore); RedisStore runs one script.
+        """
+        count = await self.rate(key, window=window, buckets=buckets)
+        if count > rate_limit:
+            return count, None
+        return count, await self.acquire(key, limit=limit, ttl=ttl)
 
     @abstractmethod
     async def refresh(self, key: str, lease: str, *, ttl: float) -> bool:

@@ -27,6 +27,7 @@ around every call, so a slow Redis costs the same whatever is behind the URL.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -118,6 +119,16 @@ class Backend(ABC):
     def abort(self) -> None:  # noqa: B027 - only the pipelined client needs it
         """The caller's deadline passed: drop what is in flight."""
 
+    def start_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future | None:
+        """The script sent at once, its reply's future bounded by the backend's own
+        deadline; None when that is not possible (then :meth:`script` under the
+        caller's deadline).  A NOSCRIPT error comes back as it is."""
+        return None
+
+    def start(self, *args: str | int) -> asyncio.Future | None:
+        """:meth:`start_script` for a plain command."""
+        return None
+
     @abstractmethod
     async def close(self) -> None:
         """Let go of every connection."""
@@ -126,8 +137,9 @@ class Backend(ABC):
 class RespBackend(Backend):
     """One server through :class:`RespClient`."""
 
-    def __init__(self, url: str, scripts: dict[str, str], connect_timeout: float):
-        self.client = RespClient(url, connect_timeout=connect_timeout)
+    def __init__(self, url: str, scripts: dict[str, str], connect_timeout: float,
+                 timeout: float | None = None):
+        self.client = RespClient(url, connect_timeout=connect_timeout, timeout=timeout)
         self.scripts = {name: (hashlib.sha1(text.encode()).hexdigest(), text)
                         for name, text in scripts.items()}
 
@@ -137,6 +149,12 @@ class RespBackend(Backend):
 
     async def command(self, *args: str | int) -> Any:
         return await self.client.execute(*args)
+
+    def start_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future | None:
+        return self.client.start("EVALSHA", self.scripts[name][0], len(keys), *keys, *args)
+
+    def start(self, *args: str | int) -> asyncio.Future | None:
+        return self.client.start(*args)
 
     def abort(self) -> None:
         self.client.abort()
@@ -177,7 +195,7 @@ def make_client(url: str, scripts: dict[str, str], *, timeout: float, connect_ti
                   decode_responses=True)
     scheme = url.partition("://")[0]
     if url.startswith(PLAIN):
-        return RespBackend(url, scripts, connect_timeout)
+        return RespBackend(url, scripts, connect_timeout, timeout)
     if scheme in SENTINEL:
         parsed = parse_multi(url)
         if not parsed.path:

@@ -70,6 +70,17 @@ class MeteredStore(Store):
     async def acquire(self, key: str, *, limit: int, ttl: float) -> str | None:
         return await self._timed("acquire", self.inner.acquire(key, limit=limit, ttl=ttl))
 
+    async def connect(self, key: str, *, rate_limit: int, limit: int, ttl: float,
+                      window: float = RATE_WINDOW, buckets: int = RATE_BUCKETS) -> tuple[int, str | None]:
+        """Observed as the operations it does: ``rate``, then ``acquire`` when the
+        lease was asked for, as if they had been two calls (a failure is ``rate``'s)."""
+        started = time.monotonic()
+        count, lease = await self._timed("rate", self.inner.connect(
+            key, rate_limit=rate_limit, limit=limit, ttl=ttl, window=window, buckets=buckets))
+        if count <= rate_limit and self.metrics is not None:
+            self.metrics.store("acquire", time.monotonic() - started, False)
+        return count, lease
+
     async def refresh(self, key: str, lease: str, *, ttl: float) -> bool:
         return await self._timed("refresh", self.inner.refresh(key, lease, ttl=ttl))
 

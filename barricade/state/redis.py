@@ -16,7 +16,11 @@ Design:
   so an outcome never depends on when Redis happens to evict a key.
 * A connect timeout and an overall deadline per operation (a timed-out
   operation drops its connection; the next one connects again): a session
-  never hangs on Redis; every failure is a :class:`StoreError`.
+  never hangs on Redis; every failure is a :class:`StoreError`.  On the
+  pipelined connection of a single server, an operation is sent at once and
+  the connection keeps its deadline (one timer per connection, not a task
+  and a timeout per operation); while connecting, and on Sentinel and
+  Cluster, an ``asyncio.timeout`` around the operation keeps it.
 
 URLs: ``redis://``, ``rediss://`` (TLS), ``unix://`` go to one pipelined
 connection (:mod:`barricade.state.resp`, chosen for its CPU cost);
@@ -31,7 +35,7 @@ import asyncio
 import hashlib
 import itertools
 import os
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -48,19 +52,32 @@ from barricade.state.base import (
     ms,
 )
 from barricade.state.clients import make_client
-from barricade.state.resp import RespConnectionError, RespError
+from barricade.state.resp import RespConnectionError, RespError, RespTimeout
 
 T = TypeVar("T")
 
-SCRIPTS = ("grey", "grey_reject", "rate", "acquire", "refresh", "release", "leases", "msg_limit")
+SCRIPTS = ("grey", "grey_reject", "rate", "acquire", "refresh", "release", "leases", "msg_limit",
+           "connect")
+
+#: Scripts made of others: each one named is put in front as a local function of that name.
+COMPOSED = {"connect": ("rate", "acquire")}
 
 #: Tags longer than this are hashed: a tag is hashed by Redis for every command.
 MAX_TAG = 200
 
 
+class _NoScript(Exception):
+    """Redis has lost a script (restart, SCRIPT FLUSH): load it again."""
+
+
 def load_script(name: str) -> str:
-    """The text of ``lua/<name>.lua``, shipped next to this module."""
-    return resources.files("barricade.state").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """The text of ``lua/<name>.lua``, shipped next to this module, after the
+    scripts it calls (:data:`COMPOSED`), each wrapped in a local function."""
+    def text(script: str) -> str:
+        return resources.files("barricade.state").joinpath("lua", f"{script}.lua").read_text("utf-8")
+
+    calls = [f"local function {inner}(KEYS, ARGV)\n{text(inner)}\nend\n" for inner in COMPOSED.get(name, ())]
+    return "".join(calls) + text(name)
 
 
 def tag(value: str) -> str:
@@ -81,6 +98,10 @@ class RedisStore(Store):
     ``connect_timeout`` each connection attempt; ``max_connections`` is the
     pool size of redis-py's Sentinel and Cluster clients.
     """
+
+    #: Operations may start outside an event-loop task (``aio(..., immediate=True)``):
+    #: each either waits on its reply's future or runs in a task of its own.
+    immediate = True
 
     def __init__(
         self,
@@ -115,8 +136,17 @@ class RedisStore(Store):
         """Milliseconds of the injected clock, or -1: the script asks Redis."""
         return -1 if self._clock is None else int(round(self._clock() * 1000))
 
-    async def _call(self, what: str, op: Awaitable[T]) -> T:
-        """Run one Redis operation under the deadline; any failure is StoreError."""
+    async def _call(self, what: str, op: Coroutine[Any, Any, T]) -> T:
+        """Run one Redis operation under the deadline; any failure is StoreError.
+
+        ``asyncio.timeout`` needs a task: started outside one (see
+        :attr:`immediate`), the operation runs in a task of its own.
+        """
+        if asyncio.current_task() is None:
+            return await asyncio.ensure_future(self._timed(what, op))
+        return await self._timed(what, op)
+
+    async def _timed(self, what: str, op: Awaitable[T]) -> T:
         try:
             async with asyncio.timeout(self.timeout):
                 return await op
@@ -126,11 +156,36 @@ class RedisStore(Store):
         except (RedisError, RespError, RespConnectionError, OSError) as exc:
             raise StoreError(f"redis {what}: {exc} ({self.url})") from exc
 
+    async def _sent(self, what: str, reply: asyncio.Future) -> Any:
+        """The reply to a command sent at once; the connection keeps the deadline.
+
+        NOSCRIPT (Redis lost the script) raises :class:`_NoScript`: the caller
+        goes the long way, which loads it again.
+        """
+        try:
+            return await reply
+        except RespTimeout as exc:
+            raise StoreError(f"redis {what}: no answer within {self.timeout:g}s ({self.url})") from exc
+        except (RespError, RespConnectionError) as exc:
+            if what in SCRIPTS and str(exc).startswith("NOSCRIPT"):
+                raise _NoScript from exc
+            raise StoreError(f"redis {what}: {exc} ({self.url})") from exc
+
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        reply = self._backend.start_script(name, keys, args)
+        if reply is not None:
+            try:
+                return await self._sent(name, reply)
+            except _NoScript:
+                pass
         return await self._call(name, self._backend.script(name, keys, args))
 
-    async def _command(self, *args: str | int) -> Any:
-        return await self._call(str(args[0]).lower(), self._backend.command(*args))
+    async def _command(self, *args: str | int, what: str = "") -> Any:
+        what = what or str(args[0]).lower()
+        reply = self._backend.start(*args)
+        if reply is not None:
+            return await self._sent(what, reply)
+        return await self._call(what, self._backend.command(*args))
 
     async def ping(self) -> None:
         """Raise StoreError unless Redis answers (for startup and health checks)."""
@@ -194,6 +249,13 @@ class RedisStore(Store):
         ok, _count = await self._script("acquire", [self.key("conc", key)], args)
         return lease if int(ok) else None
 
+    async def connect(self, key: str, *, rate_limit: int, limit: int, ttl: float,
+                      window: float = RATE_WINDOW, buckets: int = RATE_BUCKETS) -> tuple[int, str | None]:
+        lease = f"{self._origin}:{next(self._ids)}"
+        args = [self._now(), ms(window / buckets), buckets, 1, rate_limit, limit, ms(ttl), lease]
+        count, ok = await self._script("connect", [self.key("rate", key), self.key("conc", key)], args)
+        return int(count), lease if int(ok) == 1 else None
+
     async def refresh(self, key: str, lease: str, *, ttl: float) -> bool:
         args = [self._now(), ms(ttl), lease]
         return bool(int(await self._script("refresh", [self.key("conc", key)], args)))
@@ -219,9 +281,9 @@ class RedisStore(Store):
         await self._command("SET", self.key("cache", key), value, "PX", ms(ttl))
 
     async def add(self, key: str, value: str, *, ttl: float) -> bool:
-        added = await self._call("add", self._backend.command(
-            "SET", self.key("cache", key), value, "PX", ms(ttl), "NX"))
+        added = await self._command("SET", self.key("cache", key), value, "PX", ms(ttl), "NX",
+                                    what="add")
         return added is not None and added is not False
 
     async def delete(self, key: str) -> None:
-        await self._call("delete", self._backend.command("DEL", self.key("cache", key)))
+        await self._command("DEL", self.key("cache", key), what="delete")

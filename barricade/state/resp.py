@@ -13,9 +13,15 @@ knows their topology protocols.
 
 Failure handling is deliberately blunt: a lost connection fails every
 command in flight with :class:`RespConnectionError`, and the next command
-connects again; a command that times out (the caller's deadline) closes
-the connection too, because a Redis that does not answer one command will
-not answer the ones queued behind it either.
+connects again; a command that times out closes the connection too,
+because a Redis that does not answer one command will not answer the ones
+queued behind it either.
+
+Deadlines: with a ``timeout``, the connection itself times every command
+(one timer for the connection, due when its oldest command in flight is,
+moved on lazily), so that a caller can await the future that
+:meth:`RespClient.start` returns as it is, without a timeout of its own;
+past it, every command in flight fails with :class:`RespTimeout`.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import hiredis
 
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 
+_pack = getattr(hiredis, "pack_command", None) or (lambda args: _encode(args))  # hiredis >= 2.1
+
 
 class RespError(Exception):
     """Redis answered with an error (``-ERR …``)."""
@@ -38,6 +46,10 @@ class RespError(Exception):
 
 class RespConnectionError(ConnectionError):
     """No connection, or it was lost with the command in flight."""
+
+
+class RespTimeout(RespConnectionError):
+    """The oldest command in flight had no answer within the connection's timeout."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +93,15 @@ class Endpoint:
 
 
 def encode(args: Sequence[str | int | bytes]) -> bytes:
-    """One command as a RESP array of bulk strings."""
+    """One command as a RESP array of bulk strings: hiredis's packer (C), or
+    this module's own for what it refuses (text with surrogate escapes)."""
+    try:
+        return _pack(args)
+    except (UnicodeEncodeError, TypeError):
+        return _encode(args)
+
+
+def _encode(args: Sequence[str | int | bytes]) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
         if isinstance(arg, str):
@@ -95,9 +115,13 @@ def encode(args: Sequence[str | int | bytes]) -> bytes:
 class _Protocol(asyncio.Protocol):
     """Replies in, futures resolved in the order their commands were sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float | None = None) -> None:
         self.reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape")
         self.waiting: collections.deque[asyncio.Future] = collections.deque()
+        self.deadlines: collections.deque[float] = collections.deque()  # one per waiting future
+        self.timeout = timeout
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
 
@@ -111,7 +135,9 @@ class _Protocol(asyncio.Protocol):
                 self.transport.close()
                 return
             future = self.waiting.popleft()
-            if future.done():  # its caller gave up (timeout); the reply is still consumed
+            if self.timeout is not None:
+                self.deadlines.popleft()
+            if future.done():  # its caller gave up (cancelled); the reply is still consumed
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 future.set_exception(RespError(str(reply)))
@@ -119,11 +145,33 @@ class _Protocol(asyncio.Protocol):
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = RespConnectionError(f"connection lost: {exc or 'closed'}")
+        if self.lost is None:
+            self.lost = RespConnectionError(f"connection lost: {exc or 'closed'}")
+        self._fail(self.lost)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _fail(self, error: Exception) -> None:
+        self.deadlines.clear()
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
-                future.set_exception(self.lost)
+                future.set_exception(error)
+
+    def _expire(self) -> None:
+        """The connection's timer: fail everything once the oldest command is overdue."""
+        self.timer = None
+        if not self.deadlines:
+            return
+        due = self.deadlines[0]
+        if due > self.loop.time():  # answered meanwhile: wait for the next oldest
+            self.timer = self.loop.call_at(due, self._expire)
+            return
+        self.lost = RespTimeout(f"no answer within {self.timeout:g}s")
+        self._fail(self.lost)
+        if self.transport is not None:
+            self.transport.abort()
 
     def usable(self) -> bool:
         return self.lost is None and self.transport is not None and not self.transport.is_closing()
@@ -131,24 +179,44 @@ class _Protocol(asyncio.Protocol):
     def send(self, payload: bytes, count: int) -> list[asyncio.Future]:
         if not self.usable():
             raise RespConnectionError("not connected")
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in range(count)]
+        futures = [self.loop.create_future() for _ in range(count)]
         self.waiting.extend(futures)
+        self._time(count)
         self.transport.write(payload)
         return futures
+
+    def send_one(self, payload: bytes) -> asyncio.Future:
+        """:meth:`send` for one command, the hot path."""
+        if self.lost is not None or self.transport.is_closing():
+            raise RespConnectionError("not connected")
+        future = self.loop.create_future()
+        self.waiting.append(future)
+        self._time(1)
+        self.transport.write(payload)
+        return future
+
+    def _time(self, count: int) -> None:
+        if self.timeout is None:
+            return
+        due = self.loop.time() + self.timeout
+        self.deadlines.extend([due] * count)
+        if self.timer is None:
+            self.timer = self.loop.call_at(due, self._expire)
 
 
 class RespClient:
     """Commands to one Redis server over one pipelined connection.
 
-    ``connect_timeout`` bounds connecting (and AUTH/SELECT); the caller
-    bounds each command with its own deadline and calls :meth:`abort` when
-    it passes.
+    ``connect_timeout`` bounds connecting (and AUTH/SELECT); ``timeout``,
+    if given, each command on the connection (see the module docstring).
+    A caller may bound a command with its own deadline too, and calls
+    :meth:`abort` when it passes.
     """
 
-    def __init__(self, url: str, *, connect_timeout: float = 0.5):
+    def __init__(self, url: str, *, connect_timeout: float = 0.5, timeout: float | None = None):
         self.endpoint = Endpoint.from_url(url)
         self.connect_timeout = connect_timeout
+        self.timeout = timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future | None = None
 
@@ -170,10 +238,13 @@ class RespClient:
         proto: _Protocol | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
+                def factory() -> _Protocol:
+                    return _Protocol(self.timeout)
+
                 if ep.path is not None:
-                    _, proto = await loop.create_unix_connection(_Protocol, ep.path)
+                    _, proto = await loop.create_unix_connection(factory, ep.path)
                 else:
-                    _, proto = await loop.create_connection(_Protocol, ep.host, ep.port, ssl=ep.tls)
+                    _, proto = await loop.create_connection(factory, ep.host, ep.port, ssl=ep.tls)
                 setup = []
                 if ep.password is not None:
                     setup.append(["AUTH", ep.username, ep.password] if ep.username
@@ -193,6 +264,17 @@ class RespClient:
             raise
         self._protocol = proto
         return proto
+
+    def start(self, *args: str | int | bytes) -> asyncio.Future | None:
+        """Send one command now on the open connection: the future of its reply
+        (bounded by the connection's timeout), or None when not connected."""
+        proto = self._protocol
+        if proto is None or proto.transport is None or proto.lost is not None:
+            return None
+        try:
+            return proto.send_one(encode(args))
+        except RespConnectionError:
+            return None
 
     async def execute(self, *args: str | int | bytes):
         """One command's reply; RespError for ``-ERR``, RespConnectionError when cut off."""

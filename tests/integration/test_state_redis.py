@@ -270,3 +270,38 @@ async def test_password_and_database_from_the_url(tmp_path, prefix) -> None:
         raw.close()
     finally:
         srv.cleanup()
+
+
+@pytest_twisted.ensureDeferred
+async def test_operations_started_outside_a_task(tmp_path, prefix) -> None:
+    """How the checks call it (``aio(..., immediate=True)``): connecting, a lost
+    script, a hung server and recovery all behave as inside a task."""
+    srv = RedisServer(tmp_path)
+    store = make_store(srv.url, prefix, timeout=0.4)
+
+    def now(op):
+        return aio(op, immediate=store.immediate)
+
+    try:
+        assert store.immediate is True
+        assert await now(store.rate("ip")) == 1  # connects first, in a task of its own
+        assert await now(store.rate("ip")) == 2  # sent at once on the open connection
+        redis.Redis(host="127.0.0.1", port=srv.port).script_flush()
+        assert await now(store.rate("ip")) == 3  # NOSCRIPT: loaded again
+        assert await now(store.add("k", "v", ttl=10)) is True
+        assert await now(store.get("k")) == "v"
+        os.kill(srv.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="no answer within 0.4s"):
+                await now(store.acquire("ip", limit=1, ttl=5))
+            assert time.monotonic() - started < 1.0
+        finally:
+            os.kill(srv.proc.pid, signal.SIGCONT)
+        assert await now(store.rate("ip")) == 4
+        srv.stop()
+        with pytest.raises(StoreError):
+            await now(store.rate("ip"))
+    finally:
+        await aio(store.close())
+        srv.cleanup()

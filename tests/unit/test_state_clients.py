@@ -82,3 +82,12 @@ def test_resp_encoding() -> None:
 def test_bad_urls(url, message) -> None:
     with pytest.raises(ValueError, match=message):
         make_client(url, SCRIPTS, **KW)
+
+
+def test_commands_are_encoded_alike_by_hiredis_and_by_hand():
+    from barricade.state.resp import _encode, encode
+
+    for args in [("EVALSHA", "ab12", 2, "rate:{connect:192.0.2.1}", "kä", -1, 0, b"raw"),
+                 ("SET", "cache:{k\udcff}", "v", "PX", 10, "NX"), ("PING",), ("SET", "k", "")]:
+        assert encode(args) == _encode(args)
+    assert encode(("GET", "k")) == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"

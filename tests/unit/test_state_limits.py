@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from barricade.maps import KeyValueMap
 from barricade.options import REGISTRY
@@ -82,3 +82,116 @@ async def test_bad_values_localhost_and_store_failure(tmp_path):
     assert (verdict.action, verdict.reply_id) == (Action.DROP, 944)
     skip = RateConnect(config("state-failure=skip"), amap, FailingStore())
     assert (await skip.connect(ctx("192.0.2.2"))).action is Action.CONTINUE
+
+
+class CountingStore(MemoryStore):
+    """Records the operations the checks ask for."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[str] = []
+        self.inside = False  # the default connect() calls rate() and acquire()
+
+    async def rate(self, key, **kw):
+        if not self.inside:
+            self.calls.append("rate")
+        return await super().rate(key, **kw)
+
+    async def acquire(self, key, *, limit, ttl):
+        if not self.inside:
+            self.calls.append("acquire")
+        return await super().acquire(key, limit=limit, ttl=ttl)
+
+    async def connect(self, key, **kw):
+        self.calls.append("connect")
+        self.inside = True
+        try:
+            return await super().connect(key, **kw)
+        finally:
+            self.inside = False
+
+
+def connect_pair(tmp_path, text: str, store, *args: str):
+    from barricade.policy.state_limits import store_checks
+
+    rate, concurrent = store_checks(config(*args), access(tmp_path, text), store, reactor=task.Clock())
+    return rate, concurrent
+
+
+async def connect_phase(rate, concurrent, c):
+    verdict = await rate.connect(c)
+    if verdict.action is not Action.CONTINUE:
+        return verdict
+    return await concurrent.connect(c)
+
+
+@pytest_twisted.ensureDeferred
+async def test_both_limits_make_one_store_call_with_the_same_outcomes(tmp_path):
+    store = CountingStore()
+    rate, concurrent = connect_pair(tmp_path, "rate-connect: 3\nconcurrent-connect: 2\n", store)
+    first, second, third, fourth = ctx(), ctx(), ctx(), ctx()
+    assert (await connect_phase(rate, concurrent, first)).action is Action.CONTINUE
+    assert store.calls == ["connect"]
+    assert (await connect_phase(rate, concurrent, second)).action is Action.CONTINUE
+    assert (await connect_phase(rate, concurrent, third)).reply_id == 329  # two leases held
+    await concurrent.close(first)
+    assert (await connect_phase(rate, concurrent, fourth)).reply_id == 522  # 4 connections > 3
+    assert store.calls == ["connect"] * 4
+    assert await store.leases("connect:192.0.2.1") == 1
+    assert await store.rate("connect:192.0.2.1", increment=0) == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_limit_alone_and_a_held_lease_keep_their_own_calls(tmp_path):
+    store = CountingStore()
+    rate, concurrent = connect_pair(tmp_path, "concurrent-connect: 2\n", store)
+    assert (await connect_phase(rate, concurrent, ctx())).action is Action.CONTINUE
+    assert store.calls == ["acquire"]
+    store = CountingStore()
+    rate, concurrent = connect_pair(tmp_path, "rate-connect: 3\nconcurrent-connect: 2\n", store)
+    c = ctx()
+    await connect_phase(rate, concurrent, c)
+    held = c.notes[LEASE_NOTE]
+    await connect_phase(rate, concurrent, c)  # XCLIENT: the old lease goes back first
+    assert store.calls == ["connect", "rate", "acquire"]
+    assert c.notes[LEASE_NOTE].lease != held.lease
+    assert await store.leases("connect:192.0.2.1") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lease_taken_with_the_count_goes_back_when_the_session_ends_first(tmp_path):
+    store = MemoryStore()
+    rate, concurrent = connect_pair(tmp_path, "rate-connect: 3\nconcurrent-connect: 2\n", store)
+    c = ctx()
+    assert (await rate.connect(c)).action is Action.CONTINUE
+    await concurrent.close(c)  # the session ended before Concurrent-Connect ran
+    assert await store.leases("connect:192.0.2.1") == 0
+    left = ctx()
+    await concurrent.close(left)  # the client left while Rate-Connect waited on the store
+    assert (await rate.connect(left)).action is Action.CONTINUE
+    assert await store.leases("connect:192.0.2.1") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_combined_call_applies_each_familys_policy(tmp_path):
+    rate, concurrent = connect_pair(tmp_path, "rate-connect: 3\nconcurrent-connect: 2\n", FailingStore(),
+                                    "state-failure=rate:skip,concurrent:tempfail")
+    c = ctx()
+    assert (await rate.connect(c)).action is Action.CONTINUE
+    verdict = await concurrent.connect(c)
+    assert (verdict.action, verdict.reply_id) == (Action.DROP, 944)
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_does_not_wait_for_the_release(tmp_path):
+    class Hanging(MemoryStore):
+        async def release(self, key, lease):
+            await defer.Deferred()  # never answers
+
+    store = Hanging()
+    concurrent = ConcurrentConnect(config(), access(tmp_path, "concurrent-connect: 1\n"), store,
+                                   reactor=task.Clock())
+    c = ctx()
+    await concurrent.connect(c)
+    closing = defer.ensureDeferred(concurrent.close(c))
+    assert closing.called and LEASE_NOTE not in c.notes

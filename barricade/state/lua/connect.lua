@@ -1,0 +1,16 @@
+-- The connect phase in one call: count the connection (rate.lua) and, unless
+-- the count exceeds the rate limit, take a concurrency lease (acquire.lua).
+-- Those two scripts are put in front of this one as local functions `rate`
+-- and `acquire` (RedisStore's load_script), so the semantics are theirs; both
+-- keys carry the client's hash tag, so they share one Redis Cluster slot.
+-- KEYS[1] the rate hash, KEYS[2] the lease set.
+-- ARGV: now_ms (-1: server clock), bucket_ms, buckets, increment, rate_limit,
+--       limit, ttl_ms, lease
+-- Returns {count, 1} with the lease taken, {count, 0} when the concurrency
+-- limit is reached, {count, -1} when the rate limit refuses (no lease asked).
+local count = rate({KEYS[1]}, {ARGV[1], ARGV[2], ARGV[3], ARGV[4]})
+if count > tonumber(ARGV[5]) then
+  return {count, -1}
+end
+local got = acquire({KEYS[2]}, {ARGV[1], ARGV[6], ARGV[7], ARGV[8]})
+return {count, got[1]}
