@@ -271,18 +271,7 @@ class SmtpServerProtocol(protocol.Protocol):
         round trip): they run to the end here, without a Deferred.  Only a
         handler that awaits something continues under Twisted.
         """
-        try:
-            awaited = coro.send(None)
-        except StopIteration as stop:
-            try:
-                done(stop.value)
-            except Exception:
-                log.failure("session {sid}: reply", sid=self.session.id if self.session else "-")
-            return
-        except Exception:
-            self._internal_error(Failure())
-            return
-        self._await(coro, awaited, done)
+        self._step(None, coro, done)
 
     def _await(self, coro, awaited, done) -> None:
         """Continue the handler when what it awaits fires, from that Deferred's callback.
@@ -299,8 +288,10 @@ class SmtpServerProtocol(protocol.Protocol):
         d.addCallbacks(done, self._internal_error)
 
     def _step(self, result: object, coro, done) -> None:
+        """Resume the handler with ``result`` (a Failure is raised where it awaits)
+        until it awaits again or ends."""
         try:
-            if isinstance(result, Failure):  # raised where the handler awaits
+            if isinstance(result, Failure):
                 awaited = result.throwExceptionIntoGenerator(coro)
             else:
                 awaited = coro.send(result)
