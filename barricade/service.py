@@ -51,6 +51,7 @@ log = Logger()
 
 
 DESCRIPTOR_SAMPLE = 5.0  # seconds between samples of barricade_descriptors_in_use
+METRICS_FLUSH = 1.0  # seconds between applications of the metrics tally (barricade.metrics)
 
 
 def log_file_limit() -> None:
@@ -228,6 +229,7 @@ class BarricadeService(service.Service):
         self.metrics_port = None
         self.factory: SmtpServerFactory | None = None
         self.descriptor_gauges: task.LoopingCall | None = None
+        self.metrics_flush: task.LoopingCall | None = None
 
     @property
     def config(self) -> Config:
@@ -269,6 +271,9 @@ class BarricadeService(service.Service):
         self.descriptor_gauges = task.LoopingCall(factory.update_metrics)
         self.descriptor_gauges.clock = reactor
         self.descriptor_gauges.start(DESCRIPTOR_SAMPLE, now=True)
+        self.metrics_flush = task.LoopingCall(self.context.metrics.flush)  # see barricade.metrics
+        self.metrics_flush.clock = reactor
+        self.metrics_flush.start(METRICS_FLUSH, now=False)
         if self.context.capabilities is not None:
             self.context.capabilities.start()  # what the downstreams offer, before the first EHLO
         if self.config["metrics-interface"] and self.serve_metrics:
@@ -302,8 +307,9 @@ class BarricadeService(service.Service):
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
-        if self.descriptor_gauges is not None and self.descriptor_gauges.running:
-            self.descriptor_gauges.stop()
+        for loop in (self.descriptor_gauges, self.metrics_flush):
+            if loop is not None and loop.running:
+                loop.stop()
         ports, self.ports = self.ports, []
         if self.context.admin is not None:
             self.context.admin.stop()
@@ -322,6 +328,7 @@ class BarricadeService(service.Service):
         if self.context.downstreams is not None:
             self.context.downstreams.close()
         await self._close_store()
+        self.context.metrics.flush()
 
     async def _close_store(self) -> None:
         """Give the store's connections back; sessions are closed by now."""

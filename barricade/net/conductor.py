@@ -34,6 +34,7 @@ from barricade.policy.pipeline import Context, Pipeline, _resume
 from barricade.policy.tagging import subject_tag
 from barricade.policy.verdict import Verdict
 from barricade.protocol import events as ev
+from barricade.protocol.capabilities import Offer
 from barricade.protocol.client_identity import identity, xclient_commands, xforward_commands
 from barricade.protocol.downstream_tls import PLAIN, decide, parse_policy
 from barricade.protocol.message import HeaderCollector, edit_headers, parse_headers, received_header
@@ -77,6 +78,24 @@ def classify(ip: str, port: int, name: str, routes: RouteMap, proto: str = "SMTP
 
 
 __all__ = ["LAN_NETWORKS", "Outcome", "Proxy", "ServerContext", "classify"]
+
+
+_OFFERED: dict[tuple[int, Offer], tuple[SessionConfig, SessionConfig]] = {}
+
+
+def offered(config: SessionConfig, offer: Offer) -> SessionConfig:
+    """``config`` advertising ``offer``; remembered, since nearly every EHLO asks for
+    the same pair (the server's configuration and the current offer)."""
+    key = (id(config), offer)
+    found = _OFFERED.get(key)
+    if found is not None and found[0] is config:
+        return found[1]
+    made = replace(config, size_limit=offer.size, dsn=offer.dsn, eightbitmime=offer.eightbitmime,
+                   etrn=offer.etrn, smtputf8=offer.smtputf8)
+    if len(_OFFERED) > 64:  # configurations replaced per session (Tls-Connect: SKIP) come and go
+        _OFFERED.clear()
+    _OFFERED[key] = (config, made)
+    return made
 
 
 class Proxy:
@@ -194,9 +213,7 @@ class Proxy:
         probe = self.server.capabilities
         if probe is not None:  # the EHLO reflects what the downstreams offer now
             offer = await probe.offer(self.cfg["message-size-limit"], self.cfg["rfc1652-8bitmime"])
-            session.config = replace(session.config, size_limit=offer.size, dsn=offer.dsn,
-                                     eightbitmime=offer.eightbitmime, etrn=offer.etrn,
-                                     smtputf8=offer.smtputf8)
+            session.config = offered(session.config, offer)
         ehlo = event.verb == "EHLO"
         return self.rules.helo(self.ctx, verdict, ehlo, session.ehlo_keywords() if ehlo else ())
 

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from barricade.descriptors import exhausted
 from barricade.net.deadline import rearm
 from barricade.net.sendnow import write_now
-from barricade.protocol.capabilities import Capabilities, mail_parameters, rcpt_parameters
+from barricade.protocol.capabilities import UNKNOWN, Capabilities, mail_parameters, rcpt_parameters
 from barricade.protocol.downstream_tls import PLAIN, REFUSE, TlsPolicy, decide
 
 log = Logger()
@@ -276,6 +276,8 @@ class Downstream:
         self.host = host
         self.timeouts = timeouts
         self.keywords: dict[str, str] = {}
+        self._caps_from: dict[str, str] | None = None
+        self._caps = UNKNOWN
         self.in_transaction = False
         self.recipients: list[str] = []
         self._at_line_start = True
@@ -354,7 +356,11 @@ class Downstream:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities.from_keywords(self.keywords)
+        """What the EHLO reply offered (rebuilt only when the keywords changed)."""
+        if self._caps_from != self.keywords:
+            self._caps_from = dict(self.keywords)
+            self._caps = Capabilities.from_keywords(self.keywords)
+        return self._caps
 
     def mail_line(self, sender: str, params: dict[str, str | None]) -> str:
         return f"MAIL FROM:<{sender}>" + mail_parameters(params, self.capabilities)

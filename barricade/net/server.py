@@ -206,7 +206,10 @@ class SmtpServerProtocol(protocol.Protocol):
             self.factory.sessions.discard(self)
         if self.proxy is not None:
             self.proxy.lost()
-        self.server.metrics.sessions_active.dec()
+        metrics = self.server.metrics
+        metrics.sessions_active.dec()
+        if metrics.flush_each_session:
+            metrics.flush()
         if self.session is not None:
             s = self.session
             log.info("session {sid}: end {ip}:{port} name={name} helo={helo} messages={n} errors={e}",
@@ -339,7 +342,10 @@ class SmtpServerProtocol(protocol.Protocol):
     # --- output -----------------------------------------------------------------------
 
     def _send(self, data: bytes, reply: Reply) -> None:
-        self.server.metrics.reply(reply)
+        metrics = self.server.metrics
+        metrics.reply(reply)
+        if self.session.closing and metrics.flush_each_session:
+            metrics.flush()  # before the client can see the last reply
         write_now(self.transport, data)
         if self.session.closing:
             self._close()

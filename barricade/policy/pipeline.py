@@ -82,6 +82,9 @@ class Context:
     # does dupmsg take a later copy for a retry of a delivered message.
     delivered: str = ""
     reply_lost: bool = False
+    #: Pipeline's cache: per phase, the checks this client is not exempt from.
+    plans: dict[str, tuple[Check, ...]] = field(default_factory=dict, repr=False)
+    planned_for: ClientInfo | None = field(default=None, repr=False)
 
     def reset_transaction(self) -> None:
         self.sender = None
@@ -302,10 +305,7 @@ class Pipeline:
         """
         result = CONTINUE
         envelope = phase in ENVELOPE_PHASES
-        for check in self._hooks[phase]:
-            exempt = check.exempt_client
-            if exempt is not None and trace is None and exempt(ctx.client):
-                continue
+        for check in self._hooks[phase] if trace is not None else self._plan(phase, ctx):
             trust = ctx.trust_level
             if not check.always and (trust >= Trust.WHITE or (envelope and trust >= Trust.CONTENT)):
                 if not check.antivirus or trust >= Trust.FULL:
@@ -330,6 +330,24 @@ class Pipeline:
             result = verdict
         return result
 
+    def _plan(self, phase: str, ctx: Context) -> Sequence[Check]:
+        """The checks of ``phase`` that this client is not exempt from.
+
+        Exemption depends on the client alone, so it is judged once per phase
+        and client (XCLIENT and the PTR lookup replace ``ctx.client``, which
+        starts a new plan) instead of once per check and command.
+        """
+        plans = ctx.plans
+        if ctx.planned_for is not ctx.client:
+            plans.clear()
+            ctx.planned_for = ctx.client
+        found = plans.get(phase)
+        if found is None:
+            client = ctx.client
+            found = plans[phase] = tuple(
+                c for c in self._hooks[phase] if c.exempt_client is None or not c.exempt_client(client))
+        return found
+
     async def close(self, ctx: Context) -> None:
         """Run every ``close`` hook; a failure is logged and the others still run."""
         for check in self._hooks["close"]:
@@ -347,26 +365,28 @@ class Pipeline:
 
     def _watch(self, check: Check, phase: str, ctx: Context, t0: float) -> None:
         if self.stall:
-            _stalled(self, check, phase, ctx, t0)
+            _stalled(self, check, phase, ctx, time.monotonic() - t0)
 
     async def _one(self, check: Check, phase: str, ctx: Context, args: tuple) -> Verdict:
         started = time.monotonic()
-        timeout = check.timeout or self.timeout
         outcome = "error"
         try:
             coro = getattr(check, phase)(ctx, *args)
-            waits = False
             try:  # most checks never wait: run them to the end here, no Deferred, no timer
                 awaited = coro.send(None)
-                waits = True
             except StopIteration as done:
                 verdict = done.value
-            finally:
+                if self.stall and time.monotonic() - started >= self.stall:
+                    _stalled(self, check, phase, ctx, time.monotonic() - started)
+            else:
                 self._watch(check, phase, ctx, started)
-            if waits:
+                timeout = check.timeout or self.timeout
                 watch = (lambda t0: self._watch(check, phase, ctx, t0)) if self.stall else None
                 d = defer.ensureDeferred(_resume(coro, awaited, watch))
                 verdict = await d.addTimeout(timeout, self.reactor)
+            if verdict is CONTINUE:  # the usual answer: shared, it needs no copy with the name
+                outcome = "continue"
+                return verdict
             if not isinstance(verdict, Verdict):
                 log.error("check {check} returned {value!r} from its {phase} hook, not a Verdict "
                           "(session {sid})", check=check.name, value=verdict, phase=phase,
@@ -379,7 +399,7 @@ class Pipeline:
         except defer.TimeoutError:
             outcome = "timeout"
             log.error("check {check} timed out in {phase} after {t}s (session {sid})",
-                      check=check.name, phase=phase, t=timeout, sid=ctx.session_id)
+                      check=check.name, phase=phase, t=check.timeout or self.timeout, sid=ctx.session_id)
         except Exception as exc:
             # CheckError (ScannerError ...) carries its reply; older checks raise
             # exceptions with a ``verdict()`` of their own.
@@ -398,8 +418,7 @@ class Pipeline:
         return Verdict(Action.TEMPFAIL, check.error_reply, {}, check=check.name)
 
 
-def _stalled(pipeline: Pipeline, check: Check, phase: str, ctx: Context, t0: float) -> None:
-    seconds = time.monotonic() - t0
+def _stalled(pipeline: Pipeline, check: Check, phase: str, ctx: Context, seconds: float) -> None:
     if seconds >= pipeline.stall:
         log.warn("check {check} kept the event loop busy {t:.3f}s in its {phase} hook (session {sid}): "
                  "every session of this worker waited; run blocking work with Plugin.blocking()",

@@ -193,6 +193,9 @@ class CapabilityCache:
         self.ttl = ttl
         self.retry = retry
         self._entries: dict[Key, _Entry] = {}
+        # The last offer made, with what it was made from: every EHLO asks, and
+        # the answer changes only when an entry does (compared by identity).
+        self._last: tuple[tuple, Offer] | None = None
 
     def learn(self, key: Key, keywords: Mapping[str, str] | None, now: float) -> Capabilities:
         """A fresh EHLO reply (``None``: the host answered HELO only)."""
@@ -228,4 +231,10 @@ class CapabilityCache:
     def offer(self, keys: Iterable[Key], local: Key, size_limit: int, eightbitmime: int) -> Offer:
         """What to advertise now; a route never learnt makes the offer conservative."""
         caps = [self.get(key) or UNKNOWN for key in keys]
-        return make_offer(caps, size_limit, eightbitmime, self.get(local))
+        basis = (size_limit, eightbitmime, self.get(local), *caps)
+        last = self._last
+        if last is not None and len(last[0]) == len(basis) and all(a is b for a, b in zip(last[0], basis, strict=True)):
+            return last[1]
+        offer = make_offer(caps, size_limit, eightbitmime, basis[2])
+        self._last = (basis, offer)
+        return offer

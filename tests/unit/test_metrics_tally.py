@@ -1,0 +1,59 @@
+"""The metrics tally: batched updates must expose exactly what direct updates would."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from barricade.metrics import LATENCY_BUCKETS, Metrics
+from barricade.replies import Catalogue, ReplyId
+
+# On and between bucket bounds, below the first, above the last (+Inf only).
+SECONDS = [0.0, 0.0005, 0.001, 0.0011, 0.0025, 0.03, 1, 2.6, 30, 60, 61, 1e6]
+
+
+def exposition(metrics: Metrics) -> str:
+    lines = generate_latest(metrics.registry).decode().splitlines()
+    return "\n".join(x for x in lines if "_created" not in x)  # creation times differ
+
+
+def test_tallied_updates_expose_what_direct_updates_do():
+    cat = Catalogue()
+    tallied, direct = Metrics(cat, CollectorRegistry()), Metrics(cat, CollectorRegistry())
+    reply = cat.reply(ReplyId.GREY_LISTED)
+    for i, seconds in enumerate(SECONDS):
+        tallied.check("grey", "rcpt", "continue", seconds)
+        tallied.downstream("rcpt", seconds)
+        tallied.store("add", seconds, failed=i % 3 == 0)
+        tallied.reply(reply)
+        direct.checks.labels("grey", "rcpt", "continue").inc()
+        direct.check_seconds.labels("grey", "rcpt").observe(seconds)
+        direct.downstream_seconds.labels("rcpt").observe(seconds)
+        direct.store_seconds.labels("add").observe(seconds)
+        if i % 3 == 0:
+            direct.store_errors.labels("add").inc()
+        direct.reply(reply)
+        direct.flush()  # the reply counter is tallied in both
+    assert exposition(tallied) == exposition(direct)
+    assert 'barricade_check_seconds_bucket{check="grey",le="+Inf",phase="rcpt"} 12.0' in exposition(tallied)
+    assert len(LATENCY_BUCKETS) + 1 == len(tallied.check_seconds.labels("grey", "rcpt")._buckets)
+
+
+def test_every_read_sees_the_pending_updates():
+    """A scrape, STAT (registry.collect) and get_sample_value apply the tally first."""
+    metrics = Metrics(Catalogue(), CollectorRegistry())
+    metrics.check("dupmsg", "mail", "continue", 0.002)
+    assert metrics.tally.counts  # pending, not yet in the series
+    assert metrics.registry.get_sample_value(
+        "barricade_checks_total", {"check": "dupmsg", "phase": "mail", "outcome": "continue"}) == 1
+    assert not metrics.tally.counts and not metrics.tally.observed
+    metrics.check("dupmsg", "mail", "continue", 0.002)
+    assert 'barricade_checks_total{check="dupmsg",outcome="continue",phase="mail"} 2.0' in exposition(metrics)
+    assert metrics.registry.get_sample_value(
+        "barricade_check_seconds_bucket", {"check": "dupmsg", "phase": "mail", "le": "0.0025"}) == 2
+
+
+def test_a_flush_with_nothing_pending_changes_nothing():
+    metrics = Metrics(Catalogue(), CollectorRegistry())
+    before = exposition(metrics)
+    metrics.flush()
+    assert exposition(metrics) == before
