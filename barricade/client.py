@@ -12,6 +12,7 @@ Pure data and functions: no I/O, no Twisted.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +106,17 @@ def unmap(addr: IpAddress) -> IpAddress:
     return addr
 
 
+@functools.lru_cache(maxsize=4096)
+def ip_of(text: str) -> IpAddress:
+    """``ipaddress.ip_address`` with IPv4-mapped IPv6 unmapped, remembered.
+
+    The same few addresses are parsed several times per session (the
+    classification, the access map's keys, the load-balancer test), and
+    the stdlib parses them in Python.  A ValueError is not remembered.
+    """
+    return unmap(ipaddress.ip_address(text))
+
+
 def parse_ip(text: str) -> IpAddress:
     """An address as written anywhere (``[1.2.3.4]``, ``IPv6:…``, ``::ffff:1.2.3.4``).
 
@@ -114,7 +126,7 @@ def parse_ip(text: str) -> IpAddress:
     text = text.strip().strip("[]")
     if text[:5].lower() == "ipv6:":
         text = text[5:]
-    return unmap(ipaddress.ip_address(text))
+    return ip_of(text)
 
 
 def normal_ip(text: str) -> IpAddress | None:

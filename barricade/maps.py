@@ -30,7 +30,7 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from barricade.address import parse_hostport
-from barricade.client import unmap
+from barricade.client import ip_of
 from barricade.protocol.downstream_tls import parse_policy
 
 log = Logger()
@@ -196,7 +196,7 @@ class KeyValueMap:
 def ip_keys(tag: str, ip: str) -> Iterator[str]:
     """``tag:192.0.2.9`` → ``tag:192.0.2`` → ``tag:192.0`` → ``tag:192``."""
     try:
-        addr = unmap(ipaddress.ip_address(ip.split("%", 1)[0]))
+        addr = ip_of(ip.split("%", 1)[0])
     except ValueError:
         return
     if isinstance(addr, ipaddress.IPv4Address):

@@ -1,7 +1,8 @@
 """``twistd barricade``: command-line options and the service maker.
 
 Importing this module (twistd does so only when the ``barricade``
-subcommand is chosen) installs Twisted's asyncio reactor, so checks can
+subcommand is chosen) installs Twisted's asyncio reactor (as
+:mod:`barricade.net.reactor` adapts it), so checks can
 await asyncio libraries (redis.asyncio, dns.asyncresolver) directly.  Any
 other reactor (``twistd --reactor=epoll``) is refused at start-up: the
 checks would wait forever for an asyncio loop that never runs.
@@ -18,11 +19,11 @@ import sys
 if "twisted.internet.reactor" not in sys.modules:  # pragma: no branch
     import asyncio
 
-    from twisted.internet import asyncioreactor
+    from barricade.net import reactor as _reactor
 
     _loop = asyncio.new_event_loop()
     asyncio.set_event_loop(_loop)  # install(loop) alone does not make it current
-    asyncioreactor.install(_loop)
+    _reactor.install(_loop)
 
 from twisted.application.service import MultiService  # noqa: E402
 from twisted.python import usage  # noqa: E402

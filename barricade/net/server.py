@@ -32,7 +32,7 @@ from zope.interface import implementer
 from barricade.client import address_text
 from barricade.decision_log import refused_connection
 from barricade.descriptors import Admission, file_limit, in_use
-from barricade.logs import emit_decision
+from barricade.logs import emit_decision, info_line
 from barricade.net.conductor import Outcome, Proxy, ServerContext, classify
 from barricade.net.deadline import rearm
 from barricade.net.sendnow import nothing_queued, write_now
@@ -211,10 +211,11 @@ class SmtpServerProtocol(protocol.Protocol):
         if metrics.flush_each_session:
             metrics.flush()
         if self.session is not None:
-            s = self.session
-            log.info("session {sid}: end {ip}:{port} name={name} helo={helo} messages={n} errors={e}",
-                     sid=s.id, ip=s.client.ip, port=s.client.port, name=s.client.name,
-                     helo=s.helo_name, n=s.messages, e=s.errors)
+            s, c = self.session, self.session.client
+            info_line(log, f"session {s.id}: end {c.ip}:{c.port} name={c.name} helo={s.helo_name} "
+                           f"messages={s.messages} errors={s.errors}",
+                      sid=s.id, ip=c.ip, port=c.port, name=c.name, helo=s.helo_name, n=s.messages,
+                      e=s.errors)
 
     # --- input ------------------------------------------------------------------------
 

@@ -22,9 +22,26 @@ def _b32(n: int, width: int) -> str:
     return "".join(reversed(out))
 
 
+_prefix: list = [None, ""]  # the second it was made for, and the time-and-pid prefix
+
+
+def _forked() -> None:
+    _prefix[0] = None  # a worker has its own pid: the next id makes a new prefix
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def new_session_id() -> str:
-    """12 characters, unique per host: time, pid and a counter (smtpf style)."""
-    return _b32(int(time.time()), 7) + _b32(os.getpid() & 0x3FF, 2) + _b32(next(_counter) & 0x7FFF, 3)
+    """12 characters, unique per host: time, pid and a counter (smtpf style).
+
+    The time-and-pid prefix is made once a second (and after a fork), not
+    for every session.
+    """
+    now = int(time.time())
+    if _prefix[0] != now:
+        _prefix[0], _prefix[1] = now, _b32(now, 7) + _b32(os.getpid() & 0x3FF, 2)
+    return _prefix[1] + _b32(next(_counter) & 0x7FFF, 3)
 
 
 class HeaderCollector:

@@ -148,6 +148,8 @@ def parse_hosts(items: Iterable[str]) -> Networks:
 
 def listed(ip: str, networks: Networks) -> bool:
     """Is ``ip`` (the connection's peer) one of the load balancers?"""
+    if not networks:
+        return False
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
