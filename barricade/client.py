@@ -117,6 +117,11 @@ def ip_of(text: str) -> IpAddress:
     return unmap(ipaddress.ip_address(text))
 
 
+@functools.lru_cache(maxsize=4096)
+def _private(addr: IpAddress) -> bool:
+    return in_kinds(addr, PRIVATE)
+
+
 def parse_ip(text: str) -> IpAddress:
     """An address as written anywhere (``[1.2.3.4]``, ``IPv6:…``, ``::ffff:1.2.3.4``).
 
@@ -153,7 +158,7 @@ def classify(ip: str, port: int, name: str, is_relay: Callable[[str, str | None]
     """
     addr = normal_ip(ip)
     loopback = addr is not None and addr.is_loopback
-    private = addr is not None and in_kinds(addr, PRIVATE)
+    private = addr is not None and _private(addr)
     if loopback and name == "unknown":
         name = "localhost"
     relay = is_relay(ip, name if name != "unknown" else None)

@@ -20,6 +20,7 @@ a ``#`` after a value is part of the value.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import time
@@ -288,7 +289,7 @@ class Route:
     relay: bool = False
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """Routes sharing forward hosts share a downstream connection."""
         return ",".join(f"{h}:{p}" for h, p in self.forward)

@@ -118,7 +118,10 @@ class Config(Mapping[str, Any]):
         self._values = values
 
     def __getitem__(self, name: str) -> Any:
-        return self._values[name.lower()]
+        try:  # names are kept lower-case, and nearly always asked for so
+            return self._values[name]
+        except KeyError:
+            return self._values[name.lower()]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)

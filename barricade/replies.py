@@ -101,6 +101,8 @@ class Reply:
         tag = f" #{self.id}" + (f" {session_id}" if session_id else "")
         if self.code == 334:  # RFC 4954: a SASL challenge is base64 and nothing else
             tag = ""
+        elif len(self.lines) == 1 and not self.extra:  # most replies: one line
+            return f"{self.code} {prefix}{self.lines[0]}{tag}\r\n".encode("utf-8", "replace")
         texts = [prefix + self.lines[0] + tag]
         texts.extend(prefix + line for line in self.lines[1:])
         texts.extend(self.extra)
@@ -123,7 +125,10 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 def _clean(value: object) -> str:
     """Fields often echo client input: never let CR/LF or controls through."""
-    return _UNSAFE.sub("?", str(value))
+    text = str(value)
+    if text.isprintable():  # the usual case, tested in C: no control character in it
+        return text
+    return _UNSAFE.sub("?", text)
 
 
 class CatalogueError(ValueError):
@@ -238,9 +243,9 @@ class Catalogue:
         return Reply(
             rcode,
             rstatus,
-            (text, *(_clean(x) for x in lines)),
+            (text, *(_clean(x) for x in lines)) if lines else (text,),
             int(rid),  # a plain number in logs and metrics, whatever names it
-            tuple(_clean(x) for x in extra),
+            tuple(_clean(x) for x in extra) if extra else (),
         )
 
 

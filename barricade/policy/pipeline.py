@@ -82,7 +82,7 @@ class Context:
     # does dupmsg take a later copy for a retry of a delivered message.
     delivered: str = ""
     reply_lost: bool = False
-    #: Pipeline's cache: per phase, the checks this client is not exempt from.
+    #: Pipeline's: per phase, the checks this client is not exempt from.
     plans: dict[str, tuple[Check, ...]] = field(default_factory=dict, repr=False)
     planned_for: ClientInfo | None = field(default=None, repr=False)
 
@@ -284,6 +284,10 @@ class Pipeline:
         if order is not None:
             hooks = {phase: arrange(phase, found, order) for phase, found in hooks.items()}
         self._hooks = hooks
+        self._exemptible = [c for c in self.checks if c.exempt_client is not None]
+        self._exempt_tests = list(dict.fromkeys(c.exempt_client for c in self._exemptible))
+        self._plans: dict[frozenset[Check], dict[str, tuple[Check, ...]]] = {}
+        self._needs_message: bool | None = None
 
     def order(self, phase: str) -> list[str]:
         """The names of the checks that run in ``phase``, in order."""
@@ -294,7 +298,11 @@ class Pipeline:
 
     @property
     def needs_message(self) -> bool:
-        return any(c.needs_message for c in self.checks)
+        """Does any check spool?  Asked for every message; the checks settle it in their
+        constructors, so it is answered once."""
+        if self._needs_message is None:
+            self._needs_message = any(c.needs_message for c in self.checks)
+        return self._needs_message
 
     async def run(self, phase: str, ctx: Context, *args: Any,
                   trace: Callable[[Check, Verdict | None], None] | None = None) -> Verdict:
@@ -333,20 +341,21 @@ class Pipeline:
     def _plan(self, phase: str, ctx: Context) -> Sequence[Check]:
         """The checks of ``phase`` that this client is not exempt from.
 
-        Exemption depends on the client alone, so it is judged once per phase
-        and client (XCLIENT and the PTR lookup replace ``ctx.client``, which
-        starts a new plan) instead of once per check and command.
+        Exemption depends on the client alone: each distinct test is asked
+        once per client (XCLIENT and the PTR lookup replace ``ctx.client``,
+        which asks again), and the phases' lists are kept per set of exempt
+        checks, of which there are few.
         """
-        plans = ctx.plans
         if ctx.planned_for is not ctx.client:
-            plans.clear()
-            ctx.planned_for = ctx.client
-        found = plans.get(phase)
-        if found is None:
             client = ctx.client
-            found = plans[phase] = tuple(
-                c for c in self._hooks[phase] if c.exempt_client is None or not c.exempt_client(client))
-        return found
+            exempt = {test: test(client) for test in self._exempt_tests}
+            skip = frozenset(c for c in self._exemptible if exempt[c.exempt_client])
+            plans = self._plans.get(skip)
+            if plans is None:
+                plans = self._plans[skip] = {
+                    name: tuple(c for c in hooks if c not in skip) for name, hooks in self._hooks.items()}
+            ctx.plans, ctx.planned_for = plans, client
+        return ctx.plans[phase]
 
     async def close(self, ctx: Context) -> None:
         """Run every ``close`` hook; a failure is logged and the others still run."""

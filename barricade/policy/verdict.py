@@ -34,7 +34,8 @@ class Flag(enum.Flag):
     SINK = enum.auto()  # connect refusal that keeps the connection: only NOOP and QUIT are served
 
 
-DECISIVE = {Action.TEMPFAIL, Action.REJECT, Action.DISCARD, Action.DROP}
+# A tuple: ``in`` compares members by identity, without Enum's Python-level __hash__.
+DECISIVE = (Action.TEMPFAIL, Action.REJECT, Action.DISCARD, Action.DROP)
 
 
 @dataclass(frozen=True)
