@@ -166,3 +166,27 @@ def test_a_check_is_skipped_unrun_for_the_clients_it_exempts():
     d = defer.ensureDeferred(p.run("connect", local, trace=lambda c, v: traced.append(v)))
     assert d.result.action is Action.REJECT  # an explanation runs every check as it is
     assert len(log) == 2 and traced
+
+
+def test_exemption_is_judged_again_when_the_session_becomes_another_client():
+    """XCLIENT (or the PTR lookup) replaces ctx.client: the exemptions follow it,
+    and each distinct exemption test is asked once per client, not per check."""
+    log: list = []
+    asked: list = []
+
+    def local(client):
+        asked.append(client.ip)
+        return client.localhost
+
+    class LocalExempt(Recorder):
+        exempt_client = staticmethod(local)
+
+    p = Pipeline([LocalExempt("one", reject(550), log=log), LocalExempt("two", reject(550), log=log)],
+                 MemoryReactorClock(), 5)
+    c = Context("SID", ClientInfo("127.0.0.1", 1, localhost=True))
+    for phase in ("connect", "helo", "mail"):
+        assert run(p, phase, c).action is Action.CONTINUE
+    assert log == [] and asked == ["127.0.0.1"]
+    c.client = ClientInfo("192.0.2.9", 1)  # XCLIENT ADDR=192.0.2.9
+    assert run(p, "connect", c).action is Action.REJECT
+    assert log == [("one", "connect")] and asked == ["127.0.0.1", "192.0.2.9"]
