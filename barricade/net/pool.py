@@ -20,23 +20,32 @@ from barricade.net.forward import Downstream
 
 
 class DownstreamPool:
-    """Idle, reusable downstream connections by destination."""
+    """Idle, reusable downstream connections by destination.
+
+    A parked connection carries the time it expires; one timer, set for the
+    earliest expiry, QUITs whatever is due (and is set again for the next),
+    so parking and taking a connection, which every message does, arm and
+    cancel no timer of their own.
+    """
 
     def __init__(self, reactor, size: int, idle: float):
         self.reactor = reactor
         self.size = size
         self.idle = idle
-        self._idle: dict[Hashable, list[tuple[Downstream, object]]] = {}
+        # Per destination, oldest first: (connection, when its idle time is up).
+        self._idle: dict[Hashable, list[tuple[Downstream, float]]] = {}
+        self._sweep = None  # the timer of the next expiry
 
     def take(self, key: Hashable) -> Downstream | None:
         """The most recently parked live connection to ``key``, or None."""
         parked = self._idle.get(key)
         while parked:
-            down, timer = parked.pop()
-            if timer.active():
-                timer.cancel()
-            if down.alive:
+            down, until = parked.pop()
+            if not down.alive:
+                continue
+            if until > self.reactor.seconds():
                 return down
+            defer.ensureDeferred(down.quit())  # its idle time is up; the sweep is just late
         return None
 
     def give(self, key: Hashable, down: Downstream) -> None:
@@ -48,24 +57,37 @@ class DownstreamPool:
                 or len(parked) >= self.size):
             defer.ensureDeferred(down.quit())
             return
-        timer = self.reactor.callLater(self.idle, self._expire, key, down)
-        parked.append((down, timer))
+        parked.append((down, self.reactor.seconds() + self.idle))
+        if self._sweep is None:
+            self._sweep = self.reactor.callLater(self.idle, self._expire)
 
-    def _expire(self, key: Hashable, down: Downstream) -> None:
-        parked = self._idle.get(key, [])
-        for i, (held, _timer) in enumerate(parked):
-            if held is down:
-                del parked[i]
-                break
-        defer.ensureDeferred(down.quit())
+    def _expire(self) -> None:
+        """QUIT the connections whose idle time is up; wait for the next to be."""
+        self._sweep = None
+        now = self.reactor.seconds()
+        following = None
+        for key, parked in list(self._idle.items()):
+            due = 0
+            while due < len(parked) and parked[due][1] <= now:
+                due += 1
+            for down, _until in parked[:due]:
+                defer.ensureDeferred(down.quit())
+            del parked[:due]
+            if not parked:
+                del self._idle[key]
+            elif following is None or parked[0][1] < following:
+                following = parked[0][1]
+        if following is not None:
+            self._sweep = self.reactor.callLater(max(0.0, following - now), self._expire)
 
     def close(self) -> None:
         """QUIT every idle connection (the daemon is stopping)."""
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None
         idle, self._idle = self._idle, {}
         for parked in idle.values():
-            for down, timer in parked:
-                if timer.active():
-                    timer.cancel()
+            for down, _until in parked:
                 defer.ensureDeferred(down.quit())
 
     def __len__(self) -> int:

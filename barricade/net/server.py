@@ -35,7 +35,7 @@ from barricade.descriptors import Admission, file_limit, in_use
 from barricade.logs import emit_decision, info_line
 from barricade.net.conductor import Outcome, Proxy, ServerContext, classify
 from barricade.net.deadline import rearm
-from barricade.net.sendnow import nothing_queued, write_now
+from barricade.net.sendnow import close_now, nothing_queued, write_now
 from barricade.net.tls_server import tls_handshake_done
 from barricade.policy.pipeline import _resume
 from barricade.protocol import events as ev
@@ -342,22 +342,30 @@ class SmtpServerProtocol(protocol.Protocol):
 
     # --- output -----------------------------------------------------------------------
 
-    def _send(self, data: bytes, reply: Reply) -> None:
+    def _send(self, data: bytes, reply: Reply, now: bool = False) -> None:
+        """Write a reply; close after it when it ends the session (``now``: at once
+        if nothing is left to send, from a caller that checks ``_closed`` after)."""
         metrics = self.server.metrics
         metrics.reply(reply)
         if self.session.closing and metrics.flush_each_session:
             metrics.flush()  # before the client can see the last reply
         write_now(self.transport, data)
         if self.session.closing:
-            self._close()
+            self._close(now)
 
     def _respond(self, outcome: Outcome) -> None:
         if self._closed or self.session.state == CLOSED:  # closed meanwhile (KILL, fatal error)
             return
         if outcome.client is not None:  # XCLIENT: the session goes on as this client
             self.session.restart(outcome.client, outcome.client_helo)
+        # After QUIT's reply nothing more comes in: the socket can close at once.  A
+        # client that is dropped may still be sending, and a close with its data
+        # unread resets the connection, which can destroy the reply before it is read.
+        now = self.session.quitting
         self._send(self.session.respond(outcome.reply, drop=outcome.drop, sink=outcome.sink),
-                   outcome.reply)
+                   outcome.reply, now=now)
+        if self._closed:
+            return
         if outcome.start_tls and not self._closed:
             self.transport.startTLS(self.server.tls_context)
             self.proxy.ctx.tls = True
@@ -373,17 +381,22 @@ class SmtpServerProtocol(protocol.Protocol):
             return
         self._ready()
 
-    def _close(self) -> None:
+    def _close(self, now: bool = False) -> None:
         """Close after the last reply; downstream transactions are abandoned.
 
         The close is made hard after :data:`CLOSE_GRACE` seconds: a TLS
         close waits for the peer's close_notify, which a stalled or hostile
         client never sends.  A plain socket with nothing left to send closes
-        at the next turn of the loop: it needs no such timer.
+        at the next turn of the loop, or (``now``) before this returns,
+        ``connectionLost`` included: it needs no such timer.  ``now`` is for
+        the reply to QUIT only: KILL and shutdown close sessions while
+        iterating over them, and must not see one vanish under them.
         """
         if self.proxy is not None:
             self.proxy.lost()
         self._disarm()
+        if now and close_now(self.transport):
+            return
         at_once = nothing_queued(self.transport)
         self.transport.loseConnection()
         if self._hard_close is None and not self._closed and not at_once:

@@ -193,6 +193,11 @@ class Session:
         return self.sender is not None
 
     @property
+    def quitting(self) -> bool:
+        """The command in flight is QUIT: after its reply the client sends nothing more."""
+        return type(self._pending) is ev.Quit
+
+    @property
     def buffered(self) -> int:
         """Input octets received but not yet handed out (for back-pressure)."""
         return len(self._buffer) + (len(self._data.buffer) if self._data is not None else 0)

@@ -96,3 +96,30 @@ def test_close_quits_every_idle_connection():
     pool.close()
     assert [c.quits for c in conns] == [1, 1]
     assert not clock.getDelayedCalls()
+
+
+def test_one_timer_expires_connections_parked_at_different_times():
+    clock = MemoryReactorClock()
+    pool = DownstreamPool(clock, size=4, idle=5)
+    early, late, other = Conn(), Conn(), Conn()
+    pool.give("mx", early)
+    clock.advance(2)
+    pool.give("mx", late)
+    pool.give("backup", other)
+    assert len(clock.getDelayedCalls()) == 1  # not one per connection
+    clock.advance(3.1)
+    assert (early.quits, late.quits, other.quits) == (1, 0, 0)
+    assert len(clock.getDelayedCalls()) == 1  # set again, for the next one due
+    clock.advance(2)
+    assert (late.quits, other.quits) == (1, 1)
+    assert not clock.getDelayedCalls() and len(pool) == 0
+
+
+def test_a_connection_past_its_idle_time_is_not_handed_out_even_before_the_sweep():
+    clock = MemoryReactorClock()
+    pool = DownstreamPool(clock, size=4, idle=5)
+    conn = Conn()
+    pool.give("mx", conn)
+    clock.rightNow += 6  # time passed, the timer has not run yet
+    assert pool.take("mx") is None
+    assert conn.quits == 1
