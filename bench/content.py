@@ -45,10 +45,9 @@ from relay import (  # noqa: E402
     finish,
     running,
     side_parser,
+    start_nsd,
 )
 from state import generate  # noqa: E402
-
-from tests.dns import Nsd  # noqa: E402
 
 DOMAINS = [f"www.shop{i}.example.com" for i in range(10)]
 # No Message-ID: the generator sends the same bytes every time, and dupmsg would hold the copies.
@@ -131,11 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[str] = []
     with running(errors, say) as daemons:
         sink = daemons.start(Sink(workdir, deadline))
-        (workdir / "nsd").mkdir()
-        nsd = daemons.start(Nsd(workdir / "nsd"))
-        common = (*ENVELOPE_OFF, f"dns-servers={nsd.server}")
-        relay = daemons.start(Proxy(workdir, sink.port, deadline, tag="-relay", extra=common))
-        content = daemons.start(Proxy(workdir, sink.port, deadline, tag="-content", extra=(
+        nsd = daemons.start(start_nsd(workdir))
+        common = ENVELOPE_OFF
+        relay = daemons.start(Proxy(workdir, sink.port, deadline, tag="-relay", extra=common, dns=nsd.server))
+        content = daemons.start(Proxy(workdir, sink.port, deadline, tag="-content", dns=nsd.server, extra=(
             *common, "uri-bl=surbl.test", "domain-bl=dbl.test", "+deny-content", "+rfc2822-min-headers",
             "+rfc2822-strict-date")))
         say(f"Content benchmark: {args.sessions} sessions x {args.messages} messages, {args.rounds} rounds "

@@ -49,6 +49,7 @@ from typing import Any, TextIO
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from barricade.testing import banner_ready, free_port, stop  # noqa: E402
+from tests.dns import Nsd  # noqa: E402
 
 HOST = "127.0.0.1"  # the only address this benchmark ever talks to
 SENDER = "a@example.org"
@@ -155,7 +156,7 @@ class Proxy:
     """``twistd -n barricade`` as an operator runs it, from this checkout."""
 
     def __init__(self, workdir: Path, sink_port: int, deadline: Deadline, reactor: str = "",
-                 extra: tuple[str, ...] = (), tag: str = ""):
+                 extra: tuple[str, ...] = (), tag: str = "", *, dns: str):
         self.port = free_port()
         self.route_map = workdir / "route-map"
         self.route_map.write_text(
@@ -172,6 +173,7 @@ class Proxy:
             "smtp-drop-after=0",  # never hang up on the load generator
             "rate-throttle=0",  # smtpf's default (20/s) would pause accepting: measure the proxy
             "workers=1",  # CPU and memory figures read one process; --workers overrides
+            f"dns-servers={dns}",  # a loopback nsd (start_nsd): never the machine's resolver
             *extra,
         ]
         cmd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
@@ -718,6 +720,13 @@ def begin(as_json: bool, name: str,
 ENVELOPE_OFF = ("-rfc2606-special-domains", "-reject-unknown-tld", "-mail-require-mx", "spf-mail-policy=")
 
 
+def start_nsd(workdir: Path) -> Nsd:
+    """The DNS server every proxy of a benchmark asks (``dns-servers``): nsd on loopback
+    with the test zones, so that no lookup ever leaves the machine."""
+    (workdir / "nsd").mkdir(exist_ok=True)
+    return Nsd(workdir / "nsd")
+
+
 def side_parser(doc: str, *, messages: int, rounds: int, time_limit: float) -> argparse.ArgumentParser:
     """The options every side benchmark (scanners.py, state.py, content.py) takes; each
     adds its own and keeps its own defaults."""
@@ -897,6 +906,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(workdir, 0o755)  # smtp-sink drops to "nobody" and runs with cwd here
     sink: Sink | None = None
     proxy: Proxy | None = None
+    nsd: Nsd | None = None
 
     def on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # unwind through the finally blocks that stop the daemons
@@ -912,8 +922,9 @@ def main(argv: list[str] | None = None) -> int:
             limit = raise_file_limit(need + 4096)
             rep.say(f"  file limit {limit} (this benchmark and its daemons)")
         sink = Sink(workdir, deadline)
+        nsd = start_nsd(workdir)
         extra = (f"workers={args.workers}",) if args.workers != 1 else ()
-        proxy = Proxy(workdir, sink.port, deadline, args.reactor, extra=extra)
+        proxy = Proxy(workdir, sink.port, deadline, args.reactor, extra=extra, dns=nsd.server)
         rep.say(f"  sink   smtp-sink pid {sink.proc.pid} on {HOST}:{sink.port}")
         rep.say(f"  proxy  barricade pid {proxy.proc.pid} on {HOST}:{proxy.port} -> sink")
         rep.say(f"  work dir {workdir}")
@@ -946,6 +957,8 @@ def main(argv: list[str] | None = None) -> int:
             proxy.stop()
         if sink is not None:
             sink.stop()
+        if nsd is not None:
+            nsd.stop()
     if proxy is not None:
         rep.figures["proxy_log_problems"] = proxy.log_problems()
     rep.figures["errors"] = rep.errors

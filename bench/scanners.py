@@ -35,6 +35,7 @@ from relay import (  # noqa: E402
     run_source,
     running,
     side_parser,
+    start_nsd,
 )
 
 from tests.scanners import Clamd  # noqa: E402
@@ -82,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     with running(errors, say) as daemons:
         sink = daemons.start(Sink(workdir, deadline))
         clamd = daemons.start(Clamd())
-        relay = daemons.start(Proxy(workdir, sink.port, deadline, tag="-relay"))
-        scanning = daemons.start(Proxy(workdir, sink.port, deadline, tag="-clamd", extra=(
+        nsd = daemons.start(start_nsd(workdir))
+        relay = daemons.start(Proxy(workdir, sink.port, deadline, tag="-relay", dns=nsd.server))
+        scanning = daemons.start(Proxy(workdir, sink.port, deadline, tag="-clamd", dns=nsd.server, extra=(
             f"clamd-socket=127.0.0.1:{clamd.port}", "clamd-max-size=0")))
         say(f"Scanner benchmark: smtp-source -s {args.sessions} -m {args.messages}, "
             f"{args.rounds} interleaved rounds per size; clamd pid {clamd.pid}")

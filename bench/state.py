@@ -54,6 +54,7 @@ from relay import (  # noqa: E402
     run_source,
     running,
     side_parser,
+    start_nsd,
 )
 
 from tests.state import RedisServer  # noqa: E402
@@ -155,12 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         access = workdir / "access-map"
         access.write_text(plain.read_text() + "rate-connect: 1000000\nconcurrent-connect: 10000\n")
         # Off: no limits in the map, grey-listing off (it is on by default).
-        off = daemons.start(Proxy(workdir, sink.port, deadline, tag="-off",
+        nsd = daemons.start(start_nsd(workdir))
+        dns = nsd.server
+        off = daemons.start(Proxy(workdir, sink.port, deadline, tag="-off", dns=dns,
                                   extra=(*ENVELOPE_OFF, f"access-map={plain}", "grey-key=")))
-        on = daemons.start(Proxy(workdir, sink.port, deadline, tag="-on", extra=(
+        on = daemons.start(Proxy(workdir, sink.port, deadline, tag="-on", dns=dns, extra=(
             *ENVELOPE_OFF, f"access-map={access}", f"redis-url={redis.url}", "grey-key=ip,mail,rcpt",
             f"grey-temp-fail-period={GREY_PERIOD}")))
-        mem = daemons.start(Proxy(workdir, sink.port, deadline, tag="-mem", extra=(
+        mem = daemons.start(Proxy(workdir, sink.port, deadline, tag="-mem", dns=dns, extra=(
             *ENVELOPE_OFF, f"access-map={access}", "grey-key=ip,mail,rcpt",
             f"grey-temp-fail-period={GREY_PERIOD}")))
         asyncio.run(pass_grey(mem.port, args.clients, message))
