@@ -261,6 +261,11 @@ class Metrics:
                 str(reply.code), reply.status or "-", str(reply.id), event)
         self.tally.inc(found)
 
+    def count(self, metric, *labels: str) -> None:
+        """``metric.labels(*labels).inc()`` through the tally, for counters a message
+        may touch (grey-listing, SPF, DNS lists, limits)."""
+        self.tally.inc(self.child(metric, *labels))
+
     def downstream(self, command: str, seconds: float) -> None:
         self.tally.observe(self.child(self.downstream_seconds, command), seconds)
 
@@ -270,11 +275,12 @@ class Metrics:
             self.store_errors.labels(operation).inc()
 
     def dns(self, rdtype: str, result: str, seconds: float | None, cached: bool) -> None:
-        self.dns_lookups.labels(rdtype, result).inc()
+        tally = self.tally
+        tally.inc(self.child(self.dns_lookups, rdtype, result))
         if cached:
-            self.dns_cache_hits.labels(rdtype).inc()
+            tally.inc(self.child(self.dns_cache_hits, rdtype))
         elif seconds is not None:
-            self.dns_seconds.labels(rdtype).observe(seconds)
+            tally.observe(self.child(self.dns_seconds, rdtype), seconds)
 
     def check(self, name: str, phase: str, outcome: str, seconds: float) -> None:
         key = (name, phase, outcome)

@@ -111,4 +111,4 @@ class CallAhead:
 
     def _count(self, result: str) -> None:
         if self.metrics is not None:
-            self.metrics.call_aheads.labels(result).inc()
+            self.metrics.count(self.metrics.call_aheads, result)

@@ -463,7 +463,7 @@ class CallBack(Check):
 
     def count(self, result: str) -> None:
         if self.metrics is not None:
-            self.metrics.call_backs.labels(result).inc()
+            self.metrics.count(self.metrics.call_backs, result)
 
     async def cached(self, key: str, sid: str) -> str | None:
         if self.store is None:

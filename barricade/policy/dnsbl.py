@@ -101,7 +101,7 @@ class DnsListCheck(Check):
                 log.info("session {sid}: {check}: {item} listed by {list} ({answer})", sid=ctx.session_id,
                          check=self.name, item=item, list=hit.dnslist.suffix, answer=hit.answer)
                 if self.metrics is not None:
-                    self.metrics.dns_lists.labels(self.name, hit.dnslist.suffix).inc()
+                    self.metrics.count(self.metrics.dns_lists, self.name, hit.dnslist.suffix)
                 return item, hit
         return None
 

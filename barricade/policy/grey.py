@@ -285,7 +285,7 @@ class GreyList(StoreCheck):
 
     def count(self, outcome: str) -> None:
         if self.metrics is not None:
-            self.metrics.grey.labels(outcome).inc()
+            self.metrics.count(self.metrics.grey, outcome)
 
     def passed(self, ctx: Context, status: GreyStatus, key: GreyKey) -> Verdict:
         self.count(status.result.value)

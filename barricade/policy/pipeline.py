@@ -85,6 +85,7 @@ class Context:
     #: Pipeline's: per phase, the checks this client is not exempt from.
     plans: dict[str, tuple[Check, ...]] = field(default_factory=dict, repr=False)
     planned_for: ClientInfo | None = field(default=None, repr=False)
+    _header_index: tuple | None = field(default=None, repr=False, compare=False)
 
     def reset_transaction(self) -> None:
         self.sender = None
@@ -137,9 +138,17 @@ class Context:
         return True
 
     def header(self, name: str) -> str | None:
-        """The first header of that name, unfolded."""
-        low = name.lower()
-        return next((v for n, v in self.headers if n.lower() == low), None)
+        """The first header of that name, unfolded.
+
+        Several checks ask per message: the names are indexed once per header list.
+        """
+        index = self._header_index
+        if index is None or index[0] is not self.headers or index[1] != len(self.headers):
+            names: dict[str, str] = {}
+            for n, v in self.headers:
+                names.setdefault(n.lower(), v)
+            index = self._header_index = (self.headers, len(self.headers), names)
+        return index[2].get(name.lower())
 
     @property
     def content_type(self) -> str:

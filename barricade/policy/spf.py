@@ -187,7 +187,7 @@ class Spf:
                  scope=scope, sender=result.sender, ip=ip, result=result.result,
                  why=f" ({result.mechanism or result.problem})" if result.mechanism or result.problem else "")
         if self.metrics is not None:
-            self.metrics.spf_results.labels(scope, result.result).inc()
+            self.metrics.count(self.metrics.spf_results, scope, result.result)
         return result
 
     # --- the policy -------------------------------------------------------------------

@@ -160,7 +160,7 @@ class StoreCheck(Check):
 
     def hit(self) -> None:
         if self.metrics is not None:
-            self.metrics.limit_hits.labels(self.name).inc()
+            self.metrics.count(self.metrics.limit_hits, self.name)
 
     def failed(self, ctx: Context, exc: StoreError) -> Verdict:
         """Apply ``state-failure`` (this check's family) to a store failure."""

@@ -96,6 +96,21 @@ def _token(value: str) -> str:
     return _CONTROL.sub("?", value)
 
 
+_date_cache: list = [None, ""]  # the second last formatted, and its RFC 5322 date
+
+
+def _date(when: float | None) -> str:
+    """The RFC 5322 date of ``when`` (None: now), local time; made once a second, not once
+    a message (the stdlib formats it in Python, at a few percent of a relayed message)."""
+    if when is not None:
+        return email.utils.formatdate(when, localtime=True)
+    now = time.time()
+    second = int(now)
+    if _date_cache[0] != second:
+        _date_cache[0], _date_cache[1] = second, email.utils.formatdate(second, localtime=True)
+    return _date_cache[1]
+
+
 def received_header(
     *, helo: str, client_name: str, client_ip: str, hostname: str, proto: str,
     qid: str, rcpts: list[str], when: float | None = None,
@@ -105,7 +120,7 @@ def received_header(
     Every field is cleaned of controls and spaces: client-supplied names
     (HELO, PTR, XCLIENT) must never be able to inject a header line.
     """
-    date = email.utils.formatdate(when, localtime=True)
+    date = _date(when)
     helo, client_name, client_ip = (_token(x) for x in (helo, client_name, client_ip))
     rcpts = [_token(r) for r in rcpts]
     lines = [
