@@ -305,6 +305,12 @@ def received_spf(result: SpfResult, identity: str, ip: str, helo: str, receiver:
 # --- the checks -------------------------------------------------------------------------------
 
 
+def exempt_client(client) -> bool:
+    """Localhost and RELAY clients: :meth:`Spf.exempt` whatever the white lists say, so
+    no SPF hook has anything to do for them and the pipeline skips them unrun."""
+    return client.localhost or client.relay
+
+
 class SpfMail(Check):
     """At MAIL, before the access map's From: (which may need it): compute the results.
 
@@ -315,6 +321,7 @@ class SpfMail(Check):
 
     name = "spf"
     always = True
+    exempt_client = staticmethod(exempt_client)  # both hooks find nothing to do for them
 
     def __init__(self, spf: Spf):
         self.spf = spf
@@ -350,6 +357,7 @@ class SpfHelo(Check):
     """At HELO, after the HELO tests: evaluate the HELO identity (``spf-helo-policy``)."""
 
     name = "spf-helo"
+    exempt_client = staticmethod(exempt_client)
 
     def __init__(self, spf: Spf):
         self.spf = spf
@@ -365,7 +373,7 @@ class SpfPolicy(Check):
     """At RCPT: refuse (#701/#702) or tag (a TAG verdict, applied to the headers)."""
 
     name = "spf-policy"
-    exempt_client = staticmethod(lambda client: client.localhost or client.relay)
+    exempt_client = staticmethod(exempt_client)
 
     def __init__(self, spf: Spf):
         self.spf = spf
