@@ -194,32 +194,65 @@ class KeyValueMap:
 # --- key variants, most specific first ----------------------------------------
 
 
-def ip_keys(tag: str, ip: str) -> Iterator[str]:
-    """``tag:192.0.2.9`` → ``tag:192.0.2`` → ``tag:192.0`` → ``tag:192``."""
+# Every check of a session asks for the same client's and the same addresses'
+# variants, each under its own tag: the variants (parsing an IP address with
+# the stdlib, splitting domains) are made once and remembered, the tag is
+# put in front per lookup.
+
+
+@functools.lru_cache(maxsize=8192)
+def _ip_variants(ip: str) -> tuple[str, ...]:
     try:
         addr = ip_of(ip.split("%", 1)[0])
     except ValueError:
-        return
+        return ()
     if isinstance(addr, ipaddress.IPv4Address):
-        parts = str(addr).split(".")
+        parts, sep = str(addr).split("."), "."
     else:
-        parts = addr.exploded.split(":")
-    sep = "." if isinstance(addr, ipaddress.IPv4Address) else ":"
-    for n in range(len(parts), 0, -1):
-        yield f"{tag}:{sep.join(parts[:n])}"
+        parts, sep = addr.exploded.split(":"), ":"
+    return tuple(sep.join(parts[:n]) for n in range(len(parts), 0, -1))
 
 
-def domain_keys(tag: str, domain: str, bare: bool = True) -> Iterator[str]:
+@functools.lru_cache(maxsize=8192)
+def _domain_variants(domain: str) -> tuple[str, ...]:
+    stripped = domain.strip(".")
+    if not stripped:
+        return ()
+    labels = stripped.lower().split(".")
+    return tuple(".".join(labels[i:]) for i in range(len(labels)))
+
+
+@functools.lru_cache(maxsize=8192)
+def _mail_variants(address: str, literal_plus: bool) -> tuple[str, ...]:
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    base = local if literal_plus else strip_detail(local)
+    found: list[str] = []
+    if domain:
+        found.append(f"{local}@{domain}".lower())
+        if base != local:
+            found.append(f"{base}@{domain}".lower())
+        found.extend(_domain_variants(domain))
+    if base:
+        found.append(f"{base}@".lower())
+    return tuple(found)
+
+
+def ip_keys(tag: str, ip: str) -> list[str]:
+    """``tag:192.0.2.9`` → ``tag:192.0.2`` → ``tag:192.0`` → ``tag:192``."""
+    return [f"{tag}:{v}" for v in _ip_variants(ip)]
+
+
+def domain_keys(tag: str, domain: str, bare: bool = True) -> list[str]:
     """``tag:a.b.c`` → ``tag:b.c`` → ``tag:c`` (→ ``tag:``)."""
-    labels = domain.strip(".").lower().split(".")
-    if domain.strip("."):
-        for i in range(len(labels)):
-            yield f"{tag}:{'.'.join(labels[i:])}"
+    keys = [f"{tag}:{v}" for v in _domain_variants(domain)]
     if bare:
-        yield f"{tag}:"
+        keys.append(f"{tag}:")
+    return keys
 
 
-def mail_keys(tag: str, address: str, bare: bool = True, literal_plus: bool = True) -> Iterator[str]:
+def mail_keys(tag: str, address: str, bare: bool = True, literal_plus: bool = True) -> list[str]:
     """``tag:l@d`` → domain variants → ``tag:l@`` → ``tag:``.
 
     With ``literal_plus`` false (smtpf's ``-rfc2821-literal-plus``) a
@@ -227,19 +260,11 @@ def mail_keys(tag: str, address: str, bare: bool = True, literal_plus: bool = Tr
     first (an entry for exactly that address), then ``tag:l@dom``, and the
     local-part key is ``tag:l@``.
     """
-    local, at, domain = address.rpartition("@")
-    if not at:
-        local, domain = address, ""
-    base = local if literal_plus else strip_detail(local)
-    if domain:
-        yield f"{tag}:{local}@{domain}".lower()
-        if base != local:
-            yield f"{tag}:{base}@{domain}".lower()
-        yield from domain_keys(tag, domain, bare=False)
-    if base:
-        yield f"{tag}:{base}@".lower()
+    low = tag.lower()
+    keys = [f"{low}:{v}" for v in _mail_variants(address, literal_plus)]
     if bare:
-        yield f"{tag}:"
+        keys.append(f"{tag}:")
+    return keys
 
 
 def strip_detail(local: str) -> str:
@@ -248,15 +273,16 @@ def strip_detail(local: str) -> str:
     return head if plus and head else local
 
 
-def client_keys(tag: str, ip: str, name: str | None, bare: bool = True) -> Iterator[str]:
+def client_keys(tag: str, ip: str, name: str | None, bare: bool = True) -> list[str]:
     """Client lookups: the IP first, then the PTR name's domains."""
-    yield from ip_keys(tag, ip)
+    keys = ip_keys(tag, ip)
     if ip:
-        yield f"{tag}:[{ip}]"
+        keys.append(f"{tag}:[{ip}]")
     if name:
-        yield from domain_keys(tag, name, bare=False)
+        keys.extend(domain_keys(tag, name, bare=False))
     if bare:
-        yield f"{tag}:"
+        keys.append(f"{tag}:")
+    return keys
 
 
 # --- route map ------------------------------------------------------------------
