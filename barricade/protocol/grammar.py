@@ -7,6 +7,7 @@ The smtpf ``rfc2821-*`` strictness options arrive as a :class:`Strictness`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -208,6 +209,13 @@ def xtext_decode(value: str) -> str:
 XCLIENT_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
 
 
+@functools.lru_cache(maxsize=4096)
+def _canonical_ip(text: str) -> str:
+    """An address in its one text form; remembered (a front MTA sends XCLIENT for every
+    session, from a working set of client addresses, and the stdlib parses in Python)."""
+    return str(ipaddress.ip_address(text))
+
+
 def parse_xclient(arg: str) -> dict[str, str | None]:
     """``ADDR=1.2.3.4 NAME=[UNAVAILABLE]`` → dict; unavailable values → None."""
     attrs: dict[str, str | None] = {}
@@ -226,7 +234,7 @@ def parse_xclient(arg: str) -> dict[str, str | None]:
             if decoded.upper().startswith("IPV6:"):
                 decoded = decoded[5:]
             try:
-                decoded = str(ipaddress.ip_address(decoded))
+                decoded = _canonical_ip(decoded)
             except ValueError:
                 raise GrammarError(ReplyId.XCLIENT_BAD_ATTRIBUTE, name=token) from None
         elif key == "PORT" and not (decoded.isascii() and decoded.isdigit() and int(decoded) < 65536):
