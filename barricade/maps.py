@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -377,8 +378,24 @@ class RouteMap(KeyValueMap):
         def commit() -> None:
             self._routes = routes
             self.local = local
+            self._answers = {}
 
         return commit
+
+    # Every session asks whether its client may relay, every recipient for its
+    # route: answers are kept until the map changes (a bounded number of them).
+    ANSWERS = 8192
+
+    def _remember(self, key: tuple, compute: Callable[[], object]) -> Any:
+        self.refresh()  # a changed file is loaded, and the answers are dropped, first
+        answers = self.__dict__.setdefault("_answers", {})
+        found = answers.get(key, answers)
+        if found is answers:
+            found = compute()
+            if len(answers) >= self.ANSWERS:
+                answers.clear()
+            answers[key] = found
+        return found
 
     def _lookup(self, keys: Iterator[str]) -> Route | None:
         hit = self.first(keys)
@@ -392,6 +409,9 @@ class RouteMap(KeyValueMap):
         """The route of a recipient; unqualified addresses go to the local route."""
         if "@" not in address:
             return self.local
+        return self._remember(("rcpt", address), lambda: self._route_of(address))
+
+    def _route_of(self, address: str) -> Route | None:
         route = self._lookup(mail_keys(self.TAG, address, bare=True))
         if route is None and not address.isascii():  # RFC 6531: a U-label domain, keyed as A-labels?
             local, _, domain = address.rpartition("@")
@@ -425,5 +445,7 @@ class RouteMap(KeyValueMap):
 
     def is_relay(self, ip: str, name: str | None = None) -> bool:
         """May this client relay (by IP, then by PTR name)?"""
-        route = self._lookup(client_keys(self.TAG, ip, name, bare=False))
-        return bool(route and route.relay)
+        def relay() -> bool:
+            route = self._lookup(client_keys(self.TAG, ip, name, bare=False))
+            return bool(route and route.relay)
+        return self._remember(("relay", ip, name), relay)

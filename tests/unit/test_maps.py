@@ -505,6 +505,24 @@ def test_refresh_reloads_after_interval_when_file_changes(tmp_path, clock):
     assert m.first(domain_keys("to", "example.com"))[1] == "NEW"
 
 
+def test_remembered_route_answers_follow_a_changed_map(tmp_path, clock):
+    """is_relay and for_recipient keep their answers only until the file changes."""
+    path = write_map(tmp_path / "rm", "route:local FORWARD: l\nroute:example.com FORWARD: a\n",
+                     mtime=1_000_000)
+    rm = RouteMap(str(path), clock=clock)
+    assert rm.for_recipient("u@example.com").forward == (("a", 25),)
+    assert rm.is_relay("192.0.2.8") is False
+    write_map(path, "route:local FORWARD: l\nroute:example.com FORWARD: b\nroute:192.0.2 RELAY\n",
+              mtime=1_000_100)
+    clock.now += maps.CHECK_INTERVAL + 0.1
+    assert rm.for_recipient("u@example.com").forward == (("b", 25),)
+    assert rm.is_relay("192.0.2.8") is True
+    write_map(path, "route:local FORWARD: l\n", mtime=1_000_100)  # same mtime: only SIGHUP sees it
+    assert rm.reload() is True
+    assert rm.for_recipient("u@example.com") is None  # no route for the domain any more
+    assert rm.is_relay("192.0.2.8") is False
+
+
 def test_refresh_does_not_reload_unchanged_mtime(tmp_path, clock):
     path = write_map(tmp_path / "access", "to:example.com OLD\n", mtime=1_000_000)
     m = KeyValueMap(str(path), clock=clock)
