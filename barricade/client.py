@@ -118,8 +118,9 @@ def ip_of(text: str) -> IpAddress:
 
 
 @functools.lru_cache(maxsize=4096)
-def _private(addr: IpAddress) -> bool:
-    return in_kinds(addr, PRIVATE)
+def _ranges(addr: IpAddress) -> tuple[bool, bool]:
+    """(loopback, private): asked for every session, answered by the stdlib in Python."""
+    return addr.is_loopback, in_kinds(addr, PRIVATE)
 
 
 def parse_ip(text: str) -> IpAddress:
@@ -157,8 +158,7 @@ def classify(ip: str, port: int, name: str, is_relay: Callable[[str, str | None]
     loopback client without a PTR name is called ``localhost``.
     """
     addr = normal_ip(ip)
-    loopback = addr is not None and addr.is_loopback
-    private = addr is not None and _private(addr)
+    loopback, private = _ranges(addr) if addr is not None else (False, False)
     if loopback and name == "unknown":
         name = "localhost"
     relay = is_relay(ip, name if name != "unknown" else None)
