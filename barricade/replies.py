@@ -131,6 +131,10 @@ def _clean(value: object) -> str:
     return _UNSAFE.sub("?", text)
 
 
+#: Replies kept by their field values; past this many the memory starts again.
+RENDERED = 1024
+
+
 class CatalogueError(ValueError):
     """A reply override file names an unknown id or unknown fields."""
 
@@ -149,6 +153,9 @@ class Catalogue:
         # the replies whose text has none (the same Reply every time).
         self._names: dict[int, frozenset[str]] = {}
         self._plain: dict[tuple[int, int, str], Reply] = {}
+        # ... and the last replies rendered from text fields only, by those values
+        # (the banner and the closing reply repeat for every session).
+        self._rendered: dict[tuple, Reply] = {}
         for rid, text in (overrides or {}).items():
             self.override(rid, text)
 
@@ -165,6 +172,7 @@ class Catalogue:
         self._texts[rid] = text
         self._names.pop(rid, None)
         self._plain.clear()
+        self._rendered.clear()
 
     @classmethod
     def from_file(cls, path: str | Path | None, extra: Iterable[ReplySpec] = ()) -> Catalogue:
@@ -238,8 +246,19 @@ class Catalogue:
                 if found is None:
                     found = self._plain[key] = Reply(rcode, rstatus, (template.format_map(_Fields()),), rid)
                 return found
+            used = {k: fields[k] for k in names if k in fields}
+            if not lines and not extra and all(type(v) is str for v in used.values()):
+                key = (rid, rcode, rstatus, *used.items())  # in the order of names, fixed per entry
+                found = self._rendered.get(key)
+                if found is None:
+                    if len(self._rendered) >= RENDERED:
+                        self._rendered.clear()
+                    found = self._rendered[key] = Reply(
+                        rcode, rstatus, (template.format_map(_Fields({k: _clean(v) for k, v in used.items()})),),
+                        int(rid))
+                return found
             # Only the fields the text uses are cleaned (callers pass the standard set).
-            text = template.format_map(_Fields({k: _clean(fields[k]) for k in names if k in fields}))
+            text = template.format_map(_Fields({k: _clean(v) for k, v in used.items()}))
         return Reply(
             rcode,
             rstatus,

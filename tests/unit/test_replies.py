@@ -466,3 +466,15 @@ def test_a_sasl_challenge_is_the_challenge_alone():
     """RFC 4954 4: the text of a 334 is base64; the id and session id would corrupt it."""
     reply = Catalogue().reply(984, challenge="VXNlcm5hbWU6")
     assert reply.encode("SID") == b"334 VXNlcm5hbWU6\r\n"
+
+
+def test_replies_rendered_from_the_same_text_fields_are_made_once():
+    cat = Catalogue()
+    first = cat.reply(632, hostname="mx.example", esmtp="E", client_ip="192.0.2.1")
+    assert cat.reply(632, hostname="mx.example", esmtp="E", client_ip="192.0.2.9") is first  # unused field
+    other = cat.reply(632, hostname="mx2.example", esmtp="E")
+    assert other is not first and "mx2.example" in other.text
+    assert cat.reply(943, client_ip="192.0.2.1", limit=5).text == cat.reply(943, client_ip="192.0.2.1", limit="5").text
+    assert cat.reply(943, client_ip="192.0.2.1", limit=True).text != cat.reply(943, client_ip="192.0.2.1", limit=1).text
+    cat.override(632, "{hostname} at your service")
+    assert cat.reply(632, hostname="mx.example", esmtp="E").text == "mx.example at your service"
