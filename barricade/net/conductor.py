@@ -80,6 +80,9 @@ def classify(ip: str, port: int, name: str, routes: RouteMap, proto: str = "SMTP
 __all__ = ["LAN_NETWORKS", "Outcome", "Proxy", "ServerContext", "classify"]
 
 
+#: Per event class: the handler's name and the decision log's stage.
+_HANDLERS: dict[type, tuple[str, str | None]] = {}
+
 _OFFERED: dict[tuple[int, Offer], tuple[SessionConfig, SessionConfig]] = {}
 
 
@@ -170,8 +173,12 @@ class Proxy:
                 self._decided(Pending("protocol", self.ctx, event, time.monotonic(),
                                       in_message=self._headers is not None), outcome)
             return outcome
-        handler = getattr(self, "on_" + type(event).__name__.lower())
-        stage = STAGE_OF.get(type(event).__name__)
+        kind = type(event)
+        found = _HANDLERS.get(kind)
+        if found is None:
+            found = _HANDLERS[kind] = ("on_" + kind.__name__.lower(), STAGE_OF.get(kind.__name__))
+        name, stage = found
+        handler = getattr(self, name)
         if stage is None:
             return await handler(event, session)
         pending = Pending(stage, self.ctx, event, time.monotonic())
