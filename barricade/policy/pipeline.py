@@ -329,7 +329,9 @@ class Pipeline:
                     if trace is not None:
                         trace(check, None)
                     continue  # smtpf: a white-listed message skips all but anti-virus
-            verdict = await self._one(check, phase, ctx, args)
+            verdict = self._start(check, phase, ctx, args)
+            if type(verdict) is _Waiting:
+                verdict = await self._finish(check, phase, ctx, verdict)
             if trace is not None:
                 trace(check, verdict)
             if verdict.action is Action.CONTINUE:
@@ -385,55 +387,92 @@ class Pipeline:
         if self.stall:
             _stalled(self, check, phase, ctx, time.monotonic() - t0)
 
-    async def _one(self, check: Check, phase: str, ctx: Context, args: tuple) -> Verdict:
+    def _start(self, check: Check, phase: str, ctx: Context, args: tuple) -> Verdict | _Waiting:
+        """Run a hook until it ends or waits.
+
+        Most hooks never wait: they run to the end here, with no coroutine of
+        the pipeline's own, no Deferred and no timer.  One that waits comes
+        back as :class:`_Waiting`, for :meth:`_finish`.
+        """
         started = time.monotonic()
-        outcome = "error"
+        outcome: str | None = "error"
         try:
             coro = getattr(check, phase)(ctx, *args)
-            try:  # most checks never wait: run them to the end here, no Deferred, no timer
+            try:
                 awaited = coro.send(None)
             except StopIteration as done:
-                verdict = done.value
                 if self.stall and time.monotonic() - started >= self.stall:
                     _stalled(self, check, phase, ctx, time.monotonic() - started)
-            else:
-                self._watch(check, phase, ctx, started)
-                timeout = check.timeout or self.timeout
-                watch = (lambda t0: self._watch(check, phase, ctx, t0)) if self.stall else None
-                d = defer.ensureDeferred(_resume(coro, awaited, watch))
-                verdict = await d.addTimeout(timeout, self.reactor)
-            if verdict is CONTINUE:  # the usual answer: shared, it needs no copy with the name
-                outcome = "continue"
+                outcome, verdict = self._named(check, phase, ctx, done.value)
                 return verdict
-            if not isinstance(verdict, Verdict):
-                log.error("check {check} returned {value!r} from its {phase} hook, not a Verdict "
-                          "(session {sid})", check=check.name, value=verdict, phase=phase,
-                          sid=ctx.session_id)
-                return Verdict(Action.TEMPFAIL, check.error_reply, {}, check=check.name)
-            outcome = verdict.action.value
-            if verdict.check:
-                return verdict
-            return Verdict(verdict.action, verdict.reply_id, verdict.fields, verdict.flags, check.name)
+            self._watch(check, phase, ctx, started)
+            outcome = None  # counted when it ends
+            return _Waiting(coro, awaited, started)
+        except Exception as exc:
+            outcome, verdict = self._failed(check, phase, ctx, exc)
+            return verdict
+        finally:
+            if outcome is not None and self.metrics is not None:
+                self.metrics.check(check.name, phase, outcome, time.monotonic() - started)
+
+    async def _finish(self, check: Check, phase: str, ctx: Context, waiting: _Waiting) -> Verdict:
+        """A hook that waits, continued under Twisted with its timeout."""
+        outcome = "error"
+        timeout = check.timeout or self.timeout
+        try:
+            watch = (lambda t0: self._watch(check, phase, ctx, t0)) if self.stall else None
+            d = defer.ensureDeferred(_resume(waiting.coro, waiting.awaited, watch))
+            outcome, verdict = self._named(check, phase, ctx, await d.addTimeout(timeout, self.reactor))
+            return verdict
         except defer.TimeoutError:
             outcome = "timeout"
             log.error("check {check} timed out in {phase} after {t}s (session {sid})",
-                      check=check.name, phase=phase, t=check.timeout or self.timeout, sid=ctx.session_id)
+                      check=check.name, phase=phase, t=timeout, sid=ctx.session_id)
+            return Verdict(Action.TEMPFAIL, check.error_reply, {}, check=check.name)
         except Exception as exc:
-            # CheckError (ScannerError ...) carries its reply; older checks raise
-            # exceptions with a ``verdict()`` of their own.
-            handled = getattr(exc, "verdict", None)
-            if isinstance(exc, CheckError) or callable(handled):
-                log.error("check {check} failed in {phase} (session {sid}): {err}",
-                          check=check.name, phase=phase, sid=ctx.session_id, err=str(exc))
-                outcome = "failed"
-                verdict = handled()
-                return Verdict(verdict.action, verdict.reply_id, verdict.fields, check=check.name)
-            log.failure("check {check} failed in {phase} (session {sid})",
-                        check=check.name, phase=phase, sid=ctx.session_id)
+            outcome, verdict = self._failed(check, phase, ctx, exc)
+            return verdict
         finally:
             if self.metrics is not None:
-                self.metrics.check(check.name, phase, outcome, time.monotonic() - started)
-        return Verdict(Action.TEMPFAIL, check.error_reply, {}, check=check.name)
+                self.metrics.check(check.name, phase, outcome, time.monotonic() - waiting.started)
+
+    @staticmethod
+    def _named(check: Check, phase: str, ctx: Context, verdict: object) -> tuple[str, Verdict]:
+        """(the metric's outcome, the verdict with the check's name) of what a hook returned."""
+        if verdict is CONTINUE:  # the usual answer: shared, it needs no copy with the name
+            return "continue", verdict
+        if not isinstance(verdict, Verdict):
+            log.error("check {check} returned {value!r} from its {phase} hook, not a Verdict "
+                      "(session {sid})", check=check.name, value=verdict, phase=phase,
+                      sid=ctx.session_id)
+            return "error", Verdict(Action.TEMPFAIL, check.error_reply, {}, check=check.name)
+        if verdict.check:
+            return verdict.action.value, verdict
+        return verdict.action.value, Verdict(verdict.action, verdict.reply_id, verdict.fields,
+                                             verdict.flags, check.name)
+
+    @staticmethod
+    def _failed(check: Check, phase: str, ctx: Context, exc: Exception) -> tuple[str, Verdict]:
+        """A hook raised: its reply if it carries one (CheckError, ScannerError, an older
+        check's exception with a ``verdict()``), else a logged traceback and #907."""
+        handled = getattr(exc, "verdict", None)
+        if isinstance(exc, CheckError) or callable(handled):
+            log.error("check {check} failed in {phase} (session {sid}): {err}",
+                      check=check.name, phase=phase, sid=ctx.session_id, err=str(exc))
+            verdict = handled()
+            return "failed", Verdict(verdict.action, verdict.reply_id, verdict.fields, check=check.name)
+        log.failure("check {check} failed in {phase} (session {sid})",  # the exception being handled
+                    check=check.name, phase=phase, sid=ctx.session_id)
+        return "error", Verdict(Action.TEMPFAIL, check.error_reply, {}, check=check.name)
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A hook that awaits something: its coroutine, what it awaits, when it started."""
+
+    coro: Any
+    awaited: Any
+    started: float
 
 
 def _stalled(pipeline: Pipeline, check: Check, phase: str, ctx: Context, seconds: float) -> None:
@@ -446,7 +485,7 @@ def _stalled(pipeline: Pipeline, check: Check, phase: str, ctx: Context, seconds
 async def _resume(coro: Any, awaited: Any, watch: Callable[[float], None] | None = None) -> Any:
     """Drive a check's coroutine on from its first ``await``.
 
-    :meth:`Pipeline._one` starts every hook itself, so that the many that
+    :meth:`Pipeline._start` starts every hook itself, so that the many that
     finish without waiting cost no Deferred; one that does wait has yielded
     what it awaits (a Deferred), and is continued here, under Twisted.
     A cancellation (the check's timeout) reaches the coroutine as the
