@@ -90,7 +90,10 @@ class SmtpServerProtocol(protocol.Protocol):
         self.paused = False
         self._timer = None
         self._wait: object = None  # what the running client timer waits for
-        self._life = None  # smtp-session-timeout
+        # smtp-session-timeout: when the session's time is up (None: not limited, or
+        # already up).  The client's deadline timer is never set beyond it, so one
+        # timer per connection serves both.
+        self._life_end: float | None = None
         self._handshake = None  # tls-handshake-timeout
         self._hard_close = None  # abortConnection after CLOSE_GRACE
         self._expire_after_reply = False
@@ -138,10 +141,10 @@ class SmtpServerProtocol(protocol.Protocol):
             self.factory.sessions.add(self)
         self.server.metrics.sessions.inc()
         self.server.metrics.sessions_active.inc()
-        self._arm(self.server.config["smtp-command-timeout"])
         life = self.server.config["smtp-session-timeout"]
         if life:
-            self._life = self.server.reactor.callLater(life, self._session_expired)
+            self._life_end = self.started + life
+        self._arm(self.server.config["smtp-command-timeout"])
         self.session.receive_data(early)  # sent with the header, before our banner: an early talker
         self._run(self._greet(), _ignore)
 
@@ -186,7 +189,7 @@ class SmtpServerProtocol(protocol.Protocol):
         self._ready()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        for timer in (self._life, self._handshake, self._hard_close):
+        for timer in (self._handshake, self._hard_close):
             if timer is not None and timer.active():
                 timer.cancel()
         if self._admitted is not None and self.factory is not None:
@@ -443,7 +446,7 @@ class SmtpServerProtocol(protocol.Protocol):
         gets its reply first: cutting it would turn a delivered message into
         one the client must send again.
         """
-        self._life = None
+        self._life_end = None
         if self._closed or self.session is None or self.session.state == "closed":
             return
         if self.busy:
@@ -502,8 +505,12 @@ class SmtpServerProtocol(protocol.Protocol):
     # --- client timeouts ----------------------------------------------------------------
 
     def _arm(self, seconds: float) -> None:
-        # One timer per connection, moved rather than replaced where it can be.
-        self._timer = rearm(self.server.reactor, self._timer, seconds, self._timed_out)
+        # One timer per connection, moved rather than replaced where it can be, and
+        # never beyond the end of the session's time (smtp-session-timeout).
+        clock = self.server.reactor
+        if self._life_end is not None:
+            seconds = max(0.0, min(seconds, self._life_end - clock.seconds()))
+        self._timer = rearm(clock, self._timer, seconds, self._timed_out)
 
     def _disarm(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -513,6 +520,11 @@ class SmtpServerProtocol(protocol.Protocol):
     def _timed_out(self) -> None:
         self._timer = None
         if self._closed:
+            return
+        if self._life_end is not None and self.server.reactor.seconds() >= self._life_end:
+            self._session_expired()  # #940 now, or after the reply to the command in flight
+            if not self._closed and self.busy:
+                self._arm(self.server.config["smtp-command-timeout"])  # as below
             return
         if self.busy:  # waiting on our side (checks, downstream): not the client's fault
             self._wait = None
