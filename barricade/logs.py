@@ -63,7 +63,11 @@ def info_line(logger: Any, text: str, **fields: Any) -> None:
     """Log ``text`` at info level, made by the caller (an f-string): for lines written per
     session, which Twisted's format-string machinery would render at several times the
     cost.  ``fields`` still reach the JSON log."""
-    logger.emit(_INFO, "{barricade_line}", **fields, **{TEXT: text})
+    # The event Logger.emit would build, without its check of the level (a sort of
+    # every LogLevel, each time).
+    logger.observer({**fields, "log_logger": logger, "log_level": _INFO, "log_namespace": logger.namespace,
+                     "log_source": logger.source, "log_format": "{barricade_line}",
+                     "log_time": time.time(), TEXT: text})
 
 
 # --- formats ----------------------------------------------------------------------------

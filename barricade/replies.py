@@ -247,7 +247,12 @@ class Catalogue:
                     found = self._plain[key] = Reply(rcode, rstatus, (template.format_map(_Fields()),), rid)
                 return found
             used = {k: fields[k] for k in names if k in fields}
-            if not lines and not extra and all(type(v) is str for v in used.values()):
+            texts = not lines and not extra
+            for v in used.values():
+                if type(v) is not str:
+                    texts = False
+                    break
+            if texts:
                 key = (rid, rcode, rstatus, *used.items())  # in the order of names, fixed per entry
                 found = self._rendered.get(key)
                 if found is None:

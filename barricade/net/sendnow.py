@@ -16,8 +16,7 @@ anything behind queued bytes, or on TLS) to the transport as usual.
 
 from __future__ import annotations
 
-from twisted.internet import main, tcp
-from twisted.python.failure import Failure
+from twisted.internet import protocol, tcp
 
 
 def nothing_queued(transport) -> bool:
@@ -52,5 +51,5 @@ def close_now(transport) -> bool:
         return False
     transport.stopReading()
     transport.stopWriting()
-    transport.connectionLost(Failure(main.CONNECTION_DONE))
+    transport.connectionLost(protocol.connectionDone)  # Twisted's shared "closed cleanly" Failure
     return True

@@ -233,8 +233,12 @@ class CapabilityCache:
         caps = [self.get(key) or UNKNOWN for key in keys]
         basis = (size_limit, eightbitmime, self.get(local), *caps)
         last = self._last
-        if last is not None and len(last[0]) == len(basis) and all(a is b for a, b in zip(last[0], basis, strict=True)):
-            return last[1]
+        if last is not None and len(last[0]) == len(basis):
+            for a, b in zip(last[0], basis, strict=True):
+                if a is not b:
+                    break
+            else:
+                return last[1]
         offer = make_offer(caps, size_limit, eightbitmime, basis[2])
         self._last = (basis, offer)
         return offer
