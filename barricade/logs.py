@@ -40,6 +40,7 @@ from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 from barricade.decision_log import Line, json_line, timestamp
+from barricade.per_second import PerSecond
 
 DECISION_NAMESPACE = "barricade.decision"
 #: The event key that carries a ready record (decisions, and what workers relay).
@@ -104,17 +105,12 @@ def format_json(event: dict[str, Any]) -> str:
     return json_line(record(event))
 
 
-_stamp_cache: list[Any] = [None, ""]
+_stamp_text = PerSecond(lambda second: formatTime(second, timeFormatRFC3339))
 
 
 def _stamp(when: float | None) -> str:
-    """twistd's timestamp (RFC 3339, to the second, local time), made once a second."""
-    if when is None:
-        return "-"
-    second = int(when)
-    if second != _stamp_cache[0]:
-        _stamp_cache[0], _stamp_cache[1] = second, formatTime(second, timeFormatRFC3339)
-    return _stamp_cache[1]
+    """twistd's timestamp (RFC 3339, to the second, local time)."""
+    return "-" if when is None else _stamp_text(when)
 
 
 def text_line(event: dict[str, Any]) -> str:

@@ -8,6 +8,8 @@ import os
 import re
 import time
 
+from barricade.per_second import PerSecond
+
 MAX_HEADER_BLOCK = 1 << 20  # past this the header block is cut: the rest counts as body
 
 _B32 = "0123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
@@ -22,14 +24,9 @@ def _b32(n: int, width: int) -> str:
     return "".join(reversed(out))
 
 
-_prefix: list = [None, ""]  # the second it was made for, and the time-and-pid prefix
-
-
-def _forked() -> None:
-    _prefix[0] = None  # a worker has its own pid: the next id makes a new prefix
-
-
-os.register_at_fork(after_in_child=_forked)
+#: The time-and-pid part of a session id.
+_prefix = PerSecond(lambda second: _b32(second, 7) + _b32(os.getpid() & 0x3FF, 2))
+os.register_at_fork(after_in_child=_prefix.forget)  # a worker has its own pid
 
 
 def new_session_id() -> str:
@@ -38,10 +35,7 @@ def new_session_id() -> str:
     The time-and-pid prefix is made once a second (and after a fork), not
     for every session.
     """
-    now = int(time.time())
-    if _prefix[0] != now:
-        _prefix[0], _prefix[1] = now, _b32(now, 7) + _b32(os.getpid() & 0x3FF, 2)
-    return _prefix[1] + _b32(next(_counter) & 0x7FFF, 3)
+    return _prefix(time.time()) + _b32(next(_counter) & 0x7FFF, 3)
 
 
 class HeaderCollector:
@@ -96,19 +90,12 @@ def _token(value: str) -> str:
     return _CONTROL.sub("?", value)
 
 
-_date_cache: list = [None, ""]  # the second last formatted, and its RFC 5322 date
+_date_now = PerSecond(lambda second: email.utils.formatdate(second, localtime=True))
 
 
 def _date(when: float | None) -> str:
-    """The RFC 5322 date of ``when`` (None: now), local time; made once a second, not once
-    a message (the stdlib formats it in Python, at a few percent of a relayed message)."""
-    if when is not None:
-        return email.utils.formatdate(when, localtime=True)
-    now = time.time()
-    second = int(now)
-    if _date_cache[0] != second:
-        _date_cache[0], _date_cache[1] = second, email.utils.formatdate(second, localtime=True)
-    return _date_cache[1]
+    """The RFC 5322 date of ``when`` (None: now), local time."""
+    return email.utils.formatdate(when, localtime=True) if when is not None else _date_now(time.time())
 
 
 def received_header(
