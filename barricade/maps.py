@@ -388,7 +388,7 @@ class RouteMap(KeyValueMap):
 
     def _remember(self, key: tuple, compute: Callable[[], object]) -> Any:
         self.refresh()  # a changed file is loaded, and the answers are dropped, first
-        answers = self.__dict__.setdefault("_answers", {})
+        answers = self._answers
         found = answers.get(key, answers)
         if found is answers:
             found = compute()

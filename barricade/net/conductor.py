@@ -585,7 +585,7 @@ class Proxy:
 
     def _outcome_metric(self, outcome: str) -> None:
         metrics = self.server.metrics
-        metrics.child(metrics.messages, outcome).inc()
+        metrics.count(metrics.messages, outcome)
 
     # --- the rest -------------------------------------------------------------------
 

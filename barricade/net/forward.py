@@ -219,10 +219,8 @@ class SmtpClientProtocol(protocol.Protocol):
 
     def flush(self) -> None:
         """Send the held content (the client's input ran out before the dot)."""
-        if self._held and not self.lost:
-            data = b"".join(self._held)
-            self._held.clear()
-            write_now(self.transport, data)
+        if self._held:
+            self.send(b"")
 
     def abort(self) -> None:
         self._held.clear()

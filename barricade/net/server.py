@@ -369,7 +369,7 @@ class SmtpServerProtocol(protocol.Protocol):
                    outcome.reply, now=now)
         if self._closed:
             return
-        if outcome.start_tls and not self._closed:
+        if outcome.start_tls:
             self.transport.startTLS(self.server.tls_context)
             self.proxy.ctx.tls = True
             limit = self.server.config["tls-handshake-timeout"]

@@ -384,8 +384,14 @@ class Pipeline:
                             check=check.name, sid=ctx.session_id)
 
     def _watch(self, check: Check, phase: str, ctx: Context, t0: float) -> None:
+        """The stall watchdog: a step of a hook that began at ``t0`` held the loop too long?"""
         if self.stall:
-            _stalled(self, check, phase, ctx, time.monotonic() - t0)
+            seconds = time.monotonic() - t0
+            if seconds >= self.stall:
+                log.warn("check {check} kept the event loop busy {t:.3f}s in its {phase} hook "
+                         "(session {sid}): every session of this worker waited; run blocking work "
+                         "with Plugin.blocking()", check=check.name, t=seconds, phase=phase,
+                         sid=ctx.session_id)
 
     def _start(self, check: Check, phase: str, ctx: Context, args: tuple) -> Verdict | _Waiting:
         """Run a hook until it ends or waits.
@@ -401,8 +407,7 @@ class Pipeline:
             try:
                 awaited = coro.send(None)
             except StopIteration as done:
-                if self.stall and time.monotonic() - started >= self.stall:
-                    _stalled(self, check, phase, ctx, time.monotonic() - started)
+                self._watch(check, phase, ctx, started)
                 outcome, verdict = self._named(check, phase, ctx, done.value)
                 return verdict
             self._watch(check, phase, ctx, started)
@@ -473,13 +478,6 @@ class _Waiting:
     coro: Any
     awaited: Any
     started: float
-
-
-def _stalled(pipeline: Pipeline, check: Check, phase: str, ctx: Context, seconds: float) -> None:
-    if seconds >= pipeline.stall:
-        log.warn("check {check} kept the event loop busy {t:.3f}s in its {phase} hook (session {sid}): "
-                 "every session of this worker waited; run blocking work with Plugin.blocking()",
-                 check=check.name, t=seconds, phase=phase, sid=ctx.session_id)
 
 
 async def _resume(coro: Any, awaited: Any, watch: Callable[[float], None] | None = None) -> Any:
