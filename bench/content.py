@@ -131,10 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     with running(errors, say) as daemons:
         sink = daemons.start(Sink(workdir, deadline))
         nsd = daemons.start(start_nsd(workdir))
-        common = ENVELOPE_OFF
-        relay = daemons.start(Proxy(workdir, sink.port, deadline, tag="-relay", extra=common, dns=nsd.server))
+        relay = daemons.start(Proxy(workdir, sink.port, deadline, tag="-relay", extra=ENVELOPE_OFF, dns=nsd.server))
         content = daemons.start(Proxy(workdir, sink.port, deadline, tag="-content", dns=nsd.server, extra=(
-            *common, "uri-bl=surbl.test", "domain-bl=dbl.test", "+deny-content", "+rfc2822-min-headers",
+            *ENVELOPE_OFF, "uri-bl=surbl.test", "domain-bl=dbl.test", "+deny-content", "+rfc2822-min-headers",
             "+rfc2822-strict-date")))
         say(f"Content benchmark: {args.sessions} sessions x {args.messages} messages, {args.rounds} rounds "
             f"per message; nsd pid {nsd.proc.pid}")
