@@ -152,6 +152,31 @@ class Sink:
         stop(self.proc)
 
 
+class Pipe:
+    """``bench/pipe.py``: the bytes passed through one Python process, nothing more.
+
+    Measured in the same rounds as the proxy, its CPU per message is the
+    floor under Barricade's on this machine at this moment (see pipe.py).
+    """
+
+    def __init__(self, workdir: Path, sink_port: int, deadline: Deadline):
+        self.port = free_port()
+        self.out = workdir / "pipe.out"
+        cmd = [sys.executable, str(Path(__file__).resolve().parent / "pipe.py"),
+               str(self.port), str(sink_port)]
+        with self.out.open("wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+        wait_ready(self.proc, self.port, deadline, "pipe", self.out)
+
+    def cpu_seconds(self) -> float:
+        if self.proc.poll() is not None:
+            raise BenchError(f"pipe (pid {self.proc.pid}) exited with status {self.proc.returncode}")
+        return process_cpu(self.proc.pid)
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
 class Proxy:
     """``twistd -n barricade`` as an operator runs it, from this checkout."""
 
@@ -276,7 +301,7 @@ class SourceRun:
     returncode: int
     delivered: int
     rate: float | None
-    proxy_cpu_ms_per_msg: float | None = None
+    proxy_cpu_ms_per_msg: float | None = None  # the proxy path: Barricade; the pipe path: the pipe
     master_cpu_share: float | None = None  # with workers: the master's part of the proxy CPU
     stderr: str = ""
 
@@ -306,27 +331,34 @@ def run_source(port: int, sessions: int, messages: int, size: int, deadline: Dea
 
 
 def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
-               say: Callable[[str], None], errors: list[str]) -> dict[str, Any]:
-    """Interleaved direct/proxy smtp-source runs; figures for the report."""
+               say: Callable[[str], None], errors: list[str], pipe: Pipe | None = None
+               ) -> dict[str, Any]:
+    """Interleaved direct/proxy (and pipe) smtp-source runs; figures for the report."""
     say(f"Throughput: smtp-source -s {args.sessions} -m {args.messages} -l {args.size}, "
         f"{args.rounds} interleaved rounds")
+    paths = [("direct", sink.port), ("proxy", proxy.port)]
+    if pipe is not None:
+        paths.append(("pipe", pipe.port))
     # Warm-up (not timed): the first sessions pay for imports and JIT-less
     # first-call costs in the proxy, which a steady-state figure should not.
-    for port in (sink.port, proxy.port):
+    for _, port in paths:
         _, rc, err = run_source(port, args.sessions, args.sessions, args.size, deadline)
         if rc != 0:
             raise BenchError(f"warm-up smtp-source to port {port} exited {rc}: {err}")
     say(f"  warm-up: {args.sessions} messages on each path (not timed)")
     runs: list[SourceRun] = []
     for rnd in range(1, args.rounds + 1):
-        for path, port in (("direct", sink.port), ("proxy", proxy.port)):
+        for path, port in paths:
             before = sink.delivered()
             cpu0, wcpu0 = proxy.cpu_seconds(), proxy.worker_cpu_seconds()
+            pipe0 = pipe.cpu_seconds() if pipe is not None else 0.0
             seconds, rc, err = run_source(port, args.sessions, args.messages, args.size, deadline)
             master = proxy.cpu_seconds() - cpu0
             cpu = master + proxy.worker_cpu_seconds() - wcpu0
             delivered = sink.wait_delivered(before + args.messages, deadline) - before
             run = SourceRun(rnd, path, seconds, rc, delivered, None, stderr=err)
+            if path == "pipe":
+                run.proxy_cpu_ms_per_msg = 1000 * (pipe.cpu_seconds() - pipe0) / args.messages
             if path == "proxy":
                 run.proxy_cpu_ms_per_msg = 1000 * cpu / args.messages
                 if args.workers != 1 and cpu > 0:
@@ -343,7 +375,7 @@ def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Dea
                 run.rate = args.messages / seconds
                 extra = ""
                 if run.proxy_cpu_ms_per_msg is not None:
-                    extra = f", proxy CPU {run.proxy_cpu_ms_per_msg:.2f} ms/msg"
+                    extra = f", {path} CPU {run.proxy_cpu_ms_per_msg:.2f} ms/msg"
                 if run.master_cpu_share is not None:
                     extra += f", master {100 * run.master_cpu_share:.1f} % of it"
                 say(f"  round {rnd}  {path:<6} {run.rate:9.1f} msg/s  "
@@ -351,18 +383,24 @@ def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Dea
             runs.append(run)
             proxy.check_alive()
     result: dict[str, Any] = {"runs": [asdict(r) for r in runs]}
-    for path in ("direct", "proxy"):
+    for path, _ in paths:
         rates = [r.rate for r in runs if r.path == path and r.rate is not None]
         result[f"{path}_median"] = statistics.median(rates) if rates else None
         result[f"{path}_ok_runs"] = len(rates)  # failed runs are left out of the median
-    cpu = [r.proxy_cpu_ms_per_msg for r in runs if r.path == "proxy" and r.rate is not None]
-    result["proxy_cpu_ms_per_msg_median"] = statistics.median(cpu) if cpu else None
+    for path in ("proxy", "pipe"):
+        cpu = [r.proxy_cpu_ms_per_msg for r in runs if r.path == path and r.rate is not None]
+        result[f"{path}_cpu_ms_per_msg_median"] = statistics.median(cpu) if cpu else None
     share = [r.master_cpu_share for r in runs if r.master_cpu_share is not None and r.rate is not None]
     result["master_cpu_share_median"] = statistics.median(share) if share else None
     d, p = result["direct_median"], result["proxy_median"]
     result["ratio"] = p / d if d and p else None
     if d and p:
         say(f"  median  direct {d:9.1f} msg/s   proxy {p:9.1f} msg/s   ratio proxy/direct {p / d:.4f}")
+    floor, cost = result["pipe_cpu_ms_per_msg_median"], result["proxy_cpu_ms_per_msg_median"]
+    result["proxy_over_pipe_cpu"] = cost / floor if floor and cost else None
+    if result["proxy_over_pipe_cpu"] is not None:
+        say(f"  median  pipe CPU {floor:.3f} ms/msg   proxy CPU {cost:.3f} ms/msg   "
+            f"proxy/pipe {result['proxy_over_pipe_cpu']:.2f}")
     return result
 
 
@@ -398,15 +436,18 @@ def one_session(port: int, message: bytes, deadline: Deadline) -> float:
 
 
 def latency(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
-            say: Callable[[str], None]) -> dict[str, Any]:
-    """K sequential sessions per path, alternating paths so both see the same noise."""
+            say: Callable[[str], None], pipe: Pipe | None = None) -> dict[str, Any]:
+    """K sequential sessions per path, alternating paths so all see the same noise."""
     say(f"Latency of one session: {args.latency_sessions} sequential sessions per path, "
         f"{args.size}-byte message, connect..QUIT")
     message = make_message(args.size)
-    times: dict[str, list[float]] = {"direct": [], "proxy": []}
+    ports = {"direct": sink.port, "proxy": proxy.port}
+    if pipe is not None:
+        ports["pipe"] = pipe.port
+    times: dict[str, list[float]] = {path: [] for path in ports}
     for _ in range(args.latency_sessions):
-        times["direct"].append(one_session(sink.port, message, deadline))
-        times["proxy"].append(one_session(proxy.port, message, deadline))
+        for path, port in ports.items():
+            times[path].append(one_session(port, message, deadline))
     result: dict[str, Any] = {"sessions": args.latency_sessions}
     for path, values in times.items():
         ms = [1000 * v for v in values]
@@ -418,6 +459,9 @@ def latency(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Deadli
     result["added_p50_ms"] = result["proxy"]["p50_ms"] - result["direct"]["p50_ms"]
     result["added_p99_ms"] = result["proxy"]["p99_ms"] - result["direct"]["p99_ms"]
     say(f"  added   p50 {result['added_p50_ms']:+7.2f} ms   p99 {result['added_p99_ms']:+7.2f} ms")
+    if pipe is not None:
+        result["pipe_added_p50_ms"] = result["pipe"]["p50_ms"] - result["direct"]["p50_ms"]
+        say(f"  added by the pipe   p50 {result['pipe_added_p50_ms']:+7.2f} ms")
     return result
 
 
@@ -834,6 +878,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=1,
                     help="proxy worker processes (>1: CPU covers the master and its workers, with the "
                     "master's share; memory covers the master only)")
+    ap.add_argument("--no-pipe", dest="pipe", action="store_false",
+                    help="leave out the pipe path (bench/pipe.py, the floor) from the throughput rounds")
     ap.add_argument("--reactor", default="",
                     help="twistd reactor for the proxy (default: Barricade's asyncio reactor)")
     ap.add_argument("--keep", action="store_true",
@@ -858,6 +904,12 @@ def summary(rep: Report, proxy: Proxy | None) -> None:
         say(f"  throughput proxy  (median)  {t['proxy_median']:9.1f} msg/s   "
             f"({t['proxy_ok_runs']} of {rounds} runs ok; proxy CPU "
             f"{t['proxy_cpu_ms_per_msg_median']:.2f} ms/msg)")
+    if t.get("pipe_median") is not None:
+        say(f"  throughput pipe   (median)  {t['pipe_median']:9.1f} msg/s   "
+            f"({t['pipe_ok_runs']} of {rounds} runs ok; pipe CPU "
+            f"{t['pipe_cpu_ms_per_msg_median']:.2f} ms/msg, the floor: bench/pipe.py)")
+    if t.get("proxy_over_pipe_cpu") is not None:
+        say(f"  CPU proxy/pipe              {t['proxy_over_pipe_cpu']:9.2f}")
     if t.get("master_cpu_share_median") is not None:
         say(f"  master's share of proxy CPU {100 * t['master_cpu_share_median']:8.1f} %")
     if t.get("ratio") is not None:
@@ -870,6 +922,8 @@ def summary(rep: Report, proxy: Proxy | None) -> None:
             f"p99 {lat['proxy']['p99_ms']:6.2f} ms")
         say(f"  added by proxy              p50 {lat['added_p50_ms']:+6.2f} ms  "
             f"p99 {lat['added_p99_ms']:+6.2f} ms")
+        if "pipe_added_p50_ms" in lat:
+            say(f"  added by pipe               p50 {lat['pipe_added_p50_ms']:+6.2f} ms")
     mem = f.get("memory")
     if mem:
         say(f"  memory per idle connection  {mem['kib_per_connection']:9.1f} KiB "
@@ -907,6 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     sink: Sink | None = None
     proxy: Proxy | None = None
     nsd: Nsd | None = None
+    pipe: Pipe | None = None
 
     def on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # unwind through the finally blocks that stop the daemons
@@ -927,11 +982,14 @@ def main(argv: list[str] | None = None) -> int:
         proxy = Proxy(workdir, sink.port, deadline, args.reactor, extra=extra, dns=nsd.server)
         rep.say(f"  sink   smtp-sink pid {sink.proc.pid} on {HOST}:{sink.port}")
         rep.say(f"  proxy  barricade pid {proxy.proc.pid} on {HOST}:{proxy.port} -> sink")
+        if args.pipe:
+            pipe = Pipe(workdir, sink.port, deadline)
+            rep.say(f"  pipe   bench/pipe.py pid {pipe.proc.pid} on {HOST}:{pipe.port} -> sink")
         rep.say(f"  work dir {workdir}")
         sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("memory", lambda: memory(proxy, args, deadline, rep.say)),  # first: see memory()
-            ("throughput", lambda: throughput(sink, proxy, args, deadline, rep.say, rep.errors)),
-            ("latency", lambda: latency(sink, proxy, args, deadline, rep.say)),
+            ("throughput", lambda: throughput(sink, proxy, args, deadline, rep.say, rep.errors, pipe)),
+            ("latency", lambda: latency(sink, proxy, args, deadline, rep.say, pipe)),
         ]
         if args.slow_loris:
             sections.append(("slow_loris", lambda: slow_loris(proxy, args, deadline, rep.say)))
@@ -955,6 +1013,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if proxy is not None:
             proxy.stop()
+        if pipe is not None:
+            pipe.stop()
         if sink is not None:
             sink.stop()
         if nsd is not None:
