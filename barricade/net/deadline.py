@@ -1,10 +1,15 @@
-"""Moving a deadline without searching the reactor's timer heap.
+"""A connection's time limit, moved on every command, with one reactor timer under it.
 
-Twisted moves a ``DelayedCall`` to a *later* time by updating a number,
-but to an *earlier* one by a linear search of every pending timer (its
-heap position is not kept).  With thousands of idle sessions, each
-holding a timer, that search cost milliseconds per command.  A deadline
-that moves earlier is therefore replaced: the old timer is cancelled
+A session moves its deadline a dozen times per message (each command, each
+downstream reply) and almost never reaches it.  Moving a Twisted
+``DelayedCall`` costs several calls each time, and moving one *earlier*
+costs a linear search of every pending timer (its heap position is not
+kept), which with thousands of idle sessions was milliseconds per command.
+
+So :class:`Deadline` keeps the limit as a number and moves only that.  The
+timer under it stays where it was set; when it fires before the limit (the
+limit moved later meanwhile) it is set again for the rest.  Only a limit
+moved *earlier* than the timer replaces it: the old one is cancelled
 (dropped lazily by the reactor) and a new one pushed.
 """
 
@@ -14,11 +19,44 @@ from collections.abc import Callable
 from typing import Any
 
 
-def rearm(clock: Any, timer: Any, seconds: float, call: Callable[[], object]) -> Any:
-    """``timer`` moved to ``seconds`` from now, or a new timer calling ``call``."""
-    if timer is not None and timer.active():
-        if clock.seconds() + seconds >= timer.time:
-            timer.reset(seconds)  # later: only a number changes
-            return timer
-        timer.cancel()
-    return clock.callLater(seconds, call)
+class Deadline:
+    __slots__ = ("_clock", "_call", "due", "_timer")
+
+    def __init__(self, clock: Any, call: Callable[[], object]):
+        self._clock = clock
+        self._call = call
+        self.due: float | None = None  # when ``call`` runs (reactor seconds); None: off
+        self._timer: Any = None
+
+    @property
+    def armed(self) -> bool:
+        return self.due is not None
+
+    def set(self, seconds: float) -> None:
+        """``call`` runs ``seconds`` from now, unless the deadline is moved or cleared first."""
+        clock = self._clock
+        due = self.due = clock.seconds() + seconds
+        timer = self._timer
+        if timer is None:
+            self._timer = clock.callLater(seconds, self._fire)
+        elif due < timer.time:
+            timer.cancel()
+            self._timer = clock.callLater(seconds, self._fire)
+
+    def clear(self) -> None:
+        self.due = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        due = self.due
+        if due is None:
+            return
+        left = due - self._clock.seconds()
+        if left > 0:  # moved later since the timer was set
+            self._timer = self._clock.callLater(left, self._fire)
+            return
+        self.due = None
+        self._call()

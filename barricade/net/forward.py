@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from barricade.descriptors import exhausted
-from barricade.net.deadline import rearm
+from barricade.net.deadline import Deadline
 from barricade.net.sendnow import write_now
 from barricade.protocol.capabilities import UNKNOWN, Capabilities, mail_parameters, rcpt_parameters
 from barricade.protocol.downstream_tls import PLAIN, REFUSE, TlsPolicy, decide
@@ -84,10 +84,10 @@ class SmtpClientProtocol(protocol.Protocol):
         self.host = host
         self._buffer = bytearray()
         self._lines: list[str] = []
-        # Waiting commands and their timeouts; one timer per connection runs for
-        # the oldest (reset, not replaced, as each reply comes in).
+        # Waiting commands and their timeouts; one deadline per connection runs for
+        # the oldest (moved as each reply comes in).
         self._waiting: deque[tuple[defer.Deferred, float]] = deque()
-        self._timer = None
+        self._deadline = Deadline(clock, self._timed_out)
         self.lost = False
         self.lost_reason: str = ""
         # Message bytes held back until the next command, the dot or the end of the
@@ -151,9 +151,7 @@ class SmtpClientProtocol(protocol.Protocol):
 
     def _fail_all(self, exc: DownstreamError) -> None:
         waiting, self._waiting = self._waiting, deque()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._deadline.clear()
         for d, _timeout in waiting:
             d.errback(exc)
 
@@ -172,16 +170,12 @@ class SmtpClientProtocol(protocol.Protocol):
 
     def _arm(self, timeout: float) -> None:
         """The oldest waiting command has ``timeout`` seconds (0: no limit) from now."""
-        timer = self._timer
-        if not timeout:
-            if timer is not None and timer.active():
-                timer.cancel()
-            self._timer = None
+        if timeout:
+            self._deadline.set(timeout)
         else:
-            self._timer = rearm(self.clock, timer, timeout, self._timed_out)
+            self._deadline.clear()
 
     def _timed_out(self) -> None:
-        self._timer = None
         if not self._waiting:
             return  # idle: nothing is overdue
         self._fail_all(DownstreamError("timeout", self.host))

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
-from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.posixbase import _NO_FILEDESC, PosixReactorBase
 from twisted.logger import Logger
 from twisted.python.log import callWithLogger
 
@@ -52,8 +52,18 @@ class Reactor(AsyncioSelectorReactor):
         return call
 
     def _readOrWrite(self, selectable: Any, read: bool) -> None:
+        # Twisted's own, in one frame with the catch-all callWithLogger had.
         try:
-            super()._readOrWrite(selectable, read)
+            if selectable.fileno() == -1:
+                self._disconnectSelectable(selectable, _NO_FILEDESC, read)
+                return
+            try:
+                why = selectable.doRead() if read else selectable.doWrite()
+            except Exception as e:  # noqa: BLE001 - the selectable is dropped, as Twisted does
+                why = e
+                self._log.failure(None)
+            if why:
+                self._disconnectSelectable(selectable, why, read)
         except BaseException:  # noqa: BLE001 - what callWithLogger caught and logged
             log.failure("socket event of {what}", what=type(selectable).__name__)
 

@@ -34,7 +34,7 @@ from barricade.decision_log import refused_connection
 from barricade.descriptors import Admission, file_limit, in_use
 from barricade.logs import emit_decision, info_line
 from barricade.net.conductor import Outcome, Proxy, ServerContext, classify
-from barricade.net.deadline import rearm
+from barricade.net.deadline import Deadline
 from barricade.net.sendnow import close_now, nothing_queued, write_now
 from barricade.net.tls_server import tls_handshake_done
 from barricade.policy.pipeline import _resume
@@ -88,7 +88,7 @@ class SmtpServerProtocol(protocol.Protocol):
         self.proxy: Proxy | None = None
         self.busy = True  # until the greeting is out
         self.paused = False
-        self._timer = None
+        self._deadline = Deadline(server.reactor, self._timed_out)
         self._wait: object = None  # what the running client timer waits for
         # smtp-session-timeout: when the session's time is up (None: not limited, or
         # already up).  The client's deadline timer is never set beyond it, so one
@@ -328,7 +328,7 @@ class SmtpServerProtocol(protocol.Protocol):
             wait, timeout = ("data", s.data_progress), "smtp-data-line-timeout"
         else:
             wait, timeout = ("partial" if s.partial else "idle"), "smtp-command-timeout"
-        if wait != self._wait or self._timer is None:
+        if wait != self._wait or self._deadline.due is None:
             self._wait = wait
             self._arm(self.server.config[timeout])
 
@@ -505,20 +505,16 @@ class SmtpServerProtocol(protocol.Protocol):
     # --- client timeouts ----------------------------------------------------------------
 
     def _arm(self, seconds: float) -> None:
-        # One timer per connection, moved rather than replaced where it can be, and
-        # never beyond the end of the session's time (smtp-session-timeout).
-        clock = self.server.reactor
+        # One deadline per connection, never beyond the end of the session's time
+        # (smtp-session-timeout).
         if self._life_end is not None:
-            seconds = max(0.0, min(seconds, self._life_end - clock.seconds()))
-        self._timer = rearm(clock, self._timer, seconds, self._timed_out)
+            seconds = max(0.0, min(seconds, self._life_end - self.server.reactor.seconds()))
+        self._deadline.set(seconds)
 
     def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._deadline.clear()
 
     def _timed_out(self) -> None:
-        self._timer = None
         if self._closed:
             return
         if self._life_end is not None and self.server.reactor.seconds() >= self._life_end:
@@ -616,6 +612,11 @@ class SmtpServerFactory(protocol.Factory):
 
         port.doRead = do_read
         port.numberAccepts = max(1, min(port.numberAccepts, self.admission.room))
+        # The port's logger is a descriptor that builds a new Logger on every read,
+        # twice per accept: read once, it stays an attribute of this port.
+        logger = getattr(port, "_logger", None)
+        if logger is not None:
+            port._logger = logger
 
     def admitted(self) -> None:
         """A session was admitted: a shared worker without room stops accepting."""

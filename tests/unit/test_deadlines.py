@@ -146,3 +146,51 @@ def test_over_limit_recipients_do_not_count_toward_drop_after():
         out = s.respond(CAT.reply(910, limit=100))
         assert out.startswith(b"452 4.5.3") and b"#922" not in out
     assert not s.closing and s.errors == 0
+
+
+# --- the Deadline under them -----------------------------------------------------------
+
+
+def _deadline():
+    from twisted.internet.task import Clock
+
+    from barricade.net.deadline import Deadline
+
+    clock, fired = Clock(), []
+    return clock, fired, Deadline(clock, lambda: fired.append(clock.seconds()))
+
+
+def test_a_deadline_moved_later_fires_at_the_new_time_with_one_timer():
+    clock, fired, d = _deadline()
+    d.set(10)
+    for _ in range(50):
+        clock.advance(1)
+        d.set(10)  # each command moves it: only a number changes
+        assert len(clock.getDelayedCalls()) == 1
+    clock.advance(9.5)
+    assert fired == []  # the first timer came and went: set again for the rest
+    clock.advance(0.5)
+    assert fired == [60.0] and not d.armed and clock.getDelayedCalls() == []
+
+
+def test_a_deadline_moved_earlier_fires_then_not_at_the_old_time():
+    clock, fired, d = _deadline()
+    d.set(300)
+    d.set(5)
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [5.0]  # the old timer is cancelled
+    clock.advance(5)
+    assert fired == [5.0]
+    clock.advance(300)
+    assert fired == [5.0]
+
+
+def test_a_cleared_deadline_never_fires_and_can_be_set_again():
+    clock, fired, d = _deadline()
+    d.set(5)
+    d.clear()
+    assert not d.armed and clock.getDelayedCalls() == []
+    clock.advance(10)
+    assert fired == []
+    d.set(5)
+    clock.advance(5)
+    assert fired == [15.0]
