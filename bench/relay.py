@@ -159,14 +159,16 @@ class Pipe:
     floor under Barricade's on this machine at this moment (see pipe.py).
     """
 
-    def __init__(self, workdir: Path, sink_port: int, deadline: Deadline):
+    def __init__(self, workdir: Path, sink_port: int, deadline: Deadline, *,
+                 wrap: tuple[str, ...] = (), start_limit: float = 20.0):
+        """``wrap``: a command the pipe runs under (valgrind), given ``start_limit`` seconds."""
         self.port = free_port()
         self.out = workdir / "pipe.out"
-        cmd = [sys.executable, str(Path(__file__).resolve().parent / "pipe.py"),
+        cmd = [*wrap, sys.executable, str(Path(__file__).resolve().parent / "pipe.py"),
                str(self.port), str(sink_port)]
         with self.out.open("wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
-        wait_ready(self.proc, self.port, deadline, "pipe", self.out)
+        wait_ready(self.proc, self.port, deadline, "pipe", self.out, limit=start_limit)
 
     def cpu_seconds(self) -> float:
         if self.proc.poll() is not None:
@@ -181,7 +183,10 @@ class Proxy:
     """``twistd -n barricade`` as an operator runs it, from this checkout."""
 
     def __init__(self, workdir: Path, sink_port: int, deadline: Deadline, reactor: str = "",
-                 extra: tuple[str, ...] = (), tag: str = "", *, dns: str):
+                 extra: tuple[str, ...] = (), tag: str = "", *, dns: str,
+                 wrap: tuple[str, ...] = (), start_limit: float = 20.0, repo: Path | None = None):
+        """``wrap``: a command the proxy runs under (valgrind), given ``start_limit``
+        seconds to greet; ``repo``: the checkout to run (default: this one)."""
         self.port = free_port()
         self.route_map = workdir / "route-map"
         self.route_map.write_text(
@@ -201,13 +206,13 @@ class Proxy:
             f"dns-servers={dns}",  # a loopback nsd (start_nsd): never the machine's resolver
             *extra,
         ]
-        cmd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+        cmd = [*wrap, sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                "-n", "--pidfile=", "--logfile", str(self.log),
                *([f"--reactor={reactor}"] if reactor else []), "barricade", *self.args]
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=str(repo or REPO))
         with self.out.open("wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=env)
-        wait_ready(self.proc, self.port, deadline, "barricade", self.out, self.log)
+        wait_ready(self.proc, self.port, deadline, "barricade", self.out, self.log, limit=start_limit)
 
     def check_alive(self) -> None:
         """Raise if the proxy has exited: every later figure would be about nothing."""
@@ -275,9 +280,9 @@ def child_pids(pid: int) -> list[int]:
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: Deadline, name: str,
-               *outputs: Path) -> None:
+               *outputs: Path, limit: float = 20.0) -> None:
     """Poll for the 220 banner; a daemon that exits instead is an error with its output."""
-    end = time.monotonic() + deadline.remaining(20.0)
+    end = time.monotonic() + deadline.remaining(limit)
     while time.monotonic() < end:
         if proc.poll() is not None:
             text = "\n".join(p.read_text(errors="replace")[-2000:] for p in outputs if p.exists())
@@ -285,7 +290,7 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: Deadline, nam
         if banner_ready(port):
             return
         time.sleep(0.05)
-    raise BenchError(f"{name} did not greet on {HOST}:{port} within 20 s")
+    raise BenchError(f"{name} did not greet on {HOST}:{port} within {limit:.0f} s")
 
 
 # --- 1. throughput -------------------------------------------------------------------
@@ -836,12 +841,12 @@ class Report:
         print(line, file=self.stream, flush=True)
 
 
-def git_commit() -> str:
+def git_commit(repo: Path = REPO) -> str:
     """The commit measured, so that figures can be tied to code."""
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "barricade",
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "barricade",
                                 "plugins", "twisted"], capture_output=True, text=True, timeout=5)
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") or "unknown"
     except (OSError, subprocess.SubprocessError):
