@@ -11,8 +11,9 @@ connections, and streams or spools the message.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
+from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -147,8 +148,9 @@ class Proxy:
         self.server.metrics.downstream_errors.labels(exc.kind).inc()
         log.warn("session {sid}: downstream {err}", sid=self.ctx.session_id, err=str(exc))
 
-    async def run(self, phase: str, *args: object) -> Verdict:
-        return await self.server.pipeline.run(phase, self.ctx, *args)
+    def run(self, phase: str, *args: object) -> Coroutine[Any, Any, Verdict]:
+        # The pipeline's own coroutine, awaited by the caller: no second one around it.
+        return self.server.pipeline.run(phase, self.ctx, *args)
 
     # --- connect --------------------------------------------------------------------
 

@@ -17,8 +17,9 @@ import ipaddress
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet import defer, error, protocol, ssl
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
@@ -332,8 +333,10 @@ class Downstream:
         finally:
             self._observe(name, time.monotonic() - started)
 
-    async def command(self, name: str, line: str, timeout: float | None = None) -> DownstreamReply:
-        return await self._timed(name, self.proto.command(line, timeout or self.timeouts.command))
+    def command(self, name: str, line: str, timeout: float | None = None
+                ) -> Coroutine[Any, Any, DownstreamReply]:
+        """Send ``line`` now; the coroutine returned (await it at once) gives the reply."""
+        return self._timed(name, self.proto.command(line, timeout or self.timeouts.command))
 
     async def _ehlo(self, helo_name: str) -> None:
         reply = await self.command("ehlo", f"EHLO {helo_name}")

@@ -146,7 +146,7 @@ class SmtpServerProtocol(protocol.Protocol):
             self._life_end = self.started + life
         self._arm(self.server.config["smtp-command-timeout"])
         self.session.receive_data(early)  # sent with the header, before our banner: an early talker
-        self._run(self._greet(), _ignore)
+        self._step(None, self._greet(), _ignore)
 
     def _refuse(self, why: str, client, sid: str) -> None:
         """No session for this connection: say so (421) and close; never a silent close."""
@@ -267,18 +267,9 @@ class SmtpServerProtocol(protocol.Protocol):
             self._wait = None  # progress: the next wait gets a fresh deadline
             self.busy = True  # the idle timer keeps running; it ignores busy sessions
             if isinstance(event, ev.DataChunk):
-                self._run(self.proxy.chunk(event), self._chunk_done)
+                self._step(None, self.proxy.chunk(event), self._chunk_done)
             else:
-                self._run(self.proxy.handle(event, session), self._respond)
-
-    def _run(self, coro, done) -> None:
-        """Run a handler; ``done`` gets its result, a failure goes to ``_internal_error``.
-
-        Most commands never wait (every check answers at once, no downstream
-        round trip): they run to the end here, without a Deferred.  Only a
-        handler that awaits something continues under Twisted.
-        """
-        self._step(None, coro, done)
+                self._step(None, self.proxy.handle(event, session), self._respond)
 
     def _await(self, coro, awaited, done) -> None:
         """Continue the handler when what it awaits fires, from that Deferred's callback.
@@ -295,8 +286,14 @@ class SmtpServerProtocol(protocol.Protocol):
         d.addCallbacks(done, self._internal_error)
 
     def _step(self, result: object, coro, done) -> None:
-        """Resume the handler with ``result`` (a Failure is raised where it awaits)
-        until it awaits again or ends."""
+        """Run or resume a handler with ``result`` (a Failure is raised where it awaits)
+        until it awaits again or ends; ``done`` gets its result, a failure goes to
+        ``_internal_error``.
+
+        Most commands never wait (every check answers at once, no downstream
+        round trip): they run to the end in the first step, without a Deferred.
+        Only a handler that awaits something continues under Twisted.
+        """
         try:
             if isinstance(result, Failure):
                 awaited = result.throwExceptionIntoGenerator(coro)
