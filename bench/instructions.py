@@ -8,8 +8,9 @@ number of instructions a process executes for the same work barely moves
 at all.  This benchmark runs each path under valgrind's callgrind, sends
 ``--warm-up`` messages with smtp-source, zeroes the counters
 (``callgrind_control -z``), sends ``--messages`` more, dumps the counters
-(``callgrind_control -d``) and reports the user-space instructions (``Ir``)
-per message:
+(``callgrind_control -d``), ``--rounds`` times in the same process, and
+reports the user-space instructions (``Ir``) per message, the median of
+the rounds:
 
 * ``pipe``: ``bench/pipe.py``, the bytes alone through one Python process
   (the floor under any relay written in Python);
@@ -28,7 +29,7 @@ in CPU time.
 Needs valgrind (Debian package ``valgrind``) besides what ``relay.py``
 needs.  Nothing is asserted about speed.
 
-    python bench/instructions.py [--messages 300] [--checkout DIR ...] [--json]
+    python bench/instructions.py [--messages 300] [--rounds 2] [--checkout DIR ...] [--json]
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,7 @@ from relay import (  # noqa: E402
     git_commit,
     run_source,
     running,
+    side_parser,
     start_nsd,
 )
 
@@ -70,23 +74,36 @@ def callgrind(workdir: Path, tag: str) -> tuple[str, ...]:
 
 
 def instructions(proc_pid: int, workdir: Path, tag: str, port: int, args: argparse.Namespace,
-                 deadline: Deadline) -> int:
-    """Ir of ``args.messages`` messages through ``port``, after a warm-up."""
-    for count in (args.warm_up, None):
-        if count is None:
-            control(["-z", str(proc_pid)], deadline)  # from here on
-            count = args.messages
-        _, rc, err = run_source(port, args.sessions, count, args.size, deadline)
-        if rc != 0:
-            raise BenchError(f"{tag}: smtp-source exited {rc}: {err}")
-    control(["-d", str(proc_pid)], deadline)
-    dump = workdir / f"callgrind-{tag}.{proc_pid}.1"
-    if not dump.exists():
-        raise BenchError(f"{tag}: callgrind wrote no dump {dump.name}")
-    found = re.search(r"^(?:summary|totals):\s+(\d+)", dump.read_text(errors="replace"), re.M)
-    if found is None:
-        raise BenchError(f"{tag}: no totals in {dump}")
-    return int(found.group(1))
+                 deadline: Deadline) -> list[int]:
+    """Ir of ``args.messages`` messages through ``port``, once per round, after a warm-up."""
+    send(port, args.warm_up, tag, args, deadline)
+    return counted(proc_pid, workdir, tag, args.rounds, deadline,
+                   lambda: send(port, args.messages, tag, args, deadline))
+
+
+def counted(proc_pid: int, workdir: Path, tag: str, rounds: int, deadline: Deadline,
+            work: Callable[[], object]) -> list[int]:
+    """The instructions the process under :func:`callgrind` ``tag`` spends on ``work``,
+    done ``rounds`` times."""
+    totals = []
+    for rnd in range(1, rounds + 1):
+        control(["-z", str(proc_pid)], deadline)  # from here on
+        work()
+        control(["-d", str(proc_pid)], deadline)  # callgrind numbers its dumps from 1
+        dump = workdir / f"callgrind-{tag}.{proc_pid}.{rnd}"
+        if not dump.exists():
+            raise BenchError(f"{tag}: callgrind wrote no dump {dump.name}")
+        found = re.search(r"^(?:summary|totals):\s+(\d+)", dump.read_text(errors="replace"), re.M)
+        if found is None:
+            raise BenchError(f"{tag}: no totals in {dump}")
+        totals.append(int(found.group(1)))
+    return totals
+
+
+def send(port: int, count: int, tag: str, args: argparse.Namespace, deadline: Deadline) -> None:
+    _, rc, err = run_source(port, args.sessions, count, args.size, deadline)
+    if rc != 0:
+        raise BenchError(f"{tag}: smtp-source exited {rc}: {err}")
 
 
 def control(argv: list[str], deadline: Deadline) -> None:
@@ -97,20 +114,16 @@ def control(argv: list[str], deadline: Deadline) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--messages", type=int, default=300, help="messages counted per path")
+    ap = side_parser(__doc__, messages=300, rounds=2, time_limit=3600)
+    ap.set_defaults(sessions=5)  # each process runs about fifty times slower under callgrind
     ap.add_argument("--warm-up", type=int, default=100, help="messages sent first, not counted")
-    ap.add_argument("--sessions", type=int, default=5, help="smtp-source parallel sessions (-s)")
     ap.add_argument("--size", type=int, default=4096, help="message size in bytes (-l)")
     ap.add_argument("--checkout", action="append", type=Path, default=[], metavar="DIR",
                     help="measure Barricade from this checkout (repeat to compare; default: this one)")
     ap.add_argument("--no-pipe", dest="pipe", action="store_false", help="leave out the pipe")
-    ap.add_argument("--time-limit", type=float, default=3600, help="seconds before everything stops")
-    ap.add_argument("--json", action="store_true", help="figures as one JSON object on stdout")
     args = ap.parse_args(argv)
-    if args.messages < 1 or args.warm_up < 1:
-        ap.error("--messages and --warm-up must be at least 1")
+    if min(args.messages, args.warm_up, args.rounds, args.sessions) < 1:
+        ap.error("--messages, --warm-up, --rounds and --sessions must be at least 1")
     return args
 
 
@@ -152,12 +165,16 @@ def main(argv: list[str] | None = None) -> int:
             tag = f"path{i}"
             daemon = daemons.start(start(callgrind(workdir, tag)))
             before = sink.delivered()
-            total = instructions(daemon.proc.pid, workdir, tag, daemon.port, args, deadline)
-            delivered = sink.wait_delivered(before + args.warm_up + args.messages, deadline) - before
-            if delivered != args.warm_up + args.messages:
-                raise BenchError(f"{name}: sink received {delivered} of {args.warm_up + args.messages}")
-            per[name] = total / args.messages
-            say(f"  {name:<10} {per[name] / 1000:10.1f} k instructions per message")
+            totals = instructions(daemon.proc.pid, workdir, tag, daemon.port, args, deadline)
+            sent = args.warm_up + args.rounds * args.messages
+            delivered = sink.wait_delivered(before + sent, deadline) - before
+            if delivered != sent:
+                raise BenchError(f"{name}: sink received {delivered} of {sent}")
+            rounds = [total / args.messages for total in totals]
+            figures.setdefault("rounds", {})[name] = rounds
+            per[name] = statistics.median(rounds)
+            say(f"  {name:<10} {per[name] / 1000:10.1f} k instructions per message  "
+                f"(rounds: {', '.join(f'{r / 1000:.1f}' for r in rounds)})")
             daemon.stop()
         if args.pipe and len(per) > 1:
             floor = per["pipe"]

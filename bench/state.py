@@ -24,7 +24,13 @@ default.  The ``off`` path sends the same XCLIENT, so on/off isolates the
 state.  The paths run interleaved, round by round; the ratios of the
 medians are the figures to quote.  Nothing is asserted about speed.
 
+With ``--instructions`` the off, on and mem proxies run under valgrind's
+callgrind instead, driven the same way, and the figures are their
+instructions per message (as ``instructions.py`` counts them), which this
+machine's noise does not move, and redis-server's CPU per message.
+
     python bench/state.py [--sessions 20] [--messages 2000] [--rounds 3] [--json]
+    python bench/state.py --instructions --messages 300 --rounds 2 --sessions 5
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import asyncio
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +48,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+from instructions import START_LIMIT, callgrind, counted  # noqa: E402
 from relay import (  # noqa: E402
     ENVELOPE_OFF,
     HOST,
     BenchError,
+    Deadline,
     Proxy,
     Sink,
     begin,
@@ -137,7 +146,73 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = side_parser(__doc__, messages=2000, rounds=3, time_limit=900)
     ap.add_argument("--size", type=int, default=4096, help="message size in bytes")
     ap.add_argument("--clients", type=int, default=50, help="distinct client addresses")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count the proxies' instructions per message under callgrind instead of "
+                         "timing them (see instructions.py; try --messages 300 --rounds 2 --sessions 5)")
     return ap.parse_args(argv)
+
+
+def start_proxies(daemons: Any, workdir: Path, sink: Sink, redis: RedisServer, dns: str,
+                  deadline: Deadline, message: bytes, clients: int,
+                  wrap: Callable[[str], tuple[str, ...]] = lambda name: ()) -> tuple[dict[str, Proxy], int]:
+    """The off, on and mem proxies (each under ``wrap(name)``), every tuple grey-listed
+    and passed; how many were grey-listed on Redis."""
+    # All three have an access map (a gateway without one is rare), so on/off
+    # differs only by the state: limits in it, Redis, grey-listing.
+    plain = workdir / "access-map-off"
+    plain.write_text("connect:203.0.113.66 REJECT\nfrom:spammer.example REJECT\n")
+    access = workdir / "access-map"
+    access.write_text(plain.read_text() + "rate-connect: 1000000\nconcurrent-connect: 10000\n")
+    grey = ("grey-key=ip,mail,rcpt", f"grey-temp-fail-period={GREY_PERIOD}")
+    options = {
+        "off": (f"access-map={plain}", "grey-key="),  # no limits in the map, grey-listing off
+        "on": (f"access-map={access}", f"redis-url={redis.url}", *grey),
+        "mem": (f"access-map={access}", *grey),
+    }
+    limit = START_LIMIT if wrap("off") else 20.0
+    proxies = {name: daemons.start(Proxy(workdir, sink.port, deadline, tag=f"-{name}", dns=dns,
+                                         extra=(*ENVELOPE_OFF, *extra), wrap=wrap(name),
+                                         start_limit=limit))
+               for name, extra in options.items()}
+    asyncio.run(pass_grey(proxies["mem"].port, clients, message))
+    return proxies, asyncio.run(pass_grey(proxies["on"].port, clients, message))
+
+
+def count_instructions(args: argparse.Namespace, say: Callable[[str], None], deadline: Deadline,
+                       workdir: Path, figures: dict[str, Any], errors: list[str]) -> None:
+    """--instructions: off, on and mem under callgrind, driven as in the timed mode."""
+    message = make_message(args.size)
+    with running(errors, say) as daemons:
+        sink = daemons.start(Sink(workdir, deadline))
+        redis = daemons.start(RedisServer(workdir / "redis"))
+        nsd = daemons.start(start_nsd(workdir))
+        proxies, listed = start_proxies(daemons, workdir, sink, redis, nsd.server, deadline, message,
+                                        args.clients, wrap=lambda name: callgrind(workdir, name))
+        say(f"State benchmark, instructions: {args.messages} messages of {args.size} bytes per "
+            f"round, {args.rounds} rounds, {args.sessions} sessions, {args.clients} client "
+            f"addresses, under callgrind; {listed} tuples grey-listed then passed")
+        per: dict[str, float] = {}
+        redis_ms: list[float] = []
+        for name, proxy in proxies.items():
+            def work(port: int = proxy.port) -> None:
+                asyncio.run(generate(port, args.sessions, args.messages, args.clients, message,
+                                     deadline.remaining()))
+            asyncio.run(generate(proxy.port, args.sessions, args.sessions, args.clients, message,
+                                 deadline.remaining()))  # warm-up
+            used = process_cpu(redis.proc.pid)
+            rounds = [total / args.messages
+                      for total in counted(proxy.proc.pid, workdir, name, args.rounds, deadline, work)]
+            if name == "on":
+                redis_ms.append(1000 * (process_cpu(redis.proc.pid) - used) / (args.rounds * args.messages))
+            per[name] = statistics.median(rounds)
+            say(f"  {name:<4} {per[name] / 1000:9.1f} k instructions per message  "
+                f"(rounds: {', '.join(f'{r / 1000:.1f}' for r in rounds)})")
+            proxy.stop()
+        figures["instructions_per_message"] = per
+        figures["ratio"] = {"on/off": per["on"] / per["off"], "mem/off": per["mem"] / per["off"]}
+        figures["redis_cpu_ms_per_msg"] = redis_ms[0] if redis_ms else None
+        say(f"  on/off {per['on'] / per['off']:.3f}, mem/off {per['mem'] / per['off']:.3f}; "
+            f"redis-server {figures['redis_cpu_ms_per_msg']:.3f} ms CPU per message (timed)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,29 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     say, deadline, workdir = begin(args.json, "state", args.time_limit)
     figures: dict[str, Any] = {"config": vars(args)}
     errors: list[str] = []
+    if args.instructions:
+        count_instructions(args, say, deadline, workdir, figures, errors)
+        return finish(figures, errors, workdir, args.json, say)
     message = make_message(args.size)
     with running(errors, say) as daemons:
         sink = daemons.start(Sink(workdir, deadline))
         redis = daemons.start(RedisServer(workdir / "redis"))
-        # Both proxies have an access map (a gateway without one is rare), so
-        # on/off differs only by the state: limits in it, Redis, grey-listing.
-        plain = workdir / "access-map-off"
-        plain.write_text("connect:203.0.113.66 REJECT\nfrom:spammer.example REJECT\n")
-        access = workdir / "access-map"
-        access.write_text(plain.read_text() + "rate-connect: 1000000\nconcurrent-connect: 10000\n")
-        # Off: no limits in the map, grey-listing off (it is on by default).
         nsd = daemons.start(start_nsd(workdir))
-        dns = nsd.server
-        off = daemons.start(Proxy(workdir, sink.port, deadline, tag="-off", dns=dns,
-                                  extra=(*ENVELOPE_OFF, f"access-map={plain}", "grey-key=")))
-        on = daemons.start(Proxy(workdir, sink.port, deadline, tag="-on", dns=dns, extra=(
-            *ENVELOPE_OFF, f"access-map={access}", f"redis-url={redis.url}", "grey-key=ip,mail,rcpt",
-            f"grey-temp-fail-period={GREY_PERIOD}")))
-        mem = daemons.start(Proxy(workdir, sink.port, deadline, tag="-mem", dns=dns, extra=(
-            *ENVELOPE_OFF, f"access-map={access}", "grey-key=ip,mail,rcpt",
-            f"grey-temp-fail-period={GREY_PERIOD}")))
-        asyncio.run(pass_grey(mem.port, args.clients, message))
-        listed = asyncio.run(pass_grey(on.port, args.clients, message))
+        proxies, listed = start_proxies(daemons, workdir, sink, redis, nsd.server, deadline, message,
+                                        args.clients)
+        off, on, mem = proxies["off"], proxies["on"], proxies["mem"]
         say(f"State benchmark: {args.sessions} sessions x {args.messages} messages of "
             f"{args.size} bytes, {args.clients} client addresses, {args.rounds} rounds; "
             f"redis-server pid {redis.proc.pid}; {listed} tuples grey-listed then passed")
