@@ -315,6 +315,9 @@ class AccessMap(KeyValueMap):
                  clock: Callable[[], float] = time.monotonic):
         self.literal_plus = literal_plus
         self._values: dict[str, AccessValue] = {}
+        # The families the map has keys of: a lookup in a family without any is skipped
+        # without building its keys (a client-and-sender pair makes dozens).
+        self._families: frozenset[str] = frozenset()
         super().__init__(location, clock)
 
     def derive(self, entries: dict[str, str], lines: dict[str, int]) -> Callable[[], None]:
@@ -335,8 +338,11 @@ class AccessMap(KeyValueMap):
             raise_problems(self.path, problems)
         ignored = value_problems(entries, lines, str(self.path))
 
+        families = frozenset(family_of(key) for key in values)
+
         def commit() -> None:
             self._values = values
+            self._families = families
             if ignored:  # reported once per load, not at every lookup
                 log.warn("access map: {n} value(s) ignored: {problems}", n=len(ignored),
                          problems="; ".join(ignored))
@@ -348,6 +354,20 @@ class AccessMap(KeyValueMap):
     def lookup(self, keys: Iterable[str], hays: Iterable[str]) -> AccessHit | None:
         """The first key whose value gives an action (NEXT resumes, SKIP stops)."""
         self.refresh()
+        return self._lookup(keys, hays)
+
+    def _has(self, *families: str) -> bool:
+        """Up to date, does the map have keys of any of these families?
+
+        Every key a lookup builds falls in a family (:func:`family_of`) known
+        before it is built: when the map has no key of that family, no key
+        can match.  (A ``from:`` address with ``:to:`` in it falls in FROM_TO,
+        a ``to:`` one with ``:from:`` in CONNECT_FROM: those lookups name both.)
+        """
+        self.refresh()
+        return not self._families.isdisjoint(families)
+
+    def _lookup(self, keys: Iterable[str], hays: Iterable[str]) -> AccessHit | None:
         hays = [h for h in hays if h]
         for key in keys:
             key = key.lower()
@@ -369,21 +389,29 @@ class AccessMap(KeyValueMap):
 
     def connect(self, ip: str, name: str | None) -> AccessHit | None:
         """``Connect:``: IP prefixes, ``[ip]``, the PTR name's domains, the bare tag."""
-        return self.lookup(client_keys(CONNECT, ip, name), (name or "", ip))
+        if not self._has(CONNECT):
+            return None
+        return self._lookup(client_keys(CONNECT, ip, name), (name or "", ip))
 
     def helo(self, argument: str) -> AccessHit | None:
         """``Helo:``: an address literal as an IP, else as a domain; then the bare tag."""
+        if not self._has(HELO):
+            return None
         addr = _ip(argument) if argument.startswith("[") else None
         if addr is not None:
             keys = [*ip_keys(HELO, str(addr)), f"{HELO}:{argument}", f"{HELO}:"]
-            return self.lookup(keys, (str(addr),))
-        return self.lookup(domain_keys(HELO, argument), (argument,))
+            return self._lookup(keys, (str(addr),))
+        return self._lookup(domain_keys(HELO, argument), (argument,))
 
     def sender(self, address: str) -> AccessHit | None:
-        return self.lookup(self._mail(FROM, address), (address,))
+        if not self._has(FROM, FROM_TO):
+            return None
+        return self._lookup(self._mail(FROM, address), (address,))
 
     def recipient(self, address: str) -> AccessHit | None:
-        return self.lookup(self._mail(TO, address), (address,))
+        if not self._has(TO):
+            return None
+        return self._lookup(self._mail(TO, address), (address,))
 
     def _client_combo(self, ip: str, name: str | None, tag: str, address: str) -> Iterator[str]:
         """``connect:<ip-variant>:<tag>:<mail-variant>``, every pair, IP variants first."""
@@ -392,18 +420,26 @@ class AccessMap(KeyValueMap):
                 yield f"{client}:{mail}"
 
     def connect_sender(self, ip: str, name: str | None, address: str) -> AccessHit | None:
-        return self.lookup(self._client_combo(ip, name, FROM, address), (address,))
+        if not self._has(CONNECT_FROM):
+            return None
+        return self._lookup(self._client_combo(ip, name, FROM, address), (address,))
 
     def connect_recipient(self, ip: str, name: str | None, address: str) -> AccessHit | None:
-        return self.lookup(self._client_combo(ip, name, TO, address), (address,))
+        if not self._has(CONNECT_TO, CONNECT_FROM):
+            return None
+        return self._lookup(self._client_combo(ip, name, TO, address), (address,))
 
     def sender_recipient(self, sender: str, rcpt: str) -> AccessHit | None:
+        if not self._has(FROM_TO):
+            return None
         keys = (f"{s}:{r}" for s in self._mail(FROM, sender, bare=False)
                 for r in self._mail(TO, rcpt, bare=False))
-        return self.lookup(keys, (rcpt,))
+        return self._lookup(keys, (rcpt,))
 
     def body(self, item: str) -> AccessHit | None:
         """``Body:`` for the content checks: an IP, a mail address or a domain (no default)."""
+        if not self._has(BODY):
+            return None
         if _ip(item) is not None:
             return self.lookup(ip_keys(BODY, str(_ip(item))), (item,))
         if "@" in item:

@@ -388,10 +388,14 @@ class Pipeline:
         if self.stall:
             seconds = time.monotonic() - t0
             if seconds >= self.stall:
-                log.warn("check {check} kept the event loop busy {t:.3f}s in its {phase} hook "
-                         "(session {sid}): every session of this worker waited; run blocking work "
-                         "with Plugin.blocking()", check=check.name, t=seconds, phase=phase,
-                         sid=ctx.session_id)
+                self._stalled(check, phase, ctx, seconds)
+
+    @staticmethod
+    def _stalled(check: Check, phase: str, ctx: Context, seconds: float) -> None:
+        log.warn("check {check} kept the event loop busy {t:.3f}s in its {phase} hook "
+                 "(session {sid}): every session of this worker waited; run blocking work "
+                 "with Plugin.blocking()", check=check.name, t=seconds, phase=phase,
+                 sid=ctx.session_id)
 
     def _start(self, check: Check, phase: str, ctx: Context, args: tuple) -> Verdict | _Waiting:
         """Run a hook until it ends or waits.
@@ -401,24 +405,27 @@ class Pipeline:
         back as :class:`_Waiting`, for :meth:`_finish`.
         """
         started = time.monotonic()
-        outcome: str | None = "error"
         try:
             coro = getattr(check, phase)(ctx, *args)
-            try:
-                awaited = coro.send(None)
-            except StopIteration as done:
-                self._watch(check, phase, ctx, started)
-                outcome, verdict = self._named(check, phase, ctx, done.value)
-                return verdict
-            self._watch(check, phase, ctx, started)
-            outcome = None  # counted when it ends
-            return _Waiting(coro, awaited, started)
+            awaited = coro.send(None)
+        except StopIteration as done:
+            elapsed = time.monotonic() - started  # one clock read: the watchdog's and the metric's
+            if elapsed >= self.stall > 0:
+                self._stalled(check, phase, ctx, elapsed)
+            result = done.value
+            if result is CONTINUE:  # the usual answer (as in _named, without the call)
+                outcome, verdict = "continue", result
+            else:
+                outcome, verdict = self._named(check, phase, ctx, result)
         except Exception as exc:
+            elapsed = time.monotonic() - started
             outcome, verdict = self._failed(check, phase, ctx, exc)
-            return verdict
-        finally:
-            if outcome is not None and self.metrics is not None:
-                self.metrics.check(check.name, phase, outcome, time.monotonic() - started)
+        else:
+            self._watch(check, phase, ctx, started)
+            return _Waiting(coro, awaited, started)  # counted when it ends
+        if self.metrics is not None:
+            self.metrics.check(check.name, phase, outcome, elapsed)
+        return verdict
 
     async def _finish(self, check: Check, phase: str, ctx: Context, waiting: _Waiting) -> Verdict:
         """A hook that waits, continued under Twisted with its timeout."""

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from barricade.maps import MapError, mail_keys
 from barricade.policy.access import (
+    FAMILIES,
     AccessAction,
     AccessMap,
     family_of,
@@ -371,3 +372,48 @@ def test_access_map_names_every_bad_line_and_reports_bad_numbers_once(tmp_path):
     assert len(warned) == 1 and warned[0]["n"] == 2
     assert f"{path}:1: rate-connect:" in warned[0]["problems"]
     assert f"{path}:2: msg-limit-from:a.example" in warned[0]["problems"]
+
+
+# --- lookups in a family the map has no key of ------------------------------------------
+
+
+def _every_key(m: AccessMap, name: str, *args: str) -> object:
+    """The answer of a full walk of the keys, the family shortcut switched off."""
+    m._families = frozenset(FAMILIES)
+    try:
+        return getattr(m, name)(*args)
+    finally:
+        m._families = frozenset(family_of(k) for k in m._values)
+
+
+@given(entries=st.dictionaries(key, value, max_size=8), sender=mailbox, rcpt=mailbox,
+       ip=octets.filter(lambda s: s.count(".") == 3))
+def test_skipping_families_the_map_lacks_changes_no_answer(tmp_path_factory, entries, sender,
+                                                             rcpt, ip):
+    path = tmp_path_factory.mktemp("f") / "access"
+    path.write_text("".join(f"{k} {v}\n" for k, v in entries.items()))
+    m = AccessMap(str(path), clock=Clock())
+    for name, args in (("connect", (ip, "mx.example.com")), ("helo", ("mx.example.com",)),
+                       ("sender", (sender,)), ("recipient", (rcpt,)),
+                       ("connect_sender", (ip, "mx.example.com", sender)),
+                       ("connect_recipient", (ip, "mx.example.com", rcpt)),
+                       ("sender_recipient", (sender, rcpt)), ("body", ("example.com",))):
+        assert getattr(m, name)(*args) == _every_key(m, name, *args), name
+
+
+def test_odd_addresses_fall_in_the_combination_families_and_are_still_found(tmp_path):
+    m = make_map(tmp_path, 'from:"a:to:b"@example.com REJECT\n'
+                           'connect:192.0.2.9:to:"x:from:y"@example.com DISCARD\n')
+    assert m.sender('"a:to:b"@example.com').word == "REJECT"
+    assert m.connect_recipient("192.0.2.9", None, '"x:from:y"@example.com').word == "DISCARD"
+
+
+def test_a_family_added_by_a_reload_is_looked_up(tmp_path):
+    m = make_map(tmp_path, "connect:192.0.2 OK\n")
+    assert m.sender_recipient("a@example.org", "b@example.com") is None
+    assert m.helo("mx.example.net") is None
+    (tmp_path / "access").write_text("connect:192.0.2 OK\nfrom:a@example.org:to:b@example.com REJECT\n"
+                                     "helo:example.net DISCARD\n")
+    assert m.reload() is True
+    assert m.sender_recipient("a@example.org", "b@example.com").word == "REJECT"
+    assert m.helo("mx.example.net").word == "DISCARD"
