@@ -24,7 +24,7 @@ import functools
 import ipaddress
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,7 @@ class KeyValueMap:
         self.path = map_path(location)
         self._clock = clock
         self._entries: dict[str, str] = {}
+        self._tags: frozenset[str] = frozenset()  # what the keys have before their first colon
         self._mtime: float | None = None
         self._failed_mtime: float | None = None  # a version of the file that did not load
         self._checked = 0.0
@@ -137,6 +138,7 @@ class KeyValueMap:
         problems.sort(key=line_number)
         raise_problems(self.path, problems)
         self._entries = entries
+        self._tags = frozenset(key.partition(":")[0] for key in entries)
         self._mtime = stat.st_mtime
         self._checked = self._clock()
         commit()
@@ -182,9 +184,31 @@ class KeyValueMap:
     def get(self, key: str) -> str | None:
         return self._entries.get(key.lower())
 
+    def has_tag(self, tag: str) -> bool:
+        """Up to date, has the map any ``<tag>:...`` key?  Without one, a lookup of
+        that tag need not build its keys (an address or a client makes several)."""
+        self.refresh()
+        return tag.lower() in self._tags
+
+    def client_entry(self, tag: str, client: Any) -> tuple[str, str] | None:
+        """The entry for a client (IP, ``[ip]``, its PTR name's domains, the bare tag)."""
+        if not self.has_tag(tag):
+            return None
+        name = client.name if client.name not in ("", "unknown") else None
+        return self._first(client_keys(tag, client.ip, name))
+
+    def mail_entry(self, tag: str, address: str, literal_plus: bool = True) -> tuple[str, str] | None:
+        """The entry for a mail address (address, domains, ``local@``, the bare tag)."""
+        if not self.has_tag(tag):
+            return None
+        return self._first(mail_keys(tag, address, literal_plus=literal_plus))
+
     def first(self, keys: Iterator[str]) -> tuple[str, str] | None:
         """The first key that has an entry, with its value."""
         self.refresh()
+        return self._first(keys)
+
+    def _first(self, keys: Iterable[str]) -> tuple[str, str] | None:
         for key in keys:
             value = self._entries.get(key.lower())
             if value is not None:

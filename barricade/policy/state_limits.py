@@ -46,7 +46,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from barricade.aio import aio
-from barricade.maps import KeyValueMap, client_keys, mail_keys
+from barricade.maps import KeyValueMap
 from barricade.options import Config, OptionError
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict, drop, tempfail
@@ -130,13 +130,11 @@ class StoreCheck(Check):
 
     def client_value(self, ctx: Context, tag: str | None = None) -> tuple[str, str] | None:
         """The access-map entry for the client: IP, ``[ip]``, PTR domains, bare tag."""
-        name = ctx.client.name if ctx.client.name not in ("", "unknown") else None
-        return self.map.first(client_keys(tag or self.tag, ctx.client.ip, name))
+        return self.map.client_entry(tag or self.tag, ctx.client)
 
     def mail_value(self, tag: str, address: str) -> tuple[str, str] | None:
         """The access-map entry for a mail address: address, domains, ``local@``, bare tag."""
-        literal_plus = getattr(self.map, "literal_plus", True)
-        return self.map.first(mail_keys(tag, address, literal_plus=literal_plus))
+        return self.map.mail_entry(tag, address, getattr(self.map, "literal_plus", True))
 
     def number(self, hit: tuple[str, str] | None) -> int | None:
         """The entry's value as a whole number; None without an entry or when

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from barricade.maps import KeyValueMap, client_keys, mail_keys
+from barricade.maps import KeyValueMap
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Verdict
 from barricade.protocol.client_cert import REQUIRE, SKIP, VERIFY, Requirement, judge, parse
@@ -48,8 +48,7 @@ class TlsPolicy(Check):
         self.map = access_map
 
     async def connect(self, ctx: Context) -> Verdict:
-        name = ctx.client.name if ctx.client.name not in ("", "unknown") else None
-        hit = self.map.first(client_keys("tls-connect", ctx.client.ip, name))
+        hit = self.map.client_entry("tls-connect", ctx.client)
         required = parse(hit[1]) if hit else Requirement()
         ctx.notes[NOTE] = required.word
         ctx.notes[REQUIREMENT] = required
@@ -60,13 +59,13 @@ class TlsPolicy(Check):
         verdict = self._judge(ctx, required, f"Tls-Connect: {required.word}")
         if verdict is not None:
             return verdict
-        hit = self.map.first(mail_keys("tls-from", ctx.sender or ""))
+        hit = self.map.mail_entry("tls-from", ctx.sender or "")
         if hit:
             verdict = self._judge(ctx, parse(hit[1]), f"{hit[0]} {hit[1]}")
         return verdict or CONTINUE
 
     async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
-        hit = self.map.first(mail_keys("tls-to", rcpt))
+        hit = self.map.mail_entry("tls-to", rcpt)
         verdict = self._judge(ctx, parse(hit[1]), f"{hit[0]} {hit[1]}", rcpt=rcpt) if hit else None
         return verdict or CONTINUE
 

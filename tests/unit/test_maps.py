@@ -629,3 +629,26 @@ def test_a_broken_file_is_reported_once_until_it_changes_again(tmp_path, clock):
         assert rm.for_recipient("a@x.example").forward == (("h", 25),)
     finally:
         globalLogPublisher.removeObserver(observer)
+
+
+class _Client:
+    def __init__(self, ip: str, name: str):
+        self.ip, self.name = ip, name
+
+
+def test_client_and_mail_entries_of_a_tag_the_map_lacks_are_none_until_it_has_one(tmp_path, clock):
+    path = write_map(tmp_path / "access", "rate-connect:192.0.2 5\nlength-from:example.org 1M\n",
+                     mtime=1_000_000)
+    m = KeyValueMap(str(path), clock=clock)
+    client = _Client("192.0.2.9", "mx.example.net")
+    assert m.client_entry("Rate-Connect", client) == ("rate-connect:192.0.2", "5")
+    assert m.mail_entry("length-from", "a@example.org") == ("length-from:example.org", "1M")
+    assert m.client_entry("tls-connect", client) is None
+    assert m.mail_entry("length-to", "b@example.com") is None
+    assert m.has_tag("rate-connect") and not m.has_tag("tls-connect")
+    write_map(path, "rate-connect:192.0.2 5\ntls-connect:example.net REQUIRE\n", mtime=1_000_100)
+    clock.now += maps.CHECK_INTERVAL + 0.1
+    assert m.client_entry("tls-connect", client) == ("tls-connect:example.net", "REQUIRE")
+    assert m.mail_entry("length-from", "a@example.org") is None
+    unknown = _Client("192.0.2.9", "unknown")  # no PTR name: the IP's keys only
+    assert m.client_entry("tls-connect", unknown) is None
