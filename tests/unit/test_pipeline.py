@@ -190,3 +190,100 @@ def test_exemption_is_judged_again_when_the_session_becomes_another_client():
     c.client = ClientInfo("192.0.2.9", 1)  # XCLIENT ADDR=192.0.2.9
     assert run(p, "connect", c).action is Action.REJECT
     assert log == [("one", "connect")] and asked == ["127.0.0.1", "192.0.2.9"]
+
+
+# --- hooks that wait -------------------------------------------------------------------
+
+
+class Waits(Check):
+    """A hook that awaits the Deferreds it is handed, one after the other."""
+
+    name = "waits"
+    timeout = 5
+    error_reply = 186
+
+    def __init__(self, *steps: defer.Deferred, swallow: bool = False, then: object = CONTINUE):
+        self.steps, self.swallow, self.then, self.seen = list(steps), swallow, then, []
+
+    async def connect(self, ctx):
+        for step in self.steps:
+            try:
+                self.seen.append(await step)
+            except defer.CancelledError:
+                self.seen.append("cancelled")
+                if not self.swallow:
+                    raise
+                await defer.Deferred()  # and waits on, past its timeout
+        if isinstance(self.then, Exception):
+            raise self.then
+        return self.then
+
+
+def started(check: Check, clock=None) -> tuple[defer.Deferred, MemoryReactorClock]:
+    clock = clock or MemoryReactorClock()
+    return defer.ensureDeferred(Pipeline([check], clock, 30).run("connect", ctx())), clock
+
+
+def test_a_waiting_hook_is_resumed_by_each_deferred_and_its_verdict_counts():
+    first, second = defer.Deferred(), defer.Deferred()
+    hook = Waits(first, second, then=reject(120))
+    d, clock = started(hook)
+    first.callback("a")
+    assert not d.called and hook.seen == ["a"]
+    second.callback("b")
+    v = d.result
+    assert hook.seen == ["a", "b"] and (v.action, v.reply_id, v.check) == (Action.REJECT, 120, "waits")
+    assert clock.getDelayedCalls() == []  # the timeout went with it
+
+
+def test_a_failure_after_a_wait_is_the_hooks_failure():
+    gate = defer.Deferred()
+    d, _ = started(Waits(gate, then=ZeroDivisionError("late")))
+    gate.callback(None)
+    assert (d.result.action, d.result.reply_id) == (Action.TEMPFAIL, 186)  # its error reply
+
+
+def test_a_failed_deferred_is_raised_where_the_hook_waits():
+    gate = defer.Deferred()
+    d, _ = started(Waits(gate))
+    gate.errback(ScannerError(180, "Connection refused", 111))
+    assert (d.result.action, d.result.reply_id) == (Action.TEMPFAIL, 180)
+
+
+def test_a_timeout_cancels_what_the_hook_awaits_and_answers_even_if_the_hook_waits_on():
+    gate = defer.Deferred()
+    hook = Waits(gate, swallow=True)
+    d, clock = started(hook)
+    clock.advance(5.1)
+    assert hook.seen == ["cancelled"]  # it heard the cancel, caught it, and waits again
+    v = d.result
+    assert (v.action, v.reply_id, v.check) == (Action.TEMPFAIL, 186, "waits")
+
+
+def test_a_hook_that_gives_up_on_the_cancel_is_timed_out_too():
+    gate = defer.Deferred()
+    hook = Waits(gate)
+    d, clock = started(hook)
+    clock.advance(5.1)
+    assert hook.seen == ["cancelled"] and d.result.reply_id == 186
+
+
+def test_close_hooks_that_wait_are_driven_and_bounded():
+    class Holds(Check):
+        name = "holds"
+        timeout = 3
+
+        def __init__(self, gate):
+            self.gate, self.closed = gate, False
+
+        async def close(self, ctx):
+            await self.gate
+            self.closed = True
+
+    quick, stuck = Holds(defer.Deferred()), Holds(defer.Deferred())
+    clock = MemoryReactorClock()
+    d = defer.ensureDeferred(Pipeline([quick, stuck], clock, 30).close(ctx()))
+    quick.gate.callback(None)
+    assert quick.closed and not d.called
+    clock.advance(3.1)  # the stuck one is given up (and logged), close ends
+    assert d.called and not stuck.closed
