@@ -24,7 +24,7 @@ from barricade.decide.outcome import Downstream as Act
 from barricade.decide.outcome import Outcome
 from barricade.decide.rules import Rules
 from barricade.decision_log import STAGE_OF, Pending
-from barricade.logs import emit_decision
+from barricade.logs import emit_decision, info_line
 from barricade.maps import Route, RouteMap
 from barricade.metrics import Metrics
 from barricade.net.authenticate import Authenticator
@@ -672,8 +672,9 @@ class Proxy:
         client, lookup = xclient_identity(old, event.attrs, self.server.routes.is_relay)
         self.ctx.client = client
         self.ctx.helo = event.attrs.get("HELO") or ""
-        log.info("session {sid}: XCLIENT from {old} now {ip} ({name})",
-                 sid=self.ctx.session_id, old=old.ip, ip=client.ip, name=client.name)
+        sid = self.ctx.session_id  # a line per session behind a front MTA: an f-string
+        info_line(log, f"session {sid}: XCLIENT from {old.ip} now {client.ip} ({client.name})",
+                  sid=sid, old=old.ip, ip=client.ip, name=client.name)
         if self.cfg["forward-xclient"]:
             self.close()  # the relay connections told the downstream about the old client
         return self.rules.xclient(self.ctx, await self.connect(lookup=lookup), event.attrs.get("HELO"))
