@@ -28,10 +28,7 @@ def nothing_queued(transport) -> bool:
 
 def write_now(transport, data: bytes) -> None:
     """``transport.write(data)``, sent now when that cannot reorder or bypass anything."""
-    # nothing_queued(transport), inline: every reply and command comes this way
-    if (isinstance(transport, tcp.Connection) and not transport.TLS and transport.connected
-            and not transport.disconnecting and not transport.dataBuffer
-            and not transport._tempDataBuffer):
+    if nothing_queued(transport):
         try:
             sent = transport.socket.send(data)
         except OSError:  # would block, or the peer is gone: the transport finds out itself

@@ -441,10 +441,10 @@ class AccessMap(KeyValueMap):
         if not self._has(BODY):
             return None
         if _ip(item) is not None:
-            return self.lookup(ip_keys(BODY, str(_ip(item))), (item,))
+            return self._lookup(ip_keys(BODY, str(_ip(item))), (item,))
         if "@" in item:
-            return self.lookup(self._mail(BODY, item, bare=False), (item,))
-        return self.lookup(domain_keys(BODY, item, bare=False), (item,))
+            return self._lookup(self._mail(BODY, item, bare=False), (item,))
+        return self._lookup(domain_keys(BODY, item, bare=False), (item,))
 
 
 # --- the checks -----------------------------------------------------------------------
