@@ -351,11 +351,6 @@ class AccessMap(KeyValueMap):
 
     # --- lookup machinery -----------------------------------------------------------
 
-    def lookup(self, keys: Iterable[str], hays: Iterable[str]) -> AccessHit | None:
-        """The first key whose value gives an action (NEXT resumes, SKIP stops)."""
-        self.refresh()
-        return self._lookup(keys, hays)
-
     def _has(self, *families: str) -> bool:
         """Up to date, does the map have keys of any of these families?
 
@@ -368,6 +363,8 @@ class AccessMap(KeyValueMap):
         return not self._families.isdisjoint(families)
 
     def _lookup(self, keys: Iterable[str], hays: Iterable[str]) -> AccessHit | None:
+        """The first key whose value gives an action (NEXT resumes, SKIP stops); the
+        map is refreshed by the :meth:`_has` before it."""
         hays = [h for h in hays if h]
         for key in keys:
             key = key.lower()
