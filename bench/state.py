@@ -153,11 +153,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def start_proxies(daemons: Any, workdir: Path, sink: Sink, redis: RedisServer, dns: str,
-                  deadline: Deadline, message: bytes, clients: int,
-                  wrap: Callable[[str], tuple[str, ...]] = lambda name: ()) -> tuple[dict[str, Proxy], int]:
-    """The off, on and mem proxies (each under ``wrap(name)``), every tuple grey-listed
-    and passed; how many were grey-listed on Redis."""
+def start_paths(daemons: Any, workdir: Path, deadline: Deadline, message: bytes, clients: int,
+                wrap: Callable[[str], tuple[str, ...]] = lambda name: ()
+                ) -> tuple[Sink, RedisServer, dict[str, Proxy], int]:
+    """smtp-sink, redis-server, nsd, and the off, on and mem proxies (each under
+    ``wrap(name)``) with every tuple grey-listed and passed; how many were grey-listed
+    on Redis."""
+    sink = daemons.start(Sink(workdir, deadline))
+    redis = daemons.start(RedisServer(workdir / "redis"))
+    dns = daemons.start(start_nsd(workdir)).server
     # All three have an access map (a gateway without one is rare), so on/off
     # differs only by the state: limits in it, Redis, grey-listing.
     plain = workdir / "access-map-off"
@@ -176,7 +180,7 @@ def start_proxies(daemons: Any, workdir: Path, sink: Sink, redis: RedisServer, d
                                          start_limit=limit))
                for name, extra in options.items()}
     asyncio.run(pass_grey(proxies["mem"].port, clients, message))
-    return proxies, asyncio.run(pass_grey(proxies["on"].port, clients, message))
+    return sink, redis, proxies, asyncio.run(pass_grey(proxies["on"].port, clients, message))
 
 
 def count_instructions(args: argparse.Namespace, say: Callable[[str], None], deadline: Deadline,
@@ -184,11 +188,8 @@ def count_instructions(args: argparse.Namespace, say: Callable[[str], None], dea
     """--instructions: off, on and mem under callgrind, driven as in the timed mode."""
     message = make_message(args.size)
     with running(errors, say) as daemons:
-        sink = daemons.start(Sink(workdir, deadline))
-        redis = daemons.start(RedisServer(workdir / "redis"))
-        nsd = daemons.start(start_nsd(workdir))
-        proxies, listed = start_proxies(daemons, workdir, sink, redis, nsd.server, deadline, message,
-                                        args.clients, wrap=lambda name: callgrind(workdir, name))
+        _, _, proxies, listed = start_paths(daemons, workdir, deadline, message, args.clients,
+                                            wrap=lambda name: callgrind(workdir, name))
         say(f"State benchmark, instructions: {args.messages} messages of {args.size} bytes per "
             f"round, {args.rounds} rounds, {args.sessions} sessions, {args.clients} client "
             f"addresses, under callgrind; {listed} tuples grey-listed then passed")
@@ -223,11 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return finish(figures, errors, workdir, args.json, say)
     message = make_message(args.size)
     with running(errors, say) as daemons:
-        sink = daemons.start(Sink(workdir, deadline))
-        redis = daemons.start(RedisServer(workdir / "redis"))
-        nsd = daemons.start(start_nsd(workdir))
-        proxies, listed = start_proxies(daemons, workdir, sink, redis, nsd.server, deadline, message,
-                                        args.clients)
+        sink, redis, proxies, listed = start_paths(daemons, workdir, deadline, message, args.clients)
         off, on, mem = proxies["off"], proxies["on"], proxies["mem"]
         say(f"State benchmark: {args.sessions} sessions x {args.messages} messages of "
             f"{args.size} bytes, {args.clients} client addresses, {args.rounds} rounds; "
