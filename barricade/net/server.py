@@ -342,13 +342,16 @@ class SmtpServerProtocol(protocol.Protocol):
 
     # --- output -----------------------------------------------------------------------
 
-    def _send(self, data: bytes, reply: Reply, now: bool = False) -> None:
+    def _send(self, data: bytes, reply: Reply, now: bool = False, fate: bool = False) -> None:
         """Write a reply; close after it when it ends the session (``now``: at once
-        if nothing is left to send, from a caller that checks ``_closed`` after)."""
+        if nothing is left to send, from a caller that checks ``_closed`` after).
+        ``fate``: the reply tells a message's fate."""
         metrics = self.server.metrics
         metrics.reply(reply)
-        if self.session.closing and metrics.flush_each_session:
-            metrics.flush()  # before the client can see the last reply
+        if (fate or self.session.closing) and metrics.flush_each_session:
+            # Before the client can see it: a worker killed a moment later has still
+            # counted every message it answered, and every session it ended.
+            metrics.flush()
         write_now(self.transport, data)
         if self.session.closing:
             self._close(now)
@@ -361,9 +364,9 @@ class SmtpServerProtocol(protocol.Protocol):
         # After QUIT's reply nothing more comes in: the socket can close at once.  A
         # client that is dropped may still be sending, and a close with its data
         # unread resets the connection, which can destroy the reply before it is read.
-        now = self.session.quitting
+        now, fate = self.session.quitting, self.session.ending_message
         self._send(self.session.respond(outcome.reply, drop=outcome.drop, sink=outcome.sink),
-                   outcome.reply, now=now)
+                   outcome.reply, now=now, fate=fate)
         if self._closed:
             return
         if outcome.start_tls:

@@ -198,6 +198,11 @@ class Session:
         return type(self._pending) is ev.Quit
 
     @property
+    def ending_message(self) -> bool:
+        """The command in flight ends a message (the dot, BDAT LAST): its reply is the fate."""
+        return type(self._pending) is ev.EndOfData
+
+    @property
     def buffered(self) -> int:
         """Input octets received but not yet handed out (for back-pressure)."""
         return len(self._buffer) + (len(self._data.buffer) if self._data is not None else 0)

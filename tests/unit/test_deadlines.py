@@ -194,3 +194,4 @@ def test_a_cleared_deadline_never_fires_and_can_be_set_again():
     d.set(5)
     clock.advance(5)
     assert fired == [15.0]
+

@@ -5,7 +5,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from barricade.metrics import LATENCY_BUCKETS, Metrics
+from barricade.net.forward import DownstreamReply
 from barricade.replies import Catalogue, ReplyId
+from tests.unit.test_deadlines import _Downstream, _in_data
+from tests.unit.test_server import Session
 
 # On and between bucket bounds, below the first, above the last (+Inf only).
 SECONDS = [0.0, 0.0005, 0.001, 0.0011, 0.0025, 0.03, 1, 2.6, 30, 60, 61, 1e6]
@@ -57,3 +60,37 @@ def test_a_flush_with_nothing_pending_changes_nothing():
     before = exposition(metrics)
     metrics.flush()
     assert exposition(metrics) == before
+
+
+# --- with workers: counted before the client hears -------------------------------------
+
+
+class _Takes(_Downstream):
+    """A route that takes the message and says 250 at the dot."""
+
+    async def dot(self):
+        return DownstreamReply(250, ("2.0.0 queued",))
+
+
+def test_with_workers_a_message_is_counted_on_metrics_before_its_250_is_written(tmp_path):
+    """A worker killed right after answering must not take the message's counts with it."""
+    s = Session(tmp_path)
+    metrics = s.ctx.metrics
+    metrics.flush_each_session = True  # as with PROMETHEUS_MULTIPROC_DIR (workers)
+    seen: list[tuple[bytes, dict]] = []
+    flush = metrics.flush
+
+    def flushed() -> None:
+        seen.append((s.transport.value(), dict(metrics.tally.counts)))
+        flush()
+
+    metrics.flush = flushed
+    _in_data(s)
+    s.proto.proxy.txn["fake"] = _Takes()
+    assert s.send(b"DATA\r\n").startswith(b"354 ")
+    assert seen == []  # nothing decided yet: no flush for a 354
+    assert s.send(b"Subject: x\r\n\r\nbody\r\n.\r\n").startswith(b"250 ")
+    assert len(seen) == 1
+    written, pending = seen[0]
+    assert b"250 " not in written and pending  # the counts went out before the reply
+    assert metrics.tally.counts == {}  # and nothing of the message is left pending
