@@ -364,7 +364,8 @@ class SmtpServerProtocol(protocol.Protocol):
         # After QUIT's reply nothing more comes in: the socket can close at once.  A
         # client that is dropped may still be sending, and a close with its data
         # unread resets the connection, which can destroy the reply before it is read.
-        now, fate = self.session.quitting, self.session.ending_message
+        now = self.session.quitting
+        fate = self.server.metrics.flush_each_session and self.session.ending_message
         self._send(self.session.respond(outcome.reply, drop=outcome.drop, sink=outcome.sink),
                    outcome.reply, now=now, fate=fate)
         if self._closed:
