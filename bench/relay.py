@@ -4,12 +4,16 @@
 One invocation starts Postfix's smtp-sink (the downstream MTA) and
 Barricade (``twistd -n barricade``) on free loopback ports, then measures:
 
-1. throughput: smtp-source → smtp-sink directly and smtp-source →
-   Barricade → smtp-sink, interleaved over N rounds so that drift on a
-   shared machine hits both paths alike; the proxy/direct ratio of the
-   medians is the figure to compare with peers (bench/README.md);
+1. throughput: smtp-source → smtp-sink directly, smtp-source →
+   Barricade → smtp-sink, and (unless ``--no-pipe``) smtp-source → the
+   pipe (``bench/pipe.py``, bytes passed through, the floor) → smtp-sink,
+   interleaved over N rounds so that drift on a shared machine hits every
+   path alike; the proxy/direct ratio of the medians is the figure to
+   compare with peers, proxy/pipe CPU the one to compare with the floor
+   (bench/README.md);
 2. latency of one whole SMTP session (connect … QUIT) on each path, with
-   a small smtplib client, p50/p99 and the latency the proxy adds;
+   a small smtplib client, p50/p99 and the latency the proxy (and the
+   pipe) adds;
 3. memory per idle connection: VmRSS of the proxy before and after
    opening C connections that have seen the banner and EHLO, and a normal
    session's latency before and while they are held (measured first,
