@@ -82,7 +82,6 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         self._reply_children: dict[tuple[int, str, int], object] = {}
         self._check_children: dict[tuple[str, str, str], tuple] = {}
-        self._downstream_children: dict[str, object] = {}
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.tally = Tally()
@@ -260,8 +259,7 @@ class Metrics:
             event = self.catalogue.spec(reply.id).event if reply.id in self.catalogue else "relayed"
             found = self._reply_children[key] = self.replies.labels(
                 str(reply.code), reply.status or "-", str(reply.id), event)
-        counts = self.tally.counts  # Tally.inc, inline: once per reply
-        counts[found] = counts.get(found, 0.0) + 1.0
+        self.tally.inc(found)
 
     def count(self, metric, *labels: str) -> None:
         """``metric.labels(*labels).inc()`` through the tally, for counters a message
@@ -269,10 +267,7 @@ class Metrics:
         self.tally.inc(self.child(metric, *labels))
 
     def downstream(self, command: str, seconds: float) -> None:
-        found = self._downstream_children.get(command)
-        if found is None:
-            found = self._downstream_children[command] = self.downstream_seconds.labels(command)
-        self.tally.observe(found, seconds)
+        self.tally.observe(self.child(self.downstream_seconds, command), seconds)
 
     def store(self, operation: str, seconds: float, failed: bool) -> None:
         self.tally.observe(self.child(self.store_seconds, operation), seconds)
@@ -294,8 +289,7 @@ class Metrics:
             found = self._check_children[key] = (self.checks.labels(name, phase, outcome),
                                                   self.check_seconds.labels(name, phase))
         tally = self.tally
-        counts = tally.counts  # Tally.inc, inline: once per check run
-        counts[found[0]] = counts.get(found[0], 0.0) + 1.0
+        tally.inc(found[0])
         tally.observe(found[1], seconds)
 
     def child(self, metric, *labels: str):

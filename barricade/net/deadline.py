@@ -28,10 +28,6 @@ class Deadline:
         self.due: float | None = None  # when ``call`` runs (reactor seconds); None: off
         self._timer: Any = None
 
-    @property
-    def armed(self) -> bool:
-        return self.due is not None
-
     def set(self, seconds: float) -> None:
         """``call`` runs ``seconds`` from now, unless the deadline is moved or cleared first."""
         clock = self._clock

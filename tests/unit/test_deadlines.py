@@ -170,7 +170,7 @@ def test_a_deadline_moved_later_fires_at_the_new_time_with_one_timer():
     clock.advance(9.5)
     assert fired == []  # the first timer came and went: set again for the rest
     clock.advance(0.5)
-    assert fired == [60.0] and not d.armed and clock.getDelayedCalls() == []
+    assert fired == [60.0] and d.due is None and clock.getDelayedCalls() == []
 
 
 def test_a_deadline_moved_earlier_fires_then_not_at_the_old_time():
@@ -188,7 +188,7 @@ def test_a_cleared_deadline_never_fires_and_can_be_set_again():
     clock, fired, d = _deadline()
     d.set(5)
     d.clear()
-    assert not d.armed and clock.getDelayedCalls() == []
+    assert d.due is None and clock.getDelayedCalls() == []
     clock.advance(10)
     assert fired == []
     d.set(5)
