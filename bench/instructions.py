@@ -14,6 +14,8 @@ the rounds:
 
 * ``pipe``: ``bench/pipe.py``, the bytes alone through one Python process
   (the floor under any relay written in Python);
+* ``naive``: ``bench/naive.py``, a plain asyncio SMTP relay without policy
+  (the yardstick the performance goals are written against);
 * ``proxy``: Barricade from this checkout, configured as ``relay.py``
   configures it; with ``--checkout DIR`` (repeatable) from each of those
   checkouts instead, which is how two versions are compared.
@@ -48,10 +50,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from relay import (  # noqa: E402
+    PEERS,
     REPO,
     BenchError,
     Deadline,
-    Pipe,
+    Peer,
     Proxy,
     Sink,
     begin,
@@ -121,6 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--checkout", action="append", type=Path, default=[], metavar="DIR",
                     help="measure Barricade from this checkout (repeat to compare; default: this one)")
     ap.add_argument("--no-pipe", dest="pipe", action="store_false", help="leave out the pipe")
+    ap.add_argument("--no-naive", dest="naive", action="store_false", help="leave out the naive relay")
     args = ap.parse_args(argv)
     if min(args.messages, args.warm_up, args.rounds, args.sessions) < 1:
         ap.error("--messages, --warm-up, --rounds and --sessions must be at least 1")
@@ -153,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             f"after {args.warm_up}, smtp-source -s {args.sessions}, under callgrind")
         say(f"  direct smtp-source -> smtp-sink (no valgrind): {2000 / seconds:.0f} msg/s")
         paths: list[tuple[str, Any]] = []
-        if args.pipe:
-            paths.append(("pipe", lambda wrap: Pipe(workdir, sink.port, deadline, wrap=wrap,
-                                                    start_limit=START_LIMIT)))
+        for peer in PEERS:
+            if getattr(args, peer):
+                paths.append((peer, lambda wrap, peer=peer: Peer(
+                    peer, workdir, sink.port, deadline, wrap=wrap, start_limit=START_LIMIT)))
         for i, checkout in enumerate(checkouts):
             name = "proxy" if len(checkouts) == 1 else f"proxy {git_commit(checkout)} ({checkout})"
             paths.append((name, lambda wrap, i=i, checkout=checkout: Proxy(
@@ -176,11 +181,13 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  {name:<10} {per[name] / 1000:10.1f} k instructions per message  "
                 f"(rounds: {', '.join(f'{r / 1000:.1f}' for r in rounds)})")
             daemon.stop()
-        if args.pipe and len(per) > 1:
-            floor = per["pipe"]
-            figures["over_pipe"] = {name: value / floor for name, value in per.items() if name != "pipe"}
-            for name, ratio in figures["over_pipe"].items():
-                say(f"  {name} / pipe  {ratio:.2f}")
+        for peer in PEERS:
+            if peer in per and len(per) > 1:
+                base = per[peer]
+                over = figures[f"over_{peer}"] = {name: value / base for name, value in per.items()
+                                                  if name not in PEERS}
+                for name, ratio in over.items():
+                    say(f"  {name} / {peer}  {ratio:.2f}")
     return finish(figures, errors, workdir, args.json, say)
 
 

@@ -5,15 +5,17 @@ One invocation starts Postfix's smtp-sink (the downstream MTA) and
 Barricade (``twistd -n barricade``) on free loopback ports, then measures:
 
 1. throughput: smtp-source → smtp-sink directly, smtp-source →
-   Barricade → smtp-sink, and (unless ``--no-pipe``) smtp-source → the
-   pipe (``bench/pipe.py``, bytes passed through, the floor) → smtp-sink,
-   interleaved over N rounds so that drift on a shared machine hits every
-   path alike; the proxy/direct ratio of the medians is the figure to
-   compare with peers, proxy/pipe CPU the one to compare with the floor
-   (bench/README.md);
+   Barricade → smtp-sink, and two peers through to smtp-sink: the pipe
+   (``bench/pipe.py``, bytes passed through, the floor; ``--no-pipe``
+   leaves it out) and the naive relay (``bench/naive.py``, a plain asyncio
+   SMTP relay without policy, the yardstick; ``--no-naive``), interleaved
+   over N rounds so that drift on a shared machine hits every path alike;
+   the proxy/direct ratio of the medians is the figure to compare with
+   other relays, proxy/pipe and proxy/naive CPU the ones to compare with
+   the floor and the yardstick (bench/README.md);
 2. latency of one whole SMTP session (connect … QUIT) on each path, with
-   a small smtplib client, p50/p99 and the latency the proxy (and the
-   pipe) adds;
+   a small smtplib client, p50/p99 and the latency the proxy (and each
+   peer) adds;
 3. memory per idle connection: VmRSS of the proxy before and after
    opening C connections that have seen the banner and EHLO, and a normal
    session's latency before and while they are held (measured first,
@@ -156,31 +158,38 @@ class Sink:
         stop(self.proc)
 
 
-class Pipe:
-    """``bench/pipe.py``: the bytes passed through one Python process, nothing more.
+class Peer:
+    """A yardstick run in the same rounds as Barricade: ``bench/<name>.py LISTEN DOWNSTREAM``.
 
-    Measured in the same rounds as the proxy, its CPU per message is the
-    floor under Barricade's on this machine at this moment (see pipe.py).
+    ``pipe``: the bytes passed through one Python process, nothing more; its
+    CPU per message is the floor under Barricade's (see pipe.py).  ``naive``:
+    a plain asyncio SMTP relay with no policy (see naive.py), the cost the
+    performance goals are written against.
     """
 
-    def __init__(self, workdir: Path, sink_port: int, deadline: Deadline, *,
+    def __init__(self, name: str, workdir: Path, sink_port: int, deadline: Deadline, *,
                  wrap: tuple[str, ...] = (), start_limit: float = 20.0):
-        """``wrap``: a command the pipe runs under (valgrind), given ``start_limit`` seconds."""
+        """``wrap``: a command the peer runs under (valgrind), given ``start_limit`` seconds."""
+        self.name = name
         self.port = free_port()
-        self.out = workdir / "pipe.out"
-        cmd = [*wrap, sys.executable, str(Path(__file__).resolve().parent / "pipe.py"),
+        self.out = workdir / f"{name}.out"
+        cmd = [*wrap, sys.executable, str(Path(__file__).resolve().parent / f"{name}.py"),
                str(self.port), str(sink_port)]
         with self.out.open("wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
-        wait_ready(self.proc, self.port, deadline, "pipe", self.out, limit=start_limit)
+        wait_ready(self.proc, self.port, deadline, name, self.out, limit=start_limit)
 
     def cpu_seconds(self) -> float:
         if self.proc.poll() is not None:
-            raise BenchError(f"pipe (pid {self.proc.pid}) exited with status {self.proc.returncode}")
+            raise BenchError(f"{self.name} (pid {self.proc.pid}) exited with status {self.proc.returncode}")
         return process_cpu(self.proc.pid)
 
     def stop(self) -> None:
         stop(self.proc)
+
+
+#: The peers, in the order they run and are reported: the floor, then the yardstick.
+PEERS = ("pipe", "naive")
 
 
 class Proxy:
@@ -310,7 +319,7 @@ class SourceRun:
     returncode: int
     delivered: int
     rate: float | None
-    proxy_cpu_ms_per_msg: float | None = None  # the proxy path: Barricade; the pipe path: the pipe
+    proxy_cpu_ms_per_msg: float | None = None  # the proxy path: Barricade's; a peer's path: the peer's
     master_cpu_share: float | None = None  # with workers: the master's part of the proxy CPU
     stderr: str = ""
 
@@ -340,14 +349,13 @@ def run_source(port: int, sessions: int, messages: int, size: int, deadline: Dea
 
 
 def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
-               say: Callable[[str], None], errors: list[str], pipe: Pipe | None = None
+               say: Callable[[str], None], errors: list[str], peers: tuple[Peer, ...] = ()
                ) -> dict[str, Any]:
-    """Interleaved direct/proxy (and pipe) smtp-source runs; figures for the report."""
+    """Interleaved direct/proxy (and peer) smtp-source runs; figures for the report."""
     say(f"Throughput: smtp-source -s {args.sessions} -m {args.messages} -l {args.size}, "
         f"{args.rounds} interleaved rounds")
-    paths = [("direct", sink.port), ("proxy", proxy.port)]
-    if pipe is not None:
-        paths.append(("pipe", pipe.port))
+    paths = [("direct", sink.port), ("proxy", proxy.port), *((peer.name, peer.port) for peer in peers)]
+    by_name = {peer.name: peer for peer in peers}
     # Warm-up (not timed): the first sessions pay for imports and JIT-less
     # first-call costs in the proxy, which a steady-state figure should not.
     for _, port in paths:
@@ -360,14 +368,15 @@ def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Dea
         for path, port in paths:
             before = sink.delivered()
             cpu0, wcpu0 = proxy.cpu_seconds(), proxy.worker_cpu_seconds()
-            pipe0 = pipe.cpu_seconds() if pipe is not None else 0.0
+            peer = by_name.get(path)
+            peer0 = peer.cpu_seconds() if peer is not None else 0.0
             seconds, rc, err = run_source(port, args.sessions, args.messages, args.size, deadline)
             master = proxy.cpu_seconds() - cpu0
             cpu = master + proxy.worker_cpu_seconds() - wcpu0
             delivered = sink.wait_delivered(before + args.messages, deadline) - before
             run = SourceRun(rnd, path, seconds, rc, delivered, None, stderr=err)
-            if path == "pipe":
-                run.proxy_cpu_ms_per_msg = 1000 * (pipe.cpu_seconds() - pipe0) / args.messages
+            if peer is not None:
+                run.proxy_cpu_ms_per_msg = 1000 * (peer.cpu_seconds() - peer0) / args.messages
             if path == "proxy":
                 run.proxy_cpu_ms_per_msg = 1000 * cpu / args.messages
                 if args.workers != 1 and cpu > 0:
@@ -396,7 +405,7 @@ def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Dea
         rates = [r.rate for r in runs if r.path == path and r.rate is not None]
         result[f"{path}_median"] = statistics.median(rates) if rates else None
         result[f"{path}_ok_runs"] = len(rates)  # failed runs are left out of the median
-    for path in ("proxy", "pipe"):
+    for path in ("proxy", *PEERS):
         cpu = [r.proxy_cpu_ms_per_msg for r in runs if r.path == path and r.rate is not None]
         result[f"{path}_cpu_ms_per_msg_median"] = statistics.median(cpu) if cpu else None
     share = [r.master_cpu_share for r in runs if r.master_cpu_share is not None and r.rate is not None]
@@ -405,11 +414,13 @@ def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Dea
     result["ratio"] = p / d if d and p else None
     if d and p:
         say(f"  median  direct {d:9.1f} msg/s   proxy {p:9.1f} msg/s   ratio proxy/direct {p / d:.4f}")
-    floor, cost = result["pipe_cpu_ms_per_msg_median"], result["proxy_cpu_ms_per_msg_median"]
-    result["proxy_over_pipe_cpu"] = cost / floor if floor and cost else None
-    if result["proxy_over_pipe_cpu"] is not None:
-        say(f"  median  pipe CPU {floor:.3f} ms/msg   proxy CPU {cost:.3f} ms/msg   "
-            f"proxy/pipe {result['proxy_over_pipe_cpu']:.2f}")
+    cost = result["proxy_cpu_ms_per_msg_median"]
+    for name in PEERS:
+        other = result[f"{name}_cpu_ms_per_msg_median"]
+        result[f"proxy_over_{name}_cpu"] = cost / other if other and cost else None
+        if result[f"proxy_over_{name}_cpu"] is not None:
+            say(f"  median  {name} CPU {other:.3f} ms/msg   proxy CPU {cost:.3f} ms/msg   "
+                f"proxy/{name} {result[f'proxy_over_{name}_cpu']:.2f}")
     return result
 
 
@@ -445,14 +456,12 @@ def one_session(port: int, message: bytes, deadline: Deadline) -> float:
 
 
 def latency(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
-            say: Callable[[str], None], pipe: Pipe | None = None) -> dict[str, Any]:
+            say: Callable[[str], None], peers: tuple[Peer, ...] = ()) -> dict[str, Any]:
     """K sequential sessions per path, alternating paths so all see the same noise."""
     say(f"Latency of one session: {args.latency_sessions} sequential sessions per path, "
         f"{args.size}-byte message, connect..QUIT")
     message = make_message(args.size)
-    ports = {"direct": sink.port, "proxy": proxy.port}
-    if pipe is not None:
-        ports["pipe"] = pipe.port
+    ports = {"direct": sink.port, "proxy": proxy.port, **{peer.name: peer.port for peer in peers}}
     times: dict[str, list[float]] = {path: [] for path in ports}
     for _ in range(args.latency_sessions):
         for path, port in ports.items():
@@ -468,9 +477,9 @@ def latency(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Deadli
     result["added_p50_ms"] = result["proxy"]["p50_ms"] - result["direct"]["p50_ms"]
     result["added_p99_ms"] = result["proxy"]["p99_ms"] - result["direct"]["p99_ms"]
     say(f"  added   p50 {result['added_p50_ms']:+7.2f} ms   p99 {result['added_p99_ms']:+7.2f} ms")
-    if pipe is not None:
-        result["pipe_added_p50_ms"] = result["pipe"]["p50_ms"] - result["direct"]["p50_ms"]
-        say(f"  added by the pipe   p50 {result['pipe_added_p50_ms']:+7.2f} ms")
+    for peer in peers:
+        added = result[f"{peer.name}_added_p50_ms"] = result[peer.name]["p50_ms"] - result["direct"]["p50_ms"]
+        say(f"  added by {peer.name:<6} p50 {added:+7.2f} ms")
     return result
 
 
@@ -888,7 +897,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="proxy worker processes (>1: CPU covers the master and its workers, with the "
                     "master's share; memory covers the master only)")
     ap.add_argument("--no-pipe", dest="pipe", action="store_false",
-                    help="leave out the pipe path (bench/pipe.py, the floor) from the throughput rounds")
+                    help="leave out the pipe path (bench/pipe.py, the floor)")
+    ap.add_argument("--no-naive", dest="naive", action="store_false",
+                    help="leave out the naive relay (bench/naive.py, the yardstick)")
     ap.add_argument("--reactor", default="",
                     help="twistd reactor for the proxy (default: Barricade's asyncio reactor)")
     ap.add_argument("--keep", action="store_true",
@@ -913,12 +924,13 @@ def summary(rep: Report, proxy: Proxy | None) -> None:
         say(f"  throughput proxy  (median)  {t['proxy_median']:9.1f} msg/s   "
             f"({t['proxy_ok_runs']} of {rounds} runs ok; proxy CPU "
             f"{t['proxy_cpu_ms_per_msg_median']:.2f} ms/msg)")
-    if t.get("pipe_median") is not None:
-        say(f"  throughput pipe   (median)  {t['pipe_median']:9.1f} msg/s   "
-            f"({t['pipe_ok_runs']} of {rounds} runs ok; pipe CPU "
-            f"{t['pipe_cpu_ms_per_msg_median']:.2f} ms/msg, the floor: bench/pipe.py)")
-    if t.get("proxy_over_pipe_cpu") is not None:
-        say(f"  CPU proxy/pipe              {t['proxy_over_pipe_cpu']:9.2f}")
+    for name, what in zip(PEERS, ("the floor", "the yardstick"), strict=True):
+        if t.get(f"{name}_median") is not None:
+            say(f"  throughput {name:<6} (median) {t[f'{name}_median']:9.1f} msg/s   "
+                f"({t[f'{name}_ok_runs']} of {rounds} runs ok; {name} CPU "
+                f"{t[f'{name}_cpu_ms_per_msg_median']:.2f} ms/msg, {what}: bench/{name}.py)")
+        if t.get(f"proxy_over_{name}_cpu") is not None:
+            say(f"  CPU proxy/{name:<6}           {t[f'proxy_over_{name}_cpu']:9.2f}")
     if t.get("master_cpu_share_median") is not None:
         say(f"  master's share of proxy CPU {100 * t['master_cpu_share_median']:8.1f} %")
     if t.get("ratio") is not None:
@@ -931,8 +943,9 @@ def summary(rep: Report, proxy: Proxy | None) -> None:
             f"p99 {lat['proxy']['p99_ms']:6.2f} ms")
         say(f"  added by proxy              p50 {lat['added_p50_ms']:+6.2f} ms  "
             f"p99 {lat['added_p99_ms']:+6.2f} ms")
-        if "pipe_added_p50_ms" in lat:
-            say(f"  added by pipe               p50 {lat['pipe_added_p50_ms']:+6.2f} ms")
+        for name in PEERS:
+            if f"{name}_added_p50_ms" in lat:
+                say(f"  added by {name:<6}             p50 {lat[f'{name}_added_p50_ms']:+6.2f} ms")
     mem = f.get("memory")
     if mem:
         say(f"  memory per idle connection  {mem['kib_per_connection']:9.1f} KiB "
@@ -970,7 +983,7 @@ def main(argv: list[str] | None = None) -> int:
     sink: Sink | None = None
     proxy: Proxy | None = None
     nsd: Nsd | None = None
-    pipe: Pipe | None = None
+    peers: list[Peer] = []
 
     def on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # unwind through the finally blocks that stop the daemons
@@ -991,14 +1004,16 @@ def main(argv: list[str] | None = None) -> int:
         proxy = Proxy(workdir, sink.port, deadline, args.reactor, extra=extra, dns=nsd.server)
         rep.say(f"  sink   smtp-sink pid {sink.proc.pid} on {HOST}:{sink.port}")
         rep.say(f"  proxy  barricade pid {proxy.proc.pid} on {HOST}:{proxy.port} -> sink")
-        if args.pipe:
-            pipe = Pipe(workdir, sink.port, deadline)
-            rep.say(f"  pipe   bench/pipe.py pid {pipe.proc.pid} on {HOST}:{pipe.port} -> sink")
+        for name in PEERS:
+            if getattr(args, name):
+                peer = Peer(name, workdir, sink.port, deadline)
+                peers.append(peer)
+                rep.say(f"  {name:<6} bench/{name}.py pid {peer.proc.pid} on {HOST}:{peer.port} -> sink")
         rep.say(f"  work dir {workdir}")
         sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("memory", lambda: memory(proxy, args, deadline, rep.say)),  # first: see memory()
-            ("throughput", lambda: throughput(sink, proxy, args, deadline, rep.say, rep.errors, pipe)),
-            ("latency", lambda: latency(sink, proxy, args, deadline, rep.say, pipe)),
+            ("throughput", lambda: throughput(sink, proxy, args, deadline, rep.say, rep.errors, tuple(peers))),
+            ("latency", lambda: latency(sink, proxy, args, deadline, rep.say, tuple(peers))),
         ]
         if args.slow_loris:
             sections.append(("slow_loris", lambda: slow_loris(proxy, args, deadline, rep.say)))
@@ -1022,8 +1037,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if proxy is not None:
             proxy.stop()
-        if pipe is not None:
-            pipe.stop()
+        for peer in peers:
+            peer.stop()
         if sink is not None:
             sink.stop()
         if nsd is not None:

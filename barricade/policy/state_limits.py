@@ -42,7 +42,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from twisted.internet import task
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from barricade.aio import aio
@@ -248,13 +247,65 @@ class RateConnect(StoreCheck):
         return CONTINUE
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Lease:
-    """A session's concurrency lease and the timer that keeps it alive."""
+    """A session's concurrency lease: the store key it counts under, and its id."""
 
     key: str
     lease: str
-    keeper: task.LoopingCall
+
+
+class LeaseKeeper:
+    """Refreshes every lease a worker holds, on one timer for all of them.
+
+    A lease expires ``ttl`` seconds after its last refresh, so that a killed
+    worker's sessions stop counting by themselves; a live session's lease is
+    refreshed every ``ttl / 3``.  One timer per session would be set and
+    cancelled for every connection, and nearly all sessions end long before
+    their first refresh is due, so the keeper ticks once per ``ttl / 3`` for
+    all held leases: each is refreshed within ``2 * ttl / 3`` of being taken or
+    last refreshed.  The timer stops at a tick that finds nothing held and
+    starts again with the next lease.
+    """
+
+    def __init__(self, store: Store, ttl: float, reactor=None):
+        self.store = store
+        self.ttl = ttl
+        self.held: dict[str, tuple[str, str]] = {}  # lease id -> (session id, store key)
+        self._ticker = task.LoopingCall(self._tick)
+        if reactor is not None:
+            self._ticker.clock = reactor
+
+    @property
+    def running(self) -> bool:
+        return self._ticker.running
+
+    def keep(self, sid: str, held: Lease) -> None:
+        self.held[held.lease] = (sid, held.key)
+        if not self._ticker.running:
+            self._ticker.start(self.ttl / 3, now=False)
+
+    def drop(self, held: Lease) -> None:
+        self.held.pop(held.lease, None)
+
+    def _tick(self) -> None:
+        if not self.held:
+            self._ticker.stop()
+            return
+        for lease, (sid, key) in list(self.held.items()):
+            self._refresh(sid, key, lease)
+
+    def _refresh(self, sid: str, key: str, lease: str) -> None:
+        def done(alive: bool) -> None:
+            if not alive:  # e.g. Redis restarted empty: the session is no longer counted
+                log.warn("session {sid}: concurrency lease on {key} had expired", sid=sid, key=key)
+
+        def failed(failure) -> None:  # the next tick tries again
+            log.error("session {sid}: concurrency lease refresh failed: {err}", sid=sid,
+                      err=failure.getErrorMessage())
+
+        aio(self.store.refresh(key, lease, ttl=self.ttl), immediate=self.store.immediate
+            ).addCallbacks(done, failed)
 
 
 class ConcurrentConnect(StoreCheck):
@@ -267,8 +318,8 @@ class ConcurrentConnect(StoreCheck):
     def __init__(self, config: Config, access_map: KeyValueMap, store: Store, metrics=None,
                  reactor=None):
         super().__init__(config, access_map, store, metrics)
-        self.reactor = reactor
         self.ttl = 2.0 * config["smtp-command-timeout"]
+        self.keeper = LeaseKeeper(store, self.ttl, reactor)
         self.refuse = Refusal(config, "concurrent-drop", "concurrent-421-delay", reactor)
         self.timeout = config["check-timeout"] + self.refuse.delay
 
@@ -294,7 +345,8 @@ class ConcurrentConnect(StoreCheck):
                      sid=ctx.session_id, ip=ctx.client.ip, limit=limit)
             self.hit()
             return await self.refuse(ReplyId.TOO_MANY_CONCURRENT, limit=limit)
-        ctx.notes[LEASE_NOTE] = self._keep(ctx, key, lease)
+        held = ctx.notes[LEASE_NOTE] = Lease(key, lease)
+        self.keeper.keep(ctx.session_id, held)
         if ctx.notes.get(CLOSED_NOTE):  # the client left while we waited for the store
             await self._release(ctx)
         return CONTINUE
@@ -308,8 +360,7 @@ class ConcurrentConnect(StoreCheck):
             self.give_back(ctx.session_id, taken[0], taken[2])
         held: Lease | None = ctx.notes.pop(LEASE_NOTE, None)
         if held is not None:
-            if held.keeper.running:
-                held.keeper.stop()
+            self.keeper.drop(held)
             self.give_back(ctx.session_id, held.key, held.lease)
 
     def give_back(self, sid: str, key: str, lease: str) -> None:
@@ -321,32 +372,11 @@ class ConcurrentConnect(StoreCheck):
 
         aio(self.store.release(key, lease), immediate=self.store.immediate).addErrback(failed)
 
-    def _keep(self, ctx: Context, key: str, lease: str) -> Lease:
-        """Refresh the lease every TTL/3 so a long session keeps its slot."""
-        keeper = task.LoopingCall(self._refresh, ctx.session_id, key, lease)
-        if self.reactor is not None:
-            keeper.clock = self.reactor
-        keeper.start(self.ttl / 3, now=False)
-        return Lease(key, lease, keeper)
-
-    def _refresh(self, sid: str, key: str, lease: str) -> Deferred:
-        def done(alive: bool) -> None:
-            if not alive:  # e.g. Redis restarted empty: the session is no longer counted
-                log.warn("session {sid}: concurrency lease on {key} had expired", sid=sid, key=key)
-
-        def failed(failure) -> None:  # a LoopingCall stops on an error; the next tick retries
-            log.error("session {sid}: concurrency lease refresh failed: {err}", sid=sid,
-                      err=failure.getErrorMessage())
-
-        d = aio(self.store.refresh(key, lease, ttl=self.ttl), immediate=self.store.immediate)
-        return d.addCallbacks(done, failed)
-
     async def _release(self, ctx: Context) -> None:
         held: Lease | None = ctx.notes.pop(LEASE_NOTE, None)
         if held is None:
             return
-        if held.keeper.running:
-            held.keeper.stop()
+        self.keeper.drop(held)
         try:
             await aio(self.store.release(held.key, held.lease), immediate=self.store.immediate)
         except StoreError as exc:  # the lease expires by itself

@@ -4,9 +4,9 @@ map values and the store-failure policy, without sockets."""
 
 from __future__ import annotations
 
-import pytest
 import pytest_twisted
 from twisted.internet import defer, task
+from twisted.logger import formatEvent, globalLogPublisher
 
 from barricade.maps import KeyValueMap
 from barricade.options import REGISTRY
@@ -35,6 +35,12 @@ def ctx(ip: str = "192.0.2.1", name: str = "mail.outside.example", localhost: bo
     return Context(session_id="s1", client=ClientInfo(ip=ip, port=25, name=name, localhost=localhost))
 
 
+def pump(clock: task.Clock, seconds: int) -> None:
+    """Move the clock a second at a time, as a running reactor would."""
+    for _ in range(seconds):
+        clock.advance(1)
+
+
 def config(*args: str):
     """No 421 delay unless a test asks for one (the clock of these tests does not move)."""
     return REGISTRY.parse(["smtp-command-timeout=30", "rate-421-delay=0", "concurrent-421-delay=0",
@@ -44,18 +50,63 @@ def config(*args: str):
 @pytest_twisted.ensureDeferred
 async def test_lease_is_refreshed_while_held_and_released_at_close(tmp_path):
     clock = task.Clock()
-    store = MemoryStore()
-    check = ConcurrentConnect(config(), access(tmp_path, "concurrent-connect: 1\n"), store,
+    store = MemoryStore(clock=clock.seconds)
+    check = ConcurrentConnect(config(), access(tmp_path, "concurrent-connect: 2\n"), store,
                               reactor=clock)
     pipeline = Pipeline([check], clock, 30)
-    c = ctx()
-    assert (await check.connect(c)).action is Action.CONTINUE
-    held = c.notes[LEASE_NOTE]
-    assert held.keeper.running and held.keeper.interval == pytest.approx(20.0)  # TTL 60 / 3
+    first, second = ctx(), ctx()
+    assert (await check.connect(first)).action is Action.CONTINUE
+    assert check.keeper.running and len(clock.getDelayedCalls()) == 1  # one timer for every lease
+    clock.advance(30)
+    assert (await check.connect(second)).action is Action.CONTINUE
+    assert len(clock.getDelayedCalls()) == 1
     assert (await check.connect(ctx())).reply_id == 329
-    await pipeline.close(c)
-    assert not held.keeper.running and LEASE_NOTE not in c.notes
+    pump(clock, 60)  # TTL 60 s, ticks every 20 s: both leases outlive their first TTL
+    assert await store.leases("connect:192.0.2.1") == 2
+    await pipeline.close(first)
+    assert LEASE_NOTE not in first.notes
+    assert await store.leases("connect:192.0.2.1") == 1
+    pump(clock, 100)  # the second one is still refreshed
+    assert await store.leases("connect:192.0.2.1") == 1
+    await pipeline.close(second)
     assert await store.leases("connect:192.0.2.1") == 0
+    clock.advance(20)  # a tick that finds nothing held stops the timer
+    assert not check.keeper.running and not clock.getDelayedCalls()
+    third = ctx()
+    await check.connect(third)  # and the next lease starts it again
+    assert check.keeper.running
+    await pipeline.close(third)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_expired_or_failed_refresh_is_logged_and_tried_again(tmp_path):
+    class Flaky(MemoryStore):
+        calls = 0
+
+        async def refresh(self, key, lease, *, ttl):
+            self.calls += 1
+            if self.calls == 1:
+                raise StoreError("down")
+            return False  # e.g. Redis restarted empty
+
+    clock = task.Clock()
+    store = Flaky(clock=clock.seconds)
+    check = ConcurrentConnect(config(), access(tmp_path, "concurrent-connect: 1\n"), store,
+                              reactor=clock)
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        c = ctx()
+        await check.connect(c)
+        clock.advance(20)
+        clock.advance(20)
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    text = [formatEvent(e) for e in seen]
+    assert store.calls == 2 and check.keeper.running
+    assert any("refresh failed: down" in t for t in text)
+    assert any("had expired" in t for t in text)
+    await check.close(c)
 
 
 @pytest_twisted.ensureDeferred
