@@ -109,7 +109,7 @@ class DuplicateMessage(StoreCheck):
         return f"dupmsg:{digest.hexdigest()},{ctx.rcpts[0].lower()}"
 
     async def end_of_data(self, ctx: Context) -> Verdict:
-        await self._settle(ctx)  # the previous message, if no MAIL settled it
+        self._settle(ctx)  # the previous message, if no MAIL settled it
         if not ctx.rcpts or not message_id(ctx):
             return CONTINUE
         key = self.key(ctx)
@@ -136,14 +136,21 @@ class DuplicateMessage(StoreCheck):
         return tempfail(ReplyId.GREY_LISTED)
 
     async def mail(self, ctx: Context) -> Verdict:
-        await self._settle(ctx)
+        self._settle(ctx)
         return CONTINUE
 
     async def close(self, ctx: Context) -> None:
-        await self._settle(ctx)
+        self._settle(ctx)
 
-    async def _settle(self, ctx: Context) -> None:
-        """Turn the last message's pending record into discard, reject or nothing."""
+    def _settle(self, ctx: Context) -> None:
+        """Turn the last message's pending record into discard, reject or nothing.
+
+        Not waited for: nothing the client is answered depends on it, and the
+        store runs one connection's commands in the order they were sent, so
+        the same message sent again in this session is asked about after its
+        record was settled.  (A store that could reorder them would at worst
+        find it still pending and answer 451: the client tries again.)
+        """
         pending: Pending | None = ctx.notes.pop(PENDING, None)
         if pending is None:
             return
@@ -154,18 +161,23 @@ class DuplicateMessage(StoreCheck):
             value = "reject"
         else:
             value = None
-        try:
-            if value is None:
-                await aio(self.store.delete(pending.key), immediate=self.store.immediate)
-            else:
-                await aio(self.store.set(pending.key, f"{value} {ctx.session_id}", ttl=self.ttl),
-                          immediate=self.store.immediate)
-                log.info("session {sid}: message {qid} remembered for {ttl:g}s as {value}: {key}",
-                         sid=ctx.session_id, qid=pending.qid, ttl=self.ttl, value=value,
-                         key=pending.key)
-        except StoreError as exc:
+        sid, qid = ctx.session_id, pending.qid
+
+        def remembered(_: object) -> None:
+            log.info("session {sid}: message {qid} remembered for {ttl:g}s as {value}: {key}",
+                     sid=sid, qid=qid, ttl=self.ttl, value=value, key=pending.key)
+
+        def failed(failure) -> None:
+            failure.trap(StoreError)
             log.error("session {sid}: dupmsg: store failed, message {qid} not remembered: {err}",
-                      sid=ctx.session_id, qid=pending.qid, err=str(exc))
+                      sid=sid, qid=qid, err=failure.getErrorMessage())
+
+        if value is None:
+            done = aio(self.store.delete(pending.key), immediate=self.store.immediate)
+        else:
+            done = aio(self.store.set(pending.key, f"{value} {sid}", ttl=self.ttl),
+                       immediate=self.store.immediate).addCallback(remembered)
+        done.addErrback(failed)
 
 
 def dupmsg_checks(config: Config, store: Store | None, metrics=None) -> list[DuplicateMessage]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
 
 from barricade.maps import KeyValueMap
 from barricade.net.server import AcceptThrottle
@@ -323,6 +325,44 @@ async def test_dupmsg_store_failure_skips_unless_named():
     failing = DuplicateMessage(config("state-failure=skip,dupmsg:tempfail"), FailingStore())
     verdict = await deliver(failing, message_ctx())
     assert (verdict.action, verdict.reply_id) == (Action.TEMPFAIL, 960)
+
+
+@pytest_twisted.ensureDeferred
+async def test_dupmsg_settles_without_waiting_and_logs_a_failed_store():
+    """The record's fate goes to the store without the session waiting for it: the
+    client's next command or the session's end does not wait on Redis."""
+    class Slow(MemoryStore):
+        def __init__(self):
+            super().__init__()
+            self.answers: list[defer.Deferred] = []
+
+        async def delete(self, key):
+            answer = defer.Deferred()
+            self.answers.append(answer)
+            await answer
+
+        async def set(self, key, value, *, ttl):
+            raise StoreError("down")
+
+    store = Slow()
+    check = DuplicateMessage(config(), store)
+    c = message_ctx()
+    await deliver(check, c)
+    c.delivered = "Q1"
+    closing = defer.ensureDeferred(check.close(c))
+    assert closing.called and PENDING not in c.notes and len(store.answers) == 1
+    store.answers[0].callback(None)
+
+    seen: list = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        lost = message_ctx(msgid="<3@example.org>")
+        await deliver(check, lost)
+        lost.delivered, lost.reply_lost = "Q1", True
+        assert (await check.mail(lost)).action is Action.CONTINUE
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert any("not remembered: down" in formatEvent(e) for e in seen)
 
 
 # --- reports ------------------------------------------------------------------------------------
