@@ -11,7 +11,9 @@ is run here instead: one that never suspends (MemoryStore) has its result at
 once, no task, no loop turn; one that waits on an asyncio future (a Redis
 reply) is resumed by that future's done callback, with no task, no
 Deferred-from-future and no timer of its own: the Redis connection keeps the
-deadline.
+deadline.  A future that offers ``add_direct_callback``
+(:class:`barricade.state.resp.Reply`) resumes it the moment the reply is
+parsed, not at the event loop's next turn.
 """
 
 from __future__ import annotations
@@ -75,7 +77,11 @@ class _Driven:
     def _wait(self, awaited: asyncio.Future) -> None:
         awaited._asyncio_future_blocking = False  # accepted, as a task does
         self.awaited = awaited
-        awaited.add_done_callback(self._step)
+        direct = getattr(awaited, "add_direct_callback", None)
+        if direct is not None:  # a Redis reply: resumed as soon as it is parsed
+            direct(self._step)
+        else:
+            awaited.add_done_callback(self._step)
 
     def _cancel(self, _deferred: Deferred) -> None:
         self.awaited.cancel()

@@ -85,11 +85,12 @@ def instructions(proc_pid: int, workdir: Path, tag: str, port: int, args: argpar
 
 
 def counted(proc_pid: int, workdir: Path, tag: str, rounds: int, deadline: Deadline,
-            work: Callable[[], object]) -> list[int]:
+            work: Callable[[], object], first: int = 1) -> list[int]:
     """The instructions the process under :func:`callgrind` ``tag`` spends on ``work``,
-    done ``rounds`` times."""
+    done ``rounds`` times; ``first``: the number of its first dump (callgrind counts a
+    process's dumps from 1)."""
     totals = []
-    for rnd in range(1, rounds + 1):
+    for rnd in range(first, first + rounds):
         control(["-z", str(proc_pid)], deadline)  # from here on
         work()
         control(["-d", str(proc_pid)], deadline)  # callgrind numbers its dumps from 1

@@ -29,11 +29,14 @@ medians are the figures to quote.  Nothing is asserted about speed.
 With ``--instructions`` the off, on and mem proxies run under valgrind's
 callgrind instead, driven the same way, and the figures are their
 instructions per message (as ``instructions.py`` counts them), which this
-machine's noise does not move.  redis-server's own CPU is measured by the
+machine's noise does not move.  ``--checkout DIR`` (repeatable) runs them from
+each checkout, round by round, which is how two versions are compared;
+``--paths`` picks which of off, on and mem to count.  redis-server's own CPU is measured by the
 timed mode only.
 
     python bench/state.py [--sessions 20] [--messages 2000] [--rounds 3] [--json]
     python bench/state.py --instructions --messages 300 --rounds 2 --sessions 5
+    python bench/state.py --instructions --paths off,on --checkout A --checkout B
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import itertools
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +59,14 @@ from instructions import START_LIMIT, callgrind, counted  # noqa: E402
 from relay import (  # noqa: E402
     ENVELOPE_OFF,
     HOST,
+    REPO,
     BenchError,
     Deadline,
     Proxy,
     Sink,
     begin,
     finish,
+    git_commit,
     make_message,
     process_cpu,
     run_source,
@@ -75,6 +80,7 @@ from tests.state import RedisServer  # noqa: E402
 SENDER = "bench@example.org"
 RECIPIENT = "b@example.com"
 GREY_PERIOD = 1  # seconds; every tuple is passed before the timed runs
+PATHS = ("off", "on", "mem")
 MESSAGE_IDS = itertools.count(1)
 
 
@@ -156,15 +162,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--instructions", action="store_true",
                     help="count the proxies' instructions per message under callgrind instead of "
                          "timing them (see instructions.py; try --messages 300 --rounds 2 --sessions 5)")
-    return ap.parse_args(argv)
+    ap.add_argument("--checkout", action="append", type=Path, default=[], metavar="DIR",
+                    help="with --instructions: run the proxies from this checkout (repeat to "
+                         "compare, round by round; default: this one)")
+    ap.add_argument("--paths", default="off,on,mem",
+                    help="with --instructions: which of off, on and mem to count")
+    args = ap.parse_args(argv)
+    args.paths = [name for name in args.paths.split(",") if name]
+    if not set(args.paths) <= set(PATHS) or not args.paths:
+        ap.error(f"--paths: a comma-separated selection of {', '.join(PATHS)}")
+    if args.checkout and not args.instructions:
+        ap.error("--checkout needs --instructions")
+    return args
+
+
+def tag_of(key: str) -> str:
+    """The file-name tag of a path (``on``, or ``on-<commit>`` with several checkouts)."""
+    return key.replace(" ", "-")
 
 
 def start_paths(daemons: Any, workdir: Path, deadline: Deadline, message: bytes, clients: int,
-                wrap: Callable[[str], tuple[str, ...]] = lambda name: ()
+                wrap: Callable[[str], tuple[str, ...]] = lambda name: (),
+                paths: Sequence[str] = PATHS, repos: Sequence[Path | None] = (None,)
                 ) -> tuple[Sink, RedisServer, dict[str, Proxy], int]:
-    """smtp-sink, redis-server, nsd, and the off, on and mem proxies (each under
-    ``wrap(name)``) with every tuple grey-listed and passed; how many were grey-listed
-    on Redis."""
+    """smtp-sink, redis-server, nsd, and the ``paths`` proxies (off, on, mem; each under
+    ``wrap(name)``) from each of ``repos`` (None: this checkout; with several, a path is
+    named ``<path> <commit>``), with every tuple grey-listed and passed; how many were
+    grey-listed on Redis (0 without an ``on`` path)."""
     sink = daemons.start(Sink(workdir, deadline))
     redis = daemons.start(RedisServer(workdir / "redis"))
     dns = daemons.start(start_nsd(workdir)).server
@@ -181,43 +205,62 @@ def start_paths(daemons: Any, workdir: Path, deadline: Deadline, message: bytes,
         "mem": (f"access-map={access}", *grey),
     }
     limit = START_LIMIT if wrap("off") else 20.0
-    proxies = {name: daemons.start(Proxy(workdir, sink.port, deadline, tag=f"-{name}", dns=dns,
-                                         extra=(*ENVELOPE_OFF, *extra), wrap=wrap(name),
-                                         start_limit=limit))
-               for name, extra in options.items()}
-    asyncio.run(pass_grey(proxies["mem"].port, clients, message))
-    return sink, redis, proxies, asyncio.run(pass_grey(proxies["on"].port, clients, message))
+    proxies: dict[str, Proxy] = {}
+    for repo in repos:
+        for name in paths:
+            key = name if len(repos) == 1 else f"{name} {git_commit(repo or REPO)}"
+            tag = tag_of(key)
+            proxies[key] = daemons.start(Proxy(
+                workdir, sink.port, deadline, tag=f"-{tag}", dns=dns,
+                extra=(*ENVELOPE_OFF, *options[name]), wrap=wrap(tag), start_limit=limit, repo=repo))
+    listed = 0
+    for key, proxy in proxies.items():
+        if not key.startswith("off"):
+            passed = asyncio.run(pass_grey(proxy.port, clients, message))
+            if key.startswith("on"):
+                listed = max(listed, passed)
+    return sink, redis, proxies, listed
 
 
 def count_instructions(args: argparse.Namespace, say: Callable[[str], None], deadline: Deadline,
                        workdir: Path, figures: dict[str, Any], errors: list[str]) -> None:
     """--instructions: off, on and mem under callgrind, driven as in the timed mode."""
     message = make_message(args.size)
+    repos = [c.resolve() for c in args.checkout] or [None]
     with running(errors, say) as daemons:
         _, _, proxies, listed = start_paths(daemons, workdir, deadline, message, args.clients,
-                                            wrap=lambda name: callgrind(workdir, name))
+                                            wrap=lambda tag: callgrind(workdir, tag),
+                                            paths=args.paths, repos=repos)
         say(f"State benchmark, instructions: {args.messages} messages of {args.size} bytes per "
             f"round, {args.rounds} rounds, {args.sessions} sessions, {args.clients} client "
             f"addresses, under callgrind; {listed} tuples grey-listed then passed")
-        per: dict[str, float] = {}
-        for name, proxy in proxies.items():
-            def work(port: int = proxy.port) -> None:
-                asyncio.run(generate(port, args.sessions, args.messages, args.clients, message,
-                                     deadline.remaining()))
+        for proxy in proxies.values():
             asyncio.run(generate(proxy.port, args.sessions, args.sessions, args.clients, message,
                                  deadline.remaining()))  # warm-up
-            rounds = [total / args.messages
-                      for total in counted(proxy.proc.pid, workdir, name, args.rounds, deadline, work)]
-            per[name] = statistics.median(rounds)
-            say(f"  {name:<4} {per[name] / 1000:9.1f} k instructions per message  "
-                f"(rounds: {', '.join(f'{r / 1000:.1f}' for r in rounds)})")
-            proxy.stop()
+        rounds: dict[str, list[float]] = {key: [] for key in proxies}
+        for rnd in range(1, args.rounds + 1):  # round by round, so that every path sees the same machine
+            for key, proxy in proxies.items():
+                def work(port: int = proxy.port) -> None:
+                    asyncio.run(generate(port, args.sessions, args.messages, args.clients, message,
+                                         deadline.remaining()))
+                [total] = counted(proxy.proc.pid, workdir, tag_of(key), 1, deadline, work, first=rnd)
+                rounds[key].append(total / args.messages)
+        per: dict[str, float] = {}
+        for key, values in rounds.items():
+            per[key] = statistics.median(values)
+            say(f"  {key:<4} {per[key] / 1000:9.1f} k instructions per message  "
+                f"(rounds: {', '.join(f'{r / 1000:.1f}' for r in values)})")
         figures["instructions_per_message"] = per
-        figures["ratio"] = {"on/off": per["on"] / per["off"], "mem/off": per["mem"] / per["off"]}
+        figures["ratio"] = {}
+        for key in per:
+            name, _, commit = key.partition(" ")
+            off = per.get(f"off {commit}".strip())
+            if name != "off" and off:
+                figures["ratio"][f"{key}/off"] = per[key] / off
+                say(f"  {name}/off {per[key] / off:.3f}{' (' + commit + ')' if commit else ''}"
+                    f"{' (the state, Redis included)' if name == 'on' else ' (the checks alone)'}")
         # redis-server's own share is left to the timed mode: next to proxies slowed fiftyfold,
         # its once-a-tenth-second housekeeping would be charged to every message.
-        say(f"  on/off {per['on'] / per['off']:.3f} (the state, Redis included), "
-            f"mem/off {per['mem'] / per['off']:.3f} (the checks alone)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from barricade import client as clients
 from barricade.decide.identity import xclient_identity
@@ -24,6 +25,7 @@ from barricade.decide.outcome import Downstream as Act
 from barricade.decide.outcome import Outcome
 from barricade.decide.rules import Rules
 from barricade.decision_log import STAGE_OF, Pending
+from barricade.drive import drive
 from barricade.logs import emit_decision, info_line
 from barricade.maps import Route, RouteMap
 from barricade.metrics import Metrics
@@ -31,7 +33,7 @@ from barricade.net.authenticate import Authenticator
 from barricade.net.forward import Downstream, DownstreamError, DownstreamReply, Timeouts, client_tls
 from barricade.options import Config
 from barricade.policy.client_name import resolve_client
-from barricade.policy.pipeline import Context, Pipeline, _resume
+from barricade.policy.pipeline import Context, Pipeline
 from barricade.policy.tagging import subject_tag
 from barricade.policy.verdict import Verdict
 from barricade.protocol import events as ev
@@ -720,13 +722,8 @@ class Proxy:
 
     def _close_hooks(self) -> None:
         """The checks' close hooks, run to the end here unless one waits."""
-        coro = self.server.pipeline.close(self.ctx)
-        try:
-            awaited = coro.send(None)
-        except StopIteration:
-            return
-        except Exception:
-            log.failure("session {sid}: close hooks", sid=self.ctx.session_id)
-            return
-        defer.ensureDeferred(_resume(coro, awaited)).addErrback(
-            lambda f: log.failure("session {sid}: close hooks", f, sid=self.ctx.session_id))
+        drive(self.server.pipeline.close(self.ctx), self._closed_hooks)
+
+    def _closed_hooks(self, outcome: object) -> None:
+        if isinstance(outcome, Failure):
+            log.failure("session {sid}: close hooks", outcome, sid=self.ctx.session_id)

@@ -22,6 +22,8 @@ traceback, never as a traceback to the client.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer, protocol, task
 from twisted.internet.interfaces import IHandshakeListener
@@ -32,12 +34,12 @@ from zope.interface import implementer
 from barricade.client import address_text
 from barricade.decision_log import refused_connection
 from barricade.descriptors import Admission, file_limit, in_use
+from barricade.drive import drive
 from barricade.logs import emit_decision, info_line
 from barricade.net.conductor import Outcome, Proxy, ServerContext, classify
 from barricade.net.deadline import Deadline
 from barricade.net.sendnow import close_now, nothing_queued, write_now
 from barricade.net.tls_server import tls_handshake_done
-from barricade.policy.pipeline import _resume
 from barricade.protocol import events as ev
 from barricade.protocol.message import new_session_id
 from barricade.protocol.proxy_protocol import HEADER_TIMEOUT, ProxyHeaderError, listed, parse_hosts
@@ -146,7 +148,7 @@ class SmtpServerProtocol(protocol.Protocol):
             self._life_end = self.started + life
         self._arm(self.server.config["smtp-command-timeout"])
         self.session.receive_data(early)  # sent with the header, before our banner: an early talker
-        self._step(None, self._greet(), _ignore)
+        drive(self._greet(), self._greeted)
 
     def _refuse(self, why: str, client, sid: str) -> None:
         """No session for this connection: say so (421) and close; never a silent close."""
@@ -266,53 +268,34 @@ class SmtpServerProtocol(protocol.Protocol):
                 return
             self._wait = None  # progress: the next wait gets a fresh deadline
             self.busy = True  # the idle timer keeps running; it ignores busy sessions
+            # Most commands never wait (every check answers at once, no downstream
+            # round trip): drive() runs them to the end here, without a Deferred.
             if isinstance(event, ev.DataChunk):
-                self._step(None, self.proxy.chunk(event), self._chunk_done)
+                drive(self.proxy.chunk(event), self._chunk_handled)
             else:
-                self._step(None, self.proxy.handle(event, session), self._respond)
+                drive(self.proxy.handle(event, session), self._handled)
 
-    def _await(self, coro, awaited, done) -> None:
-        """Continue the handler when what it awaits fires, from that Deferred's callback.
+    def _greeted(self, outcome: object) -> None:
+        self._finish(outcome, _ignore)
 
-        The awaited Deferred hands its own result (or raises its failure)
-        into the coroutine when resumed, so the reply parser's callback
-        drives the handler on directly: no wrapping Deferred, no
-        ``inlineCallbacks`` step.  Anything but a Deferred goes the general way.
-        """
-        if isinstance(awaited, defer.Deferred):
-            awaited.addBoth(self._step, coro, done)
-            return
-        d = defer.ensureDeferred(_resume(coro, awaited))
-        d.addCallbacks(done, self._internal_error)
+    def _handled(self, outcome: object) -> None:
+        self._finish(outcome, self._respond)
 
-    def _step(self, result: object, coro, done) -> None:
-        """Run or resume a handler with ``result`` (a Failure is raised where it awaits)
-        until it awaits again or ends; ``done`` gets its result, a failure goes to
-        ``_internal_error``.
-
-        Most commands never wait (every check answers at once, no downstream
-        round trip): they run to the end in the first step, without a Deferred.
-        Only a handler that awaits something continues under Twisted.
-        """
-        try:
-            if isinstance(result, Failure):
-                awaited = result.throwExceptionIntoGenerator(coro)
-            else:
-                awaited = coro.send(result)
-        except StopIteration as stop:
-            try:
-                done(stop.value)
-            except Exception:
-                log.failure("session {sid}: reply", sid=self.session.id if self.session else "-")
-            return None
-        except Exception:
-            self._internal_error(Failure())
-            return None
-        self._await(coro, awaited, done)
-        return None
+    def _chunk_handled(self, outcome: object) -> None:
+        self._finish(outcome, self._chunk_done)
 
     def _chunk_done(self, _result: object) -> None:
         self._ready()
+
+    def _finish(self, outcome: object, then: Callable[[Any], None]) -> None:
+        """A handler ended: ``then`` gets its result; what it raised is an internal error."""
+        if isinstance(outcome, Failure):
+            self._internal_error(outcome)
+            return
+        try:
+            then(outcome)
+        except Exception:
+            log.failure("session {sid}: reply", sid=self.session.id if self.session else "-")
 
     def _await_client(self) -> None:
         """Arm the client's deadline for what we now wait for, unless it runs already.

@@ -21,9 +21,9 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from barricade.client import ClientInfo
+from barricade.drive import deferred
 from barricade.policy.order import arrange
 from barricade.policy.verdict import CONTINUE, Action, CheckError, Verdict
 from barricade.protocol.client_cert import ClientCert
@@ -379,7 +379,7 @@ class Pipeline:
                     awaited = coro.send(None)
                 except StopIteration:
                     continue
-                await _Drive(coro, awaited, None, timeout, self.reactor).done
+                await deferred(coro, awaited, timeout=timeout, reactor=self.reactor)
             except Exception:
                 log.failure("check {check} failed in close (session {sid})",
                             check=check.name, sid=ctx.session_id)
@@ -429,12 +429,13 @@ class Pipeline:
         return verdict
 
     async def _finish(self, check: Check, phase: str, ctx: Context, waiting: _Waiting) -> Verdict:
-        """A hook that waits, continued by what it awaits (:class:`_Drive`), with its timeout."""
+        """A hook that waits, continued by what it awaits (:mod:`barricade.drive`), with its timeout."""
         outcome = "error"
         timeout = check.timeout or self.timeout
         try:
             watch = (lambda t0: self._watch(check, phase, ctx, t0)) if self.stall else None
-            done = _Drive(waiting.coro, waiting.awaited, watch, timeout, self.reactor).done
+            done = deferred(waiting.coro, waiting.awaited, watch=watch, timeout=timeout,
+                            reactor=self.reactor)
             outcome, verdict = self._named(check, phase, ctx, await done)
             return verdict
         except defer.TimeoutError:
@@ -486,117 +487,3 @@ class _Waiting:
     coro: Any
     awaited: Any
     started: float
-
-
-class _Drive:
-    """Continues a hook that waits, from the callback of each Deferred it awaits.
-
-    ``done`` fires with what the hook returns or raises.  This is what
-    ``ensureDeferred(...).addTimeout(...)`` did, without Twisted's coroutine
-    machinery around every step and a timeout's extra callbacks: a hook
-    waits on a store or a DNS reply for most messages of a real client.
-    The timeout cancels what the hook awaits (it hears ``CancelledError``
-    there) and fails ``done`` with ``TimeoutError`` at once, whatever the
-    hook does next; cancelling ``done`` cancels what it awaits.  Anything
-    but a Deferred awaited goes the general way (:func:`_resume`).
-    """
-
-    __slots__ = ("coro", "watch", "done", "awaited", "timer", "timed_out")
-
-    def __init__(self, coro: Any, awaited: Any, watch: Callable[[float], None] | None,
-                 timeout: float, reactor: Any):
-        self.coro = coro
-        self.watch = watch
-        self.done: defer.Deferred = defer.Deferred(self._cancelled)
-        self.awaited: defer.Deferred | None = None
-        self.timed_out = False
-        self.timer = reactor.callLater(timeout, self._time_out)
-        self._wait(awaited)
-
-    def _wait(self, awaited: Any) -> None:
-        if not isinstance(awaited, defer.Deferred):
-            awaited = defer.ensureDeferred(_resume(self.coro, awaited, self.watch))
-            self.awaited = awaited
-            awaited.addBoth(self._end)
-            return
-        self.awaited = awaited
-        awaited.addBoth(self._step)
-
-    def _step(self, result: object) -> None:
-        self.awaited = None
-        t0 = time.monotonic()
-        try:
-            if isinstance(result, Failure):
-                awaited = result.throwExceptionIntoGenerator(self.coro)
-            else:
-                awaited = self.coro.send(result)
-        except StopIteration as stop:
-            self._end(stop.value)
-            return None
-        except BaseException:  # noqa: BLE001 - every outcome of the hook goes to done
-            self._end(Failure())
-            return None
-        finally:
-            if self.watch is not None:
-                self.watch(t0)
-        self._wait(awaited)
-        return None  # the awaited Deferred's own chain ends here
-
-    def _end(self, result: object) -> None:
-        self.awaited = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.done.called:
-            return  # timed out or cancelled meanwhile: done has its answer
-        if isinstance(result, Failure):
-            if self.timed_out and result.check(defer.CancelledError):
-                result = Failure(defer.TimeoutError(None, "check"))  # the cancel was the timeout's
-            self.done.errback(result)
-        else:
-            self.done.callback(result)
-
-    def _time_out(self) -> None:
-        self.timer = None
-        self.timed_out = True
-        self._cancelled(None)
-        if not self.done.called:
-            self.done.errback(defer.TimeoutError(None, "check"))
-
-    def _cancelled(self, _done: object) -> None:
-        awaited, self.awaited = self.awaited, None
-        if awaited is not None:
-            awaited.cancel()  # the hook hears CancelledError where it waits
-
-
-async def _resume(coro: Any, awaited: Any, watch: Callable[[float], None] | None = None) -> Any:
-    """Drive a check's coroutine on from its first ``await``.
-
-    :meth:`Pipeline._start` starts every hook itself, so that the many that
-    finish without waiting cost no Deferred; one that does wait has yielded
-    what it awaits (a Deferred), and is continued here, under Twisted.
-    A cancellation (the check's timeout) reaches the coroutine as the
-    exception of what it awaits.  ``watch`` hears when each step started
-    (the event-loop stall watchdog).
-    """
-    while True:
-        try:
-            value = await awaited
-        except BaseException as exc:  # noqa: BLE001 - every outcome goes back into the check
-            t0 = time.monotonic()
-            try:
-                awaited = coro.throw(exc)
-            except StopIteration as done:
-                return done.value
-            finally:
-                if watch is not None:
-                    watch(t0)
-        else:
-            t0 = time.monotonic()
-            try:
-                awaited = coro.send(value)
-            except StopIteration as done:
-                return done.value
-            finally:
-                if watch is not None:
-                    watch(t0)

@@ -1,0 +1,168 @@
+"""One way to run a coroutine on Twisted: from the callbacks of what it awaits.
+
+The server's command handlers, the policy's hooks and the close hooks are
+coroutines that nearly always end without waiting (a check answers at
+once, a command needs no downstream round trip).  :func:`drive` runs one
+until it ends or awaits; one that ends costs no Deferred, no timer and no
+object of its own.  One that awaits a Deferred (a downstream reply, a store
+or DNS answer) is continued by a :class:`Drive` from that Deferred's
+callback, which hands the result (or raises the failure) into it:
+Twisted's ``ensureDeferred`` would wrap every step in its own Deferred and
+``inlineCallbacks`` machinery instead.  Anything else it awaits (an
+asyncio future a plugin awaits directly, say) goes the general way,
+:func:`resume` under ``ensureDeferred``.
+
+A ``timeout`` (the policy's ``check-timeout``) cancels what the coroutine
+awaits when it passes (it hears ``CancelledError`` there) and ends the
+drive with ``TimeoutError`` at once, whatever the coroutine does next.
+``watch`` hears when each step began (the policy's stall watchdog).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+#: Gets what the coroutine returned, or the Failure of what it raised; called once.
+Finish = Callable[[Any], None]
+#: Hears the monotonic time a step began, after the step.
+Watch = Callable[[float], None]
+
+
+def drive(coro: Any, finish: Finish, *, watch: Watch | None = None, timeout: float | None = None,
+          reactor: Any = None) -> Drive | None:
+    """Run ``coro`` until it ends (``finish`` gets the outcome at once; None is
+    returned) or awaits (the :class:`Drive` that continues it is returned)."""
+    try:
+        awaited = coro.send(None)
+    except StopIteration as stop:
+        finish(stop.value)
+        return None
+    except BaseException:  # noqa: BLE001 - every outcome of the coroutine goes to finish
+        finish(Failure())
+        return None
+    return Drive(coro, awaited, finish, watch=watch, timeout=timeout, reactor=reactor)
+
+
+def deferred(coro: Any, awaited: Any, *, watch: Watch | None = None, timeout: float | None = None,
+             reactor: Any = None) -> defer.Deferred:
+    """A Deferred of a started coroutine (it yielded ``awaited``), driven on;
+    cancelling the Deferred cancels what the coroutine awaits."""
+    done: defer.Deferred = defer.Deferred(lambda _: run.cancel())
+    run = Drive(coro, awaited, lambda outcome: _fire(done, outcome), watch=watch, timeout=timeout,
+                reactor=reactor)
+    return done
+
+
+def _fire(done: defer.Deferred, outcome: Any) -> None:
+    if done.called:  # cancelled: it has its CancelledError already
+        return
+    if isinstance(outcome, Failure):
+        done.errback(outcome)
+    else:
+        done.callback(outcome)
+
+
+class Drive:
+    """Continues a started coroutine from the callback of each Deferred it awaits."""
+
+    __slots__ = ("coro", "finish", "watch", "awaited", "timer", "timed_out", "ended")
+
+    def __init__(self, coro: Any, awaited: Any, finish: Finish, *, watch: Watch | None = None,
+                 timeout: float | None = None, reactor: Any = None):
+        self.coro = coro
+        self.finish = finish
+        self.watch = watch
+        self.awaited: defer.Deferred | None = None
+        self.timed_out = False
+        self.ended = False
+        self.timer = None if timeout is None else reactor.callLater(timeout, self._time_out)
+        self._wait(awaited)
+
+    def cancel(self) -> None:
+        """Cancel what the coroutine awaits: it hears ``CancelledError`` there."""
+        awaited, self.awaited = self.awaited, None
+        if awaited is not None:
+            awaited.cancel()
+
+    def _wait(self, awaited: Any) -> None:
+        if isinstance(awaited, defer.Deferred):
+            self.awaited = awaited
+            awaited.addBoth(self._step)
+            return
+        general = self.awaited = defer.ensureDeferred(resume(self.coro, awaited, self.watch))
+        general.addBoth(self._end)
+
+    def _step(self, result: object) -> None:
+        self.awaited = None
+        t0 = time.monotonic() if self.watch is not None else 0.0
+        try:
+            if isinstance(result, Failure):
+                awaited = result.throwExceptionIntoGenerator(self.coro)
+            else:
+                awaited = self.coro.send(result)
+        except StopIteration as stop:
+            self._end(stop.value)
+            return None
+        except BaseException:  # noqa: BLE001 - every outcome of the coroutine goes to finish
+            self._end(Failure())
+            return None
+        finally:
+            if self.watch is not None:
+                self.watch(t0)
+        self._wait(awaited)
+        return None  # the awaited Deferred's own chain ends here
+
+    def _end(self, outcome: object) -> None:
+        self.awaited = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.ended:
+            return  # timed out meanwhile: finish has had its answer
+        self.ended = True
+        if self.timed_out and isinstance(outcome, Failure) and outcome.check(defer.CancelledError):
+            outcome = Failure(defer.TimeoutError(None, "check"))  # the cancel was the timeout's
+        self.finish(outcome)
+
+    def _time_out(self) -> None:
+        self.timer = None
+        self.timed_out = True
+        self.cancel()
+        if not self.ended:
+            self.ended = True
+            self.finish(Failure(defer.TimeoutError(None, "check")))
+
+
+async def resume(coro: Any, awaited: Any, watch: Watch | None = None) -> Any:
+    """Drive a started coroutine on from what it yielded, under ``ensureDeferred``.
+
+    The general way, for whatever is not a Deferred: a cancellation reaches
+    the coroutine as the exception of what it awaits.  ``watch`` hears when
+    each step started.
+    """
+    while True:
+        try:
+            value = await awaited
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes back into the coroutine
+            t0 = time.monotonic()
+            try:
+                awaited = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+            finally:
+                if watch is not None:
+                    watch(t0)
+        else:
+            t0 = time.monotonic()
+            try:
+                awaited = coro.send(value)
+            except StopIteration as done:
+                return done.value
+            finally:
+                if watch is not None:
+                    watch(t0)

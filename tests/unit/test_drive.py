@@ -1,0 +1,137 @@
+"""barricade.drive: a coroutine run to its end at once when it never waits, continued
+from the callbacks of the Deferreds it awaits, the general way for anything else,
+with a timeout that cancels what it awaits."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+from twisted.internet import defer, task
+from twisted.python.failure import Failure
+
+from barricade.drive import Drive, deferred, drive
+
+
+async def answer(value):
+    return value
+
+
+async def boom():
+    raise ValueError("boom")
+
+
+async def waits(d: defer.Deferred, then: defer.Deferred | None = None):
+    first = await d
+    second = await then if then is not None else 0
+    return first + second
+
+
+def test_a_coroutine_that_never_waits_ends_at_once_without_a_drive():
+    outcomes: list = []
+    assert drive(answer(42), outcomes.append) is None
+    assert outcomes == [42]
+    assert drive(boom(), outcomes.append) is None
+    assert isinstance(outcomes[1], Failure) and outcomes[1].check(ValueError)
+
+
+def test_each_awaited_deferred_continues_it_from_its_callback():
+    first, second = defer.Deferred(), defer.Deferred()
+    outcomes: list = []
+    run = drive(waits(first, second), outcomes.append)
+    assert isinstance(run, Drive) and outcomes == []
+    first.callback(1)
+    assert outcomes == []
+    second.callback(2)
+    assert outcomes == [3]
+
+
+def test_a_failed_deferred_is_raised_where_the_coroutine_awaits():
+    async def catches(d):
+        try:
+            await d
+        except KeyError:
+            return "caught"
+
+    d = defer.Deferred()
+    outcomes: list = []
+    drive(catches(d), outcomes.append)
+    d.errback(KeyError("k"))
+    assert outcomes == ["caught"]
+    unhandled = defer.Deferred()
+    drive(waits(unhandled), outcomes.append)
+    unhandled.errback(KeyError("k"))
+    assert outcomes[1].check(KeyError)
+
+
+def test_anything_but_a_deferred_goes_the_general_way():
+    @types.coroutine
+    def hands_over(awaitable):  # a foreign awaitable that yields something not a Deferred
+        return (yield awaitable)
+
+    async def foreign(d):
+        return await hands_over(waits(d)) + 1
+
+    d = defer.Deferred()
+    outcomes: list = []
+    run = drive(foreign(d), outcomes.append)
+    assert run is not None and run.awaited is not None and outcomes == []
+    d.callback(5)
+    assert outcomes == [6]
+
+    async def refuses():
+        return await hands_over(3)  # not awaitable at all: the coroutine hears the TypeError
+
+    drive(refuses(), outcomes.append)
+    assert outcomes[1].check(TypeError)
+
+
+def test_the_timeout_cancels_what_it_awaits_and_ends_with_timeout_error_at_once():
+    clock = task.Clock()
+    heard: list = []
+
+    async def stubborn(d, later):
+        try:
+            await d
+        except defer.CancelledError:
+            heard.append("cancelled")
+            return await later  # waits on after the cancel: its answer comes too late
+
+    d, later = defer.Deferred(), defer.Deferred()
+    outcomes: list = []
+    drive(stubborn(d, later), outcomes.append, timeout=2.0, reactor=clock)
+    clock.advance(2.0)
+    assert heard == ["cancelled"] and len(outcomes) == 1 and outcomes[0].check(defer.TimeoutError)
+    later.callback("late")
+    assert len(outcomes) == 1  # finish is called once
+    done: list = []
+    ends = defer.Deferred()
+    drive(waits(ends), done.append, timeout=2.0, reactor=clock)
+    ends.callback(1)
+    assert done == [1] and not clock.getDelayedCalls()  # the timer goes with the end
+
+
+@pytest.mark.parametrize("cancel_first", [True, False])
+def test_deferred_fires_once_and_its_cancel_reaches_the_coroutine(cancel_first):
+    clock = task.Clock()
+    d = defer.Deferred()
+    coro = waits(d)
+    awaited = coro.send(None)
+    done = deferred(coro, awaited, timeout=5.0, reactor=clock)
+    results: list = []
+    done.addBoth(results.append)
+    if cancel_first:
+        done.cancel()
+        assert results[0].check(defer.CancelledError)
+    else:
+        d.callback(7)
+        assert results == [7]
+    assert not clock.getDelayedCalls()
+
+
+def test_watch_hears_every_step():
+    steps: list = []
+    d = defer.Deferred()
+    drive(waits(d), lambda _: None, watch=steps.append)
+    d.callback(1)
+    assert len(steps) == 1
