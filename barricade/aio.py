@@ -23,7 +23,7 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.python.failure import Failure
 
 T = TypeVar("T")
@@ -83,7 +83,10 @@ class _Driven:
         else:
             awaited.add_done_callback(self._step)
 
-    def _cancel(self, _deferred: Deferred) -> None:
+    def _cancel(self, deferred: Deferred) -> None:
+        # Twisted's CancelledError first, as for any cancelled Deferred: a future that
+        # resumes the coroutine at once (resp.Reply) would otherwise fire it with asyncio's.
+        deferred.errback(Failure(CancelledError()))
         self.awaited.cancel()
 
     def _step(self, _done: asyncio.Future) -> None:

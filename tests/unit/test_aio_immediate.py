@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
+import hiredis
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from barricade.aio import aio
+from barricade.drive import drive
 from barricade.state import MemoryStore, StoreError
 from barricade.state.metered import MeteredStore
+from barricade.state.resp import Reply, RespConnectionError, RespError
 
 
 def result_of(d):
@@ -114,3 +117,90 @@ async def test_a_wait_on_something_else_goes_on_in_a_task():
         return asyncio.current_task() is not None
 
     assert await aio(op(), immediate=True) is True
+
+
+# --- a Redis reply (resp.Reply) resumes its awaiter the moment it is done ---------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reply_resumes_the_operation_at_once_on_result_failure_and_cancel():
+    loop = asyncio.get_running_loop()
+
+    async def op(reply):
+        return await reply
+
+    ok = Reply(loop=loop)
+    d = aio(op(ok), immediate=True)
+    ok.resolve("OK")
+    assert result_of(d) == "OK"  # no loop turn between the reply and the result
+
+    refused = Reply(loop=loop)
+    d = aio(op(refused), immediate=True)
+    refused.resolve(hiredis.ReplyError("NOSCRIPT No matching script"))
+    with pytest.raises(RespError, match="NOSCRIPT"):
+        result_of(d)
+
+    lost = Reply(loop=loop)
+    d = aio(op(lost), immediate=True)
+    lost.fail(RespConnectionError("connection lost"))
+    with pytest.raises(RespConnectionError):
+        result_of(d)
+
+    seen = []
+
+    async def hears_cancel(reply):
+        try:
+            await reply
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    waiting = Reply(loop=loop)
+    d = aio(hears_cancel(waiting), immediate=True)
+    d.cancel()
+    assert waiting.cancelled() and seen == ["cancelled"]  # at once, not at the next turn
+    with pytest.raises(defer.CancelledError):
+        result_of(d)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reply_is_an_ordinary_future_to_a_task_and_to_a_second_awaiter():
+    loop = asyncio.get_running_loop()
+    reply = Reply(loop=loop)
+    first = aio(reply_plus(reply, 1), immediate=True)
+    second = asyncio.ensure_future(reply_plus(reply, 2))  # a task: add_done_callback, as always
+    later = []
+    reply.add_direct_callback(lambda r: later.append(r.result()))  # a second direct one
+    reply.resolve(40)
+    assert result_of(first) == 41 and not second.done()
+    assert await defer.Deferred.fromFuture(second) == 42 and later == [40]
+    done = []
+    reply.add_direct_callback(done.append)  # already done: called at once
+    assert done == [reply]
+
+
+async def reply_plus(reply, n):
+    return await reply + n
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hook_timing_out_on_a_reply_ends_with_timeout_error():
+    """The policy's timeout cancels the aio Deferred a hook awaits: the hook hears
+    Twisted's CancelledError, and the drive ends with TimeoutError, as for any wait."""
+    loop = asyncio.get_running_loop()
+    reply = Reply(loop=loop)
+    heard = []
+
+    async def hook():
+        try:
+            return await aio(reply_plus(reply, 1), immediate=True)
+        except defer.CancelledError:
+            heard.append("cancelled")
+            raise
+
+    clock = task.Clock()
+    outcomes = []
+    drive(hook(), outcomes.append, timeout=3.0, reactor=clock)
+    clock.advance(3.0)
+    assert heard == ["cancelled"] and reply.cancelled()
+    assert len(outcomes) == 1 and outcomes[0].check(defer.TimeoutError)
