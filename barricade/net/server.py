@@ -22,8 +22,6 @@ traceback, never as a traceback to the client.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
 
 from twisted.internet import defer, protocol, task
 from twisted.internet.interfaces import IHandshakeListener
@@ -52,10 +50,6 @@ log = Logger()
 PAUSE_AT = 256 * 1024  # stop reading a client that pipelines this much ahead
 CLOSE_GRACE = 5.0  # seconds a close may wait for the TLS close_notify exchange
 THROTTLE_PAUSE = 1.0  # seconds accept pauses when rate-throttle is reached (smtpf sleeps 1 s)
-
-
-def _ignore(_result: object) -> None:
-    pass
 
 
 class AcceptThrottle:
@@ -275,27 +269,29 @@ class SmtpServerProtocol(protocol.Protocol):
             else:
                 drive(self.proxy.handle(event, session), self._handled)
 
-    def _greeted(self, outcome: object) -> None:
-        self._finish(outcome, _ignore)
-
     def _handled(self, outcome: object) -> None:
-        self._finish(outcome, self._respond)
-
-    def _chunk_handled(self, outcome: object) -> None:
-        self._finish(outcome, self._chunk_done)
-
-    def _chunk_done(self, _result: object) -> None:
-        self._ready()
-
-    def _finish(self, outcome: object, then: Callable[[Any], None]) -> None:
-        """A handler ended: ``then`` gets its result; what it raised is an internal error."""
-        if isinstance(outcome, Failure):
+        """A command's handler ended: its outcome is answered; what it raised is an
+        internal error."""
+        if outcome.__class__ is Failure:
             self._internal_error(outcome)
             return
         try:
-            then(outcome)
+            self._respond(outcome)
         except Exception:
             log.failure("session {sid}: reply", sid=self.session.id if self.session else "-")
+
+    def _chunk_handled(self, outcome: object) -> None:
+        if outcome.__class__ is Failure:
+            self._internal_error(outcome)
+            return
+        try:
+            self._ready()
+        except Exception:
+            log.failure("session {sid}: reply", sid=self.session.id if self.session else "-")
+
+    def _greeted(self, outcome: object) -> None:
+        if outcome.__class__ is Failure:
+            self._internal_error(outcome)
 
     def _await_client(self) -> None:
         """Arm the client's deadline for what we now wait for, unless it runs already.
