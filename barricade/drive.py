@@ -2,20 +2,22 @@
 
 The server's command handlers, the policy's hooks and the close hooks are
 coroutines that nearly always end without waiting (a check answers at
-once, a command needs no downstream round trip).  :func:`drive` runs one
-until it ends or awaits; one that ends costs no Deferred, no timer and no
-object of its own.  One that awaits a Deferred (a downstream reply, a store
-or DNS answer) is continued by a :class:`Drive` from that Deferred's
-callback, which hands the result (or raises the failure) into it:
-Twisted's ``ensureDeferred`` would wrap every step in its own Deferred and
-``inlineCallbacks`` machinery instead.  Anything else it awaits (an
-asyncio future a plugin awaits directly, say) goes the general way,
-:func:`resume` under ``ensureDeferred``.
+once, a command needs no downstream round trip).  Each is run until it
+ends or awaits; one that ends costs no Deferred and no timer.  One that
+awaits a Deferred (a downstream reply, a store or DNS answer) is continued
+from that Deferred's callback, which hands the result (or raises the
+failure) into it, where Twisted's ``ensureDeferred`` would wrap every step
+in a Deferred and ``inlineCallbacks`` machinery of its own.  Anything else
+it awaits goes the general way, :func:`resume` under ``ensureDeferred``.
 
-A ``timeout`` (the policy's ``check-timeout``) cancels what the coroutine
-awaits when it passes (it hears ``CancelledError`` there) and ends the
-drive with ``TimeoutError`` at once, whatever the coroutine does next.
-``watch`` hears when each step began (the policy's stall watchdog).
+Two forms: :func:`drive` for the server's handlers and the close hooks (no
+timeout: the client's and the downstream's deadlines bound them), which
+costs nothing but the callback per wait; and :class:`Drive` (through
+:func:`deferred`) for the policy's hooks, whose ``timeout``
+(``check-timeout``) cancels what the hook awaits when it passes (the hook
+hears ``CancelledError`` there) and ends it with ``TimeoutError`` at once,
+whatever the hook does next, and whose ``watch`` hears when each step
+began (the stall watchdog).
 """
 
 from __future__ import annotations
@@ -33,19 +35,33 @@ Finish = Callable[[Any], None]
 Watch = Callable[[float], None]
 
 
-def drive(coro: Any, finish: Finish, *, watch: Watch | None = None, timeout: float | None = None,
-          reactor: Any = None) -> Drive | None:
-    """Run ``coro`` until it ends (``finish`` gets the outcome at once; None is
-    returned) or awaits (the :class:`Drive` that continues it is returned)."""
+def drive(coro: Any, finish: Finish) -> None:
+    """Run ``coro`` until it ends (``finish`` gets the outcome at once) or awaits
+    a Deferred, from whose callback it goes on; no timeout, nothing to cancel.
+
+    The server's handlers and the close hooks run so: a handler that waits
+    on a downstream reply costs no object of its own, only the callback.
+    """
+    _continue(None, coro, finish)
+
+
+def _continue(result: object, coro: Any, finish: Finish) -> None:
     try:
-        awaited = coro.send(None)
+        if isinstance(result, Failure):
+            awaited = result.throwExceptionIntoGenerator(coro)
+        else:
+            awaited = coro.send(result)
     except StopIteration as stop:
         finish(stop.value)
         return None
     except BaseException:  # noqa: BLE001 - every outcome of the coroutine goes to finish
         finish(Failure())
         return None
-    return Drive(coro, awaited, finish, watch=watch, timeout=timeout, reactor=reactor)
+    if isinstance(awaited, defer.Deferred):
+        awaited.addBoth(_continue, coro, finish)
+    else:
+        defer.ensureDeferred(resume(coro, awaited)).addBoth(finish)
+    return None  # the awaited Deferred's own chain ends here
 
 
 def deferred(coro: Any, awaited: Any, *, watch: Watch | None = None, timeout: float | None = None,
@@ -68,7 +84,12 @@ def _fire(done: defer.Deferred, outcome: Any) -> None:
 
 
 class Drive:
-    """Continues a started coroutine from the callback of each Deferred it awaits."""
+    """Continues a started coroutine from the callback of each Deferred it awaits,
+    with a timeout, cancellation and the watchdog: the policy's hooks.
+
+    One object per hook that waits: its timer, what it awaits now, whether
+    it ended; :func:`drive` needs none of that.
+    """
 
     __slots__ = ("coro", "finish", "watch", "awaited", "timer", "timed_out", "ended")
 

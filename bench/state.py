@@ -246,9 +246,10 @@ def count_instructions(args: argparse.Namespace, say: Callable[[str], None], dea
                 [total] = counted(proxy.proc.pid, workdir, tag_of(key), 1, deadline, work, first=rnd)
                 rounds[key].append(total / args.messages)
         per: dict[str, float] = {}
+        width = max(len(key) for key in rounds)
         for key, values in rounds.items():
             per[key] = statistics.median(values)
-            say(f"  {key:<4} {per[key] / 1000:9.1f} k instructions per message  "
+            say(f"  {key:<{width}} {per[key] / 1000:9.1f} k instructions per message  "
                 f"(rounds: {', '.join(f'{r / 1000:.1f}' for r in values)})")
         figures["instructions_per_message"] = per
         figures["ratio"] = {}
@@ -257,8 +258,8 @@ def count_instructions(args: argparse.Namespace, say: Callable[[str], None], dea
             off = per.get(f"off {commit}".strip())
             if name != "off" and off:
                 figures["ratio"][f"{key}/off"] = per[key] / off
-                say(f"  {name}/off {per[key] / off:.3f}{' (' + commit + ')' if commit else ''}"
-                    f"{' (the state, Redis included)' if name == 'on' else ' (the checks alone)'}")
+                what = "the state, Redis included" if name == "on" else "the checks alone"
+                say(f"  {name}/off {per[key] / off:.3f}{' ' + commit if commit else ''} ({what})")
         # redis-server's own share is left to the timed mode: next to proxies slowed fiftyfold,
         # its once-a-tenth-second housekeeping would be charged to every message.
 

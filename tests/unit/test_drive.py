@@ -1,6 +1,6 @@
 """barricade.drive: a coroutine run to its end at once when it never waits, continued
-from the callbacks of the Deferreds it awaits, the general way for anything else,
-with a timeout that cancels what it awaits."""
+from the callbacks of the Deferreds it awaits, the general way for anything else;
+the policy's form with a timeout that cancels what it awaits."""
 
 from __future__ import annotations
 
@@ -27,19 +27,28 @@ async def waits(d: defer.Deferred, then: defer.Deferred | None = None):
     return first + second
 
 
-def test_a_coroutine_that_never_waits_ends_at_once_without_a_drive():
+def started(coro):
+    """A coroutine and what it awaits first, as the pipeline hands them to a Drive."""
+    return coro, coro.send(None)
+
+
+def test_a_coroutine_that_never_waits_ends_at_once():
     outcomes: list = []
-    assert drive(answer(42), outcomes.append) is None
+    drive(answer(42), outcomes.append)
     assert outcomes == [42]
-    assert drive(boom(), outcomes.append) is None
+    drive(boom(), outcomes.append)
     assert isinstance(outcomes[1], Failure) and outcomes[1].check(ValueError)
 
 
-def test_each_awaited_deferred_continues_it_from_its_callback():
+@pytest.mark.parametrize("supervised", [False, True])
+def test_each_awaited_deferred_continues_it_from_its_callback(supervised):
     first, second = defer.Deferred(), defer.Deferred()
     outcomes: list = []
-    run = drive(waits(first, second), outcomes.append)
-    assert isinstance(run, Drive) and outcomes == []
+    if supervised:
+        Drive(*started(waits(first, second)), outcomes.append)
+    else:
+        drive(waits(first, second), outcomes.append)
+    assert outcomes == []
     first.callback(1)
     assert outcomes == []
     second.callback(2)
@@ -74,16 +83,21 @@ def test_anything_but_a_deferred_goes_the_general_way():
 
     d = defer.Deferred()
     outcomes: list = []
-    run = drive(foreign(d), outcomes.append)
-    assert run is not None and run.awaited is not None and outcomes == []
+    drive(foreign(d), outcomes.append)
+    assert outcomes == []
     d.callback(5)
     assert outcomes == [6]
+    e = defer.Deferred()
+    run = Drive(*started(foreign(e)), outcomes.append)
+    assert run.awaited is not None
+    e.callback(6)
+    assert outcomes[-1] == 7
 
     async def refuses():
         return await hands_over(3)  # not awaitable at all: the coroutine hears the TypeError
 
     drive(refuses(), outcomes.append)
-    assert outcomes[1].check(TypeError)
+    assert outcomes[-1].check(TypeError)
 
 
 def test_the_timeout_cancels_what_it_awaits_and_ends_with_timeout_error_at_once():
@@ -99,14 +113,14 @@ def test_the_timeout_cancels_what_it_awaits_and_ends_with_timeout_error_at_once(
 
     d, later = defer.Deferred(), defer.Deferred()
     outcomes: list = []
-    drive(stubborn(d, later), outcomes.append, timeout=2.0, reactor=clock)
+    Drive(*started(stubborn(d, later)), outcomes.append, timeout=2.0, reactor=clock)
     clock.advance(2.0)
     assert heard == ["cancelled"] and len(outcomes) == 1 and outcomes[0].check(defer.TimeoutError)
     later.callback("late")
     assert len(outcomes) == 1  # finish is called once
     done: list = []
     ends = defer.Deferred()
-    drive(waits(ends), done.append, timeout=2.0, reactor=clock)
+    Drive(*started(waits(ends)), done.append, timeout=2.0, reactor=clock)
     ends.callback(1)
     assert done == [1] and not clock.getDelayedCalls()  # the timer goes with the end
 
@@ -132,6 +146,6 @@ def test_deferred_fires_once_and_its_cancel_reaches_the_coroutine(cancel_first):
 def test_watch_hears_every_step():
     steps: list = []
     d = defer.Deferred()
-    drive(waits(d), lambda _: None, watch=steps.append)
+    Drive(*started(waits(d)), lambda _: None, watch=steps.append)
     d.callback(1)
     assert len(steps) == 1
