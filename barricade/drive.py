@@ -168,22 +168,14 @@ async def resume(coro: Any, awaited: Any, watch: Watch | None = None) -> Any:
     """
     while True:
         try:
-            value = await awaited
+            value, raised = await awaited, None
         except BaseException as exc:  # noqa: BLE001 - every outcome goes back into the coroutine
-            t0 = time.monotonic()
-            try:
-                awaited = coro.throw(exc)
-            except StopIteration as done:
-                return done.value
-            finally:
-                if watch is not None:
-                    watch(t0)
-        else:
-            t0 = time.monotonic()
-            try:
-                awaited = coro.send(value)
-            except StopIteration as done:
-                return done.value
-            finally:
-                if watch is not None:
-                    watch(t0)
+            value, raised = None, exc
+        t0 = time.monotonic()
+        try:
+            awaited = coro.send(value) if raised is None else coro.throw(raised)
+        except StopIteration as done:
+            return done.value
+        finally:
+            if watch is not None:
+                watch(t0)

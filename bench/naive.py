@@ -24,6 +24,7 @@ import re
 import sys
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from pipe import run  # the peers' command line; bench/ is this script's directory
 
 HOST = "127.0.0.1"
 TIMEOUT = 30.0
@@ -99,17 +100,6 @@ async def serve(listen_port: int, downstream_port: int) -> None:
         await server.serve_forever()
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not all(a.isdigit() for a in argv):
-        print("usage: naive.py LISTEN_PORT DOWNSTREAM_PORT", file=sys.stderr)
-        return 2
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
-    try:
-        asyncio.run(serve(int(argv[0]), int(argv[1])))
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
+    sys.exit(run("naive", serve, sys.argv[1:]))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 
 HOST = "127.0.0.1"
 CONNECT_TIMEOUT = 10.0
@@ -79,9 +80,10 @@ async def serve(listen_port: int, downstream_port: int) -> None:
         await server.serve_forever()
 
 
-def main(argv: list[str]) -> int:
+def run(name: str, serve: Callable[[int, int], Awaitable[None]], argv: list[str]) -> int:
+    """``name.py LISTEN_PORT DOWNSTREAM_PORT``: ``serve`` them until interrupted (the peers' main)."""
     if len(argv) != 2 or not all(a.isdigit() for a in argv):
-        print("usage: pipe.py LISTEN_PORT DOWNSTREAM_PORT", file=sys.stderr)
+        print(f"usage: {name}.py LISTEN_PORT DOWNSTREAM_PORT", file=sys.stderr)
         return 2
     try:
         asyncio.run(serve(int(argv[0]), int(argv[1])))
@@ -91,4 +93,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run("pipe", serve, sys.argv[1:]))
