@@ -272,7 +272,7 @@ class SmtpServerProtocol(protocol.Protocol):
     def _handled(self, outcome: object) -> None:
         """A command's handler ended: its outcome is answered; what it raised is an
         internal error."""
-        if outcome.__class__ is Failure:
+        if isinstance(outcome, Failure):
             self._internal_error(outcome)
             return
         try:
@@ -281,7 +281,7 @@ class SmtpServerProtocol(protocol.Protocol):
             log.failure("session {sid}: reply", sid=self.session.id if self.session else "-")
 
     def _chunk_handled(self, outcome: object) -> None:
-        if outcome.__class__ is Failure:
+        if isinstance(outcome, Failure):
             self._internal_error(outcome)
             return
         try:
@@ -290,7 +290,7 @@ class SmtpServerProtocol(protocol.Protocol):
             log.failure("session {sid}: reply", sid=self.session.id if self.session else "-")
 
     def _greeted(self, outcome: object) -> None:
-        if outcome.__class__ is Failure:
+        if isinstance(outcome, Failure):
             self._internal_error(outcome)
 
     def _await_client(self) -> None:
