@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.state import RedisServer
 
     workdir = Path(tempfile.mkdtemp(prefix="barricade-roundtrip-"))
-    redis = RedisServer(workdir / "redis")
-    redis.start()
+    redis = RedisServer(workdir / "redis")  # started here, stopped by pid below
     try:
         print(f"One Redis round trip (EVALSHA of the rate script), {args.operations} operations per "
               f"layer, under callgrind; redis-server {redis.url}")
