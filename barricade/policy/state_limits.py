@@ -259,31 +259,35 @@ class LeaseKeeper:
     """Refreshes every lease a worker holds, on one timer for all of them.
 
     A lease expires ``ttl`` seconds after its last refresh, so that a killed
-    worker's sessions stop counting by themselves; a live session's lease is
-    refreshed every ``ttl / 3``.  One timer per session would be set and
-    cancelled for every connection, and nearly all sessions end long before
-    their first refresh is due, so the keeper ticks once per ``ttl / 3`` for
-    all held leases: each is refreshed within ``2 * ttl / 3`` of being taken or
-    last refreshed.  The timer stops at a tick that finds nothing held and
+    worker's sessions stop counting by themselves, and a live session's lease
+    is refreshed once ``ttl / 3`` has passed since it was taken or last
+    refreshed.  One timer per session would be set and cancelled for every
+    connection, though nearly all sessions end long before their first
+    refresh is due; so one timer ticks every ``ttl / 12`` and refreshes the
+    leases that are due then, oldest first (each within ``5 * ttl / 12``):
+    the refreshes of many long sessions are spread over the ticks, not sent
+    in one burst.  The timer stops at a tick that finds nothing held and
     starts again with the next lease.
     """
 
     def __init__(self, store: Store, ttl: float, reactor=None):
         self.store = store
         self.ttl = ttl
-        self.held: dict[str, tuple[str, str]] = {}  # lease id -> (session id, store key)
+        #: lease id -> (session id, store key, when taken or last refreshed), oldest first
+        self.held: dict[str, tuple[str, str, float]] = {}
         self._ticker = task.LoopingCall(self._tick)
         if reactor is not None:
             self._ticker.clock = reactor
+        self._clock = self._ticker.clock
 
     @property
     def running(self) -> bool:
         return self._ticker.running
 
     def keep(self, sid: str, held: Lease) -> None:
-        self.held[held.lease] = (sid, held.key)
+        self.held[held.lease] = (sid, held.key, self._clock.seconds())
         if not self._ticker.running:
-            self._ticker.start(self.ttl / 3, now=False)
+            self._ticker.start(self.ttl / 12, now=False)
 
     def drop(self, held: Lease) -> None:
         self.held.pop(held.lease, None)
@@ -292,7 +296,16 @@ class LeaseKeeper:
         if not self.held:
             self._ticker.stop()
             return
-        for lease, (sid, key) in list(self.held.items()):
+        now = self._clock.seconds()
+        due_before = now - self.ttl / 3
+        due = []
+        for lease, (sid, key, since) in self.held.items():
+            if since > due_before:
+                break  # the rest were taken or refreshed later
+            due.append((lease, sid, key))
+        for lease, sid, key in due:
+            del self.held[lease]
+            self.held[lease] = (sid, key, now)  # to the end: the newest
             self._refresh(sid, key, lease)
 
     def _refresh(self, sid: str, key: str, lease: str) -> None:

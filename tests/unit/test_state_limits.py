@@ -79,6 +79,32 @@ async def test_lease_is_refreshed_while_held_and_released_at_close(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_each_lease_is_refreshed_when_due_not_all_at_once(tmp_path):
+    class Recording(MemoryStore):
+        def __init__(self, clock):
+            super().__init__(clock=clock)
+            self.refreshed: list[tuple[float, str]] = []
+
+        async def refresh(self, key, lease, *, ttl):
+            self.refreshed.append((self._clock(), lease))
+            return await super().refresh(key, lease, ttl=ttl)
+
+    clock = task.Clock()
+    store = Recording(clock.seconds)
+    check = ConcurrentConnect(config(), access(tmp_path, "concurrent-connect: 5\n"), store,
+                              reactor=clock)
+    early, late = ctx(), ctx()
+    await check.connect(early)
+    pump(clock, 10)
+    await check.connect(late)
+    pump(clock, 45)  # TTL 60: due a third of it (20 s) after, looked at every 5 s
+    first, second = early.notes[LEASE_NOTE].lease, late.notes[LEASE_NOTE].lease
+    assert store.refreshed == [(20, first), (30, second), (40, first), (50, second)]
+    await check.close(early)
+    await check.close(late)
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_expired_or_failed_refresh_is_logged_and_tried_again(tmp_path):
     class Flaky(MemoryStore):
         calls = 0
