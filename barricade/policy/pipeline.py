@@ -23,7 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from barricade.client import ClientInfo
-from barricade.drive import deferred
+from barricade.drive import Deadlines, deferred
 from barricade.policy.order import arrange
 from barricade.policy.verdict import CONTINUE, Action, CheckError, Verdict
 from barricade.protocol.client_cert import ClientCert
@@ -285,6 +285,7 @@ class Pipeline:
         self.checks = list(checks)
         self.reactor = reactor
         self.timeout = timeout
+        self._deadlines = Deadlines(reactor)  # the timeouts of the hooks waiting now, one timer
         self.metrics = metrics
         self.stall = stall  # seconds one step of a hook may hold the event loop (0: not watched)
         hooks = {
@@ -379,7 +380,7 @@ class Pipeline:
                     awaited = coro.send(None)
                 except StopIteration:
                     continue
-                await deferred(coro, awaited, timeout=timeout, reactor=self.reactor)
+                await deferred(coro, awaited, timeout=timeout, deadlines=self._deadlines)
             except Exception:
                 log.failure("check {check} failed in close (session {sid})",
                             check=check.name, sid=ctx.session_id)
@@ -435,7 +436,7 @@ class Pipeline:
         try:
             watch = (lambda t0: self._watch(check, phase, ctx, t0)) if self.stall else None
             done = deferred(waiting.coro, waiting.awaited, watch=watch, timeout=timeout,
-                            reactor=self.reactor)
+                            deadlines=self._deadlines)
             outcome, verdict = self._named(check, phase, ctx, await done)
             return verdict
         except defer.TimeoutError:

@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from barricade.aio import aio
-from barricade.drive import deferred
+from barricade.drive import Deadlines, deferred
 from barricade.state import MemoryStore, StoreError
 from barricade.state.metered import MeteredStore
 from barricade.state.resp import Reply, RespConnectionError, RespError
@@ -201,7 +201,7 @@ async def test_a_hook_timing_out_on_a_reply_ends_with_timeout_error():
     clock = task.Clock()
     outcomes = []
     coro = hook()
-    deferred(coro, coro.send(None), timeout=3.0, reactor=clock).addBoth(outcomes.append)
+    deferred(coro, coro.send(None), timeout=3.0, deadlines=Deadlines(clock)).addBoth(outcomes.append)
     clock.advance(3.0)
     assert heard == ["cancelled"] and reply.cancelled()
     assert len(outcomes) == 1 and outcomes[0].check(defer.TimeoutError)

@@ -10,7 +10,7 @@ import pytest
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
-from barricade.drive import Drive, deferred, drive
+from barricade.drive import Deadlines, Drive, deferred, drive
 
 
 async def answer(value):
@@ -113,16 +113,19 @@ def test_the_timeout_cancels_what_it_awaits_and_ends_with_timeout_error_at_once(
 
     d, later = defer.Deferred(), defer.Deferred()
     outcomes: list = []
-    Drive(*started(stubborn(d, later)), outcomes.append, timeout=2.0, reactor=clock)
+    Drive(*started(stubborn(d, later)), outcomes.append, timeout=2.0, deadlines=Deadlines(clock))
     clock.advance(2.0)
     assert heard == ["cancelled"] and len(outcomes) == 1 and outcomes[0].check(defer.TimeoutError)
     later.callback("late")
     assert len(outcomes) == 1  # finish is called once
     done: list = []
     ends = defer.Deferred()
-    Drive(*started(waits(ends)), done.append, timeout=2.0, reactor=clock)
+    deadlines = Deadlines(clock)
+    Drive(*started(waits(ends)), done.append, timeout=2.0, deadlines=deadlines)
     ends.callback(1)
-    assert done == [1] and not clock.getDelayedCalls()  # the timer goes with the end
+    assert done == [1] and len(deadlines) == 0  # an ended drive leaves the deadlines
+    clock.advance(2.0)  # the timer under them finds nothing due and is not set again
+    assert done == [1] and not clock.getDelayedCalls()
 
 
 @pytest.mark.parametrize("cancel_first", [True, False])
@@ -131,7 +134,8 @@ def test_deferred_fires_once_and_its_cancel_reaches_the_coroutine(cancel_first):
     d = defer.Deferred()
     coro = waits(d)
     awaited = coro.send(None)
-    done = deferred(coro, awaited, timeout=5.0, reactor=clock)
+    deadlines = Deadlines(clock)
+    done = deferred(coro, awaited, timeout=5.0, deadlines=deadlines)
     results: list = []
     done.addBoth(results.append)
     if cancel_first:
@@ -140,7 +144,33 @@ def test_deferred_fires_once_and_its_cancel_reaches_the_coroutine(cancel_first):
     else:
         d.callback(7)
         assert results == [7]
-    assert not clock.getDelayedCalls()
+    assert len(deadlines) == 0
+
+
+def test_one_timer_keeps_every_timeout_exactly():
+    """Drives with different timeouts share one reactor timer; each times out at its
+    own time, one that ended never does, and the timer is set again for the next."""
+    clock = task.Clock()
+    deadlines = Deadlines(clock)
+    outcomes: dict[str, list] = {name: [] for name in ("a", "b", "c", "d")}
+    waiting = {name: defer.Deferred() for name in outcomes}
+    Drive(*started(waits(waiting["a"])), outcomes["a"].append, timeout=5.0, deadlines=deadlines)
+    Drive(*started(waits(waiting["b"])), outcomes["b"].append, timeout=2.0, deadlines=deadlines)
+    clock.advance(1.0)
+    Drive(*started(waits(waiting["c"])), outcomes["c"].append, timeout=3.0, deadlines=deadlines)
+    Drive(*started(waits(waiting["d"])), outcomes["d"].append, timeout=1.5, deadlines=deadlines)
+    assert len(clock.getDelayedCalls()) == 1
+    waiting["d"].callback(0)  # ends before its time (2.5)
+    clock.advance(1.0)  # 2.0: b's time
+    assert outcomes["b"][0].check(defer.TimeoutError) and outcomes["d"] == [0]
+    assert not outcomes["a"] and not outcomes["c"] and len(clock.getDelayedCalls()) == 1
+    clock.advance(1.9)  # 3.9: nobody's time yet (c at 4.0)
+    assert not outcomes["c"]
+    clock.advance(0.1)
+    assert outcomes["c"][0].check(defer.TimeoutError) and not outcomes["a"]
+    clock.advance(1.0)  # 5.0: a's time
+    assert outcomes["a"][0].check(defer.TimeoutError)
+    assert len(deadlines) == 0 and not clock.getDelayedCalls()
 
 
 def test_watch_hears_every_step():
