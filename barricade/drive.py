@@ -17,7 +17,8 @@ costs nothing but the callback per wait; and :class:`Drive` (through
 (``check-timeout``) cancels what the hook awaits when it passes (the hook
 hears ``CancelledError`` there) and ends it with ``TimeoutError`` at once,
 whatever the hook does next, and whose ``watch`` hears when each step
-began (the stall watchdog).
+began (the stall watchdog).  The timeouts of all the hooks waiting at a
+time are kept on one timer (:class:`Deadlines`).
 """
 
 from __future__ import annotations
