@@ -90,8 +90,8 @@ class Drive:
     """Continues a started coroutine from the callback of each Deferred it awaits,
     with a timeout, cancellation and the watchdog: the policy's hooks.
 
-    One object per hook that waits: its timer, what it awaits now, whether
-    it ended; :func:`drive` needs none of that.
+    One object per hook that waits: its place among the :class:`Deadlines`,
+    what it awaits now, whether it ended; :func:`drive` needs none of that.
     """
 
     __slots__ = ("coro", "finish", "watch", "awaited", "deadlines", "timed_out", "ended")
@@ -161,10 +161,8 @@ class Drive:
         """Its time is up (:class:`Deadlines`): cancel what it awaits, end with TimeoutError."""
         self.deadlines = None
         self.timed_out = True
-        self.cancel()
-        if not self.ended:
-            self.ended = True
-            self.finish(Failure(defer.TimeoutError(None, "check")))
+        self.cancel()  # a hook that ends on the cancel ends here, with TimeoutError
+        self._end(Failure(defer.TimeoutError(None, "check")))
 
 
 class Deadlines:
@@ -194,9 +192,6 @@ class Deadlines:
 
     def remove(self, drive: Drive) -> None:
         self._due.pop(drive, None)  # the timer stays: it finds nothing due, or the next one
-
-    def __len__(self) -> int:
-        return len(self._due)
 
     def _expire(self) -> None:
         now = self._clock.seconds()

@@ -206,19 +206,18 @@ def start_paths(daemons: Any, workdir: Path, deadline: Deadline, message: bytes,
     }
     limit = START_LIMIT if wrap("off") else 20.0
     proxies: dict[str, Proxy] = {}
+    listed = 0
     for repo in repos:
         for name in paths:
             key = name if len(repos) == 1 else f"{name} {git_commit(repo or REPO)}"
             tag = tag_of(key)
-            proxies[key] = daemons.start(Proxy(
+            proxy = proxies[key] = daemons.start(Proxy(
                 workdir, sink.port, deadline, tag=f"-{tag}", dns=dns,
                 extra=(*ENVELOPE_OFF, *options[name]), wrap=wrap(tag), start_limit=limit, repo=repo))
-    listed = 0
-    for key, proxy in proxies.items():
-        if not key.startswith("off"):
-            passed = asyncio.run(pass_grey(proxy.port, clients, message))
-            if key.startswith("on"):
-                listed = max(listed, passed)
+            if name != "off":  # every tuple known before the runs (on Redis, once for all)
+                passed = asyncio.run(pass_grey(proxy.port, clients, message))
+                if name == "on":
+                    listed = max(listed, passed)
     return sink, redis, proxies, listed
 
 

@@ -313,7 +313,7 @@ class LeaseKeeper:
             if not alive:  # e.g. Redis restarted empty: the session is no longer counted
                 log.warn("session {sid}: concurrency lease on {key} had expired", sid=sid, key=key)
 
-        def failed(failure) -> None:  # the next tick tries again
+        def failed(failure) -> None:  # tried again when it is next due, a third of the TTL on
             log.error("session {sid}: concurrency lease refresh failed: {err}", sid=sid,
                       err=failure.getErrorMessage())
 
