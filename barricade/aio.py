@@ -19,12 +19,13 @@ parsed, not at the event loop's next turn.
 from __future__ import annotations
 
 import asyncio
-import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.python.failure import Failure
+
+from barricade.state.nowait import carry_on
 
 T = TypeVar("T")
 
@@ -53,7 +54,7 @@ def _in_task(coro: Coroutine[Any, Any, T], awaited: Any) -> Deferred[T]:
     """A task carries a started coroutine on from what it last yielded."""
 
     async def rest() -> T:
-        return await _carry_on(coro, awaited)
+        return await carry_on(coro, awaited)
 
     return Deferred.fromFuture(asyncio.ensure_future(rest()))
 
@@ -105,21 +106,3 @@ class _Driven:
             self._wait(awaited)
         else:
             _in_task(self.coro, awaited).chainDeferred(d)
-
-
-@types.coroutine
-def _carry_on(coro: Coroutine[Any, Any, T], awaited: Any) -> Generator[Any, Any, T]:
-    """The rest of a started coroutine, driven by the task that awaits this."""
-    while True:
-        try:
-            sent = yield awaited
-        except BaseException as exc:  # noqa: BLE001 - thrown in by the task (cancel): pass it on
-            try:
-                awaited = coro.throw(exc)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                awaited = coro.send(sent)
-            except StopIteration as done:
-                return done.value

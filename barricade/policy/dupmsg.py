@@ -163,21 +163,18 @@ class DuplicateMessage(StoreCheck):
             value = None
         sid, qid = ctx.session_id, pending.qid
 
-        def remembered(_: object) -> None:
-            log.info("session {sid}: message {qid} remembered for {ttl:g}s as {value}: {key}",
-                     sid=sid, qid=qid, ttl=self.ttl, value=value, key=pending.key)
-
-        def failed(failure) -> None:
-            failure.trap(StoreError)
-            log.error("session {sid}: dupmsg: store failed, message {qid} not remembered: {err}",
-                      sid=sid, qid=qid, err=failure.getErrorMessage())
+        def settled(error: StoreError | None) -> None:
+            if error is not None:
+                log.error("session {sid}: dupmsg: store failed, message {qid} not remembered: {err}",
+                          sid=sid, qid=qid, err=str(error))
+            elif value is not None:
+                log.info("session {sid}: message {qid} remembered for {ttl:g}s as {value}: {key}",
+                         sid=sid, qid=qid, ttl=self.ttl, value=value, key=pending.key)
 
         if value is None:
-            done = aio(self.store.delete(pending.key), immediate=self.store.immediate)
+            self.store.delete_nowait(pending.key, settled)
         else:
-            done = aio(self.store.set(pending.key, f"{value} {sid}", ttl=self.ttl),
-                       immediate=self.store.immediate).addCallback(remembered)
-        done.addErrback(failed)
+            self.store.set_nowait(pending.key, f"{value} {sid}", ttl=self.ttl, done=settled)
 
 
 def dupmsg_checks(config: Config, store: Store | None, metrics=None) -> list[DuplicateMessage]:

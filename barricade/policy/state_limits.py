@@ -377,13 +377,13 @@ class ConcurrentConnect(StoreCheck):
             self.give_back(ctx.session_id, held.key, held.lease)
 
     def give_back(self, sid: str, key: str, lease: str) -> None:
-        """Release a lease, not waited for; a failure is logged."""
-        def failed(failure) -> None:
-            failure.trap(StoreError)
-            log.warn("session {sid}: releasing the concurrency lease failed: {err}",
-                     sid=sid, err=failure.getErrorMessage())
+        """Release a lease, not waited for; a failure is logged (the lease then expires)."""
+        def released(error: StoreError | None) -> None:
+            if error is not None:
+                log.warn("session {sid}: releasing the concurrency lease failed: {err}",
+                         sid=sid, err=str(error))
 
-        aio(self.store.release(key, lease), immediate=self.store.immediate).addErrback(failed)
+        self.store.release_nowait(key, lease, released)
 
     async def _release(self, ctx: Context) -> None:
         held: Lease | None = ctx.notes.pop(LEASE_NOTE, None)

@@ -222,6 +222,28 @@ class Store(ABC):
     async def delete(self, key: str) -> None:
         """Forget a cached value."""
 
+    # -- writes nobody waits for (barricade.state.nowait) -------------------
+
+    def release_nowait(self, key: str, lease: str, done: Callable[[StoreError | None], None]) -> None:
+        """:meth:`release`, for a caller that does not wait: ``done`` gets None,
+        or the StoreError it failed with.  RedisStore sends it at once."""
+        from barricade.state.nowait import run_nowait
+
+        run_nowait(self.release(key, lease), done)
+
+    def delete_nowait(self, key: str, done: Callable[[StoreError | None], None]) -> None:
+        """:meth:`delete`, reporting to ``done`` as :meth:`release_nowait` does."""
+        from barricade.state.nowait import run_nowait
+
+        run_nowait(self.delete(key), done)
+
+    def set_nowait(self, key: str, value: str, *, ttl: float,
+                   done: Callable[[StoreError | None], None]) -> None:
+        """:meth:`set`, reporting to ``done`` as :meth:`release_nowait` does."""
+        from barricade.state.nowait import run_nowait
+
+        run_nowait(self.set(key, value, ttl=ttl), done)
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default has nothing to release."""
 

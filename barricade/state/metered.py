@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from barricade.options import Config
 from barricade.state.base import RATE_BUCKETS, RATE_WINDOW, GreyStatus, Store, StoreError
 from barricade.state.memory import MemoryStore
+from barricade.state.nowait import Done
 
 T = TypeVar("T")
 
@@ -104,6 +105,26 @@ class MeteredStore(Store):
 
     async def delete(self, key: str) -> None:
         await self._timed("delete", self.inner.delete(key))
+
+    def _observing(self, operation: str, done: Done) -> Done:
+        """``done``, after the operation's time and outcome are observed."""
+        started = time.monotonic()
+
+        def observed(error: StoreError | None) -> None:
+            if self.metrics is not None:
+                self.metrics.store(operation, time.monotonic() - started, error is not None)
+            done(error)
+
+        return observed
+
+    def release_nowait(self, key: str, lease: str, done: Done) -> None:
+        self.inner.release_nowait(key, lease, self._observing("release", done))
+
+    def delete_nowait(self, key: str, done: Done) -> None:
+        self.inner.delete_nowait(key, self._observing("delete", done))
+
+    def set_nowait(self, key: str, value: str, *, ttl: float, done: Done) -> None:
+        self.inner.set_nowait(key, value, ttl=ttl, done=self._observing("set", done))
 
     async def close(self) -> None:
         await self.inner.close()

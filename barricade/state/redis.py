@@ -35,7 +35,7 @@ import asyncio
 import hashlib
 import itertools
 import os
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -52,6 +52,7 @@ from barricade.state.base import (
     ms,
 )
 from barricade.state.clients import make_client
+from barricade.state.nowait import Done, run_nowait
 from barricade.state.resp import RespConnectionError, RespError, RespTimeout
 
 T = TypeVar("T")
@@ -164,12 +165,48 @@ class RedisStore(Store):
         """
         try:
             return await reply
-        except RespTimeout as exc:
-            raise StoreError(f"redis {what}: no answer within {self.timeout:g}s ({self.url})") from exc
-        except (RespError, RespConnectionError) as exc:
+        except (RespTimeout, RespError, RespConnectionError) as exc:
+            raise self._error(what, exc) from exc
+
+    def _error(self, what: str, exc: Exception) -> StoreError | _NoScript:
+        """What a failed reply to a command sent at once means to the caller."""
+        if isinstance(exc, RespTimeout):
+            return StoreError(f"redis {what}: no answer within {self.timeout:g}s ({self.url})")
+        if isinstance(exc, (RespError, RespConnectionError)):
             if what in SCRIPTS and str(exc).startswith("NOSCRIPT"):
-                raise _NoScript from exc
-            raise StoreError(f"redis {what}: {exc} ({self.url})") from exc
+                return _NoScript()
+            return StoreError(f"redis {what}: {exc} ({self.url})")
+        return StoreError(f"redis {what}: {exc!r} ({self.url})")
+
+    def _nowait(self, what: str, reply: asyncio.Future | None,
+                slow: Callable[[], Coroutine[Any, Any, Any]], done: Done) -> None:
+        """A write nobody waits for: ``reply`` is the future of the command sent at
+        once, read in its callback; ``slow()`` the long way (not connected yet,
+        or Redis lost the script), run by :func:`run_nowait`."""
+        if reply is None:
+            run_nowait(slow(), done)
+            return
+
+        def answered(reply: asyncio.Future) -> None:
+            if reply.cancelled():
+                done(StoreError(f"redis {what}: cancelled ({self.url})"))
+                return
+            exc = reply.exception()
+            error = None if exc is None else self._error(what, exc)
+            if isinstance(error, _NoScript):
+                run_nowait(slow(), done)
+            else:
+                done(error)
+
+        getattr(reply, "add_direct_callback", reply.add_done_callback)(answered)
+
+    def _script_nowait(self, name: str, keys: Sequence[str], args: Sequence[Any], done: Done) -> None:
+        self._nowait(name, self._backend.start_script(name, keys, args),
+                     lambda: self._call(name, self._backend.script(name, keys, args)), done)
+
+    def _command_nowait(self, what: str, args: Sequence[str | int], done: Done) -> None:
+        self._nowait(what, self._backend.start(*args),
+                     lambda: self._call(what, self._backend.command(*args)), done)
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         reply = self._backend.start_script(name, keys, args)
@@ -263,6 +300,9 @@ class RedisStore(Store):
     async def release(self, key: str, lease: str) -> None:
         await self._script("release", [self.key("conc", key)], [self._now(), lease])
 
+    def release_nowait(self, key: str, lease: str, done: Done) -> None:
+        self._script_nowait("release", [self.key("conc", key)], [self._now(), lease], done)
+
     async def leases(self, key: str) -> int:
         return int(await self._script("leases", [self.key("conc", key)], [self._now()]))
 
@@ -287,3 +327,9 @@ class RedisStore(Store):
 
     async def delete(self, key: str) -> None:
         await self._command("DEL", self.key("cache", key), what="delete")
+
+    def set_nowait(self, key: str, value: str, *, ttl: float, done: Done) -> None:
+        self._command_nowait("set", ("SET", self.key("cache", key), value, "PX", ms(ttl)), done)
+
+    def delete_nowait(self, key: str, done: Done) -> None:
+        self._command_nowait("delete", ("DEL", self.key("cache", key)), done)

@@ -156,7 +156,11 @@ class Reply(asyncio.Future):
         fn = self._direct
         if fn is not None:
             self._direct = None
-            fn(self)
+            try:
+                fn(self)
+            except Exception as exc:  # noqa: BLE001 - the replies after this one must still be read
+                self.get_loop().call_exception_handler(
+                    {"message": "exception in a Redis reply's callback", "exception": exc, "future": self})
 
 
 class _Protocol(asyncio.Protocol):

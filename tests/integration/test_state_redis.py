@@ -15,6 +15,7 @@ import pytest
 import pytest_twisted
 import redis
 from redis.crc import key_slot
+from twisted.internet import reactor, task
 
 from barricade.aio import aio
 from barricade.state import StoreError
@@ -302,6 +303,54 @@ async def test_operations_started_outside_a_task(tmp_path, prefix) -> None:
         srv.stop()
         with pytest.raises(StoreError):
             await now(store.rate("ip"))
+    finally:
+        await aio(store.close())
+        srv.cleanup()
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_nobody_waits_for(tmp_path, prefix) -> None:
+    """``*_nowait`` (a lease's release, dupmsg's settling): before the connection is
+    open, on it, after Redis lost its scripts, on a hung and on a stopped server, the
+    write lands (or fails) and its outcome reaches the callback."""
+    srv = RedisServer(tmp_path)
+    store = make_store(srv.url, prefix, timeout=0.4)
+    outcomes: list[StoreError | None] = []
+
+    def now(op):
+        return aio(op, immediate=store.immediate)
+
+    async def outcome() -> StoreError | None:
+        for _ in range(200):
+            if outcomes:
+                return outcomes.pop(0)
+            await task.deferLater(reactor, 0.01)
+        raise AssertionError("the write never reported")
+
+    try:
+        store.set_nowait("k", "discard s1", ttl=10, done=outcomes.append)  # connects first
+        assert await outcome() is None
+        assert await now(store.get("k")) == "discard s1"
+        lease = await now(store.acquire("ip", limit=1, ttl=10))
+        redis.Redis(host="127.0.0.1", port=srv.port).script_flush()
+        store.release_nowait("ip", lease, outcomes.append)  # NOSCRIPT: loaded again
+        assert await outcome() is None
+        assert await now(store.leases("ip")) == 0
+        store.delete_nowait("k", outcomes.append)  # sent at once on the open connection
+        assert await outcome() is None
+        assert await now(store.get("k")) is None
+        os.kill(srv.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            store.delete_nowait("k", outcomes.append)
+            error = await outcome()
+            assert isinstance(error, StoreError) and "no answer within 0.4s" in str(error)
+            assert time.monotonic() - started < 1.0
+        finally:
+            os.kill(srv.proc.pid, signal.SIGCONT)
+        srv.stop()
+        store.release_nowait("ip", "gone", outcomes.append)
+        assert isinstance(await outcome(), StoreError)
     finally:
         await aio(store.close())
         srv.cleanup()

@@ -4,6 +4,8 @@ on MemoryStore without sockets."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer
@@ -334,10 +336,10 @@ async def test_dupmsg_settles_without_waiting_and_logs_a_failed_store():
     class Slow(MemoryStore):
         def __init__(self):
             super().__init__()
-            self.answers: list[defer.Deferred] = []
+            self.answers: list[asyncio.Future] = []
 
         async def delete(self, key):
-            answer = defer.Deferred()
+            answer = asyncio.get_running_loop().create_future()
             self.answers.append(answer)
             await answer
 
@@ -351,7 +353,7 @@ async def test_dupmsg_settles_without_waiting_and_logs_a_failed_store():
     c.delivered = "Q1"
     closing = defer.ensureDeferred(check.close(c))
     assert closing.called and PENDING not in c.notes and len(store.answers) == 1
-    store.answers[0].callback(None)
+    store.answers[0].set_result(None)
 
     seen: list = []
     globalLogPublisher.addObserver(seen.append)

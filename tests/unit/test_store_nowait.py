@@ -1,0 +1,152 @@
+"""Store writes nobody waits for (``*_nowait``): the outcome reaches a plain callback,
+whatever the operation awaits, and a failure is always a StoreError."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from barricade.state import MemoryStore, StoreError
+from barricade.state.metered import MeteredStore
+from barricade.state.nowait import run_nowait
+from barricade.state.resp import Reply
+
+
+def at_once(coro):
+    """The result of a MemoryStore operation, which never suspends."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("the operation suspended")
+
+
+class Outcomes(list):
+    """A ``done`` callback that keeps what it was given."""
+
+    def __call__(self, error: StoreError | None) -> None:
+        self.append(error)
+
+
+def test_memory_store_writes_end_before_the_call_returns():
+    store = MemoryStore(clock=lambda: 1000.0)
+    done = Outcomes()
+    lease = at_once(store.acquire("ip", limit=1, ttl=10))
+    store.release_nowait("ip", lease, done)
+    assert done == [None]
+    assert at_once(store.leases("ip")) == 0
+    store.set_nowait("k", "discard s1", ttl=10, done=done)
+    assert done == [None, None]
+    assert at_once(store.get("k")) == "discard s1"
+    store.delete_nowait("k", done)
+    assert done == [None, None, None]
+    assert at_once(store.get("k")) is None
+
+
+def test_a_failure_is_reported_as_a_store_error():
+    class Broken(MemoryStore):
+        async def delete(self, key):
+            raise StoreError("down")
+
+        async def set(self, key, value, *, ttl):
+            raise KeyError(key)  # a store's own bug
+
+    done = Outcomes()
+    Broken().delete_nowait("k", done)
+    Broken().set_nowait("k", "v", ttl=1, done=done)
+    assert [type(e) for e in done] == [StoreError, StoreError]
+    assert str(done[0]) == "down" and "KeyError('k')" in str(done[1])
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_operation_waiting_on_a_future_is_resumed_by_it():
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    steps: list[str] = []
+
+    async def op():
+        steps.append(f"{await first}")
+        steps.append(f"{await second}")
+
+    done = Outcomes()
+    run_nowait(op(), done)
+    assert done == [] and steps == []
+    first.set_result(1)
+    await task.deferLater(reactor, 0)
+    assert steps == ["1"] and done == []
+    second.set_exception(StoreError("lost"))
+    await task.deferLater(reactor, 0)
+    assert steps == ["1"] and [str(e) for e in done] == ["lost"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_anything_else_awaited_is_left_to_a_task():
+    """A bare yield (``asyncio.sleep(0)``): a task carries the operation on."""
+    answer = asyncio.get_running_loop().create_future()
+
+    async def op():
+        await asyncio.sleep(0)
+        await answer
+
+    done = Outcomes()
+    run_nowait(op(), done)
+    await task.deferLater(reactor, 0.01)
+    assert done == []
+    answer.set_result(None)
+    for _ in range(10):
+        if done:
+            break
+        await task.deferLater(reactor, 0.01)
+    assert done == [None]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bool]] = []
+
+    def store(self, operation: str, seconds: float, failed: bool) -> None:
+        assert seconds >= 0
+        self.seen.append((operation, failed))
+
+
+def test_metered_store_observes_each_write_and_its_failure():
+    class HalfDown(MemoryStore):
+        async def delete(self, key):
+            raise StoreError("down")
+
+    metrics = Recorder()
+    store = MeteredStore(HalfDown(clock=lambda: 1000.0), metrics)
+    done = Outcomes()
+    lease = at_once(store.acquire("ip", limit=1, ttl=10))
+    store.release_nowait("ip", lease, done)
+    store.set_nowait("k", "v", ttl=5, done=done)
+    store.delete_nowait("k", done)
+    assert metrics.seen == [("acquire", False), ("release", False), ("set", False), ("delete", True)]
+    assert done[:2] == [None, None] and isinstance(done[2], StoreError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reply_callback_that_raises_does_not_stop_the_next_replies():
+    """The direct callback runs inside the connection's reply loop: an exception
+    there goes to the loop's handler, and the reply after it is still delivered."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        first, second = Reply(loop=loop), Reply(loop=loop)
+        got: list[object] = []
+
+        def boom(_):
+            raise RuntimeError("bug")
+
+        first.add_direct_callback(boom)
+        second.add_direct_callback(lambda r: got.append(r.result()))
+        first.resolve("OK")
+        second.resolve(7)
+    finally:
+        loop.set_exception_handler(old)
+    assert got == [7]
+    assert len(reported) == 1 and isinstance(reported[0]["exception"], RuntimeError)
