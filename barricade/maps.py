@@ -106,6 +106,10 @@ def line_number(problem: str) -> int:
     return 0
 
 
+#: Clients whose map entries a map remembers (all forgotten when it fills up or reloads).
+CLIENT_MEMO = 4096
+
+
 class KeyValueMap:
     """One text map file, parsed into a dict and kept fresh."""
 
@@ -117,6 +121,8 @@ class KeyValueMap:
         self._mtime: float | None = None
         self._failed_mtime: float | None = None  # a version of the file that did not load
         self._checked = 0.0
+        #: (tag, ip, name) -> client_entry's answer, for the map's current contents
+        self._clients: dict[tuple[str, str, str | None], tuple[str, str] | None] = {}
         self.load()
 
     def load(self) -> None:
@@ -139,6 +145,7 @@ class KeyValueMap:
         raise_problems(self.path, problems)
         self._entries = entries
         self._tags = frozenset(key.partition(":")[0] for key in entries)
+        self._clients = {}
         self._mtime = stat.st_mtime
         self._checked = self._clock()
         commit()
@@ -195,7 +202,17 @@ class KeyValueMap:
         if not self.has_tag(tag):
             return None
         name = client.name if client.name not in ("", "unknown") else None
-        return self._first(client_keys(tag, client.ip, name))
+        # Remembered: every connection of a client asks for each of its limits
+        # (about a dozen keys each, most often down to the bare tag).
+        memo = (tag, client.ip, name)
+        try:
+            return self._clients[memo]
+        except KeyError:
+            pass
+        if len(self._clients) >= CLIENT_MEMO:
+            self._clients.clear()
+        found = self._clients[memo] = self._first(client_keys(tag, client.ip, name))
+        return found
 
     def mail_entry(self, tag: str, address: str, literal_plus: bool = True) -> tuple[str, str] | None:
         """The entry for a mail address (address, domains, ``local@``, the bare tag)."""

@@ -523,6 +523,27 @@ def test_remembered_route_answers_follow_a_changed_map(tmp_path, clock):
     assert rm.is_relay("192.0.2.8") is False
 
 
+def test_remembered_client_entries_follow_a_changed_map(tmp_path, clock, monkeypatch):
+    """client_entry keeps its answer per client until the map changes, and keeps at
+    most CLIENT_MEMO clients."""
+    path = write_map(tmp_path / "access", "rate-connect: 10\nrate-connect:192.0.2 5\n", mtime=1_000_000)
+    m = KeyValueMap(str(path), clock=clock)
+    client, other = _Client("192.0.2.9", "mx.example.net"), _Client("198.51.100.1", "unknown")
+    assert m.client_entry("rate-connect", client) == ("rate-connect:192.0.2", "5")
+    assert m.client_entry("rate-connect", other) == ("rate-connect:", "10")
+    write_map(path, "rate-connect: 10\nrate-connect:example.net 7\n", mtime=1_000_100)
+    clock.now += maps.CHECK_INTERVAL + 0.1
+    assert m.client_entry("rate-connect", client) == ("rate-connect:example.net", "7")
+    write_map(path, "rate-connect: 3\n", mtime=1_000_100)  # same mtime: only SIGHUP sees it
+    assert m.reload() is True
+    assert m.client_entry("rate-connect", client) == ("rate-connect:", "3")
+    assert m.client_entry("rate-connect", _Client("192.0.2.9", "")) == ("rate-connect:", "3")
+    monkeypatch.setattr(maps, "CLIENT_MEMO", 2)
+    for n in range(5):
+        assert m.client_entry("rate-connect", _Client(f"203.0.113.{n}", "")) == ("rate-connect:", "3")
+        assert len(m._clients) <= 2
+
+
 def test_refresh_does_not_reload_unchanged_mtime(tmp_path, clock):
     path = write_map(tmp_path / "access", "to:example.com OLD\n", mtime=1_000_000)
     m = KeyValueMap(str(path), clock=clock)
