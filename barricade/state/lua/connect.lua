@@ -8,9 +8,16 @@
 --       limit, ttl_ms, lease
 -- Returns {count, 1} with the lease taken, {count, 0} when the concurrency
 -- limit is reached, {count, -1} when the rate limit refuses (no lease asked).
-local count = rate({KEYS[1]}, {ARGV[1], ARGV[2], ARGV[3], ARGV[4]})
+-- The clock is read once for both (each redis.call costs Redis about as much as
+-- a plain command).
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local count = rate({KEYS[1]}, {now, ARGV[2], ARGV[3], ARGV[4]})
 if count > tonumber(ARGV[5]) then
   return {count, -1}
 end
-local got = acquire({KEYS[2]}, {ARGV[1], ARGV[6], ARGV[7], ARGV[8]})
+local got = acquire({KEYS[2]}, {now, ARGV[6], ARGV[7], ARGV[8]})
 return {count, got[1]}
