@@ -46,6 +46,9 @@ def run_nowait(coro: Coroutine[Any, Any, Any], done: Done) -> None:
         except StoreError as exc:
             done(exc)
             return
+        except asyncio.CancelledError:  # what it awaited was cancelled (shutting down)
+            done(StoreError("cancelled"))
+            return
         except Exception as exc:  # noqa: BLE001 - reported, as MeteredStore reports it
             done(StoreError(repr(exc)))
             return

@@ -82,6 +82,22 @@ async def test_an_operation_waiting_on_a_future_is_resumed_by_it():
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_cancelled_wait_is_reported_as_a_store_error():
+    """At shutdown what a write waits for may be cancelled: reported, not raised
+    into the loop's callback."""
+    waited = asyncio.get_running_loop().create_future()
+
+    async def op():
+        await waited
+
+    done = Outcomes()
+    run_nowait(op(), done)
+    waited.cancel()
+    await task.deferLater(reactor, 0)
+    assert [str(e) for e in done] == ["cancelled"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_anything_else_awaited_is_left_to_a_task():
     """A bare yield (``asyncio.sleep(0)``): a task carries the operation on."""
     answer = asyncio.get_running_loop().create_future()
