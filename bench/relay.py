@@ -15,7 +15,8 @@ Barricade (``twistd -n barricade``) on free loopback ports, then measures:
    the floor and the yardstick (bench/README.md);
 2. latency of one whole SMTP session (connect … QUIT) on each path, with
    a small smtplib client, p50/p99 and the latency the proxy (and each
-   peer) adds;
+   peer) adds, and the median of each step (banner, EHLO, MAIL, RCPT,
+   DATA, the message and its dot, QUIT): where the added time goes;
 3. memory per idle connection: VmRSS of the proxy before and after
    opening C connections that have seen the banner and EHLO, and a normal
    session's latency before and while they are held (measured first,
@@ -33,6 +34,7 @@ Run from anywhere: ``python bench/relay.py [--rounds 3] [--json]``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -433,26 +435,44 @@ def expect(reply: tuple[int, bytes], code: int, step: str) -> None:
         raise BenchError(f"{step}: expected {code}, got {reply[0]} {reply[1].decode(errors='replace')}")
 
 
-def one_session(port: int, message: bytes, deadline: Deadline) -> float:
-    """Seconds for connect, EHLO, MAIL, RCPT, DATA, QUIT, each reply checked."""
+#: The steps of one session, as :func:`one_session` times them.
+STEPS = ("banner", "EHLO", "MAIL", "RCPT", "DATA", "dot", "QUIT")
+
+
+def one_session(port: int, message: bytes, deadline: Deadline,
+                steps: list[list[float]] | None = None) -> float:
+    """Seconds for connect, EHLO, MAIL, RCPT, DATA, the message, QUIT, each reply
+    checked; with ``steps``, the seconds of each of :data:`STEPS` are appended to it."""
     timeout = deadline.remaining(30.0)
     start = time.monotonic()
+    marks = [start]
     client = smtplib.SMTP(timeout=timeout)
+    body = re.sub(rb"(?m)^\.", b"..", message)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
     try:
         expect(client.connect(HOST, port), 220, "banner")
+        marks.append(time.monotonic())
         expect(client.ehlo(CLIENT_NAME), 250, "EHLO")
+        marks.append(time.monotonic())
         expect(client.mail(SENDER), 250, "MAIL")
+        marks.append(time.monotonic())
         expect(client.rcpt(RECIPIENT), 250, "RCPT")
-        try:
-            expect(client.data(message), 250, "end of DATA")
-        except smtplib.SMTPDataError as exc:
-            raise BenchError(f"DATA: {exc.smtp_code} {exc.smtp_error!r}") from None
+        marks.append(time.monotonic())
+        expect(client.docmd("DATA"), 354, "DATA")
+        marks.append(time.monotonic())
+        client.send(body + b".\r\n")
+        expect(client.getreply(), 250, "end of DATA")
+        marks.append(time.monotonic())
         expect(client.quit(), 221, "QUIT")
+        marks.append(time.monotonic())
     except (OSError, smtplib.SMTPException) as exc:
         raise BenchError(f"session to port {port}: {exc!r}") from None
     finally:
         client.close()
-    return time.monotonic() - start
+    if steps is not None:
+        steps.append([b - a for a, b in itertools.pairwise(marks)])
+    return marks[-1] - start
 
 
 def latency(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
@@ -463,9 +483,10 @@ def latency(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Deadli
     message = make_message(args.size)
     ports = {"direct": sink.port, "proxy": proxy.port, **{peer.name: peer.port for peer in peers}}
     times: dict[str, list[float]] = {path: [] for path in ports}
+    steps: dict[str, list[list[float]]] = {path: [] for path in ports}
     for _ in range(args.latency_sessions):
         for path, port in ports.items():
-            times[path].append(one_session(port, message, deadline))
+            times[path].append(one_session(port, message, deadline, steps[path]))
     result: dict[str, Any] = {"sessions": args.latency_sessions}
     for path, values in times.items():
         ms = [1000 * v for v in values]
@@ -480,6 +501,13 @@ def latency(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Deadli
     for peer in peers:
         added = result[f"{peer.name}_added_p50_ms"] = result[peer.name]["p50_ms"] - result["direct"]["p50_ms"]
         say(f"  added by {peer.name:<6} p50 {added:+7.2f} ms")
+    # Where the time goes: the median of each step (goal 2 is about what the client waits for).
+    say("  median per step, ms " + "".join(f"{step:>8}" for step in STEPS))
+    result["steps_p50_ms"] = {}
+    for path, rows in steps.items():
+        medians = [1000 * statistics.median(row[i] for row in rows) for i in range(len(STEPS))]
+        result["steps_p50_ms"][path] = dict(zip(STEPS, medians, strict=True))
+        say(f"    {path:<16} " + "".join(f"{m:8.3f}" for m in medians))
     return result
 
 
