@@ -148,8 +148,9 @@ class DuplicateMessage(StoreCheck):
         Not waited for: nothing the client is answered depends on it, and the
         store runs one connection's commands in the order they were sent, so
         the same message sent again in this session is asked about after its
-        record was settled.  (A store that could reorder them would at worst
-        find it still pending and answer 451: the client tries again.)
+        record was settled.  (While Redis reconnects, or on a store that could
+        reorder them, the lookup could come first: it would at worst find the
+        record still pending and answer 451, and the client tries again.)
         """
         pending: Pending | None = ctx.notes.pop(PENDING, None)
         if pending is None:

@@ -226,23 +226,24 @@ class Store(ABC):
 
     def release_nowait(self, key: str, lease: str, done: Callable[[StoreError | None], None]) -> None:
         """:meth:`release`, for a caller that does not wait: ``done`` gets None,
-        or the StoreError it failed with.  RedisStore sends it at once."""
+        or the StoreError it failed with.  RedisStore sends it at once on an
+        open single-server connection."""
         from barricade.state.nowait import run_nowait
 
-        run_nowait(self.release(key, lease), done)
+        run_nowait(self.release(key, lease), done, immediate=self.immediate)
 
     def delete_nowait(self, key: str, done: Callable[[StoreError | None], None]) -> None:
         """:meth:`delete`, reporting to ``done`` as :meth:`release_nowait` does."""
         from barricade.state.nowait import run_nowait
 
-        run_nowait(self.delete(key), done)
+        run_nowait(self.delete(key), done, immediate=self.immediate)
 
     def set_nowait(self, key: str, value: str, *, ttl: float,
                    done: Callable[[StoreError | None], None]) -> None:
         """:meth:`set`, reporting to ``done`` as :meth:`release_nowait` does."""
         from barricade.state.nowait import run_nowait
 
-        run_nowait(self.set(key, value, ttl=ttl), done)
+        run_nowait(self.set(key, value, ttl=ttl), done, immediate=self.immediate)
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default has nothing to release."""

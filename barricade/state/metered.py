@@ -118,13 +118,25 @@ class MeteredStore(Store):
         return observed
 
     def release_nowait(self, key: str, lease: str, done: Done) -> None:
-        self.inner.release_nowait(key, lease, self._observing("release", done))
+        observed = self._observing("release", done)
+        try:
+            self.inner.release_nowait(key, lease, observed)
+        except Exception as exc:  # noqa: BLE001 - a backend bug must still reach callers as StoreError
+            observed(StoreError(f"release: {exc!r}"))
 
     def delete_nowait(self, key: str, done: Done) -> None:
-        self.inner.delete_nowait(key, self._observing("delete", done))
+        observed = self._observing("delete", done)
+        try:
+            self.inner.delete_nowait(key, observed)
+        except Exception as exc:  # noqa: BLE001 - as above
+            observed(StoreError(f"delete: {exc!r}"))
 
     def set_nowait(self, key: str, value: str, *, ttl: float, done: Done) -> None:
-        self.inner.set_nowait(key, value, ttl=ttl, done=self._observing("set", done))
+        observed = self._observing("set", done)
+        try:
+            self.inner.set_nowait(key, value, ttl=ttl, done=observed)
+        except Exception as exc:  # noqa: BLE001 - as above
+            observed(StoreError(f"set: {exc!r}"))
 
     async def close(self) -> None:
         await self.inner.close()

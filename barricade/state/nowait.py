@@ -27,14 +27,16 @@ T = TypeVar("T")
 Done = Callable[[StoreError | None], None]
 
 
-def run_nowait(coro: Coroutine[Any, Any, Any], done: Done) -> None:
+def run_nowait(coro: Coroutine[Any, Any, Any], done: Done, *, immediate: bool = True) -> None:
     """Run a store operation here, without a task unless it needs one.
 
     One that never suspends (MemoryStore) ends before this returns; one that
     waits on an asyncio future is resumed by the future's done callback;
-    anything else it awaits is left to a task.  Any exception other than a
-    StoreError (a store's own bug) is reported as one too, so that ``done``
-    has one type to log.
+    anything else it awaits is left to a task.  A store that is not
+    ``immediate`` (:attr:`~barricade.state.Store.immediate`: its operations
+    must start inside a task) gets a task from the start.  Any exception
+    other than a StoreError (a store's own bug) is reported as one too, so
+    that ``done`` has one type to log.
     """
 
     def step(_: object = None) -> None:
@@ -68,7 +70,10 @@ def run_nowait(coro: Coroutine[Any, Any, Any], done: Done) -> None:
         else:
             done(StoreError(repr(exc)))
 
-    step()
+    if immediate:
+        step()
+    else:
+        asyncio.ensure_future(coro).add_done_callback(finished)
 
 
 @types.coroutine

@@ -5,10 +5,11 @@ Design:
 * Every check-and-update is ONE Lua script (``lua/*.lua``, run with EVALSHA;
   loaded again on NOSCRIPT, e.g. after a Redis restart)
   that also sets the key's TTL: no INCR-then-EXPIRE race (Haraka #1757), no
-  key that lives for ever.  What one plain command does atomically and
-  without creating a key (a lease's release: ZREM; the cache's SET with PX,
-  DEL) is sent as that command: each ``redis.call`` inside a script costs
-  Redis about as much as a whole plain command.
+  key that lives for ever.  What one plain command does atomically without
+  leaving a key that never expires (a lease's release: ZREM, which creates
+  none; the cache's SET with PX; DEL) is sent as that command: each
+  ``redis.call`` inside a script costs Redis about as much as a whole plain
+  command.
 * Keys are ``<prefix><kind>:{<tag>}[:<rest>]``: the prefix lets two
   deployments share one Redis, the ``{tag}`` makes every key one script
   touches hash to one Redis Cluster slot (grey tuple and host key share the
@@ -38,7 +39,7 @@ import asyncio
 import hashlib
 import itertools
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -180,13 +181,16 @@ class RedisStore(Store):
             return StoreError(f"redis {what}: {exc} ({self.url})")
         return StoreError(f"redis {what}: {exc!r} ({self.url})")
 
-    def _nowait(self, what: str, reply: asyncio.Future | None,
-                slow: Callable[[], Coroutine[Any, Any, Any]], done: Done) -> None:
-        """A write nobody waits for: ``reply`` is the future of the command sent at
-        once, read in its callback; ``slow()`` the long way (not connected yet,
-        or Redis lost the script), run by :func:`run_nowait`."""
+    def _command_nowait(self, what: str, args: Sequence[str | int], done: Done) -> None:
+        """A plain command nobody waits for (no script: nothing to load again).
+
+        Sent at once on an open single-server connection and its reply read in
+        the future's callback; otherwise (connecting, Sentinel, Cluster) the
+        ordinary way, run by :func:`run_nowait`.
+        """
+        reply = self._backend.start(*args)
         if reply is None:
-            run_nowait(slow(), done)
+            run_nowait(self._call(what, self._backend.command(*args)), done)
             return
 
         def answered(reply: asyncio.Future) -> None:
@@ -194,21 +198,9 @@ class RedisStore(Store):
                 done(StoreError(f"redis {what}: cancelled ({self.url})"))
                 return
             exc = reply.exception()
-            error = None if exc is None else self._error(what, exc)
-            if isinstance(error, _NoScript):
-                run_nowait(slow(), done)
-            else:
-                done(error)
+            done(None if exc is None else self._error(what, exc))
 
         getattr(reply, "add_direct_callback", reply.add_done_callback)(answered)
-
-    def _script_nowait(self, name: str, keys: Sequence[str], args: Sequence[Any], done: Done) -> None:
-        self._nowait(name, self._backend.start_script(name, keys, args),
-                     lambda: self._call(name, self._backend.script(name, keys, args)), done)
-
-    def _command_nowait(self, what: str, args: Sequence[str | int], done: Done) -> None:
-        self._nowait(what, self._backend.start(*args),
-                     lambda: self._call(what, self._backend.command(*args)), done)
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         reply = self._backend.start_script(name, keys, args)

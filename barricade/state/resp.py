@@ -4,8 +4,8 @@ Why not redis-py here: measured on this code base, one ``EVALSHA`` through
 ``redis.asyncio`` (with hiredis) costs about 150 µs of CPU, and a session
 makes three store calls (rate, lease, release) before grey-listing adds a
 fourth; that was 20 % of the relay's throughput.  Everything the store
-needs from one server is ``EVALSHA``/``SCRIPT LOAD``, ``GET``/``SET``/``DEL``
-and ``PING``, over ONE connection that pipelines every caller's commands
+needs from one server is ``EVALSHA``/``SCRIPT LOAD``, ``GET``/``SET``/``DEL``,
+``ZREM`` and ``PING``, over ONE connection that pipelines every caller's commands
 (replies come back in order, so a FIFO of futures pairs them), parsed by
 hiredis: a fraction of the CPU, and no pool to run dry.  Sentinel and
 Cluster deployments keep redis-py (:mod:`barricade.state.clients`), which

@@ -311,11 +311,21 @@ async def test_operations_started_outside_a_task(tmp_path, prefix) -> None:
 @pytest_twisted.ensureDeferred
 async def test_writes_nobody_waits_for(tmp_path, prefix) -> None:
     """``*_nowait`` (a lease's release, dupmsg's settling): before the connection is
-    open, on it, after Redis lost its scripts, on a hung and on a stopped server, the
-    write lands (or fails) and its outcome reaches the callback."""
+    open (the ordinary way), on it (sent at once, the reply read in its callback), on
+    a hung and on a stopped server, the write lands (or fails) and its outcome reaches
+    the callback."""
     srv = RedisServer(tmp_path)
     store = make_store(srv.url, prefix, timeout=0.4)
     outcomes: list[StoreError | None] = []
+    sent_at_once: list[bool] = []
+    start = store._backend.start
+
+    def recording_start(*args):
+        reply = start(*args)
+        sent_at_once.append(reply is not None)
+        return reply
+
+    store._backend.start = recording_start
 
     def now(op):
         return aio(op, immediate=store.immediate)
@@ -329,15 +339,15 @@ async def test_writes_nobody_waits_for(tmp_path, prefix) -> None:
 
     try:
         store.set_nowait("k", "discard s1", ttl=10, done=outcomes.append)  # connects first
-        assert await outcome() is None
+        assert await outcome() is None and sent_at_once == [False]
         assert await now(store.get("k")) == "discard s1"
         lease = await now(store.acquire("ip", limit=1, ttl=10))
-        redis.Redis(host="127.0.0.1", port=srv.port).script_flush()
-        store.release_nowait("ip", lease, outcomes.append)  # NOSCRIPT: loaded again
-        assert await outcome() is None
+        sent_at_once.clear()
+        store.release_nowait("ip", lease, outcomes.append)
+        assert await outcome() is None and sent_at_once == [True]
         assert await now(store.leases("ip")) == 0
-        store.delete_nowait("k", outcomes.append)  # sent at once on the open connection
-        assert await outcome() is None
+        store.delete_nowait("k", outcomes.append)
+        assert await outcome() is None and sent_at_once[-1] is True
         assert await now(store.get("k")) is None
         os.kill(srv.proc.pid, signal.SIGSTOP)
         try:

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.logger import formatEvent, globalLogPublisher
 
 from barricade.maps import KeyValueMap
@@ -348,16 +348,18 @@ async def test_dupmsg_settles_without_waiting_and_logs_a_failed_store():
 
     store = Slow()
     check = DuplicateMessage(config(), store)
-    c = message_ctx()
-    await deliver(check, c)
-    c.delivered = "Q1"
-    closing = defer.ensureDeferred(check.close(c))
-    assert closing.called and PENDING not in c.notes and len(store.answers) == 1
-    store.answers[0].set_result(None)
-
     seen: list = []
     globalLogPublisher.addObserver(seen.append)
     try:
+        c = message_ctx()
+        await deliver(check, c)
+        c.delivered = "Q1"
+        closing = defer.ensureDeferred(check.close(c))
+        assert closing.called and PENDING not in c.notes and len(store.answers) == 1
+        store.answers[0].set_result(None)
+        await task.deferLater(reactor, 0)
+        assert not [e for e in seen if "dupmsg" in formatEvent(e)]  # the delete went through
+
         lost = message_ctx(msgid="<3@example.org>")
         await deliver(check, lost)
         lost.delivered, lost.reply_lost = "Q1", True

@@ -4,6 +4,8 @@ map values and the store-failure policy, without sockets."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest_twisted
 from twisted.internet import defer, task
 from twisted.logger import formatEvent, globalLogPublisher
@@ -263,7 +265,7 @@ async def test_a_failed_combined_call_applies_each_familys_policy(tmp_path):
 async def test_close_does_not_wait_for_the_release(tmp_path):
     class Hanging(MemoryStore):
         async def release(self, key, lease):
-            await defer.Deferred()  # never answers
+            await asyncio.get_running_loop().create_future()  # never answers
 
     store = Hanging()
     concurrent = ConcurrentConnect(config(), access(tmp_path, "concurrent-connect: 1\n"), store,

@@ -166,3 +166,39 @@ async def test_a_reply_callback_that_raises_does_not_stop_the_next_replies():
         loop.set_exception_handler(old)
     assert got == [7]
     assert len(reported) == 1 and isinstance(reported[0]["exception"], RuntimeError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_that_needs_a_task_gets_one():
+    """A store that is not ``immediate`` starts its operations in a task (they may
+    use ``asyncio.timeout``, which needs one)."""
+    seen: list[object] = []
+
+    class InTask(MemoryStore):
+        immediate = False
+
+        async def delete(self, key):
+            seen.append(asyncio.current_task())
+            async with asyncio.timeout(1):
+                await asyncio.sleep(0)
+
+    done = Outcomes()
+    InTask().delete_nowait("k", done)
+    for _ in range(10):
+        if done:
+            break
+        await task.deferLater(reactor, 0.01)
+    assert done == [None] and seen[0] is not None
+
+
+def test_metered_store_reports_a_backend_that_raises_at_once():
+    class Raising(MemoryStore):
+        def release_nowait(self, key, lease, done):
+            raise OSError("broken pipe")
+
+    metrics = Recorder()
+    done = Outcomes()
+    MeteredStore(Raising(), metrics).release_nowait("ip", "l1", done)
+    assert metrics.seen == [("release", True)]
+    assert isinstance(done[0], StoreError) and "broken pipe" in str(done[0])
+
