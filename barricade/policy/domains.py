@@ -186,11 +186,20 @@ def usual_suspect(client: ClientInfo) -> bool:
     return client.localhost or client.private or client.relay
 
 
+@functools.lru_cache(maxsize=4096)
 def literal_ip(text: str) -> str | None:
-    """The address a HELO names: ``[192.0.2.1]``, ``[IPv6:…]`` or a bare IP, normalised."""
+    """The address a HELO names: ``[192.0.2.1]``, ``[IPv6:…]`` or a bare IP, normalised.
+
+    Remembered: the HELO and envelope tests ask it of the same few names in
+    every session, and the stdlib's parse costs microseconds, most of them
+    raising for a name that is no address; a name with neither a colon nor
+    only digits and dots is none, without asking.
+    """
     inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     if inner[:5].lower() == "ipv6:":
         inner = inner[5:]
+    if ":" not in inner and not inner.replace(".", "").isdigit():
+        return None
     try:
         return str(unmap(ipaddress.ip_address(inner)))
     except ValueError:
