@@ -24,20 +24,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from barricade.state.errors import StoreError
+from barricade.state.nowait import run_nowait
+
 #: A clock returning seconds since the epoch; injectable for exact tests.
 Clock = Callable[[], float]
 
 #: smtpf's sliding window: 10 buckets of 6 s (``RATE_INTERVALS``, ``RATE_TICK``).
 RATE_WINDOW = 60.0
 RATE_BUCKETS = 10
-
-
-class StoreError(Exception):
-    """The store could not answer in time or at all.
-
-    One type for every backend failure so that callers need a single
-    ``except`` to apply their temp-fail/skip policy.
-    """
 
 
 class Grey(enum.StrEnum):
@@ -228,21 +223,15 @@ class Store(ABC):
         """:meth:`release`, for a caller that does not wait: ``done`` gets None,
         or the StoreError it failed with.  RedisStore sends it at once on an
         open single-server connection."""
-        from barricade.state.nowait import run_nowait
-
         run_nowait(self.release(key, lease), done, immediate=self.immediate)
 
     def delete_nowait(self, key: str, done: Callable[[StoreError | None], None]) -> None:
         """:meth:`delete`, reporting to ``done`` as :meth:`release_nowait` does."""
-        from barricade.state.nowait import run_nowait
-
         run_nowait(self.delete(key), done, immediate=self.immediate)
 
     def set_nowait(self, key: str, value: str, *, ttl: float,
                    done: Callable[[StoreError | None], None]) -> None:
         """:meth:`set`, reporting to ``done`` as :meth:`release_nowait` does."""
-        from barricade.state.nowait import run_nowait
-
         run_nowait(self.set(key, value, ttl=ttl), done, immediate=self.immediate)
 
     async def close(self) -> None:  # noqa: B027 - optional hook

@@ -15,11 +15,12 @@ Pure asyncio, like the stores: nothing here knows about Twisted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
-from barricade.state.base import StoreError
+from barricade.state.errors import StoreError
 
 T = TypeVar("T")
 
@@ -30,50 +31,52 @@ Done = Callable[[StoreError | None], None]
 def run_nowait(coro: Coroutine[Any, Any, Any], done: Done, *, immediate: bool = True) -> None:
     """Run a store operation here, without a task unless it needs one.
 
-    One that never suspends (MemoryStore) ends before this returns; one that
-    waits on an asyncio future is resumed by the future's done callback;
-    anything else it awaits is left to a task.  A store that is not
-    ``immediate`` (:attr:`~barricade.state.Store.immediate`: its operations
-    must start inside a task) gets a task from the start.  Any exception
-    other than a StoreError (a store's own bug) is reported as one too, so
-    that ``done`` has one type to log.
+    One that never suspends (MemoryStore) ends before this returns, with no
+    object made for it; one that waits on an asyncio future is resumed by the
+    future's done callback; anything else it awaits is left to a task.  A
+    store that is not ``immediate`` (:attr:`~barricade.state.Store.immediate`:
+    its operations must start inside a task) gets a task from the start.  Any
+    exception other than a StoreError (a store's own bug) is reported as one
+    too, so that ``done`` has one type to log.
     """
+    if not immediate:
+        asyncio.ensure_future(coro).add_done_callback(lambda task: _finished(task, done))
+        return
+    _step(coro, done)
 
-    def step(_: object = None) -> None:
-        try:
-            awaited = coro.send(None)
-        except StopIteration:
-            done(None)
-            return
-        except StoreError as exc:
-            done(exc)
-            return
-        except asyncio.CancelledError:  # what it awaited was cancelled (shutting down)
-            done(StoreError("cancelled"))
-            return
-        except Exception as exc:  # noqa: BLE001 - reported, as MeteredStore reports it
-            done(StoreError(repr(exc)))
-            return
-        if asyncio.isfuture(awaited):
-            awaited._asyncio_future_blocking = False  # accepted, as a task does
-            awaited.add_done_callback(step)
-        else:
-            task = asyncio.ensure_future(carry_on(coro, awaited))
-            task.add_done_callback(finished)
 
-    def finished(task: asyncio.Future) -> None:
-        exc = None if task.cancelled() else task.exception()
-        if task.cancelled():
-            done(StoreError("cancelled"))
-        elif exc is None or isinstance(exc, StoreError):
-            done(exc)
-        else:
-            done(StoreError(repr(exc)))
-
-    if immediate:
-        step()
+def _step(coro: Coroutine[Any, Any, Any], done: Done, _: object = None) -> None:
+    try:
+        awaited = coro.send(None)
+    except StopIteration:
+        done(None)
+        return
+    except StoreError as exc:
+        done(exc)
+        return
+    except asyncio.CancelledError:  # what it awaited was cancelled (shutting down)
+        done(StoreError("cancelled"))
+        return
+    except Exception as exc:  # noqa: BLE001 - reported, as MeteredStore reports it
+        done(StoreError(repr(exc)))
+        return
+    if asyncio.isfuture(awaited):
+        awaited._asyncio_future_blocking = False  # accepted, as a task does
+        awaited.add_done_callback(functools.partial(_step, coro, done))
     else:
-        asyncio.ensure_future(coro).add_done_callback(finished)
+        task = asyncio.ensure_future(carry_on(coro, awaited))
+        task.add_done_callback(lambda task: _finished(task, done))
+
+
+def _finished(task: asyncio.Future, done: Done) -> None:
+    if task.cancelled():
+        done(StoreError("cancelled"))
+        return
+    exc = task.exception()
+    if exc is None or isinstance(exc, StoreError):
+        done(exc)
+    else:
+        done(StoreError(repr(exc)))
 
 
 @types.coroutine
