@@ -17,17 +17,9 @@ from barricade.policy.tagging import tag_message
 from barricade.policy.verdict import Action
 from barricade.protocol.events import ClientInfo
 from barricade.replies import Catalogue
+from tests.coroutines import finished as done
 
 OUTSIDE = ClientInfo("192.0.2.1", 25, name="mail.outside.example")
-
-
-def done(coro):
-    """Run a hook that never waits."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    raise AssertionError("the hook awaited something")
 
 
 def amap(tmp_path, text: str) -> AccessMap:

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 from barricade.net.authenticate import Authenticator
 from barricade.policy.verdict import CONTINUE, Action, Verdict
+from tests.coroutines import finished as run  # the fakes never wait
 
 
 class FakeProxy:
@@ -21,15 +22,6 @@ class FakeProxy:
     async def run(self, phase: str) -> Verdict:
         self.ran.append(phase)
         return self.verdicts.get(phase, CONTINUE)
-
-
-def run(coro):
-    """The fakes never wait: the coroutine finishes on its first step."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value
-    raise AssertionError("the coroutine waited")
 
 
 def test_checks_wait_for_mail_and_run_once():

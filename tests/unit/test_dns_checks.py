@@ -19,6 +19,7 @@ from barricade.policy.mx import CLIENT_IS_MX, SPF_MAIL, SenderMx, routable, spf_
 from barricade.policy.pipeline import Context, Pipeline
 from barricade.policy.verdict import Action, Flag, Verdict
 from barricade.protocol.events import ClientInfo
+from tests.coroutines import finished as done
 
 POLICY = Flag.DELAY | Flag.SESSION
 
@@ -40,15 +41,6 @@ def config(*args: str):
 
 def ctx(client: ClientInfo = NAMED, **kw) -> Context:
     return Context("SID", client, **kw)
-
-
-def done(coro) -> Verdict:
-    """Run a hook that must not wait for anything."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    raise AssertionError("the hook awaited something")
 
 
 def said(verdict: Verdict) -> tuple[Action, int | None, Flag]:

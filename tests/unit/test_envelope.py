@@ -37,6 +37,7 @@ from barricade.policy.rcpt import RcptAddress, RcptTests
 from barricade.policy.verdict import Action, Flag, Verdict
 from barricade.protocol.events import ClientInfo
 from barricade.protocol.grammar import Strictness, parse_path
+from tests.coroutines import finished as done  # these checks are pure
 
 ON = ("+rfc2606-special-domains", "+reject-unknown-tld")
 TLDS = TopLevelDomains(["com", "net", "org", "uk"], "test")
@@ -49,15 +50,6 @@ RELAY = ClientInfo("192.0.2.128", 25, name="relay.example", relay=True)
 
 def config(*args: str):
     return REGISTRY.parse(list(args))
-
-
-def done(coro) -> Verdict:
-    """Run a check hook that never waits (these checks are pure)."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    raise AssertionError("the hook awaited something")
 
 
 def ctx(client: ClientInfo = OUTSIDE, **fields) -> Context:

@@ -11,6 +11,7 @@ from barricade.plugin import ScannerError
 from barricade.policy.pipeline import Check, Context, Pipeline, Trust
 from barricade.policy.verdict import Action, CheckError, Flag, Verdict, ireject, tag
 from barricade.replies import Catalogue
+from tests.coroutines import finished
 
 
 def ctx() -> Context:
@@ -18,12 +19,7 @@ def ctx() -> Context:
 
 
 def run(pipeline: Pipeline, phase: str, c: Context, *args):
-    d = pipeline.run(phase, c, *args)
-    try:
-        d.send(None)
-    except StopIteration as done:
-        return done.value
-    raise AssertionError("the pipeline waited")
+    return finished(pipeline.run(phase, c, *args))
 
 
 class Gives(Check):

@@ -58,16 +58,7 @@ from barricade.spf import (
     transform,
     valid_domain,
 )
-
-
-def done(coro):
-    """Run a coroutine that never waits (expansion without %{p} asks no DNS)."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    raise AssertionError("the coroutine awaited something")
-
+from tests.coroutines import finished as done  # expansion without %{p} asks no DNS
 
 # --- parsing -----------------------------------------------------------------------------
 

@@ -12,15 +12,7 @@ from barricade.state import MemoryStore, StoreError
 from barricade.state.metered import MeteredStore
 from barricade.state.nowait import run_nowait
 from barricade.state.resp import Reply
-
-
-def at_once(coro):
-    """The result of a MemoryStore operation, which never suspends."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value
-    raise AssertionError("the operation suspended")
+from tests.coroutines import finished  # a MemoryStore operation never waits
 
 
 class Outcomes(list):
@@ -33,16 +25,16 @@ class Outcomes(list):
 def test_memory_store_writes_end_before_the_call_returns():
     store = MemoryStore(clock=lambda: 1000.0)
     done = Outcomes()
-    lease = at_once(store.acquire("ip", limit=1, ttl=10))
+    lease = finished(store.acquire("ip", limit=1, ttl=10))
     store.release_nowait("ip", lease, done)
     assert done == [None]
-    assert at_once(store.leases("ip")) == 0
+    assert finished(store.leases("ip")) == 0
     store.set_nowait("k", "discard s1", ttl=10, done=done)
     assert done == [None, None]
-    assert at_once(store.get("k")) == "discard s1"
+    assert finished(store.get("k")) == "discard s1"
     store.delete_nowait("k", done)
     assert done == [None, None, None]
-    assert at_once(store.get("k")) is None
+    assert finished(store.get("k")) is None
 
 
 def test_a_failure_is_reported_as_a_store_error():
@@ -135,7 +127,7 @@ def test_metered_store_observes_each_write_and_its_failure():
     metrics = Recorder()
     store = MeteredStore(HalfDown(clock=lambda: 1000.0), metrics)
     done = Outcomes()
-    lease = at_once(store.acquire("ip", limit=1, ttl=10))
+    lease = finished(store.acquire("ip", limit=1, ttl=10))
     store.release_nowait("ip", lease, done)
     store.set_nowait("k", "v", ttl=5, done=done)
     store.delete_nowait("k", done)
@@ -191,7 +183,7 @@ async def test_a_store_that_needs_a_task_gets_one():
     assert done == [None] and seen[0] is not None
 
 
-def test_metered_store_reports_a_backend_that_raises_at_once():
+def test_metered_store_reports_a_backend_that_raises_finished():
     class Raising(MemoryStore):
         def release_nowait(self, key, lease, done):
             raise OSError("broken pipe")
