@@ -24,8 +24,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from barricade.state.errors import StoreError
-from barricade.state.nowait import run_nowait
+from barricade.state.errors import StoreError  # noqa: F401 - part of the store interface, imported from here
+from barricade.state.nowait import Done, run_nowait
 
 #: A clock returning seconds since the epoch; injectable for exact tests.
 Clock = Callable[[], float]
@@ -219,18 +219,18 @@ class Store(ABC):
 
     # -- writes nobody waits for (barricade.state.nowait) -------------------
 
-    def release_nowait(self, key: str, lease: str, done: Callable[[StoreError | None], None]) -> None:
+    def release_nowait(self, key: str, lease: str, done: Done) -> None:
         """:meth:`release`, for a caller that does not wait: ``done`` gets None,
         or the StoreError it failed with.  RedisStore sends it at once on an
         open single-server connection."""
         run_nowait(self.release(key, lease), done, immediate=self.immediate)
 
-    def delete_nowait(self, key: str, done: Callable[[StoreError | None], None]) -> None:
+    def delete_nowait(self, key: str, done: Done) -> None:
         """:meth:`delete`, reporting to ``done`` as :meth:`release_nowait` does."""
         run_nowait(self.delete(key), done, immediate=self.immediate)
 
     def set_nowait(self, key: str, value: str, *, ttl: float,
-                   done: Callable[[StoreError | None], None]) -> None:
+                   done: Done) -> None:
         """:meth:`set`, reporting to ``done`` as :meth:`release_nowait` does."""
         run_nowait(self.set(key, value, ttl=ttl), done, immediate=self.immediate)
 

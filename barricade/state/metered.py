@@ -10,7 +10,7 @@ check made it (``barricade_store_seconds``, ``barricade_store_errors_total``).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from barricade.options import Config
@@ -106,8 +106,10 @@ class MeteredStore(Store):
     async def delete(self, key: str) -> None:
         await self._timed("delete", self.inner.delete(key))
 
-    def _observing(self, operation: str, done: Done) -> Done:
-        """``done``, after the operation's time and outcome are observed."""
+    def _nowait(self, operation: str, start: Callable[[Done], None], done: Done) -> None:
+        """``start(observed)``: the inner store's write, whose outcome reaches
+        ``done`` after its time and outcome are observed; a backend that raises
+        at once (a bug) still reaches ``done`` as a StoreError."""
         started = time.monotonic()
 
         def observed(error: StoreError | None) -> None:
@@ -115,28 +117,19 @@ class MeteredStore(Store):
                 self.metrics.store(operation, time.monotonic() - started, error is not None)
             done(error)
 
-        return observed
+        try:
+            start(observed)
+        except Exception as exc:  # noqa: BLE001 - as in _timed
+            observed(StoreError(f"{operation}: {exc!r}"))
 
     def release_nowait(self, key: str, lease: str, done: Done) -> None:
-        observed = self._observing("release", done)
-        try:
-            self.inner.release_nowait(key, lease, observed)
-        except Exception as exc:  # noqa: BLE001 - a backend bug must still reach callers as StoreError
-            observed(StoreError(f"release: {exc!r}"))
+        self._nowait("release", lambda observed: self.inner.release_nowait(key, lease, observed), done)
 
     def delete_nowait(self, key: str, done: Done) -> None:
-        observed = self._observing("delete", done)
-        try:
-            self.inner.delete_nowait(key, observed)
-        except Exception as exc:  # noqa: BLE001 - as above
-            observed(StoreError(f"delete: {exc!r}"))
+        self._nowait("delete", lambda observed: self.inner.delete_nowait(key, observed), done)
 
     def set_nowait(self, key: str, value: str, *, ttl: float, done: Done) -> None:
-        observed = self._observing("set", done)
-        try:
-            self.inner.set_nowait(key, value, ttl=ttl, done=observed)
-        except Exception as exc:  # noqa: BLE001 - as above
-            observed(StoreError(f"set: {exc!r}"))
+        self._nowait("set", lambda observed: self.inner.set_nowait(key, value, ttl=ttl, done=observed), done)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -40,7 +40,7 @@ def run_nowait(coro: Coroutine[Any, Any, Any], done: Done, *, immediate: bool = 
     too, so that ``done`` has one type to log.
     """
     if not immediate:
-        asyncio.ensure_future(coro).add_done_callback(lambda task: _finished(task, done))
+        asyncio.ensure_future(coro).add_done_callback(functools.partial(_finished, done))
         return
     _step(coro, done)
 
@@ -51,32 +51,34 @@ def _step(coro: Coroutine[Any, Any, Any], done: Done, _: object = None) -> None:
     except StopIteration:
         done(None)
         return
-    except StoreError as exc:
-        done(exc)
-        return
-    except asyncio.CancelledError:  # what it awaited was cancelled (shutting down)
-        done(StoreError("cancelled"))
-        return
-    except Exception as exc:  # noqa: BLE001 - reported, as MeteredStore reports it
-        done(StoreError(repr(exc)))
+    except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - reported, never raised here
+        done(store_error(exc))
         return
     if asyncio.isfuture(awaited):
         awaited._asyncio_future_blocking = False  # accepted, as a task does
         awaited.add_done_callback(functools.partial(_step, coro, done))
     else:
         task = asyncio.ensure_future(carry_on(coro, awaited))
-        task.add_done_callback(lambda task: _finished(task, done))
+        task.add_done_callback(functools.partial(_finished, done))
 
 
-def _finished(task: asyncio.Future, done: Done) -> None:
+def _finished(done: Done, task: asyncio.Future) -> None:
     if task.cancelled():
-        done(StoreError("cancelled"))
-        return
-    exc = task.exception()
-    if exc is None or isinstance(exc, StoreError):
-        done(exc)
+        done(store_error(asyncio.CancelledError()))
     else:
-        done(StoreError(repr(exc)))
+        exc = task.exception()
+        done(None if exc is None else store_error(exc))
+
+
+def store_error(exc: BaseException) -> StoreError:
+    """What ``done`` is given for an operation that raised: a StoreError as it is;
+    a cancelled wait (shutting down) or a store's own bug as a StoreError too,
+    so that ``done`` has one type to log."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, asyncio.CancelledError):
+        return StoreError("cancelled")
+    return StoreError(repr(exc))
 
 
 @types.coroutine
