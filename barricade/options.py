@@ -693,6 +693,14 @@ _add("redis-prefix", "barricade:", """Prefix of every Redis key, so that two
 _add("redis-timeout", 1, """Seconds one Redis operation may take in all
      (connection, retry, answer) before it counts as a store failure.""",
      section=S, minimum=1)
+_add("redis-grey-known-ttl", 60, """Seconds a worker remembers a grey-list
+     tuple Redis reported passed, and lets it through again without asking
+     Redis (one round trip less for mail from known correspondents). Redis
+     extends the record's cache-accept-ttl when a worker asks again, at most
+     this much after the tuple's last use. A reject record an operator writes
+     in Redis reaches a worker that remembers the tuple at most this much
+     later. 0 asks Redis every time. Without redis-url the state is in the
+     process already and nothing is remembered twice.""", section=S, minimum=0)
 _add("state-failure", ["tempfail"], """What a check does when the store fails (Redis
      down or slow): tempfail or skip, for all families of checks, or per family
      as family:policy, e.g. 'skip, rate:tempfail' (a bare word sets the default

@@ -279,6 +279,9 @@ class GreyList(StoreCheck):
     # --- store calls and outcomes ----------------------------------------------------
 
     async def lookup(self, key: GreyKey, period: int, **content) -> GreyStatus:
+        known = self.store.known_grey(key.tuple, host=key.host, period=period)
+        if known is not None:
+            return known
         return await aio(self.store.grey(key.tuple, period=period, temp_fail_ttl=self.temp_fail_ttl,
                                          accept_ttl=self.accept_ttl, host=key.host, **content),
                          immediate=self.store.immediate)

@@ -126,6 +126,13 @@ class Store(ABC):
         for Exchange, which re-encodes a message between attempts).
         """
 
+    def known_grey(self, tuple_key: str, *, host: str | None = None,
+                   period: float = 0.0) -> GreyStatus | None:
+        """KNOWN for a tuple this process remembers passing, without asking
+        the store; None to ask :meth:`grey`.  Only a store that is a round trip
+        away remembers (RedisStore, :mod:`barricade.state.known`)."""
+        return None
+
     @abstractmethod
     async def grey_reject(self, *, ttl: float, host: str | None = None,
                           tuple_key: str | None = None) -> None:

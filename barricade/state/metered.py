@@ -59,6 +59,11 @@ class MeteredStore(Store):
             tuple_key, period=period, temp_fail_ttl=temp_fail_ttl, accept_ttl=accept_ttl, host=host,
             hold=hold, digest=digest, msgid=msgid))
 
+    def known_grey(self, tuple_key: str, *, host: str | None = None,
+                   period: float = 0.0) -> GreyStatus | None:
+        # Not observed: no store operation is made.
+        return self.inner.known_grey(tuple_key, host=host, period=period)
+
     async def grey_reject(self, *, ttl: float, host: str | None = None,
                           tuple_key: str | None = None) -> None:
         await self._timed("grey_reject", self.inner.grey_reject(ttl=ttl, host=host, tuple_key=tuple_key))
@@ -148,5 +153,6 @@ def store_from_config(config: Config, metrics: Any = None) -> MeteredStore:
 
     timeout = float(config["redis-timeout"])
     inner = RedisStore(url, prefix=config["redis-prefix"], timeout=timeout,
-                       connect_timeout=min(timeout, 0.5))
+                       connect_timeout=min(timeout, 0.5),
+                       grey_known_ttl=float(config["redis-grey-known-ttl"]))
     return MeteredStore(inner, metrics)

@@ -18,6 +18,9 @@ Design:
   clock is injected, so gateways need not agree on the time; tests inject a
   clock to step to exact boundaries.  Records also carry their logical expiry,
   so an outcome never depends on when Redis happens to evict a key.
+* A tuple Redis reported passed is remembered by the process for
+  ``grey_known_ttl`` seconds (``redis-grey-known-ttl``) and answered KNOWN
+  without a round trip (:mod:`barricade.state.known` says what that changes).
 * A connect timeout and an overall deadline per operation (a timed-out
   operation drops its connection; the next one connects again): a session
   never hangs on Redis; every failure is a :class:`StoreError`.  On the
@@ -39,6 +42,7 @@ import asyncio
 import hashlib
 import itertools
 import os
+import time
 from collections.abc import Awaitable, Coroutine, Sequence
 from importlib import resources
 from typing import Any, TypeVar
@@ -56,6 +60,7 @@ from barricade.state.base import (
     ms,
 )
 from barricade.state.clients import make_client
+from barricade.state.known import KnownTuples
 from barricade.state.nowait import Done, run_nowait
 from barricade.state.resp import RespConnectionError, RespError, RespTimeout
 
@@ -100,7 +105,8 @@ class RedisStore(Store):
 
     ``timeout`` bounds each operation as a whole (connecting included),
     ``connect_timeout`` each connection attempt; ``max_connections`` is the
-    pool size of redis-py's Sentinel and Cluster clients.
+    pool size of redis-py's Sentinel and Cluster clients; ``grey_known_ttl``
+    how long a passed grey-list tuple is remembered here (0: never).
     """
 
     #: Operations may start outside an event-loop task (``aio(..., immediate=True)``):
@@ -116,6 +122,7 @@ class RedisStore(Store):
         connect_timeout: float = 0.5,
         max_connections: int = 32,
         clock: Clock | None = None,
+        grey_known_ttl: float = 0.0,
     ):
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"Redis key prefix must not contain braces: {prefix!r}")
@@ -127,6 +134,7 @@ class RedisStore(Store):
             url, {name: load_script(name) for name in SCRIPTS}, timeout=timeout,
             connect_timeout=connect_timeout, max_connections=max_connections)
         self._ids = itertools.count(1)
+        self._known = KnownTuples(grey_known_ttl, clock=clock or time.monotonic)
         self._origin = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
 
     # -- plumbing ---------------------------------------------------------
@@ -246,7 +254,13 @@ class RedisStore(Store):
         args = [self._now(), ms(period), ms(temp_fail_ttl), ms(accept_ttl), int(hold),
                 digest or "", msgid if digest else ""]
         outcome, created, now = await self._script("grey", keys, args)
-        return GreyStatus(Grey(outcome), int(created) / 1000, int(now) / 1000, period)
+        status = GreyStatus(Grey(outcome), int(created) / 1000, int(now) / 1000, period)
+        self._known.remember(tuple_key, host, status, accept_ttl)
+        return status
+
+    def known_grey(self, tuple_key: str, *, host: str | None = None,
+                   period: float = 0.0) -> GreyStatus | None:
+        return self._known.get(tuple_key, host, period)
 
     async def grey_reject(self, *, ttl: float, host: str | None = None,
                           tuple_key: str | None = None) -> None:
@@ -256,7 +270,7 @@ class RedisStore(Store):
             key = self.key("grey", host)
         else:
             raise ValueError("grey_reject needs a host or a tuple_key")
-
+        self._known.forget(host=host, tuple_key=tuple_key)
         await self._script("grey_reject", [key], [self._now(), ms(ttl)])
 
     # -- sliding-window rate ---------------------------------------------

@@ -259,3 +259,21 @@ def test_redis_down_applies_state_failure_then_recovers(greylisting, sink, own_r
         return r.id == 552
 
     wait_for(grey_listing_again, timeout=10, what="grey-listing after Redis restarted")
+
+
+@pytest.mark.parametrize("remember", [30, 0])
+def test_a_worker_remembers_passed_tuples(greylisting, redis_server, remember):
+    """``redis-grey-known-ttl``: once a tuple passed, the worker lets it through
+    again without asking Redis (no ``grey`` store operation), while 0 asks Redis
+    every time.  The client sees the same replies either way."""
+    proxy = greylisting(ACCESS, f"redis-url={redis_server.url}", f"redis-prefix=t{uuid.uuid4().hex[:8]}:",
+                        f"redis-grey-known-ttl={remember}")
+    grey_listed(*attempt(proxy.port, QUICK))
+    wait_for(lambda: passes(proxy.port, QUICK), timeout=15, what="the retry after the period")
+    asked = proxy.metric("barricade_store_seconds_count", operation="grey")
+    for _ in range(3):
+        c, r = attempt(proxy.port, QUICK)
+        c.close()
+        assert r.code == 250, r
+    assert proxy.metric("barricade_grey_total", outcome="known") == 3
+    assert proxy.metric("barricade_store_seconds_count", operation="grey") == asked + (0 if remember else 3)

@@ -364,3 +364,67 @@ async def test_writes_nobody_waits_for(tmp_path, prefix) -> None:
     finally:
         await aio(store.close())
         srv.cleanup()
+
+
+@pytest_twisted.ensureDeferred
+async def test_known_tuples_remembered_by_the_process(server, raw, prefix) -> None:
+    """``grey_known_ttl``: a tuple Redis reported passed is answered KNOWN from the
+    process's memory, without a round trip, until the memory ends; then Redis decides
+    again.  A reject written through this store ends the memory at once; one written
+    by another gateway is seen when it ends."""
+    clock = FakeClock()
+    store = make_store(server.url, prefix, clock=clock, grey_known_ttl=30)
+    other = make_store(server.url, prefix, clock=clock)  # another gateway, same Redis
+    grey = dict(period=600, temp_fail_ttl=90000, accept_ttl=604800)
+    tuple_key, host = "192.0.2.9,a@x,b@y", "192.0.2.9"
+    scripts: list[str] = []
+    start_script = store._backend.start_script
+
+    def counting(name, keys, args):
+        scripts.append(name)
+        return start_script(name, keys, args)
+
+    store._backend.start_script = counting
+
+    async def check() -> None:
+        clock.at(0)
+        assert (await store.grey(tuple_key, host=host, **grey)).result is Grey.NEW
+        assert store.known_grey(tuple_key, host=host, period=600) is None  # not passed yet
+        clock.at(600)
+        assert (await store.grey(tuple_key, host=host, **grey)).result is Grey.PASS
+        scripts.clear()
+        clock.at(629.9)
+        known = store.known_grey(tuple_key, host=host, period=600)
+        assert known is not None and known.result is Grey.KNOWN and known.now == clock.now
+        assert scripts == []  # Redis was not asked
+        assert store.known_grey(tuple_key, period=600) is None  # the same text without its host
+        raw.delete(*raw.scan_iter(match=f"{prefix}grey:*"))  # an operator deletes the records
+        assert store.known_grey(tuple_key, host=host, period=600) is not None
+        clock.at(630)
+        assert store.known_grey(tuple_key, host=host, period=600) is None
+        assert (await store.grey(tuple_key, host=host, **grey)).result is Grey.NEW
+        # Passed again, then refused by this gateway: the memory ends at once.
+        clock.at(1230)
+        assert (await store.grey(tuple_key, host=host, **grey)).result is Grey.PASS
+        assert store.known_grey(tuple_key, host=host, period=600) is not None
+        await store.grey_reject(host=host, ttl=100)
+        assert store.known_grey(tuple_key, host=host, period=600) is None
+        assert (await store.grey(tuple_key, host=host, **grey)).result is Grey.REJECT
+        # Another tuple, passed, then refused by the other gateway: seen when the memory ends.
+        second = "a@x,c@y"
+        clock.at(1400)
+        await store.grey(second, **grey)
+        clock.at(2000)
+        assert (await store.grey(second, **grey)).result is Grey.PASS
+        await other.grey_reject(tuple_key=second, ttl=100)
+        clock.at(2029)
+        assert store.known_grey(second, period=600) is not None
+        clock.at(2030)
+        assert store.known_grey(second, period=600) is None
+        assert (await store.grey(second, **grey)).result is Grey.REJECT
+
+    try:
+        await aio(check())
+    finally:
+        await aio(store.close())
+        await aio(other.close())

@@ -29,6 +29,7 @@ from barricade.policy.verdict import Action
 from barricade.protocol.events import ClientInfo
 from barricade.state import MemoryStore, StoreError
 from barricade.state.base import Grey, GreyStatus
+from barricade.state.known import KnownTuples
 from tests.state import FakeClock
 
 # --- key building --------------------------------------------------------------------------
@@ -230,6 +231,44 @@ async def test_reject_record_exempt_period_and_store_failure(tmp_path):
     assert (failing.action, failing.reply_id) == (Action.TEMPFAIL, 945)  # 451, the session goes on
     skipped = await GreyList(config("state-failure=skip"), None, FailingStore()).data(ctx())
     assert skipped.action is Action.CONTINUE
+
+
+class Remembering(MemoryStore):
+    """Remembers passed tuples as RedisStore does (barricade/state/known.py) and
+    counts the lookups that reached the store."""
+
+    def __init__(self, clock):
+        super().__init__(clock)
+        self.known = KnownTuples(30, clock=clock)
+        self.asked: list[str] = []
+
+    async def grey(self, tuple_key, **kw):
+        self.asked.append(tuple_key)
+        status = await super().grey(tuple_key, **kw)
+        self.known.remember(tuple_key, kw.get("host"), status, kw["accept_ttl"])
+        return status
+
+    def known_grey(self, tuple_key, *, host=None, period=0.0):
+        return self.known.get(tuple_key, host, period)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_remembered_tuple_passes_without_asking_the_store():
+    clock = FakeClock()
+    store = Remembering(clock)
+    check = GreyList(config(), None, store)
+    clock.at(0)
+    assert (await check.data(ctx())).reply_id == 552
+    clock.at(600)
+    assert (await check.data(ctx())).action is Action.CONTINUE
+    assert len(store.asked) == 2
+    again = ctx()
+    clock.at(629)
+    assert (await check.data(again)).action is Action.CONTINUE and again.added_headers == []
+    assert len(store.asked) == 2  # answered from memory
+    clock.at(630)
+    assert (await check.data(ctx())).action is Action.CONTINUE
+    assert len(store.asked) == 3  # the memory ended: the store decides (KNOWN) and is remembered again
 
 
 # --- grey-content ---------------------------------------------------------------------------
