@@ -11,7 +11,9 @@ In one invocation, on loopback:
 * ``on``:     generator → Barricade with ``redis-url`` on a real redis-server,
   the same access map plus ``Rate-Connect:`` and ``Concurrent-Connect:``
   set high enough never to refuse, and grey-listing on with every tuple
-  passed beforehand → smtp-sink;
+  passed beforehand → smtp-sink (a worker remembers passed tuples for
+  ``redis-grey-known-ttl``, 60 s by default, so these ask Redis about once
+  a minute; ``--known-ttl 0`` makes every message ask);
 * ``mem``:    the same as ``on`` on the in-memory store: on vs mem is what
   Redis itself costs, mem vs off what the checks cost.
 
@@ -37,6 +39,7 @@ timed mode only.
     python bench/state.py [--sessions 20] [--messages 2000] [--rounds 3] [--json]
     python bench/state.py --instructions --messages 300 --rounds 2 --sessions 5
     python bench/state.py --instructions --paths off,on --checkout A --checkout B
+    python bench/state.py --instructions --paths off,on --known-ttl 0
 """
 
 from __future__ import annotations
@@ -165,6 +168,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--checkout", action="append", type=Path, default=[], metavar="DIR",
                     help="with --instructions: run the proxies from this checkout (repeat to "
                          "compare, round by round; default: this one)")
+    ap.add_argument("--known-ttl", type=int, default=None, metavar="SECONDS",
+                    help="redis-grey-known-ttl of the on path (default: the option's default; "
+                         "0: every message asks Redis about its tuple)")
     ap.add_argument("--paths", default="off,on,mem",
                     help="with --instructions: which of off, on and mem to count")
     args = ap.parse_args(argv)
@@ -183,11 +189,12 @@ def tag_of(key: str) -> str:
 
 def start_paths(daemons: Any, workdir: Path, deadline: Deadline, message: bytes, clients: int,
                 wrap: Callable[[str], tuple[str, ...]] = lambda name: (),
-                paths: Sequence[str] = PATHS, repos: Sequence[Path | None] = (None,)
-                ) -> tuple[Sink, RedisServer, dict[str, Proxy], int]:
+                paths: Sequence[str] = PATHS, repos: Sequence[Path | None] = (None,),
+                known_ttl: int | None = None) -> tuple[Sink, RedisServer, dict[str, Proxy], int]:
     """smtp-sink, redis-server, nsd, and the ``paths`` proxies (off, on, mem; each under
     ``wrap(name)``) from each of ``repos`` (None: this checkout; with several, a path is
-    named ``<path> <commit>``), with every tuple grey-listed and passed; how many were
+    named ``<path> <commit>``; ``known_ttl``: the on path's redis-grey-known-ttl, None for
+    its default), with every tuple grey-listed and passed; how many were
     grey-listed on Redis (0 without an ``on`` path)."""
     sink = daemons.start(Sink(workdir, deadline))
     redis = daemons.start(RedisServer(workdir / "redis"))
@@ -201,7 +208,8 @@ def start_paths(daemons: Any, workdir: Path, deadline: Deadline, message: bytes,
     grey = ("grey-key=ip,mail,rcpt", f"grey-temp-fail-period={GREY_PERIOD}")
     options = {
         "off": (f"access-map={plain}", "grey-key="),  # no limits in the map, grey-listing off
-        "on": (f"access-map={access}", f"redis-url={redis.url}", *grey),
+        "on": (f"access-map={access}", f"redis-url={redis.url}", *grey,
+               *(() if known_ttl is None else (f"redis-grey-known-ttl={known_ttl}",))),
         "mem": (f"access-map={access}", *grey),
     }
     limit = START_LIMIT if wrap("off") else 20.0
@@ -229,7 +237,7 @@ def count_instructions(args: argparse.Namespace, say: Callable[[str], None], dea
     with running(errors, say) as daemons:
         _, _, proxies, listed = start_paths(daemons, workdir, deadline, message, args.clients,
                                             wrap=lambda tag: callgrind(workdir, tag),
-                                            paths=args.paths, repos=repos)
+                                            paths=args.paths, repos=repos, known_ttl=args.known_ttl)
         say(f"State benchmark, instructions: {args.messages} messages of {args.size} bytes per "
             f"round, {args.rounds} rounds, {args.sessions} sessions, {args.clients} client "
             f"addresses, under callgrind; {listed} tuples grey-listed then passed")
@@ -273,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         return finish(figures, errors, workdir, args.json, say)
     message = make_message(args.size)
     with running(errors, say) as daemons:
-        sink, redis, proxies, listed = start_paths(daemons, workdir, deadline, message, args.clients)
+        sink, redis, proxies, listed = start_paths(daemons, workdir, deadline, message, args.clients,
+                                                   known_ttl=args.known_ttl)
         off, on, mem = proxies["off"], proxies["on"], proxies["mem"]
         say(f"State benchmark: {args.sessions} sessions x {args.messages} messages of "
             f"{args.size} bytes, {args.clients} client addresses, {args.rounds} rounds; "
