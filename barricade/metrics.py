@@ -202,6 +202,11 @@ class Metrics:
             "exempt, mismatch (grey-content) and reject (an operator's reject record)",
             ["outcome"], registry=r,
         )
+        self.grey_remembered = Counter(
+            "barricade_grey_remembered", "Grey-list lookups a worker answered KNOWN from its memory "
+            "of passed tuples (redis-grey-known-ttl) without asking Redis; they are counted in "
+            "barricade_grey_total too, but not in barricade_store_seconds", registry=r,
+        )
         # DNS (barricade.dns): every lookup by record type and result
         # (answer, nxdomain, nodata, timeout, servfail, refused, error, bad-name),
         # cache hits included; latency of the queries that went to a server.
@@ -302,7 +307,7 @@ class Metrics:
         key = (id(metric), labels)
         found = self._children.get(key)
         if found is None:
-            found = self._children[key] = metric.labels(*labels)
+            found = self._children[key] = metric.labels(*labels) if labels else metric
         return found
 
 

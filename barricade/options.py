@@ -696,11 +696,14 @@ _add("redis-timeout", 1, """Seconds one Redis operation may take in all
 _add("redis-grey-known-ttl", 60, """Seconds a worker remembers a grey-list
      tuple Redis reported passed, and lets it through again without asking
      Redis (one round trip less for mail from known correspondents). Redis
-     extends the record's cache-accept-ttl when a worker asks again, at most
-     this much after the tuple's last use. A reject record an operator writes
-     in Redis reaches a worker that remembers the tuple at most this much
-     later. 0 asks Redis every time. Without redis-url the state is in the
-     process already and nothing is remembered twice.""", section=S, minimum=0)
+     extends the record's cache-accept-ttl only when a worker asks, at the
+     tuple's first use after the worker's memory of it ends, so the record may
+     expire up to this much sooner than cache-accept-ttl after the tuple's
+     last use. A reject record or deletion made in Redis by hand reaches a
+     worker that remembers the tuple up to this much later, and while Redis
+     is unreachable a remembered tuple still passes. 0 asks Redis every time.
+     Without redis-url the state is in the process already and nothing is
+     remembered twice.""", section=S, minimum=0)
 _add("state-failure", ["tempfail"], """What a check does when the store fails (Redis
      down or slow): tempfail or skip, for all families of checks, or per family
      as family:policy, e.g. 'skip, rate:tempfail' (a bare word sets the default
@@ -749,7 +752,9 @@ del S
 S = "cache"
 _add("cache-accept-ttl", 604800, """Seconds a positive cached result is kept,
      extended each time it is used: a grey-list pass and the host short-cut a
-     first pass writes, call-ahead accepts.""", section=S, minimum=1)
+     first pass writes, call-ahead accepts. With Redis a grey-list pass is
+     extended when a worker asks about it (see redis-grey-known-ttl).""",
+     section=S, minimum=1)
 _add("cache-reject-ttl", 604800, """Seconds a negative cached result is kept
      (call-ahead rejects, call-back rejects).""", section=S, minimum=1)
 _add("cache-temp-fail-ttl", 7200, """Seconds a temporary result is kept

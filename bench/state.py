@@ -174,7 +174,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "compare, round by round; default: this one)")
     ap.add_argument("--known-ttl", type=int, default=None, metavar="SECONDS",
                     help="redis-grey-known-ttl of the on path (default: the option's default; "
-                         "0: every message asks Redis about its tuple)")
+                         "0: every message asks Redis about its tuple). A checkout older than "
+                         "the option does not start with it; without it, a checkout that has "
+                         "the option remembers known tuples and an older one does not")
     ap.add_argument("--paths", default="off,on,mem",
                     help="with --instructions: which of off, on and mem to count")
     args = ap.parse_args(argv)
@@ -183,6 +185,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--paths: a comma-separated selection of {', '.join(PATHS)}")
     if args.checkout and not args.instructions:
         ap.error("--checkout needs --instructions")
+    if args.known_ttl is not None and args.known_ttl < 0:
+        ap.error("--known-ttl: seconds, 0 or more")
     return args
 
 
@@ -298,10 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         cpu: dict[str, list[float]] = {"off": [], "on": [], "redis": [], "mem": []}
         pairs: dict[str, list[float]] = {"rate": [], "cpu": []}  # each round's on/off
         for rnd in range(0, args.rounds + 1):  # round 0 warms up, untimed
-            order = list(paths.items())
+            order = list(paths)
             if rnd % 2 == 0:  # on before off every other round: a drift favours neither
-                order[2], order[3] = order[3], order[2]
-            for name, port in order:
+                order[order.index("off")], order[order.index("on")] = "on", "off"
+            for name in order:
+                port = paths[name]
                 before = sink.delivered()
                 used = {"off": off.cpu_seconds(), "on": on.cpu_seconds(), "mem": mem.cpu_seconds(),
                         "redis": process_cpu(redis.proc.pid)}
@@ -331,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                     say(f"  round {rnd}  {name:<6} {count / seconds:9.1f} msg/s{extra}")
             if rnd:
                 pairs["rate"].append(rates["on"][-1] / rates["off"][-1])
-                pairs["cpu"].append(cpu["on"][-1] / cpu["off"][-1])
+                if cpu["off"][-1] > 0:  # /proc counts in ticks: a tiny run may show none
+                    pairs["cpu"].append(cpu["on"][-1] / cpu["off"][-1])
             for proxy in (off, on):
                 proxy.check_alive()
         medians = {name: statistics.median(v) for name, v in rates.items()}
@@ -343,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                             "mem/off": medians["mem"] / medians["off"],
                             "direct/source": medians["direct"] / medians["source"]}
         figures["per_round"] = pairs
-        figures["on/off per round"] = {k: statistics.median(v) for k, v in pairs.items()}
+        figures["on/off per round"] = {k: statistics.median(v) if v else float("nan")
+                                       for k, v in pairs.items()}
         figures["state_cost"] = 1 - figures["on/off per round"]["rate"]
         figures["cpu_ms_per_msg"] = {k: statistics.median(v) for k, v in cpu.items()}
     if "median" in figures:

@@ -281,6 +281,8 @@ class GreyList(StoreCheck):
     async def lookup(self, key: GreyKey, period: int, **content) -> GreyStatus:
         known = self.store.known_grey(key.tuple, host=key.host, period=period)
         if known is not None:
+            if self.metrics is not None:
+                self.metrics.count(self.metrics.grey_remembered)
             return known
         return await aio(self.store.grey(key.tuple, period=period, temp_fail_ttl=self.temp_fail_ttl,
                                          accept_ttl=self.accept_ttl, host=key.host, **content),

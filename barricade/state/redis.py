@@ -253,9 +253,10 @@ class RedisStore(Store):
             keys = [self.key("grey", host, tuple_key), self.key("grey", host)]
         args = [self._now(), ms(period), ms(temp_fail_ttl), ms(accept_ttl), int(hold),
                 digest or "", msgid if digest else ""]
+        asked = self._known.asking()
         outcome, created, now = await self._script("grey", keys, args)
         status = GreyStatus(Grey(outcome), int(created) / 1000, int(now) / 1000, period)
-        self._known.remember(tuple_key, host, status, accept_ttl)
+        self._known.remember(tuple_key, host, status, accept_ttl, asked)
         return status
 
     def known_grey(self, tuple_key: str, *, host: str | None = None,
@@ -270,8 +271,13 @@ class RedisStore(Store):
             key = self.key("grey", host)
         else:
             raise ValueError("grey_reject needs a host or a tuple_key")
+        # Forgotten before, for the lookups already sent, and after, for those another
+        # connection of a pool (Sentinel, Cluster) may have had answered in between.
         self._known.forget(host=host, tuple_key=tuple_key)
-        await self._script("grey_reject", [key], [self._now(), ms(ttl)])
+        try:
+            await self._script("grey_reject", [key], [self._now(), ms(ttl)])
+        finally:
+            self._known.forget(host=host, tuple_key=tuple_key)
 
     # -- sliding-window rate ---------------------------------------------
 

@@ -277,3 +277,4 @@ def test_a_worker_remembers_passed_tuples(greylisting, redis_server, remember):
         assert r.code == 250, r
     assert proxy.metric("barricade_grey_total", outcome="known") == 3
     assert proxy.metric("barricade_store_seconds_count", operation="grey") == asked + (0 if remember else 3)
+    assert proxy.metric("barricade_grey_remembered_total") == (3 if remember else 0)

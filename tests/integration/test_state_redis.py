@@ -18,6 +18,11 @@ from redis.crc import key_slot
 from twisted.internet import reactor, task
 
 from barricade.aio import aio
+from barricade.options import REGISTRY
+from barricade.policy.grey import GreyList
+from barricade.policy.pipeline import Context
+from barricade.policy.verdict import Action
+from barricade.protocol.events import ClientInfo
 from barricade.state import StoreError
 from barricade.state.base import Grey
 from barricade.state.redis import RedisStore, tag
@@ -369,22 +374,14 @@ async def test_writes_nobody_waits_for(tmp_path, prefix) -> None:
 @pytest_twisted.ensureDeferred
 async def test_known_tuples_remembered_by_the_process(server, raw, prefix) -> None:
     """``grey_known_ttl``: a tuple Redis reported passed is answered KNOWN from the
-    process's memory, without a round trip, until the memory ends; then Redis decides
-    again.  A reject written through this store ends the memory at once; one written
-    by another gateway is seen when it ends."""
+    process's memory until the memory ends; then Redis decides again.  A reject
+    written through this store ends the memory at once, even for a lookup already on
+    its way; one written by another gateway is seen when the memory ends."""
     clock = FakeClock()
     store = make_store(server.url, prefix, clock=clock, grey_known_ttl=30)
     other = make_store(server.url, prefix, clock=clock)  # another gateway, same Redis
     grey = dict(period=600, temp_fail_ttl=90000, accept_ttl=604800)
     tuple_key, host = "192.0.2.9,a@x,b@y", "192.0.2.9"
-    scripts: list[str] = []
-    start_script = store._backend.start_script
-
-    def counting(name, keys, args):
-        scripts.append(name)
-        return start_script(name, keys, args)
-
-    store._backend.start_script = counting
 
     async def check() -> None:
         clock.at(0)
@@ -392,23 +389,24 @@ async def test_known_tuples_remembered_by_the_process(server, raw, prefix) -> No
         assert store.known_grey(tuple_key, host=host, period=600) is None  # not passed yet
         clock.at(600)
         assert (await store.grey(tuple_key, host=host, **grey)).result is Grey.PASS
-        scripts.clear()
         clock.at(629.9)
         known = store.known_grey(tuple_key, host=host, period=600)
         assert known is not None and known.result is Grey.KNOWN and known.now == clock.now
-        assert scripts == []  # Redis was not asked
         assert store.known_grey(tuple_key, period=600) is None  # the same text without its host
         raw.delete(*raw.scan_iter(match=f"{prefix}grey:*"))  # an operator deletes the records
         assert store.known_grey(tuple_key, host=host, period=600) is not None
         clock.at(630)
         assert store.known_grey(tuple_key, host=host, period=600) is None
         assert (await store.grey(tuple_key, host=host, **grey)).result is Grey.NEW
-        # Passed again, then refused by this gateway: the memory ends at once.
+        # Passed again, then refused by this gateway while a lookup is on its way.
         clock.at(1230)
         assert (await store.grey(tuple_key, host=host, **grey)).result is Grey.PASS
         assert store.known_grey(tuple_key, host=host, period=600) is not None
+        on_its_way = asyncio.ensure_future(store.grey(tuple_key, host=host, **grey))
+        await asyncio.sleep(0)  # sent, not answered yet
         await store.grey_reject(host=host, ttl=100)
-        assert store.known_grey(tuple_key, host=host, period=600) is None
+        assert (await on_its_way).result is Grey.KNOWN  # Redis answered it before the reject
+        assert store.known_grey(tuple_key, host=host, period=600) is None  # and it is not remembered
         assert (await store.grey(tuple_key, host=host, **grey)).result is Grey.REJECT
         # Another tuple, passed, then refused by the other gateway: seen when the memory ends.
         second = "a@x,c@y"
@@ -428,3 +426,43 @@ async def test_known_tuples_remembered_by_the_process(server, raw, prefix) -> No
     finally:
         await aio(store.close())
         await aio(other.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_grey_check_asks_redis_only_about_what_it_does_not_remember(server, prefix) -> None:
+    """The grey-list check on a RedisStore: once a tuple passed, its next messages
+    send Redis nothing (neither way a script can go), until the memory ends."""
+    clock = FakeClock()
+    store = make_store(server.url, prefix, clock=clock, grey_known_ttl=30)
+    check = GreyList(REGISTRY.parse(["grey-temp-fail-period=600"]), None, store)
+    sent: list[str] = []
+    for name in ("start_script", "script"):
+        original = getattr(store._backend, name)
+
+        def counting(script, keys, args, original=original):
+            sent.append(script)
+            return original(script, keys, args)
+
+        setattr(store._backend, name, counting)
+
+    def message() -> Context:
+        c = Context(session_id="s1", client=ClientInfo(ip="192.0.2.9", port=25, name="mx.pool.example.net"))
+        c.helo, c.sender, c.rcpts = "mx.pool.example.net", "fred@sender.net", ["john@acme.org"]
+        return c
+
+    try:
+        clock.at(0)
+        assert (await check.data(message())).reply_id == 552
+        clock.at(600)
+        assert (await check.data(message())).action is Action.CONTINUE
+        assert sent.count("grey") >= 2
+        sent.clear()
+        clock.at(629)
+        for _ in range(3):
+            assert (await check.data(message())).action is Action.CONTINUE
+        assert sent == []
+        clock.at(630)
+        assert (await check.data(message())).action is Action.CONTINUE
+        assert sent.count("grey") >= 1
+    finally:
+        await aio(store.close())

@@ -13,6 +13,7 @@ import pytest_twisted
 from barricade.maps import KeyValueMap
 from barricade.options import REGISTRY, OptionError
 from barricade.policy.grey import (
+    KEYS_NOTE,
     GreyContent,
     GreyKey,
     GreyList,
@@ -241,11 +242,14 @@ class Remembering(MemoryStore):
         super().__init__(clock)
         self.known = KnownTuples(30, clock=clock)
         self.asked: list[str] = []
+        self.answers: list[Grey] = []
 
     async def grey(self, tuple_key, **kw):
         self.asked.append(tuple_key)
+        asked = self.known.asking()
         status = await super().grey(tuple_key, **kw)
-        self.known.remember(tuple_key, kw.get("host"), status, kw["accept_ttl"])
+        self.known.remember(tuple_key, kw.get("host"), status, kw["accept_ttl"], asked)
+        self.answers.append(status.result)
         return status
 
     def known_grey(self, tuple_key, *, host=None, period=0.0):
@@ -268,7 +272,38 @@ async def test_a_remembered_tuple_passes_without_asking_the_store():
     assert len(store.asked) == 2  # answered from memory
     clock.at(630)
     assert (await check.data(ctx())).action is Action.CONTINUE
-    assert len(store.asked) == 3  # the memory ended: the store decides (KNOWN) and is remembered again
+    assert len(store.asked) == 3 and store.answers[-1] is Grey.KNOWN  # the memory ended: the store decides
+    clock.at(631)
+    assert (await check.data(ctx())).action is Action.CONTINUE
+    assert len(store.asked) == 3  # and its answer is remembered again
+
+
+@pytest_twisted.ensureDeferred
+async def test_grey_content_with_a_remembered_tuple():
+    """grey-content: a tuple that passed (at its dot) is remembered, and the next
+    message passes at DATA without being held for the dot or asking the store."""
+    clock = FakeClock()
+    store = Remembering(clock)
+    check = GreyContent(config("+grey-content"), None, store)
+    message = b"Subject: hello\r\nMessage-ID: <1@x>\r\n\r\nsame text\r\n"
+    clock.at(0)
+    first = ctx()
+    assert (await check.data(first)).action is Action.CONTINUE  # NEW: held for the dot
+    first.header_block = message
+    assert (await check.end_of_data(first)).reply_id == 552
+    clock.at(600)
+    retry = ctx()
+    assert (await check.data(retry)).action is Action.CONTINUE
+    retry.header_block = message
+    assert (await check.end_of_data(retry)).action is Action.CONTINUE
+    assert store.answers[-2:] == [Grey.DUE, Grey.PASS]
+    asked = len(store.asked)
+    clock.at(610)
+    later = ctx()
+    assert (await check.data(later)).action is Action.CONTINUE
+    assert KEYS_NOTE not in later.notes  # passed at DATA: nothing left for the dot
+    assert (await check.end_of_data(later)).action is Action.CONTINUE
+    assert len(store.asked) == asked
 
 
 # --- grey-content ---------------------------------------------------------------------------
