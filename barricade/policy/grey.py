@@ -23,6 +23,9 @@ every envelope test has had its chance and the recipients are known.
   retry queue stays connected and tries again; make it go).  A record an
   operator set to reject (:meth:`Store.grey_reject`) gives ``550 5.7.1`` #388.
   A first pass adds ``grey-report-header`` (``X-Grey-Report``).
+* **Memory:** with Redis, a tuple this worker saw pass is answered KNOWN
+  without asking (``redis-grey-known-ttl``; :mod:`barricade.state.known`
+  says what that changes); ``barricade_grey_remembered_total`` counts those.
 * **Store failure:** ``state-failure``; ``tempfail`` is ``451 4.3.0`` #945
   here (at DATA, before the body), not #944's 421 and close: the envelope was fine, and a client that
   retries the message later will most likely find the store back.
