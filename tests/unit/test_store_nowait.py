@@ -194,3 +194,82 @@ def test_metered_store_reports_a_backend_that_raises_finished():
     assert metrics.seen == [("release", True)]
     assert isinstance(done[0], StoreError) and "broken pipe" in str(done[0])
 
+
+
+class Wire:
+    """An asyncio transport that keeps what was written (one entry per write)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def abort(self) -> None:
+        self.closing = True
+
+
+def _connected():
+    from barricade.state.resp import _Protocol
+
+    proto = _Protocol(timeout=5.0)
+    wire = Wire()
+    proto.connection_made(wire)
+    return proto, wire
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_nobody_waits_for_leave_with_the_next_command_in_order():
+    """``send_soon`` holds a command until the next one is sent: one write, the held
+    commands first, and the replies paired with their commands in that order."""
+    proto, wire = _connected()
+    release = proto.send_soon(b"ZREM\r\n")
+    settle = proto.send_soon(b"DEL\r\n")
+    assert wire.writes == []
+    asked = proto.send_one(b"EVALSHA\r\n")
+    assert wire.writes == [b"ZREM\r\nDEL\r\nEVALSHA\r\n"]
+    proto.data_received(b":1\r\n:0\r\n$2\r\nok\r\n")
+    assert (release.result(), settle.result(), asked.result()) == (1, 0, "ok")
+    await task.deferLater(reactor, 0.01)  # the turn's own flush finds nothing left
+    assert wire.writes == [b"ZREM\r\nDEL\r\nEVALSHA\r\n"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_held_writes_go_out_together_at_the_next_turn():
+    """Without another command, what a turn held leaves in one write at the loop's next turn."""
+    proto, wire = _connected()
+    proto.send_soon(b"ZREM\r\n")
+    proto.send_soon(b"DEL\r\n")
+    assert wire.writes == []
+    await task.deferLater(reactor, 0.01)
+    assert wire.writes == [b"ZREM\r\nDEL\r\n"]
+    proto.send_soon(b"SET\r\n")
+    await task.deferLater(reactor, 0.01)
+    assert wire.writes == [b"ZREM\r\nDEL\r\n", b"SET\r\n"]
+    proto.connection_lost(None)  # its deadline's timer with it
+
+
+@pytest_twisted.ensureDeferred
+async def test_held_writes_fail_with_the_connection():
+    """A connection lost with commands still held fails their futures; nothing is
+    written on it afterwards, and a closing connection takes no new command."""
+    from barricade.state.resp import RespConnectionError
+
+    proto, wire = _connected()
+    held = proto.send_soon(b"DEL\r\n")
+    proto.connection_lost(None)
+    assert isinstance(held.exception(), RespConnectionError)
+    await task.deferLater(reactor, 0.01)
+    assert wire.writes == []
+    proto, wire = _connected()
+    wire.closing = True
+    try:
+        proto.send_soon(b"DEL\r\n")
+    except RespConnectionError:
+        pass
+    else:
+        raise AssertionError("a closing connection took a command")
