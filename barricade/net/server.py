@@ -332,11 +332,14 @@ class SmtpServerProtocol(protocol.Protocol):
             # counted every message it answered, and every session it ended.
             metrics.flush()
         write_now(self.transport, data)
+        if self.proxy is not None:
+            self.proxy.replied()  # the decision's log line, after the reply it records
         if self.session.closing:
             self._close(now)
 
     def _respond(self, outcome: Outcome) -> None:
         if self._closed or self.session.state == CLOSED:  # closed meanwhile (KILL, fatal error)
+            self.proxy.replied()  # the decision stands, and is logged, unanswered
             return
         if outcome.client is not None:  # XCLIENT: the session goes on as this client
             self.session.restart(outcome.client, outcome.client_helo)

@@ -229,6 +229,26 @@ def test_the_dot_gets_250_only_after_the_downstream_250(tmp_path, monkeypatch):
     assert c.proto.proxy.ctx.delivered
 
 
+def test_the_decisions_log_line_follows_the_reply_it_records(tmp_path, monkeypatch):
+    """The client does not wait for the log: when the dot's decision is published,
+    its 250 is already written; a refusal's line follows its reply too, and the
+    lines keep the order of the decisions."""
+    c = Client(tmp_path, monkeypatch, auto={"127.0.0.2": {**OK, "dot": reply(250, "2.0.0 queued")}})
+    seen: list[tuple[str, bytes]] = []
+    monkeypatch.setattr(proxy_mod, "emit_decision",
+                        lambda rec: seen.append((rec["stage"], c.transport.value())))
+    c.envelope("john@a.example")
+    assert c.send(b"DATA\r\n").startswith(b"354 ")
+    c.proto.dataReceived(b"Subject: hi\r\n\r\nbody\r\n.\r\n"
+                         b"MAIL FROM:<fred@sender.example>\r\nRCPT TO:<x@nowhere.invalid>\r\n")
+    assert [stage for stage, _ in seen] == ["dot", "rcpt"]
+    dot, rcpt = seen[0][1], seen[1][1]
+    assert dot.startswith(b"250 2.0.0 ") and dot.count(b"\r\n") == 1  # the 250, and nothing after it
+    refusal = rcpt.split(b"\r\n")[-2]
+    assert refusal.startswith(b"5") and b"x@nowhere.invalid" in refusal  # answered, then logged
+    assert c.output() == rcpt
+
+
 @pytest.mark.parametrize("second, expect", [
     (reply(250), b"250 2.0.0 "),
     (reply(550, "5.7.1 no"), b"451 4.4.0 "),  # mixed results: a temporary failure (#307)
