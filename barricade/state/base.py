@@ -228,9 +228,8 @@ class Store(ABC):
 
     def release_nowait(self, key: str, lease: str, done: Done) -> None:
         """:meth:`release`, for a caller that does not wait: ``done`` gets None,
-        or the StoreError it failed with.  RedisStore queues it at once on an
-        open single-server connection (it leaves with the next command, or at
-        the event loop's next turn)."""
+        or the StoreError it failed with.  RedisStore sends it at once on an
+        open single-server connection."""
         run_nowait(self.release(key, lease), done, immediate=self.immediate)
 
     def delete_nowait(self, key: str, done: Done) -> None:

@@ -125,9 +125,8 @@ class Backend(ABC):
         caller's deadline).  A NOSCRIPT error comes back as it is."""
         return None
 
-    def start(self, *args: str | int, soon: bool = False) -> asyncio.Future | None:
-        """:meth:`start_script` for a plain command; ``soon``: one nobody waits
-        for, which may leave with the next command (see :meth:`RespClient.start`)."""
+    def start(self, *args: str | int) -> asyncio.Future | None:
+        """:meth:`start_script` for a plain command."""
         return None
 
     @abstractmethod
@@ -154,8 +153,8 @@ class RespBackend(Backend):
     def start_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future | None:
         return self.client.start("EVALSHA", self.scripts[name][0], len(keys), *keys, *args)
 
-    def start(self, *args: str | int, soon: bool = False) -> asyncio.Future | None:
-        return self.client.start(*args, soon=soon)
+    def start(self, *args: str | int) -> asyncio.Future | None:
+        return self.client.start(*args)
 
     def abort(self) -> None:
         self.client.abort()

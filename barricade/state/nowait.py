@@ -5,11 +5,9 @@ wait for them; a failure is only logged.  Driving such a write as a
 coroutine wrapped in a Deferred, as an awaited check does, costs a frame per
 store layer on every resume and a Deferred with its callbacks, for an answer
 that is thrown away.  So :class:`~barricade.state.Store` has ``*_nowait``
-methods that report to a plain callback instead: RedisStore queues the
-command on its connection at once (written with the next command or at the
-event loop's next turn, so that the writes of one turn share a system call)
-and reads its reply in that callback; every other store runs its ordinary
-coroutine through :func:`run_nowait`.
+methods that report to a plain callback instead: RedisStore sends the
+command at once and reads its reply in that callback; every other store
+runs its ordinary coroutine through :func:`run_nowait`.
 
 Pure asyncio, like the stores: nothing here knows about Twisted.
 """

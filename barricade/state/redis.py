@@ -192,13 +192,11 @@ class RedisStore(Store):
     def _command_nowait(self, what: str, args: Sequence[str | int], done: Done) -> None:
         """A plain command nobody waits for (no script: nothing to load again).
 
-        Queued at once on an open single-server connection (written with the
-        next command, or at the event loop's next turn: the writes of a
-        session's end share one system call) and its reply read in the
-        future's callback; otherwise (connecting, Sentinel, Cluster) the
+        Sent at once on an open single-server connection and its reply read in
+        the future's callback; otherwise (connecting, Sentinel, Cluster) the
         ordinary way, run by :func:`run_nowait`.
         """
-        reply = self._backend.start(*args, soon=True)
+        reply = self._backend.start(*args)
         if reply is None:
             run_nowait(self._call(what, self._backend.command(*args)), done)
             return

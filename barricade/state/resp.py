@@ -175,7 +175,6 @@ class _Protocol(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
-        self.held: list[bytes] = []  # commands nobody waits for, not written yet (send_soon)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -202,7 +201,6 @@ class _Protocol(asyncio.Protocol):
             self.timer = None
 
     def _fail(self, error: Exception) -> None:
-        self.held.clear()
         self.deadlines.clear()
         while self.waiting:
             future = self.waiting.popleft()
@@ -232,8 +230,6 @@ class _Protocol(asyncio.Protocol):
         futures = [Reply(loop=self.loop) for _ in range(count)]
         self.waiting.extend(futures)
         self._time(count)
-        if self.held:
-            payload = self._take_held(payload)
         self.transport.write(payload)
         return futures
 
@@ -244,41 +240,8 @@ class _Protocol(asyncio.Protocol):
         future = Reply(loop=self.loop)
         self.waiting.append(future)
         self._time(1)
-        if self.held:
-            payload = self._take_held(payload)
         self.transport.write(payload)
         return future
-
-    def send_soon(self, payload: bytes) -> Reply:
-        """:meth:`send_one` for a command nobody waits for: written with the next
-        command sent, or at the event loop's next turn, whichever comes first.
-
-        A session's end makes two such writes (the lease's release, dupmsg's
-        settling), and sessions ending in the same turn make more: one system
-        call here, and one read for Redis, instead of one each.  The reply is
-        still paired in order: the command's future is queued now, and the
-        held bytes go out ahead of anything sent after them.
-        """
-        if self.lost is not None or self.transport.is_closing():
-            raise RespConnectionError("not connected")
-        future = Reply(loop=self.loop)
-        self.waiting.append(future)
-        self._time(1)
-        if not self.held:
-            self.loop.call_soon(self._write_held)
-        self.held.append(payload)
-        return future
-
-    def _take_held(self, payload: bytes) -> bytes:
-        self.held.append(payload)
-        payload = b"".join(self.held)
-        self.held.clear()
-        return payload
-
-    def _write_held(self) -> None:
-        if self.held and self.lost is None and not self.transport.is_closing():
-            self.transport.write(self._take_held(b""))
-        self.held.clear()  # lost or closing meanwhile: their futures fail with the connection
 
     def _time(self, count: int) -> None:
         if self.timeout is None:
@@ -350,17 +313,14 @@ class RespClient:
         self._protocol = proto
         return proto
 
-    def start(self, *args: str | int | bytes, soon: bool = False) -> asyncio.Future | None:
+    def start(self, *args: str | int | bytes) -> asyncio.Future | None:
         """Send one command now on the open connection: the future of its reply
-        (bounded by the connection's timeout), or None when not connected.
-
-        ``soon``: nobody waits for the reply; the command may wait for the next
-        one or the loop's next turn (:meth:`_Protocol.send_soon`)."""
+        (bounded by the connection's timeout), or None when not connected."""
         proto = self._protocol
         if proto is None or proto.transport is None or proto.lost is not None:
             return None
         try:
-            return proto.send_soon(encode(args)) if soon else proto.send_one(encode(args))
+            return proto.send_one(encode(args))
         except RespConnectionError:
             return None
 
