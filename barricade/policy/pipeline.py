@@ -48,6 +48,10 @@ class Trust(enum.IntEnum):
     FULL = 3  # OK+AV: not even anti-virus
 
 
+_CONTENT, _WHITE, _FULL = Trust.CONTENT, Trust.WHITE, Trust.FULL
+_GO_ON = Action.CONTINUE
+
+
 @dataclass
 class Context:
     """What checks may read about the session and the current transaction."""
@@ -159,7 +163,8 @@ class Context:
     @property
     def trust_level(self) -> Trust:
         """The white list in force: the session's or the transaction's, whichever is more."""
-        return max(self.trust, self.session_trust)
+        trust, session = self.trust, self.session_trust
+        return session if session > trust else trust
 
     def white_list(self, level: Trust, phase: str) -> None:
         """Raise the trust of the phase's scope (connect and HELO: the session's)."""
@@ -171,13 +176,13 @@ class Context:
     @property
     def trusted(self) -> bool:
         """White-listed (OK): every check but anti-virus and protocol limits is skipped."""
-        return self.trust_level >= Trust.WHITE
+        return self.trust >= _WHITE or self.session_trust >= _WHITE
 
     # The five flags trust replaced, for checks written against them.
 
     @property
     def white_session(self) -> bool:
-        return self.session_trust >= Trust.WHITE
+        return self.session_trust >= _WHITE
 
     @white_session.setter
     def white_session(self, on: bool) -> None:
@@ -185,7 +190,7 @@ class Context:
 
     @property
     def white(self) -> bool:
-        return self.trust >= Trust.WHITE
+        return self.trust >= _WHITE
 
     @white.setter
     def white(self, on: bool) -> None:
@@ -193,7 +198,7 @@ class Context:
 
     @property
     def white_envelope(self) -> bool:
-        return self.trust_level >= Trust.CONTENT
+        return self.trust >= _CONTENT or self.session_trust >= _CONTENT
 
     @white_envelope.setter
     def white_envelope(self, on: bool) -> None:
@@ -201,7 +206,7 @@ class Context:
 
     @property
     def white_envelope_session(self) -> bool:
-        return self.session_trust >= Trust.CONTENT
+        return self.session_trust >= _CONTENT
 
     @white_envelope_session.setter
     def white_envelope_session(self, on: bool) -> None:
@@ -209,7 +214,7 @@ class Context:
 
     @property
     def white_av(self) -> bool:
-        return self.trust_level >= Trust.FULL
+        return self.trust >= _FULL or self.session_trust >= _FULL
 
     @white_av.setter
     def white_av(self, on: bool) -> None:
@@ -323,11 +328,17 @@ class Pipeline:
         None for a check that a white list skipped.
         """
         result = CONTINUE
-        envelope = phase in ENVELOPE_PHASES
+        # The level that lets a check be skipped: content checks skip at WHITE,
+        # envelope checks at CONTENT already.  (Module constants and plain
+        # attribute reads: on Python 3.11 each ``Trust.X`` or ``Action.X`` is a
+        # metaclass lookup, and this loop runs some forty times per message.)
+        skip_at = _CONTENT if phase in ENVELOPE_PHASES else _WHITE
         for check in self._hooks[phase] if trace is not None else self._plan(phase, ctx):
-            trust = ctx.trust_level
-            if not check.always and (trust >= Trust.WHITE or (envelope and trust >= Trust.CONTENT)):
-                if not check.antivirus or trust >= Trust.FULL:
+            trust, session = ctx.trust, ctx.session_trust  # a hook may raise either
+            if session > trust:
+                trust = session
+            if trust >= skip_at and not check.always:
+                if not check.antivirus or trust >= _FULL:
                     if trace is not None:
                         trace(check, None)
                     continue  # smtpf: a white-listed message skips all but anti-virus
@@ -336,7 +347,7 @@ class Pipeline:
                 verdict = await self._finish(check, phase, ctx, verdict)
             if trace is not None:
                 trace(check, verdict)
-            if verdict.action is Action.CONTINUE:
+            if verdict.action is _GO_ON:
                 continue
             if verdict.action is Action.ACCEPT:
                 ctx.white_list(Trust.WHITE, phase)

@@ -288,3 +288,35 @@ def test_close_hooks_that_wait_are_driven_and_bounded():
     assert quick.closed and not d.called
     clock.advance(3.1)  # the stuck one is given up (and logged), close ends
     assert d.called and not stuck.closed
+
+
+def test_which_checks_a_white_list_skips_for_every_trust_and_phase():
+    """smtpf's rule, for every pair of session and transaction trust: a check that is
+    not ``always`` is skipped at WHITE (at CONTENT already in an envelope phase),
+    unless it is anti-virus and the trust is below FULL; the flags agree."""
+    from barricade.policy.pipeline import ENVELOPE_PHASES, Trust
+
+    for phase in ("connect", "end_of_data"):
+        for always in (False, True):
+            for antivirus in (False, True):
+                check = Recorder("c", antivirus=antivirus)
+                check.always = always
+                p = Pipeline([check], MemoryReactorClock(), 5)
+                for session in Trust:
+                    for trust in Trust:
+                        c = ctx()
+                        c.session_trust, c.trust = session, trust
+                        check.log.clear()
+                        run(p, phase, c)
+                        level = max(session, trust)
+                        white = level >= Trust.WHITE or (phase in ENVELOPE_PHASES and level >= Trust.CONTENT)
+                        skipped = not always and white and (not antivirus or level >= Trust.FULL)
+                        assert check.log == ([] if skipped else [("c", phase)]), (phase, always, antivirus,
+                                                                                   session, trust)
+                        assert c.trust_level == level
+                        assert c.trusted == (level >= Trust.WHITE)
+                        assert c.white_envelope == (level >= Trust.CONTENT)
+                        assert c.white_av == (level >= Trust.FULL)
+                        assert c.white == (trust >= Trust.WHITE)
+                        assert c.white_session == (session >= Trust.WHITE)
+                        assert c.white_envelope_session == (session >= Trust.CONTENT)
