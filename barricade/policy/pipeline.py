@@ -48,7 +48,7 @@ class Trust(enum.IntEnum):
     FULL = 3  # OK+AV: not even anti-virus
 
 
-_CONTENT, _WHITE, _FULL = Trust.CONTENT, Trust.WHITE, Trust.FULL
+_NONE, _CONTENT, _WHITE, _FULL = Trust.NONE, Trust.CONTENT, Trust.WHITE, Trust.FULL
 _GO_ON = Action.CONTINUE
 
 
@@ -101,7 +101,7 @@ class Context:
         self.added_headers = []
         self.removed_headers = set()
         self.subject_tag = ""
-        self.trust = Trust.NONE
+        self.trust = _NONE
         self.tags = []
         if self.spool is not None:
             self.spool.close()
