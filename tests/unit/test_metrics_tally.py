@@ -45,10 +45,10 @@ def test_every_read_sees_the_pending_updates():
     """A scrape, STAT (registry.collect) and get_sample_value apply the tally first."""
     metrics = Metrics(Catalogue(), CollectorRegistry())
     metrics.check("dupmsg", "mail", "continue", 0.002)
-    assert metrics.tally.counts  # pending, not yet in the series
+    assert metrics.tally.pending  # not yet in the series
     assert metrics.registry.get_sample_value(
         "barricade_checks_total", {"check": "dupmsg", "phase": "mail", "outcome": "continue"}) == 1
-    assert not metrics.tally.counts and not metrics.tally.observed
+    assert not metrics.tally.pending
     metrics.check("dupmsg", "mail", "continue", 0.002)
     assert 'barricade_checks_total{check="dupmsg",outcome="continue",phase="mail"} 2.0' in exposition(metrics)
     assert metrics.registry.get_sample_value(
@@ -81,7 +81,7 @@ def test_with_workers_a_message_is_counted_on_metrics_before_its_250_is_written(
     flush = metrics.flush
 
     def flushed() -> None:
-        seen.append((s.transport.value(), dict(metrics.tally.counts)))
+        seen.append((s.transport.value(), metrics.tally.pending))
         flush()
 
     metrics.flush = flushed
@@ -93,4 +93,20 @@ def test_with_workers_a_message_is_counted_on_metrics_before_its_250_is_written(
     assert len(seen) == 1
     written, pending = seen[0]
     assert b"250 " not in written and pending  # the counts went out before the reply
-    assert metrics.tally.counts == {}  # and nothing of the message is left pending
+    assert not metrics.tally.pending  # and nothing of the message is left pending
+
+
+def test_check_runs_tallied_across_flushes_expose_what_direct_updates_do():
+    """A check run's two updates share one pending entry; entries made again after each
+    flush add up to what every run observed directly would show."""
+    cat = Catalogue()
+    tallied, direct = Metrics(cat, CollectorRegistry()), Metrics(cat, CollectorRegistry())
+    for i, seconds in enumerate(SECONDS * 3):
+        outcome = ("continue", "reject", "error")[i % 3]
+        for metrics in (tallied, direct):
+            metrics.check("grey", "rcpt", outcome, seconds)
+        direct.flush()
+        if i % 4 == 0:
+            tallied.flush()
+    assert exposition(tallied) == exposition(direct)
+    assert 'barricade_checks_total{check="grey",outcome="reject",phase="rcpt"} 12.0' in exposition(tallied)
