@@ -101,7 +101,9 @@ def test_check_runs_tallied_across_flushes_expose_what_direct_updates_do():
     flush add up to what every run observed directly would show."""
     cat = Catalogue()
     tallied, direct = Metrics(cat, CollectorRegistry()), Metrics(cat, CollectorRegistry())
-    for i, seconds in enumerate(SECONDS * 3):
+    # Binary fractions, so that sums taken in another grouping are equal to the last bit.
+    dyadic = [0.0, 2 ** -11, 2 ** -10, 2 ** -9, 2 ** -6, 2 ** -2, 1.0, 4.0, 32.0, 64.0, 1024.0, 2.0 ** 20]
+    for i, seconds in enumerate(dyadic * 3):
         outcome = ("continue", "reject", "error")[i % 3]
         for metrics in (tallied, direct):
             metrics.check("grey", "rcpt", outcome, seconds)
