@@ -131,9 +131,10 @@ def text_line(event: dict[str, Any]) -> str:
 
 
 class LineWriter:
-    """Writes lines to a file: at once (``delay`` None: the log has a line before
-    the client has the reply it explains), or collected for ``delay`` seconds
-    (a worker's pipe to the master: fewer, fuller reads there).
+    """Writes lines to a file: at once (``delay`` None: a decision's line is in the
+    log in the same turn of the event loop as the reply it explains, just after
+    it), or collected for ``delay`` seconds (a worker's pipe to the master:
+    fewer, fuller reads there).
 
     Without a running reactor (start-up, shutdown, tests), or from another
     thread, a line is written at once (with what waits before it); what
