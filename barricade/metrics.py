@@ -77,16 +77,14 @@ class Tally:
             counter.inc(runs)
             _add_observed(histogram, total, buckets)
 
-    def check(self, key: tuple[str, str, str], children: tuple[Any, Any], seconds: float) -> None:
-        """One check run: its counter's child and its histogram's, as :meth:`inc` and
-        :meth:`observe` would record them, in one entry."""
+    def check_entry(self, key: tuple[str, str, str], children: tuple[Any, Any]) -> list:
+        """The pending entry of a check's runs (its counter's child and its histogram's),
+        made empty if there is none since the last flush."""
         entry = self.checks.get(key)
         if entry is None:
             bounds = children[1]._upper_bounds
             entry = self.checks[key] = [*children, 0, 0.0, [0] * len(bounds), bounds]
-        entry[2] += 1
-        entry[3] += seconds
-        entry[4][bisect_left(entry[5], seconds)] += 1
+        return entry
 
     def collect(self) -> list:
         """As a registry's first collector: every scrape sees what is pending."""
@@ -318,17 +316,16 @@ class Metrics:
 
     def check(self, name: str, phase: str, outcome: str, seconds: float) -> None:
         key = (name, phase, outcome)
-        entry = self.tally.checks.get(key)
-        if entry is not None:  # the usual case: one dictionary hit, three additions
-            entry[2] += 1
-            entry[3] += seconds
-            entry[4][bisect_left(entry[5], seconds)] += 1
-            return
-        found = self._check_children.get(key)
-        if found is None:  # both of a check run's metrics in one lookup
-            found = self._check_children[key] = (self.checks.labels(name, phase, outcome),
-                                                  self.check_seconds.labels(name, phase))
-        self.tally.check(key, found, seconds)
+        entry = self.tally.checks.get(key)  # the usual case: one dictionary hit
+        if entry is None:
+            found = self._check_children.get(key)
+            if found is None:  # both of a check run's metrics in one lookup
+                found = self._check_children[key] = (self.checks.labels(name, phase, outcome),
+                                                      self.check_seconds.labels(name, phase))
+            entry = self.tally.check_entry(key, found)
+        entry[2] += 1  # what Counter.inc and Histogram.observe would record, in one entry
+        entry[3] += seconds
+        entry[4][bisect_left(entry[5], seconds)] += 1
 
     def child(self, metric, *labels: str):
         """``metric.labels(*labels)``, remembered.
