@@ -741,8 +741,20 @@ class Proxy:
                 self._close_hooks()
 
     def _close_hooks(self) -> None:
-        """The checks' close hooks, run to the end here unless one waits."""
-        drive(self.server.pipeline.close(self.ctx), self._closed_hooks)
+        """The checks' close hooks, run to the end here unless one waits.
+
+        What they write to the store without waiting (the lease's release,
+        dupmsg's settling) goes out in one piece.
+        """
+        store = self.server.store
+        if store is None:
+            drive(self.server.pipeline.close(self.ctx), self._closed_hooks)
+            return
+        store.cork()
+        try:
+            drive(self.server.pipeline.close(self.ctx), self._closed_hooks)
+        finally:
+            store.uncork()
 
     def _closed_hooks(self, outcome: object) -> None:
         if isinstance(outcome, Failure):

@@ -372,6 +372,57 @@ async def test_writes_nobody_waits_for(tmp_path, prefix) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_corked_writes_go_out_in_one_piece(server, raw, prefix) -> None:
+    """``cork``/``uncork`` (the end of a session): the writes made in between leave in
+    one write, in order, and each lands and reports; corks nest; without an open
+    connection nothing is held and the writes go the ordinary way."""
+    store = make_store(server.url, prefix)
+    outcomes: list[StoreError | None] = []
+
+    async def reported(count: int) -> None:
+        for _ in range(200):
+            if len(outcomes) >= count:
+                return
+            await task.deferLater(reactor, 0.01)
+        raise AssertionError(f"{len(outcomes)} of {count} writes reported")
+
+    try:
+        store.cork()  # not connected yet: nothing to hold
+        store.set_nowait("a", "discard s1", ttl=10, done=outcomes.append)
+        store.uncork()
+        await reported(1)
+        assert outcomes == [None] and raw.get(f"{prefix}cache:{{a}}") == "discard s1"
+        lease = await aio(store.acquire("ip", limit=5, ttl=10), immediate=True)
+        await aio(store.set("b", "reject s2", ttl=10), immediate=True)
+
+        proto = store._backend.client._protocol
+        writes: list[bytes] = []
+        write = proto.transport.write
+        proto.transport.write = lambda data: (writes.append(data), write(data))
+        outcomes.clear()
+        store.cork()
+        store.cork()  # nested: only the outermost uncork writes
+        store.delete_nowait("a", outcomes.append)
+        store.release_nowait("ip", lease, outcomes.append)
+        store.uncork()
+        assert writes == []
+        store.set_nowait("b", "discard s2", ttl=10, done=outcomes.append)
+        store.uncork()
+        assert len(writes) == 1 and writes[0].count(b"*") >= 3
+        await reported(3)
+        assert outcomes == [None, None, None]
+        assert raw.get(f"{prefix}cache:{{a}}") is None
+        assert raw.get(f"{prefix}cache:{{b}}") == "discard s2"
+        assert await aio(store.leases("ip"), immediate=True) == 0
+        before = len(writes)
+        store.delete_nowait("b", outcomes.append)  # uncorked: at once
+        assert len(writes) == before + 1
+        await reported(4)
+    finally:
+        await aio(store.close())
+
+
+@pytest_twisted.ensureDeferred
 async def test_known_tuples_remembered_by_the_process(server, raw, prefix) -> None:
     """``grey_known_ttl``: a tuple Redis reported passed is answered KNOWN from the
     process's memory until the memory ends; then Redis decides again.  A reject

@@ -440,3 +440,40 @@ def test_an_idle_downstream_never_times_out_and_its_next_command_gets_a_full_tim
     assert not d.called
     proto.dataReceived(b"250 ok\r\n")
     assert d.result.code == 250
+
+
+class _CorkRecorder:
+    """The store's cork and uncork, and what the close hooks do in between."""
+
+    def __init__(self, events: list[str]):
+        self.events = events
+
+    def cork(self) -> None:
+        self.events.append("cork")
+
+    def uncork(self) -> None:
+        self.events.append("uncork")
+
+
+class _CloseHook(Check):
+    name = "close-hook"
+
+    def __init__(self, events: list[str]):
+        self.events = events
+
+    async def close(self, ctx):
+        self.events.append("close hook")
+
+
+def test_the_close_hooks_writes_to_the_store_go_out_together(tmp_path, monkeypatch):
+    """The close hooks run between the store's cork and uncork: the writes nobody
+    waits for at the end of a session (a lease's release, dupmsg's settling) leave
+    in one piece."""
+    events: list[str] = []
+    c = Client(tmp_path, monkeypatch, [_CloseHook(events)], auto={"127.0.0.2": OK})
+    c.factory.server.store = _CorkRecorder(events)
+    c.envelope("john@a.example")
+    assert events == []
+    assert c.send(b"QUIT\r\n").startswith(b"221 ")
+    c.proto.connectionLost(None)
+    assert events == ["cork", "close hook", "uncork"]
