@@ -413,11 +413,16 @@ _add("smtp-command-timeout", 300, """Seconds to wait for a client command, and
      by bit does not restart the clock (#905).""", section=S, minimum=1)
 _add("smtp-connect-timeout", 60, """Seconds to wait for a downstream
      connection and its 220 greeting.""", section=S, minimum=1)
-_add("downstream-pool-size", 8, """Idle downstream connections kept per
+_add("downstream-pool-size", 32, """Idle downstream connections kept per
      destination after a client session ends, for the next session to reuse
      (no connect, greeting or EHLO), as Postfix's SMTP connection cache.
-     0: every session opens its own and QUITs it. A connection that told the
-     downstream who its client was (forward-xclient) is never kept.""", section=S, minimum=0)
+     Set it to about the number of client sessions that reach this
+     destination at once: below that, a busy gateway keeps closing
+     connections it opens again a moment later; above it costs nothing, as
+     only connections that were in use are kept, each at most
+     downstream-pool-idle seconds. 0: every session opens its own and QUITs
+     it. A connection that told the downstream who its client was
+     (forward-xclient) is never kept.""", section=S, minimum=0)
 _add("downstream-pool-idle", 5, """Seconds an idle downstream connection is
      kept for reuse before it is closed with QUIT; keep it below the
      downstream's own idle timeout.""", section=S, minimum=1)
