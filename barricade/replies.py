@@ -71,6 +71,9 @@ class Reply:
     lines: tuple[str, ...]
     id: int
     extra: tuple[str, ...] = field(default=())
+    # The first line's bytes up to the session id, once encoded: a rendered
+    # reply is cached and sent again and again, to every session.
+    _head: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def positive(self) -> bool:
@@ -97,12 +100,24 @@ class Reply:
         the last line of an EHLO reply is an extension keyword and must
         stay one.  Extra lines (EHLO keywords, HELP text) carry no status.
         """
+        head = self._head
+        if head is None:
+            if self.code == 334 or len(self.lines) != 1 or self.extra:
+                return self._encode_lines(session_id)
+            # Most replies: one line.
+            prefix = f"{self.status} " if self.status else ""
+            head = f"{self.code} {prefix}{self.lines[0]} #{self.id}".encode("utf-8", "replace")
+            object.__setattr__(self, "_head", head)
+        if session_id:
+            return b"%s %s\r\n" % (head, session_id.encode("utf-8", "replace"))
+        return head + b"\r\n"
+
+    def _encode_lines(self, session_id: str) -> bytes:
+        """:meth:`encode` for a SASL challenge and for replies of several lines."""
         prefix = f"{self.status} " if self.status else ""
         tag = f" #{self.id}" + (f" {session_id}" if session_id else "")
         if self.code == 334:  # RFC 4954: a SASL challenge is base64 and nothing else
             tag = ""
-        elif len(self.lines) == 1 and not self.extra:  # most replies: one line
-            return f"{self.code} {prefix}{self.lines[0]}{tag}\r\n".encode("utf-8", "replace")
         texts = [prefix + self.lines[0] + tag]
         texts.extend(prefix + line for line in self.lines[1:])
         texts.extend(self.extra)
@@ -174,6 +189,17 @@ class Catalogue:
         self._plain.clear()
         self._rendered.clear()
 
+    def names(self, rid: int) -> frozenset[str]:
+        """The placeholders of entry ``rid``'s text in force (an override's, if any).
+
+        A caller that fills fields from a session asks first, so that it
+        looks up only the values the text shows.
+        """
+        names = self._names.get(rid)
+        if names is None:
+            names = self._names[rid] = template_fields(self._texts.get(rid, self._specs[rid].template))
+        return names
+
     @classmethod
     def from_file(cls, path: str | Path | None, extra: Iterable[ReplySpec] = ()) -> Catalogue:
         """The catalogue (plus plugins' ``extra`` entries) with the file's overrides.
@@ -239,7 +265,7 @@ class Catalogue:
             template = self._texts.get(rid, spec.template)
             names = self._names.get(rid)
             if names is None:
-                names = self._names[rid] = template_fields(template)
+                names = self.names(rid)
             if not names and not lines and not extra:
                 key = (rid, rcode, rstatus)
                 found = self._plain.get(key)

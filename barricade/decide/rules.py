@@ -72,17 +72,26 @@ class Rules:
     # --- replies --------------------------------------------------------------------
 
     def reply(self, ctx: Context, rid: int, **fields: object) -> Reply:
-        """Catalogue reply ``rid`` with the session's standard fields filled in."""
-        client = ctx.client
-        base = {
-            "hostname": self.hostname,
-            "client_name": client.name,
-            "client_ip": client.ip,
-            "helo": ctx.helo,
-            "sender": ctx.sender or "",
-        }
-        base.update(fields)
-        return self.catalogue.reply(int(rid), **base)
+        """Catalogue reply ``rid`` with the session's standard fields filled in.
+
+        Only those its text shows are looked up (most show one or none):
+        every command's reply comes through here.
+        """
+        rid = int(rid)
+        for name in self.catalogue.names(rid):
+            if name in fields:
+                continue
+            if name == "hostname":
+                fields[name] = self.hostname
+            elif name == "client_name":
+                fields[name] = ctx.client.name
+            elif name == "client_ip":
+                fields[name] = ctx.client.ip
+            elif name == "helo":
+                fields[name] = ctx.helo
+            elif name == "sender":
+                fields[name] = ctx.sender or ""
+        return self.catalogue.reply(rid, **fields)
 
     def say(self, ctx: Context, rid: int, **fields: object) -> Outcome:
         return Outcome(self.reply(ctx, rid, **fields))

@@ -634,25 +634,28 @@ class Session:
         if reply.code >= 400 and reply.id not in NOT_ERRORS:
             self.errors += 1
         ok = reply.code < 400
-        if isinstance(pending, ev.Helo) and ok:
+        # The event classes are final (AuthChallenge is the one subclass, of Violation):
+        # one type() and identity tests, not a dozen isinstance calls per reply.
+        kind = type(pending)
+        if kind is ev.Helo and ok:
             self.helo, self.helo_verb = pending.domain, pending.verb
             self._reset()
-        elif isinstance(pending, ev.Mail) and ok:
+        elif kind is ev.Mail and ok:
             self.sender = pending
-        elif isinstance(pending, ev.Rcpt) and ok:
+        elif kind is ev.Rcpt and ok:
             self.rcpt_count += 1
-        elif isinstance(pending, ev.Data) and pending.chunking and reply.code == 354:
+        elif kind is ev.Data and pending.chunking and reply.code == 354:
             self._chunks = ChunkDecoder()  # the first chunk follows; BDAT gets no 354
             return b""
-        elif isinstance(pending, ev.Data) and pending.chunking and not drop and reply.code != 421:
+        elif kind is ev.Data and pending.chunking and not drop and reply.code != 421:
             # RFC 3030 2: the refusal goes out once the chunk's octets are read (and counts then)
             self.errors -= 1
             self._chunk_refusal = ev.Violation(reply, False)
             self._reset()
             return b""
-        elif isinstance(pending, ev.ChunkReceived):
+        elif kind is ev.ChunkReceived:
             pass
-        elif isinstance(pending, ev.Data) and reply.code == 354:
+        elif kind is ev.Data and reply.code == 354:
             self.state = DATA
             self._data = DataDecoder()
             if self._buffer or self._pipelined:
@@ -661,27 +664,27 @@ class Session:
                 self._data.feed(bytes(self._buffer))
                 self._buffer.clear()
             self._pipelined = False
-        elif isinstance(pending, ev.Data):
+        elif kind is ev.Data:
             self._reset()  # a refused DATA ends the transaction (the proxy dropped its routes)
-        elif isinstance(pending, ev.EndOfData):
+        elif kind is ev.EndOfData:
             self.state = COMMAND
             self._data = None
             self.messages += ok
             self._reset()
-        elif isinstance(pending, ev.Rset) and ok:
+        elif kind is ev.Rset and ok:
             self._reset()
-        elif isinstance(pending, ev.StartTls) and reply.code == 220:
+        elif kind is ev.StartTls and reply.code == 220:
             # RFC 3207 4.2: forget everything, including plaintext sent after STARTTLS.
             self._buffer.clear()
             self._pipelined = False
             self.tls = True
             self.helo = self.helo_verb = None
             self._reset()
-        elif isinstance(pending, ev.AuthChallenge) and reply.code == 334:
+        elif kind is ev.AuthChallenge and reply.code == 334:
             self.state = AUTH
-        elif isinstance(pending, ev.Auth) and reply.code == 235:
+        elif kind is ev.Auth and reply.code == 235:
             self.authenticated = pending.credentials.authcid
-        elif isinstance(pending, ev.Xclient) and reply.code == 220:
+        elif kind is ev.Xclient and reply.code == 220:
             self.helo = self.helo_verb = None
             self.errors = 0
             self._reset()
@@ -689,7 +692,7 @@ class Session:
             self.state = SINK
             self.helo = self.helo_verb = None
             self._reset()
-        elif drop or isinstance(pending, ev.Quit) or reply.code == 421:
+        elif drop or kind is ev.Quit or reply.code == 421:
             self.closing = True
         if isinstance(pending, (ev.Violation, ev.EndOfData)) and pending.drop:
             self.closing = True
