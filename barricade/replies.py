@@ -71,9 +71,9 @@ class Reply:
     lines: tuple[str, ...]
     id: int
     extra: tuple[str, ...] = field(default=())
-    # The first line's bytes up to the session id, once encoded: a rendered
-    # reply is cached and sent again and again, to every session.
-    _head: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    # Once encoded: the first line up to the session id, and the lines after it.
+    # A rendered reply is cached and sent again and again, to every session.
+    _parts: tuple[bytes, bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def positive(self) -> bool:
@@ -100,24 +100,21 @@ class Reply:
         the last line of an EHLO reply is an extension keyword and must
         stay one.  Extra lines (EHLO keywords, HELP text) carry no status.
         """
-        head = self._head
-        if head is None:
-            if self.code == 334 or len(self.lines) != 1 or self.extra:
-                return self._encode_lines(session_id)
-            # Most replies: one line.
-            prefix = f"{self.status} " if self.status else ""
-            head = f"{self.code} {prefix}{self.lines[0]} #{self.id}".encode("utf-8", "replace")
-            object.__setattr__(self, "_head", head)
+        parts = self._parts
+        if parts is None:
+            if self.code == 334:  # RFC 4954: a SASL challenge is base64 and nothing else
+                return self._lines("")
+            first, _, rest = self._lines(f" #{self.id}").partition(b"\r\n")
+            parts = (first, rest)
+            object.__setattr__(self, "_parts", parts)
+        first, rest = parts
         if session_id:
-            return b"%s %s\r\n" % (head, session_id.encode("utf-8", "replace"))
-        return head + b"\r\n"
+            return b"%s %s\r\n%s" % (first, session_id.encode("utf-8", "replace"), rest)
+        return b"%s\r\n%s" % (first, rest)
 
-    def _encode_lines(self, session_id: str) -> bytes:
-        """:meth:`encode` for a SASL challenge and for replies of several lines."""
+    def _lines(self, tag: str) -> bytes:
+        """Every line, ``tag`` at the end of the first."""
         prefix = f"{self.status} " if self.status else ""
-        tag = f" #{self.id}" + (f" {session_id}" if session_id else "")
-        if self.code == 334:  # RFC 4954: a SASL challenge is base64 and nothing else
-            tag = ""
         texts = [prefix + self.lines[0] + tag]
         texts.extend(prefix + line for line in self.lines[1:])
         texts.extend(self.extra)
@@ -273,20 +270,24 @@ class Catalogue:
                     found = self._plain[key] = Reply(rcode, rstatus, (template.format_map(_Fields()),), rid)
                 return found
             used = {k: fields[k] for k in names if k in fields}
-            texts = not lines and not extra
-            for v in used.values():
+            lines, extra = tuple(lines), tuple(extra)
+            texts = True
+            for v in (*used.values(), *lines, *extra):
                 if type(v) is not str:
                     texts = False
                     break
             if texts:
-                key = (rid, rcode, rstatus, *used.items())  # in the order of names, fixed per entry
+                # The banner, the EHLO reply and the closing reply repeat for every session
+                # (the fields in the order of names, fixed per entry).
+                key = (rid, rcode, rstatus, lines, extra, *used.items())
                 found = self._rendered.get(key)
                 if found is None:
                     if len(self._rendered) >= RENDERED:
                         self._rendered.clear()
+                    text = template.format_map(_Fields({k: _clean(v) for k, v in used.items()}))
                     found = self._rendered[key] = Reply(
-                        rcode, rstatus, (template.format_map(_Fields({k: _clean(v) for k, v in used.items()})),),
-                        int(rid))
+                        rcode, rstatus, (text, *(_clean(x) for x in lines)), int(rid),
+                        tuple(_clean(x) for x in extra))
                 return found
             # Only the fields the text uses are cleaned (callers pass the standard set).
             text = template.format_map(_Fields({k: _clean(v) for k, v in used.items()}))

@@ -279,6 +279,37 @@ def test_encode_ehlo_extras(cat):
     ]
 
 
+def test_a_rendered_reply_is_kept_and_encoded_for_each_session(cat):
+    """The banner and the EHLO reply repeat for every session: the same Reply comes
+    back for the same values (lines and extras included), and its encoding, kept
+    once made, still carries each session's own id; other values, another Reply."""
+    ehlo = dict(hostname="mx.example", helo="client.example", client_ip="192.0.2.1",
+                extra=["PIPELINING", "8BITMIME"])
+    first, again = cat.reply(256, **ehlo), cat.reply(256, **ehlo)
+    assert again is first
+    assert first.encode("S1") == (b"250-mx.example Hello client.example [192.0.2.1] #256 S1\r\n"
+                                  b"250-PIPELINING\r\n250 8BITMIME\r\n")
+    assert first.encode("S2").startswith(b"250-mx.example Hello client.example [192.0.2.1] #256 S2\r\n")
+    assert first.encode() == (b"250-mx.example Hello client.example [192.0.2.1] #256\r\n"
+                              b"250-PIPELINING\r\n250 8BITMIME\r\n")
+    other = cat.reply(256, **{**ehlo, "extra": ["PIPELINING"]})
+    assert other is not first and other.encode("S3").endswith(b"\r\n250 PIPELINING\r\n")
+    banner = cat.reply(633, hostname="mx.example", esmtp="E", banner="welcome", lines=["line 2"])
+    assert cat.reply(633, hostname="mx.example", esmtp="E", banner="welcome", lines=["line 2"]) is banner
+    single = cat.reply(288, rcpt="x@y")
+    assert single.encode("A") == b"550 5.7.1 recipient <x@y> relaying denied #288 A\r\n"
+    assert single.encode("B") == b"550 5.7.1 recipient <x@y> relaying denied #288 B\r\n"
+    assert cat.reply(288, rcpt=42).encode("C") == b"550 5.7.1 recipient <42> relaying denied #288 C\r\n"
+
+
+def test_a_sasl_challenge_carries_no_id(cat):
+    challenge = next(spec for spec in cat if spec.code == 334)
+    reply = cat.reply(challenge.id, **{name: "dGVzdA==" for name in challenge.fields})
+    wire = reply.encode("S1")
+    assert wire.startswith(b"334 ") and b"#" not in wire and b"S1" not in wire
+    assert reply.encode("S2") == wire.replace(b"S1", b"S2")
+
+
 def test_encode_every_line_crlf_and_separator(cat):
     r = cat.reply(916, commands="HELO EHLO", lines=["a", "b"], extra=["c"])
     lines = r.encode("X").split(b"\r\n")[:-1]
