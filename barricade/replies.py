@@ -270,9 +270,14 @@ class Catalogue:
                     found = self._plain[key] = Reply(rcode, rstatus, (template.format_map(_Fields()),), rid)
                 return found
             used = {k: fields[k] for k in names if k in fields}
-            lines, extra = tuple(lines), tuple(extra)
+            if lines or extra:
+                lines, extra = tuple(lines), tuple(extra)
+                values = (*used.values(), *lines, *extra)
+            else:
+                lines = extra = ()  # an empty list given is no line
+                values = used.values()
             texts = True
-            for v in (*used.values(), *lines, *extra):
+            for v in values:
                 if type(v) is not str:
                     texts = False
                     break

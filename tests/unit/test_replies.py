@@ -300,6 +300,7 @@ def test_a_rendered_reply_is_kept_and_encoded_for_each_session(cat):
     assert single.encode("A") == b"550 5.7.1 recipient <x@y> relaying denied #288 A\r\n"
     assert single.encode("B") == b"550 5.7.1 recipient <x@y> relaying denied #288 B\r\n"
     assert cat.reply(288, rcpt=42).encode("C") == b"550 5.7.1 recipient <42> relaying denied #288 C\r\n"
+    assert cat.reply(288, rcpt="x@y", lines=[], extra=[]) is single
 
 
 def test_a_sasl_challenge_carries_no_id(cat):
