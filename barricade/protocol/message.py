@@ -131,6 +131,8 @@ def edit_headers(block: bytes, subject_tag: str, added: list[tuple[str, str]],
     space.  The tag is put in front of the Subject unless it is already
     there, and a message without a Subject gets one.
     """
+    if not removed and not added and not subject_tag:  # most messages: nothing to edit
+        return bytes(block)
     lines = block.split(b"\r\n")
     if removed:
         kept, dropping = [], False

@@ -48,3 +48,6 @@ def test_edit_headers_removes_tags_and_adds():
                    b"Subject: [SPAM] hello\r\nFrom: a@b.example\r\n")
     assert edit_headers(b"From: a\r\n", "[T]", []) == b"Subject: [T]\r\nFrom: a\r\n"
     assert edit_headers(b"Subject: [T] x\r\n", "[T]", []) == b"Subject: [T] x\r\n"
+    block = b"Subject: x\r\nX-A: 1\r\n folded\r\nFrom: a\r\n"
+    assert edit_headers(block, "", []) == block  # nothing asked: the block as it came
+    assert edit_headers(bytearray(block), "", [], set()) == block
