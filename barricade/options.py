@@ -414,13 +414,15 @@ _add("smtp-command-timeout", 300, """Seconds to wait for a client command, and
 _add("smtp-connect-timeout", 60, """Seconds to wait for a downstream
      connection and its 220 greeting.""", section=S, minimum=1)
 _add("downstream-pool-size", 32, """Idle downstream connections kept per
-     destination after a client session ends, for the next session to reuse
+     destination, by each worker process, after a client session ends, for the next session to reuse
      (no connect, greeting or EHLO), as Postfix's SMTP connection cache.
      Set it to about the number of client sessions that reach this
      destination at once: below that, a busy gateway keeps closing
      connections it opens again a moment later; above it costs nothing, as
      only connections that were in use are kept, each at most
-     downstream-pool-idle seconds. 0: every session opens its own and QUITs
+     downstream-pool-idle seconds (mind a downstream's limit of connections
+     per client, Postfix's smtpd_client_connection_count_limit: the workers'
+     pools add up). 0: every session opens its own and QUITs
      it. A connection that told the downstream who its client was
      (forward-xclient) is never kept.""", section=S, minimum=0)
 _add("downstream-pool-idle", 5, """Seconds an idle downstream connection is

@@ -103,26 +103,27 @@ class Reply:
         parts = self._parts
         if parts is None:
             if self.code == 334:  # RFC 4954: a SASL challenge is base64 and nothing else
-                return self._lines("")
-            first, _, rest = self._lines(f" #{self.id}").partition(b"\r\n")
-            parts = (first, rest)
+                return "".join(line + "\r\n" for line in self._lines()).encode("utf-8", "replace")
+            prefix = f"{self.status} " if self.status else ""
+            if len(self.lines) == 1 and not self.extra:  # most replies: one line
+                parts = (f"{self.code} {prefix}{self.lines[0]} #{self.id}".encode("utf-8", "replace"), b"")
+            else:
+                first, *rest = self._lines()
+                parts = (f"{first} #{self.id}".encode("utf-8", "replace"),
+                         "".join(line + "\r\n" for line in rest).encode("utf-8", "replace"))
             object.__setattr__(self, "_parts", parts)
         first, rest = parts
         if session_id:
             return b"%s %s\r\n%s" % (first, session_id.encode("utf-8", "replace"), rest)
         return b"%s\r\n%s" % (first, rest)
 
-    def _lines(self, tag: str) -> bytes:
-        """Every line, ``tag`` at the end of the first."""
+    def _lines(self) -> list[str]:
+        """Every line with its code and separator, without the id or the line break."""
         prefix = f"{self.status} " if self.status else ""
-        texts = [prefix + self.lines[0] + tag]
-        texts.extend(prefix + line for line in self.lines[1:])
+        texts = [prefix + line for line in self.lines]
         texts.extend(self.extra)
-        out = []
-        for i, text in enumerate(texts):
-            sep = " " if i == len(texts) - 1 else "-"
-            out.append(f"{self.code}{sep}{text}\r\n")
-        return "".join(out).encode("utf-8", "replace")
+        last = len(texts) - 1
+        return [f"{self.code}{' ' if i == last else '-'}{text}" for i, text in enumerate(texts)]
 
 
 class _Fields(dict):

@@ -375,6 +375,8 @@ class RespClient:
 
     def uncork(self) -> None:
         """The outermost uncork writes what :meth:`cork` kept."""
+        if self._corks <= 0:  # not corked: nothing kept, and no count below zero
+            return
         self._corks -= 1
         if self._corks == 0 and self._held_by is not None:
             proto, self._held_by = self._held_by, None

@@ -115,8 +115,8 @@ def test_garbage_binary_and_huge_lines(sink, make_proxy):
         r = c.cmd(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a TLS hello on the plain port
         assert (r.code, r.status, r.id) == (500, "5.5.2", 641)
     with Client(proxy.port) as c:
-        # Four times the line limit, which the kernel takes at once: the proxy reads
-        # it all before it answers and closes, so no reset can destroy the reply.
+        # Four times the line limit, which the kernel takes at once: on loopback the
+        # proxy reads it all before it answers and closes, so no reset takes the reply.
         c.send(b"X" * (4 * 4096))
         r = c.read()
         assert (r.code, r.status, r.id) == (501, "5.5.2", 906)
@@ -128,7 +128,7 @@ def test_garbage_binary_and_huge_lines(sink, make_proxy):
             c.send(b"X" * (1 << 20))
             r = c.read()
             assert (r.code, r.status, r.id) == (501, "5.5.2", 906)
-        except (BrokenPipeError, ConnectionResetError, ConnectionError):
+        except ConnectionError:  # a broken pipe or a reset
             pass
         assert c.closed()
     with Client(proxy.port) as c:

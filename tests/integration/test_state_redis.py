@@ -387,6 +387,7 @@ async def test_corked_writes_go_out_in_one_piece(server, raw, prefix) -> None:
         raise AssertionError(f"{len(outcomes)} of {count} writes reported")
 
     try:
+        store.uncork()  # without a cork: nothing to write, and a later cork still holds
         store.cork()  # not connected yet: nothing to hold
         store.set_nowait("a", "discard s1", ttl=10, done=outcomes.append)
         store.uncork()
