@@ -320,8 +320,9 @@ def worker_of(proxy, sid: str) -> str | None:
 
 def test_dupmsg_retry_on_the_other_worker_with_redis(slow_sink, make_proxy, redis_server):
     sink = slow_sink
+    # rate-throttle=2 hands the connections to both workers (see test_grey's two workers).
     proxy = make_proxy(routes_to(sink), f"redis-url={redis_server.url}",
-                       f"redis-prefix=t{uuid.uuid4().hex[:8]}:", "workers=2")
+                       f"redis-prefix=t{uuid.uuid4().hex[:8]}:", "workers=2", "rate-throttle=2")
     wait_for(lambda: proxy.log_text().count("barricade: listening on") == 2, what="2 workers")
     ids = []
     for n in range(40):

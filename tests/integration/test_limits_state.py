@@ -103,8 +103,9 @@ def test_concurrency_by_ptr_domain_then_bare_tag_and_zero_disables(limited, back
 
 
 def test_concurrency_holds_across_two_workers_with_redis(limited, redis_server):
+    # rate-throttle=2 hands the connections to both workers (see test_grey's two workers).
     proxy = limited("concurrent-connect:192.0.2.1 2\n", f"redis-url={redis_server.url}",
-                    f"redis-prefix=t{uuid.uuid4().hex[:8]}:", "workers=2")
+                    f"redis-prefix=t{uuid.uuid4().hex[:8]}:", "workers=2", "rate-throttle=2")
     wait_for(lambda: proxy.log_text().count("barricade: listening on") == 2, what="2 workers")
 
     def both_workers_saw_the_client() -> bool:
