@@ -261,9 +261,7 @@ class Catalogue:
             text = _clean(custom_text)
         else:
             template = self._texts.get(rid, spec.template)
-            names = self._names.get(rid)
-            if names is None:
-                names = self.names(rid)
+            names = self.names(rid)
             if not names and not lines and not extra:
                 key = (rid, rcode, rstatus)
                 found = self._plain.get(key)

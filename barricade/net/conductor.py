@@ -747,14 +747,13 @@ class Proxy:
         dupmsg's settling) goes out in one piece.
         """
         store = self.server.store
-        if store is None:
-            drive(self.server.pipeline.close(self.ctx), self._closed_hooks)
-            return
-        store.cork()
+        if store is not None:
+            store.cork()
         try:
             drive(self.server.pipeline.close(self.ctx), self._closed_hooks)
         finally:
-            store.uncork()
+            if store is not None:
+                store.uncork()
 
     def _closed_hooks(self, outcome: object) -> None:
         if isinstance(outcome, Failure):
