@@ -23,6 +23,13 @@ microseconds, so most calls (a session arms a few deadlines per command)
 cancelled and re-pushed an asyncio timer for nothing.  Here the wake-up
 moves only when the new call is due more than :data:`SLACK` before it.
 
+A second SIGTERM or SIGINT while the process is already stopping (an
+impatient init script, a postmaster pressing Ctrl-C twice) made Twisted
+call ``stop()`` again, which raises ReactorNotRunning and was logged at
+critical level with a traceback.  Here it is one info line: the stop
+under way goes on (sessions closing with their replies, workers waited
+for), and SIGKILL stays the way to end it at once.
+
 twistd's own ``--reactor=asyncio`` still works, without these shortcuts.
 """
 
@@ -44,12 +51,38 @@ SLACK = 0.001
 
 
 class Reactor(AsyncioSelectorReactor):
+    _stopping = False  # a stop signal was received
+
     def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         call = PosixReactorBase.callLater(self, delay, callable, *args, **kw)
         scheduled = self._scheduledAt
         if scheduled is None or self._asyncioEventloop.time() + delay < scheduled - SLACK:
             self._reschedule()
         return call
+
+    def sigInt(self, number: int, frame: Any = None) -> None:
+        self._stop_requested("SIGINT", number)
+
+    def sigTerm(self, number: int, frame: Any = None) -> None:
+        self._stop_requested("SIGTERM", number)
+
+    def sigBreak(self, number: int, frame: Any = None) -> None:
+        self._stop_requested("SIGBREAK", number)
+
+    def _stop_requested(self, name: str, number: int) -> None:
+        """What Twisted's handlers do, once: stop from the loop, on the first request only."""
+        if self._stopping:
+            log.info("received {signal} while stopping already; the stop goes on "
+                     "(SIGKILL ends the process at once)", signal=name)
+            return
+        self._stopping = True
+        log.info("received {signal}, shutting down", signal=name)
+        self._exitSignal = number
+        self.callFromThread(self._stop_once)
+
+    def _stop_once(self) -> None:
+        if not self._stopped:  # stopped meanwhile some other way (reactor.stop() in code)
+            self.stop()
 
     def _readOrWrite(self, selectable: Any, read: bool) -> None:
         # Twisted's own, in one frame with the catch-all callWithLogger had.

@@ -78,3 +78,37 @@ def test_socket_events_reach_the_protocol_and_a_failure_is_logged_not_raised(loo
     r.removeAll()
     a.close()
     b.close()
+
+
+def test_a_second_stop_signal_while_stopping_is_one_info_line_not_a_critical_error(loop):
+    from twisted.logger import globalLogPublisher
+
+    r = barricade_reactor.Reactor(loop)
+    stops: list = []
+    r.stop = lambda: stops.append("stop")  # the reactor is not running in this test
+    r._stopped = False  # as while it runs
+    seen: list = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        r.sigTerm(15)
+        r.sigTerm(15)  # an impatient init script
+        r.sigInt(2)  # Ctrl-C on top
+        spin(loop, 0.02)  # the loop's turn: what callFromThread queued
+    finally:
+        globalLogPublisher.removeObserver(seen)
+    assert stops == ["stop"]  # stop() once: a second call would raise ReactorNotRunning
+    assert r._exitSignal == 15
+    ours = [e for e in seen if e.get("log_namespace") == barricade_reactor.log.namespace]
+    assert [(e["log_level"].name, e["signal"]) for e in ours] == [
+        ("info", "SIGTERM"), ("info", "SIGTERM"), ("info", "SIGINT")]
+    assert "stopping already" in ours[1]["log_format"]
+
+
+def test_a_stop_signal_after_a_stop_from_code_stops_nothing_twice(loop):
+    r = barricade_reactor.Reactor(loop)
+    stops: list = []
+    r.stop = lambda: stops.append("stop")
+    r._stopped = True  # reactor.stop() was called by the service meanwhile
+    r.sigTerm(15)
+    spin(loop, 0.02)
+    assert stops == []
