@@ -21,7 +21,7 @@ from __future__ import annotations
 from barricade.client import ClientInfo
 from barricade.harness import PluginHarness, Result
 from barricade.plugin import Direct, Plugin, PluginOption, ScannerError, ScannerPlugin, Services
-from barricade.policy.pipeline import Check, Context, Trust
+from barricade.policy.pipeline import Check, Context, Trust, immediate
 from barricade.policy.verdict import (
     CONTINUE,
     Action,
@@ -40,6 +40,6 @@ from barricade.replies import ReplyId, ReplySpec
 __all__ = [
     "CONTINUE", "Action", "Check", "CheckError", "ClientInfo", "Context", "Direct", "Flag",
     "Plugin", "PluginHarness", "PluginOption", "ReplyId", "ReplySpec", "Result", "ScannerError",
-    "ScannerPlugin", "Services", "Trust", "Verdict", "delayable_reject", "drop", "ireject",
-    "reject", "tag", "tempfail",
+    "ScannerPlugin", "Services", "Trust", "Verdict", "delayable_reject", "drop", "immediate",
+    "ireject", "reject", "tag", "tempfail",
 ]

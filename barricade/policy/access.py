@@ -82,7 +82,7 @@ from barricade.maps import (
     raise_problems,
 )
 from barricade.options import Config
-from barricade.policy.pipeline import Check, Context
+from barricade.policy.pipeline import Check, Context, immediate
 from barricade.policy.tagging import subject_tag, tag_message
 from barricade.policy.verdict import (
     CONTINUE,
@@ -571,7 +571,8 @@ class AccessConnect(AccessCheck):
     tag = "Connect:"
     replies = Replies(ReplyId.CLIENT_BLACK_LISTED, ReplyId.CLIENT_BLACK_LISTED_CLOSE, ReplyId.CLIENT_TEMPFAIL)
 
-    async def connect(self, ctx: Context) -> Verdict:
+    @immediate
+    def connect(self, ctx: Context) -> Verdict:
         hit = self.map.connect(ctx.client.ip, self.client_name(ctx))
         ctx.notes[CONNECT_HIT] = hit is not None
         return self.apply(ctx, hit, self.replies, drop=True, session=True)
@@ -584,7 +585,8 @@ class AccessHelo(AccessCheck):
     tag = "Helo:"
     replies = Replies(ReplyId.HELO_BLACK_LISTED, ReplyId.HELO_BLACK_LISTED, ReplyId.HELO_TEMPFAIL)
 
-    async def helo(self, ctx: Context) -> Verdict:
+    @immediate
+    def helo(self, ctx: Context) -> Verdict:
         if not ctx.helo:
             return CONTINUE
         return self.apply(ctx, self.map.helo(ctx.helo), self.replies, drop=True, session=True)
@@ -642,7 +644,8 @@ class AccessRcpt(AccessCheck):
     replies = Replies(ReplyId.RECIPIENT_BLACK_LISTED, ReplyId.RECIPIENT_BLACK_LISTED,
                       ReplyId.RECIPIENT_TEMPFAIL)
 
-    async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
+    @immediate
+    def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         ctx.notes[RCPT_HIT] = True
         hit = self.map.connect_recipient(ctx.client.ip, self.client_name(ctx), rcpt)
         if hit is not None:
@@ -666,21 +669,24 @@ class AccessMessage(AccessCheck):
         super().__init__(access_map)
         self.subject_tag = subject_tag
 
-    async def headers(self, ctx: Context) -> Verdict:
+    @immediate
+    def headers(self, ctx: Context) -> Verdict:
         reason = ctx.notes.get(SESSION_TAG) or ctx.notes.get(TAG)
         if reason and tag_message(ctx, self.subject_tag, reason):
             log.info("session {sid}: message {qid} tagged (access map TAG): {reason}",
                      sid=ctx.session_id, qid=ctx.qid, reason=reason)
         return CONTINUE
 
-    async def data(self, ctx: Context) -> Verdict:
+    @immediate
+    def data(self, ctx: Context) -> Verdict:
         if self._discard(ctx):
             return CONTINUE
         if ctx.notes.get(SESSION_PROTOCOL) or ctx.notes.get(PROTOCOL):
             return Verdict(Action.ACCEPT)  # content checks skipped, anti-virus still runs
         return CONTINUE
 
-    async def end_of_data(self, ctx: Context) -> Verdict:
+    @immediate
+    def end_of_data(self, ctx: Context) -> Verdict:
         if self._discard(ctx):
             log.info("session {sid}: message {qid} discarded (access map DISCARD)",
                      sid=ctx.session_id, qid=ctx.qid)
@@ -712,7 +718,8 @@ class AccessCopy(AccessCheck):
         out = [(word, path or self.dirs[word]) for word, path in asked]
         return list(dict.fromkeys(out))
 
-    async def headers(self, ctx: Context) -> Verdict:
+    @immediate
+    def headers(self, ctx: Context) -> Verdict:
         targets = self.targets(ctx)
         if not targets:
             return CONTINUE
@@ -727,7 +734,8 @@ class AccessCopy(AccessCheck):
         ctx.notes[_COPY] = (copy, targets)
         return CONTINUE
 
-    async def body(self, ctx: Context, chunk: bytes) -> Verdict:
+    @immediate
+    def body(self, ctx: Context, chunk: bytes) -> Verdict:
         copy = ctx.notes.get(_COPY)
         if copy is not None and copy[0] is not None:
             try:
@@ -739,7 +747,8 @@ class AccessCopy(AccessCheck):
                 ctx.notes[_COPY] = (None, copy[1])
         return CONTINUE
 
-    async def end_of_data(self, ctx: Context) -> Verdict:
+    @immediate
+    def end_of_data(self, ctx: Context) -> Verdict:
         copy = ctx.notes.pop(_COPY, None)
         if copy is None:
             return CONTINUE
@@ -786,7 +795,8 @@ class AccessSessionState(AccessCheck):
     name = "access-session"
     antivirus = True
 
-    async def mail(self, ctx: Context) -> Verdict:
+    @immediate
+    def mail(self, ctx: Context) -> Verdict:
         if ctx.notes.get(SESSION_WHITE_AV):
             ctx.white_av = True
         if ctx.notes.get(SESSION_CONTENT):

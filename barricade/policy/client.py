@@ -50,7 +50,7 @@ from barricade.policy.domains import (
 )
 from barricade.policy.ip_in_ptr import client_ip_in_ptr
 from barricade.policy.mx import vouched_for
-from barricade.policy.pipeline import Check, Context
+from barricade.policy.pipeline import Check, Context, immediate
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
 from barricade.replies import ReplyId
 
@@ -70,7 +70,8 @@ class ClientTests(Check):
         self.unknown_tld = config["reject-unknown-tld"]
         self.tlds = tlds
 
-    async def connect(self, ctx: Context) -> Verdict:
+    @immediate
+    def connect(self, ctx: Context) -> Verdict:
         if usual_suspect(ctx.client) or ctx.notes.get(CONNECT_HIT):
             return CONTINUE
         name = client_name(ctx.client)
@@ -118,7 +119,8 @@ class ClientPtrTests(_PtrTests):
 
     name = "client-ptr"
 
-    async def connect(self, ctx: Context) -> Verdict:
+    @immediate
+    def connect(self, ctx: Context) -> Verdict:
         return CONTINUE if self.client_is_mx else self.test(ctx)
 
 
@@ -127,7 +129,8 @@ class ClientPtrTestsAtMail(_PtrTests):
 
     name = "client-is-mx"
 
-    async def mail(self, ctx: Context) -> Verdict:
+    @immediate
+    def mail(self, ctx: Context) -> Verdict:
         if not self.client_is_mx or vouched_for(ctx.notes):
             return CONTINUE
         return self.test(ctx)

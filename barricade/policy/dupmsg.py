@@ -53,7 +53,7 @@ from twisted.logger import Logger
 
 from barricade.aio import aio
 from barricade.options import Config
-from barricade.policy.pipeline import Context
+from barricade.policy.pipeline import Context, immediate
 from barricade.policy.state_limits import StoreCheck
 from barricade.policy.verdict import CONTINUE, Action, Verdict, reject, tempfail
 from barricade.replies import ReplyId
@@ -95,7 +95,8 @@ class DuplicateMessage(StoreCheck):
         # A pending record lives until the dot's reply and the next command are settled.
         self.pending_ttl = min(self.ttl, float(config["smtp-dot-timeout"] + config["smtp-command-timeout"]))
 
-    async def body(self, ctx: Context, chunk: bytes) -> Verdict:
+    @immediate
+    def body(self, ctx: Context, chunk: bytes) -> Verdict:
         digest = ctx.notes.get(DIGEST)
         if digest is None:
             digest = ctx.notes[DIGEST] = hashlib.md5(usedforsecurity=False)
@@ -135,7 +136,8 @@ class DuplicateMessage(StoreCheck):
             return reject(ReplyId.DUPLICATE_MESSAGE)
         return tempfail(ReplyId.GREY_LISTED)
 
-    async def mail(self, ctx: Context) -> Verdict:
+    @immediate
+    def mail(self, ctx: Context) -> Verdict:
         self._settle(ctx)
         return CONTINUE
 

@@ -55,7 +55,7 @@ from twisted.logger import Logger
 from barricade.aio import aio
 from barricade.maps import KeyValueMap, strip_detail
 from barricade.options import Config
-from barricade.policy.pipeline import Check, Context
+from barricade.policy.pipeline import Check, Context, immediate
 from barricade.policy.state_limits import StoreCheck
 from barricade.policy.verdict import CONTINUE, Verdict, drop, reject, tempfail
 from barricade.replies import ReplyId
@@ -369,7 +369,8 @@ class GreyContent(GreyList):
         ctx.notes[HASH_NOTE] = BytesFeedParser()
         return CONTINUE
 
-    async def body(self, ctx: Context, chunk: bytes) -> Verdict:
+    @immediate
+    def body(self, ctx: Context, chunk: bytes) -> Verdict:
         parser = self._parser(ctx)
         if parser is not None:
             parser.feed(chunk)

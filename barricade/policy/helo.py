@@ -45,7 +45,7 @@ from barricade.options import Config
 from barricade.policy.domains import client_name, literal_ip, reserved_domain, usual_suspect
 from barricade.policy.ip_in_ptr import client_ip_in_ptr
 from barricade.policy.mx import vouched_for
-from barricade.policy.pipeline import Check, Context
+from barricade.policy.pipeline import Check, Context, immediate
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
 from barricade.protocol.grammar import valid_domain_literal
 from barricade.replies import ReplyId
@@ -138,7 +138,8 @@ class HeloTests(Check):
         self.our_names = frozenset(n.lower().rstrip(".") for n in names if n)
         self.our_ips = interface_ips(config["interfaces"])
 
-    async def helo(self, ctx: Context) -> Verdict:
+    @immediate
+    def helo(self, ctx: Context) -> Verdict:
         helo = ctx.helo
         if not helo:
             return CONTINUE
@@ -188,10 +189,12 @@ class HeloIsPtr(Check):
             return CONTINUE
         return Verdict(Action.DROP, ReplyId.HELO_IS_IP_IN_PTR, flags=POLICY_DROP)
 
-    async def helo(self, ctx: Context) -> Verdict:
+    @immediate
+    def helo(self, ctx: Context) -> Verdict:
         return CONTINUE if self.client_is_mx else self.test(ctx)
 
-    async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
+    @immediate
+    def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         if not self.client_is_mx or vouched_for(ctx.notes):
             return CONTINUE
         return self.test(ctx)

@@ -16,7 +16,7 @@ from barricade.policy.grey import grey_checks
 from barricade.policy.helo import HeloIsPtr, HeloTests
 from barricade.policy.mail import MailMxTests, MailTests
 from barricade.policy.message_limits import message_limit_checks
-from barricade.policy.pipeline import Check, Context
+from barricade.policy.pipeline import Check, Context, immediate
 from barricade.policy.rcpt import RcptAddress, RcptTests
 from barricade.policy.spf import spf_checks, spf_engine
 from barricade.policy.state_limits import parse_failure_policy, store_checks
@@ -40,7 +40,8 @@ class RcptLimit(Check):
     def __init__(self, config: Config):
         self.limit = config["message-rcpt-limit"]
 
-    async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
+    @immediate
+    def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         if len(ctx.rcpts) >= self.limit:
             return tempfail(ReplyId.TOO_MANY_RECIPIENTS, limit=self.limit)
         return CONTINUE
@@ -55,7 +56,8 @@ class HopLimit(Check):
     def __init__(self, config: Config):
         self.limit = config["message-hop-limit"]
 
-    async def headers(self, ctx: Context) -> Verdict:
+    @immediate
+    def headers(self, ctx: Context) -> Verdict:
         count = sum(1 for name, _ in ctx.headers if name.lower() == "received")
         if count > self.limit:
             return reject(ReplyId.MAIL_LOOP, count=count)

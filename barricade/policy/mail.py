@@ -48,7 +48,7 @@ from barricade.policy.access import MAIL_HIT
 from barricade.policy.client import questionable
 from barricade.policy.domains import TopLevelDomains, domain_of, literal_ip, reserved_domain, usual_suspect
 from barricade.policy.mx import CLIENT_IS_MX, sender_mx
-from barricade.policy.pipeline import Check, Context
+from barricade.policy.pipeline import Check, Context, immediate
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict
 from barricade.replies import ReplyId
 
@@ -67,7 +67,8 @@ class MailTests(Check):
 
     exempt_client = staticmethod(usual_suspect)
 
-    async def mail(self, ctx: Context) -> Verdict:
+    @immediate
+    def mail(self, ctx: Context) -> Verdict:
         if usual_suspect(ctx.client) or ctx.notes.get(MAIL_HIT):
             return CONTINUE
         domain = domain_of(ctx.sender)

@@ -40,7 +40,7 @@ from twisted.logger import Logger
 from barricade.aio import aio
 from barricade.maps import KeyValueMap
 from barricade.options import Config
-from barricade.policy.pipeline import Check, Context
+from barricade.policy.pipeline import Check, Context, immediate
 from barricade.policy.state_limits import StoreCheck
 from barricade.policy.verdict import CONTINUE, Action, Verdict, reject, tempfail
 from barricade.replies import ReplyId
@@ -213,7 +213,8 @@ class MsgLimit(StoreCheck):
             return
         self.reporter.send("message limit exceeded", text, ctx.sender or "")
 
-    async def end_of_data(self, ctx: Context) -> Verdict:
+    @immediate
+    def end_of_data(self, ctx: Context) -> Verdict:
         if ctx.notes.get(MSG_LIMIT_DISCARD):
             log.info("session {sid}: message {qid} discarded (msg-limit-report=report-discard)",
                      sid=ctx.session_id, qid=ctx.qid)
@@ -290,7 +291,8 @@ class LengthLimit(StoreCheck):
             return size
         return self._size(self.client_value(ctx, "length-connect"))[1]
 
-    async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
+    @immediate
+    def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         declared = ctx.mail_params.get("SIZE")
         if not declared or not declared.isdigit():
             return CONTINUE
@@ -300,16 +302,19 @@ class LengthLimit(StoreCheck):
             return reject(ReplyId.SIZE_OVER_LENGTH_LIMIT, size=int(declared), limit=limit)
         return CONTINUE
 
-    async def headers(self, ctx: Context) -> Verdict:
+    @immediate
+    def headers(self, ctx: Context) -> Verdict:
         ctx.notes[LENGTH_LIMIT] = self.limit_for(ctx, ctx.rcpts)
         ctx.notes[LENGTH_SIZE] = len(ctx.header_block)
         return self._check(ctx)
 
-    async def body(self, ctx: Context, chunk: bytes) -> Verdict:
+    @immediate
+    def body(self, ctx: Context, chunk: bytes) -> Verdict:
         ctx.notes[LENGTH_SIZE] = ctx.notes.get(LENGTH_SIZE, 0) + len(chunk)
         return self._check(ctx)
 
-    async def end_of_data(self, ctx: Context) -> Verdict:
+    @immediate
+    def end_of_data(self, ctx: Context) -> Verdict:
         return self._check(ctx)
 
     def _check(self, ctx: Context) -> Verdict:

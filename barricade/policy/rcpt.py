@@ -25,7 +25,7 @@ from barricade.maps import strip_detail
 from barricade.options import Config
 from barricade.policy.access import RCPT_HIT
 from barricade.policy.domains import TopLevelDomains, domain_of, local_part, reserved_domain, usual_suspect
-from barricade.policy.pipeline import Check, Context
+from barricade.policy.pipeline import Check, Context, immediate
 from barricade.policy.verdict import CONTINUE, Verdict, reject
 from barricade.replies import ReplyId
 
@@ -41,7 +41,8 @@ class RcptAddress(Check):
         self.uucp = config["reject-uucp-route"]
         self.quoted_at = config["reject-quoted-at-sign"]
 
-    async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
+    @immediate
+    def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         if self.percent and "%" in rcpt:
             return reject(ReplyId.RECIPIENT_ROUTED_ADDRESS)
         if self.uucp and "!" in rcpt:
@@ -62,7 +63,8 @@ class RcptTests(Check):
         self.one_per_null = config["one-rcpt-per-null"]
         self.tlds = tlds
 
-    async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
+    @immediate
+    def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         if not (usual_suspect(ctx.client) or ctx.notes.get(RCPT_HIT)):
             domain = domain_of(rcpt)
             if domain and self.rfc2606 and reserved_domain(domain):

@@ -55,7 +55,7 @@ from twisted.logger import Logger
 
 from barricade.aio import aio
 from barricade.options import Config, OptionError
-from barricade.policy.pipeline import Check, Context
+from barricade.policy.pipeline import Check, Context, immediate
 from barricade.policy.tagging import subject_tag
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict, tag
 from barricade.replies import ReplyId
@@ -340,7 +340,8 @@ class SpfMail(Check):
             await _together(wanted)
         return CONTINUE
 
-    async def headers(self, ctx: Context) -> Verdict:
+    @immediate
+    def headers(self, ctx: Context) -> Verdict:
         spf = self.spf
         if not spf.received_headers:
             return CONTINUE
@@ -378,7 +379,8 @@ class SpfPolicy(Check):
     def __init__(self, spf: Spf):
         self.spf = spf
 
-    async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
+    @immediate
+    def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         if self.spf.exempt(ctx):
             return CONTINUE
         return self.spf.decide(ctx)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from barricade.maps import KeyValueMap
-from barricade.policy.pipeline import Check, Context
+from barricade.policy.pipeline import Check, Context, immediate
 from barricade.policy.verdict import CONTINUE, Action, Verdict
 from barricade.protocol.client_cert import REQUIRE, SKIP, VERIFY, Requirement, judge, parse
 
@@ -47,14 +47,16 @@ class TlsPolicy(Check):
     def __init__(self, access_map: KeyValueMap):
         self.map = access_map
 
-    async def connect(self, ctx: Context) -> Verdict:
+    @immediate
+    def connect(self, ctx: Context) -> Verdict:
         hit = self.map.client_entry("tls-connect", ctx.client)
         required = parse(hit[1]) if hit else Requirement()
         ctx.notes[NOTE] = required.word
         ctx.notes[REQUIREMENT] = required
         return CONTINUE
 
-    async def mail(self, ctx: Context) -> Verdict:
+    @immediate
+    def mail(self, ctx: Context) -> Verdict:
         required = ctx.notes.get(REQUIREMENT) or Requirement(ctx.notes.get(NOTE, ""))
         verdict = self._judge(ctx, required, f"Tls-Connect: {required.word}")
         if verdict is not None:
@@ -64,7 +66,8 @@ class TlsPolicy(Check):
             verdict = self._judge(ctx, parse(hit[1]), f"{hit[0]} {hit[1]}")
         return verdict or CONTINUE
 
-    async def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
+    @immediate
+    def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         hit = self.map.mail_entry("tls-to", rcpt)
         verdict = self._judge(ctx, parse(hit[1]), f"{hit[0]} {hit[1]}", rcpt=rcpt) if hit else None
         return verdict or CONTINUE

@@ -7,7 +7,7 @@ from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 
 from barricade.plugin import ScannerError
-from barricade.policy.pipeline import Check, Context, Pipeline
+from barricade.policy.pipeline import Check, Context, Pipeline, immediate
 from barricade.policy.verdict import CONTINUE, Action, Verdict, reject
 from barricade.protocol.events import ClientInfo
 
@@ -320,3 +320,74 @@ def test_which_checks_a_white_list_skips_for_every_trust_and_phase():
                         assert c.white == (trust >= Trust.WHITE)
                         assert c.white_session == (session >= Trust.WHITE)
                         assert c.white_envelope_session == (session >= Trust.CONTENT)
+
+
+class Plain(Check):
+    """Hooks marked immediate: plain functions, run as such by the pipeline."""
+
+    name = "plain"
+
+    def __init__(self, verdict: Verdict = CONTINUE, fail: Exception | None = None):
+        self.verdict, self.fail, self.seen = verdict, fail, []
+
+    @immediate
+    def rcpt(self, ctx, rcpt):
+        """The recipient's hook."""
+        self.seen.append(rcpt)
+        if self.fail is not None:
+            raise self.fail
+        return self.verdict
+
+
+class WaitsInPlain(Plain):
+    """A subclass that waits in the hook its parent marks immediate."""
+
+    name = "waits-in-plain"
+
+    async def rcpt(self, ctx, rcpt):
+        await defer.succeed(None)
+        return await super().rcpt(ctx, rcpt)  # the parent's, awaited as any hook
+
+
+def test_an_immediate_hook_is_called_as_a_plain_function_and_counted(monkeypatch):
+    from barricade.metrics import Metrics
+    from barricade.replies import Catalogue
+
+    metrics = Metrics(Catalogue())
+    made: list = []
+    real = Plain.rcpt  # the awaitable form: the pipeline must not make its coroutine
+    monkeypatch.setattr(Plain, "rcpt", lambda *a: made.append(a) or real(*a))
+    Plain.rcpt.immediate = real.immediate
+    check = Plain(reject(550))
+    v = run(Pipeline([check], MemoryReactorClock(), 5, metrics=metrics), "rcpt", ctx(), "a@example.org")
+    assert (v.action, v.reply_id, v.check) == (Action.REJECT, 550, "plain")
+    assert check.seen == ["a@example.org"] and made == []
+    assert metrics.tally.checks[("plain", "rcpt", "reject")][2] == 1
+
+
+def test_an_immediate_hook_is_still_awaitable_and_keeps_its_name():
+    check = Plain()
+    d = defer.ensureDeferred(check.rcpt(ctx(), "b@example.org"))
+    assert d.result is CONTINUE and check.seen == ["b@example.org"]
+    assert Plain.rcpt.__name__ == "rcpt" and Plain.rcpt.__doc__ == "The recipient's hook."
+
+
+def test_an_immediate_hook_that_raises_is_its_failure():
+    v = run(Pipeline([Plain(fail=ZeroDivisionError())], MemoryReactorClock(), 5), "rcpt", ctx(), "c@x")
+    assert (v.action, v.reply_id, v.check) == (Action.TEMPFAIL, 907, "plain")
+    v = run(Pipeline([Plain(fail=ScannerError(180, "refused", 111))], MemoryReactorClock(), 5),
+            "rcpt", ctx(), "c@x")
+    assert (v.action, v.reply_id) == (Action.TEMPFAIL, 180)
+
+
+def test_a_subclass_that_waits_in_an_immediate_hook_is_driven_as_a_coroutine():
+    check = WaitsInPlain(reject(550))
+    v = run(Pipeline([check, Plain()], MemoryReactorClock(), 5), "rcpt", ctx(), "d@x")
+    assert (v.action, v.check) == (Action.REJECT, "waits-in-plain") and check.seen == ["d@x"]
+
+
+def test_a_trace_sees_immediate_hooks_too():
+    seen: list = []
+    p = Pipeline([Plain(), Plain(reject(550))], MemoryReactorClock(), 5)
+    d = defer.ensureDeferred(p.run("rcpt", ctx(), "e@x", trace=lambda c, v: seen.append(v and v.action)))
+    assert d.result.action is Action.REJECT and seen == [Action.CONTINUE, Action.REJECT]
