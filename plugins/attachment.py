@@ -27,7 +27,7 @@ from barricade.content.attachments import base_name, denied, parse_patterns
 from barricade.maps import client_keys, mail_keys
 from barricade.options import Config
 from barricade.plugin import Plugin, PluginOption, Services
-from barricade.policy.pipeline import Context
+from barricade.policy.pipeline import Context, immediate
 from barricade.policy.verdict import CONTINUE, Verdict, reject
 from barricade.replies import ReplySpec
 
@@ -103,7 +103,8 @@ class Attachment(Plugin):
                 return parse_patterns(found[1])
         return self.lists[tag]
 
-    async def headers(self, ctx: Context) -> Verdict:
+    @immediate
+    def headers(self, ctx: Context) -> Verdict:
         top = ctx.content_type.partition(";")[0].strip()
         if top and denied(top, self.patterns(ctx, "top-mimetype")):
             return self._refuse(ctx, TOP, "deny-top-content-type", type=top)
@@ -112,11 +113,13 @@ class Attachment(Plugin):
         ctx.notes["attachment.archname"] = archives
         return CONTINUE
 
-    async def body(self, ctx: Context, chunk: bytes) -> Verdict:
+    @immediate
+    def body(self, ctx: Context, chunk: bytes) -> Verdict:
         shared.feed(ctx, self.config, chunk, self.name)
         return CONTINUE
 
-    async def end_of_data(self, ctx: Context) -> Verdict:
+    @immediate
+    def end_of_data(self, ctx: Context) -> Verdict:
         scan = shared.finish(ctx, self.config)
         if scan is None or scan.decoder is None:
             return CONTINUE

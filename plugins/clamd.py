@@ -50,7 +50,7 @@ from barricade.plugin import (
     Services,
     scanner_options,
 )
-from barricade.policy.pipeline import Context
+from barricade.policy.pipeline import Context, immediate
 from barricade.policy.verdict import CONTINUE, Action, Verdict
 from barricade.replies import ReplySpec
 
@@ -330,7 +330,8 @@ class Clamd(ScannerPlugin):
             raise
         return CONTINUE
 
-    async def body(self, ctx: Context, chunk: bytes) -> Verdict:
+    @immediate
+    def body(self, ctx: Context, chunk: bytes) -> Verdict:
         """INSTREAM: pass each body chunk on as it arrives; failures wait for the dot."""
         scan = ctx.notes.get(NOTE)
         if scan is not None:

@@ -29,7 +29,7 @@ from barricade.content import emew
 from barricade.maps import mail_keys
 from barricade.options import Config
 from barricade.plugin import Plugin, PluginOption, Services
-from barricade.policy.pipeline import Context
+from barricade.policy.pipeline import Context, immediate
 from barricade.policy.verdict import CONTINUE, Action, Verdict, reject
 
 log = Logger()
@@ -75,7 +75,8 @@ class Emew(Plugin):
         found = {emew.check(self.secret(rcpt), rcpt, text, now, self.ttl) for rcpt in rcpts}
         return next((s for s in ("valid", "expired", "invalid") if s in found), "none")
 
-    async def headers(self, ctx: Context) -> Verdict:
+    @immediate
+    def headers(self, ctx: Context) -> Verdict:
         if ctx.client.relay:
             self._watermark(ctx)
             return CONTINUE
@@ -104,13 +105,15 @@ class Emew(Plugin):
         ctx.remove_header("References")
         ctx.add_header("References", f"{references} {original}" if references else original)
 
-    async def body(self, ctx: Context, chunk: bytes) -> Verdict:
+    @immediate
+    def body(self, ctx: Context, chunk: bytes) -> Verdict:
         seen = ctx.notes.get(NOTE)
         if seen is not None and len(seen) < FIRST_BYTES:
             seen += chunk[: FIRST_BYTES - len(seen)]
         return CONTINUE
 
-    async def end_of_data(self, ctx: Context) -> Verdict:
+    @immediate
+    def end_of_data(self, ctx: Context) -> Verdict:
         seen = ctx.notes.get(NOTE)
         if seen is None:
             return CONTINUE

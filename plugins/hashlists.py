@@ -33,7 +33,7 @@ from barricade.content import shared
 from barricade.dns import DnsList, Listing, parse_lists
 from barricade.options import Config
 from barricade.plugin import Plugin, PluginOption, Services
-from barricade.policy.pipeline import Context
+from barricade.policy.pipeline import Context, immediate
 from barricade.policy.verdict import CONTINUE, Action, Verdict
 from barricade.replies import ReplySpec
 
@@ -89,7 +89,8 @@ class _HashList(Plugin):
         if metrics is not None and hasattr(metrics, "content_hits"):
             metrics.child(metrics.content_hits, self.name, test, dnslist.suffix).inc()
 
-    async def body(self, ctx: Context, chunk: bytes) -> Verdict:
+    @immediate
+    def body(self, ctx: Context, chunk: bytes) -> Verdict:
         shared.feed(ctx, self.config, chunk, self.name)
         return CONTINUE
 
@@ -116,7 +117,8 @@ class Digest(_HashList):
         super().__init__(config, services)
         self.lists = parse_lists("digest-bl", config.get("digest-bl") or [])
 
-    async def headers(self, ctx: Context) -> Verdict:
+    @immediate
+    def headers(self, ctx: Context) -> Verdict:
         shared.want(ctx, md5=True)
         return CONTINUE
 
@@ -200,7 +202,8 @@ class MailBl(_HashList):
             return CONTINUE
         return self._verdict(ctx, LISTED_SENDER, sender, found[1], sender=sender)
 
-    async def headers(self, ctx: Context) -> Verdict:
+    @immediate
+    def headers(self, ctx: Context) -> Verdict:
         shared.want(ctx, uris=True)
         values = [v for n, v in ctx.headers if n.lower() in self.header_names]
         ctx.notes["mail-bl.headers"] = [a.lower() for _, a in getaddresses(values) if "@" in a]

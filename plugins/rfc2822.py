@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from barricade.content.headers import bad_date, bad_message_id, first_8bit, missing_eoh, missing_required
 from barricade.options import Config
 from barricade.plugin import Plugin, PluginOption
-from barricade.policy.pipeline import Context
+from barricade.policy.pipeline import Context, immediate
 from barricade.policy.verdict import CONTINUE, Verdict, reject
 from barricade.replies import ReplySpec
 
@@ -58,7 +58,8 @@ class Rfc2822(Plugin):
     def enabled(cls, config: Config) -> bool:
         return any(config.get(name) for name in SWITCHES)
 
-    async def headers(self, ctx: Context) -> Verdict:
+    @immediate
+    def headers(self, ctx: Context) -> Verdict:
         cfg = self.config
         block = ctx.header_block
         if cfg.get("rfc2822-7bit-headers"):

@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from barricade.maps import mail_keys
 from barricade.options import Config, OptionError
 from barricade.plugin import PluginOption, ScannerError, ScannerPlugin, Services, scanner_options
-from barricade.policy.pipeline import Context
+from barricade.policy.pipeline import Context, immediate
 from barricade.policy.verdict import CONTINUE, Verdict, reject, tempfail
 from barricade.replies import ReplyId, ReplySpec
 
@@ -261,7 +261,8 @@ class Spamd(ScannerPlugin):
 
     # --- hooks ---------------------------------------------------------------------
 
-    async def headers(self, ctx: Context) -> Verdict:
+    @immediate
+    def headers(self, ctx: Context) -> Verdict:
         """Refuse mail the sender marked as spam; outside X-Spam-* headers go."""
         self._remove_outside_headers(ctx)
         if not self.config["spamd-reject-sender-marked-spam"]:

@@ -29,7 +29,7 @@ from barricade.content import shared
 from barricade.content.uribl import Asker, Hit, Judge, Settings, choose, envelope_names
 from barricade.options import Config
 from barricade.plugin import Plugin, PluginOption, Services
-from barricade.policy.pipeline import Context
+from barricade.policy.pipeline import Context, immediate
 from barricade.policy.verdict import CONTINUE, Action, Verdict
 from barricade.replies import ReplyId, ReplySpec
 
@@ -154,13 +154,15 @@ class Uri(Plugin):
 
     # --- the message ---
 
-    async def headers(self, ctx: Context) -> Verdict:
+    @immediate
+    def headers(self, ctx: Context) -> Verdict:
         shared.want(ctx, uris=True)
         if self.header_names:
             ctx.notes[HEADERS_NOTE] = [v for n, v in ctx.headers if n.lower() in self.header_names]
         return CONTINUE
 
-    async def body(self, ctx: Context, chunk: bytes) -> Verdict:
+    @immediate
+    def body(self, ctx: Context, chunk: bytes) -> Verdict:
         shared.feed(ctx, self.config, chunk, self.name)
         return CONTINUE
 
