@@ -141,7 +141,8 @@ class DuplicateMessage(StoreCheck):
         self._settle(ctx)
         return CONTINUE
 
-    async def close(self, ctx: Context) -> None:
+    @immediate
+    def close(self, ctx: Context) -> None:
         self._settle(ctx)
 
     def _settle(self, ctx: Context) -> None:

@@ -222,15 +222,16 @@ class Context:
         self.trust = Trust.FULL if on else min(self.trust, Trust.WHITE)
 
 
-def immediate(hook: Callable[..., Verdict]) -> Callable[..., Any]:
+def immediate(hook: Callable[..., Verdict | None]) -> Callable[..., Any]:
     """Mark a hook that never waits: written as a plain function, run as one.
 
     The pipeline runs some forty hooks per message, nearly all of which
     answer at once.  An ``async`` hook costs a coroutine and the
     StopIteration that ends it each time, about five times what the call
     of a plain function costs; a hook marked so is called as a plain
-    function by the pipeline.  Called directly (a test, a subclass's
-    ``super()``), it is still awaitable, like any other hook.
+    function by the pipeline (``close`` hooks too).  Called directly (a
+    test, a subclass's ``super()``), it is still awaitable, like any other
+    hook.
     """
     @functools.wraps(hook)
     async def awaitable(self: Check, *args: Any) -> Verdict:
@@ -412,9 +413,12 @@ class Pipeline:
 
     async def close(self, ctx: Context) -> None:
         """Run every ``close`` hook; a failure is logged and the others still run."""
-        for check in self._hooks["close"]:
+        for check, plain in self._steps["close"]:
             timeout = check.timeout or self.timeout
             try:
+                if plain is not None:
+                    plain(check, ctx)
+                    continue
                 coro = check.close(ctx)
                 try:  # most hooks give back what they hold at once: no Deferred, no timer
                     awaited = coro.send(None)

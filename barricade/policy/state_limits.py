@@ -47,7 +47,7 @@ from twisted.logger import Logger
 from barricade.aio import aio
 from barricade.maps import KeyValueMap
 from barricade.options import Config, OptionError
-from barricade.policy.pipeline import Check, Context
+from barricade.policy.pipeline import Check, Context, immediate
 from barricade.policy.verdict import CONTINUE, Action, Flag, Verdict, drop, tempfail
 from barricade.replies import ReplyId
 from barricade.state import Store, StoreError
@@ -364,7 +364,8 @@ class ConcurrentConnect(StoreCheck):
             await self._release(ctx)
         return CONTINUE
 
-    async def close(self, ctx: Context) -> None:
+    @immediate
+    def close(self, ctx: Context) -> None:
         """Give the lease back without waiting for the store: nothing the client
         gets depends on it, and a failure is logged (the lease then expires)."""
         ctx.notes[CLOSED_NOTE] = True

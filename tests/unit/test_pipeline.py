@@ -391,3 +391,24 @@ def test_a_trace_sees_immediate_hooks_too():
     p = Pipeline([Plain(), Plain(reject(550))], MemoryReactorClock(), 5)
     d = defer.ensureDeferred(p.run("rcpt", ctx(), "e@x", trace=lambda c, v: seen.append(v and v.action)))
     assert d.result.action is Action.REJECT and seen == [Action.CONTINUE, Action.REJECT]
+
+
+def test_an_immediate_close_hook_runs_and_a_failing_one_does_not_stop_the_others():
+    ran: list = []
+
+    class Gives(Check):
+        name = "gives"
+
+        @immediate
+        def close(self, ctx):
+            ran.append("gives")
+
+    class Breaks(Check):
+        name = "breaks"
+
+        @immediate
+        def close(self, ctx):
+            raise RuntimeError("a bug")
+
+    d = defer.ensureDeferred(Pipeline([Breaks(), Gives()], MemoryReactorClock(), 5).close(ctx()))
+    assert d.called and d.result is None and ran == ["gives"]
