@@ -4,7 +4,8 @@ Checks (built-in ones and plugins alike) subclass :class:`Check` and
 override the hooks they need, Haraka style: ``connect``, ``helo``, ``mail``,
 ``rcpt``, ``data``, ``headers``, ``body``, ``end_of_data``, and ``close``
 when the session ends (to give back what ``connect`` took, e.g. a lease).  Each hook is
-``async`` (or a plain function marked :func:`immediate`) and runs under ``check-timeout``; a hook that raises
+``async`` (or a plain function marked :func:`immediate`) and runs under
+``check-timeout``; a hook that raises
 :class:`~barricade.policy.verdict.CheckError` gets the reply it carries, one
 that raises anything else or times out counts as a temporary failure (#907);
 either is logged with its name and never reaches the client as a traceback.
@@ -246,6 +247,8 @@ Step = tuple["Check", "Callable[..., Verdict] | None"]
 
 
 def _step(check: Check, phase: str) -> Step:
+    if phase in getattr(check, "__dict__", ()):  # a hook set on the instance is called as it is
+        return check, None
     return check, getattr(getattr(type(check), phase), "immediate", None)
 
 

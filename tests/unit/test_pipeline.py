@@ -412,3 +412,14 @@ def test_an_immediate_close_hook_runs_and_a_failing_one_does_not_stop_the_others
 
     d = defer.ensureDeferred(Pipeline([Breaks(), Gives()], MemoryReactorClock(), 5).close(ctx()))
     assert d.called and d.result is None and ran == ["gives"]
+
+
+def test_a_hook_set_on_the_instance_is_the_one_that_runs():
+    check = Plain()
+
+    async def replaced(ctx, rcpt):
+        return reject(550)
+
+    check.rcpt = replaced
+    v = run(Pipeline([check], MemoryReactorClock(), 5), "rcpt", ctx(), "f@x")
+    assert v.action is Action.REJECT and check.seen == []
