@@ -417,7 +417,6 @@ class Pipeline:
     async def close(self, ctx: Context) -> None:
         """Run every ``close`` hook; a failure is logged and the others still run."""
         for check, plain in self._steps["close"]:
-            timeout = check.timeout or self.timeout
             try:
                 if plain is not None:
                     plain(check, ctx)
@@ -427,7 +426,8 @@ class Pipeline:
                     awaited = coro.send(None)
                 except StopIteration:
                     continue
-                await deferred(coro, awaited, timeout=timeout, deadlines=self._deadlines)
+                await deferred(coro, awaited, timeout=check.timeout or self.timeout,
+                               deadlines=self._deadlines)
             except Exception:
                 log.failure("check {check} failed in close (session {sid})",
                             check=check.name, sid=ctx.session_id)
