@@ -11,6 +11,7 @@ counts a password or the encoded credentials.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
@@ -36,7 +37,10 @@ class Authenticator:
     """One session's AUTH state: the authenticated connection and the checks it postpones."""
 
     def __init__(self, proxy: Proxy):
-        self.proxy = proxy
+        # A weak reference: the proxy owns this object, and every method here runs
+        # awaited by one of the proxy's, which holds it.  A strong one would make a
+        # cycle that only the garbage collector could free at the session's end.
+        self.proxy = weakref.proxy(proxy)
         cfg = proxy.cfg
         self.enabled = cfg["smtp-auth-enable"]
         self.delay_checks = self.enabled and cfg["auth-delay-checks"]

@@ -45,6 +45,14 @@ class Deadline:
             self._timer.cancel()
             self._timer = None
 
+    def close(self) -> None:
+        """Off for good: the owner is done.  The callback is dropped (a later
+        :meth:`set` calls nothing), so that an owner whose bound method it
+        was is freed by reference counting when it ends, not left for the
+        garbage collector as a cycle."""
+        self.clear()
+        self._call = _nothing
+
     def _fire(self) -> None:
         self._timer = None
         due = self.due
@@ -56,3 +64,7 @@ class Deadline:
             return
         self.due = None
         self._call()
+
+
+def _nothing() -> None:
+    """What a closed :class:`Deadline` calls."""

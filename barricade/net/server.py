@@ -188,6 +188,13 @@ class SmtpServerProtocol(protocol.Protocol):
         for timer in (self._handshake, self._hard_close):
             if timer is not None and timer.active():
                 timer.cancel()
+        # What ties this object to the proxy and the timer goes: the session is
+        # then freed by reference counting once its last callback has run, not
+        # left to the garbage collector (whose collections a dead session's
+        # objects would trigger and lengthen).
+        self._deadline.close()
+        if self.proxy is not None:
+            self.proxy.on_fatal = None
         if self._admitted is not None and self.factory is not None:
             self.factory.released(self._admitted)
             self._admitted = None
@@ -196,9 +203,9 @@ class SmtpServerProtocol(protocol.Protocol):
         if self._closed:
             return
         self._closed = True
-        self._disarm()
-        if self._header is not None:
-            self._header.cancel()
+        header, self._header = self._header, None
+        if header is not None:
+            header.cancel()
         if self.session is None:
             return  # dropped before a session began (a bad or missing PROXY header)
         if self.factory is not None:

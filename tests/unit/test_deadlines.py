@@ -195,3 +195,16 @@ def test_a_cleared_deadline_never_fires_and_can_be_set_again():
     clock.advance(5)
     assert fired == [15.0]
 
+
+
+def test_a_closed_deadline_lets_go_of_its_callback_and_never_calls_it():
+    import weakref
+
+    clock, fired, d = _deadline()
+    d.set(5)
+    owner = weakref.ref(d._call)
+    d.close()
+    assert owner() is None and clock.getDelayedCalls() == []  # nothing holds the owner's method
+    d.set(5)  # a late move, after the owner's end: harmless
+    clock.advance(10)
+    assert fired == []

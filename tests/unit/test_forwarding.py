@@ -7,6 +7,9 @@ answered, the client has no reply at all.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -477,3 +480,56 @@ def test_the_close_hooks_writes_to_the_store_go_out_together(tmp_path, monkeypat
     assert c.send(b"QUIT\r\n").startswith(b"221 ")
     c.proto.connectionLost(None)
     assert events == ["cork", "close hook", "uncork"]
+
+
+def _delivered(c: Client) -> None:
+    c.envelope("john@a.example")
+    assert c.send(b"DATA\r\n").startswith(b"354 ")
+    assert c.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n").startswith(b"250 ")
+    assert c.send(b"QUIT\r\n").startswith(b"221 ")
+
+
+def _gone_in_data(c: Client) -> None:
+    c.envelope("john@a.example")
+    assert c.send(b"DATA\r\n").startswith(b"354 ")
+    c.send(b"Subject: hi\r\n\r\nhalf a bo")
+
+
+def _refused(c: Client) -> None:
+    assert c.send(b"EHLO client.example\r\n").startswith(b"250-")
+    assert c.send(b"MAIL FROM:<fred@sender.example>\r\n").startswith(b"250 ")
+    assert c.send(b"RCPT TO:<nobody@a.example>\r\n").startswith(b"550 ")
+
+
+def _dot_downstream(c: Client) -> None:
+    """The client leaves while the dot is downstream; the session ends with its reply."""
+    c.envelope("john@a.example")
+    assert c.send(b"DATA\r\n").startswith(b"354 ")
+    c.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n")
+    c.proto.connectionLost(None)
+    c.hosts["127.0.0.2"].fire("dot", reply(250))
+
+
+@pytest.mark.parametrize("session", [_delivered, _gone_in_data, _refused, _dot_downstream])
+def test_an_ended_session_is_freed_without_the_garbage_collector(tmp_path, monkeypatch, session):
+    """A session's objects refer to each other only until it ends: then reference
+    counting frees them.  Were they a cycle, every ended session would wait for
+    the garbage collector, trigger its collections and lengthen them."""
+    auto = {**OK, "dot": reply(250)}
+    if session is _refused:
+        auto["rcpt"] = reply(550, "no such user")
+    if session is _dot_downstream:
+        del auto["dot"]
+    gc.collect()
+    gc.disable()
+    try:
+        c = Client(tmp_path, monkeypatch, auto={"127.0.0.2": auto})
+        session(c)
+        c.proto.connectionLost(None)
+        proxy = c.proto.proxy
+        alive = [weakref.ref(o) for o in (c.proto, c.proto.session, proxy, proxy.ctx, proxy.auth)]
+        del proxy
+        c.proto = c.transport = None
+        assert [ref() for ref in alive] == [None] * len(alive)
+    finally:
+        gc.enable()
