@@ -10,6 +10,7 @@ which is the shape the multi-process master needs as well.
 from __future__ import annotations
 
 import errno
+import gc
 import signal
 import socket
 from pathlib import Path
@@ -216,6 +217,20 @@ def bind_interfaces(config: Config) -> list[socket.socket]:
     return sockets
 
 
+def freeze_startup() -> None:
+    """Put what start-up made (modules, Twisted, the options, maps and catalogue:
+    some 65,000 objects) out of the garbage collector's reach.
+
+    They live as long as the process, yet a full collection walked every one
+    of them: about 35 ms during which no session of the worker was served.
+    Frozen, they are still freed by reference counting (a map's old contents
+    after a reload are: they hold no cycles); only a cycle among them would
+    never be.  Sessions, made later, are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class BarricadeService(service.Service):
     name = "barricade"
 
@@ -294,6 +309,7 @@ class BarricadeService(service.Service):
                     lambda f, n=check.name: log.failure("plugin {n} failed to start", f, n=n))
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.reload))
+        reactor.callWhenRunning(freeze_startup)
 
     def reload(self) -> None:
         log.info("barricade: SIGHUP, reloading maps")
