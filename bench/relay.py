@@ -350,6 +350,34 @@ def run_source(port: int, sessions: int, messages: int, size: int, deadline: Dea
     return time.monotonic() - start, proc.returncode, err.decode(errors="replace").strip()
 
 
+def collector(port: int) -> dict[str, int]:
+    """The proxy's garbage-collector counters (admin STAT, summed over its workers);
+    empty from a proxy that does not report them."""
+    try:
+        with smtplib.SMTP(HOST, port, timeout=10) as client:
+            _, text = client.docmd("STAT")
+    except (OSError, smtplib.SMTPException):
+        return {}
+    out: dict[str, int] = {}
+    for line in text.decode(errors="replace").splitlines():
+        name, _, value = line.removeprefix("2.0.0 ").rpartition("=")
+        if name.startswith("gc_"):
+            out[name] = int(float(value))
+    return out
+
+
+def collections_per_message(before: dict[str, int], after: dict[str, int], messages: int
+                            ) -> dict[str, float] | None:
+    """Collections per 1,000 messages by generation, and the objects they freed per message."""
+    if not before or not after or messages <= 0:
+        return None
+    gens = sorted({name.split("=")[1].rstrip("}") for name in after if name.startswith("gc_collections")})
+    per = {f"gen{g}": 1000 * (after[f"gc_collections{{generation={g}}}"]
+                              - before[f"gc_collections{{generation={g}}}"]) / messages for g in gens}
+    freed = sum(after[name] - before.get(name, 0) for name in after if name.startswith("gc_collected"))
+    return {**per, "freed_per_message": freed / messages}
+
+
 def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Deadline,
                say: Callable[[str], None], errors: list[str], peers: tuple[Peer, ...] = ()
                ) -> dict[str, Any]:
@@ -365,6 +393,7 @@ def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Dea
         if rc != 0:
             raise BenchError(f"warm-up smtp-source to port {port} exited {rc}: {err}")
     say(f"  warm-up: {args.sessions} messages on each path (not timed)")
+    gc_before = collector(proxy.port)
     runs: list[SourceRun] = []
     for rnd in range(1, args.rounds + 1):
         for path, port in paths:
@@ -403,6 +432,8 @@ def throughput(sink: Sink, proxy: Proxy, args: argparse.Namespace, deadline: Dea
             runs.append(run)
             proxy.check_alive()
     result: dict[str, Any] = {"runs": [asdict(r) for r in runs]}
+    proxied = sum(r.delivered for r in runs if r.path == "proxy")
+    result["collector"] = collections_per_message(gc_before, collector(proxy.port), proxied)
     for path, _ in paths:
         rates = [r.rate for r in runs if r.path == path and r.rate is not None]
         result[f"{path}_median"] = statistics.median(rates) if rates else None
@@ -963,6 +994,11 @@ def summary(rep: Report, proxy: Proxy | None) -> None:
         say(f"  master's share of proxy CPU {100 * t['master_cpu_share_median']:8.1f} %")
     if t.get("ratio") is not None:
         say(f"  ratio proxy/direct          {t['ratio']:9.4f}")
+    gc_rates = t.get("collector")
+    if gc_rates:
+        gens = " / ".join(f"{v:.1f}" for k, v in gc_rates.items() if k.startswith("gen"))
+        say(f"  proxy's garbage collections {gens} per 1,000 messages (generations 0 / 1 / 2); "
+            f"objects they freed {gc_rates['freed_per_message']:.1f} per message")
     lat = f.get("latency")
     if lat:
         say(f"  session latency direct      p50 {lat['direct']['p50_ms']:6.2f} ms  "

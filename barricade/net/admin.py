@@ -9,6 +9,7 @@ catalogue reply.  :meth:`Admin.local` is the part every worker runs.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -46,6 +47,23 @@ log = Logger()
 #: Set by the master in each worker's environment: the control socket and the worker's slot.
 CONTROL_ENV, SLOT_ENV = "BARRICADE_CONTROL", "BARRICADE_WORKER_SLOT"
 
+
+
+def collector_counters() -> dict[str, float]:
+    """Python's garbage collector in this process, as STAT counters: collections and the
+    objects they freed, per generation, and the start-up objects frozen out of its walk.
+
+    A session's objects are freed by reference counting when it ends; collections that
+    keep rising with the messages, or ``gc_collected`` above zero, say something (a
+    plugin, a new code path) leaves cycles behind, and every worker's sessions wait
+    for each collection.
+    """
+    out: dict[str, float] = {}
+    for generation, stats in enumerate(gc.get_stats()):
+        out[f"gc_collections{{generation={generation}}}"] = stats["collections"]
+        out[f"gc_collected{{generation={generation}}}"] = stats["collected"]
+    out["gc_frozen"] = gc.get_freeze_count()
+    return out
 
 class LogLevels:
     """VERB: minimum log levels per namespace for Barricade's own loggers.
@@ -151,7 +169,7 @@ class Admin:
             "start": self.started,
             "now": time.time(),
             "active": len(self.factory.sessions),
-            "counters": counter_totals(self.context.metrics.registry.collect()),
+            "counters": {**counter_totals(self.context.metrics.registry.collect()), **collector_counters()},
         }
 
     async def _conn(self, request: Request, asker: str) -> dict[str, Any]:

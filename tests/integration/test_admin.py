@@ -79,6 +79,10 @@ def test_each_command_in_one_process(sink, make_proxy):
         assert "2.0.0 active-connections=2" in reply.lines and "2.0.0 workers=1" in reply.lines
         # the barricade_sessions counter: these two and the start-up check's connection
         assert "2.0.0 sessions=3" in reply.lines
+        # Python's garbage collector: what start-up made is frozen out of its walk
+        gc = dict(line.removeprefix("2.0.0 ").rsplit("=", 1) for line in reply.lines if "2.0.0 gc_" in line)
+        assert int(gc["gc_frozen"]) > 10_000
+        assert {f"gc_collections{{generation={g}}}" for g in range(3)} <= set(gc)
 
         assert set(conn(admin)) == {sid(other), sid(admin)}
 
