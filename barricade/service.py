@@ -219,7 +219,8 @@ def bind_interfaces(config: Config) -> list[socket.socket]:
 
 def freeze_startup() -> None:
     """Put what start-up made (modules, Twisted, the options, maps and catalogue:
-    some 65,000 objects) out of the garbage collector's reach.
+    some 65,000 objects) out of the garbage collector's reach; at the end of
+    ``startService``, before the first connection is served.
 
     They live as long as the process, yet a full collection walked every one
     of them: about 35 ms during which no session of the worker was served.
@@ -309,7 +310,7 @@ class BarricadeService(service.Service):
                     lambda f, n=check.name: log.failure("plugin {n} failed to start", f, n=n))
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.reload))
-        reactor.callWhenRunning(freeze_startup)
+        freeze_startup()  # last: everything start-up made exists now
 
     def reload(self) -> None:
         log.info("barricade: SIGHUP, reloading maps")
