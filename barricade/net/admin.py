@@ -48,7 +48,6 @@ log = Logger()
 CONTROL_ENV, SLOT_ENV = "BARRICADE_CONTROL", "BARRICADE_WORKER_SLOT"
 
 
-
 def collector_counters() -> dict[str, float]:
     """Python's garbage collector in this process, as STAT counters: collections and the
     objects they freed, per generation, and the start-up objects frozen out of its walk.
@@ -64,6 +63,7 @@ def collector_counters() -> dict[str, float]:
         out[f"gc_collected{{generation={generation}}}"] = stats["collected"]
     out["gc_frozen"] = gc.get_freeze_count()
     return out
+
 
 class LogLevels:
     """VERB: minimum log levels per namespace for Barricade's own loggers.
