@@ -482,16 +482,19 @@ def test_the_close_hooks_writes_to_the_store_go_out_together(tmp_path, monkeypat
     assert events == ["cork", "close hook", "uncork"]
 
 
-def _delivered(c: Client) -> None:
+def _in_data(c: Client) -> None:
     c.envelope("john@a.example")
     assert c.send(b"DATA\r\n").startswith(b"354 ")
+
+
+def _delivered(c: Client) -> None:
+    _in_data(c)
     assert c.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n").startswith(b"250 ")
     assert c.send(b"QUIT\r\n").startswith(b"221 ")
 
 
 def _gone_in_data(c: Client) -> None:
-    c.envelope("john@a.example")
-    assert c.send(b"DATA\r\n").startswith(b"354 ")
+    _in_data(c)
     c.send(b"Subject: hi\r\n\r\nhalf a bo")
 
 
@@ -503,9 +506,8 @@ def _refused(c: Client) -> None:
 
 def _dot_downstream(c: Client) -> None:
     """The client leaves while the dot is downstream; the session ends with its reply."""
-    c.envelope("john@a.example")
-    assert c.send(b"DATA\r\n").startswith(b"354 ")
-    c.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n")
+    _in_data(c)
+    assert c.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n") == b""
     c.proto.connectionLost(None)
     c.hosts["127.0.0.2"].fire("dot", reply(250))
 
