@@ -158,6 +158,13 @@ def test_verb_changes_what_is_logged(sink, make_proxy):
             loud.cmd("QUIT")
         wait_for(lambda: f"session {sid(loud)}: end" in proxy.log_text(), what="the session's end logged")
         assert f"session {sid(quiet)}: end" not in proxy.log_text()
+        # The default level: every module without a level of its own (net.admin here) follows it.
+        assert admin.cmd("VERB warn").id == 994
+        assert admin.cmd("INFO").id == 993  # its info line ("admin INFO") is below warn now
+        assert admin.cmd("VERB info").id == 994
+        assert admin.cmd("STAT").id == 993
+        wait_for(lambda: f"session {sid(admin)}: admin STAT" in proxy.log_text(), what="STAT logged")
+        assert f"session {sid(admin)}: admin INFO" not in proxy.log_text()
 
 
 def test_cache_round_trip(sink, make_proxy, backend, request):

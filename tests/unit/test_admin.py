@@ -322,3 +322,44 @@ def test_an_oversized_control_line_closes_the_link():
     link.makeConnection(transport)
     link.dataReceived(b"x" * (link.MAX_LENGTH + 2))
     assert transport.disconnecting
+
+
+# --- VERB's levels ----------------------------------------------------------------------
+
+
+def _verb(*words: str):
+    from twisted.logger import LogLevel
+
+    from barricade.net.admin import LogLevels
+
+    passed: list[str] = []
+    levels = LogLevels(publisher=lambda event: passed.append(event["log_namespace"]))
+    levels.set(words)
+
+    def logged(namespace: str | None, level: str | None) -> bool:
+        before = len(passed)
+        levels.observer({"log_namespace": namespace,
+                         "log_level": None if level is None else LogLevel.levelWithName(level)})
+        return len(passed) > before
+
+    return levels, logged
+
+
+def test_verb_sets_the_default_level_and_a_modules_by_dotted_prefix():
+    levels, logged = _verb()
+    assert logged("barricade.policy.grey", "info") and not logged("barricade.policy.grey", "debug")
+    levels.set(("warn",))  # the default: it used to change nothing
+    assert not logged("barricade.policy.grey", "info") and logged("barricade.policy.grey", "warn")
+    levels.set(("debug",))
+    assert logged("barricade.policy.grey", "debug")
+    levels.set(("info", "+net.server"))  # +: debug for that module and those under it
+    assert logged("barricade.net.server", "debug") and logged("barricade.net.server.sub", "debug")
+    assert not logged("barricade.net.conductor", "debug") and logged("barricade.net.conductor", "info")
+    levels.set(("-net.server",))  # -: warn
+    assert not logged("barricade.net.server", "info") and logged("barricade.net.server", "error")
+    assert levels.listing() == [["", "info"], ["barricade.net.server", "warn"]]
+
+
+def test_an_event_without_a_level_or_a_namespace_is_not_logged():
+    _, logged = _verb("debug")
+    assert not logged(None, "error") and not logged("", "error") and not logged("barricade.x", None)
