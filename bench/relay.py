@@ -56,6 +56,8 @@ from typing import Any, TextIO
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from barricade.admin_client import AdminClientError  # noqa: E402
+from barricade.admin_client import run as admin_command  # noqa: E402
 from barricade.testing import banner_ready, free_port, stop  # noqa: E402
 from tests.dns import Nsd  # noqa: E402
 
@@ -354,12 +356,11 @@ def collector(port: int) -> dict[str, int]:
     """The proxy's garbage-collector counters (admin STAT, summed over its workers);
     empty from a proxy that does not report them."""
     try:
-        with smtplib.SMTP(HOST, port, timeout=10) as client:
-            _, text = client.docmd("STAT")
-    except (OSError, smtplib.SMTPException):
+        _, lines = admin_command(HOST, port, "STAT", 10)
+    except AdminClientError:
         return {}
     out: dict[str, int] = {}
-    for line in text.decode(errors="replace").splitlines():
+    for line in lines:
         name, _, value = line.removeprefix("2.0.0 ").rpartition("=")
         if name.startswith("gc_"):
             out[name] = int(float(value))
@@ -371,9 +372,8 @@ def collections_per_message(before: dict[str, int], after: dict[str, int], messa
     """Collections per 1,000 messages by generation, and the objects they freed per message."""
     if not before or not after or messages <= 0:
         return None
-    gens = sorted({name.split("=")[1].rstrip("}") for name in after if name.startswith("gc_collections")})
-    per = {f"gen{g}": 1000 * (after[f"gc_collections{{generation={g}}}"]
-                              - before[f"gc_collections{{generation={g}}}"]) / messages for g in gens}
+    per = {"gen" + name.split("=")[1].rstrip("}"): 1000 * (after[name] - before.get(name, 0)) / messages
+           for name in sorted(after) if name.startswith("gc_collections")}
     freed = sum(after[name] - before.get(name, 0) for name in after if name.startswith("gc_collected"))
     return {**per, "freed_per_message": freed / messages}
 
