@@ -29,6 +29,7 @@ Needs smtp-sink (Debian: postfix) and pytest.
 from __future__ import annotations
 
 import os
+import random
 import re
 import resource
 import shutil
@@ -57,10 +58,58 @@ def lf(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n")
 
 
+#: Ports handed out by :func:`free_port` in this process: never twice.
+_HANDED_OUT: set[int] = set()
+
+#: Where :func:`free_port` picks from when the kernel's ephemeral range
+#: cannot be read (Linux's default range starts at 32768).
+_DEFAULT_EPHEMERAL_LOW = 32768
+_LOWEST = 10000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _DEFAULT_EPHEMERAL_LOW
+
+
+def _bindable(port: int) -> bool:
+    """Free for TCP and UDP (a name server listens on both)."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:  # no SO_REUSEADDR: TIME_WAIT counts as taken
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port for a daemon a test is about to start.
+
+    Not a port from ``bind(0)``: that one lies in the kernel's ephemeral
+    range, which outgoing connections draw their local ports from.  Between
+    the test closing it and the daemon binding it, any connection the suite
+    makes (a proxy's downstream, a client) can take it, and the daemon exits
+    with "Address already in use".  Ports below the ephemeral range are
+    never given to outgoing connections, and none is handed out twice by one
+    process; which of them is picked is random, so two processes seldom meet.
+    """
+    low = _ephemeral_low()
+    if low - _LOWEST < 1000:  # an unusual kernel range: bind(0) is all there is
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+    while True:
+        port = random.randrange(_LOWEST, low)
+        if port not in _HANDED_OUT and _bindable(port):
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_started(proc: subprocess.Popen, ready, timeout: float = 10.0, what: str = "daemon") -> bool:
@@ -270,7 +319,8 @@ class Proxy:
             preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None,
         )
         if not wait_started(self.proc, lambda: banner_ready(self.port, host), 20, "barricade"):
-            raise RuntimeError(f"barricade failed to start: {self.proc.stdout.read().decode()}")
+            raise RuntimeError(f"barricade failed to start (exit {self.proc.returncode}): "
+                               f"{self.proc.stdout.read().decode()}{self._log_tail()}")
 
     def metric(self, series: str, **labels: str) -> float | None:
         """One sample from /metrics.
@@ -289,6 +339,11 @@ class Proxy:
             if labels and name == series and labels.items() <= found.items():
                 return float(value)
         return None
+
+    def _log_tail(self, lines: int = 40) -> str:
+        """The end of the daemon's log: where twistd says why it did not start."""
+        tail = self.log_text().splitlines()[-lines:]
+        return f"\n{self.log} ends:\n" + "\n".join(tail) if tail else ""
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
