@@ -95,20 +95,34 @@ class Context:
     _header_index: tuple | None = field(default=None, repr=False, compare=False)
 
     def reset_transaction(self) -> None:
+        """Forget the transaction; the session's own fields stay.
+
+        Called at every MAIL, RSET, HELO and end of message, most often on a
+        transaction that holds nothing yet: an empty container is kept, not
+        made again (a container in use is replaced, never cleared, so that
+        whoever holds the old one still sees what it held).
+        """
         self.sender = None
-        self.mail_params = {}
-        self.rcpts = []
-        self.headers = []
+        if self.mail_params:
+            self.mail_params = {}
+        if self.rcpts:
+            self.rcpts = []
+        if self.headers:
+            self.headers = []
         self.header_block = b""
-        self.added_headers = []
-        self.removed_headers = set()
+        if self.added_headers:
+            self.added_headers = []
+        if self.removed_headers:
+            self.removed_headers = set()
         self.subject_tag = ""
         self.trust = _NONE
-        self.tags = []
+        if self.tags:
+            self.tags = []
         if self.spool is not None:
             self.spool.close()
             self.spool = None
-        self.notes = {k: v for k, v in self.notes.items() if k.startswith("session.")}
+        if self.notes:
+            self.notes = {k: v for k, v in self.notes.items() if k.startswith("session.")}
 
     def add_header(self, name: str, value: str) -> None:
         """Add a header to the delivered message.

@@ -88,6 +88,31 @@ def test_content_at_connect_holds_for_every_transaction():
     assert not other.white_envelope and not other.white_envelope_session
 
 
+def test_reset_transaction_forgets_the_transaction_and_keeps_the_session():
+    c = ctx()
+    c.sender, c.mail_params, c.rcpts = "a@example.com", {"SIZE": "10"}, ["b@example.com"]
+    c.headers, c.header_block, c.subject_tag = [("Subject", "x")], b"Subject: x\r\n", "[SPAM]"
+    c.add_header("X-A", "1")
+    c.remove_header("X-B")
+    c.tags.append(Verdict(Action.TAG))
+    c.notes.update({"mine": 1, "session.kept": 2})
+    c.session_notes["s"] = 3
+    c.delivered, c.reply_lost = "Q1", True
+    held = c.rcpts, c.headers, c.added_headers, c.removed_headers, c.tags, c.mail_params
+    c.reset_transaction()
+    assert (c.sender, c.mail_params, c.rcpts, c.headers, c.header_block) == (None, {}, [], [], b"")
+    assert (c.added_headers, c.removed_headers, c.subject_tag, c.tags) == ([], set(), "", [])
+    assert c.notes == {"session.kept": 2} and c.session_notes == {"s": 3}
+    assert (c.delivered, c.reply_lost) == ("Q1", True)
+    # Whoever held the transaction's containers still sees what they held.
+    assert held == (["b@example.com"], [("Subject", "x")], [("X-A", "1")], {"x-b"},
+                    [Verdict(Action.TAG)], {"SIZE": "10"})
+    c.rcpts.append("c@example.com")
+    assert held[0] == ["b@example.com"]
+    c.reset_transaction()  # nothing held: nothing changes
+    assert c.notes == {"session.kept": 2} and c.rcpts == [] and c.sender is None
+
+
 def test_a_hanging_check_times_out_with_its_error_reply():
     class Hangs(Check):
         name = "hangs"
