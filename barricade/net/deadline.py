@@ -28,10 +28,13 @@ class Deadline:
         self.due: float | None = None  # when ``call`` runs (reactor seconds); None: off
         self._timer: Any = None
 
-    def set(self, seconds: float) -> None:
-        """``call`` runs ``seconds`` from now, unless the deadline is moved or cleared first."""
+    def set(self, seconds: float, now: float | None = None) -> None:
+        """``call`` runs ``seconds`` from now, unless the deadline is moved or cleared first.
+
+        ``now``: the clock's time, from a caller that has just read it.
+        """
         clock = self._clock
-        due = self.due = clock.seconds() + seconds
+        due = self.due = (clock.seconds() if now is None else now) + seconds
         timer = self._timer
         if timer is None:
             self._timer = clock.callLater(seconds, self._fire)

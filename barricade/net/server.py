@@ -497,9 +497,15 @@ class SmtpServerProtocol(protocol.Protocol):
     def _arm(self, seconds: float) -> None:
         # One deadline per connection, never beyond the end of the session's time
         # (smtp-session-timeout).
-        if self._life_end is not None:
-            seconds = max(0.0, min(seconds, self._life_end - self.server.reactor.seconds()))
-        self._deadline.set(seconds)
+        life_end = self._life_end
+        if life_end is None:
+            self._deadline.set(seconds)
+            return
+        now = self.server.reactor.seconds()
+        left = life_end - now
+        if left < seconds:
+            seconds = left if left > 0.0 else 0.0
+        self._deadline.set(seconds, now)
 
     def _disarm(self) -> None:
         self._deadline.clear()
