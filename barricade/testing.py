@@ -85,7 +85,7 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_port() -> int:
+def free_port(bus_offset: int = 0) -> int:
     """A loopback TCP port for a daemon a test is about to start.
 
     Not a port from ``bind(0)``: that one lies in the kernel's ephemeral
@@ -95,20 +95,25 @@ def free_port() -> int:
     with "Address already in use".  Ports below the ephemeral range are
     never given to outgoing connections, and none is handed out twice by one
     process; which of them is picked is random, so two processes seldom meet.
+
+    ``bus_offset``: the port that far above must be free too (a Redis Cluster
+    node listens on its port and on port + 10000).
     """
     low = _ephemeral_low()
-    if low - _LOWEST < 1000:  # an unusual kernel range: bind(0) is all there is
+    if low - bus_offset - _LOWEST < 1000:  # an unusual kernel range: bind(0) is all there is
         while True:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            if port not in _HANDED_OUT:
-                _HANDED_OUT.add(port)
+            ports = {port, port + bus_offset}
+            if port + bus_offset < 65536 and not ports & _HANDED_OUT and all(map(_bindable, ports)):
+                _HANDED_OUT.update(ports)
                 return port
     while True:
-        port = random.randrange(_LOWEST, low)
-        if port not in _HANDED_OUT and _bindable(port):
-            _HANDED_OUT.add(port)
+        port = random.randrange(_LOWEST, low - bus_offset)
+        ports = {port, port + bus_offset}
+        if not ports & _HANDED_OUT and all(map(_bindable, ports)):
+            _HANDED_OUT.update(ports)
             return port
 
 
@@ -145,14 +150,31 @@ def banner_ready(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    """SIGTERM this one pid (never by name), then SIGKILL it if it does not go in time."""
+    """SIGTERM this one pid (never by name), then SIGKILL it if it does not go in time.
+
+    A SIGKILLed master cannot stop its workers: they are killed with it,
+    by the pids it had as children, so that none keeps the port or the CPU.
+    """
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            children = _children(proc.pid)
             proc.kill()
+            for child in children:
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             proc.wait()
 
 
@@ -346,7 +368,10 @@ class Proxy:
         return f"\n{self.log} ends:\n" + "\n".join(tail) if tail else ""
 
     def log_text(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
+        """The daemon's whole log, the files it rotated away (at 1 MB) first."""
+        rotated = sorted((p for p in self.log.parent.glob(self.log.name + ".*") if p.suffix[1:].isdigit()),
+                         key=lambda p: -int(p.suffix[1:]))
+        return "".join(p.read_text(errors="replace") for p in (*rotated, self.log) if p.exists())
 
     def unhandled_errors(self) -> list[str]:
         """Log excerpts of errors nothing handled (a failed Deferred left to the

@@ -134,10 +134,10 @@ class Blackhole:
     """A DNS server that never answers: UDP bound but never read, TCP accepted but never read."""
 
     def __init__(self) -> None:
+        self.port = free_port()  # free for TCP and UDP alike
         self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.bind(("127.0.0.1", 0))
+        self.tcp.bind(("127.0.0.1", self.port))
         self.tcp.listen(16)
-        self.port = self.tcp.getsockname()[1]
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", self.port))
 

@@ -5,7 +5,6 @@ against the same expectations as the reference implementation)."""
 
 from __future__ import annotations
 
-import random
 import shutil
 import socket
 import subprocess
@@ -110,19 +109,7 @@ class RedisServer:
 
 def cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free and valid too."""
-    while True:
-        port = random.randint(20000, 50000)
-        if all(port_is_free(p) for p in (port, port + 10000)):
-            return port
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return free_port(bus_offset=10000)
 
 
 def cli(port: int, *args: str, timeout: float = 20) -> str:
