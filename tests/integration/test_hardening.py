@@ -48,7 +48,7 @@ def _trickle(port: int, count: int, every: float, give_up: float, data: bytes) -
                     chunk = b""
                 except BlockingIOError:
                     continue
-                if b"\r\n" not in c["got"] + chunk and c["got"] + chunk:
+                if b"\r\n" not in c["got"] and b"\r\n" in c["got"] + chunk:  # the banner's line is in
                     c["banner_at"] = time.monotonic() - started
                 c["got"] += chunk
                 if not chunk:

@@ -283,14 +283,21 @@ def test_killed_workers_leases_expire_within_the_ttl(limited, redis_server):
         c.close()
     wait_for(lambda: len(children(proxy.proc.pid)) == 2 and not children(proxy.proc.pid) & victims,
              timeout=15, what="replacement workers")
-    still_counted = time.monotonic() - killed < ttl - 1
-    if still_counted:  # the dead sessions still hold their slots
-        c, r = arrive(proxy.port)
+    # A replacement worker may take seconds to serve (imports, on a busy machine):
+    # what Redis counted is judged by when the answer came, not when we asked.
+    c, r = arrive(proxy.port)
+    answered = time.monotonic() - killed
+    admitted: list = []
+    if answered < ttl - 1:  # counted before the leases could expire: the dead sessions hold them
         expect(r, 421, "4.7.1", 329)
         c.close()
-    admitted: list = []
-    wait_for(lambda: _admitted(proxy.port, admitted), timeout=ttl + 5,
-             what="the dead workers' leases to expire")
+    elif r.code == 220:
+        admitted.append(c)
+    else:
+        c.close()
+    if not admitted:
+        wait_for(lambda: _admitted(proxy.port, admitted), timeout=ttl + 5,
+                 what="the dead workers' leases to expire")
     assert time.monotonic() - killed < ttl + 5
     served(admitted[0])
     for c in admitted:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 import urllib.request
 
 from tests.conftest import routes_to
@@ -321,17 +320,21 @@ def test_metrics_endpoint(sink, make_proxy):
 
 def test_sighup_reloads_route_map(sink, make_proxy):
     proxy = make_proxy(routes_to(sink))
-    with Client(proxy.port) as c:
-        c.ehlo()
-        c.cmd("MAIL FROM:<a@example.org>")
-        assert c.cmd("RCPT TO:<x@new.example>").id == 288
+
+    def rcpt() -> int:
+        with Client(proxy.port) as c:
+            c.ehlo()
+            c.cmd("MAIL FROM:<a@example.org>")
+            return c.cmd("RCPT TO:<x@new.example>").id
+
+    assert rcpt() == 288
+    before = proxy.route_map.stat()
     proxy.route_map.write_text(routes_to(sink) + f"route:new.example FORWARD: 127.0.0.1:{sink.port}\n")
+    os.utime(proxy.route_map, ns=(before.st_atime_ns, before.st_mtime_ns))  # only SIGHUP can see it
     os.kill(proxy.proc.pid, 1)
-    time.sleep(0.5)
-    with Client(proxy.port) as c:
-        c.ehlo()
-        c.cmd("MAIL FROM:<a@example.org>")
-        assert c.cmd("RCPT TO:<x@new.example>").id == 297
+    # The reload runs in the daemon's loop, in the call that logs this line.
+    wait_for(lambda: "SIGHUP, reloading maps" in proxy.log_text(), timeout=10, what="the SIGHUP reload")
+    assert rcpt() == 297
 
 
 def test_swaks_end_to_end(sink, make_proxy):

@@ -118,10 +118,20 @@ def test_unit_command_binds_as_root_drops_privileges_reloads_and_drains(run_dir,
             c.ehlo()
             c.cmd("MAIL FROM:<a@outside.org>")
             assert c.cmd("RCPT TO:<b@new.example>").id == 288
-        (run_dir / "route-map").write_text(f"route:local FORWARD: 127.0.0.1:{sink.port}\n"
-                                           f"route:new.example FORWARD: 127.0.0.1:{sink.port}\n")
+        routes = run_dir / "route-map"
+        before = routes.stat()
+        routes.write_text(f"route:local FORWARD: 127.0.0.1:{sink.port}\n"
+                          f"route:new.example FORWARD: 127.0.0.1:{sink.port}\n")
+        os.utime(routes, ns=(before.st_atime_ns, before.st_mtime_ns))  # only SIGHUP can see it
         proc.send_signal(signal.SIGHUP)  # ExecReload
-        time.sleep(1)
+
+        def relays() -> bool:
+            with Client(port) as c:
+                c.ehlo()
+                c.cmd("MAIL FROM:<a@outside.org>")
+                return c.cmd("RCPT TO:<b@new.example>").code == 250
+
+        wait_for(relays, 10, "the SIGHUP reload")
         with Client(port) as c:
             c.ehlo()
             c.cmd("MAIL FROM:<a@outside.org>")
@@ -172,8 +182,11 @@ def test_readme_twistd_invocation_daemonizes_and_removes_its_pid_file(run_dir, t
         wait_for(lambda: not Path(f"/proc/{pid}").exists(), 20, "barricade to stop")
         assert not pid_file.exists()  # no "No permission to delete pid file"
     finally:
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        if pid_file.exists():  # a daemon left running; a pid file left behind names nothing
+            stale = int(pid_file.read_text())
+            cmdline = Path(f"/proc/{stale}/cmdline")
+            if cmdline.exists() and b"twistd" in cmdline.read_bytes():
+                os.kill(stale, signal.SIGKILL)
         sink.stop()
 
 

@@ -173,7 +173,7 @@ def test_example_config_starts(tmp_path):
         cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
-        wait_for(lambda: banner_ready(port) or proc.poll() is not None, what="barricade")
+        wait_for(lambda: banner_ready(port) or proc.poll() is not None, 20, "barricade")
         assert proc.poll() is None, proc.stdout.read()
         with Client(port) as c:
             assert c.banner.text.startswith("barricade.example.com ESMTP")
