@@ -143,9 +143,14 @@ def normal_ip(text: str) -> IpAddress | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def address_text(text: str) -> str:
     """An address as the one text form logs, maps and limits use (``::ffff:1.2.3.4`` is
-    ``1.2.3.4``); text that is no address is returned as it is."""
+    ``1.2.3.4``); text that is no address is returned as it is.
+
+    Remembered: every connection asks about its peer, and the stdlib writes
+    an address out in Python.
+    """
     addr = normal_ip(text)
     return str(addr) if addr is not None else text
 

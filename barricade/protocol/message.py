@@ -29,13 +29,18 @@ _prefix = PerSecond(lambda second: _b32(second, 7) + _b32(os.getpid() & 0x3FF, 2
 os.register_at_fork(after_in_child=_prefix.forget)  # a worker has its own pid
 
 
+#: The counter's first two characters, by the counter's top ten bits.
+_PAIRS = tuple(_b32(n, 2) for n in range(1024))
+
+
 def new_session_id() -> str:
     """12 characters, unique per host: time, pid and a counter (smtpf style).
 
     The time-and-pid prefix is made once a second (and after a fork), not
-    for every session.
+    for every session; the counter's three characters come from tables.
     """
-    return _prefix(time.time()) + _b32(next(_counter) & 0x7FFF, 3)
+    n = next(_counter) & 0x7FFF
+    return _prefix(time.time()) + _PAIRS[n >> 5] + _B32[n & 31]
 
 
 class HeaderCollector:

@@ -37,6 +37,15 @@ def test_session_ids_are_unique_and_short():
     assert len(ids) == 5000 and all(len(i) == 12 and i.isalnum() for i in ids)
 
 
+def test_a_session_ids_counter_is_written_in_base_32():
+    from barricade.protocol import message
+
+    first = new_session_id()
+    ids = [new_session_id() for _ in range(1 << 15)]  # the counter's whole cycle
+    assert sorted({i[-3:] for i in ids}) == sorted(message._b32(n, 3) for n in range(1 << 15))
+    assert ids[-1][-3:] == first[-3:] != ids[0][-3:]  # it wraps after 32,768 sessions
+
+
 def test_edit_headers_removes_tags_and_adds():
     from barricade.protocol.message import edit_headers
 
