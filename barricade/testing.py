@@ -100,19 +100,16 @@ def free_port(bus_offset: int = 0) -> int:
     node listens on its port and on port + 10000).
     """
     low = _ephemeral_low()
-    if low - bus_offset - _LOWEST < 1000:  # an unusual kernel range: bind(0) is all there is
-        while True:
+    below = low - bus_offset - _LOWEST >= 1000  # else an unusual kernel range: bind(0) is all there is
+    while True:
+        if below:
+            port = random.randrange(_LOWEST, low - bus_offset)
+        else:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            ports = {port, port + bus_offset}
-            if port + bus_offset < 65536 and not ports & _HANDED_OUT and all(map(_bindable, ports)):
-                _HANDED_OUT.update(ports)
-                return port
-    while True:
-        port = random.randrange(_LOWEST, low - bus_offset)
         ports = {port, port + bus_offset}
-        if not ports & _HANDED_OUT and all(map(_bindable, ports)):
+        if port + bus_offset < 65536 and not ports & _HANDED_OUT and all(map(_bindable, ports)):
             _HANDED_OUT.update(ports)
             return port
 
@@ -150,11 +147,12 @@ def banner_ready(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> set[int]:
+    """The pids of a process's children (a master's workers); none once it is gone."""
     try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
     except (OSError, ValueError):
-        return []
+        return set()
 
 
 def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
@@ -168,9 +166,9 @@ def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            children = _children(proc.pid)
+            workers = children(proc.pid)
             proc.kill()
-            for child in children:
+            for child in workers:
                 try:
                     os.kill(child, signal.SIGKILL)
                 except ProcessLookupError:

@@ -6,6 +6,7 @@ from barricade.testing import (  # noqa: F401
     Proxy,
     Sink,
     banner_ready,
+    children,
     free_port,
     lf,
     stop,

@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 
 from tests.conftest import routes_to
-from tests.daemons import free_port, wait_for
+from tests.daemons import children, free_port, wait_for
 from tests.haproxy import v1, v2_local
 from tests.smtpclient import Client
 
@@ -37,11 +37,6 @@ def conn(admin: Client) -> dict[str, str]:
         if m:
             out[m.group(1)] = m.group(2) or ""
     return out
-
-
-def children(pid: int) -> set[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return {int(x) for x in path.read_text().split()} if path.exists() else set()
 
 
 def start_workers(make_proxy, sink, *args: str):

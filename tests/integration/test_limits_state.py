@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from barricade.testing import Client, wait_for
+from barricade.testing import Client, children, wait_for
 from tests.state import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -211,15 +211,6 @@ def test_redis_down_then_back(limited, own_redis, policy):
 
 
 # --- across processes and gateways ---------------------------------------------------------
-
-
-def children(pid: int) -> set[int]:
-    path = f"/proc/{pid}/task/{pid}/children"
-    try:
-        with open(path) as f:
-            return {int(x) for x in f.read().split()}
-    except FileNotFoundError:
-        return set()
 
 
 def test_concurrency_two_holds_across_three_workers_and_a_second_gateway(limited, redis_server):

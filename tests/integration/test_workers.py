@@ -8,13 +8,8 @@ import time
 from pathlib import Path
 
 from tests.conftest import routes_to
-from tests.daemons import wait_for
+from tests.daemons import children, wait_for
 from tests.smtpclient import Client
-
-
-def children(pid: int) -> set[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return {int(x) for x in path.read_text().split()} if path.exists() else set()
 
 
 def send_one(port: int, n: int) -> int:
