@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {layer:<9} {per / 1000:8.1f} k instructions per operation")
     finally:
         redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # the dumps are counted: nothing left to read
     return 0
 
 
