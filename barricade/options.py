@@ -486,7 +486,9 @@ _add("proxy-protocol-hosts", [], """Load balancers (addresses or prefixes, e.g.
      dropped; from anyone else a PROXY line is an unknown command.""", section=S)
 _add("smtp-xclient-enable", True, """Accept Postfix's XCLIENT
      (ADDR, NAME, HELO, PROTO) from localhost and route-map RELAY clients;
-     the session then restarts as if that client had connected.""", section=S)
+     the session then restarts as if that client had connected. An ADDR that is
+     no address, or an IPv6 address with a zone (fe80::1%eth0), is refused
+     (#917).""", section=S)
 _add("rfc2821-command-length", False, """Refuse command lines longer than 512
      octets (#640). Lines over 4096 octets always close the session.""", section=S)
 _add("rfc2821-line-length", 0, """Message lines over 1000 octets: 0 pass them,

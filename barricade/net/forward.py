@@ -32,6 +32,7 @@ from barricade.net.deadline import Deadline
 from barricade.net.sendnow import write_now
 from barricade.protocol.capabilities import UNKNOWN, Capabilities, mail_parameters, rcpt_parameters
 from barricade.protocol.downstream_tls import PLAIN, REFUSE, TlsPolicy, decide
+from barricade.protocol.grammar import ascii_digits
 
 log = Logger()
 
@@ -118,7 +119,7 @@ class SmtpClientProtocol(protocol.Protocol):
 
     def _reply_line(self, raw: bytes) -> bool:
         text = raw.decode("utf-8", "replace")
-        if len(text) < 3 or not text[:3].isdigit() or (len(text) > 3 and text[3] not in " -"):
+        if len(text) < 3 or not ascii_digits(text[:3]) or (len(text) > 3 and text[3] not in " -"):
             self._protocol_error(f"bad reply line {text[:60]!r}")
             return False
         if len(self._lines) < MAX_REPLY_LINES:

@@ -43,6 +43,7 @@ from barricade.options import Config
 from barricade.policy.pipeline import Check, Context, immediate
 from barricade.policy.state_limits import StoreCheck
 from barricade.policy.verdict import CONTINUE, Action, Verdict, reject, tempfail
+from barricade.protocol.grammar import ascii_digits
 from barricade.replies import ReplyId
 from barricade.state import Store, StoreError
 
@@ -294,7 +295,7 @@ class LengthLimit(StoreCheck):
     @immediate
     def rcpt(self, ctx: Context, rcpt: str) -> Verdict:
         declared = ctx.mail_params.get("SIZE")
-        if not declared or not declared.isdigit():
+        if not declared or not ascii_digits(declared):
             return CONTINUE
         limit = self.limit_for(ctx, [*ctx.rcpts, rcpt])
         if limit is not None and int(declared) > limit:

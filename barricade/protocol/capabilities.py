@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from barricade.protocol.grammar import ascii_digits
+
 #: ``rfc1652-8bitmime`` levels.
 EIGHTBIT_NEVER, EIGHTBIT_ALWAYS, EIGHTBIT_FOLLOW = 0, 1, 2
 
@@ -48,7 +50,7 @@ class Capabilities:
         size = None
         if "SIZE" in words:
             value = words["SIZE"].strip()
-            size = int(value) if value.isdigit() else 0
+            size = int(value) if ascii_digits(value) else 0
         return cls(
             esmtp=True,
             pipelining="PIPELINING" in words,

@@ -199,6 +199,17 @@ def parse_params(tail: str, bad_id: int, field: str, address: str) -> dict[str, 
     return params
 
 
+def ascii_digits(text: str) -> bool:
+    """One or more of 0-9 and nothing else.
+
+    ``str.isdigit`` also says yes to ``²``, ``①`` and ``١``: ``int()`` refuses
+    the first two (a ValueError out of a parser) and reads the third as a
+    number that would be passed on in non-ASCII text.  Numbers on the wire
+    (SIZE=, a port, a reply code) are ASCII.
+    """
+    return text.isascii() and text.isdigit()
+
+
 def xtext_decode(value: str) -> str:
     """RFC 3461 xtext (XCLIENT values)."""
     return _XTEXT.sub(lambda m: bytes([int(m.group(1), 16)]), value.encode("ascii")).decode(
@@ -212,7 +223,14 @@ XCLIENT_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "
 @functools.lru_cache(maxsize=4096)
 def _canonical_ip(text: str) -> str:
     """An address in its one text form; remembered (a front MTA sends XCLIENT for every
-    session, from a working set of client addresses, and the stdlib parses in Python)."""
+    session, from a working set of client addresses, and the stdlib parses in Python).
+
+    ValueError for what is no address, and for an IPv6 address with a zone
+    (``fe80::1%eth0``): a zone names an interface of the sender's host, means
+    nothing here, and its text is anything at all.
+    """
+    if "%" in text:
+        raise ValueError(f"an address with a zone: {text!r}")
     return str(ipaddress.ip_address(text))
 
 
@@ -237,7 +255,7 @@ def parse_xclient(arg: str) -> dict[str, str | None]:
                 decoded = _canonical_ip(decoded)
             except ValueError:
                 raise GrammarError(ReplyId.XCLIENT_BAD_ATTRIBUTE, name=token) from None
-        elif key == "PORT" and not (decoded.isascii() and decoded.isdigit() and int(decoded) < 65536):
+        elif key == "PORT" and not (ascii_digits(decoded) and int(decoded) < 65536):
             raise GrammarError(ReplyId.XCLIENT_BAD_ATTRIBUTE, name=token)
         elif key in ("HELO", "NAME") and not valid_helo(decoded):
             raise GrammarError(ReplyId.XCLIENT_BAD_ATTRIBUTE, name=token)

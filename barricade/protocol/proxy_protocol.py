@@ -18,6 +18,8 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from barricade.protocol.grammar import ascii_digits
+
 V1_PREFIX = b"PROXY "
 V1_LIMIT = 107  # the longest v1 line, CRLF included
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -58,12 +60,14 @@ def parse(data: bytes) -> ProxyHeader | None:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or len(text) > 5 or (len(text) > 1 and text[0] == "0") or int(text) > 65535:
+    if not ascii_digits(text) or len(text) > 5 or (len(text) > 1 and text[0] == "0") or int(text) > 65535:
         raise ProxyHeaderError(f"bad port {text[:8]!r}")
     return int(text)
 
 
 def _address(text: str, version: int) -> str:
+    if "%" in text:  # a zone (fe80::1%eth0) names an interface of the balancer's host
+        raise ProxyHeaderError(f"address with a zone {text[:48]!r}")
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:

@@ -37,6 +37,7 @@ from barricade.protocol.grammar import (
     TEXT_LINE_LIMIT,
     GrammarError,
     Strictness,
+    ascii_digits,
     parse_path,
     parse_xclient,
     split_command,
@@ -248,12 +249,21 @@ class Session:
     def receive_data(self, data: bytes) -> None:
         if self.state == CLOSED or not data:
             return
-        if self._pending is not None:
+        if self._pending is not None and not self._chunk_octets(len(data)):
             self._pipelined = True
         if self.state == DATA and self._data is not None:
             self._data.feed(data)
         else:
             self._buffer += data
+
+    def _chunk_octets(self, size: int) -> bool:
+        """Are the ``size`` octets arriving now all part of the BDAT chunk being read?
+
+        While the first BDAT waits for the downstream's DATA reply, its own
+        octets go on arriving: they are the command's, not commands sent ahead
+        of its reply.  Octets beyond the chunk are.
+        """
+        return self.state == BDAT and size <= self._chunk_left - len(self._buffer)
 
     def _reply(self, rid: int, **fields: object) -> Reply:
         base = {
@@ -417,7 +427,7 @@ class Session:
             return self.violation(exc.reply_id, **exc.fields)
         for key, value in path.params.items():
             if key == "SIZE":
-                if value is None or not value.isdigit():
+                if value is None or not ascii_digits(value):
                     return self.violation(ReplyId.INVALID_PARAMETER, param=f"SIZE={value or ''}")
                 if self.config.size_limit and int(value) > self.config.size_limit:
                     return self.violation(ReplyId.MESSAGE_TOO_BIG, limit=self.config.size_limit)

@@ -32,6 +32,8 @@ def test_postfix_ehlo():
 
 def test_size_without_a_number_means_no_limit():
     assert Capabilities.from_keywords({"SIZE": ""}).size == 0
+    for odd in ("\u00b2", "\u0661\u0662"):  # digits to str.isdigit only: not a number on the wire
+        assert Capabilities.from_keywords({"SIZE": odd}).size == 0
     assert Capabilities.from_keywords({}).size is None
 
 

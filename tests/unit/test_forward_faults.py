@@ -62,3 +62,18 @@ def test_downstream_timeout_between_pipelined_mail_and_rcpt():
 
     assert _unhandled(run) == []
     assert failures and failures[0].value.kind == "timeout"
+
+
+def test_a_reply_code_of_digits_that_are_not_ascii_is_a_protocol_error():
+    """"²50" passes str.isdigit and not int(): the reply line is refused, nothing raises."""
+    failures: list[Failure] = []
+
+    def run() -> None:
+        proto = SmtpClientProtocol(MemoryReactorClock(), "sink:25")
+        proto.makeConnection(StringTransport())
+        down = Downstream(proto, "sink:25", Timeouts())
+        defer.ensureDeferred(down.begin("a@example.org", {}, "b@example.com")).addErrback(failures.append)
+        proto.dataReceived("\u00b250 2.1.0 Ok\r\n".encode())
+
+    assert _unhandled(run) == []
+    assert failures and failures[0].value.kind == "protocol"

@@ -8,6 +8,7 @@ from barricade.protocol.grammar import (
     GrammarError,
     Path,
     Strictness,
+    ascii_digits,
     parse_params,
     parse_path,
     parse_xclient,
@@ -432,7 +433,8 @@ def test_xclient_addr_normalised(addr, expected):
     assert parse_xclient(f"ADDR={addr}")["ADDR"] == expected
 
 
-@pytest.mark.parametrize("addr", ["bogus", "300.1.1.1", "192.0.2", "IPV6:zz::1", "", "192.0.2.1+0A"])
+@pytest.mark.parametrize("addr", ["bogus", "300.1.1.1", "192.0.2", "IPV6:zz::1", "", "192.0.2.1+0A",
+                                  "fe80::1%eth0", "IPV6:fe80::1%1", "fe80::1%+0D+0A250+20injected"])
 def test_xclient_bad_addr(addr):
     with pytest.raises(GrammarError) as info:
         parse_xclient(f"NAME=x.example ADDR={addr}")
@@ -481,3 +483,9 @@ def test_internationalised_addresses_are_grammatical(address):
     """RFC 6531 3.3; whether SMTPUTF8 allows them is the session's decision."""
     assert mail(f"FROM:<{address}> SMTPUTF8").address == address
     assert rcpt(f"TO:<{address}>").address == address
+
+
+def test_ascii_digits():
+    assert ascii_digits("0") and ascii_digits("10240000")
+    for text in ("", "1.5", "-1", " 1", "\u00b2", "\u2460", "\u0661", "1\u00b2"):
+        assert not ascii_digits(text), text

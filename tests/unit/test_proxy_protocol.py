@@ -49,6 +49,7 @@ def test_truncated_headers_wait_for_more(whole):
     b"PROXY TCP4 192.0.2.7 198.51.100.1 56324\r\n",
     b"PROXY TCP4 2001:db8::7 198.51.100.1 1 25\r\n",
     b"PROXY TCP6 192.0.2.7 2001:db8::1 1 25\r\n",
+    b"PROXY TCP6 fe80::7%eth0 2001:db8::1 1 25\r\n",  # a zone: an interface of the balancer's host
     b"PROXY TCP4 192.0.2.777 198.51.100.1 1 25\r\n",
     b"PROXY TCP4 192.0.2.7 198.51.100.1 65536 25\r\n",
     b"PROXY TCP4 192.0.2.7 198.51.100.1 01 25\r\n",

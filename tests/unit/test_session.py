@@ -329,6 +329,12 @@ def test_mail_parameters():
     ehlo(s)
     _, out = converse(s, b"MAIL FROM:<a@b.example> SIZE=abc\r\n")
     assert out.startswith(b"501 5.5.4 invalid parameter SIZE=abc #920")
+    # Digits to str.isdigit, not to int() ("²", "①") or not ASCII ("١٢"): refused, not raised.
+    for size in ("\u00b2", "\u2460", "\u0661\u0662", "1\u00b2"):
+        fresh = make()
+        ehlo(fresh)
+        _, out = converse(fresh, f"MAIL FROM:<a@b.example> SIZE={size}\r\n".encode())
+        assert reply_ids(out) == [920] and not fresh.closing, size
     _, out = converse(s, b"MAIL FROM:<a@b.example> BODY=8BITMIME\r\n")
     assert out.startswith(b"555 5.5.4 unsupported parameter BODY=8BITMIME #919")
     _, out = converse(s, b"MAIL FROM:<a@b.example> SMTPUTF8\r\n")

@@ -144,3 +144,31 @@ def test_chunk_decoder_lines():
     out = dec.decode(b"a" * 10 + b"\r\n" + b"b" * 5) + dec.decode(b"b" * 5 + b"\r") + dec.finish()
     assert out == b"a" * 10 + b"\r\n" + b"b" * 10 + b"\r\n"
     assert dec.longest_line == 10 and dec.bare == 1 and dec.size == len(out)
+
+
+def _bdat_waiting_for_downstream(whole_segment: bytes) -> tuple[Session, bytes]:
+    """Pipelining off; the first BDAT's DATA step is in flight when ``whole_segment`` (its
+    chunk, perhaps more) arrives; then the downstream's DATA reply, and what follows."""
+    s = make(SessionConfig(hostname="mx.test", drop_after=0, pipelining=False))
+    ehlo(s)
+    converse(s, b"MAIL FROM:<a@b.example>\r\n")
+    converse(s, b"RCPT TO:<c@d.example>\r\n")
+    s.receive_data(b"BDAT 5 LAST\r\n")
+    first = s.next_event()
+    assert isinstance(first, ev.Data) and first.chunking and s.next_event() is PAUSED
+    s.receive_data(whole_segment)  # while the downstream has not answered DATA yet
+    out = s.respond(CAT.reply(900))
+    _, more = feed(s, b"")
+    return s, out + more
+
+
+def test_a_chunk_arriving_while_bdat_waits_is_not_pipelining():
+    s, out = _bdat_waiting_for_downstream(b"hello")
+    assert reply_ids(out) == [554] and not s.closing
+    _, out = feed(s, b"MAIL FROM:<a@b.example>\r\n")
+    assert reply_ids(out) == [547] and not s.closing
+
+
+def test_a_command_after_the_chunk_while_bdat_waits_is_pipelining():
+    s, out = _bdat_waiting_for_downstream(b"helloMAIL FROM:<a@b.example>\r\n")
+    assert reply_ids(out) == [554, 631] and s.closing
