@@ -15,8 +15,9 @@ few seconds would otherwise live forever):
 
 Every close is hard after :data:`CLOSE_GRACE` seconds: a TLS close that
 waits for a peer that never answers must not hold the socket.  Whatever
-goes wrong inside a handler ends as a catalogue reply (#908) and a logged
-traceback, never as a traceback to the client.
+goes wrong inside a handler, or inside the session's parser, ends as a
+catalogue reply (#908) and a logged traceback, never as a traceback to the
+client nor a close without a word.
 """
 
 from __future__ import annotations
@@ -231,7 +232,11 @@ class SmtpServerProtocol(protocol.Protocol):
             return
         if self._closed or self.session is None:
             return
-        self.session.receive_data(data)
+        try:
+            self.session.receive_data(data)
+        except Exception:  # a parser's bug: the client hears #908, not an unexplained close
+            self._internal_error(Failure())
+            return
         self.octets += len(data)
         self.last_input = self.server.reactor.seconds()
         if self.busy:
@@ -261,7 +266,11 @@ class SmtpServerProtocol(protocol.Protocol):
     def _pump_events(self) -> None:
         session = self.session
         while not self.busy and not self._closed and not session.closing:
-            event = session.next_event()
+            try:
+                event = session.next_event()
+            except Exception:  # as in receive_data: #908 and a logged traceback, never a bare close
+                self._internal_error(Failure())
+                return
             if event is NEED_DATA:
                 self._await_client()
                 return

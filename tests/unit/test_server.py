@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
 
 from barricade import plugin
 from barricade.net.server import SmtpServerFactory
@@ -124,6 +125,35 @@ def test_internal_error_closes_with_908(tmp_path, monkeypatch):
     out = s.send(b"NOOP\r\n")
     assert out.startswith(b"421 4.3.0 processing error, closing connection #908")
     assert s.transport.disconnecting
+
+
+@pytest.mark.parametrize("where", ["next_event", "receive_data"])
+def test_a_parser_that_raises_closes_with_908(tmp_path, monkeypatch, where):
+    """A bug in the sans-IO session (it raised on SIZE=² before) is answered like a
+    handler's: #908 and the connection closed, not a close without a reply."""
+    s = Session(tmp_path)
+    s.output()
+    session_type = type(s.proto.session)
+    original = getattr(session_type, where)
+
+    def broken(self, *args):
+        if self.state != "closed" and b"MAIL" in bytes(self._buffer) + b"".join(
+                a for a in args if isinstance(a, bytes)):
+            raise ValueError("bug")
+        return original(self, *args)
+
+    monkeypatch.setattr(session_type, where, broken)
+    s.send(b"EHLO client.example\r\n")
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        out = s.send(b"MAIL FROM:<a@example.org>\r\n")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert out.startswith(b"421 4.3.0 processing error, closing connection #908")
+    assert s.transport.disconnecting
+    [logged] = [e for e in events if "internal error" in e.get("log_format", "")]
+    assert logged["log_failure"].check(ValueError)
 
 
 def test_idle_client_times_out(tmp_path):
