@@ -22,7 +22,9 @@ PREFIX = "EMEW3|"
 _B62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _EMEW = re.compile(r"EMEW3\|([0-9a-f]{32})([0-9A-Za-z]{6})([0-9a-f]{2})\|([^<>\s]+@[^<>\s]+)")
 #: A quoted Message-ID line in a DSN or MDN body.
-QUOTED_ID = re.compile(rb"(?im)^\s*(?:original-)?message-id:\s*<(EMEW3\|[^<>\r\n]{40,})>")
+#: Blanks before the field name, not \s: \s ran across line ends from every line's start
+#: (a body of empty lines cost its length squared).
+QUOTED_ID = re.compile(rb"(?im)^[ \t]*(?:original-)?message-id:\s*<(EMEW3\|[^<>\r\n]{40,})>")
 
 
 def time62(seconds: int) -> str:

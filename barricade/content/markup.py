@@ -45,8 +45,9 @@ class HtmlText:
             if cut < len(text) and len(text) - cut <= MAX_HTML_LOOKAHEAD:
                 text, self.carry = text[:cut], text[cut:]
         text = _HIDDEN.sub(" ", text)
-        for tag in _LINK_TAG.findall(text):
-            self._links(tag)
+        for tag in _TAG.findall(text):
+            if _LINK_NAME.search(tag):
+                self._links(tag)
         body = _ANY_TAG.sub(" ", text)
         if body.strip():
             self.collector.feed_text(html.unescape(body) if "&" in body else body)
@@ -69,12 +70,18 @@ class HtmlText:
 
 #: An attribute with a value, as HTML writes them: quoted either way, or up to white space.
 _ATTR = re.compile(r"""([^\s/>"'=]+)\s*=\s*("[^"]*"|'[^']*'|[^\s>"']+)""")
+# Every pattern here that begins a construct (a comment, a script, a tag) also ends it
+# at the end of the text when nothing closes it, as a browser does, so that a match
+# once begun never fails.  A pattern that could fail after scanning to the end would
+# be tried again from every later "<" of the block: hostile HTML of a few kilobytes
+# ("<a href=x " repeated, or "<!--" repeated) then held the event loop for minutes.
 #: Comments and what script and style elements hold: never shown, never scanned.
-_HIDDEN = re.compile(r"<!--.*?-->|<(script|style)\b.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
-_ATTR_VALUE = r"""(?:[^>"']|"[^"]*"|'[^']*')*"""
-_LINK_TAG = re.compile(r"<[A-Za-z][A-Za-z0-9:-]*\s" + _ATTR_VALUE + r"?\b(?:"
-                       + "|".join(sorted(_LINK_ATTRS)) + r"|content)\s*=" + _ATTR_VALUE + ">", re.IGNORECASE)
-_ANY_TAG = re.compile(r"</?[A-Za-z!?][^>]*>")
+_HIDDEN = re.compile(r"<!--.*?(?:-->|\Z)|<(script|style)\b.*?(?:</\1\s*>|\Z)", re.DOTALL | re.IGNORECASE)
+#: A start tag with its attributes (values quoted either way or bare), to its ">".
+_TAG = re.compile(r"""<[A-Za-z][A-Za-z0-9:-]*+\s(?:[^>"']++|"[^"]*+"?|'[^']*+'?)*+(?:>|\Z)""")
+#: Does a tag have an attribute that may hold a link?
+_LINK_NAME = re.compile(r"\b(?:" + "|".join(sorted(_LINK_ATTRS)) + r"|content)\s*=", re.IGNORECASE)
+_ANY_TAG = re.compile(r"</?[A-Za-z!?][^>]*+(?:>|\Z)")
 _OPENERS = ("<!--", "<script", "<style")
 _CLOSERS = ("-->", "</script", "</style")
 

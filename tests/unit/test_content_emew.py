@@ -28,4 +28,10 @@ def test_time62_round_trip_and_quoted_ids():
     dsn = b"This is a bounce.\r\n\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-Id: " \
         + msgid.encode() + b"\r\n"
     assert emew.QUOTED_ID.search(dsn).group(1).decode() == msgid.strip("<>")
+    indented = b"\r\n\r\n \tOriginal-Message-ID:\r\n " + msgid.encode() + b"\r\n"
+    assert emew.QUOTED_ID.search(indented).group(1).decode() == msgid.strip("<>")
+    # Blanks before the name, not line ends: "\s*" from every empty line's start made
+    # 64 KB of empty lines cost 128 s.
+    assert emew.QUOTED_ID.search(b"\n" * 20000) is None
+    assert emew.QUOTED_ID.search(b"\n\n" + msgid.encode() + b"\r\n") is None
     assert emew.ids_in("<a@b> <c@d>") == ["c@d", "a@b"]

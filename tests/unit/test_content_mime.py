@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import glob
 import quopri
+import re
 from pathlib import Path
 
 import pytest
@@ -250,6 +251,41 @@ def test_html_tags_and_comments_cut_between_blocks():
     assert html_hosts('<p>go <a hr', 'ef="http://cut.example.com/">x</a> <!-- http://hid', 'den.example.com/ -->',
                       "<scr", "ipt>http://js.example.com/</script> end www.after.example.com") == [
         "cut.example.com", "www.after.example.com"]
+
+
+def test_html_a_quoted_gt_and_an_unclosed_last_tag():
+    assert html_hosts('<a title="a>b" href="http://quoted.example.com/">x</a>',
+                      "<a href=http://last.example.com/ ") == ["quoted.example.com", "last.example.com"]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet="<>!-/=\"' \nabhrefscript", max_size=80))
+def test_html_constructs_once_begun_always_match(text):
+    """The reason hostile HTML costs linear time: a tag, comment or script that begins
+    ends at the end of the text if nothing closes it, so a match once begun never fails,
+    and no later "<" is tried against the same text again ("<a href=x " repeated took
+    49 s for 8 KB when the link tag's pattern could fail after scanning to the end)."""
+    from barricade.content import markup
+
+    for pattern, opens in ((markup._TAG, r"<[A-Za-z][A-Za-z0-9:-]*\s"), (markup._ANY_TAG, r"</?[A-Za-z!?]"),
+                           (markup._HIDDEN, r"<!--|<(?:script|style)\b")):
+        for start in re.finditer(f"(?i)(?={opens})", text):
+            assert pattern.match(text, start.start()), (pattern.pattern, text, start.start())
+
+
+def test_hostile_html_and_addresses_are_read_whole():
+    """Inputs that took seconds to minutes (see the test above); each must still give
+    what it holds."""
+    assert html_hosts("<a href=x " * 800 + "<a href=http://end.example.com/>") == ["end.example.com"]
+    assert html_hosts("<!--" * 4000) == [] and html_hosts('<a "' * 4000) == []
+    collector = UriCollector()
+    collector.feed_text("x.y @ " + "a" * 20000 + " mail me: " + "b" * 70 + "@list.example.com\n")
+    collector.flush()
+    assert [(f.host, f.kind) for f in collector] == [("list.example.com", "mail")]
+    # A local part is read back 64 characters at most (RFC 5321), so a word is never
+    # scanned from each of its characters to its end.
+    from barricade.content.uri import _MAIL
+    assert _MAIL.search("a" * 100 + "@x.example.com").group(0) == "a" * 64 + "@x.example.com"
 
 
 def test_an_endless_line_is_never_taken_for_a_boundary():
