@@ -29,8 +29,10 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
+from typing import Any
 
 from barricade.content.markup import HtmlText
 from barricade.content.uri import UriCollector
@@ -52,8 +54,73 @@ def _decoded(name: str) -> str:
         return name
     try:
         return str(make_header(decode_header(name)))
-    except (ValueError, LookupError, UnicodeError):
-        return name
+    except (ValueError, LookupError, UnicodeError, HeaderParseError):
+        return name  # a broken encoded word: the name as written, still a name to check
+
+
+#: A multipart's boundary in its raw Content-Type value (quoted, or up to ; or white space).
+_BOUNDARY = re.compile(r'(?i)(?:^|;)\s*boundary\s*=\s*(?:"([^"]*)"|([^\s;"]+))')
+
+
+def _boundary_octets(msg: object, boundary: str) -> bytes:
+    """The boundary as the body's delimiter lines write it.
+
+    The parser gives 8-bit octets in a header back as U+FFFD, which no body
+    line would match: the whole body was then taken as the preamble, its
+    parts never seen.  The raw header value keeps them (as surrogate
+    escapes), and they are taken from there.
+    """
+    if "\ufffd" in boundary:
+        for name, value in msg.raw_items():  # type: ignore[attr-defined]
+            if name.lower() == "content-type" and isinstance(value, str):
+                found = _BOUNDARY.search(value)
+                if found:
+                    raw = found.group(1) if found.group(1) is not None else found.group(2)
+                    return raw.encode("utf-8", "surrogateescape")
+    return boundary.encode("utf-8", "replace")
+
+
+class _ByteOrder:
+    """UTF-16 or UTF-32 as RFC 2781 reads a text that names no order: the BOM's order,
+    big-endian without one (Python's decoder refuses a stream without a BOM)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.boms = ((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) if name == "utf-16"
+                     else (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE))
+        self.head = b""
+        self.inner: codecs.IncrementalDecoder | None = None
+
+    def decode(self, data: bytes, final: bool = False) -> str:
+        if self.inner is None:
+            self.head += data
+            if len(self.head) < len(self.boms[0]) and not final:
+                return ""
+            name = self.name if self.head.startswith(self.boms) else f"{self.name}-be"
+            self.inner = codecs.getincrementaldecoder(name)(errors="replace")
+            data, self.head = self.head, b""
+        return self.inner.decode(data, final)
+
+
+def text_decoder(charset: str) -> tuple[Any, str]:
+    """An incremental decoder for a text part's charset, and what was wrong with it ("").
+
+    Only text encodings: a charset that names one of Python's bytes-to-bytes
+    codecs (``base64``, ``zlib``, ``rot13`` ...) or no codec at all is read as
+    Latin-1, which never fails, and reported.
+    """
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, TypeError, ValueError):
+        return codecs.getincrementaldecoder("latin-1")(), f"unknown charset {charset[:40]!r}"
+    if not getattr(info, "_is_text_encoding", True):
+        return codecs.getincrementaldecoder("latin-1")(), f"not a text charset {charset[:40]!r}"
+    if info.name in ("utf-16", "utf-32"):
+        return _ByteOrder(info.name), ""
+    try:
+        return info.incrementaldecoder(errors="replace"), ""
+    except Exception:  # noqa: BLE001 - a codec that takes no "replace" (idna): as an unknown one
+        return codecs.getincrementaldecoder("latin-1")(), f"unusable charset {charset[:40]!r}"
 
 
 @dataclass(frozen=True)
@@ -94,12 +161,9 @@ class _Sink:
         self.text = None
         self.html = None
         if decoder.collector is not None and (part.main_type == "text" or part.top and not part.content_type):
-            charset = part.charset or "us-ascii"
-            try:
-                self.text = codecs.getincrementaldecoder(charset)(errors="replace")
-            except (LookupError, TypeError):
-                decoder.error(f"unknown charset {charset[:40]!r}")
-                self.text = codecs.getincrementaldecoder("latin-1")()
+            self.text, problem = text_decoder(part.charset or "us-ascii")
+            if problem:
+                decoder.error(problem)
             if part.content_type == "text/html":
                 self.html = HtmlText(decoder.collector)
         self.b64 = b""
@@ -123,23 +187,24 @@ class _Sink:
         (some mailers concatenate base64 streams), wherever the pieces were cut."""
         data = self.b64 + _B64_JUNK.sub(b"", data)
         out = bytearray()
+        pos = 0  # where the segment being decoded starts (not a slice: segments may be many)
         while True:
-            i = data.find(b"=")
+            i = data.find(b"=", pos)
             if i < 0:
-                whole = len(data) // 4 * 4
-                out += self._decode64(data[:whole])
+                whole = pos + (len(data) - pos) // 4 * 4
+                out += self._decode64(data[pos:whole])
                 self.b64 = data[whole:]
                 return bytes(out)
             j = i
             while j < len(data) and data[j] == 0x3D:
                 j += 1
             if j == len(data):  # the padding may go on in the next piece: wait for it
-                whole = i // 4 * 4
-                out += self._decode64(data[:whole])
+                whole = pos + (i - pos) // 4 * 4
+                out += self._decode64(data[pos:whole])
                 self.b64 = data[whole:]
                 return bytes(out)
-            out += self._final64(data[:i])
-            data = data[j:]
+            out += self._final64(data[pos:i])
+            pos = j
 
     def _final64(self, core: bytes) -> bytes:
         """The last quanta of a segment, padded as they should have been (a lone sixth bit dropped)."""
@@ -171,12 +236,22 @@ class _Sink:
                 data_kept = data
             self.keep += data_kept
         if self.text is not None:
-            text = self.text.decode(data)
+            text = self._decode(data)
             if text:
                 self.pending.append(text)
                 self.pending_size += len(text)
                 if self.pending_size >= TEXT_BLOCK:
                     self._text_out()
+
+    def _decode(self, data: bytes, final: bool = False) -> str:
+        """The part's text; a codec that still fails on its input (a bug of its own, or
+        one that rejects what "replace" should cover) is reported and Latin-1 reads on."""
+        try:
+            return self.text.decode(data, final)
+        except Exception as exc:  # noqa: BLE001 - never a reason to temp-fail a message
+            self.owner.error(f"charset {self.part.charset[:40]!r} failed: {type(exc).__name__}")
+            self.text = codecs.getincrementaldecoder("latin-1")()
+            return self.text.decode(data, final)
 
     def _text_out(self, final: bool = False) -> None:
         text = "".join(self.pending)
@@ -190,7 +265,7 @@ class _Sink:
         if self.b64.rstrip(b"="):
             self._out(self._final64(self.b64))
         if self.text is not None:
-            self.pending.append(self.text.decode(b"", final=True))
+            self.pending.append(self._decode(b"", final=True))
             self._text_out(final=True)
             self.owner.collector.feed_text("\n")
         if self.md5 is not None:
@@ -373,6 +448,8 @@ class MimeDecoder:
             if msg.get("content-type"):
                 ctype = msg.get_content_type()
                 boundary = msg.get_boundary()
+                if boundary is not None:
+                    boundary = _boundary_octets(msg, boundary)
                 charset = str(msg.get_content_charset() or "").strip().lower()
             else:
                 ctype, boundary, charset = self._default_type, None, ""
@@ -387,14 +464,14 @@ class MimeDecoder:
             return
         self._start(part, boundary)
 
-    def _start(self, part: Part, boundary: str | None) -> None:
+    def _start(self, part: Part, boundary: bytes | None) -> None:
         deep = part.depth >= self.limits.max_depth
         if part.main_type == "multipart" and boundary:
             self._record(part)
             if deep:
                 self._too_deep()
                 return
-            mark = str(boundary).encode("utf-8", "replace")
+            mark = boundary
             self._frames.append(_Frame(mark, part.depth, part.content_type == "multipart/digest"))
             self._boundaries.add(mark)
             self._state = PREAMBLE

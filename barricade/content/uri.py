@@ -50,6 +50,8 @@ _TOKEN_END = re.compile(r"[^\w.\u3002\uff0e\uff61-]")
 _HOST_LIKE = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,20}(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59})",
                         re.IGNORECASE)
 _DOTS = re.compile("[\u3002\uff0e\uff61]")
+#: One part of an IPv4 address as inet_aton and browsers read it: hex, octal or decimal.
+_IPV4_PART = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
 
 
 @lru_cache(maxsize=1)
@@ -107,6 +109,8 @@ def _numeric_ipv4(host: str) -> str | None:
         return None
     values = []
     for part in parts:
+        if not _IPV4_PART.fullmatch(part):  # int() also takes "-1", "+1", " 1" and "1_0"
+            return None
         try:
             if part.lower().startswith("0x"):
                 values.append(int(part, 16))

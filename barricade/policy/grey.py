@@ -77,6 +77,8 @@ SECOND_LEVEL = frozenset((
 
 KEYS_NOTE = "grey.keys"  # the tuples left for the dot (grey-content)
 HASH_NOTE = "grey.hash"
+#: In HASH_NOTE when the message cannot be hashed (nesting too deep for the parser).
+UNHASHABLE = object()
 #: A check that ran before grey-listing vouches for this message (smtpf's
 #: SKIP_NEXT): the value is the reason, e.g. "call-back" (call-back-pass-grey).
 SKIP_NOTE = "grey.skip"
@@ -372,17 +374,34 @@ class GreyContent(GreyList):
     @immediate
     def body(self, ctx: Context, chunk: bytes) -> Verdict:
         parser = self._parser(ctx)
-        if parser is not None:
-            parser.feed(chunk)
+        if parser is not None and parser is not UNHASHABLE:
+            try:
+                parser.feed(chunk)
+            except RecursionError:
+                self._unhashable(ctx)
         return CONTINUE
 
-    def _parser(self, ctx: Context) -> BytesFeedParser | None:
-        """The message parser, fed the header block the first time."""
+    def _parser(self, ctx: Context) -> BytesFeedParser | object | None:
+        """The message parser, fed the header block the first time (or UNHASHABLE)."""
         parser = ctx.notes.get(HASH_NOTE)
-        if parser is not None and not ctx.notes.get("grey.fed"):
+        if parser is not None and parser is not UNHASHABLE and not ctx.notes.get("grey.fed"):
             ctx.notes["grey.fed"] = True
-            parser.feed(ctx.header_block)
+            try:
+                parser.feed(ctx.header_block)
+            except RecursionError:
+                return self._unhashable(ctx)
         return parser
+
+    @staticmethod
+    def _unhashable(ctx: Context) -> object:
+        """The standard library's parser recurses once per level of MIME nesting: a
+        message nested a thousand deep is looked up without its content, as if
+        grey-content were off for it, rather than failing the check (#907) on
+        every retry."""
+        ctx.notes[HASH_NOTE] = UNHASHABLE
+        log.info("session {sid}: grey-content: MIME nesting too deep to hash; the tuple alone decides",
+                 sid=ctx.session_id)
+        return UNHASHABLE
 
     async def end_of_data(self, ctx: Context) -> Verdict:
         pending = ctx.notes.pop(KEYS_NOTE, None)
@@ -390,7 +409,12 @@ class GreyContent(GreyList):
         if pending is None or parser is None:
             return CONTINUE
         keys, period = pending
-        digest = content_digest(parser.close())
+        digest = None
+        if parser is not UNHASHABLE:
+            try:
+                digest = content_digest(parser.close())
+            except RecursionError:
+                self._unhashable(ctx)
         msgid = (ctx.header("Message-ID") or "").strip()
         status: GreyStatus | None = None
         try:

@@ -62,6 +62,8 @@ def hosts(message: bytes, **kwargs) -> list[str]:
     ("b\u00fccher\u3002example", "xn--bcher-kva.example"),
     ("localhost", None),
     ("bad_host!.example", None),
+    ("1.-1", None),  # int() takes a sign: a negative number raised out of ipaddress
+    ("1.2.3.-4", None),
     ("", None),
 ])
 def test_normalize_host(raw, host):
@@ -77,6 +79,11 @@ def test_normalize_host(raw, host):
 ])
 def test_registered_domain(host, domain):
     assert registered_domain(host) == domain
+
+
+def test_numeric_hosts_are_digits_only():
+    assert normalize_host("1_0.0.0.1") != "10.0.0.1"  # int() reads "1_0" as 10; a browser does not
+    assert normalize_host("+1.0.0.1") is None
 
 
 def test_sub_domains_longest_first_down_to_the_registered_domain():
@@ -140,6 +147,62 @@ def test_rfc2231_and_encoded_word_filenames():
            b"Content-Type: application/octet-stream; name=\"=?UTF-8?B?aW52b2ljZS5zY3I=?=\"\r\n\r\nx\r\n--b--\r\n")
     decoder = decode(msg)
     assert [p.filename for p in decoder.parts[1:]] == ["r\u00e9sum\u00e9.exe", "invoice.scr"]
+
+
+def test_a_broken_encoded_word_keeps_the_file_name_and_the_part():
+    """decode_header's HeaderParseError once made the part plain text without a name:
+    deny-content-name and deny-content-type never saw the .exe."""
+    msg = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+           b"Content-Type: application/x-msdownload; name=\"evil.exe\"\r\n"
+           b"Content-Disposition: attachment; filename=\"=?utf-8?b?ZXZpbC5leGU=?= =?utf-8?b?a?=\"\r\n"
+           b"\r\nTVqQ\r\n--b--\r\n")
+    part = decode(msg).parts[1]
+    assert part.content_type == "application/x-msdownload"
+    assert part.filename == "=?utf-8?b?ZXZpbC5leGU=?= =?utf-8?b?a?="
+
+
+def test_an_8bit_boundary_still_delimits_the_parts():
+    """The parser gives 8-bit octets of a header back as U+FFFD, which matched no
+    delimiter line: the whole body was preamble, its links and attachments unseen."""
+    msg = (b'Content-Type: multipart/mixed; boundary="\xe9t\xe9"\r\n\r\n--\xe9t\xe9\r\n'
+           b"Content-Type: text/plain\r\n\r\nsee http://inside.example.com/\r\n--\xe9t\xe9\r\n"
+           b'Content-Type: application/octet-stream; name="x.exe"\r\n\r\nx\r\n--\xe9t\xe9--\r\n')
+    decoder, collector = scan(msg)
+    assert [(p.content_type, p.filename) for p in decoder.parts] == [
+        ("multipart/mixed", ""), ("text/plain", ""), ("application/octet-stream", "x.exe")]
+    assert [f.host for f in collector] == ["inside.example.com"]
+
+
+@pytest.mark.parametrize("charset, error", [
+    ("utf-16", ""), ("utf-32", ""), ("base64", "not a text charset"), ("zlib", "not a text charset"),
+    ("rot13", "not a text charset"), ("idna", "failed"), ("undefined", "failed"),
+    ("utf-8\x00", "unknown charset"),
+])
+def test_any_charset_is_read_without_an_exception(charset, error):
+    """Codecs that are not text encodings, or refuse "replace", or (UTF-16 and UTF-32
+    without a BOM, which RFC 2781 reads as big-endian) refuse the stream, raised out of
+    the decoder: a 451 (#907) for every retry of the message."""
+    text = "see http://cs.example.com/ now\n"
+    if charset in ("utf-16", "utf-32"):
+        bodies = [text.encode(f"{charset}-be"), text.encode(charset)]  # without a BOM, with one
+    else:
+        bodies = [text.encode("latin-1")]
+    for body in bodies:
+        head = f"Content-Type: text/plain; charset=\"{charset}\"\r\n\r\n".encode("latin-1")
+        for chunk in (0, 3):
+            decoder, collector = scan(head + body, chunk=chunk)
+            assert [f.host for f in collector] == ["cs.example.com"], (body, chunk)
+            assert len(decoder.errors) == (1 if error else 0) and error in "".join(decoder.errors)
+
+
+def test_base64_of_many_padded_segments_is_decoded_whole():
+    """Concatenated base64 streams, each with its padding: walked with an index (a slice
+    per segment made a body of "AA==" repeated cost its length squared)."""
+    segments = b"".join(base64.b64encode(bytes([i])) for i in range(256)) * 40
+    msg = b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    for chunk in (0, 7, 4096):
+        decoder, _ = scan(msg + segments + b"\r\n", chunk=chunk, want_md5=True)
+        assert decoder.parts[0].size == 256 * 40, chunk
 
 
 def test_depth_limit_skips_and_says_so():

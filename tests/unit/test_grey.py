@@ -363,3 +363,27 @@ async def test_grey_content_holds_at_data_and_the_dot_decides():
 def nothing_waits(c: Context) -> bool:
     """An early tuple is refused at DATA: nothing waits for the dot."""
     return "grey.keys" not in c.notes
+
+
+@pytest_twisted.ensureDeferred
+async def test_grey_content_too_deep_to_hash_is_looked_up_by_its_tuple():
+    """The stdlib parser recurses per nesting level: a message nested a thousand deep
+    is grey-listed by its tuple alone (it raised RecursionError: #907 on every retry),
+    and never skips the lookup."""
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    check = GreyContent(config("grey-key=ip,mail,rcpt"), None, store)
+    deep = b"Content-Type: message/rfc822\r\n\r\n" * 1000 + b"Subject: x\r\n\r\nbody\r\n"
+
+    async def send(at: int):
+        clock.at(at)
+        c = ctx()
+        assert (await check.data(c)).action is Action.CONTINUE
+        c.header_block = deep[:34]
+        await check.body(c, deep[34:20000])
+        await check.body(c, deep[20000:])
+        return await check.end_of_data(c)
+
+    first = await send(0)
+    assert (first.action, first.reply_id) == (Action.DROP, 552)  # grey-listed, not #907
+    assert (await send(600)).action is Action.CONTINUE  # its retry passes
