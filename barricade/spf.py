@@ -58,8 +58,11 @@ _MODIFIER = re.compile(r"(?P<name>[A-Za-z][A-Za-z0-9_.-]*)=(?P<value>.*)", re.DO
 _MECHANISM = re.compile(r"(?P<q>[-+~?]?)(?P<name>[A-Za-z0-9]+)(?P<rest>.*)", re.DOTALL)
 _DOMAIN_CIDR = re.compile(r"(?::(?P<spec>.+?))?(?:/(?P<c4>\d+))?(?://(?P<c6>\d+))?", re.DOTALL)
 _CIDR_NUMBER = re.compile(r"0|[1-9]\d{0,2}")
+#: The most digits a macro's label count may have (RFC 7208 gives no bound; a name has
+#: at most 127 labels).
+MAX_MACRO_DIGITS = 10
 # A macro: %{letter digits r delimiters}, or one of the escapes %% %_ %-.
-_MACRO = re.compile(r"%(?:\{(?P<letter>[A-Za-z])(?P<digits>\d*)(?P<reverse>[rR]?)"
+_MACRO = re.compile(r"%(?:\{(?P<letter>[A-Za-z])(?P<digits>[0-9]*)(?P<reverse>[rR]?)"
                     r"(?P<delims>[-.+,/_=]*)\}|(?P<literal>[%_-]))")
 _MACRO_LITERAL = re.compile(r"[\x21-\x24\x26-\x7e]*")  # visible characters but %
 _EXPLAIN_LITERAL = re.compile(r"[\x21-\x24\x26-\x7e ]*")  # exp= text may have spaces
@@ -136,7 +139,10 @@ def check_macro_string(text: str, letters: frozenset[str] = DOMAIN_LETTERS,
         if letter is not None:
             if letter.lower() not in letters:
                 raise SpfError(PERMERROR, f"macro %{{{letter}}} not allowed in {text!r}")
-            if m.group("digits") and int(m.group("digits")) == 0:
+            digits = m.group("digits")
+            if len(digits) > MAX_MACRO_DIGITS:  # int() refuses 4,300 digits; no name has 128 labels
+                raise SpfError(PERMERROR, f"macro label count too long in {text[:80]!r}")
+            if digits and int(digits) == 0:
                 raise SpfError(PERMERROR, f"macro with zero labels in {text!r}")
     if not literal.fullmatch(text, pos):
         raise SpfError(PERMERROR, f"bad macro string {text!r}")
@@ -270,11 +276,17 @@ def valid_domain(domain: str) -> bool:
 
 
 def fit_domain(name: str) -> str:
-    """RFC 7208 7.3: an expanded name over 253 octets loses labels on the left; no trailing dot."""
+    """RFC 7208 7.3: an expanded name over 253 octets loses labels on the left; no trailing dot.
+
+    The cut is found at once: label by label, a record repeating a macro of a
+    long name (``a:%{d}%{d}...``, expanded to kilobytes of labels) cost its
+    length squared, seconds of a worker's event loop.
+    """
     name = name[:-1] if name.endswith(".") else name
-    while len(name) > 253 and "." in name:
-        name = name.split(".", 1)[1]
-    return name
+    if len(name) <= 253:
+        return name
+    dot = name.find(".", len(name) - 254)  # the first dot with at most 253 octets after it
+    return name[dot + 1:] if dot >= 0 else name.rpartition(".")[2]
 
 
 def transform(value: str, digits: str, reverse: bool, delims: str) -> str:
@@ -583,6 +595,6 @@ class Evaluator:
             text = result.records[0]
             check_macro_string(text, EXPLAIN_LETTERS, _EXPLAIN_LITERAL)
             expanded = await self.expand(state, text, domain, explain=True)
-        except SpfError:
+        except (SpfError, ValueError):  # whatever is wrong with it, the result stands
             return ""
         return re.sub(r"[^\x20-\x7e]", "?", expanded)[:MAX_EXPLANATION]

@@ -28,7 +28,8 @@ for ``MAIL FROM:<>``.
   ``cache-temp-fail-ttl`` or ``cache-reject-ttl``.  A hit is touched
   (its TTL starts again), as in smtpf.  MX trouble is never cached.
 * **MX** (:meth:`CallBack.exchangers`): the resolver's MX list (implicit MX
-  included) in preference order; addresses that are not global (loopback,
+  included) in preference order, its first ``MAX_HOSTS`` hosts (as the MX
+  checks); addresses that are not global (loopback,
   LAN, link-local, reserved, multicast) are pruned unless listed in
   ``call-back-allow-networks``.  Each address is called on
   ``call-back-port`` until one answers; at most :data:`MAX_ATTEMPTS`.
@@ -84,6 +85,7 @@ from barricade.net.probe import ProbeError, ProbeResult, probe
 from barricade.options import Config, OptionError
 from barricade.policy.domains import usual_suspect
 from barricade.policy.grey import SKIP_NOTE
+from barricade.policy.mx import MAX_HOSTS
 from barricade.policy.pipeline import Check, Context
 from barricade.policy.verdict import CONTINUE, Action, Verdict, reject, tempfail
 from barricade.replies import ReplyId
@@ -386,7 +388,9 @@ class CallBack(Check):
             return reject(ReplyId.CALLBACK_MX_REFUSED, domain=domain, reason="accepts no mail (null MX)")
         if not mx.hosts:
             return reject(ReplyId.CALLBACK_NO_ACCEPTABLE_MX, domain=domain)
-        hosts = list(dict.fromkeys(h.host for h in mx.hosts))
+        # As many as the MX checks look at: an answer of thousands of MX records would
+        # otherwise be thousands of address lookups for one MAIL FROM.
+        hosts = list(dict.fromkeys(h.host for h in mx.hosts))[:MAX_HOSTS]
         found = await asyncio.gather(*(self.resolver.addresses(h) for h in hosts))
         targets: dict[str, str] = {}
         for host, addresses in zip(hosts, found, strict=True):

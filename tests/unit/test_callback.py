@@ -236,3 +236,28 @@ async def test_without_pass_grey_nothing_is_noted():
     assert (await check.data(c)).action is Action.CONTINUE
     assert SKIP_NOTE not in c.notes
     assert GreyList(REGISTRY.parse([]), None, store).exempt(c) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sender_with_thousands_of_mx_hosts_costs_a_bounded_number_of_lookups():
+    """The MX answer is the sender's to write: two thousand hosts were four thousand
+    address lookups for one MAIL FROM (a DNS amplifier), where the MX checks look at ten."""
+    from barricade.aio import aio
+    from barricade.dns import MxRecord, MxResult, Result, Status
+    from barricade.policy.mx import MAX_HOSTS
+
+    asked: list[str] = []
+
+    class Resolver:
+        async def mx(self, domain: str) -> MxResult:
+            hosts = tuple(MxRecord(10, f"mx{i}.{domain}") for i in range(2000))
+            return MxResult(domain, Status.ANSWER, hosts)
+
+        async def addresses(self, name: str) -> Result:
+            asked.append(name)
+            return Result(name, "A", Status.ANSWER, (f"11.0.0.{len(asked)}",))  # global: callable
+
+    check = CallBack(config(), None, Resolver(), "gw.example")
+    found = await aio(check.exchangers("sender.example"))
+    assert asked == [f"mx{i}.sender.example" for i in range(MAX_HOSTS)]
+    assert [host for host, _ in found] == asked
