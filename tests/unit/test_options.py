@@ -71,6 +71,13 @@ def test_int_bad_value_is_not_a_number(reg):
     assert str(err.value) == "option timeout: 'lots' is not a number"
 
 
+def test_int_too_large_is_refused(reg):
+    assert reg.parse([f"timeout={2**31 - 1}"])["timeout"] == 2**31 - 1
+    for text in (str(2**31), "9" * 400, "9" * 5000):
+        with pytest.raises(OptionError, match=r"option timeout: '\d+' (is larger than 2147483647|is not a number)"):
+            reg.parse([f"timeout={text}"])
+
+
 def test_int_assignment_and_hex(reg):
     assert reg.parse(["timeout=45"])["timeout"] == 45
     assert reg.parse(["timeout=0x10"])["timeout"] == 16
