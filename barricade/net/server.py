@@ -119,7 +119,22 @@ class SmtpServerProtocol(protocol.Protocol):
         self.begin(host, getattr(peer, "port", 0))
 
     def begin(self, host: str, port: int, early: bytes = b"") -> None:
-        """The session with the client at ``host``: the peer, or the one a PROXY header named."""
+        """The session with the client at ``host``: the peer, or the one a PROXY header named.
+
+        Should setting it up fail (a bug, or an option no session can use), the
+        client hears #908 and the connection closes: left half begun, it would
+        hold its place and its descriptor with no timer to end it.
+        """
+        try:
+            self._begin(host, port, early)
+        except Exception:
+            log.failure("connection from {host}: the session could not begin", host=host)
+            if not self._closed:
+                self._closed = True
+                self.transport.write(self.server.catalogue.reply(ReplyId.INTERNAL_ERROR).encode())
+                self.transport.loseConnection()
+
+    def _begin(self, host: str, port: int, early: bytes) -> None:
         self._header = None
         sid = new_session_id()
         client = classify(host, port, "unknown", self.server.routes)

@@ -127,6 +127,25 @@ def test_internal_error_closes_with_908(tmp_path, monkeypatch):
     assert s.transport.disconnecting
 
 
+def test_a_session_that_cannot_begin_is_closed_with_908(tmp_path, monkeypatch):
+    """Half begun, a connection had no timer to end it: it held its place for ever."""
+    import barricade.net.server as server
+
+    def broken(*args, **kwargs):
+        raise OverflowError("int too large to convert to float")
+
+    monkeypatch.setattr(server, "Session", broken)
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        s = Session(tmp_path)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert s.output().startswith(b"421 4.3.0 processing error, closing connection #908")
+    assert s.transport.disconnecting
+    assert [e for e in events if "could not begin" in e.get("log_format", "")]
+
+
 @pytest.mark.parametrize("where", ["next_event", "receive_data"])
 def test_a_parser_that_raises_closes_with_908(tmp_path, monkeypatch, where):
     """A bug in the sans-IO session (it raised on SIZE=² before) is answered like a
