@@ -289,6 +289,9 @@ class Proxy:
             down = self._parked(route)  # a kept connection is secured and introduced already
             if down is None:
                 down = await self._connect(route)
+                if self.ended:  # the client left while it was being opened
+                    down.abort()
+                    raise DownstreamError("lost", route.name, "the client left")
             self.pool[route.name] = down
         self.txn[route.name] = down
         await self._tell(down, "forward-xforward", down.capabilities.xforward, xforward_commands)
@@ -310,9 +313,18 @@ class Proxy:
         return rcpt_reply
 
     async def _connect(self, route: Route) -> Downstream:
-        """A new relay connection: opened, secured as the route says, introduced."""
-        down = await self._secure(route, await self._open(route))
-        await self._introduce(route, down)
+        """A new relay connection: opened, secured as the route says, introduced.
+
+        One that fails on the way (TLS refused where it is required, the
+        introduction refused) is dropped here: nobody else holds it.
+        """
+        down = await self._open(route)
+        try:
+            down = await self._secure(route, down)
+            await self._introduce(route, down)
+        except BaseException:
+            down.abort()
+            raise
         return down
 
     async def _secure(self, route: Route, down: Downstream) -> Downstream:
@@ -598,6 +610,9 @@ class Proxy:
         async def send(down: Downstream) -> DownstreamReply:
             reply = await down.data(chunking=self.chunking)
             if reply.code != 354:
+                if reply.code < 400:  # no go-ahead, no refusal: the message was never sent
+                    down.abort()
+                    raise DownstreamError("protocol", down.host, f"DATA answered {reply}")
                 return reply
             down.write(head)
             for piece in spool.chunks(start=skip):

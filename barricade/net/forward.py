@@ -72,7 +72,10 @@ class DownstreamReply:
 
     @property
     def ok(self) -> bool:
-        return 200 <= self.code < 400
+        """Success, for every command but DATA (354) and AUTH's challenge (334), whose
+        callers look for those codes: a 3xx to MAIL, RCPT, a chunk or the dot is no
+        acceptance, and a client must never get a 250 for it."""
+        return 200 <= self.code < 300
 
     def __str__(self) -> str:
         return f"{self.code} {self.lines[0] if self.lines else ''}"
@@ -129,10 +132,14 @@ class SmtpClientProtocol(protocol.Protocol):
         reply = DownstreamReply(int(text[:3]), tuple(self._lines))
         self._lines = []
         if not self._waiting:
-            log.warn("unsolicited reply from {host}: {reply}", host=self.host, reply=str(reply))
-            if reply.code == 421:
+            if reply.code == 421:  # a server closing an idle connection says so first
+                log.info("downstream {host} closes: {reply}", host=self.host, reply=str(reply))
                 self.transport.loseConnection()
-            return True
+                return True
+            # Replies no longer pair with commands: the one before this may have been
+            # taken for a command it did not answer.  Nothing more is believed from it.
+            self._protocol_error(f"unsolicited reply {str(reply)[:80]!r}")
+            return False
         d, _timeout = self._waiting.popleft()
         if self._waiting:
             self._arm(self._waiting[0][1])
@@ -142,6 +149,7 @@ class SmtpClientProtocol(protocol.Protocol):
 
     def _protocol_error(self, why: str) -> None:
         log.warn("downstream {host}: {why}", host=self.host, why=why)
+        self._gone(why)
         self._fail_all(DownstreamError("protocol", self.host, why))
         self.transport.abortConnection()
 
@@ -150,6 +158,13 @@ class SmtpClientProtocol(protocol.Protocol):
         self._held.clear()
         self.lost_reason = reason.getErrorMessage() if reason else ""
         self._fail_all(DownstreamError("lost", self.host, self.lost_reason))
+
+    def _gone(self, why: str) -> None:
+        """Nothing more is sent or believed: from now on the connection counts as lost,
+        without waiting for the transport to report the close a moment later."""
+        self.lost = True
+        self.lost_reason = why
+        self._held.clear()
 
     def _fail_all(self, exc: DownstreamError) -> None:
         waiting, self._waiting = self._waiting, deque()
@@ -180,6 +195,7 @@ class SmtpClientProtocol(protocol.Protocol):
     def _timed_out(self) -> None:
         if not self._waiting:
             return  # idle: nothing is overdue
+        self._gone("no answer in time")
         self._fail_all(DownstreamError("timeout", self.host))
         self.transport.abortConnection()
 
@@ -222,6 +238,12 @@ class SmtpClientProtocol(protocol.Protocol):
         self._held.clear()
         if not self.lost and self.transport is not None:
             self.transport.abortConnection()
+            self._gone("aborted")  # not alive from now on: never parked, never sent QUIT
+
+    @property
+    def unread(self) -> bool:
+        """Is there input not yet read as a reply (after the one being handled)?"""
+        return bool(self._buffer) or bool(self._lines)
 
 
 class _ClientFactory(protocol.Factory):
@@ -418,20 +440,20 @@ class Downstream:
                 # The RCPT's Deferred fails the same way; nobody else will wait on it.
                 rcpt_d.addErrback(lambda _: None)
                 raise
-            rcpt_reply = await self._timed("rcpt", rcpt_d)
-            if not mail.ok:
+            rcpt_reply = self._final("RCPT", await self._timed("rcpt", rcpt_d))
+            if not self._final("MAIL", mail).ok:
                 return mail, None
         else:
-            mail = await self.command("mail", mail_line)
+            mail = self._final("MAIL", await self.command("mail", mail_line))
             if not mail.ok:
                 return mail, None
-            rcpt_reply = await self.command("rcpt", rcpt_line)
+            rcpt_reply = self._final("RCPT", await self.command("rcpt", rcpt_line))
         if rcpt_reply.ok:
             self.recipients.append(rcpt)
         return mail, rcpt_reply
 
     async def rcpt(self, rcpt: str, params: dict[str, str | None] | None = None) -> DownstreamReply:
-        reply = await self.command("rcpt", self.rcpt_line(rcpt, params))
+        reply = self._final("RCPT", await self.command("rcpt", self.rcpt_line(rcpt, params)))
         if reply.ok:
             self.recipients.append(rcpt)
         return reply
@@ -473,9 +495,18 @@ class Downstream:
         for earlier in chunked or ():  # the replies to the chunks came before the last one
             if isinstance(earlier, Failure):
                 raise earlier.value
-            if not earlier.ok:
+            if not self._final("BDAT", earlier).ok:
                 return earlier
-        return reply
+        return self._final("the end of data", reply)
+
+    def _final(self, what: str, reply: DownstreamReply) -> DownstreamReply:
+        """A MAIL, RCPT, chunk or dot must be answered yes (2xx) or no (4xx, 5xx).  Any
+        other code (a 354 to a RCPT, a 334 to the dot) means the two sides are out of
+        step: the connection is dropped, and nothing it said counts as acceptance."""
+        if reply.code // 100 in (2, 4, 5):
+            return reply
+        self.abort()
+        raise DownstreamError("protocol", self.host, f"{what} answered {reply}")
 
     def flush(self) -> None:
         """Message content written so far goes out now."""
@@ -514,6 +545,11 @@ class Downstream:
             if policy.required:
                 raise DownstreamError("connect", self.host, f"STARTTLS refused: {reply}")
             return ""
+        if self.proto.unread:
+            # Plaintext after the 220 would be read as the answer to our EHLO inside TLS
+            # (RFC 3207 5: a man in the middle's injection): nothing of it is believed.
+            self.abort()
+            raise DownstreamError("protocol", self.host, "data after the STARTTLS go-ahead")
         self.tls_attempted = True
         self.proto.transport.startTLS(creator)
         self.keywords = {}
