@@ -26,6 +26,7 @@ message escapes the spam check because spamd was down.
 from __future__ import annotations
 
 import errno as errno_mod
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -123,6 +124,8 @@ def parse_response(data: bytes) -> SpamdResult:
         m = _SPAM_LINE.match(line)
         if m:
             score, threshold = float(m.group(1)), float(m.group(2))
+            if not (math.isfinite(score) and math.isfinite(threshold)):  # 309 digits: inf
+                raise SpamdProtocolError(f"score out of range {line[:200]!r}")
         elif line.lower().startswith(b"spam:"):
             raise SpamdProtocolError(f"bad Spam line {line[:200]!r}")
         elif line.lower().startswith(b"content-length:"):

@@ -430,8 +430,9 @@ def test_spamd_timeout_907(fake_spamd, sink, proxy_for):
     b"SPAMD/1.1 0 EX_OK\r\nSpam: maybe\r\n\r\n",
     b"SPAMD/1.1 0 EX_OK\r\n\r\n",  # no Spam line
     None,  # closed without a byte
+    b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; -" + b"9" * 400 + b" / 5.0\r\n\r\n",  # a float's inf
 ], ids=["garbage", "protocol-error", "timeout-error", "no-blank-line", "bad-spam-line", "no-spam-line",
-        "closed"])
+        "closed", "infinite-score"])
 def test_bad_answers_907(fake_spamd, sink, proxy_for, answer):
     fake = fake_spamd(answer)
     proxy = proxy_for(f"127.0.0.1:{fake.port}")
