@@ -181,6 +181,19 @@ class _Child(protocol.ProcessProtocol):
             self.ended.callback(None)
 
 
+def _drop_stdin(transport) -> None:
+    """Close the program's stdin now, with whatever is still unwritten.
+
+    ``loseConnection`` would first wait to write it, into a pipe that a
+    grandchild which inherited it may hold open and never read: the
+    program's end (and the session's answer) then waited for the hook's own
+    timeout, and the pipe stayed open as long as the grandchild lived.
+    """
+    writer = getattr(transport, "pipes", {}).get(0)
+    if writer is not None and not writer.disconnected:
+        writer.connectionLost(Failure(error.ConnectionDone("stdin dropped")))
+
+
 def _signal(transport, name: str) -> None:
     try:
         transport.signalProcess(name)
@@ -215,6 +228,7 @@ async def run_program(reactor, argv: list[str], env: dict[str, str], stdin: Iter
 
     def exited() -> None:
         if not child.ended.called:
+            _drop_stdin(child.transport)  # nobody left to read it (a grandchild may hold it)
             timers.append(reactor.callLater(PIPE_GRACE, child.transport.loseConnection))
 
     child = _Child(limit, exited)
@@ -229,6 +243,7 @@ async def run_program(reactor, argv: list[str], env: dict[str, str], stdin: Iter
         # The pipeline gave up on this hook (or the session went away):
         # never leave the program behind.
         kill()
+        _drop_stdin(transport)
         transport.loseConnection()
         raise
     finally:

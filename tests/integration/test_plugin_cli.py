@@ -336,6 +336,23 @@ def test_content_timeout_tempfails_and_kills(tmp_path, sink, make_proxy):
     sink.assert_nothing_from()
 
 
+def test_a_timed_out_program_whose_child_holds_stdin_is_answered_at_its_own_timeout(tmp_path, sink, make_proxy):
+    """sh's foreground child inherits stdin and never reads it; sh is killed at
+    cli-timeout. Its unwritten stdin was then kept, waiting to be written, so the answer
+    waited for the pipeline's check-timeout instead (and the pipe for the child)."""
+    prog = script(tmp_path, "content.sh", "sleep 31.7; exit 0")  # sh waits for its foreground child
+    proxy = start(make_proxy, sink, f"cli-content={prog}", "cli-timeout=1", "check-timeout=60")
+    body = b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 30000  # far more than a pipe holds
+    try:
+        dot = send(proxy, body)
+        assert (dot.code, dot.status, dot.id) == (451, "4.3.0", 907)
+        log = proxy.log_text()
+        assert "still running after 1s: killed" in log and "timed out in end_of_data" not in log
+    finally:
+        subprocess.run(["pkill", "-KILL", "-f", "sleep 31.7"], check=False)
+    sink.assert_nothing_from()
+
+
 def test_a_large_message_is_streamed_to_the_program(tmp_path, sink, make_proxy):
     proxy, out = content_proxy(tmp_path, sink, make_proxy, "spool-memory-limit=65536")
     body = b"Subject: big\r\n\r\n" + b"".join(b"line %07d of a long message\r\n" % i for i in range(80000))
