@@ -528,7 +528,8 @@ _add("smtp-auth-white", False, """An authenticated session is white-listed (as a
 _add("auth-delay-checks", False, """With smtp-auth-enable: run the connect and HELO
      checks at the first MAIL instead, and not at all once the client has
      authenticated, so that a roaming user whose address is black-listed can
-     authenticate first.""", section=S)
+     authenticate first. The access map's Tls-Connect: is not put off: it is a
+     protocol rule, for an authenticated client too.""", section=S)
 _add("smtp-auth-max-failures", 5, """Failed AUTH attempts (the downstream said 5xx)
      a client address may make within smtp-auth-failure-window seconds, counted in
      the shared store (all workers and gateways on one Redis); the attempt that

@@ -20,7 +20,7 @@ from barricade.aio import aio
 from barricade.decide import auth as policy
 from barricade.decide.outcome import Outcome
 from barricade.net.forward import Downstream, DownstreamError
-from barricade.policy.verdict import CONTINUE, Verdict
+from barricade.policy.verdict import Verdict
 from barricade.protocol import events as ev
 from barricade.state import StoreError
 
@@ -54,11 +54,13 @@ class Authenticator:
     # --- auth-delay-checks ------------------------------------------------------------
 
     async def run(self, phase: str) -> Verdict:
-        """The phase's checks, or (auth-delay-checks) CONTINUE now and the checks at MAIL."""
+        """The phase's checks, or (auth-delay-checks) only those no white list lifts now
+        (Tls-Connect: is a protocol rule, for an authenticated client too) and the
+        rest at MAIL."""
         if self.delay_checks and phase in DELAYED_PHASES:
             if phase not in self._postponed:
                 self._postponed.append(phase)
-            return CONTINUE
+            return await self.proxy.run_always(phase)
         return await self.proxy.run(phase)
 
     async def postponed(self) -> Outcome | None:

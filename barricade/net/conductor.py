@@ -155,6 +155,12 @@ class Proxy:
         # The pipeline's own coroutine, awaited by the caller: no second one around it.
         return self.server.pipeline.run(phase, self.ctx, *args)
 
+    def run_always(self, phase: str) -> Coroutine[Any, Any, Verdict]:
+        """Only the phase's checks that no white list lifts (auth-delay-checks puts
+        off the others until MAIL)."""
+        pipeline = self.server.pipeline
+        return pipeline.run(phase, self.ctx, only=pipeline.always_steps[phase])
+
     # --- connect --------------------------------------------------------------------
 
     async def connect(self, lookup: bool = True) -> Outcome:

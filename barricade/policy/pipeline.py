@@ -346,6 +346,10 @@ class Pipeline:
             hooks = {phase: arrange(phase, found, order) for phase, found in hooks.items()}
         self._hooks = hooks
         self._steps = {phase: tuple(_step(c, phase) for c in found) for phase, found in hooks.items()}
+        #: The checks no white list lifts (``always``), phase by phase: what auth-delay-checks
+        #: may not put off either (a protocol rule, such as Tls-Connect:).
+        self.always_steps = {phase: tuple(step for step in steps if step[0].always)
+                             for phase, steps in self._steps.items()}
         self._exemptible = [c for c in self.checks if c.exempt_client is not None]
         self._exempt_tests = list(dict.fromkeys(c.exempt_client for c in self._exemptible))
         self._plans: dict[frozenset[Check], dict[str, tuple[Step, ...]]] = {}
@@ -367,11 +371,13 @@ class Pipeline:
         return self._needs_message
 
     async def run(self, phase: str, ctx: Context, *args: Any,
-                  trace: Callable[[Check, Verdict | None], None] | None = None) -> Verdict:
+                  trace: Callable[[Check, Verdict | None], None] | None = None,
+                  only: Sequence[Step] | None = None) -> Verdict:
         """The first decisive verdict of the phase, or CONTINUE/ACCEPT.
 
         ``trace`` (for ``barricade-check``) hears every check's verdict, or
-        None for a check that a white list skipped.
+        None for a check that a white list skipped.  ``only``: these steps of
+        the phase instead of all (:attr:`always_steps`).
         """
         result = CONTINUE
         # The level that lets a check be skipped: content checks skip at WHITE,
@@ -379,7 +385,11 @@ class Pipeline:
         # attribute reads: on Python 3.11 each ``Trust.X`` or ``Action.X`` is a
         # metaclass lookup, and this loop runs some forty times per message.)
         skip_at = _CONTENT if phase in ENVELOPE_PHASES else _WHITE
-        for check, plain in self._steps[phase] if trace is not None else self._plan(phase, ctx):
+        if only is not None:
+            steps: Sequence[Step] = only
+        else:
+            steps = self._steps[phase] if trace is not None else self._plan(phase, ctx)
+        for check, plain in steps:
             trust, session = ctx.trust, ctx.session_trust  # a hook may raise either
             if session > trust:
                 trust = session

@@ -23,11 +23,18 @@ class FakeProxy:
         self.ran.append(phase)
         return self.verdicts.get(phase, CONTINUE)
 
+    async def run_always(self, phase: str) -> Verdict:
+        self.ran.append(f"always:{phase}")
+        return CONTINUE
+
 
 def test_checks_wait_for_mail_and_run_once():
     proxy = FakeProxy({})
     auth = Authenticator(proxy)
     assert run(auth.run("connect")) is CONTINUE and run(auth.run("helo")) is CONTINUE
+    # The checks no white list lifts (Tls-Connect:) run at once all the same.
+    assert proxy.ran == ["always:connect", "always:helo"]
+    proxy.ran.clear()
     assert run(auth.run("mail")) is CONTINUE and proxy.ran == ["mail"]
     assert run(auth.postponed()) is None
     assert proxy.ran == ["mail", "connect", "helo"]
@@ -41,7 +48,7 @@ def test_a_refusal_answers_every_mail_until_the_client_authenticates():
     run(auth.run("helo"))
     assert run(auth.postponed()) == "refused at helo"
     assert run(auth.postponed()) == "refused at helo"
-    assert proxy.ran == ["connect", "helo"]
+    assert proxy.ran == ["always:connect", "always:helo", "connect", "helo"]
     auth.user = "fred"  # what grant() records
     assert run(auth.postponed()) is None
 
@@ -51,7 +58,7 @@ def test_an_authenticated_client_never_runs_them():
     auth = Authenticator(proxy)
     run(auth.run("connect"))
     auth.user = "fred"
-    assert run(auth.postponed()) is None and proxy.ran == []
+    assert run(auth.postponed()) is None and proxy.ran == ["always:connect"]
 
 
 def test_without_the_option_nothing_waits():

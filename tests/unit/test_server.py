@@ -127,6 +127,22 @@ def test_internal_error_closes_with_908(tmp_path, monkeypatch):
     assert s.transport.disconnecting
 
 
+def test_auth_delay_checks_does_not_put_off_tls_connect(tmp_path):
+    """Tls-Connect: is a protocol rule no white list lifts: with auth-delay-checks its
+    connect step ran only at MAIL, and never for a client that authenticated, so SKIP
+    still offered STARTTLS and REQUIRE or VERIFY let an authenticated MAIL through."""
+    from barricade.policy.access import AccessMap
+    from barricade.policy.tls_policy import NOTE, TlsPolicy
+
+    access = tmp_path / "access"
+    access.write_text("tls-connect:192.0.2.10 SKIP\n")
+    s = Session(tmp_path, [TlsPolicy(AccessMap(str(access)))], "+smtp-auth-enable", "+auth-delay-checks")
+    s.output()
+    assert s.proto.proxy.ctx.notes.get(NOTE) == "SKIP"
+    s.send(b"EHLO client.example\r\n")
+    assert s.proto.session.config.tls_available is False
+
+
 def test_a_session_that_cannot_begin_is_closed_with_908(tmp_path, monkeypatch):
     """Half begun, a connection had no timer to end it: it held its place for ever."""
     import barricade.net.server as server
