@@ -139,6 +139,10 @@ class Session:
     def __init__(self, config: SessionConfig, client: ev.ClientInfo, catalogue: Catalogue, session_id: str):
         self.config = config
         self.client = client
+        #: Is the connection itself from this host?  A client XCLIENT names (a front
+        #: MTA's own 127.0.0.1) is localhost to the policy, but gets none of the
+        #: privileges of this host's own clients: admin verbs, AUTH without TLS.
+        self.local_peer = client.localhost
         self.catalogue = catalogue
         self.id = session_id
         self.state = GREETING
@@ -187,7 +191,12 @@ class Session:
     def auth_offered(self) -> bool:
         """AUTH is offered: enabled, and encrypted unless smtp-auth-tls is off or the client is localhost."""
         cfg = self.config
-        return cfg.auth and (self.tls or not cfg.auth_tls or self.client.localhost)
+        return cfg.auth and (self.tls or not cfg.auth_tls or self.local)
+
+    @property
+    def local(self) -> bool:
+        """A client on this host, on a connection from this host."""
+        return self.client.localhost and self.local_peer
 
     @property
     def in_transaction(self) -> bool:
@@ -387,7 +396,7 @@ class Session:
         return self._emit(self._command(verb, arg))
 
     def _command(self, verb: str, arg: str) -> ev.Event:
-        if verb in ADMIN_VERBS and self.client.localhost and self.state != SINK:
+        if verb in ADMIN_VERBS and self.local and self.state != SINK:
             return ev.Admin(verb, arg)  # barricade.admin; from elsewhere unknown, as in smtpf
         handler = _HANDLERS.get(verb)
         if self.state == SINK and verb not in SINK_COMMANDS and (handler or verb in NOT_IMPLEMENTED):

@@ -377,6 +377,27 @@ def test_starttls_unavailable():
     assert out.startswith(b"454 4.7.0 TLS not available #914")
 
 
+def test_a_localhost_named_by_xclient_gets_no_local_privileges():
+    """A RELAY front MTA elsewhere may name its own 127.0.0.1 with XCLIENT: the policy
+    treats that client as localhost, but the admin verbs and AUTH without TLS stay for
+    connections from this host."""
+    cfg = SessionConfig(hostname="mx.test", auth=True)
+    s = make(cfg, relay=True)
+    ehlo(s)
+    s.receive_data(b"XCLIENT ADDR=127.0.0.1 NAME=localhost\r\n")
+    assert isinstance(s.next_event(), ev.Xclient)
+    s.restart(ev.ClientInfo("127.0.0.1", 1, "localhost", localhost=True, private=True), None)
+    s.respond(CAT.reply(633, hostname="mx.test", esmtp="E", banner="ready"))
+    _, out = converse(s, b"EHLO front.example\r\n")
+    assert b"AUTH" not in out
+    events, out = converse(s, b"STAT\r\n")
+    assert not any(isinstance(e, ev.Admin) for e in events) and reply_ids(out) == [248]
+    local = make(cfg, local=True)
+    ehlo(local)
+    events, _ = converse(local, b"STAT\r\n")
+    assert isinstance(events[0], ev.Admin) and local.auth_offered
+
+
 def test_xclient_permissions_and_syntax():
     s = make()
     ehlo(s)
