@@ -33,6 +33,7 @@ from twisted.logger import Logger
 
 from barricade.address import parse_hostport
 from barricade.client import ip_of
+from barricade.idn import to_ascii
 from barricade.protocol.downstream_tls import parse_policy
 
 log = Logger()
@@ -456,10 +457,9 @@ class RouteMap(KeyValueMap):
         route = self._lookup(mail_keys(self.TAG, address, bare=True))
         if route is None and not address.isascii():  # RFC 6531: a U-label domain, keyed as A-labels?
             local, _, domain = address.rpartition("@")
-            try:
-                a_labels = domain.encode("idna").decode("ascii")
-            except UnicodeError:
-                a_labels = domain
+            a_labels = to_ascii(domain)  # UTS #46 as the downstream reads it: straße is not strasse
+            if a_labels is None:
+                return None  # no valid name: no route
             if a_labels != domain:
                 route = self._lookup(mail_keys(self.TAG, f"{local}@{a_labels}", bare=True))
         if route is not None and not route.forward:

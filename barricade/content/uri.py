@@ -29,6 +29,7 @@ from urllib.parse import unquote
 from publicsuffixlist import PublicSuffixList
 
 from barricade.dns import hostname
+from barricade.idn import to_ascii
 
 #: Most distinct hosts one message may yield; later ones are counted, not kept.
 MAX_HOSTS = 1000
@@ -155,9 +156,8 @@ def normalize_host(raw: str) -> str | None:
         if numeric is not None:
             return numeric
     if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
+        host = to_ascii(host)  # as a browser reads it (UTS #46, non-transitional)
+        if host is None:
             return None
     name = hostname(host)
     if name is None or "." not in name:

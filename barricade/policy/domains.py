@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 from barricade.client import ClientInfo, unmap
+from barricade.idn import to_ascii
 
 #: Reserved top-level names: RFC 2606 / 6761, plus names in private use.
 RESERVED_TLDS = frozenset(("test", "example", "invalid", "localhost", "localdomain", "local", "lan"))
@@ -82,10 +83,10 @@ def ascii_label(label: str) -> str:
     """A TLD in the form it takes in an SMTP envelope (``xn--`` for IDNs)."""
     if label.isascii():
         return label.lower()
-    try:
-        return label.encode("idna").decode("ascii").lower()
-    except UnicodeError:  # IDNA 2003 refuses a few newer code points: plain punycode
+    found = to_ascii(label)
+    if found is None:  # a rule IDNA refuses: its punycode, as it would be written
         return "xn--" + label.lower().encode("punycode").decode("ascii")
+    return found.lower()
 
 
 def icann_tlds(text: str) -> frozenset[str]:

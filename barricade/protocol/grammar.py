@@ -12,6 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from barricade.idn import to_ascii
 from barricade.replies import ReplyId
 
 COMMAND_LIMIT = 512  # RFC 5321 4.5.3.1.4, CRLF included
@@ -159,11 +160,8 @@ def valid_utf8_domain(domain: str) -> bool:
     """RFC 6531 3.3: a domain of U-labels, checked through its IDNA (A-label) form."""
     if any(label[:1] == "-" or label[-1:] == "-" for label in domain.rstrip(".").split(".")):
         return False
-    try:
-        ascii_form = domain.rstrip(".").encode("idna").decode("ascii")
-    except UnicodeError:
-        return False
-    return valid_domain(ascii_form)
+    ascii_form = to_ascii(domain.rstrip("."))
+    return ascii_form is not None and valid_domain(ascii_form)
 
 
 def _check_mailbox(address: str, strict: Strictness, bad_id: int, field: str, mail: bool) -> None:

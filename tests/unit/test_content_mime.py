@@ -60,6 +60,7 @@ def hosts(message: bytes, **kwargs) -> list[str]:
     ("[2001:db8::1]", "2001:db8::1"),
     ("b\u00fccher.example", "xn--bcher-kva.example"),
     ("b\u00fccher\u3002example", "xn--bcher-kva.example"),
+    ("stra\u00dfe.example", "xn--strae-oqa.example"),  # UTS #46 non-transitional: not strasse
     ("localhost", None),
     ("bad_host!.example", None),
     ("1.-1", None),  # int() takes a sign: a negative number raised out of ipaddress

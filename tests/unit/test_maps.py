@@ -364,6 +364,22 @@ def test_route_map_for_recipient_subdomain_beats_parent(routes):
     assert r.rcpt == (("in.our.net", 25),)
 
 
+def test_a_u_label_domain_is_routed_by_its_uts46_a_labels(tmp_path, clock):
+    """IDNA 2003 (Python's codec) read straße.de as strasse.de: a different domain for
+    Postfix and the registries (IDNA 2008, UTS #46 non-transitional)."""
+    path = write_map(tmp_path / "route-map", "route:local FORWARD: 127.0.0.1:26\n"
+                     "route:strasse.de FORWARD: 127.0.0.3:25\n"
+                     "route:xn--bcher-kva.example FORWARD: 127.0.0.4:25\n")
+    rm = RouteMap(str(path), clock=clock)
+    assert rm.for_recipient("u@stra\u00dfe.de") is None
+    assert rm.for_recipient("u@b\u00fccher.example").key == "route:xn--bcher-kva.example"
+    assert rm.for_recipient("u@\uff42\u00fccher.example").key == "route:xn--bcher-kva.example"  # fullwidth b
+    assert rm.for_recipient("u@b\u00fccher.example\u200d") is None  # a joiner where none may be
+    write_map(path, "route:local FORWARD: 127.0.0.1:26\nroute:xn--strae-oqa.de FORWARD: 127.0.0.5:25\n")
+    rm = RouteMap(str(path), clock=clock)
+    assert rm.for_recipient("u@stra\u00dfe.de").key == "route:xn--strae-oqa.de"
+
+
 def test_route_map_for_recipient_parent_domain(routes):
     assert routes.for_recipient("x@deep.down.example.com").key == "route:example.com"
 
