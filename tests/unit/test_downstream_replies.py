@@ -24,6 +24,7 @@ from barricade.policy.pipeline import Check, Pipeline
 from barricade.policy.verdict import CONTINUE
 from barricade.protocol.downstream_tls import TlsPolicy
 from barricade.service import build_context
+from tests.inprocess import ClientSide
 
 
 class _TlsTransport(StringTransport):
@@ -47,7 +48,7 @@ class _Peer:
     host, port = "192.0.2.10", 5555
 
 
-class Relay:
+class Relay(ClientSide):
     """A client session through the real proxy; each downstream a real Downstream."""
 
     def __init__(self, tmp_path: Path, monkeypatch, *args: str, checks=(), keywords=None, hold=False):
@@ -84,17 +85,9 @@ class Relay:
         self.proto = SmtpServerFactory(ctx).buildProtocol(None)
         self.transport = StringTransport(peerAddress=_Peer())
         self.proto.makeConnection(self.transport)
-        self.said()
+        self.output()
         self.send(b"EHLO client.example\r\n")
 
-    def said(self) -> bytes:
-        out = self.transport.value()
-        self.transport.clear()
-        return out
-
-    def send(self, data: bytes) -> bytes:
-        self.proto.dataReceived(data)
-        return self.said()
 
     def down_got(self) -> bytes:
         transport = self.downs[-1].proto.transport
@@ -104,7 +97,7 @@ class Relay:
 
     def answer(self, data: bytes) -> bytes:
         self.downs[-1].proto.dataReceived(data)
-        return self.said()
+        return self.output()
 
     def to_rcpt(self) -> bytes:
         self.send(b"MAIL FROM:<fred@sender.example>\r\n")

@@ -23,6 +23,7 @@ from barricade.policy.pipeline import Check, Pipeline
 from barricade.policy.verdict import Action, Flag, Verdict, tag
 from barricade.protocol.capabilities import Capabilities
 from barricade.service import build_context
+from tests.inprocess import ClientSide
 
 
 def reply(code: int, text: str = "ok") -> DownstreamReply:
@@ -135,7 +136,7 @@ class HoldMail(Check):
         return Verdict(Action.ACCEPT) if rcpt.startswith("postmaster@") else Verdict()
 
 
-class Client:
+class Client(ClientSide):
     """A client session against the real proxy, with fake downstream hosts per route."""
 
     def __init__(self, tmp_path, monkeypatch, checks=(), *args: str, auto=None):
@@ -171,14 +172,6 @@ class Client:
         self.proto.makeConnection(self.transport)
         self.output()
 
-    def output(self) -> bytes:
-        out = self.transport.value()
-        self.transport.clear()
-        return out
-
-    def send(self, line: bytes) -> bytes:
-        self.proto.dataReceived(line)
-        return self.output()
 
     def envelope(self, *rcpts: str) -> None:
         assert self.send(b"EHLO client.example\r\n").startswith(b"250-")

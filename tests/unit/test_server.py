@@ -13,6 +13,7 @@ from barricade.options import REGISTRY
 from barricade.policy.pipeline import Check, Pipeline
 from barricade.policy.verdict import Action, Verdict
 from barricade.service import build_context
+from tests.inprocess import ClientSide
 
 
 class Raises(Check):
@@ -43,7 +44,7 @@ class Drops(Check):
         return Verdict(Action.DROP, 551)
 
 
-class Session:
+class Session(ClientSide):
     def __init__(self, tmp_path, checks=(), *args: str):
         routes = tmp_path / "routes"
         routes.write_text("route:local FORWARD: 127.0.0.1:25\nroute:example.com FORWARD: 127.0.0.1:25\n")
@@ -60,14 +61,6 @@ class Session:
         self.transport = StringTransport(peerAddress=_Peer())
         self.proto.makeConnection(self.transport)
 
-    def output(self) -> bytes:
-        out = self.transport.value()
-        self.transport.clear()
-        return out
-
-    def send(self, data: bytes) -> bytes:
-        self.proto.dataReceived(data)
-        return self.output()
 
 
 class _Peer:
