@@ -70,10 +70,14 @@ def _commands(verb: str, order: Iterable[str], offered: frozenset[str], values: 
             continue
         value = values[name]
         token = f" {name}={value if value == UNAVAILABLE else xtext(value)}"
+        if len(verb) + len(token) + 2 > COMMAND_LIMIT:
+            # Too long for a line of its own (a 500-octet HELO, xtext-escaped): cut, it
+            # would name another host, or split an escape; the downstream hears "unknown".
+            token = f" {name}={UNAVAILABLE}"
         if len(line) + len(token) + 2 > COMMAND_LIMIT and line != verb:
             lines.append(line)
             line = verb
-        line += token[: COMMAND_LIMIT - len(verb) - 2]
+        line += token
     if line != verb:
         lines.append(line)
     return lines

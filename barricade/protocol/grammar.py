@@ -41,7 +41,9 @@ class Strictness:
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*\Z")
-_QUOTED = re.compile(r'"(?:[^"\\\r\n]|\\[\x20-\x7e])*"\Z')
+#: A quoted local part: RFC 5321's qtextSMTP and quoted-pairSMTP, no control (TAB neither);
+#: other than US-ASCII only in an RFC 6531 address (the caller's test).
+_QUOTED = re.compile(r'"(?:[^"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*"\Z')
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?\Z")
 _HELO_CHARS = re.compile(r"[A-Za-z0-9._:\[\]-]+\Z")
@@ -153,7 +155,6 @@ def _strip_source_route(inner: str) -> str:
 
 _UTF8_DOT_ATOM = re.compile(r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+"
                             r"(?:\.(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+)*\Z")
-_UTF8_QUOTED = re.compile(r'"(?:[^"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*"\Z')
 
 
 def valid_utf8_domain(domain: str) -> bool:
@@ -173,7 +174,7 @@ def _check_mailbox(address: str, strict: Strictness, bad_id: int, field: str, ma
         local_ok = bool(_DOT_ATOM.match(local) or _QUOTED.match(local))
         domain_ok = not at or valid_domain(domain)
     else:  # internationalised (RFC 6531); whether SMTPUTF8 allows it is the session's call
-        local_ok = bool(_UTF8_DOT_ATOM.match(local) or _UTF8_QUOTED.match(local))
+        local_ok = bool(_UTF8_DOT_ATOM.match(local) or _QUOTED.match(local))
         domain_ok = not at or (valid_domain(domain) if domain.isascii() else valid_utf8_domain(domain))
     if not local_ok:
         why = "invalid local part"

@@ -45,3 +45,13 @@ def test_long_values_are_split_over_lines_within_the_limit():
     assert len(lines) >= 2 and all(len(line) + 2 <= COMMAND_LIMIT for line in lines)
     assert all(line.startswith("XFORWARD ") for line in lines)
     assert "".join(lines).count("IDENT=Q") == 1
+
+
+def test_a_value_too_long_for_a_line_is_unavailable_never_cut():
+    """A 500-octet HELO passes the grammar; cut to fit XCLIENT's line, it named another
+    host (or split an xtext escape)."""
+    client = ev.ClientInfo("192.0.2.7", 4000, "client.example")
+    helo = "h" * 249 + "." + "e" * 250
+    lines = xclient_commands(ALL, identity(client, helo, True, "Q"))
+    assert all(len(line) + 2 <= COMMAND_LIMIT for line in lines)
+    assert "HELO=[UNAVAILABLE]" in " ".join(lines) and "hhh" not in " ".join(lines)

@@ -77,3 +77,26 @@ def test_a_reply_code_of_digits_that_are_not_ascii_is_a_protocol_error():
 
     assert _unhandled(run) == []
     assert failures and failures[0].value.kind == "protocol"
+
+
+def test_a_utf8_address_is_never_sent_to_a_downstream_without_smtputf8():
+    """Our EHLO offer comes from what the downstreams offered before; this connection
+    (another forward host, or after XCLIENT) may offer less (RFC 6531 3.4)."""
+    def downstream(keywords: dict[str, str]) -> Downstream:
+        proto = SmtpClientProtocol(MemoryReactorClock(), "sink:25")
+        proto.makeConnection(StringTransport())
+        down = Downstream(proto, "sink:25", Timeouts())
+        down.keywords = keywords
+        return down
+
+    outcome: list = []
+    down = downstream({"PIPELINING": ""})
+    defer.ensureDeferred(down.begin("jos\u00e9@b\u00fccher.example", {}, "b@example.com")).addBoth(outcome.append)
+    [(mail, rcpt)] = outcome
+    assert (mail.code, rcpt) == (553, None) and down.proto.transport.value() == b""
+    outcome.clear()
+    defer.ensureDeferred(down.rcpt("\u00fc@b\u00fccher.example")).addBoth(outcome.append)
+    assert outcome[0].code == 553 and down.proto.transport.value() == b""
+    down = downstream({"PIPELINING": "", "SMTPUTF8": ""})
+    defer.ensureDeferred(down.begin("jos\u00e9@b\u00fccher.example", {"SMTPUTF8": None}, "b@example.com"))
+    assert down.proto.transport.value().startswith("MAIL FROM:<jos\u00e9@b\u00fccher.example>".encode())

@@ -489,3 +489,10 @@ def test_ascii_digits():
     assert ascii_digits("0") and ascii_digits("10240000")
     for text in ("", "1.5", "-1", " 1", "\u00b2", "\u2460", "\u0661", "1\u00b2"):
         assert not ascii_digits(text), text
+
+
+def test_a_quoted_local_part_takes_no_control_character():
+    assert mail('FROM:<"a,b"@x.example>').address == '"a,b"@x.example'
+    for bad in ('FROM:<"a\tb"@x.example>', 'FROM:<"a\x01b"@x.example>', 'FROM:<"j\u00f6\tb"@x.example>'):
+        with pytest.raises(GrammarError):
+            mail(bad)
