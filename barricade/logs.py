@@ -283,14 +283,16 @@ def relayed_event(line: bytes, slot: int, pid: int | None) -> dict[str, Any]:
     """A worker's log line as the master's structured event (the worker's slot and pid added).
 
     A line that is not one of the worker's JSON objects (a stray print, a
-    crash on stderr) becomes a plain info event with its text.
+    crash on stderr) becomes a plain warning with its text.
     """
     try:
         rec = json.loads(line)
         if not isinstance(rec, dict):
             raise ValueError(line)
     except ValueError:
-        return {"log_level": _INFO, "log_namespace": "barricade.worker", "log_source": None,
+        # Not the worker's log: a traceback on stderr, a start-up failure's reason. A
+        # postmaster who watches warnings must see it beside "worker ... ended".
+        return {"log_level": LogLevel.warn, "log_namespace": "barricade.worker", "log_source": None,
                 "log_time": time.time(), "log_format": "worker {worker} [{pid}] {barricade_line}",
                 "worker": slot, "pid": pid, TEXT: line.decode("utf-8", "replace")}
     rec["worker"] = slot

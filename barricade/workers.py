@@ -45,7 +45,7 @@ from barricade.logs import relay, relayed_event
 from barricade.net.admin import CONTROL_ENV, SLOT_ENV
 from barricade.net.control import ControlServer
 from barricade.options import Config, OptionError
-from barricade.service import bind_interfaces, log_file_limit, parse_address
+from barricade.service import StartupError, bind, bind_interfaces, log_file_limit, parse_address
 
 log = Logger()
 
@@ -111,6 +111,19 @@ class WorkerMaster(service.Service):
     def privilegedStartService(self) -> None:
         log_file_limit()  # the workers inherit the raised limit
         self.sockets = bind_interfaces(self.config)
+        # /metrics is bound here too, before any worker starts: a port in use is then one
+        # line and no worker at all (bound after them, it was a traceback, and the workers
+        # went on serving SMTP without a master).
+        self.metrics_socket = None
+        if self.config["metrics-interface"]:
+            host, port = parse_address(self.config["metrics-interface"], 9025, "metrics-interface")
+            try:
+                self.metrics_socket = bind(host, port)
+            except StartupError as exc:
+                for sock in self.sockets:
+                    sock.close()
+                log.critical("barricade: metrics-interface: {why}", why=str(exc))
+                raise SystemExit(f"barricade: metrics-interface: {exc}") from None
         service.Service.privilegedStartService(self)
 
     def startService(self) -> None:
@@ -119,12 +132,13 @@ class WorkerMaster(service.Service):
         self._start_control()
         for slot in range(self.count):
             self.spawn(slot)
-        if self.config["metrics-interface"]:
-            host, port = parse_address(self.config["metrics-interface"], 9025, "metrics-interface")
+        if self.metrics_socket is not None:
             multiprocess.MultiProcessCollector(self.registry, path=self.metrics_dir)
             root = Resource()
             root.putChild(b"metrics", MetricsResource(registry=self.registry))
-            self.metrics_port = self.reactor.listenTCP(port, Site(root), interface=host)
+            sock, self.metrics_socket = self.metrics_socket, None
+            self.metrics_port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, Site(root))
+            sock.close()  # the reactor listens on a duplicate of it
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
         log.info("barricade: master {pid} started {n} workers", pid=os.getpid(), n=self.count)

@@ -122,6 +122,29 @@ def test_port_in_use_is_one_clear_line(tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}: address in use" in run.stdout + run.stderr
 
 
+def test_a_metrics_port_in_use_with_workers_is_one_line_and_no_worker(tmp_path):
+    """The master bound /metrics after starting its workers: a traceback, and the
+    workers went on answering SMTP without a master."""
+    import socket
+
+    from barricade.testing import free_port
+
+    routes = tmp_path / "routes"
+    routes.write_text("route:local FORWARD: 127.0.0.1:25\n")
+    smtp = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        run = twistd(f"route-map={routes}", f"interfaces=127.0.0.1:{smtp}", "workers=2",
+                     f"metrics-interface=127.0.0.1:{port}", "dns-servers=127.0.0.1:9", cwd=tmp_path)
+    assert run.returncode != 0
+    assert f"metrics-interface: cannot listen on 127.0.0.1:{port}: address in use" in last_line(run)
+    assert "Traceback" not in run.stdout + run.stderr
+    with socket.socket() as probe:  # no worker was left to answer
+        assert probe.connect_ex(("127.0.0.1", smtp)) != 0
+
+
 def test_help_writes_a_complete_config_that_reads_back(tmp_path):
     plugin.prepare([])  # the shipped plugins' options are in the output too
     run = twistd("help", "smtp-command-timeout=42")

@@ -243,6 +243,7 @@ def test_a_line_that_is_not_json_is_relayed_as_text():
         relayed = logs.relayed_event(line, 2, 9)
         assert formatEvent(relayed) == f"worker 2 [9] {line.decode()}"
         assert logs.record(relayed)["msg"] == f"worker 2 [9] {line.decode()}"
+        assert relayed["log_level"] is LogLevel.warn  # a traceback or a start-up failure's reason
 
 
 def test_twistd_options_choose_where_the_log_goes(tmp_path):
