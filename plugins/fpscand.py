@@ -18,10 +18,10 @@ for an infection under ``fpscand-policy=reject``.  One deliberate
 difference: smtpf reads a line that does not start with a number as code
 0, "clean"; a daemon answering nonsense has not scanned anything, so
 Barricade gives #373 instead of passing the message unscanned.  So does a
-line whose number is no fpscand result (above 63, every bit fpscand
-defines) or whose text is not in angle brackets: another protocol on the
-port (``220 mx ESMTP``, ``200 OK``) read as a code would have passed the
-message as clean or as a scan error.
+line whose number is no fpscand result (above 255, every bit fpscand
+defines) or whose description is not in angle brackets: another protocol
+on the port (``220 mx ESMTP``, ``200 OK``) read as a code would have passed
+the message as clean or as a scan error.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ LINE_BUFFER = 512
 VIRUS, SUSPICIOUS = 0x01, 0x02
 INFECTED_BITS = VIRUS | SUSPICIOUS
 ERROR_BITS = 0x04 | 0x10 | 0x20  # interrupted, platform error, internal engine error
-ALL_BITS = 0x3F  # every bit fpscand defines: a larger number is no fpscand result
+ALL_BITS = 0xFF  # up to 128 (disinfected): a larger number is no fpscand result
 
 _CODE = re.compile(rb"\s*([+-]?\d+)")
 
@@ -86,7 +86,8 @@ def parse_result(line: bytes) -> tuple[int, str] | None:
     cut = line.rfind(b" ")
     text = line[m.end() + 1 : cut] if cut > m.end() else b""
     code = int(m.group(1))
-    if not 0 <= code <= ALL_BITS or (text and not text.startswith(b"<")):
+    rest = line[m.end():].strip()
+    if not 0 <= code <= ALL_BITS or (rest and not rest.startswith(b"<")):
         return None  # another protocol ("220 mx ESMTP", "200 OK"): nothing was scanned
     return code, text.decode("utf-8", "replace")
 

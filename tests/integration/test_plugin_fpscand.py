@@ -145,7 +145,9 @@ def scan_request(spool_dir: Path, qid: str, raw: bytes) -> bytes:
     (b"0", (0, "")),
     (b"?? not a result", None),
     (b"", None),
-    (b"200 OK", None),  # another protocol on the port: no bit pattern of fpscand's
+    (b"200 OK", None),  # another protocol on the port: no description in angle brackets
+    (b"256 <clean> /s/m.tmp", None),  # beyond every bit fpscand defines
+    (b"64 <not scanned: encrypted> /s/m.tmp", (64, "<not scanned: encrypted>")),
     (b"220 mx.example ESMTP Postfix", None),
     (b"0 clean /s/m.tmp", None),  # the text is in angle brackets
 ])
