@@ -207,14 +207,21 @@ def bind_interfaces(config: Config) -> list[socket.socket]:
     sockets: list[socket.socket] = []
     for item in config["interfaces"]:
         host, port = parse_address(item, 25, "interfaces")
-        try:
-            sockets.append(bind(host, port))
-        except StartupError as exc:
-            for sock in sockets:
-                sock.close()
-            log.critical("barricade: {why}", why=str(exc))
-            raise SystemExit(f"barricade: {exc}") from None
+        sockets.append(bind_or_exit(host, port, sockets))
     return sockets
+
+
+def bind_or_exit(host: str, port: int, opened: list[socket.socket], what: str = "") -> socket.socket:
+    """:func:`bind`, or SystemExit with one line naming the problem (``what``: the
+    option, when it is not ``interfaces``), the sockets ``opened`` so far closed."""
+    try:
+        return bind(host, port)
+    except StartupError as exc:
+        for sock in opened:
+            sock.close()
+        why = f"{what}: {exc}" if what else str(exc)
+        log.critical("barricade: {why}", why=why)
+        raise SystemExit(f"barricade: {why}") from None
 
 
 def freeze_startup() -> None:

@@ -45,7 +45,7 @@ from barricade.logs import relay, relayed_event
 from barricade.net.admin import CONTROL_ENV, SLOT_ENV
 from barricade.net.control import ControlServer
 from barricade.options import Config, OptionError
-from barricade.service import StartupError, bind, bind_interfaces, log_file_limit, parse_address
+from barricade.service import bind_interfaces, bind_or_exit, log_file_limit, parse_address
 
 log = Logger()
 
@@ -117,13 +117,7 @@ class WorkerMaster(service.Service):
         self.metrics_socket = None
         if self.config["metrics-interface"]:
             host, port = parse_address(self.config["metrics-interface"], 9025, "metrics-interface")
-            try:
-                self.metrics_socket = bind(host, port)
-            except StartupError as exc:
-                for sock in self.sockets:
-                    sock.close()
-                log.critical("barricade: metrics-interface: {why}", why=str(exc))
-                raise SystemExit(f"barricade: metrics-interface: {exc}") from None
+            self.metrics_socket = bind_or_exit(host, port, self.sockets, "metrics-interface")
         service.Service.privilegedStartService(self)
 
     def startService(self) -> None:

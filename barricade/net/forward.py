@@ -430,11 +430,13 @@ class Downstream:
         self.in_transaction = True
         self.recipients = []
         self._at_line_start = True
-        if not sender.isascii() and "SMTPUTF8" not in self.keywords:
-            return self._not_utf8(sender), None  # nothing sent: the transaction is not open there
-        if not rcpt.isascii() and "SMTPUTF8" not in self.keywords:
+        refused = self._not_utf8(sender)
+        if refused is not None:
+            return refused, None  # nothing sent: the transaction is not open there
+        refused = self._not_utf8(rcpt)
+        if refused is not None:
             mail = self._final("MAIL", await self.command("mail", self.mail_line(sender, params)))
-            return mail, (self._not_utf8(rcpt) if mail.ok else None)
+            return mail, (refused if mail.ok else None)
         mail_line = self.mail_line(sender, params)
         rcpt_line = self.rcpt_line(rcpt, rcpt_params)
         if "PIPELINING" in self.keywords:
@@ -457,18 +459,22 @@ class Downstream:
             self.recipients.append(rcpt)
         return mail, rcpt_reply
 
-    def _not_utf8(self, address: str) -> DownstreamReply:
-        """What a downstream without SMTPUTF8 would have to say to a UTF-8 address
-        (RFC 6531 3.4), said for it: the address is never sent there.  Our EHLO offer
-        comes from what the downstreams offered before; this connection (another
-        forward host, or one XCLIENT made answer differently) may offer less."""
+    def _not_utf8(self, address: str) -> DownstreamReply | None:
+        """For a UTF-8 address this connection does not offer SMTPUTF8 for, what it would
+        have to say (RFC 6531 3.4), said for it: the address is never sent there.  Our
+        EHLO offer comes from what the downstreams offered before; this connection
+        (another forward host, or one XCLIENT made answer differently) may offer less.
+        None for an address it takes."""
+        if address.isascii() or "SMTPUTF8" in self.keywords:
+            return None
         log.info("downstream {host} does not take UTF-8 addresses: <{address}> not sent",
                  host=self.host, address=address)
         return DownstreamReply(553, ("5.6.7 non-ASCII address not permitted by the forwarding agent",))
 
     async def rcpt(self, rcpt: str, params: dict[str, str | None] | None = None) -> DownstreamReply:
-        if not rcpt.isascii() and "SMTPUTF8" not in self.keywords:
-            return self._not_utf8(rcpt)
+        refused = self._not_utf8(rcpt)
+        if refused is not None:
+            return refused
         reply = self._final("RCPT", await self.command("rcpt", self.rcpt_line(rcpt, params)))
         if reply.ok:
             self.recipients.append(rcpt)
