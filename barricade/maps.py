@@ -31,6 +31,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from barricade import snapshot
 from barricade.address import parse_hostport
 from barricade.client import ip_of
 from barricade.idn import to_ascii
@@ -124,7 +125,23 @@ class KeyValueMap:
         self._checked = 0.0
         #: (tag, ip, name) -> client_entry's answer, for the map's current contents
         self._clients: dict[tuple[str, str, str | None], tuple[str, str] | None] = {}
-        self.load()
+        try:
+            self.load()
+        except MapError as exc:
+            # A worker the master started: the last version that loaded (barricade.snapshot).
+            text = snapshot.kept_map(self.path)
+            if text is None:
+                raise
+            self._install(text, None)
+            self._failed_mtime = self._mtime_now()
+            log.error("{err}; serving the last version of {path} that loaded ({n} entries) "
+                      "until the file is mended", err=str(exc), path=str(self.path), n=len(self))
+
+    def _mtime_now(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return None
 
     def load(self) -> None:
         """Read the file now; raises :class:`MapError` on any problem."""
@@ -135,6 +152,12 @@ class KeyValueMap:
             raise MapError(f"cannot read map {self.path}: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
             raise MapError(f"map {self.path} is not UTF-8: {exc}") from None
+        self._install(text, stat.st_mtime)
+        snapshot.keep_map(self.path, text)
+
+    def _install(self, text: str, mtime: float | None) -> None:
+        """Parse ``text`` and make it the map's contents, or raise :class:`MapError`
+        and change nothing."""
         lines: dict[str, int] = {}
         problems: list[str] = []
         entries = parse_map_text(text, str(self.path), lines, problems)
@@ -147,7 +170,7 @@ class KeyValueMap:
         self._entries = entries
         self._tags = frozenset(key.partition(":")[0] for key in entries)
         self._clients = {}
-        self._mtime = stat.st_mtime
+        self._mtime = mtime
         self._checked = self._clock()
         commit()
 
@@ -164,10 +187,7 @@ class KeyValueMap:
         try:
             self.load()
         except MapError as exc:
-            try:
-                self._failed_mtime = self.path.stat().st_mtime
-            except OSError:
-                self._failed_mtime = None
+            self._failed_mtime = self._mtime_now()
             log.error("map reload failed, keeping the previous contents: {err}", err=str(exc))
             return False
         log.info("map {path} loaded: {n} entries", path=str(self.path), n=len(self._entries))

@@ -122,9 +122,11 @@ class Option:
 class Config(Mapping[str, Any]):
     """Resolved option values: ``config["smtp-command-timeout"]``."""
 
-    def __init__(self, registry: Registry, values: dict[str, Any]):
+    def __init__(self, registry: Registry, values: dict[str, Any], file_text: str | None = None):
         self.registry = registry
         self._values = values
+        #: the config file's text as parsed (None: no file); a master's workers get it
+        self.file_text = file_text
 
     def __getitem__(self, name: str) -> Any:
         try:  # names are kept lower-case, and nearly always asked for so
@@ -146,7 +148,7 @@ class Config(Mapping[str, Any]):
             if name not in values:
                 raise OptionError(f"unknown option {name!r}")
             values[name] = value
-        return Config(self.registry, values)
+        return Config(self.registry, values, self.file_text)
 
     def update_live(self, name: str, value: Any) -> None:
         """Change a live option in place (OPTN): every holder of this config sees it."""
@@ -243,19 +245,22 @@ class Registry:
     def parse(self, args: Iterable[str] = (), config_file: str | Path | None = None) -> Config:
         """Defaults, then the file, then ``args``: later wins."""
         values = self.defaults()
+        text = None
         if config_file:
             path = Path(config_file)
             try:
-                lines = path.read_text(encoding="utf-8").splitlines()
+                text = path.read_text(encoding="utf-8")
             except OSError as exc:
                 raise OptionError(f"cannot read config file {path}: {exc.strerror}") from None
-            for lineno, line in enumerate(lines, 1):
+            except UnicodeDecodeError as exc:
+                raise OptionError(f"config file {path} is not UTF-8: {exc}") from None
+            for lineno, line in enumerate(text.splitlines(), 1):
                 stripped = line.strip()
                 if stripped and not stripped.startswith("#"):
                     self.apply(values, stripped, f"{path}:{lineno}")
         for arg in args:
             self.apply(values, arg)
-        return Config(self, values)
+        return Config(self, values, text)
 
     def render(self, config: Mapping[str, Any] | None = None) -> str:
         """A complete commented config file, smtpf ``-help`` style."""

@@ -265,7 +265,7 @@ def prepare(args: Iterable[str], config_file: str | None = None) -> None:
         try:
             with open(config_file, encoding="utf-8") as f:
                 lines = [x.strip() for x in f if x.strip() and not x.lstrip().startswith("#")] + lines
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             pass  # the option parser reports the unreadable file
     for arg in lines:
         name, sep, value = arg.partition("=")

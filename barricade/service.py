@@ -99,6 +99,19 @@ def read_banner(config: Config) -> tuple[str, ...]:
     return tuple(x for x in lines if x) or ()
 
 
+def load_maps(config: Config) -> tuple[RouteMap, AccessMap | None]:
+    """The route map and the access map (None: no ``access-map``); raises
+    :class:`StartupError`."""
+    try:
+        routes = RouteMap(config["route-map"])
+        access = None
+        if config["access-map"]:
+            access = AccessMap(config["access-map"], literal_plus=config["rfc2821-literal-plus"])
+    except MapError as exc:
+        raise StartupError(str(exc)) from None
+    return routes, access
+
+
 def build_context(config: Config, reactor=None) -> ServerContext:
     """Everything the sessions share; raises :class:`StartupError`."""
     if reactor is None:
@@ -113,13 +126,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         check_catalogue(catalogue)
     except CatalogueError as exc:
         raise StartupError(str(exc)) from None
-    try:
-        routes = RouteMap(config["route-map"])
-        access = None
-        if config["access-map"]:
-            access = AccessMap(config["access-map"], literal_plus=config["rfc2821-literal-plus"])
-    except MapError as exc:
-        raise StartupError(str(exc)) from None
+    routes, access = load_maps(config)
     for item in config["interfaces"]:
         parse_address(item, 25, "interfaces")
     try:

@@ -311,9 +311,10 @@ class Proxy:
 
     def __init__(self, tmp: Path, route_map: str, *args: str, port: int | None = None,
                  pythonpath: list[str | Path] = (), host: str = "127.0.0.1",
-                 nofile: tuple[int, int] | None = None):
+                 nofile: tuple[int, int] | None = None, config_file: Path | None = None):
         """``nofile``: the daemon's (soft, hard) file descriptor limit, set in
-        the child only (the machine's limits are never touched)."""
+        the child only (the machine's limits are never touched).  ``config_file``:
+        given as ``--config``; ``args`` still win over it."""
         self.host = host
         self.port = port or free_port()
         self.metrics_port = free_port()
@@ -322,6 +323,7 @@ class Proxy:
         self.route_map.write_text(route_map)
         self.log = tmp / f"barricade-{self.port}.log"
         self.args = [
+            *(["--config", str(config_file)] if config_file else []),
             f"interfaces={host}:{self.port}",
             f"route-map={self.route_map}",
             "interface-name=barricade.test",

@@ -14,12 +14,15 @@ SO_REUSEPORT, measured in the engineering notes).  The master
   mode), keeping the counters of workers that died;
 * writes the workers' log events into its own log: each worker sends them
   as JSON lines on its stdout, relayed with their fields (``barricade.logs``);
+* keeps what a replacement worker starts from: the config file's text as it
+  was at start, and the last version of each map that loaded
+  (``barricade/snapshot.py``);
 * answers the admin commands for all workers through a control channel
   (``barricade/net/control.py``): a worker asks, the master asks every
   worker and merges, and keeps OPTN and VERB changes for replacements.
 
 Each worker is ``python -m barricade.worker`` with the same option
-arguments as the master.
+arguments as the master (its ``--config`` the master's copy).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import socket
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 from prometheus_client.twisted import MetricsResource
@@ -45,7 +49,15 @@ from barricade.logs import relay, relayed_event
 from barricade.net.admin import CONTROL_ENV, SLOT_ENV
 from barricade.net.control import ControlServer
 from barricade.options import Config, OptionError
-from barricade.service import bind_interfaces, bind_or_exit, log_file_limit, parse_address
+from barricade.service import (
+    StartupError,
+    bind_interfaces,
+    bind_or_exit,
+    load_maps,
+    log_file_limit,
+    parse_address,
+)
+from barricade.snapshot import SNAPSHOT_ENV, keep_config
 
 log = Logger()
 
@@ -96,6 +108,7 @@ class WorkerMaster(service.Service):
         self.delays: dict[int, float] = {}
         self.stopping = False
         self.metrics_dir = ""
+        self.snapshot_dir = ""
         self.metrics_port = None
         self.restarts = 0
         self.control: ControlServer | None = None
@@ -122,6 +135,7 @@ class WorkerMaster(service.Service):
 
     def startService(self) -> None:
         service.Service.startService(self)
+        self._keep_startup_files()
         self.metrics_dir = tempfile.mkdtemp(prefix="barricade-metrics-")
         self._start_control()
         for slot in range(self.count):
@@ -136,6 +150,20 @@ class WorkerMaster(service.Service):
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
         log.info("barricade: master {pid} started {n} workers", pid=os.getpid(), n=self.count)
+
+    def _keep_startup_files(self) -> None:
+        """What every worker starts from, whenever it starts (``barricade.snapshot``):
+        the config file's text as parsed at start, the maps' first copies."""
+        self.snapshot_dir = tempfile.mkdtemp(prefix="barricade-master-")
+        os.environ[SNAPSHOT_ENV] = self.snapshot_dir  # the workers' environment is ours
+        if self.config.file_text is not None and self.args[:1] == ["--config"]:
+            self.args[1] = str(keep_config(Path(self.snapshot_dir), self.config.file_text))
+        try:
+            load_maps(self.config)  # loaded, each map leaves its copy
+        except StartupError as exc:  # changed on disk since the options were checked
+            shutil.rmtree(self.snapshot_dir, ignore_errors=True)
+            log.critical("barricade: {why}", why=str(exc))
+            raise SystemExit(f"barricade: {exc}") from None
 
     def spawn(self, slot: int) -> None:
         fds = [sock.fileno() for sock in self.sockets]
@@ -223,6 +251,7 @@ class WorkerMaster(service.Service):
             for sock in self.sockets:
                 sock.close()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            shutil.rmtree(self.snapshot_dir, ignore_errors=True)
 
         d.addBoth(done)
         if self.metrics_port is not None:

@@ -82,6 +82,11 @@ def test_bad_line_in_config_file_names_file_and_line(tmp_path):
     assert run.returncode != 0
     assert f"{cf}:4: option rfc2821-line-length: 'lots' is not a number" in last_line(run)
 
+    cf.write_bytes(b"plugins=clamd\n# caf\xe9\n")  # Latin-1: read by the plugin loader first
+    run = twistd("--config", str(cf))
+    assert run.returncode != 0 and "Traceback" not in run.stdout + run.stderr
+    assert f"config file {cf} is not UTF-8" in last_line(run)
+
 
 def test_route_map_problems_stop_startup(tmp_path):
     missing = tmp_path / "nope"

@@ -61,3 +61,31 @@ def test_sighup_reaches_every_worker_and_sigterm_stops_them_all(sink, make_proxy
     assert proxy.proc.wait(20) in (0, -15)
     time.sleep(0.2)
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_a_replacement_worker_starts_from_what_the_master_started_with(sink, make_proxy, tmp_path):
+    """Not from the files as they are now: a config file edited since start, a map a
+    reload refused (read from disk, the replacements could not start at all)."""
+    conf = tmp_path / "barricade.cf"
+    conf.write_text("message-size-limit=1000000\n")
+    proxy = make_proxy(routes_to(sink), "workers=2", config_file=conf)
+    wait_for(lambda: proxy.log_text().count("barricade: listening on") == 2, what="2 workers serving")
+
+    conf.write_text("message-size-limit=2000000\n")
+    proxy.route_map.write_text(routes_to(sink) + "route:new.example FORWARD: 127.0.0.1:0\n")
+    os.kill(proxy.proc.pid, signal.SIGHUP)
+    wait_for(lambda: proxy.log_text().count("map reload failed") == 2, timeout=10,
+             what="both workers refusing the map")
+    first = children(proxy.proc.pid)
+    for pid in first:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: proxy.log_text().count("barricade: listening on") == 4, timeout=30,
+             what="2 replacement workers serving")
+    assert not first & children(proxy.proc.pid)
+    assert proxy.log_text().count("serving the last version of") == 2
+
+    for n in range(4):  # whichever worker answers
+        with Client(proxy.port) as c:
+            assert "SIZE 1000000" in c.ehlo().lines
+            assert c.message("a@example.org", ["b@example.com"], b"Subject: %d\r\n\r\nx\r\n" % n).code == 250
+    wait_for(lambda: len(sink.messages()) == 4, what="4 deliveries")
