@@ -24,7 +24,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.twisted import MetricsResource
+from twisted.internet.protocol import ServerFactory
+from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from barricade.replies import Catalogue, Reply
 
@@ -351,6 +354,33 @@ def scrape_registry(own: CollectorRegistry) -> CollectorRegistry:
 
 
 def metrics_root(registry: CollectorRegistry) -> Resource:
+    """``/metrics`` serving ``registry`` as it is."""
     root = Resource()
-    root.putChild(b"metrics", MetricsResource(registry=scrape_registry(registry)))
+    root.putChild(b"metrics", MetricsResource(registry=registry))
     return root
+
+
+#: /metrics connections open at once; more are closed as they come.
+METRICS_CONNECTIONS = 16
+#: seconds a /metrics connection may sit idle (a scraper reconnects at its next scrape)
+METRICS_IDLE = 30
+
+
+def metrics_site(root: Resource) -> ServerFactory:
+    """The /metrics HTTP server, bounded.
+
+    Its connections are descriptors of the process that serves SMTP
+    (``workers=1``) and come out of ``descriptor-reserve``: unbounded, idle
+    connections to the metrics port could take the descriptors an admitted
+    session needs for its downstream.  A scraper needs one connection.
+    """
+    return _Bounded(Site(root, timeout=METRICS_IDLE))
+
+
+class _Bounded(WrappingFactory):
+    """Closes a connection beyond ``METRICS_CONNECTIONS`` as it comes."""
+
+    def buildProtocol(self, addr):
+        if len(self.protocols) >= METRICS_CONNECTIONS:
+            return None
+        return super().buildProtocol(addr)

@@ -353,7 +353,8 @@ _add("interfaces", ["[::0]:25", "0.0.0.0:25"], """Semicolon-separated list of
 _add("interface-name", "", """Host name used in the banner, in our Received:
      header and in the EHLO we send downstream. Empty: the system's FQDN.""", section=S)
 _add("metrics-interface", "127.0.0.1:9025", """host:port of the Prometheus
-     /metrics HTTP endpoint. Empty disables it.""", section=S)
+     /metrics HTTP endpoint. Empty disables it. At most 16 connections are
+     served at once; an idle one is closed after 30 seconds.""", section=S)
 _add("reply-file", "", """File of reply text overrides, one 'NNN text' per line,
      where NNN is the reply number shown after '#' in every reply. Fields in
      braces, e.g. {rcpt}, must be ones the original text uses.""", section=S)
@@ -361,8 +362,8 @@ _add("workers", 0, """Worker processes sharing the listening sockets; 0 means on
      per CPU, 1 runs everything in one process. The master replaces a worker
      that dies and serves /metrics for all of them.""", section=S, minimum=0)
 _add("descriptor-reserve", 64, """File descriptors each process keeps spare
-     beyond its sessions (Redis, DNS, scanners, logs, the socket of a
-     refusal). The soft file limit is raised to the hard one at start-up
+     beyond its sessions (Redis, DNS, scanners, logs, up to 16 /metrics
+     connections, the socket of a refusal). The soft file limit is raised to the hard one at start-up
      (both are logged); a session is admitted only while it and every
      other session can still open their downstream connection (2
      descriptors each) with this reserve left. A single process answers a

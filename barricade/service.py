@@ -18,14 +18,13 @@ from pathlib import Path
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from barricade.address import parse_hostport
 from barricade.aio import aio
 from barricade.descriptors import in_use, raise_file_limit
 from barricade.dns import Resolver
 from barricade.maps import MapError, RouteMap
-from barricade.metrics import Metrics, metrics_root
+from barricade.metrics import Metrics, metrics_root, metrics_site, scrape_registry
 from barricade.net.admin import Admin
 from barricade.net.capability_probe import CapabilityProbe
 from barricade.net.conductor import ServerContext
@@ -308,10 +307,9 @@ class BarricadeService(service.Service):
             self.context.capabilities.start()  # what the downstreams offer, before the first EHLO
         if self.config["metrics-interface"] and self.serve_metrics:
             host, port = parse_address(self.config["metrics-interface"], 9025, "metrics-interface")
+            site = metrics_site(metrics_root(scrape_registry(self.context.metrics.registry)))
             try:
-                self.metrics_port = reactor.listenTCP(
-                    port, Site(metrics_root(self.context.metrics.registry)), interface=host
-                )
+                self.metrics_port = reactor.listenTCP(port, site, interface=host)
             except Exception as exc:
                 self._fail(f"metrics-interface {host}:{port}: {exc}")
         store = self.context.store

@@ -37,15 +37,13 @@ import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
-from prometheus_client.twisted import MetricsResource
 from twisted.application import service
 from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from barricade.admin import Answers, apply_option
 from barricade.logs import relay, relayed_event
+from barricade.metrics import metrics_root, metrics_site
 from barricade.net.admin import CONTROL_ENV, SLOT_ENV
 from barricade.net.control import ControlServer
 from barricade.options import Config, OptionError
@@ -142,10 +140,9 @@ class WorkerMaster(service.Service):
             self.spawn(slot)
         if self.metrics_socket is not None:
             multiprocess.MultiProcessCollector(self.registry, path=self.metrics_dir)
-            root = Resource()
-            root.putChild(b"metrics", MetricsResource(registry=self.registry))
             sock, self.metrics_socket = self.metrics_socket, None
-            self.metrics_port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, Site(root))
+            self.metrics_port = self.reactor.adoptStreamPort(sock.fileno(), sock.family,
+                                                             metrics_site(metrics_root(self.registry)))
             sock.close()  # the reactor listens on a duplicate of it
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))

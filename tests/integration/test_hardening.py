@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from barricade.metrics import METRICS_CONNECTIONS
 from tests.conftest import routes_to
 from tests.smtpclient import Client
 
@@ -244,20 +245,53 @@ def test_out_of_descriptors_every_client_gets_a_reply_and_sessions_still_deliver
         assert proxy.metric("barricade_connections_refused_total", reason="descriptors") == 40
         # Every admitted session can still open its downstream connection: no #901.
         held = [s for s, f in zip(socks, firsts, strict=True) if f.startswith(b"220 ")]
-        c = held[0]
-        for line, code in ((b"EHLO client.example.org", b"250"), (b"MAIL FROM:<a@example.org>", b"250"),
-                           (b"RCPT TO:<b@example.com>", b"250"), (b"DATA", b"354"),
-                           (b"Subject: fd\r\n\r\nbody\r\n.", b"250")):
-            c.sendall(line + b"\r\n")
-            reply = b""
-            while not re.search(rb"^\d{3} [^\r]*\r\n", reply, re.M):
-                reply += c.recv(4096)
-            assert reply.splitlines()[-1].startswith(code), reply
+        _deliver_on(held[0])
     finally:
         for s in socks:
             s.close()
     with Client(proxy.port) as c:  # room again once they are gone
         assert c.banner.code == 220
+    assert "Too many open files" not in proxy.log_text()
+
+
+def _deliver_on(c: socket.socket) -> None:
+    """One message on an open session that has read its banner; every reply checked."""
+    for line, code in ((b"EHLO client.example.org", b"250"), (b"MAIL FROM:<a@example.org>", b"250"),
+                       (b"RCPT TO:<b@example.com>", b"250"), (b"DATA", b"354"),
+                       (b"Subject: fd\r\n\r\nbody\r\n.", b"250")):
+        c.sendall(line + b"\r\n")
+        reply = b""
+        while not re.search(rb"^\d{3} [^\r]*\r\n", reply, re.M):
+            reply += c.recv(4096)
+        assert reply.splitlines()[-1].startswith(code), reply
+
+
+def test_idle_metrics_connections_cannot_take_the_descriptors_sessions_need(sink, make_proxy):
+    """/metrics is served by the process that serves SMTP: its connections come out of
+    ``descriptor-reserve``, so they are bounded (``METRICS_CONNECTIONS``)."""
+    proxy = make_proxy(routes_to(sink), "descriptor-reserve=32", nofile=(160, 160))
+    capacity = int(proxy.metric("barricade_session_capacity"))
+    assert 0 < capacity < 80
+    idle = [socket.create_connection(("127.0.0.1", proxy.metrics_port), timeout=5) for _ in range(100)]
+    socks: list[socket.socket] = []
+    try:
+        time.sleep(0.5)
+        closed = 0
+        for s in idle:
+            s.setblocking(False)
+            try:
+                closed += s.recv(1) == b""
+            except BlockingIOError:
+                pass
+        assert closed == 100 - METRICS_CONNECTIONS
+        socks, firsts = _open_many(proxy.port, capacity)
+        assert all(f.startswith(b"220 ") for f in firsts), firsts
+        for c in socks[:3]:  # each admitted session still opens its downstream: no #901
+            _deliver_on(c)
+    finally:
+        for s in idle + socks:
+            s.close()
+    assert proxy.metric("barricade_messages_total", outcome="accept") == 3
     assert "Too many open files" not in proxy.log_text()
 
 
