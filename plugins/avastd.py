@@ -11,10 +11,18 @@ sent (the avast! 4 dialect smtpf's ``src/avastd.c`` speaks)::
     <- QUIT\\r\\n                   (then close without reading the 221)
 
 Like smtpf, only messages whose top-level Content-Type is
-``multipart/mixed`` are scanned, ``[E]`` lines are only logged, and each
-failure has its own numbered 451: #149 address, #150 open, #151 connect,
-#153 greeting, #154 request too long, #156 write, #158 SCAN reply,
-#160 result lines.  An infection is #162 under ``avastd-policy=reject``.
+``multipart/mixed`` are scanned, and each failure has its own numbered 451:
+#149 address, #150 open, #151 connect, #153 greeting, #154 request too
+long, #156 write, #158 SCAN reply, #160 result lines.  An infection is #162
+under ``avastd-policy=reject``.
+
+``[E]`` lines are logged (#163).  One deliberate difference: smtpf passes a
+message whose own result is ``[E]`` (the daemon could not scan it: a
+decompression bomb, an unreadable file), and one for which the daemon
+closed or ended the list before any result.  Neither was scanned, so
+Barricade answers #160 and the sender tries again later, as clamd's
+``ERROR`` answers are treated: an unscanned message is never passed as
+clean.  An ``[E]`` about a part inside the message is only logged.
 
 Only the avast4 dialect works: avast 2014+ answers ``210 SCAN DATA``,
 which gives #158 for every scanned message, exactly as in smtpf.
@@ -134,26 +142,40 @@ class Avastd(ScannerPlugin):
             if reply_code(status) != 200:
                 self.unexpected(ctx, "SCAN reply", status)
                 raise ScannerError(self.STATUS_ERROR, "unexpected reply to SCAN", 0)
-            virus = await self.read_results(conn, ctx)
+            virus = await self.read_results(conn, ctx, os.fsencode(path))
             await self.quit(conn)
         return virus
 
-    async def read_results(self, conn: ScannerConnection, ctx: Context) -> str | None:
-        """Result lines up to a blank line or EOF; only the first tab of a line counts."""
+    async def read_results(self, conn: ScannerConnection, ctx: Context, path: bytes) -> str | None:
+        """Result lines up to a blank line or EOF; only the first tab of a line counts.
+
+        ScannerError when the message itself was not scanned: no result line at
+        all, or ``[E]`` as the result of ``path`` (not of a part inside it).
+        """
         virus = None
+        results = 0
+        unscanned = None
         while True:
             line = await self.read_result_line(conn)
             if not line:
-                return virus
+                break
             tab = line.find(b"\t")
             if tab < 0:
                 continue
+            results += 1
             marker = line[tab + 2 : tab + 3]
             if marker == b"L" and virus is None:
                 virus = line[tab + 5 :].decode("utf-8", "replace")
             elif marker == b"E":
-                log.error("session {sid}: #163 avastd error: {line}", sid=ctx.session_id,
-                          line=line.decode("utf-8", "replace"))
+                text = line.decode("utf-8", "replace")
+                log.error("session {sid}: #163 avastd error: {line}", sid=ctx.session_id, line=text)
+                if line[:tab] == path:
+                    unscanned = line[tab + 5 :].decode("utf-8", "replace")[:200]
+        if virus is None and unscanned is not None:
+            raise ScannerError(self.READ_ERROR, f"could not scan the message: {unscanned}", 0)
+        if not results:
+            raise ScannerError(self.READ_ERROR, "no result for the message", 0)
+        return virus
 
     async def read_result_line(self, conn: ScannerConnection) -> bytes | None:
         """The next result line; None at EOF, which smtpf takes as the end of the list."""

@@ -6,9 +6,14 @@ spooled and scanned by path (as smtpf's ``src/fpscand.c`` does)::
     <- SCAN FILE /save-dir/<qid>-xxxx.tmp\\n
     -> <code> <<text>> <object>\\n     e.g. 1 <infected: EICAR_Test_File> /save-dir/...
 
-The code is a bit field.  As in smtpf only bits 1 (virus) and 2
-(suspicious) block a message; the error bits 4, 16 and 32 are logged and
-the message passes (fail-open), and the connection is closed without QUIT.
+The code is a bit field: bits 1 (virus) and 2 (suspicious) block a message
+under ``fpscand-policy``, and the connection is closed without QUIT.  The
+error bits 4 (interrupted), 16 (platform error) and 32 (internal engine
+error) say the message was not scanned: smtpf logs them and passes the
+message; Barricade logs them and answers #373, so the sender tries again
+later (as clamd's ``ERROR`` answers are treated: an unscanned message is
+never passed as clean).  Bits 8 (a scan restriction skipped a part) and 64
+(a part it could not scan, such as an encrypted archive) pass, as in smtpf.
 Only messages whose top-level Content-Type is ``multipart/mixed`` are
 scanned, and none larger than ``fpscand-max-size`` KB (0: no limit).
 
@@ -135,13 +140,12 @@ class Fpscand(ScannerPlugin):
         if code & INFECTED_BITS:
             self.result("infected", seconds)
             return self.infected(ctx, text)
-        if code & ERROR_BITS:
-            # smtpf passes the message; say so loudly, it was not scanned.
+        if code & ERROR_BITS:  # not scanned: smtpf passes it (see the module docstring)
             log.error("session {sid}: fpscand could not scan message {qid}: {code} {text}",
                       sid=ctx.session_id, qid=ctx.qid, code=code, text=text)
             self.result("error", seconds)
-        else:
-            self.result("clean", seconds)
+            raise ScannerError(self.READ_ERROR, f"could not scan the message: {code} {text[:200]}", 0)
+        self.result("clean", seconds)
         return CONTINUE
 
     def wanted(self, ctx: Context) -> bool:

@@ -687,7 +687,9 @@ class FakeAvastd(_FakeServer):
     Extra modes beyond the common ones: ``"garbage-greeting"`` (malformed
     greeting), ``"unavailable"`` (``421 Service not available`` and close),
     ``"engine-error"`` (SCAN gets ``451 Engine error 2``), ``"scan-error"``
-    (every SCAN gets an ``[E]`` line), ``"no-blank"`` (result line, then
+    (every SCAN gets an ``[E]`` line), ``"part-error"`` (an ``[E]`` line for a
+    part, ``<p>|>part2``, then the message's own result), ``"no-results"``
+    (``200 OK`` and the blank line, no result), ``"no-blank"`` (result line, then
     close before the blank line: smtpf takes EOF as the end), ``"hang-scan"``
     and ``"close-scan"`` (greet, read the SCAN line, then stall or close),
     ``"avast2014"`` (``210 SCAN DATA`` ... ``200 SCAN OK``, which smtpf
@@ -697,7 +699,8 @@ class FakeAvastd(_FakeServer):
 
     NAME = "avastd"
     MODES = _FakeServer.MODES + ("garbage-greeting", "unavailable", "engine-error", "scan-error",
-                                 "no-blank", "hang-scan", "close-scan", "avast2014")
+                                 "part-error", "no-results", "no-blank", "hang-scan", "close-scan",
+                                 "avast2014")
     GREETING = b"220 Welcome to avast! Virus scanning daemon 4.7 (VPS 0801-1 08.01.2008)\r\n"
     VIRUS_NAMES = {"eicar": b"EICAR Test-NOT virus!!!", "pattern": b"Barricade Test-Pattern"}
     SCAN_ERROR = b"42110 The file is a decompression bomb"
@@ -752,6 +755,10 @@ class FakeAvastd(_FakeServer):
         """``<path>\\t[+]``, ``<path>\\t[L]\\t<name>`` or ``<path>\\t[E]\\t<code> <text>``."""
         if self.mode == "scan-error":
             return path + b"\t[E]\t" + self.SCAN_ERROR + b"\r\n"
+        if self.mode == "no-results":
+            return b""
+        if self.mode == "part-error":
+            return path + b"|>part2\t[E]\t" + self.SCAN_ERROR + b"\r\n" + path + b"\t[+]\r\n"
         data = _scan_file(path)
         if isinstance(data, OSError):
             text = f"{data.errno} {os.strerror(data.errno or errno.EIO)}".encode()

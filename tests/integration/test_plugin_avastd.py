@@ -188,14 +188,28 @@ def test_each_message_of_a_session_is_scanned_on_its_own(avastd, start, sink, sp
     assert delivered_body(sink) == lf(MIME_CLEAN)
 
 
-def test_scan_error_lines_are_logged_and_the_message_passes(avastd, start, sink):
-    """``[E]`` results are only logged (smtpf #163), whatever the content."""
+def test_a_message_the_daemon_could_not_scan_is_temp_failed(avastd, start, sink):
+    """``[E]`` as the message's own result: smtpf passes it; it was not scanned, so
+    Barricade answers 451 #160, and logs the line (#163)."""
     proxy = start(avastd("scan-error"))
     reply, _ = send_message(proxy, MIME_EICAR)
-    assert_reply(reply, 250, "2.0.0", 554)
-    assert delivered_body(sink) == lf(MIME_EICAR)
+    assert_reply(reply, 451, "4.4.0", 160,
+                 "avastd read error: could not scan the message: 42110 The file is a decompression bomb (0)")
+    sink.assert_nothing_from()
     wait_for(lambda: "#163 avastd error:" in proxy.log_text(), timeout=5, what="#163 in the log")
-    assert "The file is a decompression bomb" in proxy.log_text()
+    assert proxy.metric("barricade_scanner_results_total", scanner="avastd", result="error") == 1
+
+
+def test_an_error_about_a_part_is_logged_and_a_list_without_results_is_an_error(avastd, start, sink):
+    fake = avastd("part-error")
+    proxy = start(fake)
+    reply, _ = send_message(proxy, MIME_CLEAN)
+    assert_reply(reply, 250, "2.0.0", 554)
+    wait_for(lambda: "#163 avastd error:" in proxy.log_text(), timeout=5, what="#163 in the log")
+    fake.mode = "no-results"
+    reply, _ = send_message(proxy, MIME_CLEAN)
+    assert_reply(reply, 451, "4.4.0", 160, "avastd read error: no result for the message (0)")
+    assert len(sink.messages()) == 1
 
 
 def test_eof_instead_of_the_blank_line_ends_the_result_list(avastd, start, sink):

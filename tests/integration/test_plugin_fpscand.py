@@ -202,18 +202,26 @@ def test_virus_bit_with_other_bits_still_counts(fpscand, start, sink):
     sink.assert_nothing_from()
 
 
-@pytest.mark.parametrize("mode, outcome", [("code16", "error"), ("code32", "error"),
-                                           ("code64", "clean")])
-def test_scan_errors_and_unscanned_parts_pass_as_in_smtpf(fpscand, start, sink, mode, outcome):
-    """smtpf is fail-open for codes without bits 1|2; Barricade logs and counts them."""
+@pytest.mark.parametrize("mode, text", [("code16", "16 <read error>"),
+                                        ("code32", "32 <internal engine error>")])
+def test_a_message_the_daemon_could_not_scan_is_temp_failed(fpscand, start, sink, mode, text):
+    """smtpf passes it (fail-open); it was not scanned, so Barricade answers 451 #373."""
     proxy = start(fpscand(mode))
+    reply, _ = send_message(proxy, MIME_EICAR)
+    assert_reply(reply, 451, "4.4.0", 373, f"fpscand read error: could not scan the message: {text} (0)")
+    sink.assert_nothing_from()
+    assert proxy.metric("barricade_scanner_results_total", scanner="fpscand", result="error") == 1
+    wait_for(lambda: "fpscand could not scan message" in proxy.log_text(), timeout=5,
+             what="the log line")
+
+
+def test_an_unscanned_part_passes_as_in_smtpf(fpscand, start, sink):
+    """Bit 64: the daemon scanned the message and could not open a part of it."""
+    proxy = start(fpscand("code64"))
     reply, _ = send_message(proxy, MIME_EICAR)
     assert_reply(reply, 250, "2.0.0", 554)
     assert delivered_body(sink) == lf(MIME_EICAR)
-    assert proxy.metric("barricade_scanner_results_total", scanner="fpscand", result=outcome) == 1
-    if outcome == "error":
-        wait_for(lambda: "fpscand could not scan message" in proxy.log_text(), timeout=5,
-                 what="the log line")
+    assert proxy.metric("barricade_scanner_results_total", scanner="fpscand", result="clean") == 1
 
 
 def test_host_name_socket_is_resolved(fpscand, start):
