@@ -356,8 +356,11 @@ _add("metrics-interface", "127.0.0.1:9025", """host:port of the Prometheus
      /metrics HTTP endpoint. Empty disables it. At most 16 connections are
      served at once; an idle one is closed after 30 seconds.""", section=S)
 _add("reply-file", "", """File of reply text overrides, one 'NNN text' per line,
-     where NNN is the reply number shown after '#' in every reply. Fields in
-     braces, e.g. {rcpt}, must be ones the original text uses.""", section=S)
+     where NNN is the reply number shown after '#' in every reply (written
+     without the '#': a line starting with '#' is a comment). Fields in
+     braces, e.g. {rcpt}, must be ones the original text uses, written
+     plainly; the text is printable ASCII. A reply line longer than 512
+     octets (RFC 5321) is cut, ending in '...'.""", section=S)
 _add("workers", 0, """Worker processes sharing the listening sockets; 0 means one
      per CPU, 1 runs everything in one process. The master replaces a worker
      that dies and serves /metrics for all of them.""", section=S, minimum=0)

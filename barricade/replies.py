@@ -53,13 +53,30 @@ def template_fields(template: str) -> frozenset[str]:
     except ValueError as exc:
         raise CatalogueError(f"bad template {template!r}: {exc}") from None
     names = set()
-    for _, name, _, _ in parsed:
+    for _, name, spec, conversion in parsed:
         if name is None:
             continue
         if not name.isidentifier():
             raise CatalogueError(f"bad template {template!r}: fields must be named, like {{rcpt}}")
+        if spec or conversion:  # {qid:d}, {rcpt!r}: would raise or run wild at send time
+            raise CatalogueError(f"bad template {template!r}: write a field as {{{name}}}, "
+                                 "without a format or conversion")
         names.add(name)
     return frozenset(names)
+
+
+#: RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its CRLF.
+LINE_MAX = 512
+#: Room kept on a first line for " <session id>" (12 characters; a little more).
+_SESSION_ROOM = 1 + 20
+
+
+def _fit(line: bytes, room: int) -> bytes:
+    """``line`` cut to ``room`` octets (``...`` marking the cut), never inside a
+    UTF-8 sequence.  Fields echo what clients and DNS say, at any length."""
+    if len(line) <= room:
+        return line
+    return line[: room - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
 
 
 @dataclass(frozen=True)
@@ -106,11 +123,14 @@ class Reply:
                 return "".join(line + "\r\n" for line in self._lines()).encode("utf-8", "replace")
             prefix = f"{self.status} " if self.status else ""
             if len(self.lines) == 1 and not self.extra:  # most replies: one line
-                parts = (f"{self.code} {prefix}{self.lines[0]} #{self.id}".encode("utf-8", "replace"), b"")
+                first, rest = f"{self.code} {prefix}{self.lines[0]}".encode("utf-8", "replace"), b""
             else:
-                first, *rest = self._lines()
-                parts = (f"{first} #{self.id}".encode("utf-8", "replace"),
-                         "".join(line + "\r\n" for line in rest).encode("utf-8", "replace"))
+                head, *others = self._lines()
+                first = head.encode("utf-8", "replace")
+                rest = b"".join(_fit(line.encode("utf-8", "replace"), LINE_MAX - 2) + b"\r\n"
+                                for line in others)
+            tail = b" #%d" % self.id
+            parts = (_fit(first, LINE_MAX - 2 - len(tail) - _SESSION_ROOM) + tail, rest)
             object.__setattr__(self, "_parts", parts)
         first, rest = parts
         if session_id:
@@ -134,6 +154,7 @@ class _Fields(dict):
 
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+_NOT_TEXT = re.compile(r"[^\t\x20-\x7e]")
 
 
 def _clean(value: object) -> str:
@@ -176,6 +197,12 @@ class Catalogue:
         spec = self._specs.get(rid)
         if spec is None:
             raise CatalogueError(f"reply #{rid} is not in the catalogue")
+        if not text.strip():
+            raise CatalogueError(f"reply #{rid}: no text")
+        bad = _NOT_TEXT.search(text)
+        if bad:  # RFC 5321 textstring: TAB and printable ASCII
+            raise CatalogueError(f"reply #{rid}: character {bad.group()!r} cannot go in a reply "
+                                 "(printable ASCII and tabs only)")
         unknown = template_fields(text) - spec.fields
         if unknown:
             raise CatalogueError(
@@ -202,13 +229,16 @@ class Catalogue:
     def from_file(cls, path: str | Path | None, extra: Iterable[ReplySpec] = ()) -> Catalogue:
         """The catalogue (plus plugins' ``extra`` entries) with the file's overrides.
 
-        The file has one ``NNN text`` per line and ``#`` comments.
+        The file has one ``NNN text`` per line and ``#`` comments.  Lines end at
+        LF only: ``str.splitlines`` would also end one at a form feed or a
+        U+2028 inside a text, and the rest would be read as another override.
         """
         cat = cls((*ENTRIES, *extra))
         if not path:
             return cat
-        for lineno, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-            line = raw.strip()
+        for lineno, raw in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), 1):
+            raw = raw.removesuffix("\r")
+            line = raw.strip(" \t")
             if not line or line.startswith("#"):
                 continue
             num, _, text = line.partition(" ")
@@ -327,7 +357,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'See reject-quoted-at-sign.'),
     R(135, 550, '5.7.1', 'host {client_name} [{client_ip}] recipient <{rcpt}> black listed', 'rcpt',
       'There is a Connect:To: combo tag entry for either the client name and recipient pair or client IP address and recipient pair with a right-hand-side value of REJECT. See access-map.'),
-    R(137, 550, '5.7.1', 'sender <{sender}> recipient <{rcpt}> black listed', 'mail',
+    R(137, 550, '5.7.1', 'sender <{sender}> recipient <{rcpt}> black listed', 'rcpt',
       'There is a From:To: combo tag entry for a sender and recipient pair with a right-hand-side value of REJECT. See access-map.'),
     R(139, 550, '5.7.1', 'recipient <{rcpt}> black listed', 'rcpt',
       "There is a To: tag entry for sender's address with a right-hand-side value of REJECT. See access-map."),
@@ -399,7 +429,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'A call-ahead to a down stream host rejected the recipient. See route-map about RCPT: attribute.'),
     R(293, 550, '5.7.1', 'recipient <{rcpt}> relaying denied', 'rcpt',
       'The SMTP client is attempting to relay mail for an unknown recipient domain. Domains that smtpf is responsible for is specified in the route-map. Either the domain has not yet been added, was removed, or the SMTP client is hoping that the server is an open relay.'),
-    R(295, 451, '4.0.0', 'cannot forward mail for <{rcpt}> at this time', 'dot',
+    R(295, 451, '4.0.0', 'cannot forward mail for <{rcpt}> at this time', 'rcpt',
       'We are responsible for this domain, but had a connection error with the forward host.'),
     R(296, 550, '5.7.1', 'recipient <{rcpt}> relaying denied', 'rcpt',
       'The SMTP client is attempting to relay mail for an unknown recipient domain. Domains that smtpf is responsible for is specified in the route-map. Either the domain has not yet been added, was removed, or the SMTP client is hoping that the server is an open relay.'),
@@ -495,13 +525,13 @@ ENTRIES: tuple[ReplySpec, ...] = (
       "While attempting to perform a call-back, there was an error looking up the MX records of the sender's domain. See call-back option."),
     R(493, 550, '5.4.4', 'no acceptable MX for {domain}', 'data',
       'While attempting to perform a call-back, the MX list gathered from DNS was pruned to remove hosts that resolve to localhost, RFC 3330 reserved IP addresses that cannot be reached from the Internet, or have no A/AAAA record. This message is reported if the MX list is empty after pruning (or the domain has neither MX nor address). See call-back and call-back-allow-networks options.'),
-    R(496, 451, '4.4.4', 'no answer from {domain} MX', 'mail',
+    R(496, 451, '4.4.4', 'no answer from {domain} MX', 'data',
       "The same call-back event as #488, numbered twice in smtpf 2.1.2's reply list (smtpf 2.6's MX code has only #488); Barricade answers #488."),
     R(498, 451, '4.4.3', '{domain} {reason}', 'data',
       "While attempting to perform a call-back, the addresses of the sender domain's MX hosts could not be looked up (a temporary DNS failure) and no MX was left to call. See call-back option."),
     R(499, 553, '5.4.4', '{domain} {reason}', 'data',
       'A call-back found that the sender\'s domain accepts no mail: it publishes a null MX (RFC 7505), so nothing can be returned to the sender. See call-back option.'),
-    R(501, 550, '5.4.4', 'no acceptable MX for {domain}', 'mail',
+    R(501, 550, '5.4.4', 'no acceptable MX for {domain}', 'data',
       "The same call-back event as #493, numbered twice in smtpf 2.1.2's reply list (smtpf 2.6's MX code has only #493); Barricade answers #493."),
     R(505, 550, '5.7.1', 'null-sender messages {count} for <{rcpt}> exceed {limit}/60s', 'rcpt',
       'See the access-map concerning the Null-Rate-To: tag.'),
@@ -515,7 +545,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'Generic response that indicates the command was accepted.'),
     R(548, 214, '2.0.0', 'end', 'any',
       'Generic end of a multiline response.'),
-    R(507, 250, '2.0.0', 'proceed', 'rcpt',
+    R(507, 250, '2.0.0', 'proceed', 'mail',
       'There is is a delayed rejection/drop response that will be reported when the RCPT TO: is sent. See smtp-delay-checks.'),
     R(549, 421, '4.3.0', 'internal server error', 'any',
       ''),

@@ -53,9 +53,9 @@ SENDER_FLAG = 679
 REPLIES: tuple[ReplySpec, ...] = (
     ReplySpec(666, 550, '5.7.1', '{text}', 'dot',
       'See spamd-score-reject option.'),
-    ReplySpec(SENDER_STATUS, 550, '5.7.1', 'message was already marked as spam by sender', 'mail',
+    ReplySpec(SENDER_STATUS, 550, '5.7.1', 'message was already marked as spam by sender', 'dot',
       'See spamd-reject-sender-marked-spam and spamd-score-reject options.'),
-    ReplySpec(SENDER_FLAG, 550, '5.7.1', 'message was already marked as spam by sender', 'mail',
+    ReplySpec(SENDER_FLAG, 550, '5.7.1', 'message was already marked as spam by sender', 'dot',
       'See spamd-sender-marked-spam option.'),
     ReplySpec(JUNK_MAIL, 550, '5.7.1', '{text}', 'dot',
       'See spamd-score-reject option.'),

@@ -57,15 +57,19 @@ class DownstreamReply:
 
     @property
     def status(self) -> str:
-        """The enhanced status of the first line, or a class-only default."""
+        """The enhanced status of the first line; "" when there is none, or when its class
+        is not the code's (``550 4.7.1``: RFC 3463 2 says they must agree, and the
+        client would get a reply that contradicts itself; the caller's default, of
+        the code's class, goes instead)."""
         match = _STATUS.match(self.lines[0]) if self.lines else None
-        if match:
+        if match and match.group(1) == str(self.code)[0]:
             return f"{match.group(1)}.{match.group(2)}.{match.group(3)}"
         return ""
 
     @property
     def text(self) -> str:
-        """The first line without its enhanced status."""
+        """The first line without its enhanced status (one of another class too: it
+        would read as this reply's own)."""
         first = self.lines[0] if self.lines else ""
         match = _STATUS.match(first)
         return first[match.end() :].strip() if match else first

@@ -132,6 +132,19 @@ def test_rcpt_gets_250_only_for_a_downstream_250():
     assert ctx.rcpts == ["a@example.com"]
 
 
+
+@pytest.mark.parametrize("line, ours, relayed, text", [
+    ("4.7.1 try later", "5.1.0", "5.0.0", "try later"),  # the class contradicts the code: ours goes
+    ("5.1.1 no such user", "5.1.1", "5.1.1", "no such user"),
+    ("no status here", "5.1.0", "5.0.0", "no status here"),
+])
+def test_a_refused_recipient_has_a_status_of_its_code_class(line, ours, relayed, text):
+    refused = rules().relayed_rcpt(context(), DownstreamReply(550, (line,)), "b@example.com").reply
+    assert (refused.id, refused.code, refused.status) == (300, 550, ours)
+    passed = rules(relay_reply=True).relayed_rcpt(context(), DownstreamReply(550, (line,)), "b@example.com")
+    assert (passed.reply.id, passed.reply.code, passed.reply.status, passed.reply.text) == (299, 550, relayed, text)
+
+
 def test_no_354_without_recipients_or_a_354_from_every_route():
     r, ctx = rules(), context()
     assert r.before_data_checks(ctx, recipients=False).reply.id == 923

@@ -474,6 +474,50 @@ def test_override_positional_field_refused_at_load():
         Catalogue(overrides={288: "recipient {} denied"})
 
 
+@pytest.mark.parametrize("text", ["message {qid:d} accepted", "recipient {rcpt:>5000} ok",
+                                  "recipient {rcpt!r} ok"])
+def test_a_format_or_conversion_is_refused_at_load(text):
+    """Accepted, ``{qid:d}`` raised at the dot after the downstream's 250: the client
+    got 421 for a delivered message and sent it again."""
+    with pytest.raises(CatalogueError, match="without a format or conversion"):
+        Catalogue(overrides={554: text.replace("rcpt", "qid"), 288: text.replace("qid", "rcpt")})
+
+
+@pytest.mark.parametrize("text, why", [
+    ("host black listed \x1b[2J", "'\\x1b'"), ("bell\x07", "'\\x07'"), ("caf\u00e9", "'é'"),
+    ("   ", "no text"),
+])
+def test_an_override_is_printable_ascii_and_not_empty(text, why):
+    with pytest.raises(CatalogueError, match=re.escape(why)):
+        Catalogue(overrides={120: text})
+    assert Catalogue(overrides={120: "host\tblack listed"}).reply(120).text == "host\tblack listed"
+
+
+def test_a_form_feed_in_the_file_is_no_line_break(tmp_path):
+    """``str.splitlines`` ended a line at a form feed: the rest became #297's text."""
+    path = tmp_path / "replies"
+    path.write_bytes(b"139 gone\x0c297 ok\r\n120 a text\r\n")
+    with pytest.raises(CatalogueError, match=re.escape(f"{path}:1: reply #139: character '\\x0c'")):
+        Catalogue.from_file(path)
+    path.write_bytes(b"120 a text\r\n")
+    assert Catalogue.from_file(path).reply(120).encode() == b"550 5.7.1 a text #120\r\n"
+    assert Catalogue.from_file(path).reply(120).encode() == b"550 5.7.1 a text #120\r\n"
+
+
+def test_a_reply_line_is_at_most_512_octets():
+    """RFC 5321 4.5.3.1.5; fields echo a client's command or a sender's DNS at any length."""
+    cat = Catalogue()
+    wire = cat.reply(248, command="X" * 4000).encode("1234567890AB")
+    assert len(wire) <= 512 and wire.endswith(b"X... #248 1234567890AB\r\n")
+    assert wire.startswith(b"500 5.5.1 XXX")
+    wide = cat.reply(248, command="\u00e9" * 1000).encode("1234567890AB")  # never half a character
+    assert len(wide) <= 512 and wide.decode("utf-8").endswith("\u00e9... #248 1234567890AB\r\n")
+    many = cat.reply(993, title="t", extra=["y" * 600, "z"]).encode()
+    assert all(len(line) <= 510 for line in many.split(b"\r\n"))
+    assert b"\r\n214 z\r\n" in many or many.endswith(b"214 z\r\n")
+    assert cat.reply(248, command="NOOPX").encode() == b"500 5.5.1 NOOPX command unknown #248\r\n"
+
+
 def test_a_reply_without_fields_is_rendered_once_and_an_override_renders_it_anew():
     from barricade.replies import Catalogue
 
