@@ -47,6 +47,30 @@ class Options(usage.Options):
         self.config = None
         self.context = None
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Only ``--config``/``-c`` (and ``--help``, ``--version``) are switches; every
+        other argument is a setting.  Twisted's parser would read smtpf's ``-flag``
+        as its own short options (``-relay-reply``: "option -r not recognized";
+        ``-call-back``: the config file "all-back")."""
+        args = list(sys.argv[1:] if options is None else options)
+        settings: list[str] = []
+        while args:
+            arg = args.pop(0)
+            if arg in ("--config", "-c"):
+                if not args:
+                    raise SystemExit(f"twistd barricade: {arg} needs a file name")
+                self["config"] = args.pop(0)
+            elif arg.startswith("--config="):
+                self["config"] = arg.partition("=")[2]
+            elif arg == "--help":
+                self.opt_help()
+            elif arg == "--version":
+                self.opt_version()
+            elif arg != "--":
+                settings.append(arg)
+        self.parseArgs(*settings)
+        self.postOptions()
+
     def parseArgs(self, *args: str) -> None:
         self.args = args
 
@@ -58,8 +82,8 @@ class Options(usage.Options):
 
     def _configure(self) -> None:
         check_reactor()
-        actions = [a for a in self.args if a.lower() == "help"]
-        settings = [a for a in self.args if a.lower() != "help"]
+        actions = [a for a in self.args if is_help(a)]
+        settings = [a for a in self.args if not is_help(a)]
         try:
             plugin.prepare(settings, self["config"])  # plugin options join the registry
             self.config = REGISTRY.parse(settings, self["config"])
@@ -75,6 +99,11 @@ class Options(usage.Options):
             self.context = build_context(self.config)
         except StartupError as exc:
             raise usage.UsageError(str(exc)) from None
+
+
+def is_help(arg: str) -> bool:
+    """``help``, or smtpf's ``-help`` / ``+help`` (``smtpf -help > smtpf.cf``)."""
+    return arg.lower().lstrip("+-") == "help"
 
 
 def check_reactor() -> None:
@@ -106,7 +135,7 @@ def makeService(options: Options):
         from barricade.workers import WorkerMaster
 
         args = (["--config", options["config"]] if options["config"] else []) + [
-            a for a in options.args if a.lower() != "help"]
+            a for a in options.args if not is_help(a)]
         WorkerMaster(options.config, args).setServiceParent(top)
     return top
 

@@ -162,6 +162,18 @@ def test_help_writes_a_complete_config_that_reads_back(tmp_path):
     assert REGISTRY.parse([], cf)["smtp-command-timeout"] == 42
 
 
+
+def test_smtpf_flags_on_the_command_line_are_settings_not_twistd_switches():
+    """``-relay-reply`` was read as twistd's ``-r``, ``-call-back`` as ``-c all-back``."""
+    cf = REPO / "conf/example.cf"
+    run = twistd("-call-back", "-help", "+relay-reply", "--config", str(cf), "-rfc2920-pipelining")
+    assert run.returncode == 0, run.stderr
+    for line in ("-call-back", "+relay-reply", "-rfc2920-pipelining"):
+        assert f"\n{line}\n" in run.stdout
+    assert "\ninterfaces=127.0.0.1:2525\n" in run.stdout  # the config file was read too
+    assert twistd("--config").stderr.strip() == "twistd barricade: --config needs a file name"
+
+
 def test_shipped_config_is_the_help_output():
     plugin.prepare([])  # the shipped plugins' options are part of the file
     shipped = (REPO / "conf/barricade.cf").read_text()
