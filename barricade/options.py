@@ -61,6 +61,34 @@ def _parse_int(text: str) -> int:
     return value
 
 
+def config_line(line: str) -> list[str]:
+    """The settings on one line of a config file.
+
+    As in smtpf, ``#`` starts a comment at the start of a line or after
+    white space outside quotes (``dns-bl=zen.example # our list`` sets one
+    list, not four), and a line may hold several flags (``+a -b``).  A value
+    with white space or ``#`` in it is quoted, as ``help`` writes it.
+    """
+    quote = ""
+    cut = len(line)
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            cut = i
+            break
+    text = line[:cut].strip()
+    if not text:
+        return []
+    words = text.split()
+    if len(words) > 1 and all(w[:1] in "+-" and "=" not in w for w in words):
+        return words
+    return [text]
+
+
 def _parse_list(text: str) -> list[str]:
     return [item for item in _LIST_SPLIT.split(text.strip()) if item]
 
@@ -89,6 +117,8 @@ class Option:
     live: bool = False
     #: Never shown while running (OPTN's listing): a password.
     secret: bool = False
+    #: The largest value of an int option (a level: 2 for 0, 1, 2).
+    maximum: int | None = None
 
     def parse(self, text: str) -> Any:
         try:
@@ -98,12 +128,18 @@ class Option:
             raise OptionError(f"option {self.name}: {text.strip()!r} {exc}") from None
         if self.kind == "int" and self.minimum is not None and value < self.minimum:
             raise OptionError(f"option {self.name}: {value} is below the minimum {self.minimum}")
-        if self.choices and self.kind == "list":
-            bad = [item for item in value if item.lower() not in self.choices]
-            if bad:
-                raise OptionError(f"option {self.name}: {', '.join(bad)} not among {', '.join(self.choices)}")
-        elif self.choices and value not in self.choices:
-            raise OptionError(f"option {self.name}: {text!r} is not one of {', '.join(self.choices)}")
+        if self.kind == "int" and self.maximum is not None and value > self.maximum:
+            raise OptionError(f"option {self.name}: {value} is above the maximum {self.maximum}")
+        if self.choices:  # any case, as smtpf compares them; kept as declared
+            known = {choice.lower(): choice for choice in self.choices}
+            if self.kind == "list":
+                bad = [item for item in value if item.lower() not in known]
+                if bad:
+                    raise OptionError(f"option {self.name}: {', '.join(bad)} not among {', '.join(self.choices)}")
+                return [known[item.lower()] for item in value]
+            if value.lower() not in known:
+                raise OptionError(f"option {self.name}: {text!r} is not one of {', '.join(self.choices)}")
+            return known[value.lower()]
         return value
 
     def format(self, value: Any) -> str:
@@ -174,6 +210,7 @@ class Registry:
         minimum: int | None = None,
         choices: Iterable[str] = (),
         live: bool = False,
+        maximum: int | None = None,
     ) -> Option:
         name = name.lower()
         if name in self._options:
@@ -182,7 +219,8 @@ class Registry:
             kind = {bool: "bool", int: "int", list: "list"}.get(type(default), "str")
         if kind not in _PARSERS:
             raise OptionError(f"option {name}: unknown kind {kind}")
-        opt = Option(name, default, kind, " ".join(help.split()), section, minimum, tuple(choices), live)
+        opt = Option(name, default, kind, " ".join(help.split()), section, minimum, tuple(choices), live,
+                     maximum=maximum)
         self._options[name] = opt
         return opt
 
@@ -232,7 +270,7 @@ class Registry:
                 raise OptionError(f"expected name=value, +name or -name, got {text!r}")
             append = name.endswith("+")
             opt = self.get(name.rstrip("+").strip())
-            value = _unquote(value.strip())
+            value = unquote(value.strip())
             if append:
                 if opt.kind != "list":
                     raise OptionError(f"option {opt.name} is not a list; += needs a list")
@@ -243,21 +281,30 @@ class Registry:
             raise OptionError(origin + str(exc)) from None
 
     def parse(self, args: Iterable[str] = (), config_file: str | Path | None = None) -> Config:
-        """Defaults, then the file, then ``args``: later wins."""
+        """Defaults, then the file, then ``args``: later wins.
+
+        Every bad line of the file is reported, one per line of the error, so a
+        file brought over from smtpf is mended in one go, not one start-up a line.
+        """
         values = self.defaults()
         text = None
         if config_file:
             path = Path(config_file)
             try:
-                text = path.read_text(encoding="utf-8")
+                text = path.read_text(encoding="utf-8-sig")  # an editor's BOM is no option name
             except OSError as exc:
                 raise OptionError(f"cannot read config file {path}: {exc.strerror}") from None
             except UnicodeDecodeError as exc:
                 raise OptionError(f"config file {path} is not UTF-8: {exc}") from None
+            problems = []
             for lineno, line in enumerate(text.splitlines(), 1):
-                stripped = line.strip()
-                if stripped and not stripped.startswith("#"):
-                    self.apply(values, stripped, f"{path}:{lineno}")
+                for setting in config_line(line):
+                    try:
+                        self.apply(values, setting, f"{path}:{lineno}")
+                    except OptionError as exc:
+                        problems.append(str(exc))
+            if problems:
+                raise OptionError("\n".join(problems))
         for arg in args:
             self.apply(values, arg)
         return Config(self, values, text)
@@ -336,7 +383,7 @@ def render_markdown(registry: Registry) -> str:
     return "\n".join(out) + "\n"
 
 
-def _unquote(value: str) -> str:
+def unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1]
     return value
@@ -472,7 +519,7 @@ _add("rfc2920-pipelining", True, """Advertise PIPELINING. A client that
 _add("rfc1652-8bitmime", 2, """8BITMIME: 2 advertise it (and pass BODY=8BITMIME
      on) when every route's downstream offers it in its EHLO; 1 (+rfc1652-8bitmime)
      always, the operator vouching for the downstreams; 0 (-rfc1652-8bitmime)
-     never.""", section=S, minimum=0)
+     never.""", section=S, minimum=0, maximum=2)
 _add("rfc3030-chunking", True, """Offer CHUNKING (RFC 3030 BDAT). Chunks go
      through the same checks as DATA and are relayed as BDAT to a downstream
      that offers CHUNKING, else as DATA, dot-stuffed; BINARYMIME is not offered.""", section=S)
@@ -512,7 +559,7 @@ _add("rfc2821-command-length", False, """Refuse command lines longer than 512
      octets (#640). Lines over 4096 octets always close the session.""", section=S)
 _add("rfc2821-line-length", 0, """Message lines over 1000 octets: 0 pass them,
      1 reject the message (#321), 2 reject and drop the connection.""",
-     section=S, minimum=0)
+     section=S, minimum=0, maximum=2)
 _add("rfc2821-strict-dot", False, """Refuse a message that contains a bare CR
      or LF (#921). Either way only CRLF.CRLF ends DATA, and bare CR/LF are
      forwarded as CRLF, so no message can be split in two downstream.""", section=S)

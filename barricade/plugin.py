@@ -41,7 +41,7 @@ from twisted.python.threadpool import ThreadPool
 
 from barricade.address import parse_hostport
 from barricade.aio import aio
-from barricade.options import REGISTRY, Config, OptionError, Registry
+from barricade.options import REGISTRY, Config, OptionError, Registry, config_line, unquote
 from barricade.policy.pipeline import Check
 from barricade.policy.verdict import Action, CheckError, Verdict
 from barricade.replies import ENTRIES, ReplySpec, check_reply
@@ -64,6 +64,7 @@ class PluginOption:
     kind: str | None = None
     minimum: int | None = None
     choices: tuple[str, ...] = ()
+    maximum: int | None = None
 
 
 @dataclass
@@ -250,7 +251,7 @@ def register_options(classes: Iterable[type[Plugin]], registry: Registry = REGIS
             if opt.name in registry:
                 continue
             registry.add(opt.name, opt.default, opt.help, section=f"plugin {cls.name}",
-                         kind=opt.kind, minimum=opt.minimum, choices=opt.choices)
+                         kind=opt.kind, minimum=opt.minimum, choices=opt.choices, maximum=opt.maximum)
 
 
 def prepare(args: Iterable[str], config_file: str | None = None) -> None:
@@ -263,15 +264,14 @@ def prepare(args: Iterable[str], config_file: str | None = None) -> None:
     lines = list(args)
     if config_file:
         try:
-            with open(config_file, encoding="utf-8") as f:
-                lines = [x.strip() for x in f if x.strip() and not x.lstrip().startswith("#")] + lines
+            with open(config_file, encoding="utf-8-sig") as f:
+                lines = [setting for line in f for setting in config_line(line)] + lines
         except (OSError, UnicodeDecodeError):
             pass  # the option parser reports the unreadable file
     for arg in lines:
         name, sep, value = arg.partition("=")
         if sep and name.strip().rstrip("+").lower() == "plugins":
-            for spec in value.replace(";", ",").split(","):
-                spec = spec.strip()
+            for spec in REGISTRY.get("plugins").parse(unquote(value.strip())):  # as the parser reads it
                 if ":" in spec:
                     classes.append(load_class(spec))
     register_options(classes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import re
 import signal
 import socket
 from pathlib import Path
@@ -62,6 +63,12 @@ def log_file_limit() -> None:
                  before=before, soft=soft, hard=hard)
     else:
         log.info("barricade: file descriptor limit {soft} (hard limit {hard})", soft=soft, hard=hard)
+
+
+#: A host name: letters, digits and hyphens in dot-separated labels (RFC 1123 2.1;
+#: the underscore of some Windows networks' names is let through).
+HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                       r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?")
 
 
 class StartupError(Exception):
@@ -126,8 +133,13 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     except CatalogueError as exc:
         raise StartupError(str(exc)) from None
     routes, access = load_maps(config)
+    if not config["interfaces"]:
+        raise StartupError("interfaces: no address to listen on")
     for item in config["interfaces"]:
         parse_address(item, 25, "interfaces")
+    if config["interface-name"] and not HOST_NAME.fullmatch(config["interface-name"]):
+        raise StartupError(f"interface-name: {config['interface-name'][:80]!r} is not a host name "
+                           "(it names us in the banner, the EHLO reply and Received:)")
     try:
         parse_hosts(config["proxy-protocol-hosts"])
     except ValueError as exc:

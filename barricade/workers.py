@@ -99,6 +99,8 @@ class WorkerMaster(service.Service):
             from twisted.internet import reactor
         self.config = config
         self.args = args  # the option arguments, passed to every worker
+        #: OPTN changes since start, by option: a replacement worker parses them last
+        self.changes: dict[str, list[str]] = {}
         self.reactor = reactor
         self.count = config["workers"] or os.cpu_count() or 1
         self.sockets: list[socket.socket] = []
@@ -170,7 +172,7 @@ class WorkerMaster(service.Service):
                    PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         env[SLOT_ENV] = str(slot)  # the control channel (CONTROL_ENV) names it so
         argv = [sys.executable, "-m", "barricade.worker", "--fds", ",".join(map(str, fds)),
-                "--slot", str(slot), "--", *self.args]
+                "--slot", str(slot), "--", *self.args, *(c for cs in self.changes.values() for c in cs)]
         proc = _WorkerProcess(self, slot)
         transport = self.reactor.spawnProcess(proc, sys.executable, argv, env=env, childFDs=child_fds)
         proc.pid = transport.pid
@@ -189,7 +191,13 @@ class WorkerMaster(service.Service):
             return
         if request.get("verb") == "OPTN" and any("setting" in a for _, a in answers.answered):
             change = request["args"][0]
-            self.args.append(change)  # a worker started from now on parses it last
+            # A setting replaces the earlier ones of its option; name+=value adds to them.
+            name, sep, _ = change.partition("=")
+            if sep and name.endswith("+"):
+                self.changes.setdefault(name[:-1].strip().lower(), []).append(change)
+            else:
+                key = (name if sep else change.lstrip("+-")).strip().lower()
+                self.changes[key] = [change]
             try:
                 apply_option(self.config, self.config.registry, change)  # e.g. shutdown-timeout
             except (KeyError, PermissionError, OptionError):

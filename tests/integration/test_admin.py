@@ -314,12 +314,15 @@ def test_the_master_answers_for_every_worker(sink, make_proxy):
 def test_a_replacement_worker_starts_with_the_changes(sink, make_proxy):
     proxy = start_workers(make_proxy, sink)
     with Client(proxy.port) as admin:
-        assert admin.cmd("OPTN -rfc2920-pipelining").id == 994
+        for change in ("-rfc2920-pipelining", "+rfc2920-pipelining", "-rfc2920-pipelining"):
+            assert admin.cmd(f"OPTN {change}").id == 994
         assert admin.cmd("VERB -net.server").id == 994
     for pid in children(proxy.proc.pid):
         os.kill(pid, signal.SIGKILL)
     wait_for(lambda: proxy.log_text().count("control channel: worker") >= 4, timeout=30,
              what="two replacement workers on the control channel")
+    argv = Path(f"/proc/{min(children(proxy.proc.pid))}/cmdline").read_bytes().split(b"\0")
+    assert argv.count(b"-rfc2920-pipelining") == 1 and b"+rfc2920-pipelining" not in argv  # the last one
     for _ in range(6):
         with Client(proxy.port) as c:
             assert "PIPELINING" not in c.ehlo().lines

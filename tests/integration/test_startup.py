@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from barricade import plugin
 from barricade.options import REGISTRY
 from barricade.options import render_markdown as render_options
@@ -45,6 +47,16 @@ def test_config_error_is_one_line_without_twistd_usage(tmp_path):
     assert run.stdout == ""
     assert run.stderr.strip().splitlines() == [
         "twistd barricade: option smtp-command-timeout: 'soon' is not a number"]
+
+
+@pytest.mark.parametrize("setting, error", [
+    ("interfaces=", "interfaces: no address to listen on"),
+    ('interface-name="mx1.example.com our name"', "interface-name: 'mx1.example.com our name' is not a host name"),
+])
+def test_nowhere_to_listen_or_a_name_that_is_no_host_name_stops_startup(setting, error):
+    run = twistd("--config", str(REPO / "conf/example.cf"), setting)
+    assert run.returncode == 1
+    assert error in last_line(run)
 
 
 def test_a_reactor_other_than_asyncio_is_refused_at_startup(tmp_path):

@@ -480,3 +480,52 @@ def test_barricade_check_takes_trailing_flags_as_overrides():
     args = parse_args(["--client", "192.0.2.1", "-client-is-mx", "grey-key=", "--rcpt", "a@b.example"])
     assert args.config is None  # -client-is-mx is not "-c lient-is-mx"
     assert args.options == ["-client-is-mx", "grey-key="] and args.rcpt == ["a@b.example"]
+
+
+# --- smtpf's config files -------------------------------------------------------
+
+
+def test_a_comment_after_a_value_is_no_part_of_it(reg, tmp_path):
+    """smtpf reads ``name=value # note`` as ``value``; Barricade took the note in."""
+    path = write(tmp_path, "hosts=zen.example # our list\nname=mx1.example.com\t# our name\n")
+    cfg = reg.parse(config_file=path)
+    assert cfg["hosts"] == ["zen.example"] and cfg["name"] == "mx1.example.com"
+    path = write(tmp_path, 'name="a # b" # c\nhosts=a#b\n')  # quoted, or not after a space: kept
+    cfg = reg.parse(config_file=path)
+    assert cfg["name"] == "a # b" and cfg["hosts"] == ["a#b"]
+
+
+def test_several_flags_on_one_line(reg, tmp_path):
+    cfg = reg.parse(config_file=write(tmp_path, "+flag -level  # both\n"))
+    assert cfg["flag"] is True and cfg["level"] == 0
+
+
+def test_every_bad_line_is_reported_at_once(reg, tmp_path):
+    path = write(tmp_path, "daemon=1\ntimeout=5\n+run-user\ntimeout=lots\n")
+    with pytest.raises(OptionError) as info:
+        reg.parse(config_file=path)
+    assert str(info.value).splitlines() == [
+        f"{path}:1: unknown option 'daemon'", f"{path}:3: unknown option 'run-user'",
+        f"{path}:4: option timeout: 'lots' is not a number"]
+
+
+def test_a_byte_order_mark_is_no_part_of_the_first_name(reg, tmp_path):
+    path = tmp_path / "bom.cf"
+    path.write_bytes(b"\xef\xbb\xbftimeout=7\n")
+    assert reg.parse(config_file=path)["timeout"] == 7
+
+
+def test_choices_in_any_case_are_kept_as_declared(reg):
+    assert reg.parse(["mode=SLOW"])["mode"] == "slow"
+    reg.add("words", [], "A list of choices.", section="two", choices=("one", "two"))
+    assert reg.parse(["words=ONE, Two"])["words"] == ["one", "two"]
+    assert REGISTRY.parse(["grey-key=IP,Helo"])["grey-key"] == ["ip", "helo"]
+
+
+def test_a_level_has_a_maximum(reg):
+    reg.add("strict", 0, "0, 1 or 2.", section="one", minimum=0, maximum=2)
+    assert reg.parse(["strict=2"])["strict"] == 2
+    with pytest.raises(OptionError, match="option strict: 3 is above the maximum 2"):
+        reg.parse(["strict=3"])
+    with pytest.raises(OptionError, match="above the maximum 2"):
+        REGISTRY.parse(["rfc1652-8bitmime=99"])
