@@ -419,7 +419,9 @@ class RouteMap(KeyValueMap):
     """The route map: where recipients go and who may relay."""
 
     TAG = "route"
-    LOCAL_KEYS = ("route:local", "route:127.0.0.1", "route:::1")
+    #: Where the local route is looked for, as smtpf does: ``route:local``, then
+    #: 127.0.0.1 by prefix (``route:127`` with RELAY is a common entry), then ::1.
+    LOCAL_KEYS = ("route:local", *ip_keys("route", "127.0.0.1"), "route:::1", *ip_keys("route", "::1"))
 
     def derive(self, entries: dict[str, str], lines: dict[str, int]) -> Callable[[], None]:
         routes = {}

@@ -689,3 +689,11 @@ def test_client_and_mail_entries_of_a_tag_the_map_lacks_are_none_until_it_has_on
     assert m.mail_entry("length-from", "a@example.org") is None
     unknown = _Client("192.0.2.9", "unknown")  # no PTR name: the IP's keys only
     assert m.client_entry("tls-connect", unknown) is None
+
+
+@pytest.mark.parametrize("key", ["route:127", "route:127.0.0", "route:127.0.0.1", "route:::1"])
+def test_the_local_route_may_be_a_127_prefix_as_in_smtpf(tmp_path, key):
+    path = write_map(tmp_path / "route-map", f"{key} FORWARD: 127.0.0.1:26; RELAY\n")
+    rm = RouteMap(str(path))
+    assert rm.local is not None and rm.local.forward == (("127.0.0.1", 26),)
+    assert rm.for_recipient("postmaster").forward == (("127.0.0.1", 26),)
