@@ -446,7 +446,7 @@ ENTRIES: tuple[ReplySpec, ...] = (
     R(321, 554, '5.5.2', 'content line too long ({length}); RFC 2821 section 4.5.3.1', 'dot',
       'See rfc2821-line-length.'),
     R(323, 501, '5.5.4', '{option} requires restart', 'admin',
-      'Some options cannot be changed during runtime. Modify the /etc/smtpf/smtpf.cf options file, then restart the smtpf process.'),
+      'Some options cannot be changed during runtime (docs/options.md marks the ones OPTN can change). Change the config file, then restart Barricade.'),
     R(324, 214, '2.0.0', 'killing session {session}', 'admin',
       ''),
     R(325, 550, '5.0.0', 'session {session} killed', 'admin',
