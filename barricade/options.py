@@ -806,7 +806,7 @@ _add("grey-key", ["ptr", "mail", "rcpt"], """What makes up the grey-list tuple,
      cache-accept-ttl, and a temp-failed client is disconnected.""",
      section=S, choices=("ip", "ptr", "ptrn", "p0f", "helo", "helos", "mail", "rcpt"))
 _add("grey-temp-fail-period", 600, """Seconds a new tuple is temp-failed at
-     DATA (451 4.7.0, #552) before a retry passes. Access-map Grey-Connect:
+     DATA (421 4.7.0, #552, and the connection is closed) before a retry passes. Access-map Grey-Connect:
      (client) replaces it, then the smallest Grey-To: of the recipients wins;
      0 exempts.""", section=S, minimum=0)
 _add("grey-temp-fail-ttl", 90000, """Seconds a tuple that has not passed yet is

@@ -109,6 +109,10 @@ class Rules:
                           "(session {sid})", check=verdict.check, rid=verdict.reply_id,
                           missing=", ".join(sorted(missing)), sid=ctx.session_id)
         reply = self.reply(ctx, verdict.reply_id, **verdict.fields)
+        if verdict.action is Action.DROP and reply.temporary and reply.code != 421:
+            # RFC 5321 3.8: a server that closes the connection says 421 (a 450 greeting
+            # and then a close reads as a connection lost); the id and the text stay.
+            reply = self.reply(ctx, verdict.reply_id, code=421, **verdict.fields)
         expected = CODE_CLASS.get(verdict.action)
         if expected and str(reply.code)[0] not in expected:
             self.log.error("check {check} gave {action} with reply #{rid} ({code}): {action} needs a "

@@ -58,7 +58,7 @@ def test_connect_ireject_854_and_tempfail_853(access):
         expect(c.cmd(OUTSIDE), 550, "5.7.1", 854)
         assert c.closed()
     with Client(proxy.port) as c:
-        expect(c.cmd("XCLIENT ADDR=192.0.2.2"), 450, "4.7.1", 853)
+        expect(c.cmd("XCLIENT ADDR=192.0.2.2"), 421, "4.7.1", 853)
         assert c.closed()
 
 
@@ -69,7 +69,7 @@ def test_helo_reject_930(access):
         expect(r, 550, "5.7.1", 924)
         assert c.closed()
     with Client(proxy.port) as c:
-        expect(c.cmd("HELO [192.0.2.7]"), 450, "4.7.1", 931)
+        expect(c.cmd("HELO [192.0.2.7]"), 421, "4.7.1", 931)
         assert c.closed()
     with Client(proxy.port) as c:
         assert c.ehlo("good.example").code == 250

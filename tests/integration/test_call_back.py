@@ -284,7 +284,7 @@ def test_pass_grey_lets_a_verified_sender_skip_grey_listing(proxy, mx):
     assert send(p.port, "alice@verify.cb.test").code == 250
     assert p.metric("barricade_grey_total", outcome="exempt") == 1
     # an accept-all MX verifies nothing: grey-listed as usual
-    expect(send(p.port, "dave@all.cb.test"), 451, "4.7.0", 552)
+    expect(send(p.port, "dave@all.cb.test"), 421, "4.7.0", 552)
     # cached verified senders skip it too
     assert send(p.port, "alice@verify.cb.test").code == 250
     assert p.metric("barricade_grey_total", outcome="exempt") == 2
@@ -293,5 +293,5 @@ def test_pass_grey_lets_a_verified_sender_skip_grey_listing(proxy, mx):
 def test_without_pass_grey_a_verified_sender_is_grey_listed(proxy, mx):
     p = proxy("grey-key=ip,mail,rcpt")
     mx("verify")
-    expect(send(p.port, "alice@verify.cb.test"), 451, "4.7.0", 552)
+    expect(send(p.port, "alice@verify.cb.test"), 421, "4.7.0", 552)
     assert count(p, "accept") == 1

@@ -60,8 +60,9 @@ def attempt(port: int, xclient: str, sender: str = "fred@sender.net",
 
 
 def grey_listed(c: Client, r) -> None:
-    """451 4.7.0 #552, and the connection is closed (the key holds the host)."""
-    expect(r, 451, "4.7.0", 552)
+    """421 4.7.0 #552, and the connection is closed (the key holds the host): RFC 5321 3.8
+    says 421 when the server closes."""
+    expect(r, 421, "4.7.0", 552)
     assert "try again later" in r.text
     assert c.closed()
     c.close()
@@ -71,8 +72,8 @@ def passes(port: int, xclient: str, **kw) -> bool:
     """Retry until the tuple's period is over (for wait_for)."""
     c, r = attempt(port, xclient, **kw)
     c.close()
-    if r.code == 451:
-        expect(r, 451, "4.7.0", 552)
+    if r.code == 421:
+        expect(r, 421, "4.7.0", 552)
         return False
     assert r.code == 250, r
     return True
@@ -108,7 +109,7 @@ def test_new_early_then_pass_with_report_then_host_short_cut(greylisting, sink, 
     assert proxy.metric("barricade_grey_total", outcome="early") >= 1
     assert proxy.metric("barricade_grey_total", outcome="pass") == 1
     assert proxy.metric("barricade_grey_total", outcome="known") == 1
-    assert proxy.metric("barricade_replies_total", id="552", code="451", status="4.7.0") >= 3
+    assert proxy.metric("barricade_replies_total", id="552", code="421", status="4.7.0") >= 3
     assert "#387 grey listed {grey:outside.example,fred@sender.net,john@example.com} for 600 seconds" \
         in proxy.log_text()
 
@@ -206,7 +207,7 @@ def test_grey_content_same_message_passes_another_gets_553(greylisting, sink, ba
 
     def another_message() -> Client | None:
         c, r = attempt(proxy.port, QUICK, body=other)
-        if r.code == 451:  # still in the period: refused at DATA
+        if r.code == 421:  # still in the period: refused at DATA
             grey_listed(c, r)
             return None
         return c, r
