@@ -17,12 +17,13 @@ connections, and hands their results here.  The rules that keep mail safe:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from barricade.decide.aggregate import Combined, combine, succeeded
 from barricade.decide.outcome import Downstream, Outcome
-from barricade.policy.verdict import Action, Flag, Verdict, discarding
+from barricade.policy.verdict import DISCARD_NOTE, SESSION_DISCARD_NOTE, Action, Flag, Verdict, discarding
 from barricade.replies import Catalogue, Reply
 from barricade.replies import ReplyId as R
 
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
 SESSION_PHASES = ("connect", "helo")
 #: The fields every reply of a session is rendered with.
 STANDARD_FIELDS = frozenset(("hostname", "client_name", "client_ip", "helo", "sender", "code", "status"))
+#: Verdict fields that shape the reply itself rather than fill its text.
+SHAPING_FIELDS = frozenset(("code", "status", "lines", "extra"))
+#: An RFC 3463 enhanced status code.
+ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
+#: The code a relayed entry gets when a verdict's own code does not fit.
+DEFAULT_CODE = {Action.REJECT: 550, Action.TEMPFAIL: 451, Action.DROP: 421, Action.DISCARD: 250}
 #: The reply code classes each decisive action may use.
 CODE_CLASS = {Action.REJECT: ("5",), Action.TEMPFAIL: ("4",), Action.DROP: ("4", "5"),
               Action.DISCARD: ("2",)}
@@ -108,18 +115,65 @@ class Rules:
             self.log.warn("check {check}: reply #{rid} rendered without field(s) {missing} "
                           "(session {sid})", check=verdict.check, rid=verdict.reply_id,
                           missing=", ".join(sorted(missing)), sid=ctx.session_id)
-        reply = self.reply(ctx, verdict.reply_id, **verdict.fields)
+        fields = self.reply_fields(ctx, verdict)
+        reply = self.reply(ctx, verdict.reply_id, **fields)
         if verdict.action is Action.DROP and reply.temporary and reply.code != 421:
             # RFC 5321 3.8: a server that closes the connection says 421 (a 450 greeting
             # and then a close reads as a connection lost); the id and the text stay.
-            reply = self.reply(ctx, verdict.reply_id, code=421, **verdict.fields)
+            reply = self.reply(ctx, verdict.reply_id, **{**fields, "code": 421})
         expected = CODE_CLASS.get(verdict.action)
         if expected and str(reply.code)[0] not in expected:
             self.log.error("check {check} gave {action} with reply #{rid} ({code}): {action} needs a "
                            "{want}xx reply (session {sid})", check=verdict.check,
                            action=verdict.action.value, rid=verdict.reply_id, code=reply.code,
                            want="/".join(expected), sid=ctx.session_id)
+            if reply.positive and verdict.action is not Action.DISCARD:
+                # A refusal must never read as a yes: the client would take the recipient
+                # or the message for accepted, and nothing would be delivered.
+                return Outcome(self.reply(ctx, R.PROCESSING_ERROR), drop=verdict.action is Action.DROP,
+                               check=verdict.check)
         return Outcome(reply, drop=verdict.action is Action.DROP, check=verdict.check)
+
+    def reply_fields(self, ctx: Context, verdict: Verdict) -> dict[str, Any]:
+        """The verdict's fields, with the ones that shape the reply checked.
+
+        ``code`` and ``status`` (SPF, call-back, the external program choose them) and
+        ``lines``/``extra`` go to the catalogue as the reply's own: a code of another
+        class than the action's, a status that is no RFC 3463 status of the code's
+        class, or a text where lines are meant, is left out (and logged), so a plugin's
+        ``reject(rid, code=250)`` cannot read as a yes, nor ``status="..."`` make an
+        unbounded metrics label."""
+        fields = verdict.fields
+        if not SHAPING_FIELDS & fields.keys():
+            return fields
+        fields = dict(fields)
+        expected = CODE_CLASS.get(verdict.action)
+        code = fields.get("code")
+        if code is not None and not (type(code) is int and 200 <= code < 600
+                                     and (not expected or str(code)[0] in expected)):
+            self._dropped_field(ctx, verdict, "code", fields.pop("code"))
+            code = None
+        spec_code = self.catalogue.spec(verdict.reply_id).code
+        if code is None and not spec_code:  # a relayed entry needs a code: the action's own
+            code = fields["code"] = DEFAULT_CODE.get(verdict.action, 451)
+        code = code or spec_code
+        status = fields.get("status")
+        if status is not None and not (isinstance(status, str) and ENHANCED.fullmatch(status)
+                                       and status[0] == str(code)[0]):
+            self._dropped_field(ctx, verdict, "status", fields.pop("status"))
+            if not spec_code:
+                fields["status"] = f"{str(code)[0]}.0.0"
+        for name in ("lines", "extra"):
+            value = fields.get(name)
+            if value is not None and (isinstance(value, (str, bytes))
+                                      or not all(isinstance(v, str) for v in value)):
+                self._dropped_field(ctx, verdict, name, fields.pop(name))
+        return fields
+
+    def _dropped_field(self, ctx: Context, verdict: Verdict, name: str, value: Any) -> None:
+        self.log.error("check {check}: reply #{rid}: field {name}={value!r} left out: it does not "
+                       "fit a {action} reply (session {sid})", check=verdict.check, rid=verdict.reply_id,
+                       name=name, value=str(value)[:60], action=verdict.action.value, sid=ctx.session_id)
 
     def passthrough(self, reply: Any) -> Reply:
         """#299: the downstream reply as it came (``+relay-reply``)."""
@@ -175,9 +229,22 @@ class Rules:
         None when the verdict is not decisive, or when ``smtp-delay-checks``
         holds it for the RCPT (then :attr:`held` or :attr:`held_session` has it).
         """
-        if not verdict.decisive or self.hold(ctx, verdict, phase) is not None:
+        if not verdict.decisive or self.early_discard(ctx, verdict, phase):
+            return None
+        if self.hold(ctx, verdict, phase) is not None:
             return None
         return self.verdict_outcome(ctx, verdict)
+
+    @staticmethod
+    def early_discard(ctx: Context, verdict: Verdict, phase: str) -> bool:
+        """A DISCARD before the message: the message (connect, HELO: every message of the
+        session) is accepted at the dot and dropped, as an access-map DISCARD does, and
+        the command goes on.  Answered at once, a 250 to MAIL with the transaction
+        forgotten let the message through with a null sender."""
+        if verdict.action is not Action.DISCARD:
+            return False
+        ctx.notes[SESSION_DISCARD_NOTE if phase in ("connect", "helo") else DISCARD_NOTE] = True
+        return True
 
     def connect(self, ctx: Context, verdict: Verdict) -> Outcome:
         """The connect checks' verdict → the greeting, or a refusal (sink or drop)."""
@@ -201,7 +268,7 @@ class Rules:
         self.held = None
 
     def mail(self, ctx: Context, verdict: Verdict) -> Outcome:
-        if verdict.decisive:
+        if verdict.decisive and not self.early_discard(ctx, verdict, "mail"):
             outcome = self.refusal(ctx, "mail", verdict)
             if outcome is None:
                 return self.say(ctx, R.HELD_PROCEED)  # "250 2.0.0 proceed": the refusal waits
@@ -231,7 +298,7 @@ class Rules:
 
     def rcpt(self, ctx: Context, verdict: Verdict, rcpt: str, route: Route) -> Outcome:
         """The RCPT checks' verdict → a refusal, the held refusal, or relay to ``route``."""
-        if verdict.decisive:
+        if verdict.decisive and not self.early_discard(ctx, verdict, "rcpt"):
             return self.verdict_outcome(ctx, Verdict(verdict.action, verdict.reply_id,
                                                      {"rcpt": rcpt, **verdict.fields},
                                                      check=verdict.check))
@@ -292,7 +359,7 @@ class Rules:
 
     def data(self, ctx: Context, verdict: Verdict) -> Outcome | None:
         """The DATA checks' refusal (the transaction ends), or None: ask the downstreams."""
-        if verdict.decisive:
+        if verdict.decisive and not self.early_discard(ctx, verdict, "data"):
             self.transaction_ended(ctx)
             outcome = self.verdict_outcome(ctx, verdict)
             outcome.downstream = Downstream.END

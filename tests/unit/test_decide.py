@@ -184,3 +184,52 @@ def test_xclient_identity():
     assert lookup and client.private and not client.localhost and client.name == "unknown"
     client, lookup = xclient_identity(old, {"ADDR": "10.0.0.1", "NAME": "mx.example"}, Routes().is_relay)
     assert not lookup and client.relay and client.ptr == "mx.example"
+
+
+@pytest.mark.parametrize("phase", ["connect", "helo", "mail", "rcpt", "data"])
+def test_a_discard_before_the_message_marks_it_and_the_session_goes_on(phase):
+    """At MAIL it was a 250 with the transaction forgotten: the message then went
+    through with a null sender."""
+    from barricade.policy.verdict import discarding
+
+    r, ctx = rules(), context()
+    ctx.sender = "a@example.org"
+    discard = Verdict(Action.DISCARD, 554, check="plugin")
+    if phase == "connect":
+        assert r.connect(ctx, discard).reply.id == 633  # the greeting
+    elif phase == "helo":
+        assert r.helo(ctx, discard, ehlo=True).reply.id == 254
+    elif phase == "mail":
+        assert r.mail(ctx, discard).reply.id == 283  # sender accepted, the transaction kept
+        assert ctx.sender == "a@example.org"
+    elif phase == "rcpt":
+        outcome = r.rcpt(ctx, discard, "b@example.com", object())
+        assert outcome.reply is None and outcome.route is not None  # relayed as usual
+    else:
+        assert r.data(ctx, discard) is None
+    assert discarding(ctx)
+    session_wide = ctx.notes.get("session.access.discard", False)
+    assert session_wide is (phase in ("connect", "helo"))
+
+
+def test_fields_that_shape_a_reply_cannot_turn_a_refusal_into_a_yes():
+    """A plugin's reject(rid, code=250) sent '250 5.7.1 …'; status="…" made a label."""
+    from barricade.replies import ENTRIES, ReplySpec
+
+    cat = Catalogue((*ENTRIES, ReplySpec(1302, 550, "5.7.1", "error {why} from backend", "rcpt"),
+                     ReplySpec(1303, 250, "2.0.0", "fine", "rcpt")))
+    r = Rules(cat, Routes(), "mx.test")
+    ctx = context()
+    reply = r.verdict_outcome(ctx, Verdict(Action.REJECT, 1302, {"code": 250, "why": "x"})).reply
+    assert (reply.code, reply.status, reply.id) == (550, "5.7.1", 1302)
+    reply = r.verdict_outcome(ctx, Verdict(Action.REJECT, 1302, {"status": "infected by Eicar"})).reply
+    assert (reply.code, reply.status) == (550, "5.7.1")
+    reply = r.verdict_outcome(ctx, Verdict(Action.REJECT, 1302, {"status": "4.7.1"})).reply
+    assert reply.status == "5.7.1"  # of another class than the code
+    reply = r.verdict_outcome(ctx, Verdict(Action.REJECT, 1302, {"lines": "120"})).reply
+    assert reply.lines == ("error ? from backend",)
+    reply = r.verdict_outcome(ctx, Verdict(Action.REJECT, 1302, {"code": 554, "status": "5.7.9"})).reply
+    assert (reply.code, reply.status) == (554, "5.7.9")  # what SPF and the external program do
+    # a refusal whose own entry is a 2xx is answered #907, never a yes
+    reply = r.verdict_outcome(ctx, Verdict(Action.REJECT, 1303)).reply
+    assert (reply.code, reply.id) == (451, 907)
