@@ -415,7 +415,14 @@ class Resolver:
             self._count(hit, None, cached=True)
             return hit
         started = time.monotonic()
-        result = await self._ask(name, qname, rdtype)
+        try:
+            result = await self._ask(name, qname, rdtype)
+        except asyncio.CancelledError:
+            # The check that asked gave up (its check-timeout, SPF's budget): the query
+            # still went out, and a DNS outage shows in these series too.
+            cut = Result(name, rdtype, Status.TEMPFAIL, error="cancelled")
+            self._count(cut, time.monotonic() - started, cached=False)
+            raise
         self._count(result, time.monotonic() - started, cached=False)
         self.cache.put(key, result)
         return result

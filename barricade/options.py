@@ -420,7 +420,7 @@ _add("descriptor-reserve", 64, """File descriptors each process keeps spare
      connection it cannot serve with 421 4.3.2 (#941); a full worker
      among several stops accepting, so the others take the connection.
      Metrics: barricade_descriptors_in_use, barricade_session_capacity,
-     barricade_connections_refused.""", section=S, minimum=0)
+     barricade_connections_refused_total.""", section=S, minimum=0)
 _add("client-max-sessions", 20, """Sessions one client IP address may hold at
      once in each process; more get 421 4.3.2 (#943). The default is
      Postfix's default per-destination concurrency (20), so a normal

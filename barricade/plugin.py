@@ -497,9 +497,9 @@ class ScannerPlugin(Plugin):
             await self.capacity.acquire().addTimeout(self.io_timeout, self.services.reactor)
         except defer.TimeoutError:
             raise ScannerError(self.errors["connect"], "too many scans waiting", errno_mod.EAGAIN) from None
-        waited = time.monotonic() - started
-        if metrics is not None:
-            metrics.scanner_wait(self.name, waited)
+        finally:  # the waits that ran out are the longest: observed too
+            if metrics is not None:
+                metrics.scanner_wait(self.name, time.monotonic() - started)
         conn = None
         try:
             conn = await self._connect()

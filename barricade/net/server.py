@@ -131,7 +131,9 @@ class SmtpServerProtocol(protocol.Protocol):
             log.failure("connection from {host}: the session could not begin", host=host)
             if not self._closed:
                 self._closed = True
-                self.transport.write(self.server.catalogue.reply(ReplyId.INTERNAL_ERROR).encode())
+                reply = self.server.catalogue.reply(ReplyId.INTERNAL_ERROR)
+                self.server.metrics.reply(reply)
+                self.transport.write(reply.encode())
                 self.transport.loseConnection()
 
     def _begin(self, host: str, port: int, early: bytes) -> None:
@@ -357,7 +359,12 @@ class SmtpServerProtocol(protocol.Protocol):
         if nothing is left to send, from a caller that checks ``_closed`` after).
         ``fate``: the reply tells a message's fate."""
         metrics = self.server.metrics
-        metrics.reply(reply)
+        if data:  # a BDAT chunk's 354 is never sent, and not counted
+            metrics.reply(reply)
+            also = self.session.also_sent
+            if also is not None:
+                self.session.also_sent = None
+                metrics.reply(also)
         if (fate or self.session.closing) and metrics.flush_each_session:
             # Before the client can see it: a worker killed a moment later has still
             # counted every message it answered, and every session it ended.

@@ -149,6 +149,8 @@ class Session:
         self.closing = False
         self.tls = False
         self.errors = 0
+        #: A reply :meth:`respond` sent after the one it was given (#922), for the counts.
+        self.also_sent: Reply | None = None
         self.helo: str | None = None
         self.helo_verb: str | None = None
         self.xclient_helo: str | None = None
@@ -650,6 +652,7 @@ class Session:
         pending, self._pending = self._pending, None
         if pending is None:
             raise RuntimeError("respond() without a command in flight")
+        self.also_sent = None
         if reply.code >= 400 and reply.id not in NOT_ERRORS:
             self.errors += 1
         ok = reply.code < 400
@@ -719,7 +722,8 @@ class Session:
         limit = self.config.drop_after
         if limit and self.errors >= limit and not self.closing:
             self.closing = True
-            out += self._reply(ReplyId.TOO_MANY_ERRORS).encode(self.id)
+            self.also_sent = self._reply(ReplyId.TOO_MANY_ERRORS)
+            out += self.also_sent.encode(self.id)
         if self.closing:
             self.state = CLOSED
         return out

@@ -9,6 +9,7 @@ check made it (``barricade_store_seconds``, ``barricade_store_errors_total``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -44,6 +45,9 @@ class MeteredStore(Store):
             result = await call
             failed = False
             return result
+        except asyncio.CancelledError:  # the caller gave up: timed, and no store error
+            failed = False
+            raise
         except StoreError:
             raise
         except Exception as exc:  # a backend bug must still reach callers as StoreError

@@ -67,6 +67,20 @@ async def test_a_silent_server_times_out_within_dns_max_timeout(dns_blackhole):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_lookup_its_check_gave_up_on_is_counted_too(dns_blackhole):
+    """A check's own time limit (check-timeout, SPF's budget) cancels the lookup; during
+    a DNS outage those were the lookups missing from the series."""
+    import asyncio
+
+    metrics = Metrics(Catalogue())
+    r = Resolver([("127.0.0.1", dns_blackhole.port)], max_timeout=5, metrics=metrics)
+    with pytest.raises(asyncio.TimeoutError):
+        await aio(asyncio.wait_for(r.a("cut.clients.test"), 0.2))
+    assert sample(metrics, "barricade_dns_lookups_total", type="A", result="cancelled") == 1
+    assert sample(metrics, "barricade_dns_seconds_count", type="A") == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_bad_names_are_nxdomain_without_a_query(nsd):
     metrics = Metrics(Catalogue())
     r = resolver(nsd, metrics=metrics)

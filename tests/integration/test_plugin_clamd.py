@@ -482,6 +482,9 @@ def test_no_free_connection_waits_then_451(fake, sink, make_proxy):
         assert_reply(a.read(), 451, "4.4.0", 186)
     assert f.connections == 1
     sink.assert_nothing_from()
+    # both waits are in the histogram, the one that ran out (about clamd-timeout) too
+    assert proxy.metric("barricade_scanner_wait_seconds_count", scanner="clamd") == 2
+    assert proxy.metric("barricade_scanner_wait_seconds_sum", scanner="clamd") >= 0.9
 
 
 def test_idle_client_gives_the_stream_up(fake, sink, make_proxy):

@@ -346,3 +346,15 @@ def test_swaks_end_to_end(sink, make_proxy):
     assert run.returncode == 0, run.stdout
     assert "<-  250 2.0.0 message" in run.stdout and "accepted #554" in run.stdout
     assert lf(b"\r\n\r\nhello from swaks\r\n") in sink.bodies()[0]
+
+
+def test_the_reply_that_ends_a_session_of_errors_is_counted(sink, make_proxy):
+    proxy = make_proxy(routes_to(sink), "smtp-drop-after=2")
+    with Client(proxy.port) as c:
+        c.ehlo()
+        assert c.cmd("FOO").id == 248
+        c.send(b"BAR\r\n")
+        assert [c.read().id, c.read().id] == [248, 922]
+        assert c.closed()
+    assert proxy.metric("barricade_replies_total", id="922", code="421") == 1
+    assert proxy.metric("barricade_replies_total", id="248") == 2
