@@ -10,6 +10,8 @@
 * the shared services, awaited directly from a hook: ``self.dns`` (the
   cached resolver), ``self.state`` (the shared store), ``self.blocking``
   (the bounded thread pool for blocking code);
+* the errors it meets: :class:`StoreError` (a shared-store call failed) and
+  :class:`OptionError` (raised from its constructor: one start-up line);
 * :class:`PluginHarness`, to test it in process.
 
 ``docs/plugins.md`` is the guide.  The older import paths
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from barricade.client import ClientInfo
 from barricade.harness import PluginHarness, Result
+from barricade.options import OptionError
 from barricade.plugin import Direct, Plugin, PluginOption, ScannerError, ScannerPlugin, Services
 from barricade.policy.pipeline import Check, Context, Trust, immediate
 from barricade.policy.verdict import (
@@ -36,10 +39,11 @@ from barricade.policy.verdict import (
     tempfail,
 )
 from barricade.replies import ReplyId, ReplySpec
+from barricade.state.base import StoreError
 
 __all__ = [
     "CONTINUE", "Action", "Check", "CheckError", "ClientInfo", "Context", "Direct", "Flag",
-    "Plugin", "PluginHarness", "PluginOption", "ReplyId", "ReplySpec", "Result", "ScannerError",
-    "ScannerPlugin", "Services", "Trust", "Verdict", "delayable_reject", "drop", "immediate",
-    "ireject", "reject", "tag", "tempfail",
+    "OptionError", "Plugin", "PluginHarness", "PluginOption", "ReplyId", "ReplySpec", "Result",
+    "ScannerError", "ScannerPlugin", "Services", "StoreError", "Trust", "Verdict",
+    "delayable_reject", "drop", "immediate", "ireject", "reject", "tag", "tempfail",
 ]

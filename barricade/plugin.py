@@ -179,16 +179,20 @@ def _plugin_classes_in(module) -> Iterable[type[Plugin]]:
             yield value
 
 
+#: The shipped plugins' package (they may use smtpf's reply numbers, under 1000).
+SHIPPED_PACKAGE = "barricade.plugins"
+
+
 def _shipped_package():
     """``barricade.plugins``: installed, or ``plugins/`` beside ``barricade/`` in a checkout."""
     try:
-        return importlib.import_module("barricade.plugins")
+        return importlib.import_module(SHIPPED_PACKAGE)
     except ImportError:
         init = Path(__file__).resolve().parent.parent / "plugins" / "__init__.py"
         if not init.exists():
             raise
         spec = importlib.util.spec_from_file_location(
-            "barricade.plugins", init, submodule_search_locations=[str(init.parent)])
+            SHIPPED_PACKAGE, init, submodule_search_locations=[str(init.parent)])
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
@@ -214,22 +218,46 @@ def discover() -> dict[str, type[Plugin]]:
     except ImportError:
         pass
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in found:
-            continue
         try:
             cls = ep.load()
         except Exception:
             log.failure("cannot load plugin entry point {ep}", ep=str(ep))
             continue
-        if isinstance(cls, type) and issubclass(cls, Plugin):
-            found[cls.name] = cls
+        if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+            log.error("plugin entry point {ep} is not a barricade.plugin.Plugin subclass", ep=str(ep))
+            continue
+        taken = found.get(cls.name)
+        if taken is not None and taken is not cls:
+            # The first (a shipped plugin) stays: another package must not replace it
+            # unseen.  plugins=module:Class still chooses the other one by path.
+            log.error("plugin entry point {ep}: the name {name} is taken by {other}; not loaded",
+                      ep=str(ep), name=cls.name, other=f"{taken.__module__}.{taken.__qualname__}")
+            continue
+        found[cls.name] = cls
+        if ep.name != cls.name:
+            _aliases[ep.name] = cls.name  # plugins= may name the entry point too
     _classes = found
     return found
+
+
+def _is_shipped(cls: type) -> bool:
+    """Is ``cls`` one of the shipped plugins (by its file: a checkout may load them as
+    ``plugins.cli`` too)?"""
+    try:
+        home = Path(_shipped_package().__file__).resolve().parent
+        return Path(inspect.getfile(cls)).resolve().parent == home
+    except (ImportError, TypeError, OSError):
+        return False
+
+
+#: Entry point names that differ from their class's ``name``.
+_aliases: dict[str, str] = {}
 
 
 def load_class(spec: str) -> type[Plugin]:
     """``name`` (discovered) or ``package.module:Class``."""
     classes = discover()
+    spec = _aliases.get(spec, spec)
     if spec in classes:
         return classes[spec]
     if ":" not in spec:
@@ -245,12 +273,19 @@ def load_class(spec: str) -> type[Plugin]:
 
 
 def register_options(classes: Iterable[type[Plugin]], registry: Registry = REGISTRY) -> None:
-    """Add the plugins' options to the registry (once per name)."""
+    """Add the plugins' options to the registry (once per name).
+
+    An option a plugin declares that the core or another plugin already has is an
+    error: the plugin would read the other one's value without a word."""
     for cls in classes:
+        section = f"plugin {cls.name}"
         for opt in cls.options:
             if opt.name in registry:
+                if registry.get(opt.name).section != section:
+                    raise OptionError(f"plugin {cls.name}: option {opt.name} is already "
+                                      f"{registry.get(opt.name).section}'s; prefix it with the plugin's name")
                 continue
-            registry.add(opt.name, opt.default, opt.help, section=f"plugin {cls.name}",
+            registry.add(opt.name, opt.default, opt.help, section=section,
                          kind=opt.kind, minimum=opt.minimum, choices=opt.choices, maximum=opt.maximum)
 
 
@@ -296,22 +331,38 @@ def plugin_replies(config: Config | None = None) -> list[ReplySpec]:
     enhanced status do not fit together.
     """
     classes = list(discover().values())
+    running: set[type[Plugin]] = set(classes)
     if config is not None:
-        classes += [load_class(spec) for spec in config["plugins"]]
+        named = [load_class(spec) for spec in config["plugins"]]
+        running = {cls for cls in classes if cls.enabled(config)} | set(named)
+        # The plugins this configuration runs first: a clash among plugins that are
+        # only installed keeps the running one's entry instead of stopping start-up.
+        classes = sorted({*classes, *named}, key=lambda c: c not in running)
     core = {spec.id for spec in ENTRIES}
+    events = {spec.event for spec in ENTRIES}
     out: dict[int, tuple[ReplySpec, str]] = {}
     for cls in classes:
+        shipped = _is_shipped(cls)
         for spec in cls.replies:
             problem = check_reply(spec)
             if problem:
                 raise OptionError(f"plugin {cls.name}: {problem}")
             if spec.id in core:
                 raise OptionError(f"plugin {cls.name}: reply #{spec.id} is already the core catalogue's")
+            if not shipped and spec.id < 1000:
+                raise OptionError(f"plugin {cls.name}: reply #{spec.id}: ids under 1000 are Barricade's "
+                                  "own; a plugin's start at 1000")
+            if spec.event not in events:
+                raise OptionError(f"plugin {cls.name}: reply #{spec.id}: event {spec.event!r} is not "
+                                  f"one of {', '.join(sorted(events))}")
             seen = out.get(spec.id)
             if seen is None:
                 out[spec.id] = (spec, cls.name)
-            elif seen[0] != spec:
+            elif seen[0] != spec and cls in running:
                 raise OptionError(f"plugins {seen[1]} and {cls.name} both declare reply #{spec.id}")
+            elif seen[0] != spec:
+                log.warn("plugin {name} (not running) declares reply #{rid} as {other} does; "
+                         "{other}'s stands", name=cls.name, rid=spec.id, other=seen[1])
     return [spec for spec, _ in out.values()]
 
 

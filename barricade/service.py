@@ -118,6 +118,19 @@ def load_maps(config: Config) -> tuple[RouteMap, AccessMap | None]:
     return routes, access
 
 
+def check_error_reply(plugin: Plugin, catalogue: Catalogue) -> None:
+    """A plugin's ``error_reply`` (what a client hears when the plugin fails) is a 4xx
+    the catalogue has: a 5xx would refuse mail for good because a daemon was down, and
+    an unknown id would only show, as #907, when the plugin first failed."""
+    rid = plugin.error_reply
+    if rid not in catalogue:
+        raise StartupError(f"plugin {plugin.name}: error_reply #{rid} is not in the catalogue")
+    code = catalogue.spec(rid).code
+    if not 400 <= code < 500:
+        raise StartupError(f"plugin {plugin.name}: error_reply #{rid} is a {code}; a failure is "
+                           "answered with a 4xx, so the sender tries again")
+
+
 def build_context(config: Config, reactor=None) -> ServerContext:
     """Everything the sessions share; raises :class:`StartupError`."""
     if reactor is None:
@@ -163,6 +176,8 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         plugins = enabled_plugins(config, services)
     except OptionError as exc:
         raise StartupError(str(exc)) from None
+    for plugin in plugins:
+        check_error_reply(plugin, catalogue)
     try:
         checks = builtin_checks(config, access, store, metrics, reactor, routes, hostname, resolver,
                                 reporter=Reporter(config, routes, reactor))

@@ -455,6 +455,8 @@ class Pipeline:
             except Exception:
                 log.failure("check {check} failed in close (session {sid})",
                             check=check.name, sid=ctx.session_id)
+                if self.metrics is not None:  # runs that end well are not counted: one per hook per session
+                    self.metrics.check(check.name, "close", "error", 0.0)
 
     def _watch(self, check: Check, phase: str, ctx: Context, t0: float) -> None:
         """The stall watchdog: a step of a hook that began at ``t0`` held the loop too long?"""
