@@ -125,7 +125,9 @@ class Option:
             value = _PARSERS[self.kind](text)
         except ValueError as exc:
             # one line an operator reads: "option x: 'lots' is not a number"
-            raise OptionError(f"option {self.name}: {text.strip()!r} {exc}") from None
+            shown = text.strip()
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise OptionError(f"option {self.name}: {shown!r} {exc}") from None
         if self.kind == "int" and self.minimum is not None and value < self.minimum:
             raise OptionError(f"option {self.name}: {value} is below the minimum {self.minimum}")
         if self.kind == "int" and self.maximum is not None and value > self.maximum:
@@ -840,7 +842,10 @@ _add("cache-temp-fail-ttl", 7200, """Seconds a temporary result is kept
 S = "dns"
 _add("dns-servers", [], """Name servers to ask, as ip[:port] (IPv6 as [addr]:port),
      in order. Empty: the nameserver lines of /etc/resolv.conf. Every check and
-     the client PTR lookup use them; answers are cached for their TTL.""", section=S)
+     the client PTR lookup use them; answers are cached for their TTL. Host
+     names this configuration gives (route-map FORWARD: hosts, scanner sockets
+     such as clamd-socket=av.lan:3310) are the system's to resolve, /etc/hosts
+     included, as for any other daemon of the host.""", section=S)
 _add("dns-max-timeout", 45, """Seconds one DNS lookup may take in all (smtpf's
      per-query maximum). A lookup that runs out is a temporary failure: the
      client name stays unknown and a DNS list that does not answer is

@@ -108,6 +108,8 @@ def read_banner(config: Config) -> tuple[str, ...]:
 def load_maps(config: Config) -> tuple[RouteMap, AccessMap | None]:
     """The route map and the access map (None: no ``access-map``); raises
     :class:`StartupError`."""
+    if not config["route-map"].strip():
+        raise StartupError("route-map: no file named; Barricade needs one, with route:local")
     try:
         routes = RouteMap(config["route-map"])
         access = None

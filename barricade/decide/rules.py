@@ -176,9 +176,12 @@ class Rules:
                        name=name, value=str(value)[:60], action=verdict.action.value, sid=ctx.session_id)
 
     def passthrough(self, reply: Any) -> Reply:
-        """#299: the downstream reply as it came (``+relay-reply``)."""
+        """#299: the downstream reply as it came (``+relay-reply``), every line of it (the
+        lines after the first often say why, or where to ask for a delisting)."""
         status = reply.status or f"{reply.code // 100}.0.0"
-        return self.catalogue.reply(R.DOWNSTREAM_REPLY, code=reply.code, status=status, text=reply.text)
+        more = getattr(reply, "more", ())
+        return self.catalogue.reply(R.DOWNSTREAM_REPLY, code=reply.code, status=status, text=reply.text,
+                                    lines=more)
 
     # --- smtp-delay-checks ----------------------------------------------------------------
 

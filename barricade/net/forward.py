@@ -75,6 +75,16 @@ class DownstreamReply:
         return first[match.end() :].strip() if match else first
 
     @property
+    def more(self) -> tuple[str, ...]:
+        """The lines after the first, each without its enhanced status (a relayed reply
+        gets one status, on every line)."""
+        out = []
+        for line in self.lines[1:]:
+            match = _STATUS.match(line)
+            out.append(line[match.end():].strip() if match else line)
+        return tuple(out)
+
+    @property
     def ok(self) -> bool:
         """Success, for every command but DATA (354) and AUTH's challenge (334), whose
         callers look for those codes: a 3xx to MAIL, RCPT, a chunk or the dot is no

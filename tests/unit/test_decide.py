@@ -233,3 +233,12 @@ def test_fields_that_shape_a_reply_cannot_turn_a_refusal_into_a_yes():
     # a refusal whose own entry is a 2xx is answered #907, never a yes
     reply = r.verdict_outcome(ctx, Verdict(Action.REJECT, 1303)).reply
     assert (reply.code, reply.id) == (451, 907)
+
+
+def test_a_relayed_reply_keeps_every_line():
+    reply = DownstreamReply(550, ("5.7.1 Service unavailable; client host blocked",
+                                  "5.7.1 see https://delist.example/x", "no status on this one"))
+    relayed = rules(relay_reply=True).relayed_rcpt(context(), reply, "b@example.com").reply
+    assert relayed.encode("S1") == (b"550-5.7.1 Service unavailable; client host blocked #299 S1\r\n"
+                                    b"550-5.7.1 see https://delist.example/x\r\n"
+                                    b"550 5.7.1 no status on this one\r\n")

@@ -99,6 +99,8 @@ def test_every_seed_reply_is_in_the_catalogue(cat):
 #: Where smtpf 2.6 sends another code or status than its 2.1.2 reply list says
 #: (docs/smtpf.md): the path syntax replies carry 5.1.0.
 SMTPF_2_6 = {279: (553, "5.1.0"), 284: (553, "5.1.0")}
+#: Where Barricade deliberately sends another status (docs/smtpf.md, "Deliberate differences").
+SMTPF_2_6[292] = (550, "5.1.1")  # an unknown mailbox is RFC 3463's X.1.1
 
 
 def test_path_syntax_replies_carry_smtpf_26_status(cat):
