@@ -340,16 +340,17 @@ def plugin_replies(config: Config | None = None) -> list[ReplySpec]:
         classes = sorted({*classes, *named}, key=lambda c: c not in running)
     core = {spec.id for spec in ENTRIES}
     events = {spec.event for spec in ENTRIES}
+    # The shipped plugins' own entries (smtpf's numbers), also where a subclass inherits them.
+    shipped = {spec for cls in classes if _is_shipped(cls) for spec in cls.replies}
     out: dict[int, tuple[ReplySpec, str]] = {}
     for cls in classes:
-        shipped = _is_shipped(cls)
         for spec in cls.replies:
             problem = check_reply(spec)
             if problem:
                 raise OptionError(f"plugin {cls.name}: {problem}")
             if spec.id in core:
                 raise OptionError(f"plugin {cls.name}: reply #{spec.id} is already the core catalogue's")
-            if not shipped and spec.id < 1000:
+            if spec.id < 1000 and spec not in shipped:
                 raise OptionError(f"plugin {cls.name}: reply #{spec.id}: ids under 1000 are Barricade's "
                                   "own; a plugin's start at 1000")
             if spec.event not in events:
