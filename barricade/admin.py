@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from barricade.options import Config, OptionError, Registry
+from barricade.options import Config, OptionError, Registry, mask_password
 from barricade.replies import Catalogue, Reply, ReplyId
 
 #: The commands a localhost client may use (HELP lists the SMTP ones too).
@@ -214,9 +214,6 @@ def apply_option(config: Config, registry: Registry, change: str) -> str:
     return opt.format(values[name])
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]+@")
-
-
 def option_lines(config: Config, registry: Registry) -> list[list[Any]]:
     """Every option as [setting, live] for OPTN's listing."""
     out = []
@@ -226,7 +223,7 @@ def option_lines(config: Config, registry: Registry) -> list[list[Any]]:
         if opt.secret and value:
             setting = f"{opt.name}=(set, not shown)"
         else:  # a URL's password (redis://:password@host)
-            setting = _URL_PASSWORD.sub(r"\1:***@", setting)
+            setting = mask_password(setting)
         out.append([setting, opt.live])
     return out
 

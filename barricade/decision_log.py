@@ -246,5 +246,15 @@ def timestamp(seconds: float) -> str:
 
 
 def json_line(rec: dict[str, Any]) -> str:
-    """One JSON object on one line (UTF-8 kept as is, no spaces wasted)."""
-    return json.dumps(rec, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+    """One JSON object on one line (UTF-8 kept as is, no spaces wasted).
+
+    JSON leaves U+0085, U+2028 and U+2029 raw, and a reader that splits text into
+    lines (Python's ``splitlines``, many log shippers) cuts a record at them: an
+    SMTPUTF8 address holding one would break it in pieces.  They are escaped."""
+    line = json.dumps(rec, ensure_ascii=False, separators=(",", ":"), default=str)
+    if not line.isascii():
+        line = line.translate(_JSON_BREAKS)
+    return line + "\n"
+
+
+_JSON_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import re
 import sys
 import time
 from datetime import datetime
@@ -118,13 +119,37 @@ def text_line(event: dict[str, Any]) -> str:
     event carries its text (a decision, a relayed event)."""
     text = event.get(TEXT)
     if text is None:
-        return formatEventAsClassicLogText(event, formatTime=_stamp) or ""
+        line = formatEventAsClassicLogText(event, formatTime=_stamp)
+        # twistd's own formatter has indented the line breaks already
+        return safe_text(line[:-1] if line.endswith("\n") else line, breaks=False) if line else ""
     worker = event.get("worker")
     msg = str(text) if worker is None else f"worker {worker} [{event.get('pid')}] {text}"
     level = event.get("log_level")
     line = (f"{_stamp(event.get('log_time'))} [{event.get('log_namespace', '-')}#"
             f"{level.name if level is not None else '-'}] {msg}")
-    return line.replace("\n", "\n\t") + "\n"
+    return safe_text(line)
+
+
+#: What a text log line must not carry raw: controls (a CR lets a viewer show a forged
+#: line over the real one, ESC drives the terminal), the Unicode line and paragraph
+#: separators and the bidirectional overrides that reorder what a reader sees.
+_UNSAFE_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def safe_text(line: str, breaks: bool = True) -> str:
+    """``line`` for a text log: client text (a file name, a call-back MX's reply, a
+    downstream's) is shown escaped, ``\\r`` or ``\\u2028``, and a line break
+    continues the line, indented (``breaks``: not done yet)."""
+    if not line.isprintable():
+        line = _UNSAFE_TEXT.sub(_escape, line)
+        if breaks:
+            line = line.replace("\n", "\n\t")
+    return line + "\n"
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 # --- observers --------------------------------------------------------------------------

@@ -385,6 +385,15 @@ def render_markdown(registry: Registry) -> str:
     return "\n".join(out) + "\n"
 
 
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]+@")
+
+
+def mask_password(text: str) -> str:
+    """``redis://user:secret@host`` → ``redis://user:***@host``, wherever in ``text``:
+    for anything shown (OPTN's listing, a start-up error) that may hold a URL."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
 def unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1]

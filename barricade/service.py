@@ -33,7 +33,7 @@ from barricade.net.forward import Timeouts
 from barricade.net.pool import DownstreamPool
 from barricade.net.server import SmtpServerFactory
 from barricade.net.tls_server import TlsSetupError, server_tls
-from barricade.options import Config, OptionError
+from barricade.options import Config, OptionError, mask_password
 from barricade.plugin import Plugin, Services, enabled_plugins, plugin_replies
 from barricade.policy.access import AccessMap, access_maps
 from barricade.policy.callahead import CallAhead
@@ -167,7 +167,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
     try:
         store = store_from_config(config, metrics)  # one per process: workers build their own
     except ValueError as exc:
-        raise StartupError(f"redis-url/redis-prefix: {exc}") from None
+        raise StartupError(mask_password(f"redis-url/redis-prefix: {exc}")) from None
     try:
         resolver = Resolver.from_config(config, metrics)  # one per process, like the store
     except OptionError as exc:

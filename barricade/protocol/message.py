@@ -55,11 +55,14 @@ class HeaderCollector:
 
         ``buffer`` then holds the header lines only, each with its CRLF.
         """
+        searched = len(self.buffer) - 3  # a blank line may straddle the last chunk's end
         self.buffer += chunk
         if self.buffer.startswith(b"\r\n"):
             end = 0
         else:
-            end = self.buffer.find(b"\r\n\r\n")
+            # From where the last search stopped: a block sent in small pieces was
+            # searched whole for every piece, its square in all.
+            end = self.buffer.find(b"\r\n\r\n", max(0, searched))
             end = end + 2 if end >= 0 else -1
         if end < 0:
             if len(self.buffer) > MAX_HEADER_BLOCK:
@@ -74,18 +77,19 @@ class HeaderCollector:
 
 def parse_headers(block: bytes) -> list[tuple[str, str]]:
     """Unfolded (name, value) pairs; lines that are not headers are skipped."""
-    headers: list[tuple[str, str]] = []
+    headers: list[tuple[str, list[str]]] = []
     for line in block.decode("latin-1").split("\r\n"):
         if not line:
             continue
         if line[0] in " \t" and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, value + " " + line.strip())
+            # Joined once at the end: adding each folded line to the value copied it
+            # again, the square of a long folded header's size.
+            headers[-1][1].append(line.strip())
             continue
         name, colon, value = line.partition(":")
         if colon and name and " " not in name:
-            headers.append((name, value.strip()))
-    return headers
+            headers.append((name, [value.strip()]))
+    return [(name, parts[0] if len(parts) == 1 else " ".join(parts)) for name, parts in headers]
 
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")

@@ -59,6 +59,13 @@ def test_nowhere_to_listen_or_a_name_that_is_no_host_name_stops_startup(setting,
     assert error in last_line(run)
 
 
+def test_a_redis_url_password_is_never_shown_in_an_error():
+    run = twistd("--config", str(REPO / "conf/example.cf"), "redis-url=redis://:hunter2pw@127.0.0.1:9/notadb")
+    assert run.returncode == 1
+    assert "bad database in 'redis://:***@127.0.0.1:9/notadb'" in last_line(run)
+    assert "hunter2pw" not in run.stdout + run.stderr
+
+
 def test_a_reactor_other_than_asyncio_is_refused_at_startup(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     args = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",

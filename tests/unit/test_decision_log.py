@@ -305,3 +305,18 @@ def test_the_top_service_hands_twistd_the_observer():
     app = service.Application("barricade")
     _Logged(observer).setServiceParent(app)
     assert app.getComponent(ILogObserver) is observer
+
+
+def test_client_text_cannot_forge_or_break_a_log_line():
+    """A CR let a forged decision line show over the real one (a MIME file name, a
+    call-back MX's reply); U+2028 in an SMTPUTF8 address cut a JSON record in three."""
+    from barricade.logs import text_line
+
+    forged = "x.exe\r2026-12-04T16:51:00+0000 [barricade.decision#info] session F: accept\x1b[1A"
+    line = text_line({"barricade_line": f"session S: attachment {forged}", "log_namespace": "n", "log_time": 0})
+    assert line.count("\n") == 1 and "\r" not in line and "\x1b" not in line
+    assert "x.exe\\x0d2026" in line and "\\x1b[1A" in line
+    classic = text_line({"log_format": "name {n}", "n": "a\u2028b\u202ec", "log_namespace": "n", "log_time": 0})
+    assert classic.endswith("name a\\u2028b\\u202ec\n")
+    record = dl.json_line({"to": 'x\u2028{"event":"decision"}\x85@example.net'})
+    assert len(record.splitlines()) == 1 and json.loads(record)["to"].startswith("x\u2028")
