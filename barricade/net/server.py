@@ -84,7 +84,8 @@ class SmtpServerProtocol(protocol.Protocol):
         self.session: Session | None = None
         self.proxy: Proxy | None = None
         self.busy = True  # until the greeting is out
-        self.paused = False
+        self.paused = False  # the client's input is not read (see dataReceived, pauseProducing)
+        self._write_full = False  # replies wait for a client that does not read them
         self._deadline = Deadline(server.reactor, self._timed_out)
         self._wait: object = None  # what the running client timer waits for
         # smtp-session-timeout: when the session's time is up (None: not limited, or
@@ -159,6 +160,8 @@ class SmtpServerProtocol(protocol.Protocol):
         if life:
             self._life_end = self.started + life
         self._arm(self.server.config["smtp-command-timeout"])
+        # Twisted tells us when replies pile up unsent (pauseProducing below).
+        self.transport.registerProducer(self, True)
         self.session.receive_data(early)  # sent with the header, before our banner: an early talker
         drive(self._greet(), self._greeted)
 
@@ -256,7 +259,7 @@ class SmtpServerProtocol(protocol.Protocol):
             return
         self.octets += len(data)
         self.last_input = self.server.reactor.seconds()
-        if self.busy:
+        if self.busy or self._write_full:
             if not self.paused and self.session.buffered > PAUSE_AT:
                 self.paused = True
                 self.transport.pauseProducing()
@@ -282,7 +285,7 @@ class SmtpServerProtocol(protocol.Protocol):
 
     def _pump_events(self) -> None:
         session = self.session
-        while not self.busy and not self._closed and not session.closing:
+        while not self.busy and not self._write_full and not self._closed and not session.closing:
             try:
                 event = session.next_event()
             except Exception:  # as in receive_data: #908 and a logged traceback, never a bare close
@@ -346,11 +349,36 @@ class SmtpServerProtocol(protocol.Protocol):
         if self._expire_after_reply:
             self._session_expired()
             return
-        if self.paused and not self._closed:
+        if self.paused and not self._closed and not self._write_full:
             self.paused = False
             self.transport.resumeProducing()
         if not self._closed:
             self._pump()
+
+    # --- IPushProducer: a client that does not read its replies ------------------------
+
+    def pauseProducing(self) -> None:
+        """Twisted's send buffer is full: a client that pipelines commands and never
+        reads the replies made it grow without end (each NOOP's reply queued, hundreds
+        of megabytes).  No more commands are taken up, nor its bytes read, until the
+        replies are sent; a client that never reads meets smtp-command-timeout."""
+        self._write_full = True
+        if not self.paused and not self._closed:
+            self.paused = True
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """The replies are sent: commands are taken up again."""
+        self._write_full = False
+        if self._closed or self.busy:
+            return  # _ready resumes reading when the command in flight is answered
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+        self._pump()
+
+    def stopProducing(self) -> None:
+        """The connection is gone: connectionLost does the rest."""
 
     # --- output -----------------------------------------------------------------------
 

@@ -306,3 +306,43 @@ def test_a_full_worker_leaves_new_clients_to_the_other_worker(sink, make_proxy):
     finally:
         for s in socks:
             s.close()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_never_reads_its_replies_cannot_grow_the_worker(sink, make_proxy):
+    """Pipelined NOOPs with the replies never read: each reply was queued, and the
+    worker grew by hundreds of megabytes; now it stops taking commands when its send
+    buffer is full, and the client meets smtp-command-timeout."""
+    proxy = make_proxy(routes_to(sink), "smtp-command-timeout=3")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", proxy.port))
+    try:
+        assert s.recv(1000).startswith(b"220 ")
+        s.sendall(b"EHLO client.example.org\r\n")
+        time.sleep(0.3)
+        assert b"250 " in s.recv(4000)
+        s.setblocking(False)
+        before, sent, closed = _rss_kib(proxy.proc.pid), 0, False
+        started = time.monotonic()
+        while sent < 40_000_000 and time.monotonic() - started < 30:
+            try:
+                sent += s.send(b"NOOP\r\n" * 1000)
+            except BlockingIOError:
+                time.sleep(0.01)
+            except OSError:  # reset: the proxy closed it
+                closed = True
+                break
+        grown = _rss_kib(proxy.proc.pid) - before
+    finally:
+        s.close()
+    assert closed, f"still open after {sent} octets"
+    assert grown < 16 * 1024, f"the worker grew by {grown} KiB"
+    with Client(proxy.port) as c:  # and the worker serves on
+        assert c.ehlo().code == 250
