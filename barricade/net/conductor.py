@@ -132,6 +132,11 @@ class Proxy:
         self.dot_in_flight = False
         self.client_gone = False
         self.on_fatal: Callable[[Reply], None] | None = None
+        #: Told True while a downstream of the message cannot take more (its send
+        #: buffer is full), False when every one can again: the client is not read.
+        self.on_hold: Callable[[bool], None] | None = None
+        self._full: set[Downstream] = set()  # the message's downstreams that are full now
+        self._pacing = False  # the message's downstreams tell _pace when they fill up
         self._dot_replies: str | None = None  # the downstreams' answers to the dot, for the log
         self._unlogged: dict[str, Any] | None = None  # a command's decision, logged once it is answered
         self.auth = Authenticator(self)  # SMTP AUTH: the authenticated connection, auth-delay-checks
@@ -529,6 +534,10 @@ class Proxy:
     def _write(self, data: bytes) -> None:
         if not data:
             return
+        if not self._pacing:  # the message's first bytes: its downstreams tell us when full
+            self._pacing = True
+            for down in self.txn.values():
+                down.pace = self._pace
         for down in self.txn.values():
             down.write(data)
         lost = [d for d in self.txn.values() if not d.alive]
@@ -541,6 +550,32 @@ class Proxy:
             if self.on_fatal is not None:
                 self.on_fatal(self.fatal)
 
+    def _pace(self, down: Downstream, full: bool) -> None:
+        """A downstream's send buffer filled (``full``) or drained: the client is held
+        while any downstream of this message is full."""
+        if full and down in self.txn.values():
+            self._full.add(down)
+        else:
+            self._full.discard(down)
+            if down not in self.txn.values():
+                down.pace = None  # no longer this session's: parked, or given up
+        if self.on_hold is not None:
+            self.on_hold(bool(self._full))
+
+    def _unpace(self) -> None:
+        """The message's downstreams are done with: none holds the client any more."""
+        if not self._pacing:
+            return
+        self._pacing = False
+        for down in self.txn.values():
+            down.pace = None
+        if self._full:
+            for down in self._full:
+                down.pace = None
+            self._full.clear()
+            if self.on_hold is not None:
+                self.on_hold(False)
+
     def flush(self) -> None:
         """The client's input is used up: message content held for the downstreams goes out."""
         for down in self.txn.values():
@@ -548,6 +583,7 @@ class Proxy:
 
     def _abort(self, outcome: Outcome) -> None:
         """Refuse the message: close the downstream connections before any dot."""
+        self._unpace()
         self._abort_reply = outcome
         for name in list(self.txn):
             self.pool.pop(name, None)
@@ -560,6 +596,7 @@ class Proxy:
         finally:
             self.dot_in_flight = False
             self.ctx.reset_transaction()
+            self._unpace()
             self.txn.clear()
             self._headers = None
             self._abort_reply = None
@@ -637,6 +674,7 @@ class Proxy:
         """RSET (or drop) the downstream side of the current transaction."""
         if self._headers is not None:  # a BDAT message is open downstream: RSET would be content
             abort, self._headers, self._abort_reply = True, None, None
+        self._unpace()
         downs, self.txn = list(self.txn.items()), {}
         for name, down in downs:
             if abort or not await down.rset():
@@ -728,6 +766,7 @@ class Proxy:
         """
         downs = list(self.pool.items())
         self.pool.clear()
+        self._unpace()
         for down in self.txn.values():
             down.abort()
         self.txn.clear()
@@ -746,6 +785,7 @@ class Proxy:
         if self.dot_in_flight:
             self.client_gone = True
             return
+        self._unpace()
         for down in self.txn.values():
             down.abort()
         for name, down in self.pool.items():

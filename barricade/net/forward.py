@@ -112,6 +112,11 @@ class SmtpClientProtocol(protocol.Protocol):
         # Message bytes held back until the next command, the dot or the end of the
         # client's input (flush): the body and the dot usually leave in one send.
         self._held: list[bytes] = []
+        #: Told (self, True) when the send buffer fills and (self, False) when it has
+        #: drained: the session whose message goes here stops reading its client
+        #: meanwhile.  None while no session streams a message here (parked).
+        self.pace: Callable[[SmtpClientProtocol, bool], None] | None = None
+        self.full = False
 
     # -- transport events -----------------------------------------------------
 
@@ -120,6 +125,25 @@ class SmtpClientProtocol(protocol.Protocol):
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass
+        # A downstream slower than the client: Twisted pauses us when its send buffer
+        # is full, and the message's bytes would pile up in memory (up to the message
+        # size, per session); the session is told instead (``pace``).
+        self.transport.registerProducer(self, True)
+
+    # -- IPushProducer: our send buffer, full or drained ------------------------
+
+    def pauseProducing(self) -> None:
+        self.full = True
+        if self.pace is not None:
+            self.pace(self, True)
+
+    def resumeProducing(self) -> None:
+        self.full = False
+        if self.pace is not None:
+            self.pace(self, False)
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()  # the connection is gone: nobody waits for it to drain
 
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
@@ -318,6 +342,24 @@ class Downstream:
         # client's identity): the connection must then not serve another session.
         self.reusable = True
         self.reused = False  # taken from the pool of idle connections
+        self._pace: Callable[[Downstream, bool], None] | None = None
+
+    @property
+    def pace(self) -> Callable[[Downstream, bool], None] | None:
+        """Told ``(self, True)`` when this connection's send buffer is full and
+        ``(self, False)`` when it has drained (the session streaming a message here
+        holds its client meanwhile); None while none does."""
+        return self._pace
+
+    @pace.setter
+    def pace(self, told: Callable[[Downstream, bool], None] | None) -> None:
+        self._pace = told
+        self.proto.pace = None if told is None else self._paced
+
+    def _paced(self, _proto: SmtpClientProtocol, full: bool) -> None:
+        told = self._pace
+        if told is not None:
+            told(self, full)
 
     @property
     def alive(self) -> bool:

@@ -52,6 +52,7 @@ class DownstreamPool:
         """Park a connection between transactions (or QUIT it when it cannot be kept)."""
         if not down.alive:
             return
+        down.pace = None  # no session streams a message to it now
         parked = self._idle.setdefault(key, [])
         if (down.in_transaction or not down.reusable or self.size <= 0
                 or len(parked) >= self.size):

@@ -84,8 +84,10 @@ class SmtpServerProtocol(protocol.Protocol):
         self.session: Session | None = None
         self.proxy: Proxy | None = None
         self.busy = True  # until the greeting is out
-        self.paused = False  # the client's input is not read (see dataReceived, pauseProducing)
-        self._write_full = False  # replies wait for a client that does not read them
+        self.paused = False  # the client's input is not read (see dataReceived, _hold)
+        # Why no command is taken up now: "client" (replies wait for a client that does
+        # not read them), "downstream" (the message's downstream takes no more yet).
+        self._holds: set[str] = set()
         self._deadline = Deadline(server.reactor, self._timed_out)
         self._wait: object = None  # what the running client timer waits for
         # smtp-session-timeout: when the session's time is up (None: not limited, or
@@ -152,6 +154,7 @@ class SmtpServerProtocol(protocol.Protocol):
         self.started = self.server.reactor.seconds()
         self.proxy = Proxy(self.server, client, sid)
         self.proxy.on_fatal = self._fatal
+        self.proxy.on_hold = self._downstream_hold
         if self.factory is not None:
             self.factory.sessions.add(self)
         self.server.metrics.sessions.inc()
@@ -214,8 +217,10 @@ class SmtpServerProtocol(protocol.Protocol):
         # left to the garbage collector (whose collections a dead session's
         # objects would trigger and lengthen).
         self._deadline.close()
+        if getattr(self.transport, "producer", None) is self:  # Twisted's own transports let go
+            self.transport.unregisterProducer()
         if self.proxy is not None:
-            self.proxy.on_fatal = None
+            self.proxy.on_fatal = self.proxy.on_hold = None
         if self._admitted is not None and self.factory is not None:
             self.factory.released(self._admitted)
             self._admitted = None
@@ -259,7 +264,7 @@ class SmtpServerProtocol(protocol.Protocol):
             return
         self.octets += len(data)
         self.last_input = self.server.reactor.seconds()
-        if self.busy or self._write_full:
+        if self.busy or self._holds:
             if not self.paused and self.session.buffered > PAUSE_AT:
                 self.paused = True
                 self.transport.pauseProducing()
@@ -285,7 +290,7 @@ class SmtpServerProtocol(protocol.Protocol):
 
     def _pump_events(self) -> None:
         session = self.session
-        while not self.busy and not self._write_full and not self._closed and not session.closing:
+        while not self.busy and not self._holds and not self._closed and not session.closing:
             try:
                 event = session.next_event()
             except Exception:  # as in receive_data: #908 and a logged traceback, never a bare close
@@ -349,33 +354,47 @@ class SmtpServerProtocol(protocol.Protocol):
         if self._expire_after_reply:
             self._session_expired()
             return
-        if self.paused and not self._closed and not self._write_full:
+        if self.paused and not self._closed and not self._holds:
             self.paused = False
             self.transport.resumeProducing()
         if not self._closed:
             self._pump()
 
-    # --- IPushProducer: a client that does not read its replies ------------------------
+    # --- holding the client: it does not read its replies, or the downstream is slow ---
 
-    def pauseProducing(self) -> None:
-        """Twisted's send buffer is full: a client that pipelines commands and never
-        reads the replies made it grow without end (each NOOP's reply queued, hundreds
-        of megabytes).  No more commands are taken up, nor its bytes read, until the
-        replies are sent; a client that never reads meets smtp-command-timeout."""
-        self._write_full = True
+    def _hold(self, why: str) -> None:
+        """Take up no more commands and read nothing more from the client."""
+        self._holds.add(why)
         if not self.paused and not self._closed:
             self.paused = True
             self.transport.pauseProducing()
 
-    def resumeProducing(self) -> None:
-        """The replies are sent: commands are taken up again."""
-        self._write_full = False
-        if self._closed or self.busy:
+    def _unhold(self, why: str) -> None:
+        self._holds.discard(why)
+        if self._holds or self._closed or self.busy:
             return  # _ready resumes reading when the command in flight is answered
         if self.paused:
             self.paused = False
             self.transport.resumeProducing()
         self._pump()
+
+    def _downstream_hold(self, full: bool) -> None:
+        """The message's downstream cannot take more now (its send buffer is full): the
+        client's bytes would pile up here, up to the message size per session."""
+        if full:
+            self._hold("downstream")
+        elif "downstream" in self._holds:
+            self._unhold("downstream")
+
+    def pauseProducing(self) -> None:
+        """IPushProducer: Twisted's send buffer to the client is full.  A client that
+        pipelines commands and never reads the replies made it grow without end (each
+        NOOP's reply queued, hundreds of megabytes); now it meets smtp-command-timeout."""
+        self._hold("client")
+
+    def resumeProducing(self) -> None:
+        """The replies are sent: commands are taken up again."""
+        self._unhold("client")
 
     def stopProducing(self) -> None:
         """The connection is gone: connectionLost does the rest."""

@@ -11,6 +11,7 @@ import pytest
 
 from barricade.metrics import METRICS_CONNECTIONS
 from tests.conftest import routes_to
+from tests.daemons import wait_for
 from tests.smtpclient import Client
 
 
@@ -346,3 +347,37 @@ def test_a_client_that_never_reads_its_replies_cannot_grow_the_worker(sink, make
     assert grown < 16 * 1024, f"the worker grew by {grown} KiB"
     with Client(proxy.port) as c:  # and the worker serves on
         assert c.ehlo().code == 250
+
+
+def test_a_slow_downstream_holds_the_client_instead_of_its_message_piling_up(make_sink, make_proxy):
+    """A message streams to the downstream as it comes; one that takes nothing for a
+    while (here: smtp-sink stopped) had the client's bytes pile up in the worker, up to
+    message-size-limit per session.  Now the worker stops reading that client until
+    the downstream drains, and the message is delivered whole."""
+    import os
+    import signal
+    import threading
+
+    sink = make_sink()
+    proxy = make_proxy(routes_to(sink))
+    body = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 30_000  # 30 MB
+    with Client(proxy.port) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@example.org>").code == 250
+        assert c.cmd("RCPT TO:<b@example.com>").code == 250
+        assert c.cmd("DATA").code == 354
+        os.kill(sink.proc.pid, signal.SIGSTOP)
+        try:
+            before = _rss_kib(proxy.proc.pid)
+            sender = threading.Thread(target=c.send, args=(body + b".\r\n",), daemon=True)
+            sender.start()
+            time.sleep(3)
+            grown = _rss_kib(proxy.proc.pid) - before
+            assert sender.is_alive(), "the whole message was taken while the downstream took nothing"
+        finally:
+            os.kill(sink.proc.pid, signal.SIGCONT)
+        sender.join(60)
+        reply = c.read()
+        assert (reply.code, reply.id) == (250, 554), reply
+    assert grown < 16 * 1024, f"the worker grew by {grown} KiB while the downstream was stopped"
+    wait_for(lambda: len(sink.messages()) == 1, timeout=30, what="the delivery")
