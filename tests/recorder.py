@@ -25,6 +25,7 @@ class _Handler:
     def __init__(self, etrn: str, chunking: bool) -> None:
         self.messages: list[tuple[str, list[str], list[str], bytes]] = []
         self.etrns: list[str] = []
+        self.etrn_connections: set[int] = set()  # the sessions that asked ETRN
         self.bdats: list[str] = []
         self.tls: list[bool] = []  # per message: did it come over TLS?
         self.etrn = etrn
@@ -73,6 +74,7 @@ class _Smtp(SMTP):
             await self.push("502 5.5.1 Error: command not implemented")
             return
         self.event_handler.etrns.append(arg)
+        self.event_handler.etrn_connections.add(id(self.session))
         await self.push(self.event_handler.etrn)
 
 

@@ -136,6 +136,7 @@ class Proxy:
         #: buffer is full), False when every one can again: the client is not read.
         self.on_hold: Callable[[bool], None] | None = None
         self._full: set[Downstream] = set()  # the message's downstreams that are full now
+        self._etrn: Downstream | None = None  # the connection the session's ETRNs go to
         self._pacing = False  # the message's downstreams tell _pace when they fill up
         self._dot_replies: str | None = None  # the downstreams' answers to the dot, for the log
         self._unlogged: dict[str, Any] | None = None  # a command's decision, logged once it is answered
@@ -713,25 +714,39 @@ class Proxy:
     async def on_etrn(self, event: ev.Etrn, session) -> Outcome:
         """RFC 1985 ETRN goes to the local route, which queues (smtpf #276/#277)."""
         domain = event.argument.lstrip("@#")
-        try:
-            down = await Downstream.open(self.server.reactor, self.server.routes.local.forward,
-                                         self.server.hostname, self.server.timeouts, self.observe)
-        except DownstreamError as exc:
-            self.downstream_error(exc)
-            return Outcome(self.reply(ReplyId.ETRN_UNAVAILABLE, domain=domain))
+        down = self._etrn
+        if down is None or not down.alive:
+            # One connection for the session's ETRNs (a connection each let one client
+            # open thousands, as fast as it could send the command), QUIT at its end.
+            try:
+                down = self._etrn = await Downstream.open(
+                    self.server.reactor, self.server.routes.local.forward, self.server.hostname,
+                    self.server.timeouts, self.observe)
+            except DownstreamError as exc:
+                self.downstream_error(exc)
+                return Outcome(self.reply(ReplyId.ETRN_UNAVAILABLE, domain=domain))
         try:
             reply = await down.command("etrn", f"ETRN {event.argument}")
         except DownstreamError as exc:
             self.downstream_error(exc)
+            self._end_etrn()
             return Outcome(self.reply(ReplyId.ETRN_UNAVAILABLE, domain=domain))
-        finally:
-            defer.ensureDeferred(down.quit())
         log.info("session {sid}: ETRN {arg} relayed to {host}: {reply}", sid=self.ctx.session_id,
                  arg=event.argument, host=down.host, reply=str(reply))
         if reply.code == 421:  # the downstream closing is no reason to close the client
+            self._end_etrn()
             return Outcome(self.reply(ReplyId.ETRN_UNAVAILABLE, domain=domain))
         status = reply.status or f"{reply.code // 100}.0.0"
         return Outcome(self.catalogue.reply(ReplyId.ETRN_RELAYED, code=reply.code, status=status, text=reply.text))
+
+    def _end_etrn(self) -> None:
+        """The session's ETRN connection is done with: QUIT in the background."""
+        down, self._etrn = self._etrn, None
+        if down is not None:
+            if down.alive:
+                defer.ensureDeferred(down.quit())
+            else:
+                down.abort()
 
     async def on_auth(self, event: ev.Auth, session) -> Outcome:
         return await self.auth.authenticate(event)
@@ -767,6 +782,7 @@ class Proxy:
         downs = list(self.pool.items())
         self.pool.clear()
         self._unpace()
+        self._end_etrn()
         for down in self.txn.values():
             down.abort()
         self.txn.clear()
@@ -786,6 +802,7 @@ class Proxy:
             self.client_gone = True
             return
         self._unpace()
+        self._end_etrn()
         for down in self.txn.values():
             down.abort()
         for name, down in self.pool.items():

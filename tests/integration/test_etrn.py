@@ -29,6 +29,8 @@ def test_etrn_is_relayed_to_the_local_route(queue, make_proxy):
             assert (r.code, r.id) == (250, 277), r
             assert r.text.startswith("2.0.0 Queuing started #277")
     assert queue.etrns == ["example.com", "@example.com", "#deferred"]
+    # one downstream connection for the session's ETRNs, not one each
+    assert len(queue.handler.etrn_connections) == 1
 
 
 def test_a_downstream_refusal_is_relayed_with_its_code(make_proxy):
