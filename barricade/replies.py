@@ -69,6 +69,8 @@ def template_fields(template: str) -> frozenset[str]:
 LINE_MAX = 512
 #: Room kept on a first line for " <session id>" (12 characters; a little more).
 _SESSION_ROOM = 1 + 20
+#: The longest first line (up to its reply id) that leaves room for the session id.
+FIRST_MAX = LINE_MAX - 2 - _SESSION_ROOM
 
 
 def _fit(line: bytes, room: int) -> bytes:
@@ -123,19 +125,26 @@ class Reply:
                 return "".join(line + "\r\n" for line in self._lines()).encode("utf-8", "replace")
             prefix = f"{self.status} " if self.status else ""
             if len(self.lines) == 1 and not self.extra:  # most replies: one line
-                first, rest = f"{self.code} {prefix}{self.lines[0]}".encode("utf-8", "replace"), b""
+                parts = (f"{self.code} {prefix}{self.lines[0]} #{self.id}".encode("utf-8", "replace"), b"")
             else:
-                head, *others = self._lines()
-                first = head.encode("utf-8", "replace")
-                rest = b"".join(_fit(line.encode("utf-8", "replace"), LINE_MAX - 2) + b"\r\n"
-                                for line in others)
-            tail = b" #%d" % self.id
-            parts = (_fit(first, LINE_MAX - 2 - len(tail) - _SESSION_ROOM) + tail, rest)
+                first, *rest = self._lines()
+                parts = (f"{first} #{self.id}".encode("utf-8", "replace"),
+                         "".join(line + "\r\n" for line in rest).encode("utf-8", "replace"))
+            if len(parts[0]) > FIRST_MAX or len(parts[1]) > LINE_MAX - 2:  # rare: cut to fit
+                parts = self._fitted()
             object.__setattr__(self, "_parts", parts)
         first, rest = parts
         if session_id:
             return b"%s %s\r\n%s" % (first, session_id.encode("utf-8", "replace"), rest)
         return b"%s\r\n%s" % (first, rest)
+
+    def _fitted(self) -> tuple[bytes, bytes]:
+        """The encoded parts with every line cut to RFC 5321's 512 octets (the first
+        leaving room for the session id), the reply id kept."""
+        head, *others = self._lines()
+        rest = b"".join(_fit(line.encode("utf-8", "replace"), LINE_MAX - 2) + b"\r\n" for line in others)
+        tail = b" #%d" % self.id
+        return _fit(head.encode("utf-8", "replace"), FIRST_MAX - len(tail)) + tail, rest
 
     def _lines(self) -> list[str]:
         """Every line with its code and separator, without the id or the line break."""

@@ -77,19 +77,23 @@ class HeaderCollector:
 
 def parse_headers(block: bytes) -> list[tuple[str, str]]:
     """Unfolded (name, value) pairs; lines that are not headers are skipped."""
-    headers: list[tuple[str, list[str]]] = []
+    headers: list[tuple[str, str]] = []
+    folds: dict[int, list[str]] = {}  # a header's continuation lines, by its index
     for line in block.decode("latin-1").split("\r\n"):
         if not line:
             continue
         if line[0] in " \t" and headers:
             # Joined once at the end: adding each folded line to the value copied it
             # again, the square of a long folded header's size.
-            headers[-1][1].append(line.strip())
+            folds.setdefault(len(headers) - 1, []).append(line.strip())
             continue
         name, colon, value = line.partition(":")
         if colon and name and " " not in name:
-            headers.append((name, [value.strip()]))
-    return [(name, parts[0] if len(parts) == 1 else " ".join(parts)) for name, parts in headers]
+            headers.append((name, value.strip()))
+    for i, parts in folds.items():
+        name, value = headers[i]
+        headers[i] = (name, " ".join((value, *parts)))
+    return headers
 
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
