@@ -114,8 +114,11 @@ class PluginHarness:
         if reactor is None:
             from twisted.internet import reactor
         cls = plugin if isinstance(plugin, type) else type(plugin)
-        register_options([cls])
-        self.config: Config = REGISTRY.parse(list(settings))
+        # A registry of its own: the plugin's options stay out of the process's (a test
+        # suite's other tests, `help`, see only the options they registered).
+        registry = REGISTRY.copy()
+        register_options([cls], registry)
+        self.config: Config = registry.parse(list(settings))
         for spec in cls.replies:
             problem = check_reply(spec)
             if problem:

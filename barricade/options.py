@@ -201,6 +201,13 @@ class Registry:
     def __init__(self) -> None:
         self._options: dict[str, Option] = {}
 
+    def copy(self) -> Registry:
+        """A registry of its own with the same options: what is added to it (a plugin
+        tested in process) stays out of this one."""
+        other = Registry()
+        other._options = dict(self._options)
+        return other
+
     def add(
         self,
         name: str,
