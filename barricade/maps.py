@@ -53,8 +53,6 @@ class MapError(ValueError):
 
 def map_path(location: str) -> Path:
     """Accept ``text!/path`` or a plain path; refuse smtpf's SQL/socket maps."""
-    if not location.strip():
-        raise MapError("no map file named (the option is empty)")
     method, sep, rest = location.partition("!")
     if not sep:
         return Path(location)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import errno
 import gc
-import re
 import signal
 import socket
 from pathlib import Path
+from typing import NoReturn
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -24,6 +24,7 @@ from barricade.address import parse_hostport
 from barricade.aio import aio
 from barricade.descriptors import in_use, raise_file_limit
 from barricade.dns import Resolver
+from barricade.dns import hostname as host_name
 from barricade.maps import MapError, RouteMap
 from barricade.metrics import Metrics, metrics_root, metrics_site, scrape_registry
 from barricade.net.admin import Admin
@@ -63,12 +64,6 @@ def log_file_limit() -> None:
                  before=before, soft=soft, hard=hard)
     else:
         log.info("barricade: file descriptor limit {soft} (hard limit {hard})", soft=soft, hard=hard)
-
-
-#: A host name: letters, digits and hyphens in dot-separated labels (RFC 1123 2.1;
-#: the underscore of some Windows networks' names is let through).
-HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-                       r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?")
 
 
 class StartupError(Exception):
@@ -152,7 +147,7 @@ def build_context(config: Config, reactor=None) -> ServerContext:
         raise StartupError("interfaces: no address to listen on")
     for item in config["interfaces"]:
         parse_address(item, 25, "interfaces")
-    if config["interface-name"] and not HOST_NAME.fullmatch(config["interface-name"]):
+    if config["interface-name"] and host_name(config["interface-name"]) is None:
         raise StartupError(f"interface-name: {config['interface-name'][:80]!r} is not a host name "
                            "(it names us in the banner, the EHLO reply and Received:)")
     try:
@@ -254,9 +249,14 @@ def bind_or_exit(host: str, port: int, opened: list[socket.socket], what: str = 
     except StartupError as exc:
         for sock in opened:
             sock.close()
-        why = f"{what}: {exc}" if what else str(exc)
-        log.critical("barricade: {why}", why=why)
-        raise SystemExit(f"barricade: {why}") from None
+        exit_at_startup(f"{what}: {exc}" if what else str(exc))
+
+
+def exit_at_startup(why: str) -> NoReturn:
+    """Stop a start-up that cannot go on: one critical line in the log, and the same
+    line as the exit message (twistd prints it)."""
+    log.critical("barricade: {why}", why=why)
+    raise SystemExit(f"barricade: {why}") from None
 
 
 def freeze_startup() -> None:
@@ -302,10 +302,9 @@ class BarricadeService(service.Service):
         service.Service.privilegedStartService(self)
 
     def _fail(self, why: str) -> None:
-        log.critical("barricade: {why}", why=why)
         for sock in self.sockets:
             sock.close()
-        raise SystemExit(f"barricade: {why}")
+        exit_at_startup(why)
 
     def startService(self) -> None:
         service.Service.startService(self)

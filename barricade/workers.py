@@ -51,6 +51,7 @@ from barricade.service import (
     StartupError,
     bind_interfaces,
     bind_or_exit,
+    exit_at_startup,
     load_maps,
     log_file_limit,
     parse_address,
@@ -161,8 +162,7 @@ class WorkerMaster(service.Service):
             load_maps(self.config)  # loaded, each map leaves its copy
         except StartupError as exc:  # changed on disk since the options were checked
             shutil.rmtree(self.snapshot_dir, ignore_errors=True)
-            log.critical("barricade: {why}", why=str(exc))
-            raise SystemExit(f"barricade: {exc}") from None
+            exit_at_startup(str(exc))
 
     def spawn(self, slot: int) -> None:
         fds = [sock.fileno() for sock in self.sockets]

@@ -179,9 +179,8 @@ class Rules:
         """#299: the downstream reply as it came (``+relay-reply``), every line of it (the
         lines after the first often say why, or where to ask for a delisting)."""
         status = reply.status or f"{reply.code // 100}.0.0"
-        more = getattr(reply, "more", ())
         return self.catalogue.reply(R.DOWNSTREAM_REPLY, code=reply.code, status=status, text=reply.text,
-                                    lines=more)
+                                    lines=reply.more)
 
     # --- smtp-delay-checks ----------------------------------------------------------------
 
@@ -246,7 +245,7 @@ class Rules:
         forgotten let the message through with a null sender."""
         if verdict.action is not Action.DISCARD:
             return False
-        ctx.notes[SESSION_DISCARD_NOTE if phase in ("connect", "helo") else DISCARD_NOTE] = True
+        ctx.notes[SESSION_DISCARD_NOTE if phase in SESSION_PHASES else DISCARD_NOTE] = True
         return True
 
     def connect(self, ctx: Context, verdict: Verdict) -> Outcome:

@@ -50,6 +50,12 @@ class DownstreamError(Exception):
         self.host = host
 
 
+def _without_status(line: str) -> str:
+    """A reply line's text without the enhanced status it starts with."""
+    match = _STATUS.match(line)
+    return line[match.end() :].strip() if match else line
+
+
 @dataclass(frozen=True)
 class DownstreamReply:
     code: int
@@ -70,19 +76,13 @@ class DownstreamReply:
     def text(self) -> str:
         """The first line without its enhanced status (one of another class too: it
         would read as this reply's own)."""
-        first = self.lines[0] if self.lines else ""
-        match = _STATUS.match(first)
-        return first[match.end() :].strip() if match else first
+        return _without_status(self.lines[0]) if self.lines else ""
 
     @property
     def more(self) -> tuple[str, ...]:
         """The lines after the first, each without its enhanced status (a relayed reply
         gets one status, on every line)."""
-        out = []
-        for line in self.lines[1:]:
-            match = _STATUS.match(line)
-            out.append(line[match.end():].strip() if match else line)
-        return tuple(out)
+        return tuple(_without_status(line) for line in self.lines[1:])
 
     @property
     def ok(self) -> bool:
@@ -116,7 +116,6 @@ class SmtpClientProtocol(protocol.Protocol):
         #: drained: the session whose message goes here stops reading its client
         #: meanwhile.  None while no session streams a message here (parked).
         self.pace: Callable[[SmtpClientProtocol, bool], None] | None = None
-        self.full = False
 
     # -- transport events -----------------------------------------------------
 
@@ -133,12 +132,10 @@ class SmtpClientProtocol(protocol.Protocol):
     # -- IPushProducer: our send buffer, full or drained ------------------------
 
     def pauseProducing(self) -> None:
-        self.full = True
         if self.pace is not None:
             self.pace(self, True)
 
     def resumeProducing(self) -> None:
-        self.full = False
         if self.pace is not None:
             self.pace(self, False)
 
