@@ -130,6 +130,7 @@ class Proxy:
         # leaves now does not abort it (the message may be delivered already),
         # the session ends when the replies are in (see lost()).
         self.dot_in_flight = False
+        self.ending = False  # the end-of-data event is being handled
         self.client_gone = False
         self.on_fatal: Callable[[Reply], None] | None = None
         #: Told True while a downstream of the message cannot take more (its send
@@ -578,7 +579,15 @@ class Proxy:
                 self.on_hold(False)
 
     def flush(self) -> None:
-        """The client's input is used up: message content held for the downstreams goes out."""
+        """The client's input is used up: message content held for the downstreams goes out.
+
+        Once the message has ended, its last piece waits for the dot instead and
+        leaves with it in one write, while the end-of-data checks (a store or a
+        scanner) decide; a refusal then drops it with the connection.  Not so a
+        BDAT chunk, whose reply is timed from when it was written.
+        """
+        if self.ending and not self.chunking:
+            return
         for down in self.txn.values():
             down.flush()
 
@@ -592,10 +601,11 @@ class Proxy:
 
     async def on_endofdata(self, event: ev.EndOfData, session) -> Outcome:
         qid = self.ctx.qid
+        self.ending = True
         try:
             return await self._end_of_data(event)
         finally:
-            self.dot_in_flight = False
+            self.ending = self.dot_in_flight = False
             self.ctx.reset_transaction()
             self._unpace()
             self.txn.clear()
@@ -819,19 +829,8 @@ class Proxy:
                 self._close_hooks()
 
     def _close_hooks(self) -> None:
-        """The checks' close hooks, run to the end here unless one waits.
-
-        What they write to the store without waiting (the lease's release,
-        dupmsg's settling) goes out in one piece.
-        """
-        store = self.server.store
-        if store is not None:
-            store.cork()
-        try:
-            drive(self.server.pipeline.close(self.ctx), self._closed_hooks)
-        finally:
-            if store is not None:
-                store.uncork()
+        """The checks' close hooks, run to the end here unless one waits."""
+        drive(self.server.pipeline.close(self.ctx), self._closed_hooks)
 
     def _closed_hooks(self, outcome: object) -> None:
         if isinstance(outcome, Failure):

@@ -241,18 +241,6 @@ class Store(ABC):
         """:meth:`set`, reporting to ``done`` as :meth:`release_nowait` does."""
         run_nowait(self.set(key, value, ttl=ttl), done, immediate=self.immediate)
 
-    def cork(self) -> None:  # noqa: B027 - optional hook
-        """Writes nobody waits for, made from now until :meth:`uncork`, may go out together.
-
-        At the end of a session a lease's release and dupmsg's settling fall
-        due at once; RedisStore sends them in one write (one system call here,
-        one read in Redis).  Call :meth:`uncork` in the same turn of the event
-        loop, in a ``finally``.  The default sends each at once.
-        """
-
-    def uncork(self) -> None:  # noqa: B027 - optional hook
-        """Send what :meth:`cork` held."""
-
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default has nothing to release."""
 

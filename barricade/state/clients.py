@@ -129,12 +129,6 @@ class Backend(ABC):
         """:meth:`start_script` for a plain command."""
         return None
 
-    def cork(self) -> None:  # noqa: B027 - only the pipelined client can hold writes
-        """Hold the commands started from now until :meth:`uncork` for one write."""
-
-    def uncork(self) -> None:  # noqa: B027
-        """Write what :meth:`cork` held."""
-
     @abstractmethod
     async def close(self) -> None:
         """Let go of every connection."""
@@ -161,12 +155,6 @@ class RespBackend(Backend):
 
     def start(self, *args: str | int) -> asyncio.Future | None:
         return self.client.start(*args)
-
-    def cork(self) -> None:
-        self.client.cork()
-
-    def uncork(self) -> None:
-        self.client.uncork()
 
     def abort(self) -> None:
         self.client.abort()

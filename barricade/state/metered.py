@@ -140,12 +140,6 @@ class MeteredStore(Store):
     def set_nowait(self, key: str, value: str, *, ttl: float, done: Done) -> None:
         self._nowait("set", lambda observed: self.inner.set_nowait(key, value, ttl=ttl, done=observed), done)
 
-    def cork(self) -> None:
-        self.inner.cork()
-
-    def uncork(self) -> None:
-        self.inner.uncork()
-
     async def close(self) -> None:
         await self.inner.close()
 

@@ -226,12 +226,6 @@ class RedisStore(Store):
             return await self._sent(what, reply)
         return await self._call(what, self._backend.command(*args))
 
-    def cork(self) -> None:
-        self._backend.cork()
-
-    def uncork(self) -> None:
-        self._backend.uncork()
-
     async def ping(self) -> None:
         """Raise StoreError unless Redis answers (for startup and health checks)."""
         await self._command("PING")

@@ -11,6 +11,14 @@ hiredis: a fraction of the CPU, and no pool to run dry.  Sentinel and
 Cluster deployments keep redis-py (:mod:`barricade.state.clients`), which
 knows their topology protocols.
 
+Writes: every command sent in one turn of the event loop, by every session
+of the worker, leaves in one write at the start of the next turn (before
+the I/O that turn brings is handled).  Under load the sessions a turn
+handles each send a command or two; one ``send`` here and one read in
+Redis for all of them, instead of one each, is most of what the state
+costs in system time.  Alone, a command waits only for the rest of its
+own turn.
+
 Failure handling is deliberately blunt: a lost connection fails every
 command in flight with :class:`RespConnectionError`, and the next command
 connects again; a command that times out closes the connection too,
@@ -175,7 +183,7 @@ class _Protocol(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
-        self.held: list[bytes] | None = None  # commands kept for one write (RespClient.cork)
+        self.held: list[bytes] | None = None  # this turn's commands, written at the next
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -245,16 +253,18 @@ class _Protocol(asyncio.Protocol):
         return future
 
     def _write(self, payload: bytes) -> None:
-        if self.held is None:
-            self.transport.write(payload)
+        held = self.held
+        if held is None:
+            self.held = [payload]
+            self.loop.call_soon(self.send_held)
         else:
-            self.held.append(payload)
+            held.append(payload)
 
     def send_held(self) -> None:
-        """Write the commands kept since :meth:`RespClient.cork`, in one piece."""
+        """Write the commands of the turn that has just ended, in one piece."""
         held, self.held = self.held, None
         if held and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(held))
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def _time(self, count: int) -> None:
         if self.timeout is None:
@@ -280,8 +290,6 @@ class RespClient:
         self.timeout = timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future | None = None
-        self._corks = 0
-        self._held_by: _Protocol | None = None  # the connection cork() holds
 
     async def _connection(self) -> _Protocol:
         proto = self._protocol
@@ -329,7 +337,7 @@ class RespClient:
         return proto
 
     def start(self, *args: str | int | bytes) -> asyncio.Future | None:
-        """Send one command now on the open connection: the future of its reply
+        """Send one command on the open connection (this turn): the future of its reply
         (bounded by the connection's timeout), or None when not connected."""
         proto = self._protocol
         if proto is None or proto.transport is None or proto.lost is not None:
@@ -355,32 +363,6 @@ class RespClient:
                 raise
         await self.execute("SCRIPT", "LOAD", script)
         return await self.execute("EVALSHA", sha, *command)
-
-    def cork(self) -> None:
-        """Keep the commands sent from now until :meth:`uncork` for one write.
-
-        Writes nobody waits for that fall due together (a lease's release and
-        dupmsg's settling, at the end of a session) then cost one system call
-        here and one read in Redis, not one each.  Their order, their replies
-        and their deadlines are unchanged; a caller must uncork in the same turn
-        of the event loop (``try``/``finally``), or what it keeps waits.  Corks
-        nest; a connection made or lost meanwhile is not held.
-        """
-        if self._corks == 0:
-            proto = self._protocol
-            if proto is not None and proto.usable():
-                proto.held = []
-                self._held_by = proto
-        self._corks += 1
-
-    def uncork(self) -> None:
-        """The outermost uncork writes what :meth:`cork` kept."""
-        if self._corks <= 0:  # not corked: nothing kept, and no count below zero
-            return
-        self._corks -= 1
-        if self._corks == 0 and self._held_by is not None:
-            proto, self._held_by = self._held_by, None
-            proto.send_held()
 
     def abort(self) -> None:
         """Drop the connection (after a timeout): everything in flight fails, the next command reconnects."""

@@ -374,10 +374,10 @@ async def test_writes_nobody_waits_for(tmp_path, prefix) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_corked_writes_go_out_in_one_piece(server, raw, prefix) -> None:
-    """``cork``/``uncork`` (the end of a session): the writes made in between leave in
-    one write, in order, and each lands and reports; corks nest; without an open
-    connection nothing is held and the writes go the ordinary way."""
+async def test_commands_of_one_turn_go_out_in_one_write(server, raw, prefix) -> None:
+    """Every command sent in one turn of the event loop (several sessions' waited-for
+    calls and writes nobody waits for alike) leaves in one write at the next turn, in
+    order, and each lands and is answered; a command of a later turn is a write of its own."""
     store = make_store(server.url, prefix)
     outcomes: list[StoreError | None] = []
 
@@ -389,38 +389,33 @@ async def test_corked_writes_go_out_in_one_piece(server, raw, prefix) -> None:
         raise AssertionError(f"{len(outcomes)} of {count} writes reported")
 
     try:
-        store.uncork()  # without a cork: nothing to write, and a later cork still holds
-        store.cork()  # not connected yet: nothing to hold
-        store.set_nowait("a", "discard s1", ttl=10, done=outcomes.append)
-        store.uncork()
+        store.set_nowait("a", "discard s1", ttl=10, done=outcomes.append)  # connects first
         await reported(1)
         assert outcomes == [None] and raw.get(f"{prefix}cache:{{a}}") == "discard s1"
         lease = await aio(store.acquire("ip", limit=5, ttl=10), immediate=True)
-        await aio(store.set("b", "reject s2", ttl=10), immediate=True)
 
         proto = store._backend.client._protocol
         writes: list[bytes] = []
         write = proto.transport.write
         proto.transport.write = lambda data: (writes.append(data), write(data))
         outcomes.clear()
-        store.cork()
-        store.cork()  # nested: only the outermost uncork writes
         store.delete_nowait("a", outcomes.append)
         store.release_nowait("ip", lease, outcomes.append)
-        store.uncork()
-        assert writes == []
-        store.set_nowait("b", "discard s2", ttl=10, done=outcomes.append)
-        store.uncork()
-        assert len(writes) == 1 and writes[0].count(b"*") >= 3
+        added = aio(store.add("b", "pending s2", ttl=10), immediate=True)
+        store.set_nowait("c", "reject s2", ttl=10, done=outcomes.append)
+        assert writes == []  # held until this turn ends
+        assert await added is True
+        assert len(writes) == 1 and writes[0].count(b"*") == 4
         await reported(3)
         assert outcomes == [None, None, None]
         assert raw.get(f"{prefix}cache:{{a}}") is None
-        assert raw.get(f"{prefix}cache:{{b}}") == "discard s2"
+        assert raw.get(f"{prefix}cache:{{b}}") == "pending s2"
+        assert raw.get(f"{prefix}cache:{{c}}") == "reject s2"
         assert await aio(store.leases("ip"), immediate=True) == 0
         before = len(writes)
-        store.delete_nowait("b", outcomes.append)  # uncorked: at once
-        assert len(writes) == before + 1
+        store.delete_nowait("b", outcomes.append)  # a later turn: a write of its own
         await reported(4)
+        assert len(writes) == before + 1 and writes[-1].startswith(b"*2\r\n$3\r\nDEL")
     finally:
         await aio(store.close())
 

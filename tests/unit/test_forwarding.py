@@ -48,6 +48,7 @@ class FakeDownstream:
         self.keywords: dict[str, str] = {}  # offers nothing: no STARTTLS, XCLIENT, CHUNKING
         self.capabilities = Capabilities.from_keywords(self.keywords)
         self.tls_attempted = False
+        self.flushed = 0
 
     async def starttls(self, policy, hostname, context):
         return ""  # not offered: plaintext, as forward-tls=may allows
@@ -100,7 +101,7 @@ class FakeDownstream:
         self.written += chunk
 
     def flush(self) -> None:
-        pass
+        self.flushed = len(self.written)  # how much had been written at the last flush
 
     async def dot(self):
         try:
@@ -223,6 +224,42 @@ def test_the_dot_gets_250_only_after_the_downstream_250(tmp_path, monkeypatch):
     down.fire("dot", reply(250, "2.0.0 queued"))
     assert c.output().startswith(b"250 2.0.0 ")
     assert c.proto.proxy.ctx.delivered
+
+
+class WaitAtTheDot(Check):
+    """An end-of-data check that waits (a store or a scanner) until the test answers."""
+
+    name = "wait-at-the-dot"
+
+    def __init__(self):
+        self.answer: defer.Deferred = defer.Deferred()
+
+    async def end_of_data(self, ctx):
+        return await self.answer
+
+
+@pytest.mark.parametrize("verdict", [Verdict(), Verdict(Action.REJECT, 340)])  # 340: 550 duplicate
+def test_the_last_piece_of_a_message_waits_for_the_dot_while_its_checks_decide(
+        tmp_path, monkeypatch, verdict):
+    """The body goes downstream as it comes, each piece when the client's input runs
+    out; the piece that ends with the dot waits for the end-of-data checks and leaves
+    with the dot in one write, or with the connection when they refuse."""
+    check = WaitAtTheDot()
+    c = Client(tmp_path, monkeypatch, [check], auto={"127.0.0.2": {**OK, "dot": reply(250)}})
+    c.envelope("john@a.example")
+    assert c.send(b"DATA\r\n").startswith(b"354 ")
+    down = c.hosts["127.0.0.2"]
+    assert c.send(b"Subject: hi\r\n\r\nfirst piece\r\n") == b""
+    assert down.flushed == len(down.written) and b"first piece" in down.written
+    assert c.send(b"last piece\r\n.\r\n") == b""
+    assert b"last piece" in down.written and down.flushed < len(down.written)
+    assert "dot" not in down.log
+    check.answer.callback(verdict)
+    if verdict.action == Action.REJECT:
+        assert c.output().startswith(b"550 ") and down.log[-1] == "abort"
+    else:
+        assert c.output().startswith(b"250 ") and down.log[-1] == "dot"
+        assert down.flushed < len(down.written)  # the dot took it, not a flush
 
 
 def test_the_decisions_log_line_follows_the_reply_it_records(tmp_path, monkeypatch):
@@ -436,43 +473,6 @@ def test_an_idle_downstream_never_times_out_and_its_next_command_gets_a_full_tim
     assert not d.called
     proto.dataReceived(b"250 ok\r\n")
     assert d.result.code == 250
-
-
-class _CorkRecorder:
-    """The store's cork and uncork, and what the close hooks do in between."""
-
-    def __init__(self, events: list[str]):
-        self.events = events
-
-    def cork(self) -> None:
-        self.events.append("cork")
-
-    def uncork(self) -> None:
-        self.events.append("uncork")
-
-
-class _CloseHook(Check):
-    name = "close-hook"
-
-    def __init__(self, events: list[str]):
-        self.events = events
-
-    async def close(self, ctx):
-        self.events.append("close hook")
-
-
-def test_the_close_hooks_writes_to_the_store_go_out_together(tmp_path, monkeypatch):
-    """The close hooks run between the store's cork and uncork: the writes nobody
-    waits for at the end of a session (a lease's release, dupmsg's settling) leave
-    in one piece."""
-    events: list[str] = []
-    c = Client(tmp_path, monkeypatch, [_CloseHook(events)], auto={"127.0.0.2": OK})
-    c.factory.server.store = _CorkRecorder(events)
-    c.envelope("john@a.example")
-    assert events == []
-    assert c.send(b"QUIT\r\n").startswith(b"221 ")
-    c.proto.connectionLost(None)
-    assert events == ["cork", "close hook", "uncork"]
 
 
 def _in_data(c: Client) -> None:
