@@ -307,27 +307,15 @@ class BarricadeService(service.Service):
         exit_at_startup(why)
 
     def startService(self) -> None:
+        """Start everything a session needs, the plugins last, and open the
+        listeners once every plugin's ``start()`` has finished (see :meth:`_plugins_started`)."""
         service.Service.startService(self)
         reactor = self.context.reactor
         self.factory = factory = SmtpServerFactory(self.context)
         self.context.admin = Admin(self.context, factory)
         self.context.admin.start()  # a worker joins the master's control channel here
-        for sock in self.sockets:
-            self.ports.append(reactor.adoptStreamPort(sock.fileno(), sock.family, factory))
-            factory.add_port(self.ports[-1])
-            host, port = sock.getsockname()[:2]
-            log.info("barricade: listening on {host}:{port} as {name}", host=host, port=port,
-                     name=self.context.hostname)
-            sock.close()
-        self.sockets = []
-        adm = factory.admission
-        log.info("barricade: room for {n} sessions: file limit {limit}, {base} descriptors in use, "
-                 "descriptor-reserve={reserve}, client-max-sessions={per}", n=adm.capacity,
-                 limit=adm.limit, base=in_use(), reserve=self.config["descriptor-reserve"],
-                 per=adm.per_client)
         self.descriptor_gauges = task.LoopingCall(factory.update_metrics)
         self.descriptor_gauges.clock = reactor
-        self.descriptor_gauges.start(DESCRIPTOR_SAMPLE, now=True)
         self.metrics_flush = task.LoopingCall(self.context.metrics.flush)  # see barricade.metrics
         self.metrics_flush.clock = reactor
         self.metrics_flush.start(METRICS_FLUSH, now=False)
@@ -343,13 +331,53 @@ class BarricadeService(service.Service):
         store = self.context.store
         if store is not None:
             log.info("barricade: shared state in {kind}", kind=getattr(store, "kind", "memory"))
-        for check in self.context.pipeline.checks:
-            if isinstance(check, Plugin):
-                log.info("barricade: plugin {name} enabled", name=check.name)
-                defer.ensureDeferred(check.start()).addErrback(
-                    lambda f, n=check.name: log.failure("plugin {n} failed to start", f, n=n))
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.reload))
+        self._plugins_started().addCallback(lambda _: self._listen())
+
+    def _plugins_started(self) -> defer.Deferred:
+        """Every plugin's ``start()``, finished: its pools open and its daemon checked
+        before the first session can reach its hooks.  One that raises is logged (its
+        hooks then answer their ``error_reply``); one still running after
+        ``check-timeout`` seconds is logged and left to finish, and the listeners open
+        anyway: a plugin cannot keep the gateway shut.  Meanwhile the kernel queues
+        the clients that connect (the sockets listen from start-up on)."""
+        reactor = self.context.reactor
+        limit = self.config["check-timeout"]
+        waits = []
+        for check in self.context.pipeline.checks:
+            if not isinstance(check, Plugin):
+                continue
+            log.info("barricade: plugin {name} enabled", name=check.name)
+            started = defer.ensureDeferred(check.start()).addErrback(
+                lambda f, n=check.name: log.failure("plugin {n} failed to start", f, n=n))
+            if started.called:
+                continue
+            waited: defer.Deferred = defer.Deferred()
+            started.chainDeferred(waited)
+            waited.addTimeout(limit, reactor, onTimeoutCancel=lambda _r, _t, n=check.name: log.warn(
+                "barricade: plugin {n} has not started after {t}s; listening anyway", n=n, t=limit))
+            waits.append(waited)
+        return defer.DeferredList(waits, consumeErrors=True) if waits else defer.succeed(None)
+
+    def _listen(self) -> None:
+        if not self.running:  # stopped while the plugins started
+            return
+        factory = self.factory
+        for sock in self.sockets:
+            self.ports.append(self.context.reactor.adoptStreamPort(sock.fileno(), sock.family, factory))
+            factory.add_port(self.ports[-1])
+            host, port = sock.getsockname()[:2]
+            log.info("barricade: listening on {host}:{port} as {name}", host=host, port=port,
+                     name=self.context.hostname)
+            sock.close()
+        self.sockets = []
+        adm = factory.admission
+        log.info("barricade: room for {n} sessions: file limit {limit}, {base} descriptors in use, "
+                 "descriptor-reserve={reserve}, client-max-sessions={per}", n=adm.capacity,
+                 limit=adm.limit, base=in_use(), reserve=self.config["descriptor-reserve"],
+                 per=adm.per_client)
+        self.descriptor_gauges.start(DESCRIPTOR_SAMPLE, now=True)
         freeze_startup()  # last: everything start-up made exists now
 
     def reload(self) -> None:
@@ -367,6 +395,9 @@ class BarricadeService(service.Service):
         for loop in (self.descriptor_gauges, self.metrics_flush):
             if loop is not None and loop.running:
                 loop.stop()
+        for sock in self.sockets:  # stopped before the listeners opened
+            sock.close()
+        self.sockets = []
         ports, self.ports = self.ports, []
         if self.context.admin is not None:
             self.context.admin.stop()
