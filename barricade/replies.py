@@ -754,7 +754,9 @@ ENTRIES: tuple[ReplySpec, ...] = (
       'Its text is the challenge alone, so it carries neither the reply id nor the session id.'),
     R(985, 454, '4.7.0', 'temporary authentication failure', 'auth',
       'RFC 4954 6: the downstream that authenticates (route:<auth domain>, else the local route) '
-      'could not be reached, did not answer in time, does not offer AUTH PLAIN, or answered 4xx.'),
+      'could not be reached, did not answer in time, does not offer AUTH PLAIN, answered 4xx, or '
+      'refused AUTH for a reason other than the credentials (534, 538, a syntax error: its setup, '
+      'which the log names; smtpf answers 535).'),
     R(986, 421, '4.7.0', 'too many failed authentication attempts from [{client_ip}], try again later', 'auth',
       'The client address failed AUTH smtp-auth-max-failures times within '
       'smtp-auth-failure-window seconds (counted in the shared store); the connection is closed.'),

@@ -32,6 +32,7 @@ class _Handler:
         self.chunking = chunking
         self.users: dict[str, str] = {}
         self.auth_delay = 0.0  # seconds every AUTH hangs (a downstream that does not answer)
+        self.auth_refusal: str | None = None  # every AUTH answered so ("538 5.7.11 ..."), unjudged
         self.auths: list[tuple[str, str, bool]] = []  # (mechanism, login, success)
         self.authenticated: list[str | None] = []  # per message: the connection's login
         self.rsets: list[str | None] = []  # per RSET: the connection's login
@@ -40,6 +41,9 @@ class _Handler:
         if self.auth_delay:
             time.sleep(self.auth_delay)
         login = auth_data.login.decode("utf-8", "replace")
+        if self.auth_refusal is not None:
+            self.auths.append((mechanism, login, False))
+            return AuthResult(success=False, handled=False, message=self.auth_refusal)
         ok = self.users.get(login) == auth_data.password.decode("utf-8", "replace")
         self.auths.append((mechanism, login, ok))
         return AuthResult(success=ok, handled=False, auth_data=auth_data)

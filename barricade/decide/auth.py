@@ -33,13 +33,24 @@ def auth_route(routes: RouteMap, user: str) -> Route:
     return replace(route, key=f"auth:{route.key}", forward=hosts, rcpt=())
 
 
-def outcome(code: int) -> str:
-    """The downstream's answer to AUTH: 235 passes, 4xx is temporary, anything else fails."""
+def outcome(code: int, status: str = "") -> str:
+    """The downstream's answer to AUTH, as the client hears it.
+
+    235 passes.  A 535, or any 5xx with the enhanced status 5.7.8 (RFC 4954:
+    the credentials are invalid), fails, and counts towards
+    ``smtp-auth-max-failures``.  Anything else is temporary: a 4xx, and an
+    answer that judged something other than the credentials (534 mechanism
+    too weak, 538 encryption required, 530, a syntax error).  Those come from
+    how the downstream is set up for Barricade's AUTH PLAIN, which the
+    postmaster mends; telling the client its password is wrong would make a
+    mail program ask its user for another one, and counting it would lock a
+    client out for the gateway's own fault.  (smtpf answers 535 for all.)
+    """
     if code == 235:
         return PASS
-    if 400 <= code < 500:
-        return TEMPFAIL
-    return FAIL
+    if code == 535 or (code // 100 == 5 and status == "5.7.8"):
+        return FAIL
+    return TEMPFAIL
 
 
 def failure_key(ip: str) -> str:

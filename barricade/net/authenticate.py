@@ -104,8 +104,12 @@ class Authenticator:
         if reply is None:
             proxy._release(route.name, down)
             return self._done(policy.TEMPFAIL, user, f"{down.host} does not offer AUTH PLAIN")
-        result = policy.outcome(reply.code)
+        result = policy.outcome(reply.code, reply.status)
         why = f"{down.host} said {reply.code} {reply.status}".rstrip()
+        if result == policy.TEMPFAIL and reply.code >= 500:
+            log.error("session {sid}: AUTH: {why}, which is no verdict on the credentials: the "
+                      "downstream refuses Barricade's AUTH PLAIN (TLS, mechanisms?); the client "
+                      "is told to try later", sid=proxy.ctx.session_id, why=why)
         if result != policy.PASS:
             proxy._release(route.name, down)  # never kept: AUTH was sent on it
             if result == policy.FAIL and policy.over_limit(await self._failures(1), self.limit):

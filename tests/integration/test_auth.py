@@ -266,3 +266,26 @@ def test_authenticated_sessions_skip_grey_listing_and_smtp_auth_white(queue, mak
             else:
                 assert r.code == 550, r
     assert queue.authenticated == ["joe", "joe"]
+
+
+@pytest.mark.parametrize("refusal", ["538 5.7.11 Encryption required for requested authentication mechanism",
+                                     "534 5.7.9 Authentication mechanism is too weak"])
+def test_a_downstream_refusing_auth_plain_itself_is_no_wrong_password(queue, make_proxy, refusal):
+    """The downstream refuses Barricade's AUTH PLAIN for its own reasons (it wants TLS,
+    a stronger mechanism): the client is told to try later (#985), never that its
+    password is wrong, nothing counts towards the brute-force guard, and the log
+    says what the downstream said."""
+    queue.handler.auth_refusal = refusal
+    proxy = make_proxy(routes(queue), "+smtp-auth-enable", "smtp-auth-max-failures=2",
+                       "smtp-drop-after=0")
+    with Client(proxy.port) as c:
+        c.ehlo()
+        for _ in range(3):
+            r = c.cmd("AUTH PLAIN " + plain("joe", USERS["joe"]))
+            assert (r.code, r.status, r.id) == (454, "4.7.0", 985), r
+        assert not c.closed()
+    assert len(queue.auths) == 3  # asked every time: no failure was counted
+    assert proxy.metric("barricade_auth_total", outcome="tempfail") == 3
+    assert proxy.metric("barricade_auth_total", outcome="fail") is None
+    code = refusal[:3]
+    assert f"said {code} {refusal.split()[1]}, which is no verdict on the credentials" in proxy.log_text()

@@ -297,7 +297,12 @@ def test_outcomes_and_guard():
     assert policy.outcome(235) == policy.PASS
     assert policy.outcome(535) == policy.FAIL
     assert policy.outcome(454) == policy.TEMPFAIL
-    assert policy.outcome(504) == policy.FAIL
+    assert policy.outcome(535, "5.7.0") == policy.FAIL
+    assert policy.outcome(554, "5.7.8") == policy.FAIL  # credentials invalid, whatever the code
+    # Refusals that judged the downstream's setup, not the credentials: temporary.
+    for code, status in [(504, "5.5.4"), (534, "5.7.9"), (538, "5.7.11"), (530, "5.7.0"),
+                         (501, "5.5.2"), (554, "5.7.0"), (250, "")]:
+        assert policy.outcome(code, status) == policy.TEMPFAIL, (code, status)
     assert policy.over_limit(5, 5) and not policy.over_limit(4, 5) and not policy.over_limit(99, 0)
     assert policy.failure_key("192.0.2.1") == "auth-fail:192.0.2.1"
 
