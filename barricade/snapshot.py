@@ -20,7 +20,11 @@ worker it starts):
   mended, the worker loads it like any other change.
 
 A process without ``SNAPSHOT_ENV`` (``workers=1``, the tools) reads and
-writes nothing here.
+writes nothing here.  The master itself loads the maps once, when twistd
+checks the options, before its directory can exist (it is made after twistd
+drops privileges, so that the workers may write in it): :func:`collect` keeps
+those texts in memory until :func:`keep_collected` writes them as the first
+copies, instead of a second parse of every map.
 """
 
 from __future__ import annotations
@@ -60,14 +64,38 @@ def _write(path: Path, text: str) -> None:
         raise
 
 
-def keep_map(source: Path, text: str) -> None:
-    """``source`` loaded as ``text``: the copy a later worker falls back on.
+#: The maps the master loaded before its directory existed (see :func:`collect`).
+_collected: dict[Path, str] | None = None
 
-    Best effort: a full disk must not turn a good reload into a failed one.
-    """
+
+def collect() -> None:
+    """From now until :func:`keep_collected`, a map that loads outside a worker
+    keeps its text in memory: the master's maps, loaded as twistd checks the options."""
+    global _collected
+    _collected = {}
+
+
+def keep_collected(where: Path) -> bool:
+    """Write the collected maps' copies into the master's directory ``where``,
+    now made, and stop collecting; False when nothing was collected."""
+    global _collected
+    collected, _collected = _collected, None
+    for source, text in (collected or {}).items():
+        _keep(where, source, text)
+    return bool(collected)
+
+
+def keep_map(source: Path, text: str) -> None:
+    """``source`` loaded as ``text``: the copy a later worker falls back on."""
     where = directory()
-    if where is None:
-        return
+    if where is not None:
+        _keep(where, source, text)
+    elif _collected is not None:
+        _collected[source] = text
+
+
+def _keep(where: Path, source: Path, text: str) -> None:
+    """Best effort: a full disk must not turn a good reload into a failed one."""
     try:
         _write(_copy_of(source, where), text)
     except OSError:

@@ -28,7 +28,7 @@ if "twisted.internet.reactor" not in sys.modules:  # pragma: no branch
 from twisted.application.service import MultiService  # noqa: E402
 from twisted.python import usage  # noqa: E402
 
-from barricade import plugin  # noqa: E402
+from barricade import plugin, snapshot  # noqa: E402
 from barricade.options import REGISTRY, OptionError  # noqa: E402
 
 
@@ -95,6 +95,8 @@ class Options(usage.Options):
             raise SystemExit(0)
         from barricade.service import StartupError, build_context
 
+        if self.config["workers"] != 1:  # the master: its maps' texts become the first copies
+            snapshot.collect()
         try:
             self.context = build_context(self.config)
         except StartupError as exc:

@@ -56,7 +56,7 @@ from barricade.service import (
     log_file_limit,
     parse_address,
 )
-from barricade.snapshot import SNAPSHOT_ENV, keep_config
+from barricade.snapshot import SNAPSHOT_ENV, keep_collected, keep_config
 
 log = Logger()
 
@@ -153,11 +153,14 @@ class WorkerMaster(service.Service):
 
     def _keep_startup_files(self) -> None:
         """What every worker starts from, whenever it starts (``barricade.snapshot``):
-        the config file's text as parsed at start, the maps' first copies."""
+        the config file's text as parsed at start, the maps' first copies (as the
+        options check loaded them; parsed again only when nothing collected them)."""
         self.snapshot_dir = tempfile.mkdtemp(prefix="barricade-master-")
         os.environ[SNAPSHOT_ENV] = self.snapshot_dir  # the workers' environment is ours
         if self.config.file_text is not None and self.args[:1] == ["--config"]:
             self.args[1] = str(keep_config(Path(self.snapshot_dir), self.config.file_text))
+        if keep_collected(Path(self.snapshot_dir)):  # the maps as the options check loaded them
+            return
         try:
             load_maps(self.config)  # loaded, each map leaves its copy
         except StartupError as exc:  # changed on disk since the options were checked

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from twisted.logger import globalLogPublisher
 
@@ -96,3 +98,32 @@ def test_the_config_text_is_kept_as_parsed(tmp_path):
     conf.write_bytes(b"message-size-limit=1\n\xff\n")
     with pytest.raises(OptionError, match="is not UTF-8"):
         REGISTRY.parse([], conf)
+
+
+def test_the_master_keeps_the_maps_its_options_check_loaded_without_parsing_them_again(
+        tmp_path, monkeypatch):
+    """With workers the master loads the maps once, when twistd checks the options (before
+    its directory exists); those texts become the first copies, not a second parse. A
+    map changed on disk meanwhile does not matter: the copy is the version that loaded."""
+    from barricade import service, workers
+
+    monkeypatch.setenv(snapshot.SNAPSHOT_ENV, "")  # restored after the master sets it
+    monkeypatch.delenv(snapshot.SNAPSHOT_ENV)
+    routes = write_map(tmp_path / "route-map", BASIC_ROUTES)
+    access = write_map(tmp_path / "access-map", "connect:192.0.2.1 REJECT\n")
+    config = REGISTRY.parse([f"route-map={routes}", f"access-map={access}", "workers=2"])
+    snapshot.collect()
+    service.load_maps(config)  # what build_context does in the options check
+    routes.write_text("route:local broken\n")
+    parsed: list[object] = []
+    monkeypatch.setattr(workers, "load_maps", parsed.append)
+    master = workers.WorkerMaster(config, [])
+    try:
+        master._keep_startup_files()
+        assert parsed == []
+        assert snapshot.kept_map(routes) == BASIC_ROUTES
+        assert snapshot.kept_map(access) == "connect:192.0.2.1 REJECT\n"
+        master._keep_startup_files()  # nothing collected any more: the maps are parsed
+        assert parsed == [config]
+    finally:
+        shutil.rmtree(master.snapshot_dir, ignore_errors=True)
