@@ -155,7 +155,8 @@ class Metrics:
         )
         self.auth = Counter(
             "barricade_auth", "SMTP AUTH outcomes: pass, fail (the downstream refused the "
-            "credentials), tempfail (downstream unavailable, without AUTH PLAIN, or 4xx), blocked "
+            "credentials: 535 or 5.7.8), tempfail (downstream unavailable, without AUTH PLAIN, a 4xx, "
+            "or a refusal not about the credentials: 534, 538 ...), blocked "
             "(smtp-auth-max-failures reached); cancelled and undecodable exchanges are counted "
             "in barricade_replies (#259, #264, #987)", ["outcome"], registry=r,
         )

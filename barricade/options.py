@@ -604,7 +604,7 @@ _add("auth-delay-checks", False, """With smtp-auth-enable: run the connect and H
      authenticated, so that a roaming user whose address is black-listed can
      authenticate first. The access map's Tls-Connect: is not put off: it is a
      protocol rule, for an authenticated client too.""", section=S)
-_add("smtp-auth-max-failures", 5, """Failed AUTH attempts (the downstream said 5xx)
+_add("smtp-auth-max-failures", 5, """Failed AUTH attempts (the downstream said 535)
      a client address may make within smtp-auth-failure-window seconds, counted in
      the shared store (all workers and gateways on one Redis); the attempt that
      reaches it, and any AUTH after it, get #986 and the connection is closed. 0

@@ -288,6 +288,7 @@ class BarricadeService(service.Service):
         self.factory: SmtpServerFactory | None = None
         self.descriptor_gauges: task.LoopingCall | None = None
         self.metrics_flush: task.LoopingCall | None = None
+        self._starting: list[defer.Deferred] = []  # plugin start()s the listeners wait for
 
     @property
     def config(self) -> Config:
@@ -333,7 +334,11 @@ class BarricadeService(service.Service):
             log.info("barricade: shared state in {kind}", kind=getattr(store, "kind", "memory"))
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.reload))
-        self._plugins_started().addCallback(lambda _: self._listen())
+        started = self._plugins_started()
+        if started.called:  # nothing to wait for: a failure to listen stops start-up here
+            self._listen()
+        else:
+            started.addCallback(lambda _: self._listen()).addErrback(self._cannot_listen)
 
     def _plugins_started(self) -> defer.Deferred:
         """Every plugin's ``start()``, finished: its pools open and its daemon checked
@@ -358,7 +363,15 @@ class BarricadeService(service.Service):
             waited.addTimeout(limit, reactor, onTimeoutCancel=lambda _r, _t, n=check.name: log.warn(
                 "barricade: plugin {n} has not started after {t}s; listening anyway", n=n, t=limit))
             waits.append(waited)
+        self._starting = waits  # a stop meanwhile gives up on them (and their timeouts)
         return defer.DeferredList(waits, consumeErrors=True) if waits else defer.succeed(None)
+
+    def _cannot_listen(self, failure) -> None:
+        """Listening failed after the plugins' wait, outside ``startService``: the
+        process stops (a worker is replaced by its master) instead of running on
+        with no listener."""
+        log.failure("barricade: cannot listen; stopping", failure)
+        self.context.reactor.stop()
 
     def _listen(self) -> None:
         if not self.running:  # stopped while the plugins started
@@ -395,6 +408,9 @@ class BarricadeService(service.Service):
         for loop in (self.descriptor_gauges, self.metrics_flush):
             if loop is not None and loop.running:
                 loop.stop()
+        starting, self._starting = self._starting, []
+        for waited in starting:  # stopped while the plugins started
+            waited.cancel()
         for sock in self.sockets:  # stopped before the listeners opened
             sock.close()
         self.sockets = []

@@ -374,5 +374,6 @@ class RespClient:
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
         if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.send_held()  # this turn's commands first: close() sends what it has
             self._protocol.transport.close()
         self._protocol = None

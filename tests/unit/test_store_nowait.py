@@ -194,3 +194,34 @@ def test_metered_store_reports_a_backend_that_raises_finished():
     assert metrics.seen == [("release", True)]
     assert isinstance(done[0], StoreError) and "broken pipe" in str(done[0])
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_of_a_turn_are_written_before_a_close_in_that_turn():
+    """Commands leave at the end of their turn (one write for all of them); a client
+    closed in the same turn writes them first, as the transport's close sends what
+    it was given."""
+    from barricade.state.resp import RespClient, _Protocol
+
+    class Transport:
+        def __init__(self):
+            self.events: list[object] = []
+
+        def write(self, data: bytes) -> None:
+            self.events.append(data)
+
+        def is_closing(self) -> bool:
+            return "close" in self.events
+
+        def close(self) -> None:
+            self.events.append("close")
+
+    client = RespClient("redis://127.0.0.1:9")
+    proto = client._protocol = _Protocol()
+    proto.connection_made(transport := Transport())
+    client.start("DEL", "a")
+    client.start("ZREM", "b", "c")
+    assert transport.events == []  # held for the rest of this turn
+    await client.close()
+    assert transport.events == [b"*2\r\n$3\r\nDEL\r\n$1\r\na\r\n*3\r\n$4\r\nZREM\r\n$1\r\nb\r\n$1\r\nc\r\n",
+                                "close"]
