@@ -118,12 +118,16 @@ def test_the_master_keeps_the_maps_its_options_check_loaded_without_parsing_them
     parsed: list[object] = []
     monkeypatch.setattr(workers, "load_maps", parsed.append)
     master = workers.WorkerMaster(config, [])
+    made: list[str] = []
     try:
         master._keep_startup_files()
+        made.append(master.snapshot_dir)
         assert parsed == []
         assert snapshot.kept_map(routes) == BASIC_ROUTES
         assert snapshot.kept_map(access) == "connect:192.0.2.1 REJECT\n"
         master._keep_startup_files()  # nothing collected any more: the maps are parsed
+        made.append(master.snapshot_dir)
         assert parsed == [config]
     finally:
-        shutil.rmtree(master.snapshot_dir, ignore_errors=True)
+        for where in made:
+            shutil.rmtree(where, ignore_errors=True)
