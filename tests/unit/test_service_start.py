@@ -7,10 +7,8 @@ from __future__ import annotations
 import errno
 import socket
 
-import pytest
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import globalLogPublisher
 
 from barricade import plugin
 from barricade.api import Plugin
@@ -30,14 +28,6 @@ class Starting(Plugin):
 
     async def start(self) -> None:
         await self.started
-
-
-@pytest.fixture
-def logged():
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 class Port:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from twisted.logger import globalLogPublisher
 
 from barricade import maps, snapshot
 from barricade.maps import MapError, RouteMap
@@ -20,14 +19,6 @@ def master_dir(tmp_path, monkeypatch):
     where.mkdir()
     monkeypatch.setenv(snapshot.SNAPSHOT_ENV, str(where))
     return where
-
-
-@pytest.fixture
-def logged():
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def test_a_map_that_does_not_load_is_served_from_its_last_good_copy_until_mended(
