@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import selectors
+import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -354,10 +357,6 @@ def test_a_slow_downstream_holds_the_client_instead_of_its_message_piling_up(mak
     while (here: smtp-sink stopped) had the client's bytes pile up in the worker, up to
     message-size-limit per session.  Now the worker stops reading that client until
     the downstream drains, and the message is delivered whole."""
-    import os
-    import signal
-    import threading
-
     sink = make_sink()
     proxy = make_proxy(routes_to(sink))
     body = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 30_000  # 30 MB
