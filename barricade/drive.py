@@ -7,8 +7,12 @@ ends or awaits; one that ends costs no Deferred and no timer.  One that
 awaits a Deferred (a downstream reply, a store or DNS answer) is continued
 from that Deferred's callback, which hands the result (or raises the
 failure) into it, where Twisted's ``ensureDeferred`` would wrap every step
-in a Deferred and ``inlineCallbacks`` machinery of its own.  Anything else
-it awaits goes the general way, :func:`resume` under ``ensureDeferred``.
+in a Deferred and ``inlineCallbacks`` machinery of its own.  A policy hook
+may also await an asyncio future (a store operation's Redis reply,
+``StoreCheck.stored``): it is continued from the future's callback, with no
+Deferred between, which halves what a wait on Redis costs the worker.
+Anything else it awaits goes the general way, :func:`resume` under
+``ensureDeferred``.
 
 Two forms: :func:`drive` for the server's handlers and the close hooks (no
 timeout: the client's and the downstream's deadlines bound them), which
@@ -23,6 +27,7 @@ time are kept on one timer (:class:`Deadlines`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -122,8 +127,18 @@ class Drive:
             self.awaited = awaited
             awaited.addBoth(self._step)
             return
+        if asyncio.isfuture(awaited):  # a store's reply, awaited with no Deferred between
+            awaited._asyncio_future_blocking = False  # accepted, as a task does
+            self.awaited = awaited
+            direct = getattr(awaited, "add_direct_callback", None)
+            (direct or awaited.add_done_callback)(self._resumed)
+            return
         general = self.awaited = defer.ensureDeferred(resume(self.coro, awaited, self.watch))
         general.addBoth(self._end)
+
+    def _resumed(self, _done: asyncio.Future) -> None:
+        """The awaited future is done: the coroutine's ``await`` returns its result or raises."""
+        self._step(None)
 
     def _step(self, result: object) -> None:
         self.awaited = None
@@ -153,7 +168,8 @@ class Drive:
         if self.ended:
             return  # timed out meanwhile: finish has had its answer
         self.ended = True
-        if self.timed_out and isinstance(outcome, Failure) and outcome.check(defer.CancelledError):
+        if (self.timed_out and isinstance(outcome, Failure)
+                and outcome.check(defer.CancelledError, asyncio.CancelledError)):
             outcome = Failure(defer.TimeoutError(None, "check"))  # the cancel was the timeout's
         self.finish(outcome)
 

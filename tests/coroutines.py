@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from twisted.internet.defer import Deferred, succeed
+
+from barricade.drive import deferred
+
 T = TypeVar("T")
 
 
@@ -20,3 +24,17 @@ def finished(coro: Coroutine[Any, Any, T]) -> T:
     except StopIteration as stop:
         return stop.value
     raise AssertionError("the coroutine awaited something")
+
+
+def as_hook(coro: Coroutine[Any, Any, T]) -> Deferred[T]:
+    """The coroutine driven as the pipeline drives a check's hook, for a test to await.
+
+    A hook on an ``immediate`` store awaits the store's reply future
+    itself (``StoreCheck.stored``), which only the pipeline's driver resumes:
+    Twisted's own coroutine driver would refuse the future.
+    """
+    try:
+        awaited = coro.send(None)
+    except StopIteration as stop:
+        return succeed(stop.value)
+    return deferred(coro, awaited)

@@ -51,7 +51,6 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
-from barricade.aio import aio
 from barricade.options import Config
 from barricade.policy.pipeline import Context, immediate
 from barricade.policy.state_limits import StoreCheck
@@ -115,9 +114,8 @@ class DuplicateMessage(StoreCheck):
             return CONTINUE
         key = self.key(ctx)
         try:
-            added = await aio(self.store.add(key, f"pending {ctx.session_id}", ttl=self.pending_ttl),
-                              immediate=self.store.immediate)
-            known = None if added else await aio(self.store.get(key), immediate=self.store.immediate)
+            added = await self.stored(self.store.add(key, f"pending {ctx.session_id}", ttl=self.pending_ttl))
+            known = None if added else await self.stored(self.store.get(key))
         except StoreError as exc:
             return self.failed(ctx, exc)
         if added:

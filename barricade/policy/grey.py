@@ -52,7 +52,6 @@ from email.parser import BytesFeedParser
 
 from twisted.logger import Logger
 
-from barricade.aio import aio
 from barricade.maps import KeyValueMap, strip_detail
 from barricade.options import Config
 from barricade.policy.pipeline import Check, Context, immediate
@@ -289,9 +288,9 @@ class GreyList(StoreCheck):
             if self.metrics is not None:
                 self.metrics.count(self.metrics.grey_remembered)
             return known
-        return await aio(self.store.grey(key.tuple, period=period, temp_fail_ttl=self.temp_fail_ttl,
-                                         accept_ttl=self.accept_ttl, host=key.host, **content),
-                         immediate=self.store.immediate)
+        return await self.stored(self.store.grey(
+            key.tuple, period=period, temp_fail_ttl=self.temp_fail_ttl, accept_ttl=self.accept_ttl,
+            host=key.host, **content))
 
     def count(self, outcome: str) -> None:
         if self.metrics is not None:

@@ -245,7 +245,7 @@ class NullRateTo(StoreCheck):
             return CONTINUE
         key = hit[0]
         try:
-            count = await aio(self.store.rate(f"null:{key}"), immediate=self.store.immediate)
+            count = await self.stored(self.store.rate(f"null:{key}"))
         except StoreError as exc:
             return self.failed(ctx, exc)
         if count > limit:

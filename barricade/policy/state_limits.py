@@ -38,8 +38,9 @@ everybody (``always``): a white list does not lift a flood limit.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Coroutine, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from twisted.internet import task
 from twisted.logger import Logger
@@ -53,6 +54,8 @@ from barricade.replies import ReplyId
 from barricade.state import Store, StoreError
 
 log = Logger()
+
+T = TypeVar("T")
 
 # --- state-failure: temp-fail or skip, per family of checks ------------------------------
 
@@ -126,6 +129,17 @@ class StoreCheck(Check):
         self.store = store
         self.metrics = metrics
         self.policy = failure_policy(config, self.family) if self.family else "tempfail"
+
+    def stored(self, operation: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        """A store operation for a hook to await.
+
+        On an ``immediate`` store it is the operation itself: a hook runs
+        under the pipeline's driver, which resumes it straight from the
+        future of a Redis reply (:mod:`barricade.drive`), where :func:`aio`
+        would put a Deferred and a driver of its own between them on every
+        wait.  Any other store's operation runs in a task, through aio.
+        """
+        return operation if self.store.immediate else aio(operation)
 
     def client_value(self, ctx: Context, tag: str | None = None) -> tuple[str, str] | None:
         """The access-map entry for the client: IP, ``[ip]``, PTR domains, bare tag."""
@@ -227,16 +241,15 @@ class RateConnect(StoreCheck):
         conc_limit = concurrent.limit(ctx) if concurrent is not None and LEASE_NOTE not in ctx.notes else 0
         try:
             if conc_limit > 0:
-                count, lease = await aio(
-                    self.store.connect(key, rate_limit=limit, limit=conc_limit, ttl=concurrent.ttl),
-                    immediate=self.store.immediate)
+                count, lease = await self.stored(
+                    self.store.connect(key, rate_limit=limit, limit=conc_limit, ttl=concurrent.ttl))
                 if count <= limit:
                     ctx.notes[TAKEN_NOTE] = (key, conc_limit, lease)
                     if lease is not None and ctx.notes.get(CLOSED_NOTE):  # the client has left
                         concurrent.give_back(ctx.session_id, key, lease)
                         del ctx.notes[TAKEN_NOTE]
             else:
-                count = await aio(self.store.rate(key), immediate=self.store.immediate)
+                count = await self.stored(self.store.rate(key))
         except StoreError as exc:
             return self.failed(ctx, exc)
         if count > limit:
@@ -349,8 +362,7 @@ class ConcurrentConnect(StoreCheck):
             if limit <= 0:
                 return CONTINUE
             try:
-                lease = await aio(self.store.acquire(key, limit=limit, ttl=self.ttl),
-                                  immediate=self.store.immediate)
+                lease = await self.stored(self.store.acquire(key, limit=limit, ttl=self.ttl))
             except StoreError as exc:
                 return self.failed(ctx, exc)
         if lease is None:
@@ -392,7 +404,7 @@ class ConcurrentConnect(StoreCheck):
             return
         self.keeper.drop(held)
         try:
-            await aio(self.store.release(held.key, held.lease), immediate=self.store.immediate)
+            await self.stored(self.store.release(held.key, held.lease))
         except StoreError as exc:  # the lease expires by itself
             log.warn("session {sid}: releasing the concurrency lease failed: {err}",
                      sid=ctx.session_id, err=str(exc))

@@ -26,6 +26,7 @@ from barricade.protocol.events import ClientInfo
 from barricade.state import StoreError
 from barricade.state.base import Grey
 from barricade.state.redis import RedisStore, tag
+from tests.coroutines import as_hook
 from tests.state import SCENARIOS, FakeClock, RedisServer
 
 pytestmark = pytest.mark.integration
@@ -501,17 +502,17 @@ async def test_the_grey_check_asks_redis_only_about_what_it_does_not_remember(se
 
     try:
         clock.at(0)
-        assert (await check.data(message())).reply_id == 552
+        assert (await as_hook(check.data(message()))).reply_id == 552
         clock.at(600)
-        assert (await check.data(message())).action is Action.CONTINUE
+        assert (await as_hook(check.data(message()))).action is Action.CONTINUE
         assert sent.count("grey") >= 2
         sent.clear()
         clock.at(629)
         for _ in range(3):
-            assert (await check.data(message())).action is Action.CONTINUE
+            assert (await as_hook(check.data(message()))).action is Action.CONTINUE
         assert sent == []
         clock.at(630)
-        assert (await check.data(message())).action is Action.CONTINUE
+        assert (await as_hook(check.data(message()))).action is Action.CONTINUE
         assert sent.count("grey") >= 1
     finally:
         await aio(store.close())

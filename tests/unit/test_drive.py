@@ -4,13 +4,17 @@ the policy's form with a timeout that cancels what it awaits."""
 
 from __future__ import annotations
 
+import asyncio
 import types
 
+import hiredis
 import pytest
-from twisted.internet import defer, task
+import pytest_twisted
+from twisted.internet import defer, reactor, task
 from twisted.python.failure import Failure
 
 from barricade.drive import Deadlines, Drive, deferred, drive
+from barricade.state.resp import Reply, RespError
 
 
 async def answer(value):
@@ -98,6 +102,66 @@ def test_anything_but_a_deferred_goes_the_general_way():
 
     drive(refuses(), outcomes.append)
     assert outcomes[-1].check(TypeError)
+
+
+async def stored(reply: asyncio.Future):
+    """A store operation as a hook awaits it: coroutines down to a reply's future."""
+    return await reply
+
+
+async def fallible(reply: asyncio.Future):
+    try:
+        return await stored(reply) + 1
+    except KeyError as exc:
+        return f"failed: {exc}"
+
+
+def test_a_reply_awaited_with_no_deferred_between_resumes_the_hook_as_it_is_resolved():
+    outcomes: list = []
+    reply = Reply(loop=asyncio.new_event_loop())
+    run = Drive(*started(fallible(reply)), outcomes.append)
+    assert run.awaited is reply and outcomes == []
+    reply.resolve(41)  # the hook goes on here, not at a later turn of the loop
+    assert outcomes == [42]
+    failing = Reply(loop=reply.get_loop())
+    Drive(*started(fallible(failing)), outcomes.append)
+    failing.resolve(hiredis.ReplyError("WRONGTYPE"))
+    assert outcomes[-1].check(RespError)  # what the hook does not catch ends it
+    reply.get_loop().close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_ordinary_future_resumes_the_hook_from_its_done_callback():
+    loop = asyncio.get_running_loop()
+    outcomes: list = []
+    ok, failing = loop.create_future(), loop.create_future()
+    Drive(*started(fallible(ok)), outcomes.append)
+    Drive(*started(fallible(failing)), outcomes.append)
+    ok.set_result(41)
+    failing.set_exception(KeyError("gone"))
+    assert outcomes == []  # an asyncio future's callbacks run at the loop's next turn
+    await task.deferLater(reactor, 0)
+    assert outcomes == [42, "failed: 'gone'"]
+
+
+def test_the_timeout_cancels_an_awaited_reply_and_ends_with_timeout_error():
+    clock = task.Clock()
+    heard: list = []
+
+    async def hook(reply):
+        try:
+            return await stored(reply)
+        except asyncio.CancelledError:
+            heard.append("cancelled")
+            raise
+
+    reply = Reply(loop=asyncio.new_event_loop())
+    outcomes: list = []
+    Drive(*started(hook(reply)), outcomes.append, timeout=2.0, deadlines=Deadlines(clock))
+    clock.advance(2.0)
+    assert reply.cancelled() and heard == ["cancelled"]
+    assert len(outcomes) == 1 and outcomes[0].check(defer.TimeoutError)
+    reply.get_loop().close()
 
 
 def test_the_timeout_cancels_what_it_awaits_and_ends_with_timeout_error_at_once():
