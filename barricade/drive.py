@@ -10,7 +10,7 @@ failure) into it, where Twisted's ``ensureDeferred`` would wrap every step
 in a Deferred and ``inlineCallbacks`` machinery of its own.  A policy hook
 may also await an asyncio future (a store operation's Redis reply,
 ``StoreCheck.stored``): it is continued from the future's callback, with no
-Deferred between, which halves what a wait on Redis costs the worker.
+Deferred and no second driver between (``aio``'s), on every store call.
 Anything else it awaits goes the general way, :func:`resume` under
 ``ensureDeferred``.
 
