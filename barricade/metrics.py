@@ -112,6 +112,7 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         self._reply_children: dict[tuple[int, str, int], object] = {}
         self._check_children: dict[tuple[str, str, str], tuple] = {}
+        self._store_children: dict[str, object] = {}
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.tally = Tally()
@@ -306,7 +307,11 @@ class Metrics:
         self.tally.observe(self.child(self.downstream_seconds, command), seconds)
 
     def store(self, operation: str, seconds: float, failed: bool) -> None:
-        self.tally.observe(self.child(self.store_seconds, operation), seconds)
+        # Every store call lands here: its histogram is found by the operation alone.
+        found = self._store_children.get(operation)
+        if found is None:
+            found = self._store_children[operation] = self.store_seconds.labels(operation)
+        self.tally.observe(found, seconds)
         if failed:
             self.store_errors.labels(operation).inc()
 

@@ -514,7 +514,7 @@ class Pipeline:
         outcome = "error"
         timeout = check.timeout or self.timeout
         try:
-            watch = (lambda t0: self._watch(check, phase, ctx, t0)) if self.stall else None
+            watch = functools.partial(self._watch, check, phase, ctx) if self.stall else None
             done = deferred(waiting.coro, waiting.awaited, watch=watch, timeout=timeout,
                             deadlines=self._deadlines)
             outcome, verdict = self._named(check, phase, ctx, await done)

@@ -95,9 +95,16 @@ def tag(value: str) -> str:
     A brace inside would end the tag early (Redis hashes up to the first
     ``}``), so such values, and very long ones, are replaced by their SHA-1.
     """
-    if "{" in value or "}" in value or len(value) > MAX_TAG:
-        value = hashlib.sha1(value.encode("utf-8", "surrogateescape")).hexdigest()
-    return "{" + value + "}"
+    return "{" + (_hashed(value) if _unfit(value) else value) + "}"
+
+
+def _unfit(value: str) -> bool:
+    """Must this value be hashed to serve as a tag?"""
+    return "{" in value or "}" in value or len(value) > MAX_TAG
+
+
+def _hashed(value: str) -> str:
+    return hashlib.sha1(value.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class RedisStore(Store):
@@ -141,7 +148,9 @@ class RedisStore(Store):
 
     def key(self, kind: str, name: str, rest: str | None = None) -> str:
         """``<prefix><kind>:{<name>}`` (``:<rest>`` appended in the same slot)."""
-        base = f"{self.prefix}{kind}:{tag(name)}"
+        if "{" in name or "}" in name or len(name) > MAX_TAG:  # _unfit(), without the call
+            name = _hashed(name)
+        base = f"{self.prefix}{kind}:{{{name}}}"
         return base if rest is None else f"{base}:{rest}"
 
     def _now(self) -> int:
@@ -167,17 +176,6 @@ class RedisStore(Store):
             raise StoreError(f"redis {what}: no answer within {self.timeout:g}s ({self.url})") from exc
         except (RedisError, RespError, RespConnectionError, OSError) as exc:
             raise StoreError(f"redis {what}: {exc} ({self.url})") from exc
-
-    async def _sent(self, what: str, reply: asyncio.Future) -> Any:
-        """The reply to a command sent at once; the connection keeps the deadline.
-
-        NOSCRIPT (Redis lost the script) raises :class:`_NoScript`: the caller
-        goes the long way, which loads it again.
-        """
-        try:
-            return await reply
-        except (RespTimeout, RespError, RespConnectionError) as exc:
-            raise self._error(what, exc) from exc
 
     def _error(self, what: str, exc: Exception) -> StoreError | _NoScript:
         """What a failed reply to a command sent at once means to the caller."""
@@ -211,19 +209,29 @@ class RedisStore(Store):
         getattr(reply, "add_direct_callback", reply.add_done_callback)(answered)
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """The script's reply: sent at once on an open connection, which keeps the
+        deadline (awaited here, not in a coroutine of its own: one frame less on
+        the hot path); else, or when Redis lost the script (NOSCRIPT), the long
+        way, which loads it again."""
         reply = self._backend.start_script(name, keys, args)
         if reply is not None:
             try:
-                return await self._sent(name, reply)
-            except _NoScript:
-                pass
+                return await reply
+            except (RespTimeout, RespError, RespConnectionError) as exc:
+                error = self._error(name, exc)
+                if not isinstance(error, _NoScript):
+                    raise error from exc
         return await self._call(name, self._backend.script(name, keys, args))
 
     async def _command(self, *args: str | int, what: str = "") -> Any:
+        """:meth:`_script` for a plain command (there is nothing to load again)."""
         what = what or str(args[0]).lower()
         reply = self._backend.start(*args)
         if reply is not None:
-            return await self._sent(what, reply)
+            try:
+                return await reply
+            except (RespTimeout, RespError, RespConnectionError) as exc:
+                raise self._error(what, exc) from exc
         return await self._call(what, self._backend.command(*args))
 
     async def ping(self) -> None:

@@ -149,7 +149,8 @@ class Reply(asyncio.Future):
             self.set_exception(RespError(str(reply)))
         else:
             self.set_result(reply)
-        self._run_direct()
+        if self._direct is not None:
+            self._run_direct()
 
     def fail(self, error: Exception) -> None:
         self.set_exception(error)
@@ -244,13 +245,23 @@ class _Protocol(asyncio.Protocol):
         return futures
 
     def send_one(self, payload: bytes) -> Reply:
-        """:meth:`send` for one command, the hot path."""
+        """:meth:`send` for one command, the hot path (:meth:`_time` and
+        :meth:`_write` written out: two calls fewer for every store call)."""
         if self.lost is not None or self.transport.is_closing():
             raise RespConnectionError("not connected")
         future = Reply(loop=self.loop)
         self.waiting.append(future)
-        self._time(1)
-        self._write(payload)
+        if self.timeout is not None:
+            due = self.loop.time() + self.timeout
+            self.deadlines.append(due)
+            if self.timer is None:
+                self.timer = self.loop.call_at(due, self._expire)
+        held = self.held
+        if held is None:
+            self.held = [payload]
+            self.loop.call_soon(self.send_held)
+        else:
+            held.append(payload)
         return future
 
     def _write(self, payload: bytes) -> None:
