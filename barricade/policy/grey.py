@@ -282,12 +282,16 @@ class GreyList(StoreCheck):
 
     # --- store calls and outcomes ----------------------------------------------------
 
-    async def lookup(self, key: GreyKey, period: int, **content) -> GreyStatus:
+    def known(self, key: GreyKey, period: int) -> GreyStatus | None:
+        """KNOWN for a tuple this worker remembers passing, without a store call
+        (and without a coroutine: most messages of a busy gateway end here)."""
         known = self.store.known_grey(key.tuple, host=key.host, period=period)
-        if known is not None:
-            if self.metrics is not None:
-                self.metrics.count(self.metrics.grey_remembered)
-            return known
+        if known is not None and self.metrics is not None:
+            self.metrics.count(self.metrics.grey_remembered)
+        return known
+
+    async def lookup(self, key: GreyKey, period: int, **content) -> GreyStatus:
+        """The store's answer for a tuple not :meth:`known` here."""
         return await self.stored(self.store.grey(
             key.tuple, period=period, temp_fail_ttl=self.temp_fail_ttl, accept_ttl=self.accept_ttl,
             host=key.host, **content))
@@ -334,7 +338,7 @@ class GreyList(StoreCheck):
         status: GreyStatus | None = None
         try:
             for key in keys:
-                status = await self.lookup(key, period, **self.data_mode())
+                status = self.known(key, period) or await self.lookup(key, period, **self.data_mode())
                 if self.goes_on(status):
                     return self.at_data(ctx, status, key, period)
         except StoreError as exc:
@@ -418,7 +422,7 @@ class GreyContent(GreyList):
         status: GreyStatus | None = None
         try:
             for key in keys:
-                status = await self.lookup(key, period, digest=digest, msgid=msgid)
+                status = self.known(key, period) or await self.lookup(key, period, digest=digest, msgid=msgid)
                 if status.passed:
                     self.count(status.result.value)
                     return CONTINUE

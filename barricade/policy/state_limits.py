@@ -350,7 +350,8 @@ class ConcurrentConnect(StoreCheck):
         self.timeout = config["check-timeout"] + self.refuse.delay
 
     async def connect(self, ctx: Context) -> Verdict:
-        await self._release(ctx)  # XCLIENT restarts the session as another client
+        if LEASE_NOTE in ctx.notes:  # XCLIENT restarts the session as another client
+            await self._release(ctx)
         if ctx.client.localhost:
             return CONTINUE
         taken = ctx.notes.pop(TAKEN_NOTE, None)
