@@ -28,6 +28,7 @@ time are kept on one timer (:class:`Deadlines`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -77,7 +78,7 @@ def deferred(coro: Any, awaited: Any, *, watch: Watch | None = None, timeout: fl
     """A Deferred of a started coroutine (it yielded ``awaited``), driven on;
     cancelling the Deferred cancels what the coroutine awaits."""
     done: defer.Deferred = defer.Deferred(lambda _: run.cancel())
-    run = Drive(coro, awaited, lambda outcome: _fire(done, outcome), watch=watch, timeout=timeout,
+    run = Drive(coro, awaited, functools.partial(_fire, done), watch=watch, timeout=timeout,
                 deadlines=deadlines)
     return done
 
