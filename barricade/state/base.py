@@ -85,9 +85,10 @@ class Store(ABC):
     """
 
     #: Callers may start an operation here, outside an event-loop task
-    #: (``aio(..., immediate=True)``): it either never suspends (MemoryStore:
-    #: its result is there at once) or waits only on asyncio futures that
-    #: resume it (RedisStore: the reply to a command already sent).
+    #: (``aio(..., immediate=True)``, or a check's hook awaiting it itself,
+    #: ``StoreCheck.stored``): it either never suspends (MemoryStore: its
+    #: result is there at once) or waits only on asyncio futures that resume
+    #: it (RedisStore: the reply to a command already sent).
     immediate = False
 
     @abstractmethod
