@@ -95,12 +95,9 @@ def tag(value: str) -> str:
     A brace inside would end the tag early (Redis hashes up to the first
     ``}``), so such values, and very long ones, are replaced by their SHA-1.
     """
-    return "{" + (_hashed(value) if _unfit(value) else value) + "}"
-
-
-def _unfit(value: str) -> bool:
-    """Must this value be hashed to serve as a tag?"""
-    return "{" in value or "}" in value or len(value) > MAX_TAG
+    if "{" in value or "}" in value or len(value) > MAX_TAG:  # RedisStore.key tests the same
+        value = _hashed(value)
+    return "{" + value + "}"
 
 
 def _hashed(value: str) -> str:
@@ -148,7 +145,7 @@ class RedisStore(Store):
 
     def key(self, kind: str, name: str, rest: str | None = None) -> str:
         """``<prefix><kind>:{<name>}`` (``:<rest>`` appended in the same slot)."""
-        if "{" in name or "}" in name or len(name) > MAX_TAG:  # _unfit(), without the call
+        if "{" in name or "}" in name or len(name) > MAX_TAG:  # tag()'s test: one call fewer per key
             name = _hashed(name)
         base = f"{self.prefix}{kind}:{{{name}}}"
         return base if rest is None else f"{base}:{rest}"

@@ -12,6 +12,11 @@ from twisted.internet import defer, reactor, task
 
 from barricade.aio import aio
 from barricade.drive import Deadlines, deferred
+from barricade.options import REGISTRY
+from barricade.policy.pipeline import Context, Pipeline
+from barricade.policy.state_limits import StoreCheck
+from barricade.policy.verdict import CONTINUE
+from barricade.protocol.events import ClientInfo
 from barricade.state import MemoryStore, StoreError
 from barricade.state.metered import MeteredStore
 from barricade.state.resp import Reply, RespConnectionError, RespError
@@ -205,3 +210,53 @@ async def test_a_hook_timing_out_on_a_reply_ends_with_timeout_error():
     clock.advance(3.0)
     assert heard == ["cancelled"] and reply.cancelled()
     assert len(outcomes) == 1 and outcomes[0].check(defer.TimeoutError)
+
+
+class _Counting(MemoryStore):
+    """A store whose ``rate`` waits: on a Redis-like reply future, or (not
+    ``immediate``) on something only a task can carry on from."""
+
+    def __init__(self, immediate: bool, loop: asyncio.AbstractEventLoop):
+        super().__init__()
+        self.immediate = immediate
+        self.loop = loop
+        self.replies: list[Reply] = []
+        self.tasks: list[asyncio.Task | None] = []
+
+    async def rate(self, key, **kw):
+        self.tasks.append(asyncio.current_task())
+        if self.immediate:
+            reply = Reply(loop=self.loop)
+            self.replies.append(reply)
+            return await reply
+        await asyncio.sleep(0)  # needs a task
+        return 7
+
+
+@pytest.mark.parametrize("immediate", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_a_store_checks_hook_awaits_its_operation_through_the_pipeline(immediate):
+    """StoreCheck.stored: on an immediate store the hook awaits the operation itself and
+    the pipeline's driver resumes it from the reply (no task, no aio Deferred); any
+    other store's operation runs in a task."""
+    loop = asyncio.get_running_loop()
+    store = _Counting(immediate, loop)
+
+    seen: list[int] = []
+
+    class Counts(StoreCheck):
+        name = "counts"
+
+        async def connect(self, ctx):
+            seen.append(await self.stored(self.store.rate("k")))
+            return CONTINUE
+
+    check = Counts(REGISTRY.parse([]), None, store)
+    ctx = Context(session_id="s", client=ClientInfo(ip="192.0.2.1", port=25, name="x.example"))
+    running = defer.ensureDeferred(Pipeline([check], reactor, 5).run("connect", ctx))
+    if immediate:
+        assert not running.called and len(store.replies) == 1
+        loop.call_soon(store.replies[0].resolve, 41)
+    assert (await running) is CONTINUE
+    assert seen == [41 if immediate else 7]
+    assert (store.tasks[0] is None) is immediate
