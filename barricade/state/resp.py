@@ -235,19 +235,10 @@ class _Protocol(asyncio.Protocol):
     def usable(self) -> bool:
         return self.lost is None and self.transport is not None and not self.transport.is_closing()
 
-    def send(self, payload: bytes, count: int) -> list[Reply]:
-        if not self.usable():
-            raise RespConnectionError("not connected")
-        futures = [Reply(loop=self.loop) for _ in range(count)]
-        self.waiting.extend(futures)
-        self._time(count)
-        self._write(payload)
-        return futures
-
-    def send_one(self, payload: bytes) -> Reply:
-        """:meth:`send` for one command, the hot path (:meth:`_time` and
-        :meth:`_write` written out: two calls fewer for every store call)."""
-        if self.lost is not None or self.transport.is_closing():
+    def send(self, payload: bytes) -> Reply:
+        """One command, held for this turn's write: the future of its reply, timed
+        by the connection.  Every store call comes here, so it calls no helper."""
+        if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise RespConnectionError("not connected")
         future = Reply(loop=self.loop)
         self.waiting.append(future)
@@ -264,27 +255,11 @@ class _Protocol(asyncio.Protocol):
             held.append(payload)
         return future
 
-    def _write(self, payload: bytes) -> None:
-        held = self.held
-        if held is None:
-            self.held = [payload]
-            self.loop.call_soon(self.send_held)
-        else:
-            held.append(payload)
-
     def send_held(self) -> None:
         """Write the commands of the turn that has just ended, in one piece."""
         held, self.held = self.held, None
         if held and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(held))  # one command: join returns it as it is
-
-    def _time(self, count: int) -> None:
-        if self.timeout is None:
-            return
-        due = self.loop.time() + self.timeout
-        self.deadlines.extend([due] * count)
-        if self.timer is None:
-            self.timer = self.loop.call_at(due, self._expire)
 
 
 class RespClient:
@@ -335,7 +310,7 @@ class RespClient:
                 if ep.db:
                     setup.append(["SELECT", ep.db])
                 if setup:
-                    futures = proto.send(b"".join(encode(c) for c in setup), len(setup))
+                    futures = [proto.send(encode(c)) for c in setup]  # written in one piece
                     await asyncio.gather(*futures)
         except BaseException as exc:
             if proto is not None and proto.transport is not None:
@@ -355,15 +330,14 @@ class RespClient:
         if proto is None or proto.transport is None or proto.lost is not None:
             return None
         try:
-            return proto.send_one(encode(args))
+            return proto.send(encode(args))
         except RespConnectionError:
             return None
 
     async def execute(self, *args: str | int | bytes):
         """One command's reply; RespError for ``-ERR``, RespConnectionError when cut off."""
         proto = await self._connection()
-        [future] = proto.send(encode(args), 1)
-        return await future
+        return await proto.send(encode(args))
 
     async def evalsha(self, sha: str, script: str, keys: Sequence[str], args: Sequence[str | int]):
         """Run a script by its SHA-1, loading it first if Redis lost it (restart, flush)."""
