@@ -1,10 +1,14 @@
-"""The one bridge from Twisted to asyncio: ``await aio(coro)`` in a check.
+"""The bridge from Twisted to asyncio: ``await aio(coro)`` in Twisted code.
 
-Checks run as Deferred-driven coroutines (``defer.ensureDeferred``), and
+Twisted's coroutines are Deferred-driven (``defer.ensureDeferred``), and
 awaiting an asyncio coroutine (redis.asyncio, dns.asyncresolver) directly
 there fails with "await wasn't used with future".
 Wrapping it in an asyncio task and that in a Deferred works on Twisted's
 asyncio reactor; cancelling the Deferred cancels the task.
+
+(A store check's hook needs none of this for its own store calls: the
+pipeline's driver resumes it from a Redis reply's future itself,
+``StoreCheck.stored``.)
 
 A store operation (``immediate``: see :attr:`barricade.state.Store.immediate`)
 is run here instead: one that never suspends (MemoryStore) has its result at

@@ -93,8 +93,9 @@ def _fire(done: defer.Deferred, outcome: Any) -> None:
 
 
 class Drive:
-    """Continues a started coroutine from the callback of each Deferred it awaits,
-    with a timeout, cancellation and the watchdog: the policy's hooks.
+    """Continues a started coroutine from the callback of each Deferred (or
+    asyncio future) it awaits, with a timeout, cancellation and the watchdog:
+    the policy's hooks.
 
     One object per hook that waits: its place among the :class:`Deadlines`,
     what it awaits now, whether it ended; :func:`drive` needs none of that.
@@ -108,7 +109,7 @@ class Drive:
         self.coro = coro
         self.finish = finish
         self.watch = watch
-        self.awaited: defer.Deferred | None = None
+        self.awaited: defer.Deferred | asyncio.Future | None = None
         self.timed_out = False
         self.ended = False
         self.deadlines = None
@@ -169,9 +170,11 @@ class Drive:
         if self.ended:
             return  # timed out meanwhile: finish has had its answer
         self.ended = True
-        if (self.timed_out and isinstance(outcome, Failure)
-                and outcome.check(defer.CancelledError, asyncio.CancelledError)):
-            outcome = Failure(defer.TimeoutError(None, "check"))  # the cancel was the timeout's
+        if isinstance(outcome, Failure) and outcome.check(defer.CancelledError, asyncio.CancelledError):
+            if self.timed_out:  # the cancel was the timeout's
+                outcome = Failure(defer.TimeoutError(None, "check"))
+            elif outcome.check(asyncio.CancelledError):  # a cancelled future's: Twisted's, as for any Deferred
+                outcome = Failure(defer.CancelledError())
         self.finish(outcome)
 
     def time_out(self) -> None:

@@ -339,7 +339,8 @@ class Metrics:
     def child(self, metric, *labels: str):
         """``metric.labels(*labels)``, remembered.
 
-        Every check, reply and store call of every message lands here: a
+        The counters and histograms a message may touch land here (check
+        runs, replies and store calls have caches of their own): a
         dictionary hit is several times cheaper than prometheus_client's
         locked lookup, and the label sets are few.
         """

@@ -137,7 +137,10 @@ class StoreCheck(Check):
         under the pipeline's driver, which resumes it straight from the
         future of a Redis reply (:mod:`barricade.drive`), where :func:`aio`
         would put a Deferred and a driver of its own between them on every
-        wait.  Any other store's operation runs in a task, through aio.
+        wait.  So an immediate store's operations must await nothing but
+        asyncio futures (:attr:`Store.immediate` says so); anything else
+        would reach the driver's general way, which cannot carry asyncio
+        code on.  Any other store's operation runs in a task, through aio.
         """
         return operation if self.store.immediate else aio(operation)
 

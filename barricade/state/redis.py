@@ -113,8 +113,9 @@ class RedisStore(Store):
     how long a passed grey-list tuple is remembered here (0: never).
     """
 
-    #: Operations may start outside an event-loop task (``aio(..., immediate=True)``):
-    #: each either waits on its reply's future or runs in a task of its own.
+    #: Operations may start outside an event-loop task (``aio(..., immediate=True)``,
+    #: a check's hook): each either waits on its reply's future or runs in a task
+    #: of its own, which it awaits as a future.
     immediate = True
 
     def __init__(

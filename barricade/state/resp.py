@@ -125,8 +125,9 @@ class Reply(asyncio.Future):
     """The future of one command's reply, which can resume its awaiter at once.
 
     An asyncio future runs its done-callbacks at the event loop's next turn;
-    a store operation awaited by a check (:func:`barricade.aio.aio`) would
-    wait that extra turn, about a fifth of a round trip's cost, for every
+    a store operation awaited by a check (resumed by the pipeline's driver,
+    :mod:`barricade.drive`, or by :func:`barricade.aio.aio`) would wait that
+    extra turn, about a fifth of a round trip's cost, for every
     Redis reply.  The callback given to :meth:`add_direct_callback` (the
     awaiter's: a reply has one) runs as soon as the reply is parsed, the
     command fails or is cancelled, instead.  Everything else (tasks,
@@ -237,7 +238,8 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, payload: bytes) -> Reply:
         """One command, held for this turn's write: the future of its reply, timed
-        by the connection.  Every store call comes here, so it calls no helper."""
+        by the connection.  Every store call on one server comes here, so it
+        calls no helper."""
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise RespConnectionError("not connected")
         future = Reply(loop=self.loop)

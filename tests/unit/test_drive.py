@@ -164,6 +164,30 @@ def test_the_timeout_cancels_an_awaited_reply_and_ends_with_timeout_error():
     reply.get_loop().close()
 
 
+def test_cancelling_a_hook_that_awaits_a_reply_fails_it_with_twisteds_cancelled_error():
+    """Not a timeout: the Deferred's canceller cancels the reply, the hook hears asyncio's
+    CancelledError, and the Deferred fails with Twisted's, which the pipeline's
+    ``except Exception`` catches, as for any cancelled wait (asyncio's is a BaseException)."""
+    heard: list = []
+
+    async def hook(reply):
+        try:
+            return await stored(reply)
+        except asyncio.CancelledError:
+            heard.append("cancelled")
+            raise
+
+    reply = Reply(loop=asyncio.new_event_loop())
+    coro = hook(reply)
+    outcomes: list = []
+    d = deferred(coro, coro.send(None))
+    d.addBoth(outcomes.append)
+    d.cancel()
+    assert reply.cancelled() and heard == ["cancelled"]
+    assert len(outcomes) == 1 and type(outcomes[0].value) is defer.CancelledError
+    reply.get_loop().close()
+
+
 def test_the_timeout_cancels_what_it_awaits_and_ends_with_timeout_error_at_once():
     clock = task.Clock()
     heard: list = []
