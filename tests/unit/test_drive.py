@@ -144,30 +144,13 @@ async def test_an_ordinary_future_resumes_the_hook_from_its_done_callback():
     assert outcomes == [42, "failed: 'gone'"]
 
 
-def test_the_timeout_cancels_an_awaited_reply_and_ends_with_timeout_error():
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_a_hook_awaiting_a_reply_is_stopped_with_twisteds_error(how):
+    """The timeout, or cancelling the Deferred (its canceller), cancels the reply; the
+    hook hears asyncio's CancelledError there.  The outcome is Twisted's TimeoutError
+    or CancelledError, as for any wait, which the pipeline's ``except Exception``
+    catches (asyncio's CancelledError is a BaseException)."""
     clock = task.Clock()
-    heard: list = []
-
-    async def hook(reply):
-        try:
-            return await stored(reply)
-        except asyncio.CancelledError:
-            heard.append("cancelled")
-            raise
-
-    reply = Reply(loop=asyncio.new_event_loop())
-    outcomes: list = []
-    Drive(*started(hook(reply)), outcomes.append, timeout=2.0, deadlines=Deadlines(clock))
-    clock.advance(2.0)
-    assert reply.cancelled() and heard == ["cancelled"]
-    assert len(outcomes) == 1 and outcomes[0].check(defer.TimeoutError)
-    reply.get_loop().close()
-
-
-def test_cancelling_a_hook_that_awaits_a_reply_fails_it_with_twisteds_cancelled_error():
-    """Not a timeout: the Deferred's canceller cancels the reply, the hook hears asyncio's
-    CancelledError, and the Deferred fails with Twisted's, which the pipeline's
-    ``except Exception`` catches, as for any cancelled wait (asyncio's is a BaseException)."""
     heard: list = []
 
     async def hook(reply):
@@ -180,11 +163,15 @@ def test_cancelling_a_hook_that_awaits_a_reply_fails_it_with_twisteds_cancelled_
     reply = Reply(loop=asyncio.new_event_loop())
     coro = hook(reply)
     outcomes: list = []
-    d = deferred(coro, coro.send(None))
+    d = deferred(coro, coro.send(None), timeout=2.0, deadlines=Deadlines(clock))
     d.addBoth(outcomes.append)
-    d.cancel()
+    if how == "timeout":
+        clock.advance(2.0)
+    else:
+        d.cancel()
     assert reply.cancelled() and heard == ["cancelled"]
-    assert len(outcomes) == 1 and type(outcomes[0].value) is defer.CancelledError
+    expected = defer.TimeoutError if how == "timeout" else defer.CancelledError
+    assert len(outcomes) == 1 and type(outcomes[0].value) is expected
     reply.get_loop().close()
 
 
