@@ -89,17 +89,6 @@ def load_script(name: str) -> str:
     return "".join(calls) + text(name)
 
 
-def tag(value: str) -> str:
-    """A Redis Cluster hash tag for ``value``: ``{value}``.
-
-    A brace inside would end the tag early (Redis hashes up to the first
-    ``}``), so such values, and very long ones, are replaced by their SHA-1.
-    """
-    if "{" in value or "}" in value or len(value) > MAX_TAG:  # RedisStore.key tests the same
-        value = _hashed(value)
-    return "{" + value + "}"
-
-
 def _hashed(value: str) -> str:
     return hashlib.sha1(value.encode("utf-8", "surrogateescape")).hexdigest()
 
@@ -145,8 +134,13 @@ class RedisStore(Store):
     # -- plumbing ---------------------------------------------------------
 
     def key(self, kind: str, name: str, rest: str | None = None) -> str:
-        """``<prefix><kind>:{<name>}`` (``:<rest>`` appended in the same slot)."""
-        if "{" in name or "}" in name or len(name) > MAX_TAG:  # tag()'s test: one call fewer per key
+        """``<prefix><kind>:{<name>}`` (``:<rest>`` appended in the same slot).
+
+        ``{<name>}`` is the Redis Cluster hash tag.  A brace inside the name
+        would end the tag early (Redis hashes up to the first ``}``), so such
+        names, and very long ones, are replaced by their SHA-1.
+        """
+        if "{" in name or "}" in name or len(name) > MAX_TAG:
             name = _hashed(name)
         base = f"{self.prefix}{kind}:{{{name}}}"
         return base if rest is None else f"{base}:{rest}"
