@@ -329,9 +329,9 @@ class RespClient:
         """Send one command on the open connection (this turn): the future of its reply
         (bounded by the connection's timeout), or None when not connected."""
         proto = self._protocol
-        if proto is None or proto.transport is None or proto.lost is not None:
+        if proto is None:
             return None
-        try:
+        try:  # send() refuses a connection not made, lost or closing
             return proto.send(encode(args))
         except RespConnectionError:
             return None
