@@ -25,7 +25,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from barricade.client import ClientInfo
-from barricade.drive import Deadlines, deferred
+from barricade.drive import Deadlines, Drive, deferred
 from barricade.policy.order import arrange
 from barricade.policy.verdict import CONTINUE, Action, CheckError, Verdict
 from barricade.protocol.client_cert import ClientCert
@@ -515,8 +515,8 @@ class Pipeline:
         timeout = check.timeout or self.timeout
         try:
             watch = functools.partial(self._watch, check, phase, ctx) if self.stall else None
-            done = deferred(waiting.coro, waiting.awaited, watch=watch, timeout=timeout,
-                            deadlines=self._deadlines)
+            done = Drive(waiting.coro, waiting.awaited, watch=watch, timeout=timeout,
+                         deadlines=self._deadlines)
             outcome, verdict = self._named(check, phase, ctx, await done)
             return verdict
         except defer.TimeoutError:

@@ -255,3 +255,99 @@ def test_watch_hears_every_step():
     Drive(*started(waits(d)), lambda _: None, watch=steps.append)
     d.callback(1)
     assert len(steps) == 1
+
+
+async def awaits_drive(hook, then: defer.Deferred | None = None, made: list | None = None, **kw):
+    """Awaits a Drive of ``hook`` as the pipeline does, then maybe something more."""
+    run = Drive(*started(hook), **kw)
+    if made is not None:
+        made.append(run)
+    outcome = await run
+    if then is not None:
+        outcome = (outcome, await then)
+    return outcome
+
+
+@pytest.mark.parametrize("driver", ["drive", "ensureDeferred"])
+def test_a_drive_without_finish_is_awaited_by_any_driver(driver):
+    """drive() continues the awaiting coroutine straight from the hook's end (no
+    Deferred between them); ensureDeferred sends the Drive back and gets a Deferred."""
+    d, then = defer.Deferred(), defer.Deferred()
+    outcomes: list = []
+    made: list[Drive] = []
+    if driver == "drive":
+        drive(awaits_drive(waits(d), then, made), outcomes.append)
+        assert type(made[0].awaiter) is tuple  # drive() itself continues the awaiter
+    else:
+        defer.ensureDeferred(awaits_drive(waits(d), then, made)).addBoth(outcomes.append)
+        assert isinstance(made[0].awaiter, defer.Deferred)
+    d.callback(5)
+    assert outcomes == []  # the awaiting coroutine went on, and waits for ``then`` now
+    then.callback("next")
+    assert outcomes == [(5, "next")]
+
+
+@pytest.mark.parametrize("driver", ["drive", "ensureDeferred"])
+def test_a_drive_failure_or_timeout_is_raised_in_its_awaiter(driver):
+    clock = task.Clock()
+    d, stuck = defer.Deferred(), defer.Deferred()
+    outcomes: list = []
+
+    async def both():
+        raised = []
+        for hook, kw in ((waits(d), {}), (waits(stuck), {"timeout": 2.0, "deadlines": Deadlines(clock)})):
+            try:
+                await awaits_drive(hook, **kw)
+            except Exception as exc:  # noqa: BLE001 - what each awaiter heard
+                raised.append(type(exc))
+        return raised
+
+    if driver == "drive":
+        drive(both(), outcomes.append)
+    else:
+        defer.ensureDeferred(both()).addBoth(outcomes.append)
+    d.errback(ValueError("bad"))
+    assert outcomes == []
+    clock.advance(2.0)
+    assert outcomes == [[ValueError, defer.TimeoutError]]
+
+
+@pytest.mark.parametrize("driver", ["drive", "ensureDeferred"])
+def test_a_drive_that_ended_before_it_was_awaited_answers_at_once(driver):
+    """What the hook awaited was answered before anyone awaited its Drive: awaiting
+    it returns (or raises) without a wait."""
+    outcomes: list = []
+
+    async def awaits_later(run: Drive):
+        try:
+            return await run
+        except ValueError as exc:
+            return str(exc)
+
+    for answer_with in (lambda d: d.callback(3), lambda d: d.errback(ValueError("raised"))):
+        d = defer.Deferred()
+        run = Drive(*started(waits(d)))
+        answer_with(d)
+        if driver == "drive":
+            drive(awaits_later(run), outcomes.append)
+        else:
+            defer.ensureDeferred(awaits_later(run)).addBoth(outcomes.append)
+    assert outcomes == [3, "raised"]
+
+
+def test_cancelling_the_deferred_an_other_driver_waits_on_cancels_the_hook():
+    d = defer.Deferred()
+    heard: list = []
+
+    async def hook():
+        try:
+            return await d
+        except defer.CancelledError:
+            heard.append("cancelled")
+            raise
+
+    outer = defer.ensureDeferred(awaits_drive(hook()))
+    outcomes: list = []
+    outer.addBoth(outcomes.append)
+    outer.cancel()
+    assert heard == ["cancelled"] and outcomes[0].check(defer.CancelledError)
