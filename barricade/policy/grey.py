@@ -301,14 +301,14 @@ class GreyList(StoreCheck):
             self.metrics.count(self.metrics.grey, outcome)
 
     def passed(self, ctx: Context, status: GreyStatus, key: GreyKey) -> Verdict:
-        self.count(status.result.value)
+        self.count(status.result)  # a StrEnum: the member is its own value
         if status.result is Grey.PASS and self.header:
             ctx.add_header(self.header, report(status, key))
         return CONTINUE
 
     def refused(self, ctx: Context, status: GreyStatus, key: GreyKey) -> Verdict:
         """The last tuple's verdict when none passed."""
-        self.count(status.result.value)
+        self.count(status.result)  # a StrEnum: the member is its own value
         if status.result is Grey.REJECT:
             log.info("session {sid}: {key} failed grey listing (reject record)",
                      sid=ctx.session_id, key=key.name)
@@ -424,7 +424,7 @@ class GreyContent(GreyList):
             for key in keys:
                 status = self.known(key, period) or await self.lookup(key, period, digest=digest, msgid=msgid)
                 if status.passed:
-                    self.count(status.result.value)
+                    self.count(status.result)  # a StrEnum: the member is its own value
                     return CONTINUE
         except StoreError as exc:
             return self.failed(ctx, exc)

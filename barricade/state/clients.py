@@ -41,7 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from barricade.state.resp import RespClient
+from barricade.state.resp import Heard, RespClient
 
 PLAIN = ("redis://", "rediss://", "unix://")
 SENTINEL = ("redis+sentinel", "rediss+sentinel")
@@ -129,6 +129,12 @@ class Backend(ABC):
         """:meth:`start_script` for a plain command."""
         return None
 
+    def start_heard(self, heard: Heard, *args: str | int) -> bool:
+        """A plain command nobody awaits, sent at once: ``heard`` gets None, or the
+        exception that failed it (the error reply, the connection's, the deadline's).
+        False when that is not possible (``heard`` is then never called)."""
+        return False
+
     @abstractmethod
     async def close(self) -> None:
         """Let go of every connection."""
@@ -155,6 +161,9 @@ class RespBackend(Backend):
 
     def start(self, *args: str | int) -> asyncio.Future | None:
         return self.client.start(*args)
+
+    def start_heard(self, heard: Heard, *args: str | int) -> bool:
+        return self.client.start_heard(heard, *args)
 
     def abort(self) -> None:
         self.client.abort()

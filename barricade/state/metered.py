@@ -30,10 +30,9 @@ class MeteredStore(Store):
     def __init__(self, inner: Store, metrics: Any):
         self.inner = inner
         self.metrics = metrics
-
-    @property
-    def immediate(self) -> bool:  # type: ignore[override]
-        return self.inner.immediate
+        #: The inner store's (a class attribute of each kind of store, so it never changes);
+        #: read by every check's store call.
+        self.immediate = inner.immediate
 
     @property
     def kind(self) -> str:

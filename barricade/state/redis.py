@@ -182,23 +182,15 @@ class RedisStore(Store):
     def _command_nowait(self, what: str, args: Sequence[str | int], done: Done) -> None:
         """A plain command nobody waits for (no script: nothing to load again).
 
-        Sent at once on an open single-server connection and its reply read in
-        the future's callback; otherwise (connecting, Sentinel, Cluster) the
-        ordinary way, run by :func:`run_nowait`.
+        Sent at once on an open single-server connection, whose reply comes
+        to ``heard`` with no future made for it; otherwise (connecting,
+        Sentinel, Cluster) the ordinary way, run by :func:`run_nowait`.
         """
-        reply = self._backend.start(*args)
-        if reply is None:
+        def heard(error: Exception | None) -> None:
+            done(None if error is None else self._error(what, error))
+
+        if not self._backend.start_heard(heard, *args):
             run_nowait(self._call(what, self._backend.command(*args)), done)
-            return
-
-        def answered(reply: asyncio.Future) -> None:
-            if reply.cancelled():
-                done(StoreError(f"redis {what}: cancelled ({self.url})"))
-                return
-            exc = reply.exception()
-            done(None if exc is None else self._error(what, exc))
-
-        getattr(reply, "add_direct_callback", reply.add_done_callback)(answered)
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The script's reply: sent at once on an open connection, which keeps the

@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -121,6 +121,10 @@ def _encode(args: Sequence[str | int | bytes]) -> bytes:
     return b"".join(out)
 
 
+#: Hears the outcome of a command nobody awaits: None, or what failed it.
+Heard = Callable[[Exception | None], None]
+
+
 class Reply(asyncio.Future):
     """The future of one command's reply, which can resume its awaiter at once.
 
@@ -179,7 +183,7 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self, timeout: float | None = None) -> None:
         self.reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape")
-        self.waiting: collections.deque[Reply] = collections.deque()
+        self.waiting: collections.deque[Reply | Heard] = collections.deque()
         self.deadlines: collections.deque[float] = collections.deque()  # one per waiting future
         self.timeout = timeout
         self.timer: asyncio.TimerHandle | None = None
@@ -200,9 +204,17 @@ class _Protocol(asyncio.Protocol):
             future = self.waiting.popleft()
             if self.timeout is not None:
                 self.deadlines.popleft()
-            if future.done():  # its caller gave up (cancelled); the reply is still consumed
-                continue
-            future.resolve(reply)
+            if type(future) is not Reply:  # a Heard: a command nobody awaits
+                self._hear(future, RespError(str(reply)) if isinstance(reply, hiredis.ReplyError) else None)
+            elif not future.done():  # done: its caller gave up (cancelled); the reply is still consumed
+                future.resolve(reply)
+
+    def _hear(self, heard: Heard, error: Exception | None) -> None:
+        try:
+            heard(error)
+        except Exception as exc:  # noqa: BLE001 - the replies after this one must still be read
+            self.loop.call_exception_handler(
+                {"message": "exception in a Redis reply's callback", "exception": exc})
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.lost is None:
@@ -216,7 +228,9 @@ class _Protocol(asyncio.Protocol):
         self.deadlines.clear()
         while self.waiting:
             future = self.waiting.popleft()
-            if not future.done():
+            if type(future) is not Reply:
+                self._hear(future, error)
+            elif not future.done():
                 future.fail(error)
 
     def _expire(self) -> None:
@@ -236,14 +250,16 @@ class _Protocol(asyncio.Protocol):
     def usable(self) -> bool:
         return self.lost is None and self.transport is not None and not self.transport.is_closing()
 
-    def send(self, payload: bytes) -> Reply:
+    def send(self, payload: bytes, heard: Heard | None = None) -> Reply | None:
         """One command, held for this turn's write: the future of its reply, timed
-        by the connection.  Every store call on one server comes here, so it
+        by the connection; or, with ``heard``, no future (nobody awaits the
+        reply): ``heard`` gets None, the error reply as a RespError, or the
+        connection's error.  Every store call on one server comes here, so it
         calls no helper."""
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise RespConnectionError("not connected")
-        future = Reply(loop=self.loop)
-        self.waiting.append(future)
+        future = Reply(loop=self.loop) if heard is None else None
+        self.waiting.append(heard or future)
         if self.timeout is not None:
             due = self.loop.time() + self.timeout
             self.deadlines.append(due)
@@ -335,6 +351,19 @@ class RespClient:
             return proto.send(encode(args))
         except RespConnectionError:
             return None
+
+    def start_heard(self, heard: Heard, *args: str | int | bytes) -> bool:
+        """:meth:`start` for a command nobody awaits: ``heard`` gets its outcome
+        (see :meth:`_Protocol.send`), with no future made for it; False when not
+        connected (``heard`` is then never called)."""
+        proto = self._protocol
+        if proto is None:
+            return False
+        try:
+            proto.send(encode(args), heard)
+        except RespConnectionError:
+            return False
+        return True
 
     async def execute(self, *args: str | int | bytes):
         """One command's reply; RespError for ``-ERR``, RespConnectionError when cut off."""

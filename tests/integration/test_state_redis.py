@@ -327,14 +327,14 @@ async def test_writes_nobody_waits_for(tmp_path, prefix) -> None:
     store = make_store(srv.url, prefix, timeout=0.4)
     outcomes: list[StoreError | None] = []
     sent_at_once: list[bool] = []
-    start = store._backend.start
+    start_heard = store._backend.start_heard
 
-    def recording_start(*args):
-        reply = start(*args)
-        sent_at_once.append(reply is not None)
-        return reply
+    def recording_start(heard, *args):
+        sent = start_heard(heard, *args)
+        sent_at_once.append(sent)
+        return sent
 
-    store._backend.start = recording_start
+    store._backend.start_heard = recording_start
 
     def now(op):
         return aio(op, immediate=store.immediate)

@@ -225,3 +225,50 @@ async def test_commands_of_a_turn_are_written_before_a_close_in_that_turn():
     await client.close()
     assert transport.events == [b"*2\r\n$3\r\nDEL\r\n$1\r\na\r\n*3\r\n$4\r\nZREM\r\n$1\r\nb\r\n$1\r\nc\r\n",
                                 "close"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_nobody_awaits_is_heard_in_order_with_no_future():
+    """``start_heard``: the reply of a write nobody awaits goes to its callback (None,
+    or the error reply as a RespError) in its place among the futures of awaited
+    commands; a callback that raises does not stop the next replies; a lost
+    connection reaches every callback still waiting."""
+    from barricade.state.resp import RespClient, RespConnectionError, RespError, _Protocol
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            pass
+
+        def is_closing(self) -> bool:
+            return False
+
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    client = RespClient("redis://127.0.0.1:9")
+    proto = client._protocol = _Protocol()
+    proto.connection_made(Transport())
+    heard: list[object] = []
+
+    def boom(_error):
+        raise RuntimeError("bug")
+
+    try:
+        assert client.start_heard(heard.append, "DEL", "a")
+        awaited = client.start("GET", "b")
+        assert client.start_heard(boom, "DEL", "c")
+        assert client.start_heard(heard.append, "ZREM", "d", "e")
+        assert client.start_heard(heard.append, "DEL", "f")
+        assert len(proto.waiting) == 5 and sum(type(w) is Reply for w in proto.waiting) == 1
+        proto.data_received(b":1\r\n$1\r\nx\r\n:0\r\n-WRONGTYPE bad\r\n")
+        assert heard[0] is None and awaited.result() == "x"
+        assert isinstance(heard[1], RespError) and "WRONGTYPE" in str(heard[1])
+        assert len(reported) == 1 and isinstance(reported[0]["exception"], RuntimeError)
+        proto.connection_lost(None)
+        assert isinstance(heard[2], RespConnectionError)
+    finally:
+        loop.set_exception_handler(old)
+    client._protocol = None
+    assert not client.start_heard(heard.append, "DEL", "g")  # not connected: never called
+    assert len(heard) == 3
