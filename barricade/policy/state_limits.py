@@ -39,8 +39,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Coroutine, Iterable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from twisted.internet import task
 from twisted.logger import Logger
@@ -263,9 +262,12 @@ class RateConnect(StoreCheck):
         return CONTINUE
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A session's concurrency lease: the store key it counts under, and its id."""
+class Lease(NamedTuple):
+    """A session's concurrency lease: the store key it counts under, and its id.
+
+    (A named tuple, made by one call; a frozen dataclass sets each field
+    through ``object.__setattr__``, and every session with a limit takes one.)
+    """
 
     key: str
     lease: str
