@@ -16,13 +16,17 @@ Anything else it awaits goes the general way, :func:`resume` under
 
 Two forms: :func:`drive` for the server's handlers and the close hooks (no
 timeout: the client's and the downstream's deadlines bound them), which
-costs nothing but the callback per wait; and :class:`Drive` (through
-:func:`deferred`) for the policy's hooks, whose ``timeout``
-(``check-timeout``) cancels what the hook awaits when it passes (the hook
-hears ``CancelledError`` there) and ends it with ``TimeoutError`` at once,
-whatever the hook does next, and whose ``watch`` hears when each step
-began (the stall watchdog).  The timeouts of all the hooks waiting at a
-time are kept on one timer (:class:`Deadlines`).
+costs nothing but the callback per wait; and :class:`Drive` for the
+policy's hooks, whose ``timeout`` (``check-timeout``) cancels what the hook
+awaits when it passes (the hook hears ``CancelledError`` there) and ends it
+with ``TimeoutError`` at once, whatever the hook does next, and whose
+``watch`` hears when each step began (the stall watchdog).  The timeouts of
+all the hooks waiting at a time are kept on one timer (:class:`Deadlines`).
+
+The pipeline awaits a waiting hook's Drive itself; under :func:`drive`
+(the server's handlers, which run the pipeline) the hook's end continues
+the handler at once, with no Deferred between them.  :func:`deferred` gives
+a Drive's outcome as a Deferred, for the close hooks and anything else.
 """
 
 from __future__ import annotations

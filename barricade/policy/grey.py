@@ -46,9 +46,9 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import re
-from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesFeedParser
+from typing import NamedTuple
 
 from twisted.logger import Logger
 
@@ -122,9 +122,11 @@ def mailbox(address: str) -> str:
     return f"{strip_detail(local)}@{domain}"
 
 
-@dataclass(frozen=True)
-class GreyKey:
-    """One tuple: the store key (``grey:`` is the stores' namespace) and its host part."""
+class GreyKey(NamedTuple):
+    """One tuple: the store key (``grey:`` is the stores' namespace) and its host part.
+
+    (A named tuple: every grey-listed message makes one, in one call.)
+    """
 
     tuple: str
     host: str | None
@@ -257,8 +259,9 @@ class GreyList(StoreCheck):
     def period(self, ctx: Context) -> int:
         """``grey-temp-fail-period``, then ``Grey-Connect:``, then the smallest ``Grey-To:``."""
         period = self.default_period
-        if self.map is None:
-            return period
+        amap = self.map
+        if amap is None or not (amap.has_tag(self.tag) or amap.has_tag("grey-to")):
+            return period  # most maps have neither: no keys to build, for every message
         found = self.number(self.client_value(ctx))  # Grey-Connect:
         if found is not None:
             period = found
@@ -270,12 +273,13 @@ class GreyList(StoreCheck):
 
     def keys(self, ctx: Context) -> list[GreyKey]:
         """The message's tuples: one per distinct recipient with ``rcpt``, else one."""
-        name = ctx.client.name if ctx.client.name not in ("", "unknown", "localhost") else None
-        common = dict(ip=ctx.client.ip, ptr=name, helo=ctx.helo, sender=ctx.sender or "")
+        client = ctx.client
+        name = client.name if client.name not in ("", "unknown", "localhost") else None
+        ip, helo, sender = client.ip, ctx.helo, ctx.sender or ""
         rcpts = ctx.rcpts if "rcpt" in self.words else [None]
         keys: list[GreyKey] = []
         for rcpt in rcpts:
-            key = make_key(self.words, rcpt=rcpt, **common)
+            key = make_key(self.words, ip=ip, ptr=name, helo=helo, sender=sender, rcpt=rcpt)
             if key not in keys:
                 keys.append(key)
         return keys
@@ -287,7 +291,7 @@ class GreyList(StoreCheck):
         (and without a coroutine: most messages of a busy gateway end here)."""
         known = self.store.known_grey(key.tuple, host=key.host, period=period)
         if known is not None and self.metrics is not None:
-            self.metrics.count(self.metrics.grey_remembered)
+            self.metrics.tally.inc(self.metrics.child(self.metrics.grey_remembered))
         return known
 
     async def lookup(self, key: GreyKey, period: int, **content) -> GreyStatus:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from barricade.state.errors import StoreError  # noqa: F401 - part of the store interface, imported from here
 from barricade.state.nowait import Done, run_nowait
@@ -47,13 +47,14 @@ class Grey(enum.StrEnum):
     REJECT = "reject"  #: a record an operator set to "reject" (smtpf's cached 5, #388)
 
 
-@dataclass(frozen=True, slots=True)
-class GreyStatus:
+class GreyStatus(NamedTuple):
     """What the grey-list says and the times a reply or report needs.
 
     ``created`` is when the record was first written (epoch seconds; for the
     X-Grey-Report ``at=``), ``now`` the store's time of this decision, so
     ``age`` and ``remaining`` agree with the store's clock, not the caller's.
+    (A named tuple: most messages make one, for a remembered tuple, and a
+    frozen dataclass sets each field through ``object.__setattr__``.)
     """
 
     result: Grey

@@ -33,6 +33,8 @@ class MeteredStore(Store):
         #: The inner store's (a class attribute of each kind of store, so it never changes);
         #: read by every check's store call.
         self.immediate = inner.immediate
+        #: Not observed (no store operation is made): the inner store's own, with no call between.
+        self.known_grey = inner.known_grey
 
     @property
     def kind(self) -> str:
@@ -72,11 +74,6 @@ class MeteredStore(Store):
         return self._timed("grey", self.inner.grey(
             tuple_key, period=period, temp_fail_ttl=temp_fail_ttl, accept_ttl=accept_ttl, host=host,
             hold=hold, digest=digest, msgid=msgid))
-
-    def known_grey(self, tuple_key: str, *, host: str | None = None,
-                   period: float = 0.0) -> GreyStatus | None:
-        # Not observed: no store operation is made.
-        return self.inner.known_grey(tuple_key, host=host, period=period)
 
     def grey_reject(self, *, ttl: float, host: str | None = None,
                     tuple_key: str | None = None) -> Timed[None]:
