@@ -144,15 +144,17 @@ class Drive:
             awaited.cancel()
 
     def _wait(self, awaited: Any) -> None:
-        if isinstance(awaited, defer.Deferred):
-            self.awaited = awaited
-            awaited.addBoth(self._step)
-            return
+        # A future first: Deferred is an abstract Awaitable, so isinstance() of
+        # anything but a Deferred goes through ABCMeta, a store reply's every wait.
         if asyncio.isfuture(awaited):  # a store's reply, awaited with no Deferred between
             awaited._asyncio_future_blocking = False  # accepted, as a task does
             self.awaited = awaited
             direct = getattr(awaited, "add_direct_callback", None)
             (direct or awaited.add_done_callback)(self._resumed)
+            return
+        if isinstance(awaited, defer.Deferred):
+            self.awaited = awaited
+            awaited.addBoth(self._step)
             return
         general = self.awaited = defer.ensureDeferred(resume(self.coro, awaited, self.watch))
         general.addBoth(self._end)
