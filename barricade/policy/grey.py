@@ -44,6 +44,7 @@ is before the scanner plugins (smtpf checks it after clamd).
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import re
 from email.message import Message
@@ -175,6 +176,12 @@ def make_key(words: frozenset[str], *, ip: str, ptr: str | None, helo: str, send
     return GreyKey(key, host)
 
 
+#: make_key remembered: a busy gateway's mail comes mostly from correspondents it has
+#: seen, whose next message makes the same tuple (a lookup is a fifth of making one).
+#: Keys are immutable, so sharing them is safe; a few thousand take a megabyte or so.
+_known_key = functools.lru_cache(maxsize=4096)(make_key)
+
+
 def report(status: GreyStatus, key: GreyKey) -> str:
     """The X-Grey-Report value: ``age=73 (00:01:13) key=grey:… at="<when first seen>"``."""
     age = max(0, int(status.age))
@@ -279,7 +286,7 @@ class GreyList(StoreCheck):
         rcpts = ctx.rcpts if "rcpt" in self.words else [None]
         keys: list[GreyKey] = []
         for rcpt in rcpts:
-            key = make_key(self.words, ip=ip, ptr=name, helo=helo, sender=sender, rcpt=rcpt)
+            key = _known_key(self.words, ip=ip, ptr=name, helo=helo, sender=sender, rcpt=rcpt)
             if key not in keys:
                 keys.append(key)
         return keys

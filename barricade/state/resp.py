@@ -20,6 +20,11 @@ redis-server's CPU per message, a server every worker and gateway shares
 (the proxy's own CPU barely moved; bench/README.md).  The price: a command
 waits for the rest of the turn it was made in.
 
+A command nobody awaits (a lease's release, dupmsg's settling) gets no
+future: its callback (:data:`Heard`) takes its place in the FIFO and hears
+the reply, or the error that failed it, directly.  A future's making,
+resolving and callback cost about as much as the rest of such a write.
+
 Failure handling is deliberately blunt: a lost connection fails every
 command in flight with :class:`RespConnectionError`, and the next command
 connects again; a command that times out closes the connection too,

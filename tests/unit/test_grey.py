@@ -163,6 +163,30 @@ def test_period_grey_connect_then_smallest_grey_to(tmp_path):
     assert GreyList(config(), None, MemoryStore()).period(ctx()) == 600
 
 
+def test_period_with_one_kind_of_entry_or_none(tmp_path):
+    """The default needs no lookup when the map has neither Grey-Connect: nor Grey-To:
+    entries; either kind alone still applies."""
+    only_to = GreyList(config(), access(tmp_path, "grey-to:acme.org 300\n"), MemoryStore())
+    assert only_to.period(ctx(rcpts=["x@acme.org"])) == 300
+    (tmp_path / "other").mkdir()
+    only_connect = GreyList(config(), access(tmp_path / "other", "grey-connect:192.0.2 900\n"), MemoryStore())
+    assert only_connect.period(ctx(rcpts=["x@acme.org"])) == 900
+    (tmp_path / "none").mkdir()
+    neither = GreyList(config(), access(tmp_path / "none", "connect:192.0.2.9 OK\n"), MemoryStore())
+    assert neither.period(ctx(rcpts=["x@acme.org"])) == 600
+
+
+def test_a_message_of_a_known_correspondent_gets_the_remembered_key():
+    """Tuples are remembered by what makes them: the next message from the same
+    client, sender and recipient shares its (immutable) key, which is what a new one
+    would be."""
+    check = GreyList(config(), None, MemoryStore())
+    first, again = check.keys(ctx()), check.keys(ctx())
+    assert first == again and first[0] is again[0]
+    assert first[0] == make_key(check.words, ip="192.0.2.9", ptr="mail.pool1.example.com",
+                                helo="mx1.sender.net", sender="fred@sender.net", rcpt="john@acme.org")
+
+
 @pytest.mark.parametrize(("client", "white", "reason"), [
     (dict(ip="127.0.0.1", name="localhost", localhost=True), {}, "localhost"),
     (dict(relay=True), {}, "relay"),
