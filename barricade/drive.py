@@ -38,9 +38,12 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from barricade.net.deadline import Deadline
+
+log = Logger()
 
 #: Gets what the coroutine returned, or the Failure of what it raised; called once.
 Finish = Callable[[Any], None]
@@ -50,7 +53,8 @@ Watch = Callable[[float], None]
 
 def drive(coro: Any, finish: Finish) -> None:
     """Run ``coro`` until it ends (``finish`` gets the outcome at once) or awaits
-    a Deferred, from whose callback it goes on; no timeout, nothing to cancel.
+    a Deferred, from whose callback it goes on (or a hook's :class:`Drive`, from
+    that hook's end); no timeout, nothing to cancel.
 
     The server's handlers and the close hooks run so: a handler that waits
     on a downstream reply costs no object of its own, only the callback.
@@ -203,7 +207,12 @@ class Drive:
         if awaiter is None:  # ended before anyone awaited it: __await__ takes the outcome
             self.outcome = outcome
         elif type(awaiter) is tuple:
-            _continue(outcome, *awaiter)
+            try:
+                _continue(outcome, *awaiter)
+            except Exception:  # noqa: BLE001 - as a Deferred's callback chain would keep it
+                # What the awaiter's own finish raised must not reach whoever ended
+                # the hook (a Redis reply, the timer of every hook timing out).
+                log.failure("after a policy hook ended")
         else:
             _fire(awaiter, outcome)
 
@@ -268,7 +277,10 @@ class Deadlines:
         if self._due:
             self._deadline.set(min(self._due.values()) - now)
         for drive in late:
-            drive.time_out()
+            try:
+                drive.time_out()
+            except Exception:  # noqa: BLE001 - the other hooks due now must still time out
+                log.failure("timing out a policy hook")
 
 
 async def resume(coro: Any, awaited: Any, watch: Watch | None = None) -> Any:

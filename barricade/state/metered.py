@@ -30,8 +30,7 @@ class MeteredStore(Store):
     def __init__(self, inner: Store, metrics: Any):
         self.inner = inner
         self.metrics = metrics
-        #: The inner store's (a class attribute of each kind of store, so it never changes);
-        #: read by every check's store call.
+        #: The inner store's, read once here: every check's store call reads it.
         self.immediate = inner.immediate
         #: Not observed (no store operation is made): the inner store's own, with no call between.
         self.known_grey = inner.known_grey
@@ -119,11 +118,10 @@ class MeteredStore(Store):
     def delete(self, key: str) -> Timed[None]:
         return self._timed("delete", self.inner.delete(key))
 
-    def _nowait(self, operation: str, done: Done, start: Callable[..., None], *args: Any,
-                **kwargs: Any) -> None:
-        """``start(*args, **kwargs, done=observed)``: the inner store's write, whose
-        outcome reaches ``done`` after its time and outcome are observed; a
-        backend that raises at once (a bug) still reaches ``done`` as a StoreError."""
+    def _nowait(self, operation: str, done: Done, start: Callable[..., None], *args: Any) -> None:
+        """``start(*args, observed)``: the inner store's write, whose outcome reaches
+        ``done`` after its time and outcome are observed; a backend that raises
+        at once (a bug) still reaches ``done`` as a StoreError."""
         started = time.monotonic()
 
         def observed(error: StoreError | None) -> None:
@@ -132,7 +130,7 @@ class MeteredStore(Store):
             done(error)
 
         try:
-            start(*args, done=observed, **kwargs)
+            start(*args, observed)
         except Exception as exc:  # noqa: BLE001 - as in _timed
             observed(StoreError(f"{operation}: {exc!r}"))
 
@@ -143,7 +141,7 @@ class MeteredStore(Store):
         self._nowait("delete", done, self.inner.delete_nowait, key)
 
     def set_nowait(self, key: str, value: str, *, ttl: float, done: Done) -> None:
-        self._nowait("set", done, self.inner.set_nowait, key, value, ttl=ttl)
+        self._nowait("set", done, lambda observed: self.inner.set_nowait(key, value, ttl=ttl, done=observed))
 
     async def close(self) -> None:
         await self.inner.close()

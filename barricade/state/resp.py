@@ -45,6 +45,7 @@ import collections
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import hiredis
@@ -189,7 +190,7 @@ class _Protocol(asyncio.Protocol):
     def __init__(self, timeout: float | None = None) -> None:
         self.reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape")
         self.waiting: collections.deque[Reply | Heard] = collections.deque()
-        self.deadlines: collections.deque[float] = collections.deque()  # one per waiting future
+        self.deadlines: collections.deque[float] = collections.deque()  # one per waiting entry
         self.timeout = timeout
         self.timer: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
@@ -254,6 +255,12 @@ class _Protocol(asyncio.Protocol):
 
     def usable(self) -> bool:
         return self.lost is None and self.transport is not None and not self.transport.is_closing()
+
+    @overload
+    def send(self, payload: bytes) -> Reply: ...
+
+    @overload
+    def send(self, payload: bytes, heard: Heard) -> None: ...
 
     def send(self, payload: bytes, heard: Heard | None = None) -> Reply | None:
         """One command, held for this turn's write: the future of its reply, timed

@@ -351,3 +351,45 @@ def test_cancelling_the_deferred_an_other_driver_waits_on_cancels_the_hook():
     outer.addBoth(outcomes.append)
     outer.cancel()
     assert heard == ["cancelled"] and outcomes[0].check(defer.CancelledError)
+
+
+def test_an_awaiter_whose_finish_raises_stops_no_other_hook_timing_out():
+    """The hook's end continues its awaiter in the caller's stack (here, the one timer
+    of every hook due): what the awaiter's finish raises is logged there, and the
+    next hook due still times out."""
+    from twisted.logger import globalLogPublisher
+
+    clock = task.Clock()
+    deadlines = Deadlines(clock)
+    timed_out: list[str] = []
+    logged: list[dict] = []
+
+    async def stubborn(d, later):
+        try:
+            return await d
+        except defer.CancelledError:
+            return await later  # lives on after the cancel
+
+    async def awaiter(name):
+        try:
+            await Drive(*started(stubborn(defer.Deferred(), defer.Deferred())), timeout=2.0,
+                        deadlines=deadlines)
+        except defer.TimeoutError:
+            timed_out.append(name)
+
+    def broken(_outcome):
+        raise RuntimeError("finish failed")
+
+    def observe(event):
+        if event.get("log_failure") is not None:
+            logged.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        drive(awaiter("a"), broken)
+        drive(awaiter("b"), broken)
+        clock.advance(2.0)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert timed_out == ["a", "b"]
+    assert [e["log_failure"].check(RuntimeError) for e in logged] == [RuntimeError, RuntimeError]

@@ -272,3 +272,62 @@ async def test_a_command_nobody_awaits_is_heard_in_order_with_no_future():
     client._protocol = None
     assert not client.start_heard(heard.append, "DEL", "g")  # not connected: never called
     assert len(heard) == 3
+
+
+def test_metered_connect_is_observed_as_rate_then_acquire_within_the_rate_limit():
+    """``connect`` counts as ``rate``, and as ``acquire`` too when the count was within
+    the rate limit (the lease was asked for); a failure is ``rate``'s alone."""
+    class Counted(MemoryStore):
+        def __init__(self, count):
+            super().__init__()
+            self.count = count
+
+        async def connect(self, key, *, rate_limit, limit, ttl, window=60, buckets=10):
+            if self.count is None:
+                raise StoreError("down")
+            return self.count, "lease" if self.count <= rate_limit else None
+
+    for count, rate_limit, expected in ((3, 5, [("rate", False), ("acquire", False)]),
+                                        (6, 5, [("rate", False)]),
+                                        (0, 0, [("rate", False), ("acquire", False)])):
+        metrics = Recorder()
+        got = finished(MeteredStore(Counted(count), metrics).connect("ip", rate_limit=rate_limit, limit=1, ttl=10))
+        assert got[0] == count and metrics.seen == expected
+    metrics = Recorder()
+    try:
+        finished(MeteredStore(Counted(None), metrics).connect("ip", rate_limit=5, limit=1, ttl=10))
+    except StoreError:
+        pass
+    else:
+        raise AssertionError("the store's failure was not raised")
+    assert metrics.seen == [("rate", True)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_nobody_awaits_hears_the_connections_deadline():
+    """Past the connection's timeout every command in flight fails: a write nobody
+    awaits hears RespTimeout, and the connection is dropped."""
+    from barricade.state.resp import RespClient, RespTimeout, _Protocol
+
+    class Transport:
+        aborted = False
+
+        def write(self, data: bytes) -> None:
+            pass
+
+        def is_closing(self) -> bool:
+            return self.aborted
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    client = RespClient("redis://127.0.0.1:9")
+    proto = client._protocol = _Protocol(timeout=0.02)
+    proto.connection_made(transport := Transport())
+    heard: list[object] = []
+    assert client.start_heard(heard.append, "DEL", "a")
+    for _ in range(50):
+        if heard:
+            break
+        await task.deferLater(reactor, 0.01)
+    assert len(heard) == 1 and isinstance(heard[0], RespTimeout) and transport.aborted
