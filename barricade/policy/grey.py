@@ -126,7 +126,8 @@ def mailbox(address: str) -> str:
 class GreyKey(NamedTuple):
     """One tuple: the store key (``grey:`` is the stores' namespace) and its host part.
 
-    (A named tuple: every grey-listed message makes one, in one call.)
+    (A named tuple: made in one call, where a frozen dataclass sets each field
+    through ``object.__setattr__``.)
     """
 
     tuple: str

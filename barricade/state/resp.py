@@ -271,7 +271,7 @@ class _Protocol(asyncio.Protocol):
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise RespConnectionError("not connected")
         future = Reply(loop=self.loop) if heard is None else None
-        self.waiting.append(heard or future)
+        self.waiting.append(future if heard is None else heard)
         if self.timeout is not None:
             due = self.loop.time() + self.timeout
             self.deadlines.append(due)
