@@ -299,7 +299,7 @@ class GreyList(StoreCheck):
         (and without a coroutine: most messages of a busy gateway end here)."""
         known = self.store.known_grey(key.tuple, host=key.host, period=period)
         if known is not None and self.metrics is not None:
-            self.metrics.tally.inc(self.metrics.child(self.metrics.grey_remembered))
+            self.metrics.count(self.metrics.grey_remembered)
         return known
 
     async def lookup(self, key: GreyKey, period: int, **content) -> GreyStatus:

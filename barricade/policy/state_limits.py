@@ -165,8 +165,7 @@ class StoreCheck(Check):
 
     def limit(self, ctx: Context) -> int:
         """The client's limit (0: none); a value that is not a number is logged and ignored."""
-        hit = self.map.client_entry(self.tag, ctx.client)  # client_value's, for every session
-        return 0 if hit is None else max(0, self.number(hit) or 0)
+        return max(0, self.number(self.client_value(ctx)) or 0)
 
     def bad_value(self, key: str, value: str) -> None:
         """Ignored here: the access map reported the line once when it loaded
