@@ -20,8 +20,9 @@ if "twisted.internet.reactor" not in sys.modules:  # pragma: no branch
     import asyncio
 
     from barricade.net import reactor as _reactor
+    from barricade.net.loop import Loop
 
-    _loop = asyncio.new_event_loop()
+    _loop = Loop()
     asyncio.set_event_loop(_loop)  # install(loop) alone does not make it current
     _reactor.install(_loop)
 

@@ -12,8 +12,9 @@ Cluster deployments keep redis-py (:mod:`barricade.state.clients`), which
 knows their topology protocols.
 
 Writes: every command sent in one turn of the event loop, by every session
-of the worker, leaves in one write at the start of the next turn (before
-the I/O that turn brings is handled).  Under load the sessions a turn
+of the worker, leaves in one write at the end of that turn, before the
+loop polls again (:mod:`barricade.net.loop`; on another loop, at the start
+of the next turn).  Under load the sessions a turn
 handles each send a command or two: one ``send`` here and one read in
 Redis for all of them, instead of one each, took about a third off
 redis-server's CPU per message, a server every worker and gateway shares
@@ -49,6 +50,8 @@ from typing import overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import hiredis
+
+from barricade.net.loop import turn_end
 
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 
@@ -196,7 +199,8 @@ class _Protocol(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
-        self.held: list[bytes] | None = None  # this turn's commands, written at the next
+        self.held: list[bytes] | None = None  # this turn's commands, written at its end
+        self.at_turn_end = turn_end(self.loop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -280,13 +284,13 @@ class _Protocol(asyncio.Protocol):
         held = self.held
         if held is None:
             self.held = [payload]
-            self.loop.call_soon(self.send_held)
+            self.at_turn_end(self.send_held)
         else:
             held.append(payload)
         return future
 
     def send_held(self) -> None:
-        """Write the commands of the turn that has just ended, in one piece."""
+        """Write the commands of the turn that is ending, in one piece."""
         held, self.held = self.held, None
         if held and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(held))  # one command: join returns it as it is
