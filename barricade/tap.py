@@ -2,7 +2,7 @@
 
 Importing this module (twistd does so only when the ``barricade``
 subcommand is chosen) installs Twisted's asyncio reactor (as
-:mod:`barricade.net.reactor` adapts it), so checks can
+:mod:`barricade.net.reactor` adapts it) on :class:`barricade.net.loop.Loop`, so checks can
 await asyncio libraries (redis.asyncio, dns.asyncresolver) directly.  Any
 other reactor (``twistd --reactor=epoll``) is refused at start-up: the
 checks would wait forever for an asyncio loop that never runs.
