@@ -16,8 +16,9 @@ calling it, so a callback that schedules anything (a write that fails
 closes its transport with ``call_soon``) makes this poll not block.
 That check reads the loop's ready queue, an attribute of asyncio's
 ``BaseEventLoop`` that every CPython since 3.4 has: a test holds it to
-that, and :func:`turn_end` falls back to ``call_soon`` on any other loop
-(pytest's, a tool's).
+that, and without it the poll would never block after such a callback
+(a turn, as ``call_soon`` made).  :func:`turn_end` falls back to
+``call_soon`` on any other loop (pytest's, a tool's).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ class _Selector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
         loop = self.loop
         if loop is not None and loop._turn_end:
             loop._run_turn_end()
-            if loop._ready:  # scheduled by a callback: asyncio reckoned without it
+            # Scheduled by a callback: asyncio reckoned without it.  (Without the
+            # attribute, in some later Python: assume so, a turn as with call_soon.)
+            if getattr(loop, "_ready", True):
                 timeout = 0
         return super().select(timeout)
 
