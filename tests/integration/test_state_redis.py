@@ -378,7 +378,8 @@ async def test_writes_nobody_waits_for(tmp_path, prefix) -> None:
 @pytest_twisted.ensureDeferred
 async def test_commands_of_one_turn_go_out_in_one_write(server, raw, prefix) -> None:
     """Every command sent in one turn of the event loop (several sessions' waited-for
-    calls and writes nobody waits for alike) leaves in one write at the next turn, in
+    calls and writes nobody waits for alike) leaves in one write after that turn (at
+    the start of the next on this test's loop, at its own end on Barricade's), in
     order, and each lands and is answered; a command of a later turn is a write of its own."""
     store = make_store(server.url, prefix)
     outcomes: list[StoreError | None] = []

@@ -66,8 +66,12 @@ def test_a_callback_runs_after_the_turns_handles_and_before_the_next_poll(loop):
 
     loop.call_soon(first)
     loop.call_soon(lambda: order.append("second"))  # the same turn as first
+    polls = counting_polls(loop, after=lambda: list(order))
     run(loop, asyncio.sleep(0))
     assert order[:4] == ["first", "second", "end", "next turn"]
+    # the first poll came before any handle ran; by the second, "end" had run (with
+    # call_soon it would be a handle of the next turn, run after that poll)
+    assert polls[1] == (0, ["first", "second", "end"])
 
 
 def test_what_a_callback_schedules_runs_at_once_though_the_loop_meant_to_block(loop):
