@@ -85,9 +85,10 @@ async def _layer(layer: str, store, metered, n: int) -> None:
 
 def child(layer: str, n: int, url: str) -> None:
     """The measured process: connect, warm up, then ``n`` operations through ``layer``."""
+    from barricade.net.loop import Loop
     from barricade.net.reactor import install
 
-    loop = asyncio.new_event_loop()
+    loop = Loop()  # the proxy's own: a turn's commands leave at its end
     asyncio.set_event_loop(loop)
     install(loop)
     from barricade.aio import aio
