@@ -311,12 +311,7 @@ class Metrics:
         found = self._store_children.get(operation)
         if found is None:
             found = self._store_children[operation] = self.store_seconds.labels(operation)
-        pending = self.tally.observed.get(found)
-        if pending is None:
-            self.tally.observe(found, seconds)  # the first since the flush makes the entry
-        else:  # what Tally.observe does, without the call: five per message with a store
-            pending[0] += seconds
-            pending[1][bisect_left(pending[2], seconds)] += 1
+        self.tally.observe(found, seconds)
         if failed:
             self.store_errors.labels(operation).inc()
 
