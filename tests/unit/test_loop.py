@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import uuid
 
 import pytest
+import redis
 
 from barricade.net.loop import Loop, turn_end
+from barricade.state.redis import RedisStore
 from barricade.state.resp import _Protocol
 
 
@@ -133,3 +136,38 @@ def test_a_redis_connection_writes_a_turns_commands_at_its_end(loop):
 
     assert run(loop, main()) == b"*1\r\n$4\r\nPING\r\n" * 2
     b.close()
+
+
+def test_a_turns_store_calls_reach_a_real_redis_in_one_write_before_the_poll(loop, redis_server):
+    """On a live redis-server: writes nobody awaits and an awaited call, made in one
+    turn, leave in one write by the time the loop polls, in order, each answered."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    raw = redis.Redis(host="127.0.0.1", port=redis_server.port, decode_responses=True)
+
+    async def main() -> None:
+        store = RedisStore(redis_server.url, prefix=prefix, timeout=2.0, connect_timeout=1.0)
+        try:
+            lease = await store.acquire("ip", limit=5, ttl=10)  # connects
+            assert lease is not None
+            proto = store._backend.client._protocol
+            writes: list[bytes] = []
+            write = proto.transport.write
+            proto.transport.write = lambda data: (writes.append(data), write(data))
+            polls = counting_polls(loop, after=lambda: len(writes))
+            outcomes: list[object] = []
+            store.set_nowait("a", "discard s1", ttl=10, done=outcomes.append)
+            store.release_nowait("ip", lease, outcomes.append)
+            assert await store.add("b", "pending s2", ttl=10) is True
+            assert polls[0][1] == 1  # the turn's one write had left when the loop first polled
+            assert len(writes) == 1 and writes[0].count(b"*") == 3
+            assert outcomes == [None, None]  # heard in order, before the awaited reply
+            assert await store.leases("ip") == 0
+        finally:
+            await store.close()
+
+    try:
+        run(loop, main())
+        assert raw.get(f"{prefix}cache:{{a}}") == "discard s1"
+        assert raw.get(f"{prefix}cache:{{b}}") == "pending s2"
+    finally:
+        raw.close()
